@@ -1,0 +1,141 @@
+# SPDX-License-Identifier: MIT
+"""The `ppi` entry point: composes the verbs and turns errors into one line and an exit code.
+
+Exit codes: 0 success; 1 a `PpiError` (bad input, stale cache, foreign checkpoint) or an unexpected
+failure, printed as one line on stderr; 2 a usage error (Typer/Click); 130 interrupted.
+`PPI_DEBUG=1` adds the traceback. Local variables are never shown: they may hold patient data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from ppi_cli import __version__
+
+__all__ = ["app", "main", "run", "VERBS"]
+
+# Typer >= 0.22 vendors Click, older Typer re-exports it: take the classes from Typer either way.
+_EXIT = typer.Exit
+_ABORT = typer.Abort
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+# verb -> modules of ppi_cli.cli that provide it. A module that does not exist yet is skipped, so a
+# verb appears in `ppi --help` only once something implements it. Single-module verbs whose module
+# name equals the verb are plain commands; the others are groups of sub-commands.
+VERBS: dict[str, tuple[str, ...]] = {
+    "prepare": ("prepare_lidc", "prepare_ga", "prepare_folder"),
+    "train": ("train",),
+    "crossval": ("crossval",),
+    "compare": ("compare",),
+    "cross-site": ("cross_site",),
+    "explain": ("explain",),
+    "segment-eval": ("segment_eval",),
+    "synth": ("synth_lidc", "synth_ga"),
+    "demo": ("demo",),
+    "bench": ("bench_saliency", "bench_train", "bench_prepare_lidc"),
+    "recipe": ("recipe",),
+}
+GROUPS = {"prepare": "Turn raw data into a prepared cache.", "synth": "Generate synthetic raw data.",
+          "bench": "Measure speed against the floor and against other libraries.",
+          "recipe": "List, show and check recipes."}
+
+app = typer.Typer(
+    name="ppi",
+    help="Interpretable CNNs for clinical imaging studies with Proactive Pseudo-Intervention (PPI).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ppi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", "-V", help="Print the version and exit.",
+                                          callback=_version, is_eager=True)] = False,
+) -> None:
+    """Interpretable CNNs for clinical imaging studies with Proactive Pseudo-Intervention (PPI)."""
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(f"ppi_cli.cli.{module}") is not None
+
+
+def _compose() -> None:
+    for verb, modules in VERBS.items():
+        present = [m for m in modules if _available(m)]
+        if not present:
+            continue
+        if verb in GROUPS:
+            group = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", help=GROUPS[verb])
+            for module in present:
+                importlib.import_module(f"ppi_cli.cli.{module}").register(group)
+            app.add_typer(group, name=verb)
+        else:
+            importlib.import_module(f"ppi_cli.cli.{present[0]}").register(app)
+
+
+_compose()
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` and return the exit code instead of exiting (tests call this)."""
+    from ppi_cli.errors import PpiError
+
+    debug = os.environ.get("PPI_DEBUG", "") not in ("", "0")
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="ppi", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except PpiError as exc:
+        _report(f"{exc.kind}: {exc.one_line()}", debug)
+        return 1
+    except _EXIT as exc:
+        return exc.exit_code
+    except _CLICK_ERROR as exc:
+        _show_usage_error(exc)
+        return exc.exit_code
+    except (_ABORT, KeyboardInterrupt):
+        print("ppi: interrupted; finished outputs are intact and the command can resume", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a path the user gave: unreadable, missing, full disk
+        _report(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", debug)
+        return 1
+    except Exception as exc:  # a bug: still one line, never the locals
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        _report(f"internal error: {type(exc).__name__}: {first} (rerun with PPI_DEBUG=1 for the traceback "
+                "and report it)", debug)
+        return 1
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())
+
+
+def _report(line: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    print(f"ppi: {' '.join(line.split())}", file=sys.stderr)
+
+
+def _show_usage_error(exc: Exception) -> None:
+    try:
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+    except Exception:  # rich formatting is cosmetic; fall back to Click's plain text
+        exc.show()  # type: ignore[attr-defined]

@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: MIT
+"""Option aliases shared by every command, so one flag means one thing everywhere.
+
+Verb modules import torch and the domain code inside their command functions, never at module
+level, so `ppi --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = [
+    "WorkspaceOpt", "DataOpt", "OutOpt", "RecipeOpt", "SeedOpt", "DeviceOpt", "WorkersOpt", "StrictOpt",
+    "parse_csv_list",
+]
+
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option("--workspace", "-w", help="Workspace folder for inputs and outputs not given explicitly "
+                 "(default: $PPI_WORKSPACE, else ./ppi-workspace).", show_default=False),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="Prepared cache folder (default: the workspace's cache for the dataset).",
+                 show_default=False),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Output folder or file (default: a new folder under the workspace).",
+                 show_default=False),
+]
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option("--recipe", "-r", help="Recipe YAML path or bundled recipe name (see `ppi recipe list`).",
+                 show_default=False),
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", help="Random seed; overrides the recipe's seed.", show_default=False),
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option("--device", help="Where to compute: auto (CUDA when present), cpu, cuda or cuda:N."),
+]
+WorkersOpt = Annotated[
+    int,
+    typer.Option("--workers", "-j", min=0, help="Parallel worker processes (0 = in this process)."),
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option("--strict", help="Stop at the first bad input instead of logging it to errors.csv."),
+]
+
+
+def parse_csv_list(value: str | None, option: str) -> list[str]:
+    """Split `A,B,C` into items, rejecting empty items with a usage error naming the option."""
+    if value is None:
+        return []
+    items = [v.strip() for v in value.split(",")]
+    if any(not v for v in items):
+        raise typer.BadParameter(f"'{value}' has an empty item", param_hint=option)
+    return items

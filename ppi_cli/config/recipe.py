@@ -1,0 +1,253 @@
+# SPDX-License-Identifier: MIT
+"""Recipes: one YAML per experiment, loaded into a frozen, typed `Recipe`.
+
+A recipe has the sections `model`, `data`, `ppi`, `optim`, `schedule`, `eval` and `seed`, and may
+`extends:` another recipe (a bundled name or a path relative to the file) so that the paper's
+variants differ only where they differ. Every field below carries its default and the reason for
+it; values the paper does not give are marked "our decision" (see docs/ppi.md and docs/recipes.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ppi_cli.config.loader import build, param, read_yaml
+from ppi_cli.config.resources import bundled_dir
+from ppi_cli.errors import ConfigError
+
+__all__ = [
+    "ModelConfig", "MultiviewConfig", "DataConfig", "PPIConfig", "OptimConfig", "ScheduleConfig", "EvalConfig",
+    "Recipe", "load_recipe", "resolve_recipe_path", "list_recipes", "apply_overrides",
+]
+
+Weight = float | Literal["auto"]
+
+
+@dataclass(frozen=True)
+class MultiviewConfig:
+    """The GA multi-view model (paper appendix E.2; design.md)."""
+
+    slices_per_volume: int = param(8, "K B-scans sampled per volume in training (paper: not recovered; ours).", min=1)
+    position_dim: int = param(6, "Size of the B-scan position embedding (paper: six).", min=1)
+    num_positions: int = param(100, "Number of position ids (B-scans per cached volume).", min=1)
+    tau: float = param(0.1, "Attention softmax temperature τ ('a small value'; ours).", min=1e-6)
+    bias_start: float = param(5.0, "Initial attention bias b: high, so early weights are near uniform.", min=0)
+    bias_end: float = param(0.0, "Value b is attenuated to ('a small number').", min=0)
+    bias_epochs: int = param(10, "Epochs over which b decays linearly from bias_start to bias_end.", min=0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network, how its input is adapted, and where its weights come from."""
+
+    name: str = param("tiny", "Model registry key: tiny, vgg11, vgg11_bn, inception_v3 or multiview.")
+    backbone: str = param("tiny", "Backbone of the multiview model (tiny or inception_v3); ignored otherwise.")
+    weights: str = param("none", "Initial weights: none, imagenet, or a path to a state dict / ppi checkpoint.")
+    in_channels: int = param(1, "Channels of the images in the cache (1 for CT and OCT, 3 for photos).", min=1)
+    num_classes: int = param(1, "Outputs: 1 means a binary task with one logit per sample.", min=1)
+    input_size: int = param(128, "Side of the square image the network is fed, after resizing.", min=8)
+    input_adapt: Literal["sum", "repeat"] = param(
+        "sum", "How a 1-channel image meets a 3-channel stem: sum the stem's kernels, or repeat the grey channel.")
+    dropout: float = param(0.5, "Dropout before the classifier head.", min=0, max=1)
+    multiview: MultiviewConfig = param(default_factory=MultiviewConfig, help="Multiview model settings.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which cache, and how samples are read and augmented at training time."""
+
+    dataset: Literal["lidc", "ga", "folder", "synthetic"] = param("synthetic", "Kind of cache the recipe trains on.")
+    cache: str = param("", "Cache folder; empty means the workspace default for the dataset.")
+    batch_size: int = param(32, "Samples per batch (volumes for the multiview model).", min=1)
+    num_workers: int = param(0, "DataLoader worker processes (0 = in the main process).", min=0)
+    crop: int = param(128, "Training crop side in cache pixels (LIDC: 128 of 180, Kohl et al.).", min=8)
+    window: tuple[float, float] = param((-1000.0, 400.0), "Intensity window [low, high] mapped to [0, 1] (HU for CT).")
+    flips: bool = param(True, "Random horizontal (and, for CT, vertical) flips in training.")
+    rotation: float = param(20.0, "Random rotation range in degrees, ± (LoTeNet: 20).", min=0, max=180)
+    noise_std: float = param(0.0, "Std of additive Gaussian noise in training, on [0, 1] intensities.", min=0)
+    val_fraction: float = param(0.2, "Share of the training subjects held out for validation / model selection.",
+                                min=0, max=0.9)
+    synthetic_size: int = param(256, "Samples in the generated in-memory dataset (dataset: synthetic).", min=8)
+
+
+@dataclass(frozen=True)
+class PPIConfig:
+    """Proactive Pseudo-Intervention: saliency, masks and the four loss terms (paper eqs. 1-5)."""
+
+    enabled: bool = param(True, "Train with PPI; false gives the plain classification baseline.")
+    saliency: str = param("wbp", "Saliency method: wbp, gradient, gradcam or lrp-*.")
+    mask: Literal["soft", "soft-adaptive", "hard", "box"] = param(
+        "soft", "Intervention mask: soft (fixed σ), soft-adaptive (σ = mean + c·std), hard (s > c·std) or box.")
+    sigma: float = param(0.5, "Soft-mask threshold σ on max-normalised saliency (paper: not recovered; ours).")
+    omega: float = param(20.0, "Soft-mask sigmoid steepness ω (paper: not recovered; ours).", min=0)
+    c: float = param(1.0, "Multiplier of the saliency std for the adaptive, hard and box masks (ours).", min=0)
+    top_k: int = param(0, "Keep only the top-k saliency points before masking (CUB: 1000); 0 keeps all.", min=0)
+    contrast_on: Literal["positives", "all"] = param(
+        "positives", "Binary tasks: apply L_con to positive samples only (clinically meaningful) or to all.")
+    alpha: Weight = param(1.0, "Weight of L_con, or 'auto' to match L_cls's running magnitude.", min=0)
+    beta: Weight = param(0.1, "Weight of L_reg (mean |s|), or 'auto'.", min=0)
+    gamma: Weight = param(1.0, "Weight of L_ad, or 'auto'.", min=0)
+    reg_boost: float = param(1.0, "Factor on β from reg_boost_epoch on (CUB: ×100 after epoch 20).", min=0)
+    reg_boost_epoch: int = param(0, "Epoch from which reg_boost applies.", min=0)
+    start_epoch: int = param(0, "Warm-up: PPI losses join from this epoch on.", min=0)
+    create_graph: bool = param(True, "Differentiate through the saliency map (needed for L_reg to train θ).")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser; the GA model uses separate groups for the backbone and the heads."""
+
+    name: Literal["sgd", "adam", "adamw"] = param("adam", "Optimiser.")
+    lr: float = param(1e-3, "Learning rate (of the heads when backbone_lr is set).", min=0)
+    backbone_lr: float | None = param(None, "Separate learning rate for the backbone; null uses lr.", min=0)
+    momentum: float = param(0.9, "SGD momentum.", min=0, max=1)
+    weight_decay: float = param(0.0, "Weight decay.", min=0)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Epochs and the step learning-rate schedule."""
+
+    epochs: int = param(10, "Training epochs.", min=1)
+    step_size: int = param(30, "Multiply the learning rate by `factor` every step_size epochs (paper VGG: 30).",
+                           min=1)
+    factor: float = param(0.1, "Learning-rate decay factor (paper VGG: 0.1).", min=0, max=1)
+    backbone_step_size: int | None = param(None, "Step size for the backbone group; null uses step_size.", min=1)
+    amp: bool = param(True, "Mixed precision on CUDA (ignored on CPU).")
+    channels_last: bool = param(True, "channels_last memory format on CUDA (ignored on CPU).")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How runs are scored and studies are split."""
+
+    metric: Literal["auc", "accuracy"] = param("auc", "Model-selection metric on the validation split.")
+    folds: int = param(5, "Cross-validation folds (paper: 5).", min=2)
+    bootstrap: int = param(2000, "Bootstrap resamples for confidence intervals.", min=0)
+    holdout_fraction: float = param(0.2, "Cross-site: share of the training site's subjects held out.", min=0.05,
+                                    max=0.9)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One experiment. Sections map one-to-one onto the YAML file."""
+
+    name: str = param("", "Short name of the experiment (defaults to the file name).")
+    description: str = param("", "One sentence on what the experiment is.")
+    seed: int = param(0, "Seed for splits, initialisation and augmentation.", min=0)
+    model: ModelConfig = param(default_factory=ModelConfig, help="Model section.")
+    data: DataConfig = param(default_factory=DataConfig, help="Data section.")
+    ppi: PPIConfig = param(default_factory=PPIConfig, help="PPI section.")
+    optim: OptimConfig = param(default_factory=OptimConfig, help="Optimiser section.")
+    schedule: ScheduleConfig = param(default_factory=ScheduleConfig, help="Schedule section.")
+    eval: EvalConfig = param(default_factory=EvalConfig, help="Evaluation section.")
+
+    def replace(self, **overrides: Any) -> Recipe:
+        """A copy with dotted-key overrides applied and re-validated (`{"optim.lr": 0.1}`)."""
+        return apply_overrides(self, overrides)
+
+
+def list_recipes() -> list[str]:
+    """Names of the bundled recipes."""
+    return sorted(p.stem for p in bundled_dir("recipes").glob("*.yaml"))
+
+
+def resolve_recipe_path(ref: str | Path, relative_to: Path | None = None) -> Path:
+    """A recipe file from a path (absolute, relative to `relative_to` or the cwd) or a bundled name."""
+    ref_path = Path(ref)
+    candidates = [ref_path] if ref_path.is_absolute() else [
+        *([relative_to / ref_path] if relative_to else []), ref_path]
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    name = ref_path.name if ref_path.suffix in (".yaml", ".yml") else f"{ref_path.name}.yaml"
+    bundled = bundled_dir("recipes") / name
+    if bundled.is_file() and len(ref_path.parts) == 1:
+        return bundled
+    raise ConfigError(f"recipe '{ref}': no such file or bundled recipe",
+                      hint="give a path to a YAML file, or one of `ppi recipe list`")
+
+
+def load_recipe(ref: str | Path, overrides: Mapping[str, Any] | None = None) -> Recipe:
+    """Load a recipe, following `extends:`, then apply dotted-key CLI overrides.
+
+    Args:
+        ref: Path to a YAML file or the name of a bundled recipe (`ga-ppi-wbp-cpu`).
+        overrides: `{"optim.lr": 0.1, "ppi.enabled": False}`; values of None are ignored.
+
+    Raises:
+        ConfigError: Naming the file, the key path and the nearest valid key.
+
+    Example:
+        >>> recipe = load_recipe("lidc-ppi-wbp-cpu", {"schedule.epochs": 2})
+    """
+    path = resolve_recipe_path(ref)
+    data, provenance = _read_chain(path, seen=())
+    data.setdefault("name", path.stem)
+    provenance.setdefault("name", str(path))
+    recipe = build(Recipe, data, source=provenance)
+    return apply_overrides(recipe, overrides or {})
+
+
+def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
+    """Apply dotted-key overrides (from CLI options) to a recipe and re-validate."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if not overrides:
+        return recipe
+    from ppi_cli.config.loader import to_dict
+
+    data = to_dict(recipe)
+    provenance: dict[str, str] = {"": f"recipe '{recipe.name}'"}
+    for key, value in overrides.items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"command line: unknown recipe key '{key}'")
+            node = node[part]
+        node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+        provenance[key] = "command line"
+    return build(Recipe, data, source=provenance)
+
+
+def _read_chain(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], dict[str, str]]:
+    resolved = path.resolve()
+    if resolved in seen:
+        chain = " -> ".join(p.name for p in (*seen, resolved))
+        raise ConfigError(f"{path}: extends: circular chain {chain}", hint="remove one of the `extends:` lines")
+    data = read_yaml(path)
+    parent_ref = data.pop("extends", None)
+    # Check each file alone first, so an unknown key or bad value is blamed on the file that holds it.
+    build(Recipe, data, source=str(path))
+    if parent_ref is None:
+        return data, {k: str(path) for k in _leaf_keys(data)} | {"": str(path)}
+    if not isinstance(parent_ref, str):
+        raise ConfigError(f"{path}: extends: expected a recipe name or path, got {parent_ref!r}")
+    parent, provenance = _read_chain(resolve_recipe_path(parent_ref, relative_to=path.parent), (*seen, resolved))
+    merged = _deep_merge(parent, data)
+    provenance.update({k: str(path) for k in _leaf_keys(data)})
+    provenance[""] = str(path)
+    return merged, provenance
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _leaf_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        keys.append(path)
+        if isinstance(value, Mapping):
+            keys.extend(_leaf_keys(value, path))
+    return keys

@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+"""Training, evaluation, splits, checkpoint io, devices."""

@@ -1,0 +1,130 @@
+# SPDX-License-Identifier: MIT
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ppi_cli.config import Recipe, list_recipes, load_recipe, load_site_configs
+from ppi_cli.config.loader import config_hash
+from ppi_cli.errors import ConfigError
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_valid_recipe_fills_defaults_and_is_frozen(tmp_path):
+    recipe = load_recipe(write(tmp_path / "r.yaml", "seed: 3\noptim:\n  lr: 0.5\nppi:\n  alpha: auto\n"))
+    assert recipe.name == "r" and recipe.seed == 3
+    assert recipe.optim.lr == 0.5 and recipe.optim.name == "adam"
+    assert recipe.ppi.alpha == "auto" and recipe.ppi.beta == 0.1
+    assert isinstance(recipe.data.window, tuple)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.seed = 1  # type: ignore[misc]
+
+
+def test_unknown_key_names_file_path_and_suggestion(tmp_path):
+    path = write(tmp_path / "typo.yaml", "optim:\n  lerning_rate: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path)
+    msg = err.value.one_line()
+    assert str(path) in msg and "optim.lerning_rate" in msg and "unknown key" in msg
+    path = write(tmp_path / "typo2.yaml", "optim:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"did you mean 'optim\.lr'"):
+        load_recipe(path)
+
+
+def test_unknown_section_suggests_nearest(tmp_path):
+    with pytest.raises(ConfigError, match=r"did you mean 'schedule'"):
+        load_recipe(write(tmp_path / "r.yaml", "shedule:\n  epochs: 2\n"))
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("optim:\n  lr: fast\n", "optim.lr: expected a number, got string 'fast'"),
+        ("schedule:\n  epochs: 2.5\n", "schedule.epochs: expected an integer"),
+        ("ppi:\n  enabled: 'yes'\n", "ppi.enabled: expected true or false"),
+        ("ppi:\n  mask: sfot\n", "did you mean 'soft'"),
+        ("data:\n  window: [1, 2, 3]\n", "data.window: expected a list of 2 values"),
+        ("ppi:\n  alpha: lots\n", "ppi.alpha: expected a number or 'auto'"),
+        ("model: 3\n", "model: expected a mapping"),
+    ],
+)
+def test_wrong_types_are_rejected(tmp_path, text, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_recipe(write(tmp_path / "r.yaml", text))
+    assert fragment in err.value.one_line()
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("optim:\n  lr: -1\n", "optim.lr"),
+        ("data:\n  rotation: 400\n", "data.rotation"),
+        ("ppi:\n  beta: -0.5\n", "ppi.beta"),
+    ],
+)
+def test_out_of_range_values_are_rejected(tmp_path, text, key):
+    with pytest.raises(ConfigError, match=rf"{key}: .* is out of range"):
+        load_recipe(write(tmp_path / "r.yaml", text))
+
+
+def test_extends_merges_and_blames_the_right_file(tmp_path):
+    write(tmp_path / "base.yaml", "optim:\n  lr: 0.1\n  name: sgd\nschedule:\n  epochs: 7\n")
+    child = write(tmp_path / "child.yaml", "extends: base.yaml\noptim:\n  lr: 0.2\n")
+    recipe = load_recipe(child)
+    assert (recipe.optim.lr, recipe.optim.name, recipe.schedule.epochs) == (0.2, "sgd", 7)
+    write(tmp_path / "badbase.yaml", "optim:\n  lrr: 0.1\n")
+    bad_child = write(tmp_path / "c2.yaml", "extends: badbase.yaml\n")
+    with pytest.raises(ConfigError, match="badbase.yaml"):
+        load_recipe(bad_child)
+
+
+def test_extends_cycle_is_reported(tmp_path):
+    write(tmp_path / "a.yaml", "extends: b.yaml\n")
+    write(tmp_path / "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_recipe(tmp_path / "a.yaml")
+
+
+def test_overrides_win_and_are_validated(tmp_path):
+    path = write(tmp_path / "r.yaml", "optim:\n  lr: 0.1\n")
+    assert load_recipe(path, {"optim.lr": 0.3, "seed": None}).optim.lr == 0.3
+    with pytest.raises(ConfigError, match="command line: optim.lr"):
+        load_recipe(path, {"optim.lr": "x"})
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_recipe(path, {"optim.nope": 1})
+
+
+def test_missing_recipe_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="no such file or bundled recipe"):
+        load_recipe(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match=r"broken.yaml: line \d+, column \d+"):
+        load_recipe(write(tmp_path / "broken.yaml", "optim:\n  lr: [0.1\n"))
+
+
+def test_every_bundled_recipe_loads():
+    names = list_recipes()
+    assert names, "no bundled recipes found"
+    for name in names:
+        assert isinstance(load_recipe(name), Recipe)
+
+
+def test_site_configs_a_to_d_load_and_are_validated(tmp_path):
+    sites = load_site_configs()
+    assert set("ABCD") <= set(sites)
+    assert sites["D"].padding.rule == "edge-repeat"
+    write(tmp_path / "X.yaml", "site: X\ngeometry:\n  widht: 10\n")
+    with pytest.raises(ConfigError, match=r"geometry.widht: unknown key; did you mean 'geometry.width'"):
+        load_site_configs(tmp_path)
+    write(tmp_path / "X.yaml", "display_name: no id\n")
+    with pytest.raises(ConfigError, match="site: required key is missing"):
+        load_site_configs(tmp_path)
+
+
+def test_config_hash_tracks_values():
+    a, b = Recipe(), Recipe().replace(**{"optim.lr": 0.5})
+    assert config_hash(a) == config_hash(Recipe()) and config_hash(a) != config_hash(b)

@@ -1,0 +1,62 @@
+# SPDX-License-Identifier: MIT
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from ppi_cli.files import atomic_write, save_npy, sha256_file, write_json, write_text
+
+
+def test_write_replaces_content(tmp_path):
+    path = tmp_path / "a.txt"
+    write_text(path, "one")
+    write_text(path, "two")
+    assert path.read_text() == "two"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_exception_mid_write_keeps_old_file(tmp_path):
+    path = tmp_path / "a.txt"
+    write_text(path, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(path) as fh:
+            fh.write("new, half")
+            raise RuntimeError("disk on fire")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_killed_process_mid_write_keeps_old_file(tmp_path):
+    path = tmp_path / "a.json"
+    write_json(path, {"v": 1})
+    script = textwrap.dedent(f"""
+        import os
+        from ppi_cli.files import atomic_write
+        with atomic_write({str(path)!r}) as fh:
+            fh.write('{{"v": 2, "trunc')
+            fh.flush()
+            os._exit(9)   # no cleanup, like SIGKILL
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert result.returncode == 9
+    assert path.read_text().strip().endswith("}") and '"v": 1' in path.read_text()
+
+
+def test_npy_is_never_pickled(tmp_path):
+    arr = np.arange(6, dtype=np.int16).reshape(2, 3)
+    path = save_npy(tmp_path / "a.npy", arr)
+    assert np.array_equal(np.load(path, allow_pickle=False), arr)
+    with pytest.raises(ValueError):
+        save_npy(tmp_path / "b.npy", np.array([{"a": 1}], dtype=object))
+    assert not (tmp_path / "b.npy").exists()
+
+
+def test_sha256_changes_with_content(tmp_path):
+    a = write_text(tmp_path / "a", "x")
+    h1 = sha256_file(a)
+    write_text(a, "y")
+    assert sha256_file(a) != h1 and len(h1) == 64
