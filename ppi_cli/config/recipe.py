@@ -71,6 +71,8 @@ class DataConfig:
     val_fraction: float = param(0.2, "Share of the training subjects held out for validation / model selection.",
                                 min=0, max=0.9)
     synthetic_size: int = param(256, "Samples in the generated in-memory dataset (dataset: synthetic).", min=8)
+    synthetic_slices: int = param(0, "dataset: synthetic: 0 gives images; n > 0 gives volumes of n B-scans "
+                                  "(for the multiview model).", min=0)
 
 
 @dataclass(frozen=True)
