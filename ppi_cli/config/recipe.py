@@ -91,6 +91,8 @@ class PPIConfig:
                               "recovered; ours: ≥ 50% of the points inside by the union bound).", min=0)
     contrast_on: Literal["positives", "all"] = param(
         "positives", "Binary tasks: apply L_con to positive samples only (clinically meaningful) or to all.")
+    adversarial_masks: Literal["contrast", "all"] = param(
+        "all", "L_ad: which images lend their masks: those L_con applies to (binary: positives), or all.")
     alpha: Weight = param(1.0, "Weight of L_con, or 'auto' to match L_cls's running magnitude.", min=0)
     beta: Weight = param(0.1, "Weight of L_reg (mean |s|), or 'auto'.", min=0)
     gamma: Weight = param(1.0, "Weight of L_ad, or 'auto'.", min=0)

@@ -115,7 +115,7 @@ class TrainStep:
                 out = forward(self.net, iv.inputs, iv.positions).float()
         n_con = iv.n_contrast
         l_con = contrast_loss(out[:n_con], labels[iv.rows])
-        l_ad = adversarial_loss(out[n_con:], labels)
+        l_ad = adversarial_loss(out[n_con:], labels[iv.ad_rows]) if iv.ad_rows.numel() else out.sum() * 0.0
         l_reg = saliency_regulariser(iv.saliency.float())
         values = {"cls": float(l_cls.detach()), "con": float(l_con.detach()), "reg": float(l_reg.detach()),
                   "ad": float(l_ad.detach())}

@@ -5,7 +5,7 @@
 one tensor holding both intervened sets, so the trainer classifies them in a single forward:
 
     inputs = [ x*_i = (1 − T(s_i)) ⊙ x_i   for the rows L_con applies to ;
-               x'_i = (1 − T(s_j)) ⊙ x_i   for every row, j = perm(i) ≠ i ]
+               x'_i = (1 − T(s_j)) ⊙ x_i   for the rows L_ad applies to, j ≠ i a mask donor ]
 
 Saliency is taken for each sample's true class. A binary head has one logit, the positive class,
 so for a negative sample the map is negated (the evidence for class 0 is the evidence against the
@@ -14,11 +14,14 @@ slice logit (`model.slice_classifier`), and L_ad permutes whole volumes, so slic
 takes the mask of slice k of volume j.
 
 Dropout is switched off while the saliency is computed: it regularises training, it is not part
-of the function whose evidence the map shows (and WBP has no rule for it).
+of the function whose evidence the map shows (and WBP has no rule for it). With `create_graph`
+the map is computed under `piecewise_linear_backward` (same map and gradients, cheaper double
+back-propagation; see double_backward.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +30,8 @@ import torch
 from torch import nn
 
 from ppi_cli.config.recipe import PPIConfig
-from ppi_cli.ppi.losses import derangement
+from ppi_cli.ppi.double_backward import piecewise_linear_backward
+from ppi_cli.ppi.losses import mask_donors
 from ppi_cli.ppi.masks import intervene, intervention_mask
 
 __all__ = ["Intervention", "pseudo_intervention", "contrast_rows", "dropout_off", "norm_statistics_frozen"]
@@ -41,16 +45,17 @@ class Intervention:
         saliency: `(N, 1, *spatial)` maps, N = B images or B·S B-scans, true-class sign.
         mask: `(N, 1, *spatial)` T(s) in [0, 1].
         rows: int64 `(R,)` batch rows L_con applies to.
-        perm: int64 `(B,)` the image whose mask each row takes for L_ad (identity when B < 2).
-        inputs: `(R + B', C, *spatial)` or `(R + B', S, C, H, W)`: x* of `rows`, then x' of every row
-            (B' = B, or 0 when B < 2).
-        positions: `(R + B', S)` positions matching `inputs` (volume models), else None.
+        ad_rows: int64 `(A,)` batch rows L_ad applies to.
+        donors: int64 `(A,)` the image whose mask each of `ad_rows` takes (never the row itself).
+        inputs: `(R + A, C, *spatial)` or `(R + A, S, C, H, W)`: x* of `rows`, then x' of `ad_rows`.
+        positions: `(R + A, S)` positions matching `inputs` (volume models), else None.
     """
 
     saliency: torch.Tensor
     mask: torch.Tensor
     rows: torch.Tensor
-    perm: torch.Tensor
+    ad_rows: torch.Tensor
+    donors: torch.Tensor
     inputs: torch.Tensor
     positions: torch.Tensor | None
 
@@ -131,7 +136,8 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
         target = labels.long()
         sign = None
     explained = model.slice_classifier if volume else model
-    with dropout_off(explained):
+    cheaper = piecewise_linear_backward() if cfg.create_graph else contextlib.nullcontext()
+    with dropout_off(explained), cheaper:
         s = saliency_map(explained, images, target, method=cfg.saliency, create_graph=cfg.create_graph)
     if sign is not None:
         s = s * sign.view(-1, *([1] * (s.ndim - 1)))  # (N, 1, *spatial)
@@ -141,11 +147,10 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
         mask = mask.detach()
     mask_b = mask.view(b, per_image, *mask.shape[1:]) if volume else mask  # (B, S, 1, H, W) or (B, 1, ...)
     rows = contrast_rows(labels, binary, cfg.contrast_on)
-    perm = derangement(b, generator).to(x.device)
-    parts = [intervene(x[rows], mask_b[rows])]
-    pos_parts = [positions[rows]] if volume else []
-    if b >= 2:
-        parts.append(intervene(x, mask_b[perm]))
-        pos_parts += [positions] if volume else []
-    return Intervention(saliency=s, mask=mask, rows=rows, perm=perm, inputs=torch.cat(parts),
-                        positions=torch.cat(pos_parts) if volume else None)
+    ad_rows, donors = mask_donors(b, rows.cpu() if cfg.adversarial_masks == "contrast" else torch.arange(b), generator)
+    if ad_rows.numel() == 0:  # no positive in the batch: every image lends its mask, as with `all`
+        ad_rows, donors = mask_donors(b, torch.arange(b), generator)
+    ad_rows, donors = ad_rows.to(x.device), donors.to(x.device)
+    inputs = torch.cat([intervene(x[rows], mask_b[rows]), intervene(x[ad_rows], mask_b[donors])])
+    return Intervention(saliency=s, mask=mask, rows=rows, ad_rows=ad_rows, donors=donors, inputs=inputs,
+                        positions=torch.cat([positions[rows], positions[ad_rows]]) if volume else None)
