@@ -11,7 +11,7 @@ import torch
 
 from ppi_cli.config.recipe import DataConfig, ModelConfig, MultiviewConfig, OptimConfig, ScheduleConfig
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
-from ppi_cli.data.synthetic import CUE_SIZE
+from ppi_cli.data.synthetic import CUE_SHIFT, generate
 from ppi_cli.engine.evaluate import Predictions, predict, validation_metric
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
 from ppi_cli.engine.step import sample_slices
@@ -60,12 +60,16 @@ def test_synthetic_task_plants_cue_by_site():
     rates = frame.groupby(["site", "label"]).cue.mean()
     assert rates[("A", 1)] > 0.8 and rates[("A", 0)] < 0.2 and abs(rates[("B", 1)] - rates[("B", 0)]) < 0.25
     assert frame.subject_id.is_unique and set(frame.label) == {0, 1}
+    data = generate(400, 16)
+    cue, label = frame.cue.to_numpy() == 1, frame.label.to_numpy() == 1
+    brightness = data.images.mean(axis=(1, 2))
+    shift = brightness[cue & ~label].mean() - brightness[~cue & ~label].mean()
+    assert shift == pytest.approx(CUE_SHIFT, abs=0.01)  # the cue: the whole image brighter
     ds = build_dataset("synthetic", None, np.arange(400), cfg, train=False)
-    sample = ds[int(np.flatnonzero(frame.cue.to_numpy())[0])]
-    assert torch.all(sample["image"][0, :CUE_SIZE, :CUE_SIZE] == 1.0)
-    positive = ds[int(np.flatnonzero(frame.label.to_numpy())[0])]
-    negative = ds[int(np.flatnonzero(frame.label.to_numpy() == 0)[0])]
+    positive, negative = ds[int(np.flatnonzero(label)[0])], ds[int(np.flatnonzero(~label)[0])]
     assert positive["mask"].sum() > 0 and negative["mask"].sum() == 0
+    inside = positive["image"][positive["mask"] > 0].mean() - positive["image"][positive["mask"] == 0].mean()
+    assert inside > 0.02  # the blob is brighter than its surroundings
 
 
 def test_predict_and_metrics():

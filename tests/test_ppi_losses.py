@@ -22,7 +22,7 @@ from ppi_cli.ppi import (
     pseudo_intervention,
     saliency_regulariser,
 )
-from ppi_cli.ppi.intervention import dropout_off, norm_statistics_frozen
+from ppi_cli.ppi.intervention import dropout_off, intervened_normalisation
 from ppi_cli.saliency import saliency_map
 
 
@@ -154,9 +154,18 @@ def test_context_managers_restore_modes_and_statistics():
     with dropout_off(model):
         assert not model.head[0].training and model.body.block1[1].training
     assert model.head[0].training
-    with norm_statistics_frozen(model):
-        model(torch.rand(4, 1, 16, 16) * 5)
-    assert torch.equal(model.body.block1[1].running_mean, before) and model.body.block1[1].momentum == 0.1
+    bright = torch.rand(4, 1, 16, 16) * 5
+    for mode in ("running", "batch"):
+        with dropout_off(model), intervened_normalisation(model, mode):
+            out = model(bright)
+            assert model.body.block1[1].training == (mode == "batch")
+        assert torch.equal(model.body.block1[1].running_mean, before) and model.body.block1[1].momentum == 0.1
+        assert model.body.block1[1].training
+        model.eval()
+        with torch.no_grad():
+            expected = model(bright)  # the running statistics, as at test time
+        model.train()
+        assert torch.allclose(out, expected) == (mode == "running")
     model(torch.rand(4, 1, 16, 16) * 5)
     assert not torch.equal(model.body.block1[1].running_mean, before)
 

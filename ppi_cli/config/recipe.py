@@ -102,6 +102,9 @@ class PPIConfig:
     reg_boost_epoch: int = param(0, "Epoch from which reg_boost applies.", min=0)
     start_epoch: int = param(0, "Warm-up: PPI losses join from this epoch on.", min=0)
     create_graph: bool = param(True, "Differentiate through the saliency map (needed for L_reg to train θ).")
+    intervened_norm: Literal["running", "batch"] = param(
+        "running", "Batch norm on the intervened images x*, x': the running statistics of clean images (as at test "
+        "time) or the intervened batch's own (ours; docs/ppi.md).")
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ The PPI step, arranged so nothing is computed twice and little is held at once:
 1. clean forward → L_cls → backward at once (its activations are freed before the PPI part);
    under DDP inside `no_sync`, so gradients are reduced once, at the end;
 2. saliency of the clean batch (the recipe's method; graph kept when `create_graph`);
-3. one forward of x* (rows L_con applies to) and x' (every row) together, batch-norm running
-   statistics left untouched;
+3. one forward of x* (rows L_con applies to) and x' (rows L_ad applies to) together, batch norm
+   on the running statistics of clean images (`ppi.intervened_norm`), which it leaves untouched;
 4. α·L_con + β·L_reg + γ·L_ad → backward (L_reg only when its graph exists).
 
 The optimiser update is the caller's (`fit`, `ppi bench train`). AMP: forwards and the saliency
@@ -24,7 +24,7 @@ from torch import nn
 
 from ppi_cli.config.recipe import PPIConfig
 from ppi_cli.engine.evaluate import autocast
-from ppi_cli.ppi.intervention import norm_statistics_frozen, pseudo_intervention
+from ppi_cli.ppi.intervention import intervened_normalisation, pseudo_intervention
 from ppi_cli.ppi.losses import (
     LossWeights,
     adversarial_loss,
@@ -111,7 +111,7 @@ class TrainStep:
         with autocast(self.device, self.amp):
             iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
                                      generator=generator)
-            with norm_statistics_frozen(self.model):
+            with intervened_normalisation(self.model, self.cfg.intervened_norm):
                 out = forward(self.net, iv.inputs, iv.positions).float()
         n_con = iv.n_contrast
         l_con = contrast_loss(out[:n_con], labels[iv.rows])

@@ -34,7 +34,7 @@ from ppi_cli.ppi.double_backward import piecewise_linear_backward
 from ppi_cli.ppi.losses import mask_donors
 from ppi_cli.ppi.masks import intervene, intervention_mask
 
-__all__ = ["Intervention", "pseudo_intervention", "contrast_rows", "dropout_off", "norm_statistics_frozen"]
+__all__ = ["Intervention", "pseudo_intervention", "contrast_rows", "dropout_off", "intervened_normalisation"]
 
 
 @dataclass
@@ -79,22 +79,26 @@ def dropout_off(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def norm_statistics_frozen(model: nn.Module) -> Iterator[None]:
-    """Train-mode batch norm keeps using batch statistics but does not update its running ones.
+def intervened_normalisation(model: nn.Module, mode: str = "running") -> Iterator[None]:
+    """How train-mode batch norm treats the intervened images; running statistics never move.
 
-    The intervened images must not drift the running statistics, which describe clean images and
-    are what the model uses at test time.
+    `running` (default) normalises x* and x' with the running statistics of clean images, as the
+    model would classify them at test time; `batch` uses the statistics of the intervened batch
+    itself (without updating the running ones). See docs/ppi.md for why `running` is the default.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
              for m in norms]
     for m in norms:
         m.momentum = 0.0  # running = (1 − 0)·running + 0·batch
+        if mode == "running":
+            m.eval()
     try:
         yield
     finally:
         for m, (momentum, tracked) in zip(norms, saved, strict=True):
             m.momentum = momentum
+            m.train()
             if tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
 
