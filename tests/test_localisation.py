@@ -123,3 +123,28 @@ def test_lesion_map_beats_spurious_cue_map(rng):
     assert pointing_game_hit(on_lesion, lesion) and not pointing_game_hit(on_cue, lesion)
     assert best_threshold([on_lesion], [lesion]).dice > best_threshold([on_cue], [lesion]).dice
     assert dice(binarise_top_percent(on_lesion, 5), lesion) > dice(binarise_top_percent(on_cue, 5), lesion)
+
+
+def test_deletion_scores_by_hand(tmp_path):
+    import torch
+
+    from ppi_cli.reports.deletion import delete_top_pixels, deletion_scores, plot_deletion_curves
+    from ppi_cli.reports.dicom_sc import read_png_rgb
+
+    x = torch.ones(2, 2, 3, dtype=torch.float64)  # (C, H, W)
+    weights = torch.arange(1, 7, dtype=torch.float64).reshape(2, 3)
+    saliency = np.array([[5.0, 1.0, 0.0], [3.0, -2.0, 4.0]])  # removal order: flat 0, 5, 3, 1, 2, 4
+    fractions = (0.0, 1 / 6, 0.5, 1.0)
+
+    def score(batch):  # (F, C, H, W) -> (F,): channel 0 weighted by position, channel 1 ignored
+        return (batch[:, 0] * weights).sum(dim=(1, 2))
+
+    got = deletion_scores(score, x, saliency, fractions)
+    assert got.tolist() == [21.0, 20.0, 10.0, 0.0]
+    batch = delete_top_pixels(x, saliency, fractions, fill=-1.0)
+    assert batch.shape == (4, 2, 2, 3) and (batch[1, :, 0, 0] == -1).all() and (batch[1, :, 1, 2] == 1).all()
+    assert torch.equal(x, torch.ones_like(x))  # the input itself is untouched
+    with pytest.raises(ValueError):
+        delete_top_pixels(x, saliency, (1.5,))
+    png = plot_deletion_curves(tmp_path / "d.png", fractions, {"wbp": got[0] - got, "gradient": np.zeros(4)})
+    assert read_png_rgb(png).shape == (440, 640, 3)
