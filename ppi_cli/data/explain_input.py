@@ -22,7 +22,7 @@ import numpy as np
 from ppi_cli.data.dicom_images import is_dicom_file, read_dicom_header, read_dicom_image, series_files
 from ppi_cli.errors import DataError
 
-__all__ = ["LoadedInput", "load_input", "IMAGE_SUFFIXES", "VOLUME_SUFFIXES"]
+__all__ = ["LoadedInput", "load_input", "luma", "IMAGE_SUFFIXES", "VOLUME_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 VOLUME_SUFFIXES = (".mat", ".npy", ".npz", ".nii", ".nii.gz")
@@ -88,7 +88,7 @@ def _from_dicom(path: Path, kind: str, slice_index: int | None) -> LoadedInput:
         return _from_oct_reader(path, header=header)
     img = read_dicom_image(path)
     frames = int(img.header.get("NumberOfFrames", 1) or 1)
-    grey = img.pixels if img.pixels.ndim == 2 + (frames > 1) else _luma(img.pixels)
+    grey = img.pixels if img.pixels.ndim == 2 + (frames > 1) else luma(img.pixels)
     if frames > 1:
         loaded = LoadedInput(grey.reshape(frames, *grey.shape[-2:]), "volume", "dicom", img.spacing_mm,
                              img.modality, img.units, img.header)
@@ -188,20 +188,15 @@ def _from_array_file(path: Path) -> LoadedInput:
 
 
 def _from_oct_reader(path: Path, header: Any = None) -> LoadedInput:
+    """A volume read exactly as `prepare ga` reads it (uint8 B-scans, frames in stack order)."""
     from ppi_cli.data.oct_readers import read_volume
 
-    volume, spacing = read_volume(path)
-    loaded = LoadedInput(np.asarray(volume, dtype=np.float32), "volume", _oct_source(path), spacing,
-                         "OPT" if header is not None else "", "uint8", header)
-    loaded.n_slices = loaded.pixels.shape[0]
+    volume = read_volume(path)
+    loaded = LoadedInput(volume.array.astype(np.float32), "volume", volume.source_format, volume.spacing_mm,
+                         "OPT" if header is not None else "", "uint8", header, n_slices=volume.array.shape[0])
+    if volume.notes:
+        loaded.notes.append(volume.notes)
     return loaded
-
-
-def _oct_source(path: Path) -> str:
-    if path.is_dir():
-        return "image-folder"
-    name = path.name.lower()
-    return "mat" if name.endswith(".mat") else "nifti" if ".nii" in name else "npy" if ".np" in name else "dicom"
 
 
 def _pick(loaded: LoadedInput, slice_index: int | None) -> LoadedInput:
@@ -237,6 +232,6 @@ def _series_step(headers: list[Any]) -> float | None:
     return float(np.median(steps)) if steps.size and np.median(steps) > 0 else None
 
 
-def _luma(rgb: np.ndarray) -> np.ndarray:
+def luma(rgb: np.ndarray) -> np.ndarray:
     """ITU-R BT.601 luma of the last (RGB) axis: colour cine frames become grey B-scans."""
     return (rgb[..., :3] @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32)
