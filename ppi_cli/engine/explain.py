@@ -45,10 +45,15 @@ class ExplainConfig:
 
 @dataclass
 class ExplainResult:
-    """The JSON record and the files written."""
+    """The JSON record, the files written, and the maps and overlay layout for programmatic callers.
+
+    `maps` holds the saliency drawn: key -1 for a 2D image's map, else the model B-scan index.
+    """
 
     record: dict[str, Any]
     wrote: list[Path] = field(default_factory=list)
+    maps: dict[int, np.ndarray] = field(default_factory=dict)
+    layout: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record written with `--json` (no patient data)."""
@@ -106,9 +111,9 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
     describe = _model_description(meta)
     cfg = replace(cfg, out=_overlay_path(cfg, spec.dataset, (meta.get("recipe") or {}).get("name") or "model"))
     if spec.kind == "volume":
-        record, label = _explain_volume(model, loaded, spec, cfg, device, describe)
+        record, label, maps, layout = _explain_volume(model, loaded, spec, cfg, device, describe)
     else:
-        record, label = _explain_image(model, loaded, spec, cfg, device, describe)
+        record, label, maps, layout = _explain_image(model, loaded, spec, cfg, device, describe)
     record.update({
         "toolkit_version": __version__, "method": cfg.method, "kind": spec.kind,
         "model": {"description": describe, "name": meta["model"].get("name"),
@@ -130,10 +135,10 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
                        f"{record['score']:.3f}; made by ppi {__version__}")
         write_secondary_capture(cfg.dicom_out, read_png_rgb(cfg.out), loaded.header, description)
         wrote.append(cfg.dicom_out)
-    return ExplainResult(record, wrote)
+    return ExplainResult(record, wrote, maps, layout)
 
 
-def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: str) -> tuple[dict[str, Any], str]:
+def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: str) -> tuple:
     import torch
 
     from ppi_cli.engine.explain_inputs import prepare_image
@@ -150,7 +155,7 @@ def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: st
     box = top_mass_bbox(saliency, TOP_PERCENT)
     note = "; ".join(prepared.notes)
     caption = dict(score=score, label=label, method=cfg.method, model=describe)
-    render_image_overlay(cfg.out, prepared.display, saliency, caption_text(**caption, note=note))
+    layout = render_image_overlay(cfg.out, prepared.display, saliency, caption_text(**caption, note=note))
     record = {
         "score": score, "label": label, "classes": list(spec.classes),
         "explained_class": spec.classes[-1] if logits.numel() == 1 else label,
@@ -161,10 +166,10 @@ def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: st
                      "positive_share": _positive_share(saliency)},
         "notes": prepared.notes,
     }
-    return record, label
+    return record, label, {-1: saliency}, layout
 
 
-def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: str) -> tuple[dict[str, Any], str]:
+def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: str) -> tuple:
     import torch
 
     from ppi_cli.engine.explain_inputs import prepare_volume
@@ -184,8 +189,9 @@ def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: s
     maps = saliency_map(model.slice_classifier, x[top], 0, method=cfg.method)[:, 0].float().cpu().numpy()
     by_slice = {k: maps[i] for i, k in enumerate(top)}  # (H, W) per most attended B-scan
     caption = dict(score=score, label=label, method=cfg.method, model=describe)
-    render_volume_overlay(cfg.out, prepared.tensor[:, 0].numpy(), by_slice, attention, slice_scores,
-                          caption_text(**caption, note="; ".join(prepared.notes)))
+    layout = render_volume_overlay(cfg.out, prepared.tensor[:, 0].numpy(), by_slice, attention, slice_scores,
+                                   caption_text(**caption, note="; ".join(prepared.notes)),
+                                   source_bscans=prepared.source_bscans)
     record = {
         "score": score, "label": label, "classes": list(spec.classes), "explained_class": spec.classes[-1],
         "attention": [round(float(a), 6) for a in attention],
@@ -199,7 +205,7 @@ def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: s
         "saliency": {"top_percent": TOP_PERCENT, "target": "slice logit"},
         "notes": prepared.notes,
     }
-    return record, label
+    return record, label, by_slice, layout
 
 
 def _overlay_path(cfg: ExplainConfig, dataset: str, recipe: str) -> Path:

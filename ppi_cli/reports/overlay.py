@@ -124,7 +124,8 @@ def volume_size_px(top_slices: int) -> tuple[int, int]:
 
 
 def render_volume_overlay(path: str | Path, volume: np.ndarray, maps: Mapping[int, np.ndarray],
-                          attention: np.ndarray, slice_scores: np.ndarray, caption: str) -> OverlayLayout:
+                          attention: np.ndarray, slice_scores: np.ndarray, caption: str,
+                          source_bscans: np.ndarray | None = None) -> OverlayLayout:
     """Draw a volume overlay PNG: attention of every B-scan, then a montage of the chosen B-scans.
 
     Args:
@@ -135,6 +136,8 @@ def render_volume_overlay(path: str | Path, volume: np.ndarray, maps: Mapping[in
         attention: (S,) attention weight per B-scan (paper appendix E.2: softmax over B-scans).
         slice_scores: (S,) per-B-scan probability p_k.
         caption: Text at the bottom (volume score, method, model).
+        source_bscans: (S,) the B-scan of the input file each model B-scan came from, shown in the
+            panel titles when it differs (a viewer numbers the file's B-scans).
 
     Returns:
         The layout, with one pixel box per montage panel (`bscan <k>`).
@@ -160,7 +163,8 @@ def render_volume_overlay(path: str | Path, volume: np.ndarray, maps: Mapping[in
         bottom = (0.75 + (rows - 1 - row) * 2.9) / height_in
         ax = fig.add_axes((0.03 + col * 0.30, bottom, 0.28, panel_h))
         mappable = _draw_panel(ax, volume[k], saliency, scale)
-        ax.set_title(f"B-scan {k}: attention {attention[k]:.3f}, p = {slice_scores[k]:.2f}", fontsize=8)
+        source = "" if source_bscans is None or int(source_bscans[k]) == k else f" (file {int(source_bscans[k])})"
+        ax.set_title(f"B-scan {k}{source}: attention {attention[k]:.3f}, p = {slice_scores[k]:.2f}", fontsize=8)
         axes[f"bscan {k}"] = ax
     if mappable is not None:
         cax = fig.add_axes((0.93, 0.75 / height_in, 0.015, (rows * 2.9 - 0.3) / height_in))
