@@ -139,8 +139,11 @@ def test_deletion_scores_by_hand(tmp_path):
     def score(batch):  # (F, C, H, W) -> (F,): channel 0 weighted by position, channel 1 ignored
         return (batch[:, 0] * weights).sum(dim=(1, 2))
 
-    got = deletion_scores(score, x, saliency, fractions)
-    assert got.tolist() == [21.0, 20.0, 10.0, 0.0]
+    got = deletion_scores(score, torch.stack([x, 2 * x]), np.stack([saliency, -saliency]), fractions)
+    assert got[0].tolist() == [21.0, 20.0, 10.0, 0.0]
+    # Negated map: ranks by positive part, so flat 4 (now +2) goes first, then raster order of the zeros.
+    assert got[1].tolist() == [42.0, 32.0, 42.0 - 2 * (5 + 1 + 2), 0.0]
+    got = got[0]
     batch = delete_top_pixels(x, saliency, fractions, fill=-1.0)
     assert batch.shape == (4, 2, 2, 3) and (batch[1, :, 0, 0] == -1).all() and (batch[1, :, 1, 2] == 1).all()
     assert torch.equal(x, torch.ones_like(x))  # the input itself is untouched

@@ -55,24 +55,29 @@ def delete_top_pixels(x: torch.Tensor, saliency: np.ndarray, fractions: Sequence
 @torch.no_grad()
 def deletion_scores(score_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, saliency: np.ndarray,
                     fractions: Sequence[float] = FRACTIONS, fill: float = 0.0) -> np.ndarray:
-    """The model's score on `x` after deleting each share of its most salient pixels.
+    """The model's score on each input after deleting each share of its most salient pixels.
+
+    All deleted copies of the batch go through the model in one forward pass.
 
     Args:
-        score_fn: Maps a batch (F, C, *spatial) to the (F,) scores of the explained target
+        score_fn: Maps a batch (N, C, *spatial) to the (N,) scores of the explained target
             (probabilities, so drops are comparable between models).
-        x: (C, *spatial) one input.
-        saliency: (*spatial) its map.
+        x: (B, C, *spatial) inputs.
+        saliency: (B, *spatial) their maps.
         fractions: Shares of the pixels to remove.
         fill: The value of a removed pixel.
 
     Returns:
-        (F,) scores; `scores[0] - scores` is the drop when `fractions[0] == 0`.
+        (B, F) scores; `scores[:, :1] - scores` are the drops when `fractions[0] == 0`.
 
     Example:
         >>> deletion_scores(lambda b: torch.sigmoid(model(b)[:, 0]), x, s)
     """
-    batch = delete_top_pixels(x, saliency, fractions, fill)
-    return score_fn(batch).detach().double().cpu().numpy().reshape(len(fractions))
+    if len(saliency) != x.shape[0]:
+        raise ValueError(f"{len(saliency)} maps for {x.shape[0]} inputs")
+    batch = torch.cat([delete_top_pixels(x[i], saliency[i], fractions, fill) for i in range(x.shape[0])])  # (B*F, ...)
+    scores = score_fn(batch).detach().double().cpu().numpy()
+    return scores.reshape(x.shape[0], len(fractions))
 
 
 def plot_deletion_curves(path: str | Path, fractions: Sequence[float], curves: Mapping[str, np.ndarray],

@@ -18,8 +18,8 @@ import numpy as np
 
 __all__ = [
     "POINTS", "THRESHOLDS", "positive_part", "top_k_order", "energy_pointing_game", "pointing_game_hit",
-    "dice", "iou", "binarise_threshold", "binarise_top_percent", "best_threshold", "top_mass_bbox",
-    "ThresholdScore",
+    "dice", "iou", "binarise_threshold", "binarise_top_percent", "threshold_scores", "pick_threshold",
+    "best_threshold", "top_mass_bbox", "ThresholdScore", "TOP_PERCENT", "sample_scores",
 ]
 
 # Points of the paper's Table 7 (None = all pixels). The table also lists 10,000; a LIDC patch has
@@ -27,6 +27,9 @@ __all__ = [
 POINTS: tuple[int | None, ...] = (100, 500, 1000, 5000, None)
 # Thresholds on the max-normalised positive map searched for the best Dice (our decision: a 0.05 grid).
 THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+# Share of pixels kept for the fixed-percentile Dice/IoU (our decision: the order of a LIDC nodule's
+# share of a 128-pixel patch; segment-eval's --top-percent changes it).
+TOP_PERCENT = 5.0
 
 
 def positive_part(saliency: np.ndarray) -> np.ndarray:
@@ -142,28 +145,60 @@ class ThresholdScore:
     per_sample_iou: tuple[float, ...]
 
 
-def best_threshold(maps: Iterable[np.ndarray], masks: Iterable[np.ndarray],
+def threshold_scores(saliency: np.ndarray, mask: np.ndarray,
+                     thresholds: Sequence[float] = THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """Dice and IoU of one map binarised at every threshold: two `(T,)` arrays."""
+    s, m = _pair(saliency, mask)
+    preds = [binarise_threshold(s, t) for t in thresholds]
+    return np.array([dice(p, m) for p in preds]), np.array([iou(p, m) for p in preds])
+
+
+def pick_threshold(dice_rows: Sequence[np.ndarray], iou_rows: Sequence[np.ndarray],
                    thresholds: Sequence[float] = THRESHOLDS) -> ThresholdScore:
-    """The one threshold (on max-normalised maps) with the best mean Dice over the data set.
+    """The one threshold with the best mean Dice over samples, from per-sample `threshold_scores`.
 
     One threshold for all samples, as weakly-supervised localisation benchmarks choose it (an
-    oracle threshold per image would flatter every method). IoU is reported at the same threshold.
+    oracle threshold per image would flatter every method). IoU is reported at the same threshold;
+    a tie goes to the lowest threshold.
 
     Raises:
         ValueError: No samples or no thresholds.
     """
-    pairs = [_pair(s, m) for s, m in zip(maps, masks, strict=True)]
-    if not pairs or not thresholds:
-        raise ValueError("best_threshold needs at least one sample and one threshold")
-    best: ThresholdScore | None = None
-    for t in thresholds:
-        preds = [binarise_threshold(s, t) for s, _ in pairs]
-        d = tuple(dice(p, m) for p, (_, m) in zip(preds, pairs, strict=True))
-        j = tuple(iou(p, m) for p, (_, m) in zip(preds, pairs, strict=True))
-        score = ThresholdScore(float(t), float(np.mean(d)), float(np.mean(j)), d, j)
-        if best is None or score.dice > best.dice:  # strict: the lowest threshold wins a tie
-            best = score
-    return best  # type: ignore[return-value]  # thresholds is non-empty
+    if not len(dice_rows) or not len(thresholds):
+        raise ValueError("picking a threshold needs at least one sample and one threshold")
+    d, j = np.vstack(dice_rows), np.vstack(iou_rows)  # (N, T)
+    best = int(np.argmax(d.mean(axis=0)))  # argmax returns the first of equal maxima
+    return ThresholdScore(float(thresholds[best]), float(d[:, best].mean()), float(j[:, best].mean()),
+                          tuple(float(v) for v in d[:, best]), tuple(float(v) for v in j[:, best]))
+
+
+def best_threshold(maps: Iterable[np.ndarray], masks: Iterable[np.ndarray],
+                   thresholds: Sequence[float] = THRESHOLDS) -> ThresholdScore:
+    """`pick_threshold` over maps and masks held in memory (see there).
+
+    Raises:
+        ValueError: No samples or no thresholds.
+    """
+    rows = [threshold_scores(s, m, thresholds) for s, m in zip(maps, masks, strict=True)]
+    return pick_threshold([r[0] for r in rows], [r[1] for r in rows], thresholds)
+
+
+def sample_scores(saliency: np.ndarray, mask: np.ndarray, *, points: Sequence[int | None] = POINTS,
+                  top_percent: float = TOP_PERCENT,
+                  thresholds: Sequence[float] = THRESHOLDS) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Every per-sample localisation score segment-eval reports, for one map and its mask.
+
+    Returns:
+        `({"epg_100": ..., "epg_all": ..., "hit": 0/1, "dice_top": ..., "iou_top": ...}, dice_curve,
+        iou_curve)`, the curves being `threshold_scores` for `pick_threshold` over the data set.
+    """
+    s, m = _pair(saliency, mask)
+    row = {f"epg_{k}": v for k, v in energy_pointing_game(s, m, points).items()}
+    row["hit"] = float(pointing_game_hit(s, m))
+    pred = binarise_top_percent(s, top_percent)
+    row["dice_top"], row["iou_top"] = dice(pred, m), iou(pred, m)
+    d, j = threshold_scores(s, m, thresholds)
+    return row, d, j
 
 
 def top_mass_bbox(saliency: np.ndarray, percent: float = 1.0) -> list[tuple[int, int]] | None:
