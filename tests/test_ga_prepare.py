@@ -218,3 +218,24 @@ def test_workers_give_the_same_cache(study, tmp_path, cli):
     prepare_ga(config(study, tmp_path / "serial"))
     assert np.array_equal(np.load(tmp_path / "pool" / "volumes.npy"), np.load(tmp_path / "serial" / "volumes.npy"))
     assert (pd.read_csv(tmp_path / "pool" / "manifest.csv").equals(pd.read_csv(tmp_path / "serial" / "manifest.csv")))
+
+
+def test_documented_example_manifest_is_valid(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from ppi_cli.data.ga_manifest import read_ga_manifest
+
+    example = Path(__file__).resolve().parents[1] / "docs" / "ga-manifest-example.csv"
+    shutil.copy(example, tmp_path / "labels.csv")
+    frame = pd.read_csv(example, dtype=str, keep_default_na=False)
+    for relative in list(frame["path"]) + [m for m in frame["mask_path"] if m]:
+        target = tmp_path / relative
+        if relative.endswith("/"):
+            target.mkdir(parents=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(b"")
+    rows, extra = read_ga_manifest(tmp_path / "labels.csv", {"A", "B", "C", "D"})
+    assert len(rows) == 6 and extra == ["age"]
+    assert [r.eye for r in rows] == ["OD", "OS", "OD", "OS", "OD", "OS"] and rows[2].mask_path is not None

@@ -122,13 +122,15 @@ def test_nifti_written_by_simpleitk_keeps_itk_axes(tmp_path, volume):
     assert got.spacing_mm == pytest.approx(SPACING)
 
 
-def test_nifti_by_nibabel_under_a_misleading_extension(tmp_path, volume):
+def test_nifti_1_and_2_by_nibabel_under_a_misleading_extension(tmp_path, volume):
     import nibabel as nib
 
     nib.save(nib.Nifti1Image(np.transpose(volume, (2, 1, 0)), np.eye(4)), tmp_path / "scan.nii")
     (tmp_path / "scan.nii").rename(tmp_path / "scan.mat")
     assert detect_format(tmp_path / "scan.mat") == "nifti"
     assert np.array_equal(read_volume(tmp_path / "scan.mat").array, volume)
+    nib.save(nib.Nifti2Image(np.transpose(volume, (2, 1, 0)), np.eye(4)), tmp_path / "two.nii.gz")
+    assert np.array_equal(read_volume(tmp_path / "two.nii.gz").array, volume)
 
 
 def test_npy_and_npz(tmp_path, volume):
