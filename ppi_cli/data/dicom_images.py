@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from ppi_cli.data.dicom import is_dicom_file
 from ppi_cli.errors import DataError, MissingExtraError
 
-__all__ = ["DicomImage", "is_dicom_file", "read_dicom_header", "read_dicom_image", "series_files"]
+__all__ = ["DicomImage", "read_dicom_header", "read_dicom_image", "series_files"]
 
 # What pydicom raises on malformed files: a parser of untrusted bytes fails in many ways, and each
 # one becomes a one-line DataError naming the file (never a traceback).
@@ -46,16 +47,6 @@ class DicomImage:
     modality: str
     units: str  # "HU" for calibrated CT, else "raw"
     header: Any
-
-
-def is_dicom_file(path: Path) -> bool:
-    """Whether a file carries the DICOM preamble (`DICM` at byte 128)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def read_dicom_header(path: Path, force: bool = True) -> Any:

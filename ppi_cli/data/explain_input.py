@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ppi_cli.data.dicom_images import is_dicom_file, read_dicom_header, read_dicom_image, series_files
+from ppi_cli.data.dicom import is_dicom_file
+from ppi_cli.data.dicom_images import read_dicom_header, read_dicom_image, series_files
 from ppi_cli.errors import DataError
 
 __all__ = ["LoadedInput", "load_input", "luma", "IMAGE_SUFFIXES", "VOLUME_SUFFIXES"]
@@ -86,6 +87,8 @@ def _from_dicom(path: Path, kind: str, slice_index: int | None) -> LoadedInput:
     header = read_dicom_header(path)
     if kind == "volume" and (str(header.get("SOPClassUID", "")) == _OPT_CLASS or header.get("Modality") == "OPT"):
         return _from_oct_reader(path, header=header)
+    if kind == "image" and _single_ct_slice(header):
+        return _from_ct_slice(path, header)
     img = read_dicom_image(path)
     frames = int(img.header.get("NumberOfFrames", 1) or 1)
     grey = img.pixels if img.pixels.ndim == 2 + (frames > 1) else luma(img.pixels)
@@ -98,6 +101,25 @@ def _from_dicom(path: Path, kind: str, slice_index: int | None) -> LoadedInput:
                         hint="pass the multi-frame file or the series folder")
     spacing = img.spacing_mm[-2:] if img.spacing_mm else None
     return LoadedInput(img.pixels, "image", "dicom", spacing, img.modality, img.units, img.header)
+
+
+def _single_ct_slice(header: Any) -> bool:
+    return (str(header.get("Modality", "")).upper() == "CT" and int(header.get("NumberOfFrames", 1) or 1) == 1
+            and int(header.get("SamplesPerPixel", 1) or 1) == 1)
+
+
+def _from_ct_slice(path: Path, header: Any) -> LoadedInput:
+    """A CT slice in HU, decoded by the LIDC reader so explain sees the HU `prepare lidc` saw."""
+    import warnings
+
+    from ppi_cli.data.dicom import read_slice_hu
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warnings may quote header values
+        hu, spacing = read_slice_hu(path)
+    known = header.get("PixelSpacing") is not None  # read_slice_hu reports 1 mm when the tag is absent
+    return LoadedInput(np.asarray(hu, dtype=np.float32), "image", "dicom", tuple(spacing) if known else None, "CT",
+                       "HU", header)
 
 
 def _from_folder(path: Path, kind: str, slice_index: int | None) -> LoadedInput:

@@ -59,7 +59,7 @@ class InputSpec:
                 window=(float(window[0]), float(window[1])) if window is not None else None,
                 crop=int(spec["crop"]) if spec.get("crop") else None,
                 input_size=int(spec.get("input_size") or meta.get("model", {}).get("input_size") or 128),
-                spacing_mm=float(spec["spacing_mm"]) if spec.get("spacing_mm") else None,
+                spacing_mm=_scalar_spacing(spec.get("spacing_mm")),
                 n_bscans=int(spec["n_bscans"]) if spec.get("n_bscans") else None,
                 bscan_size=(int(bscan[0]), int(bscan[1])) if bscan else None,
                 classes=tuple(str(c) for c in meta.get("classes") or ("negative", "positive")),
@@ -145,10 +145,14 @@ def prepare_image(loaded: LoadedInput, spec: InputSpec, center: tuple[float, flo
         if ct_model and (h, w) != (side, side):
             notes.append(f"whole {h}x{w} slice resized to {side}x{side} (no --center): the model was trained on "
                          f"{side}-pixel patches around nodules, so small lesions may be missed; pass --center ROW,COL")
-    if loaded.units == "HU" and spec.window is not None:
-        fill = min(spec.window[0], -1000.0)  # outside the scan is air
-        sampled = _sample(pixels, geo, side, fill)
-        image = np.clip((sampled - spec.window[0]) / (spec.window[1] - spec.window[0]), 0.0, 1.0)
+    if loaded.units == "HU" and ct_model:
+        from ppi_cli.data.lidc_dataset import preprocess_patch
+
+        if center is not None and loaded.spacing_mm and spec.spacing_mm:
+            hu = _lidc_grid(pixels, loaded, spec, center)
+        else:
+            hu = _sample(pixels, geo, side, min(spec.window[0], -1024.0))[..., 0]  # outside the scan is air
+        image = preprocess_patch(hu, spec.window, side)[0].numpy()[..., None]  # the evaluation view, (S, S, 1)
         intensity = f"HU window [{spec.window[0]:g}, {spec.window[1]:g}] -> [0, 1]"
     else:
         unit, intensity = _unit_range(pixels)
@@ -187,6 +191,14 @@ def prepare_volume(loaded: LoadedInput, spec: InputSpec, site_cfg: Any = None) -
     volume, record = normalise_volume(raw, site_cfg, spec.n_bscans, spec.bscan_size)
     tensor, positions = preprocess_volume(volume)
     return PreparedVolume(tensor, positions, bscan_indices(raw.shape[0], spec.n_bscans), record, notes)
+
+
+def _lidc_grid(pixels: np.ndarray, loaded: LoadedInput, spec: InputSpec, center: tuple[float, float]) -> np.ndarray:
+    """The patch around `center` sampled exactly as `prepare lidc` samples a lesion crop (HU, bilinear, air outside)."""
+    from ppi_cli.data.lidc_lesions import crop_grid, resample_image
+
+    rows, cols = crop_grid(center, tuple(loaded.spacing_mm[-2:]), spec.spacing_mm, spec.crop or spec.input_size)
+    return resample_image(pixels, rows, cols)
 
 
 def _source_step(loaded: LoadedInput, spec: InputSpec, notes: list[str]) -> tuple[float, float]:
@@ -238,6 +250,13 @@ def _channels(image: np.ndarray, channels: int) -> np.ndarray:
     if channels == 1:
         return luma(image)[..., None]
     return np.repeat(image[..., :1], channels, axis=2)
+
+
+def _scalar_spacing(value: Any) -> float | None:
+    """In-plane spacing from meta: a number, or the in-plane (last) entry of a list."""
+    if value in (None, "", 0):
+        return None
+    return float(value[-1] if isinstance(value, (list, tuple)) else value)
 
 
 def _clip(value: float, size: int) -> int:
