@@ -10,10 +10,9 @@ import pydicom
 import torch
 from pydicom.data import get_testdata_file
 
-from ppi_cli import __version__
-from ppi_cli.config.loader import to_dict
-from ppi_cli.config.recipe import ModelConfig, MultiviewConfig
+from ppi_cli.config.recipe import DataConfig, ModelConfig, MultiviewConfig, Recipe
 from ppi_cli.engine.checkpoint import save_checkpoint
+from ppi_cli.engine.run_meta import CacheDescription, checkpoint_meta
 from ppi_cli.models import build_model
 
 # Patient identity planted in test scans: none of these strings may reach an output but the SC's patient module.
@@ -23,30 +22,28 @@ PHI_BYTES = (b"Doe", b"Jane", b"PID-424242", b"424242", b"19500101")
 
 def checkpoint_2d(path: Path, *, side: int = 32, window=(-1000.0, 400.0), spacing_mm: float | None = 0.5,
                   dataset: str = "lidc", seed: int = 0) -> Path:
-    """A tiny binary CNN saved with the checkpoint meta layout of `ppi train` (untrained weights)."""
+    """A tiny binary CNN (untrained) saved with the meta `ppi train` writes (`run_meta.checkpoint_meta`)."""
     torch.manual_seed(seed)
     cfg = ModelConfig(name="tiny", in_channels=1, num_classes=1, input_size=side)
     model = build_model(cfg).eval()
-    meta = {"model": to_dict(cfg), "recipe": {"name": f"{dataset}-tiny-test"},
-            "input": {"dataset": dataset, "kind": "image", "channels": 1, "window": list(window) if window else None,
-                      "crop": side, "input_size": side, "spacing_mm": spacing_mm},
-            "classes": ["benign", "malignant"], "data_hash": "test", "toolkit_version": __version__, "epoch": 0,
-            "metrics": {}}
+    recipe = Recipe(name=f"{dataset}-tiny-test", model=cfg, data=DataConfig(dataset=dataset, crop=side, window=window))
+    cache = CacheDescription(params={"spacing": spacing_mm, "crop": 48, "classes": ["benign", "malignant"]})
+    meta = checkpoint_meta(recipe, model, cache, epoch=0, metrics={}, fold=None)
     return save_checkpoint(path, model.state_dict(), meta)
 
 
 def checkpoint_volume(path: Path, *, n_bscans: int = 10, bscan_size=(24, 40), seed: int = 0) -> Path:
-    """A tiny multi-view GA model saved with the checkpoint meta layout of `ppi train`."""
+    """A tiny multi-view GA model saved with the meta `ppi train` writes (GA cache parameters)."""
     torch.manual_seed(seed)
     cfg = ModelConfig(name="multiview", backbone="tiny", in_channels=1, num_classes=1, input_size=24,
                       multiview=MultiviewConfig(num_positions=n_bscans, bias_start=0.0))
     model = build_model(cfg).eval()
     with torch.no_grad():  # spread the attention logits so the top B-scans are well defined
         model.position.weight.mul_(5.0)
-    meta = {"model": to_dict(cfg), "recipe": {"name": "ga-tiny-test"},
-            "input": {"dataset": "ga", "kind": "volume", "channels": 1, "n_bscans": n_bscans,
-                      "bscan_size": list(bscan_size)},
-            "classes": ["no GA", "GA"], "data_hash": "test", "toolkit_version": __version__, "epoch": 0, "metrics": {}}
+    recipe = Recipe(name="ga-tiny-test", model=cfg, data=DataConfig(dataset="ga"))
+    cache = CacheDescription(params={"n_bscans": n_bscans, "bscan_height": bscan_size[0],
+                                     "bscan_width": bscan_size[1], "classes": ["no GA", "GA"]})
+    meta = checkpoint_meta(recipe, model, cache, epoch=0, metrics={}, fold=None)
     return save_checkpoint(path, model.state_dict(), meta)
 
 

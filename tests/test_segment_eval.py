@@ -104,9 +104,9 @@ def test_compare_puts_two_models_side_by_side_and_resumes(cli, tmp_path, ga_cach
 
 
 def test_refusals_are_one_line(cli, tmp_path, ga_cache, models):
-    lidc_model = checkpoint_2d(tmp_path / "syn.pt", dataset="synthetic")
+    folder_model = checkpoint_2d(tmp_path / "folder.pt", dataset="folder")
     cases = [
-        (["-m", lidc_model, "--data", ga_cache], "has none"),
+        (["-m", folder_model, "--data", ga_cache], "has none"),
         (["-m", models[0], "--data", ga_cache, "--methods", "wbp,magic"], "magic"),
         (["-m", models[0], "--data", tmp_path / "nothing"], "no cache"),
         (["-m", checkpoint_volume(tmp_path / "big.pt", n_bscans=12, bscan_size=SIZE), "--data", ga_cache],
@@ -137,3 +137,41 @@ def test_lesion_map_beats_spurious_cue_map_on_synthetic_oct(rng):
     for key in good:
         assert good[key] > bad[key], (key, good[key], bad[key])
     assert best_threshold([on_lesion], [lesion]).dice > best_threshold([on_cue], [lesion]).dice
+
+
+def _register_test_maps() -> None:
+    """Two fixed 'saliency methods' for the pipeline test: one on the blob, one on the corner cue."""
+    from ppi_cli.data.synthetic import CUE_SIZE
+    from ppi_cli.saliency import method_names, register_saliency
+
+    if "test-on-lesion" in method_names():
+        return
+
+    @register_saliency("test-on-lesion", summary="test only: the bright blob, cue corner removed")
+    def _on_lesion(model, x, target, *, create_graph):
+        s = torch.relu(x.sum(1, keepdim=True) - 0.55)  # (B, 1, H, W) the blob stands out of the 0.3 background
+        s[..., : CUE_SIZE + 1, : CUE_SIZE + 1] = 0.0
+        return s
+
+    @register_saliency("test-on-cue", summary="test only: the corner where the spurious cue sits")
+    def _on_cue(model, x, target, *, create_graph):
+        s = 0.01 * x.sum(1, keepdim=True)  # (B, 1, H, W) faint everywhere
+        s[..., :CUE_SIZE, :CUE_SIZE] = 1.0
+        return s
+
+
+def test_segment_eval_ranks_a_lesion_map_above_a_cue_map_on_synthetic_data(tmp_path):
+    """Through the whole pipeline, on the generated task of the model's recipe (blob = lesion mask)."""
+    from ppi_cli.engine.segment_eval import SegmentEvalConfig, segment_eval
+
+    _register_test_maps()
+    ckpt = checkpoint_2d(tmp_path / "syn.pt", dataset="synthetic", window=(0.0, 1.0), spacing_mm=None)
+    result = segment_eval(SegmentEvalConfig(ckpt, out=tmp_path / "s", methods=("test-on-lesion", "test-on-cue"),
+                                            limit=12))
+    table = result.summary
+    assert result.n_samples == 12 and table.loc["samples", "test-on-lesion"] == 12
+    for metric in ("energy pointing game, top 100", "energy pointing game, all points", "pointing game hit rate",
+                   "Dice, best threshold", "IoU, best threshold", "Dice, top 5 %"):
+        assert table.loc[metric, "test-on-lesion"] > table.loc[metric, "test-on-cue"], metric
+    assert table.loc["pointing game hit rate", "test-on-lesion"] == 1.0
+    assert table.loc["pointing game hit rate", "test-on-cue"] == 0.0

@@ -12,7 +12,7 @@ the original slice the evidence lies.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,10 @@ class InputSpec:
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ModelError(f"{path}: checkpoint meta 'input' is malformed ({type(exc).__name__}: {exc})",
                              hint="use a checkpoint written by `ppi train`") from None
+        if kind == "volume" and out.dataset == "synthetic" and not out.n_bscans:  # no cache: the recipe's task
+            data = (meta.get("recipe") or {}).get("data") or {}
+            side = int(data.get("crop") or out.input_size)
+            out = replace(out, n_bscans=int(data.get("synthetic_slices") or 0) or None, bscan_size=(side, side))
         if kind not in ("image", "volume") or (kind == "volume" and not (out.n_bscans and out.bscan_size)):
             raise ModelError(f"{path}: checkpoint meta 'input' has kind={kind!r} without the geometry it needs",
                              hint="use a checkpoint written by `ppi train`")

@@ -115,7 +115,8 @@ def segment_eval(cfg: SegmentEvalConfig) -> SegmentEvalResult:
         raise ConfigError(f"--compare {cfg.compare}: trained on {_geometry(loaded[1][3])}, but --model on "
                           f"{_geometry(spec)}; the two must see the same samples", hint="compare models of one dataset")
     workspace = Workspace.resolve(cfg.workspace)
-    samples = MaskedSamples(cfg.data or workspace.cache(spec.dataset), spec, cfg.limit)
+    recipe_data = (loaded[0][2].get("recipe") or {}).get("data")
+    samples = MaskedSamples(cfg.data or workspace.cache(spec.dataset), spec, cfg.limit, recipe_data)
     recipe = (loaded[0][2].get("recipe") or {}).get("name") or "model"
     out = cfg.out or workspace.new_run("segment-eval", spec.dataset, recipe)
     _claim(out, cfg)
