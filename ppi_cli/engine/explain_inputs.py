@@ -181,8 +181,10 @@ def prepare_volume(loaded: LoadedInput, spec: InputSpec, site_cfg: Any = None) -
         loaded: The input (`load_input(..., "volume")`), (S, H, W).
         spec: The checkpoint's input spec (`n_bscans`, `bscan_size`).
         site_cfg: The site config of the scan (padding and intensity rule); None applies the default
-            intensity rule and no padding, with a note.
+            intensity rule and no padding, with a note. Models of other data (the generated task)
+            get no intensity rule at all, as in training.
     """
+    from ppi_cli.config.site import Intensity, SiteConfig
     from ppi_cli.data.ga_normalise import bscan_indices, normalise_volume, preprocess_volume
     from ppi_cli.data.oct_readers import to_uint8
 
@@ -190,7 +192,9 @@ def prepare_volume(loaded: LoadedInput, spec: InputSpec, site_cfg: Any = None) -
     raw, how = to_uint8(np.asarray(loaded.pixels))
     if how:
         notes.append(f"voxels: {how}")
-    if site_cfg is None:
+    if spec.dataset != "ga":  # generated volumes were never intensity-normalised: resample only
+        site_cfg = SiteConfig(site="none", intensity=Intensity(method="none"))
+    elif site_cfg is None:
         notes.append("no --site given: default intensity rule and no padding")
     volume, record = normalise_volume(raw, site_cfg, spec.n_bscans, spec.bscan_size)
     tensor, positions = preprocess_volume(volume)

@@ -223,10 +223,16 @@ def _write_reports(out: Path, summary, deletion, parts, cfg: SegmentEvalConfig, 
         for (label, method), frame in parts.items()], ignore_index=True)
     write_csv(out / "per_sample.csv", per_sample)
     write_csv(out / "deletion.csv", deletion)
-    curves = {(f"{m} ({lab})" if cfg.compare else m): grp["mean_drop"].to_numpy()
-              for (lab, m), grp in deletion.groupby(["model", "method"], sort=False)}
+    curves, styles = {}, {}
+    models = list(dict.fromkeys(deletion["model"]))
+    for (lab, m), grp in deletion.groupby(["model", "method"], sort=False):
+        key = f"{m} ({lab})" if cfg.compare else m
+        curves[key] = grp["mean_drop"].to_numpy()
+        # One colour per method, solid for --model and dashed for --compare.
+        styles[key] = {"color": f"C{list(cfg.methods).index(m) % 10}",
+                       "linestyle": "-" if models.index(lab) == 0 else "--"}
     plot_deletion_curves(out / "deletion.png", cfg.fractions, curves,
-                         title=f"Deletion curves ({len(samples)} masked samples)")
+                         title=f"Deletion curves ({len(samples)} masked samples)", styles=styles)
     write_text(out / "localisation.md", _markdown(summary, cfg, samples))
     return [out / n for n in ("localisation.csv", "localisation.md", "per_sample.csv", "deletion.csv",
                               "deletion.png")]

@@ -81,27 +81,32 @@ def deletion_scores(score_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.T
 
 
 def plot_deletion_curves(path: str | Path, fractions: Sequence[float], curves: Mapping[str, np.ndarray],
-                         title: str = "Deletion curves") -> Path:
+                         title: str = "Deletion curves", styles: Mapping[str, Mapping[str, str]] | None = None) -> Path:
     """Plot mean score drop against the share of pixels removed, one line per method (and model).
 
     Args:
-        path: Output PNG, written atomically.
+        path: Output PNG (640 x 440 px), written atomically.
         fractions: The x axis, shares of the pixels removed.
         curves: Label -> (F,) mean score drop at each fraction.
         title: Figure title.
+        styles: Label -> matplotlib line keywords (e.g. one colour per method, one dash per model).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
 
     fig = Figure(figsize=(6.4, 4.4), dpi=100, facecolor="white")
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.12, 0.13, 0.84, 0.78))
     xs = 100.0 * np.asarray(fractions, dtype=np.float64)
     for label, drop in curves.items():
-        ax.plot(xs, np.asarray(drop, dtype=np.float64), marker="o", markersize=3, label=label)
+        style = dict((styles or {}).get(label, {}))
+        ax.plot(xs, np.asarray(drop, dtype=np.float64), marker="o", markersize=3, label=label, **style)
     positive = xs[xs > 0]
     if positive.size and positive.min() / max(xs.max(), 1e-12) < 0.05:
         ax.set_xscale("symlog", linthresh=float(positive.min()))  # small k matter most (paper Fig. 5)
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("pixels removed (% of the image, most salient first)")
     ax.set_ylabel("mean drop in score")
     ax.set_title(title, fontsize=10)
