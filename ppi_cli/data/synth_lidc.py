@@ -120,7 +120,7 @@ def _place_nodules(rng: np.random.Generator, size: int, spacing: float, z: np.nd
         box = (row - pad, row + pad, col - pad, col + pad, zc - radius - 1, zc + radius + 1)
         if any(all(box[2 * k] <= b[2 * k + 1] and b[2 * k] <= box[2 * k + 1] for k in range(3)) for b in boxes):
             continue
-        cavity = radius / 3 if radius >= 7 and rng.random() < 0.5 else 0.0
+        cavity = radius / 2.5 if radius >= 7 and rng.random() < 0.5 else 0.0
         nodules.append(_Nodule((row, col, zc), radius, float(rng.uniform(-500, 120)), cavity))
         boxes.append(box)
     return nodules
@@ -151,7 +151,7 @@ def _readers_outlines(rng: np.random.Generator, nodule: _Nodule, index: int, spa
             per_slice.setdefault(k, []).append(reader)
             if reader == 0 and nodule.cavity_mm > dz:
                 hole = math.sqrt(nodule.cavity_mm**2 - dz**2) / spacing
-                if hole >= 1.5:
+                if hole >= 1.0:
                     rois.append(Roi(float(zk), sops[k], False, circle_outline(nodule.centre[:2], hole)))
         if rois:
             annotations.append(Annotation(reader, f"Nodule {index + 1:03d}", tuple(rois)))
