@@ -34,7 +34,7 @@ _HEADER_TAGS = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a full LIDC scan holds about 244,000 of these
 class SliceHeader:
     """What prepare needs to know about one DICOM file, read without its pixel data.
 

@@ -268,6 +268,7 @@ def prepare_lidc(config: LidcPrepareConfig) -> PrepareSummary:
     digest = config_hash([[j.series_uid, done[j.series_uid]["n"]] for j in finished])
     if _up_to_date(config, digest):
         summary.up_to_date = True
+        summary.wrote = [out / "errors.csv"]
         console.log("the cache is up to date; nothing to merge")
         return summary
     _merge(config, finished, staging, summary, digest)

@@ -210,7 +210,7 @@ def extract_samples(job: SeriesJob, params: SeriesParams, load_slice: Callable[[
                 "patient_id": job.patient_id, "study_uid": job.study_uid, "series_uid": job.series_uid,
                 "lesion_id": lesion.lesion_id, "slice_index": k, "z": float(geometry.z[k]),
                 "n_readers": len(readers), "label": int(len(readers) >= params.min_readers),
-                "reader_slots": "".join("1" if s in readers else "0" for s in range(MAX_READERS)),
+                "reader_slots": "".join("x" if s in readers else "-" for s in range(MAX_READERS)),
                 "n_annotators": lesion.n_annotators, "centre_row": round(lesion.centre[0], 3),
                 "centre_col": round(lesion.centre[1], 3), "pixel_spacing_row": geometry.pixel_spacing[0],
                 "pixel_spacing_col": geometry.pixel_spacing[1], "slice_spacing": geometry.slice_spacing,
