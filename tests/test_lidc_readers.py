@@ -30,6 +30,21 @@ def test_read_slice_hu_applies_rescale_like_the_standard():
     assert spacing == (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
 
 
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm",
+                                  "MR_small_RLE.dcm"])
+def test_header_fields_equal_pydicoms_full_parse(name):
+    path = _local_testdata(name)
+    ds = pydicom.dcmread(path)
+    header = read_header(path)
+    assert (header.study_uid, header.series_uid, header.sop_uid) == (
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    assert header.z == float(ds.ImagePositionPatient[2]) and header.modality == ds.Modality
+    assert header.pixel_spacing == (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
+    assert (header.rows, header.cols) == (ds.Rows, ds.Columns) and header.patient_id == ds.PatientID
+    assert header.instance_number == (int(ds.InstanceNumber) if "InstanceNumber" in ds else None)
+    assert not header.truncated and header.transfer_syntax == ds.file_meta.TransferSyntaxUID
+
+
 @pytest.mark.parametrize("signed", [True, False])
 def test_written_slices_round_trip_in_hu_and_header(tmp_path, rng, signed):
     hu = rng.integers(-1024, 1500, (20, 24)).astype(np.float32)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ppi_cli.data.lidc_xml import Annotation
 
-__all__ = ["MAX_READERS", "FILL_HU", "Lesion", "group_lesions", "rasterize_polygon", "build_lesion",
+__all__ = ["MAX_READERS", "FILL_HU", "Lesion", "boxes_overlap", "group_lesions", "rasterize_polygon", "build_lesion",
            "crop_grid", "resample_image", "resample_mask"]
 
 MAX_READERS = 4  # LIDC: four radiologists read every CT scan
