@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: MIT
 """The pseudo-intervention of a batch: saliency, masks, and the images x* and x' (paper section 3.1).
 
-`pseudo_intervention` runs the saliency method on the clean batch, builds the masks and returns
-one tensor holding both intervened sets, so the trainer classifies them in a single forward:
+`pseudo_intervention` runs the saliency method on the clean batch, builds the masks, chooses the
+rows and mask donors, and returns an `Intervention` that builds the two intervened sets
 
-    inputs = [ x*_i = (1 − T(s_i)) ⊙ x_i   for the rows L_con applies to ;
-               x'_i = (1 − T(s_j)) ⊙ x_i   for the rows L_ad applies to, j ≠ i a mask donor ]
+    x*_i = (1 − T(s_i)) ⊙ x_i   for the rows L_con applies to      (contrast_images)
+    x'_i = (1 − T(s_j)) ⊙ x_i   for the rows L_ad applies to, j ≠ i (adversarial_images)
+
+from the mask or from a stand-in for it (the trainer's memory-saving step, engine/step.py).
 
 Saliency is taken for each sample's true class. A binary head has one logit, the positive class,
 so for a negative sample the map is negated (the evidence for class 0 is the evidence against the
@@ -42,27 +44,43 @@ class Intervention:
     """What one pseudo-intervention produced for a batch of B samples.
 
     Attributes:
+        x: The clean batch `(B, C, *spatial)` or `(B, S, C, H, W)`.
+        positions: `(B, S)` B-scan positions (volume models), else None.
         saliency: `(N, 1, *spatial)` maps, N = B images or B·S B-scans, true-class sign.
-        mask: `(N, 1, *spatial)` T(s) in [0, 1].
+        mask: `(N, 1, *spatial)` T(s) in [0, 1] (in the graph for soft masks with create_graph).
         rows: int64 `(R,)` batch rows L_con applies to.
         ad_rows: int64 `(A,)` batch rows L_ad applies to.
         donors: int64 `(A,)` the image whose mask each of `ad_rows` takes (never the row itself).
-        inputs: `(R + A, C, *spatial)` or `(R + A, S, C, H, W)`: x* of `rows`, then x' of `ad_rows`.
-        positions: `(R + A, S)` positions matching `inputs` (volume models), else None.
     """
 
+    x: torch.Tensor
+    positions: torch.Tensor | None
     saliency: torch.Tensor
     mask: torch.Tensor
     rows: torch.Tensor
     ad_rows: torch.Tensor
     donors: torch.Tensor
-    inputs: torch.Tensor
-    positions: torch.Tensor | None
+
+    def _per_sample(self, mask: torch.Tensor) -> torch.Tensor:
+        b = self.x.shape[0]
+        return mask.view(b, -1, *mask.shape[1:]) if self.positions is not None else mask  # (B, S, 1, H, W)
+
+    def contrast_images(self, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x* of `rows` (eq. 1) and their positions, from `mask` (default: `self.mask`)."""
+        m = self._per_sample(self.mask if mask is None else mask)
+        pos = self.positions[self.rows] if self.positions is not None else None
+        return intervene(self.x[self.rows], m[self.rows]), pos
+
+    def adversarial_images(self, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x' of `ad_rows`, each with its donor's mask (eq. 4), and their positions."""
+        m = self._per_sample(self.mask if mask is None else mask)
+        pos = self.positions[self.ad_rows] if self.positions is not None else None
+        return intervene(self.x[self.ad_rows], m[self.donors]), pos
 
     @property
-    def n_contrast(self) -> int:
-        """Number of x* images at the front of `inputs`."""
-        return int(self.rows.numel())
+    def inputs(self) -> torch.Tensor:
+        """x* then x', concatenated: `(R + A, ...)`."""
+        return torch.cat([self.contrast_images()[0], self.adversarial_images()[0]])
 
 
 @contextmanager
@@ -149,12 +167,9 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
                              spread=cfg.box_spread)
     if not cfg.create_graph:
         mask = mask.detach()
-    mask_b = mask.view(b, per_image, *mask.shape[1:]) if volume else mask  # (B, S, 1, H, W) or (B, 1, ...)
     rows = contrast_rows(labels, binary, cfg.contrast_on)
     ad_rows, donors = mask_donors(b, rows.cpu() if cfg.adversarial_masks == "contrast" else torch.arange(b), generator)
     if ad_rows.numel() == 0:  # no positive in the batch: every image lends its mask, as with `all`
         ad_rows, donors = mask_donors(b, torch.arange(b), generator)
-    ad_rows, donors = ad_rows.to(x.device), donors.to(x.device)
-    inputs = torch.cat([intervene(x[rows], mask_b[rows]), intervene(x[ad_rows], mask_b[donors])])
-    return Intervention(saliency=s, mask=mask, rows=rows, ad_rows=ad_rows, donors=donors, inputs=inputs,
-                        positions=torch.cat([positions[rows], positions[ad_rows]]) if volume else None)
+    return Intervention(x=x, positions=positions, saliency=s, mask=mask, rows=rows, ad_rows=ad_rows.to(x.device),
+                        donors=donors.to(x.device))
