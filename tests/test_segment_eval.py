@@ -140,23 +140,25 @@ def test_lesion_map_beats_spurious_cue_map_on_synthetic_oct(rng):
 
 
 def _register_test_maps() -> None:
-    """Two fixed 'saliency methods' for the pipeline test: one on the blob, one on the corner cue."""
-    from ppi_cli.data.synthetic import CUE_SIZE
+    """Two fixed 'saliency methods' for the pipeline test: one on the blob, one on a corner away from it."""
     from ppi_cli.saliency import method_names, register_saliency
 
     if "test-on-lesion" in method_names():
         return
+    corner = 4  # the generated blobs are centred well inside the image, never in this corner
 
-    @register_saliency("test-on-lesion", summary="test only: the bright blob, cue corner removed")
+    @register_saliency("test-on-lesion", summary="test only: the brightest smoothed region (the blob)")
     def _on_lesion(model, x, target, *, create_graph):
-        s = torch.relu(x.sum(1, keepdim=True) - 0.55)  # (B, 1, H, W) the blob stands out of the 0.3 background
-        s[..., : CUE_SIZE + 1, : CUE_SIZE + 1] = 0.0
+        smooth = torch.nn.functional.avg_pool2d(x.sum(1, keepdim=True), 5, stride=1, padding=2)  # (B, 1, H, W)
+        level = smooth.mean((2, 3), keepdim=True) + 2 * smooth.std((2, 3), keepdim=True)
+        s = torch.relu(smooth - level)
+        s[..., : corner + 1, : corner + 1] = 0.0
         return s
 
-    @register_saliency("test-on-cue", summary="test only: the corner where the spurious cue sits")
+    @register_saliency("test-on-cue", summary="test only: a corner, where no lesion is")
     def _on_cue(model, x, target, *, create_graph):
         s = 0.01 * x.sum(1, keepdim=True)  # (B, 1, H, W) faint everywhere
-        s[..., :CUE_SIZE, :CUE_SIZE] = 1.0
+        s[..., :corner, :corner] = 1.0
         return s
 
 

@@ -20,6 +20,8 @@ def bench_train_cmd(
                                              "size, 224 for VGG, 299 for Inception).", show_default=False)] = None,
     classes: Annotated[int, typer.Option("--classes", min=1, help="Outputs (1 = binary head).")] = 1,
     saliency: Annotated[str, typer.Option("--saliency", help="Saliency method of the PPI step.")] = "wbp",
+    contrast_on: Annotated[str, typer.Option("--contrast-on", help="Rows L_con masks: all (every image, the most "
+                                             "work) or positives (the binary recipes' default).")] = "all",
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Measured rounds (after one warm-up round); "
                                         "medians are reported.")] = 3,
     profile: Annotated[bool, typer.Option("--profile", help="Instead of timing, list the operators the PPI step "
@@ -35,8 +37,10 @@ def bench_train_cmd(
     from ppi_cli import console
     from ppi_cli.engine.bench_train import BenchConfig, bench_train, profile_step
 
+    if contrast_on not in ("all", "positives"):
+        raise typer.BadParameter(f"'{contrast_on}' is not all or positives", param_hint="--contrast-on")
     cfg = BenchConfig(model=model, batch=batch, size=size, classes=classes, saliency=saliency, rounds=rounds,
-                      device=device)
+                      device=device, contrast_on=contrast_on)
     if profile:
         rows = profile_step(cfg)
         if json_:
@@ -52,8 +56,9 @@ def bench_train_cmd(
     if json_:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        table = Table("step", "seconds", "× plain", "peak MiB", "× plain", box=None, pad_edge=False,
-                      title=f"{model}, batch {batch}, {result.device}, {result.threads} threads, median of {rounds}")
+        title = (f"{model}, batch {batch}, L_con on {contrast_on}, {result.device}, {result.threads} threads, "
+                 f"median of {rounds}")
+        table = Table("step", "seconds", "× plain", "peak MiB", "× plain", box=None, pad_edge=False, title=title)
         for s in result.steps:
             table.add_row(s.step, f"{s.seconds:.3f}", f"{result.ratio(s.step):.2f}", f"{s.peak_mb:.0f}",
                           f"{result.ratio(s.step, 'peak_mb'):.2f}")
