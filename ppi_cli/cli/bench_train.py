@@ -26,6 +26,8 @@ def bench_train_cmd(
                                         "medians are reported.")] = 3,
     profile: Annotated[bool, typer.Option("--profile", help="Instead of timing, list the operators the PPI step "
                                           "(create_graph) spends its time in (torch.profiler).")] = False,
+    reference: Annotated[bool, typer.Option("--reference", help="Also time the straightforward, unoptimised PPI "
+                                            "step (shared clean forward, one backward) for comparison.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     device: DeviceOpt = "cpu",
 ) -> None:
@@ -40,7 +42,7 @@ def bench_train_cmd(
     if contrast_on not in ("all", "positives"):
         raise typer.BadParameter(f"'{contrast_on}' is not all or positives", param_hint="--contrast-on")
     cfg = BenchConfig(model=model, batch=batch, size=size, classes=classes, saliency=saliency, rounds=rounds,
-                      device=device, contrast_on=contrast_on)
+                      device=device, contrast_on=contrast_on, reference=reference)
     if profile:
         rows = profile_step(cfg)
         if json_:

@@ -35,7 +35,7 @@ from ppi_cli.ppi.losses import LossWeights
 __all__ = ["BenchConfig", "StepMeasure", "BenchResult", "bench_train", "DEFAULT_SIZES", "profile_step"]
 
 DEFAULT_SIZES = {"vgg11": 224, "vgg11_bn": 224, "inception_v3": 299, "tiny": 64}
-STEPS = ("plain", "ppi create_graph", "ppi no graph")
+STEPS = ("plain", "ppi create_graph", "ppi no graph", "straightforward")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class BenchConfig:
     rounds: int = 3
     device: str = "cpu"
     seed: int = 0
+    reference: bool = False  # also time the straightforward PPI step the issue measured (before optimising)
 
 
 @dataclass
@@ -160,13 +161,52 @@ def _setup(cfg: BenchConfig) -> tuple[Any, ...]:
     return device, model, optimizer, x, labels
 
 
-def _steps(cfg: BenchConfig, model: Any, device: torch.device) -> dict[str, TrainStep]:
+@dataclass
+class _StraightforwardStep:
+    """The unoptimised PPI step the optimisations are measured against (create_graph, one backward).
+
+    One clean forward shared by L_cls and the saliency (gradient × input of the clean logits, with
+    create_graph: WBP itself for a network without train-mode batch norm), x* and x' in one forward
+    on batch statistics, then a single backward of the total; no staging, no stand-in mask, no
+    shortcut for ReLU and pooling in the double backward.
+    """
+
+    model: Any
+    cfg: PPIConfig
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor, positions: Any = None, *, epoch: int,
+                 generator: torch.Generator | None = None) -> dict[str, float]:
+        from ppi_cli.ppi.losses import adversarial_loss, classification_loss, contrast_loss, derangement
+        from ppi_cli.ppi.masks import intervene, intervention_mask
+
+        inputs = x.detach().requires_grad_(True)
+        logits = self.model(inputs)
+        l_cls = classification_loss(logits, labels)
+        (rows,) = torch.autograd.grad(logits[:, 0].sum(), inputs, create_graph=True)
+        sign = (2 * labels - 1).view(-1, 1, 1, 1)  # (B, 1, 1, 1): true-class evidence
+        s = (inputs * rows).sum(1, keepdim=True) * sign  # (B, 1, H, W)
+        mask = intervention_mask(s, self.cfg.mask, sigma=self.cfg.sigma, omega=self.cfg.omega, c=self.cfg.c)
+        perm = derangement(x.shape[0], generator).to(x.device)
+        out = self.model(torch.cat([intervene(x, mask), intervene(x, mask[perm])]))
+        b = x.shape[0]
+        total = (l_cls + contrast_loss(out[:b], labels) + self.cfg.beta * s.abs().mean()
+                 + adversarial_loss(out[b:], labels))
+        total.backward()
+        return {"loss": float(total.detach())}
+
+
+def _steps(cfg: BenchConfig, model: Any, device: torch.device) -> dict[str, Any]:
     base = PPIConfig(enabled=True, saliency=cfg.saliency, mask=cfg.mask, contrast_on=cfg.contrast_on, start_epoch=0)
     out = {}
     for name, ppi in (("plain", replace(base, enabled=False)), ("ppi create_graph", replace(base, create_graph=True)),
                       ("ppi no graph", replace(base, create_graph=False))):
         out[name] = TrainStep(model=model, net=model, cfg=ppi, weights=LossWeights(ppi), binary=cfg.classes == 1,
                               device=device)
+    if cfg.reference:
+        if cfg.classes != 1:
+            raise ConfigError("ppi bench train --reference: the reference step is written for binary heads",
+                              hint="use --classes 1")
+        out["straightforward"] = _StraightforwardStep(model, replace(base, create_graph=True))
     return out
 
 
