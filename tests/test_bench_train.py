@@ -9,11 +9,12 @@ import pytest
 
 
 def test_bench_train_reports_three_steps(cli):
-    result = cli("bench", "train", "--model", "tiny", "--size", "16", "--batch", "4", "--rounds", "1", "--json")
+    result = cli("bench", "train", "--model", "tiny", "--size", "16", "--batch", "4", "--rounds", "1", "--reference",
+                 "--json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     steps = {s["step"]: s for s in data["steps"]}
-    assert list(steps) == ["plain", "ppi create_graph", "ppi no graph"]
+    assert list(steps) == ["plain", "ppi create_graph", "ppi no graph", "straightforward"]
     assert steps["plain"]["time_ratio"] == pytest.approx(1.0)
     for s in steps.values():
         assert s["seconds"] > 0 and len(s["seconds_all"]) == 1

@@ -5,7 +5,10 @@ The PPI step, arranged so nothing is computed twice and little is held at once:
 
 1. clean forward → L_cls → backward at once (its activations are freed before the PPI part);
    under DDP inside `no_sync`, so gradients are reduced once, at the end;
-2. saliency of the clean batch (the recipe's method; graph kept when `create_graph`);
+2. saliency of the clean batch (the recipe's method; graph kept when `create_graph`), from the
+   saliency engine's own pass. For networks where WBP is the input gradient (no batch norm, ReLU
+   only: VGG11; ppi/shared_forward.py) it is taken from step 1's forward instead, whose L_cls then
+   joins the last backward (the map's graph shares that forward), single process only;
 3. x* (rows L_con applies to) forward → α·L_con backward, the gradient reaching the mask kept on
    a stand-in leaf; batch norm on the running statistics of clean images
    (`ppi.intervened_norm: running`), so x* and x' need not share a forward;
@@ -29,7 +32,8 @@ from torch import nn
 
 from ppi_cli.config.recipe import PPIConfig
 from ppi_cli.engine.evaluate import autocast
-from ppi_cli.ppi.intervention import intervened_normalisation, pseudo_intervention
+from ppi_cli.ppi.double_backward import piecewise_linear_backward
+from ppi_cli.ppi.intervention import intervened_normalisation, intervention_from_saliency, pseudo_intervention
 from ppi_cli.ppi.losses import (
     LossWeights,
     adversarial_loss,
@@ -37,6 +41,7 @@ from ppi_cli.ppi.losses import (
     contrast_loss,
     saliency_regulariser,
 )
+from ppi_cli.ppi.shared_forward import shares_clean_forward, wbp_from_logits
 
 __all__ = ["TrainStep", "forward", "sample_slices"]
 
@@ -111,16 +116,33 @@ class TrainStep:
 
     def _ppi(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None, epoch: int,
              generator: torch.Generator | None) -> dict[str, float]:
-        sync_off = self.net.no_sync if hasattr(self.net, "no_sync") else contextlib.nullcontext
-        with sync_off():
-            with autocast(self.device, self.amp):
-                logits = forward(self.net, x, positions)
-            l_cls = classification_loss(_full(logits), labels)
-            self._backward(l_cls)
+        ddp = hasattr(self.net, "no_sync")
+        sync_off = self.net.no_sync if ddp else contextlib.nullcontext
+        # Under DDP the clean forward must be reduced apart from x' (one synchronised forward per backward).
+        shared = not ddp and shares_clean_forward(self.model, self.cfg, positions is not None)
+        pending = None  # L_cls when it joins the last backward
+        if shared:  # the clean forward's input gradient is the WBP map here (ppi/shared_forward.py)
+            inputs = x.detach().requires_grad_(True)
+            with autocast(self.device, self.amp), self._cheaper():
+                logits = forward(self.net, inputs, positions)
+                saliency = wbp_from_logits(logits, inputs, labels, binary=self.binary,
+                                           create_graph=self.cfg.create_graph)
+            # The map's graph shares the clean forward's, so L_cls is differentiated with it, at the end.
+            l_cls = pending = classification_loss(_full(logits), labels)
+        else:
+            with sync_off():
+                with autocast(self.device, self.amp):
+                    logits = forward(self.net, x, positions)
+                l_cls = classification_loss(_full(logits), labels)
+                self._backward(l_cls)
         del logits
         with autocast(self.device, self.amp):
-            iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
-                                     generator=generator)
+            if shared:
+                iv = intervention_from_saliency(x, labels, saliency, self.cfg, binary=self.binary,
+                                                generator=generator)
+            else:
+                iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
+                                         generator=generator)
         alpha, beta, gamma = (self.weights.weight(t, epoch) for t in ("con", "reg", "ad"))
         l_reg = saliency_regulariser(_full(iv.saliency))
         reg = beta * l_reg if l_reg.requires_grad else None  # without create_graph the map is a constant
@@ -152,12 +174,17 @@ class TrainStep:
             total = alpha * l_con + gamma * l_ad
         if reg is not None:
             total = total + reg
+        if pending is not None:
+            total = total + pending
         self._backward(total)
         values = {"cls": float(l_cls.detach()), "con": float(l_con.detach()), "reg": float(l_reg.detach()),
                   "ad": float(l_ad.detach())}
         self.weights.update(values)
         values["loss"] = values["cls"] + alpha * values["con"] + beta * values["reg"] + gamma * values["ad"]
         return values
+
+    def _cheaper(self) -> contextlib.AbstractContextManager:
+        return piecewise_linear_backward() if self.cfg.create_graph else contextlib.nullcontext()
 
     def _intervened(self, images: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
         with autocast(self.device, self.amp), intervened_normalisation(self.model, self.cfg.intervened_norm):

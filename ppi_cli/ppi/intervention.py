@@ -36,7 +36,8 @@ from ppi_cli.ppi.double_backward import piecewise_linear_backward
 from ppi_cli.ppi.losses import mask_donors
 from ppi_cli.ppi.masks import intervene, intervention_mask
 
-__all__ = ["Intervention", "pseudo_intervention", "contrast_rows", "dropout_off", "intervened_normalisation"]
+__all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows", "true_class_sign",
+           "dropout_off", "intervened_normalisation"]
 
 
 @dataclass
@@ -153,7 +154,7 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
     per_image = images.shape[0] // b  # S B-scans per volume, or 1
     if binary:
         target: torch.Tensor | int = 0
-        sign = (2 * labels.to(x.dtype) - 1).repeat_interleave(per_image)  # (N,): −1 for negatives
+        sign = true_class_sign(labels, per_image).to(x.dtype)  # (N,): −1 for negatives
     else:
         target = labels.long()
         sign = None
@@ -163,7 +164,15 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
         s = saliency_map(explained, images, target, method=cfg.saliency, create_graph=cfg.create_graph)
     if sign is not None:
         s = s * sign.view(-1, *([1] * (s.ndim - 1)))  # (N, 1, *spatial)
-    mask = intervention_mask(s, cfg.mask, sigma=cfg.sigma, omega=cfg.omega, c=cfg.c, top_k=cfg.top_k,
+    return intervention_from_saliency(x, labels, s, cfg, binary=binary, positions=positions, generator=generator)
+
+
+def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: torch.Tensor, cfg: PPIConfig, *,
+                               binary: bool, positions: torch.Tensor | None = None,
+                               generator: torch.Generator | None = None) -> Intervention:
+    """Masks, L_con rows and L_ad donors from true-class saliency maps `(N, 1, *spatial)` (eqs. 1, 4)."""
+    b = x.shape[0]
+    mask = intervention_mask(saliency, cfg.mask, sigma=cfg.sigma, omega=cfg.omega, c=cfg.c, top_k=cfg.top_k,
                              spread=cfg.box_spread)
     if not cfg.create_graph:
         mask = mask.detach()
@@ -171,5 +180,10 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
     ad_rows, donors = mask_donors(b, rows.cpu() if cfg.adversarial_masks == "contrast" else torch.arange(b), generator)
     if ad_rows.numel() == 0:  # no positive in the batch: every image lends its mask, as with `all`
         ad_rows, donors = mask_donors(b, torch.arange(b), generator)
-    return Intervention(x=x, positions=positions, saliency=s, mask=mask, rows=rows, ad_rows=ad_rows.to(x.device),
-                        donors=donors.to(x.device))
+    return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
+                        ad_rows=ad_rows.to(x.device), donors=donors.to(x.device))
+
+
+def true_class_sign(labels: torch.Tensor, per_image: int = 1) -> torch.Tensor:
+    """`(N,)` +1 for positives, −1 for negatives: a one-logit head's map turned into true-class evidence."""
+    return (2 * labels.float() - 1).repeat_interleave(per_image)
