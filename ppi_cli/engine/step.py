@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,7 +34,12 @@ from torch import nn
 from ppi_cli.config.recipe import PPIConfig
 from ppi_cli.engine.evaluate import autocast
 from ppi_cli.ppi.double_backward import piecewise_linear_backward
-from ppi_cli.ppi.intervention import intervened_normalisation, intervention_from_saliency, pseudo_intervention
+from ppi_cli.ppi.intervention import (
+    Intervention,
+    intervened_normalisation,
+    intervention_from_saliency,
+    pseudo_intervention,
+)
 from ppi_cli.ppi.losses import (
     LossWeights,
     adversarial_loss,
@@ -116,44 +122,59 @@ class TrainStep:
 
     def _ppi(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None, epoch: int,
              generator: torch.Generator | None) -> dict[str, float]:
-        ddp = hasattr(self.net, "no_sync")
-        sync_off = self.net.no_sync if ddp else contextlib.nullcontext
-        # Under DDP the clean forward must be reduced apart from x' (one synchronised forward per backward).
-        shared = not ddp and shares_clean_forward(self.model, self.cfg, positions is not None)
-        pending = None  # L_cls when it joins the last backward
+        sync_off = self.net.no_sync if hasattr(self.net, "no_sync") else contextlib.nullcontext
+        l_cls, pending, iv = self._clean_pass(x, labels, positions, generator, sync_off)
+        alpha, beta, gamma = (self.weights.weight(t, epoch) for t in ("con", "reg", "ad"))
+        l_reg = saliency_regulariser(_full(iv.saliency))
+        l_con, l_ad, total = self._intervened_pass(iv, labels, alpha, gamma, sync_off)
+        if l_reg.requires_grad:  # without create_graph the map is a constant: L_reg is reported, not trained
+            total = total + beta * l_reg
+        if pending is not None:
+            total = total + pending
+        self._backward(total)
+        values = {"cls": float(l_cls.detach()), "con": float(l_con.detach()), "reg": float(l_reg.detach()),
+                  "ad": float(l_ad.detach())}
+        self.weights.update(values)
+        values["loss"] = values["cls"] + alpha * values["con"] + beta * values["reg"] + gamma * values["ad"]
+        return values
+
+    def _clean_pass(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None,
+                    generator: torch.Generator | None, sync_off: Any) -> tuple[torch.Tensor, Any, Intervention]:
+        """L_cls and the intervention; L_cls is back-propagated here unless it must join the last backward."""
+        # Under DDP the clean forward is reduced together with x' (one synchronised forward per backward).
+        shared = not hasattr(self.net, "no_sync") and shares_clean_forward(self.model, self.cfg, positions is not None)
         if shared:  # the clean forward's input gradient is the WBP map here (ppi/shared_forward.py)
             inputs = x.detach().requires_grad_(True)
             with autocast(self.device, self.amp), self._cheaper():
                 logits = forward(self.net, inputs, positions)
                 saliency = wbp_from_logits(logits, inputs, labels, binary=self.binary,
                                            create_graph=self.cfg.create_graph)
-            # The map's graph shares the clean forward's, so L_cls is differentiated with it, at the end.
-            l_cls = pending = classification_loss(_full(logits), labels)
-        else:
-            with sync_off():
-                with autocast(self.device, self.amp):
-                    logits = forward(self.net, x, positions)
-                l_cls = classification_loss(_full(logits), labels)
-                self._backward(l_cls)
-        del logits
-        with autocast(self.device, self.amp):
-            if shared:
                 iv = intervention_from_saliency(x, labels, saliency, self.cfg, binary=self.binary,
                                                 generator=generator)
-            else:
-                iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
-                                         generator=generator)
-        alpha, beta, gamma = (self.weights.weight(t, epoch) for t in ("con", "reg", "ad"))
-        l_reg = saliency_regulariser(_full(iv.saliency))
-        reg = beta * l_reg if l_reg.requires_grad else None  # without create_graph the map is a constant
+            # The map's graph shares the clean forward's, so L_cls is differentiated with it, at the end.
+            l_cls = classification_loss(_full(logits), labels)
+            return l_cls, l_cls, iv
+        with sync_off():
+            with autocast(self.device, self.amp):
+                logits = forward(self.net, x, positions)
+            l_cls = classification_loss(_full(logits), labels)
+            self._backward(l_cls)
+        del logits  # its activations are free before the saliency graph is built
+        with autocast(self.device, self.amp):
+            iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
+                                     generator=generator)
+        return l_cls, None, iv
+
+    def _intervened_pass(self, iv: Intervention, labels: torch.Tensor, alpha: float, gamma: float,
+                         sync_off: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """L_con, L_ad and what remains to back-propagate (x* is back-propagated here when chunked)."""
         # x* and x' are classified with running statistics (no batch coupling), so they can go through
         # one at a time: only one set's activations are alive at once. Gradients reaching the mask from
         # x* are collected on a stand-in leaf and handed to the mask's graph with x' (one pass through
         # the saliency graph, one DDP reduction).
-        chunked = self.cfg.intervened_norm == "running" and iv.rows.numel() > 0
-        stand_in = iv.mask.detach().requires_grad_(iv.mask.requires_grad) if chunked else iv.mask
-        l_con = torch.zeros((), device=x.device)
-        if chunked:
+        l_con = torch.zeros((), device=iv.x.device)
+        if self.cfg.intervened_norm == "running" and iv.rows.numel() > 0:
+            stand_in = iv.mask.detach().requires_grad_(iv.mask.requires_grad)
             with sync_off():
                 images, pos = iv.contrast_images(stand_in)
                 l_con = contrast_loss(self._intervened(images, pos), labels[iv.rows])
@@ -164,24 +185,14 @@ class TrainStep:
             if stand_in.grad is not None:
                 grad = stand_in.grad / self.scaler.get_scale() if self.scaler is not None else stand_in.grad
                 total = total + (iv.mask * grad).sum()  # ∂(α·L_con)/∂T, pushed through the mask's graph
-        else:
-            out = self._intervened(iv.inputs, None if positions is None else
-                                   torch.cat([iv.contrast_images()[1], iv.adversarial_images()[1]]))
-            n_con = int(iv.rows.numel())
-            if n_con:
-                l_con = contrast_loss(out[:n_con], labels[iv.rows])
-            l_ad = adversarial_loss(out[n_con:], labels[iv.ad_rows])
-            total = alpha * l_con + gamma * l_ad
-        if reg is not None:
-            total = total + reg
-        if pending is not None:
-            total = total + pending
-        self._backward(total)
-        values = {"cls": float(l_cls.detach()), "con": float(l_con.detach()), "reg": float(l_reg.detach()),
-                  "ad": float(l_ad.detach())}
-        self.weights.update(values)
-        values["loss"] = values["cls"] + alpha * values["con"] + beta * values["reg"] + gamma * values["ad"]
-        return values
+            return l_con, l_ad, total
+        positions = None if iv.positions is None else torch.cat([iv.contrast_images()[1], iv.adversarial_images()[1]])
+        out = self._intervened(iv.inputs, positions)
+        n_con = int(iv.rows.numel())
+        if n_con:
+            l_con = contrast_loss(out[:n_con], labels[iv.rows])
+        l_ad = adversarial_loss(out[n_con:], labels[iv.ad_rows])
+        return l_con, l_ad, alpha * l_con + gamma * l_ad
 
     def _cheaper(self) -> contextlib.AbstractContextManager:
         return piecewise_linear_backward() if self.cfg.create_graph else contextlib.nullcontext()
