@@ -75,7 +75,7 @@ def test_shared_clean_forward_gives_the_same_step_for_relu_networks():
         torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),
         torch.nn.Linear(24, 1)).double().train()
-    cfg = PPIConfig(saliency="wbp", mask="soft", alpha=0.5, beta=2.0, gamma=1.5, create_graph=True, start_epoch=0)
+    cfg = PPIConfig(saliency="wbp", mask="soft", alpha=0.5, beta=2.0, gamma=1.5, create_graph=False, start_epoch=0)
     assert shares_clean_forward(net, cfg, volume=False)
     assert not shares_clean_forward(build_model(ModelConfig(name="tiny")).train(), cfg, volume=False)  # batch norm
     reference = copy.deepcopy(net)

@@ -5,10 +5,9 @@ The PPI step, arranged so nothing is computed twice and little is held at once:
 
 1. clean forward → L_cls → backward at once (its activations are freed before the PPI part);
    under DDP inside `no_sync`, so gradients are reduced once, at the end;
-2. saliency of the clean batch (the recipe's method; graph kept when `create_graph`), from the
-   saliency engine's own pass. For networks where WBP is the input gradient (no batch norm, ReLU
-   only: VGG11; ppi/shared_forward.py) it is taken from step 1's forward instead, whose L_cls then
-   joins the last backward (the map's graph shares that forward), single process only;
+2. saliency of the clean batch (the recipe's method; graph kept when `create_graph`) from the
+   saliency engine's own pass; without `create_graph`, for networks where WBP is the input
+   gradient (no batch norm, ReLU only: VGG11; ppi/shared_forward.py), from step 1's forward;
 3. x* (rows L_con applies to) forward → α·L_con backward, the gradient reaching the mask kept on
    a stand-in leaf; batch norm on the running statistics of clean images
    (`ppi.intervened_norm: running`), so x* and x' need not share a forward;
@@ -33,7 +32,6 @@ from torch import nn
 
 from ppi_cli.config.recipe import PPIConfig
 from ppi_cli.engine.evaluate import autocast
-from ppi_cli.ppi.double_backward import piecewise_linear_backward
 from ppi_cli.ppi.intervention import (
     Intervention,
     intervened_normalisation,
@@ -123,14 +121,12 @@ class TrainStep:
     def _ppi(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None, epoch: int,
              generator: torch.Generator | None) -> dict[str, float]:
         sync_off = self.net.no_sync if hasattr(self.net, "no_sync") else contextlib.nullcontext
-        l_cls, pending, iv = self._clean_pass(x, labels, positions, generator, sync_off)
+        l_cls, iv = self._clean_pass(x, labels, positions, generator, sync_off)
         alpha, beta, gamma = (self.weights.weight(t, epoch) for t in ("con", "reg", "ad"))
         l_reg = saliency_regulariser(_full(iv.saliency))
         l_con, l_ad, total = self._intervened_pass(iv, labels, alpha, gamma, sync_off)
         if l_reg.requires_grad:  # without create_graph the map is a constant: L_reg is reported, not trained
             total = total + beta * l_reg
-        if pending is not None:
-            total = total + pending
         self._backward(total)
         values = {"cls": float(l_cls.detach()), "con": float(l_con.detach()), "reg": float(l_reg.detach()),
                   "ad": float(l_ad.detach())}
@@ -139,31 +135,29 @@ class TrainStep:
         return values
 
     def _clean_pass(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None,
-                    generator: torch.Generator | None, sync_off: Any) -> tuple[torch.Tensor, Any, Intervention]:
-        """L_cls and the intervention; L_cls is back-propagated here unless it must join the last backward."""
-        # Under DDP the clean forward is reduced together with x' (one synchronised forward per backward).
-        shared = not hasattr(self.net, "no_sync") and shares_clean_forward(self.model, self.cfg, positions is not None)
-        if shared:  # the clean forward's input gradient is the WBP map here (ppi/shared_forward.py)
-            inputs = x.detach().requires_grad_(True)
-            with autocast(self.device, self.amp), self._cheaper():
+                    generator: torch.Generator | None, sync_off: Any) -> tuple[torch.Tensor, Intervention]:
+        """L_cls (back-propagated here, so its activations are freed) and the intervention."""
+        # Without create_graph, where WBP is the input gradient (ppi/shared_forward.py), the clean
+        # forward also gives the map: one forward fewer. With create_graph the map's graph would keep
+        # the clean forward alive to the end, so the saliency engine's own pass is cheaper in memory.
+        shared = not self.cfg.create_graph and shares_clean_forward(self.model, self.cfg, positions is not None)
+        with sync_off():
+            inputs = x.detach().requires_grad_(True) if shared else x
+            with autocast(self.device, self.amp):
                 logits = forward(self.net, inputs, positions)
-                saliency = wbp_from_logits(logits, inputs, labels, binary=self.binary,
-                                           create_graph=self.cfg.create_graph)
+            l_cls = classification_loss(_full(logits), labels)
+            saliency = wbp_from_logits(logits, inputs, labels, binary=self.binary, create_graph=False) \
+                if shared else None
+            self._backward(l_cls)
+        del logits
+        with autocast(self.device, self.amp):
+            if saliency is not None:
                 iv = intervention_from_saliency(x, labels, saliency, self.cfg, binary=self.binary,
                                                 generator=generator)
-            # The map's graph shares the clean forward's, so L_cls is differentiated with it, at the end.
-            l_cls = classification_loss(_full(logits), labels)
-            return l_cls, l_cls, iv
-        with sync_off():
-            with autocast(self.device, self.amp):
-                logits = forward(self.net, x, positions)
-            l_cls = classification_loss(_full(logits), labels)
-            self._backward(l_cls)
-        del logits  # its activations are free before the saliency graph is built
-        with autocast(self.device, self.amp):
-            iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
-                                     generator=generator)
-        return l_cls, None, iv
+            else:
+                iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
+                                         generator=generator)
+        return l_cls, iv
 
     def _intervened_pass(self, iv: Intervention, labels: torch.Tensor, alpha: float, gamma: float,
                          sync_off: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -193,9 +187,6 @@ class TrainStep:
             l_con = contrast_loss(out[:n_con], labels[iv.rows])
         l_ad = adversarial_loss(out[n_con:], labels[iv.ad_rows])
         return l_con, l_ad, alpha * l_con + gamma * l_ad
-
-    def _cheaper(self) -> contextlib.AbstractContextManager:
-        return piecewise_linear_backward() if self.cfg.create_graph else contextlib.nullcontext()
 
     def _intervened(self, images: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
         with autocast(self.device, self.amp), intervened_normalisation(self.model, self.cfg.intervened_norm):

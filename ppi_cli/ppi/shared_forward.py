@@ -9,6 +9,10 @@ the gradient of the clean forward's target logits with respect to the input *is*
 (paper eq. 7) and the training step need not run a second forward for the saliency. The map is
 then that of the network as sampled for this step, dropout included.
 
+The step uses this only with `create_graph: false`: a map kept in the graph would keep the clean
+forward's activations alive until the last backward, which costs more memory than the second
+forward saves time (measured: docs/benchmarks.md).
+
 Every other network (batch norm, other activations), every other saliency method and the
 multi-view model take the saliency engine's own pass (`ppi_cli.saliency.saliency_map`).
 """
