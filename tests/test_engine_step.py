@@ -66,22 +66,3 @@ def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask):
     for a, b in zip(model.buffers(), reference.buffers(), strict=True):
         assert torch.equal(a, b)
 
-
-def test_shared_clean_forward_gives_the_same_step_for_relu_networks():
-    from ppi_cli.ppi.shared_forward import shares_clean_forward
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(  # VGG-like: no batch norm, ReLU only, so WBP is the input gradient
-        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),
-        torch.nn.Linear(24, 1)).double().train()
-    cfg = PPIConfig(saliency="wbp", mask="soft", alpha=0.5, beta=2.0, gamma=1.5, create_graph=False, start_epoch=0)
-    assert shares_clean_forward(net, cfg, volume=False)
-    assert not shares_clean_forward(build_model(ModelConfig(name="tiny")).train(), cfg, volume=False)  # batch norm
-    reference = copy.deepcopy(net)
-    x, y = torch.rand(4, 1, 12, 12, dtype=torch.float64), torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)
-    step = TrainStep(model=net, net=net, cfg=cfg, weights=LossWeights(cfg), binary=True, device=torch.device("cpu"))
-    step(x, y, epoch=0, generator=torch.Generator().manual_seed(2))
-    expected = _naive_gradients(reference, x, y, None, cfg, seed=2)  # the saliency engine's own WBP pass
-    for name, param in net.named_parameters():
-        assert torch.allclose(param.grad, expected[name], rtol=1e-8, atol=1e-12), name

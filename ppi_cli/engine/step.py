@@ -5,9 +5,8 @@ The PPI step, arranged so nothing is computed twice and little is held at once:
 
 1. clean forward → L_cls → backward at once (its activations are freed before the PPI part);
    under DDP inside `no_sync`, so gradients are reduced once, at the end;
-2. saliency of the clean batch (the recipe's method; graph kept when `create_graph`) from the
-   saliency engine's own pass; without `create_graph`, for networks where WBP is the input
-   gradient (no batch norm, ReLU only: VGG11; ppi/shared_forward.py), from step 1's forward;
+2. saliency of the clean batch from the saliency engine's own pass (the recipe's method; graph
+   kept when `create_graph`);
 3. x* (rows L_con applies to) forward → α·L_con backward, the gradient reaching the mask kept on
    a stand-in leaf; batch norm on the running statistics of clean images
    (`ppi.intervened_norm: running`), so x* and x' need not share a forward;
@@ -35,7 +34,6 @@ from ppi_cli.engine.evaluate import autocast
 from ppi_cli.ppi.intervention import (
     Intervention,
     intervened_normalisation,
-    intervention_from_saliency,
     pseudo_intervention,
 )
 from ppi_cli.ppi.losses import (
@@ -45,7 +43,6 @@ from ppi_cli.ppi.losses import (
     contrast_loss,
     saliency_regulariser,
 )
-from ppi_cli.ppi.shared_forward import shares_clean_forward, wbp_from_logits
 
 __all__ = ["TrainStep", "forward", "sample_slices"]
 
@@ -137,26 +134,15 @@ class TrainStep:
     def _clean_pass(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None,
                     generator: torch.Generator | None, sync_off: Any) -> tuple[torch.Tensor, Intervention]:
         """L_cls (back-propagated here, so its activations are freed) and the intervention."""
-        # Without create_graph, where WBP is the input gradient (ppi/shared_forward.py), the clean
-        # forward also gives the map: one forward fewer. With create_graph the map's graph would keep
-        # the clean forward alive to the end, so the saliency engine's own pass is cheaper in memory.
-        shared = not self.cfg.create_graph and shares_clean_forward(self.model, self.cfg, positions is not None)
         with sync_off():
-            inputs = x.detach().requires_grad_(True) if shared else x
             with autocast(self.device, self.amp):
-                logits = forward(self.net, inputs, positions)
+                logits = forward(self.net, x, positions)
             l_cls = classification_loss(_full(logits), labels)
-            saliency = wbp_from_logits(logits, inputs, labels, binary=self.binary, create_graph=False) \
-                if shared else None
             self._backward(l_cls)
         del logits
         with autocast(self.device, self.amp):
-            if saliency is not None:
-                iv = intervention_from_saliency(x, labels, saliency, self.cfg, binary=self.binary,
-                                                generator=generator)
-            else:
-                iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
-                                         generator=generator)
+            iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
+                                     generator=generator)
         return l_cls, iv
 
     def _intervened_pass(self, iv: Intervention, labels: torch.Tensor, alpha: float, gamma: float,
