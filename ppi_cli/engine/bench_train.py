@@ -11,7 +11,8 @@ high-water mark (VmHWM) is reset through `/proc/self/clear_refs` just before the
 glibc is told to serve every allocation ≥ 64 KiB with its own mapping (`mallopt`) and to trim
 before the step, so freed tensors leave the resident set at once. The figure is what the step
 adds on top of the weights and optimiser state already resident. On CUDA it is
-`max_memory_allocated` above the allocation before the step. See docs/benchmarks.md.
+`max_memory_allocated` above the allocation before the step, and the steps run as training runs
+there: autocast and channels_last. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -154,6 +155,9 @@ def _setup(cfg: BenchConfig) -> tuple[Any, ...]:
                                     input_size=size, dropout=0.5)).to(device).train()
     optimizer = build_optimizer(model, OptimConfig(name="sgd", lr=1e-4, momentum=0.9))  # paper's VGG optimiser
     x = torch.rand(cfg.batch, cfg.channels, size, size, device=device)
+    if device.type == "cuda":  # the training defaults on a GPU: channels_last (and AMP in _steps)
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     if cfg.classes == 1:
         labels = (torch.arange(cfg.batch, device=device) % 2).float()
     else:
@@ -201,7 +205,7 @@ def _steps(cfg: BenchConfig, model: Any, device: torch.device) -> dict[str, Any]
     for name, ppi in (("plain", replace(base, enabled=False)), ("ppi create_graph", replace(base, create_graph=True)),
                       ("ppi no graph", replace(base, create_graph=False))):
         out[name] = TrainStep(model=model, net=model, cfg=ppi, weights=LossWeights(ppi), binary=cfg.classes == 1,
-                              device=device)
+                              device=device, amp=device.type == "cuda")
     if cfg.reference:
         if cfg.classes != 1:
             raise ConfigError("ppi bench train --reference: the reference step is written for binary heads",
