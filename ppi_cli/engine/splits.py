@@ -1,0 +1,98 @@
+# SPDX-License-Identifier: MIT
+"""Splits as data: subject-grouped, label-stratified, seeded, and saved with every run.
+
+No subject (patient or eye) ever appears on both sides of a split. Splits are index arrays into
+the cache manifest's rows, written to `split.json` in the run folder so results can be audited.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from ppi_cli.errors import ConfigError, DataError
+from ppi_cli.files import write_json
+
+__all__ = ["Split", "subject_folds", "holdout_split", "save_split", "load_split", "check_disjoint"]
+
+
+@dataclass(frozen=True)
+class Split:
+    """One train/validation/test partition of manifest rows (sorted index arrays)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    fold: int | None = None
+
+    def to_dict(self) -> dict:
+        """Plain data for `split.json`."""
+        return {"fold": self.fold, "train": self.train.tolist(), "val": self.val.tolist(), "test": self.test.tolist()}
+
+
+def subject_folds(labels: Sequence[int], subjects: Sequence[str], n_folds: int, seed: int) -> list[np.ndarray]:
+    """Row indices of each test fold: stratified by label, grouped by subject, seeded.
+
+    Raises:
+        DataError: Fewer subjects than folds, so some fold would be empty.
+    """
+    labels = np.asarray(labels)
+    subjects = np.asarray(subjects).astype(str)
+    n_subjects = len(np.unique(subjects))
+    if n_subjects < n_folds:
+        raise DataError(f"only {n_subjects} subjects for {n_folds} folds", hint=f"use --folds {max(2, n_subjects)}")
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    rows = np.arange(len(labels))
+    return [np.sort(test) for _, test in splitter.split(rows, labels, groups=subjects)]
+
+
+def holdout_split(rows: np.ndarray, labels: Sequence[int], subjects: Sequence[str], fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split `rows` into (kept, held_out) with about `fraction` of the subjects held out, stratified by label.
+
+    `labels` and `subjects` are indexed by manifest row (full length), `rows` selects the candidates.
+    """
+    if not 0 < fraction < 1:
+        raise ConfigError(f"hold-out fraction {fraction} must be between 0 and 1")
+    rows = np.asarray(rows)
+    sub_labels = np.asarray(labels)[rows]
+    sub_subjects = np.asarray(subjects).astype(str)[rows]
+    n_subjects = len(np.unique(sub_subjects))
+    n_splits = int(round(1 / fraction))
+    if n_subjects < 2:
+        raise DataError(f"only {n_subjects} subject(s): cannot hold any out", hint="add subjects or lower folds")
+    n_splits = max(2, min(n_splits, n_subjects))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    keep, held = next(splitter.split(rows, sub_labels, groups=sub_subjects))
+    return np.sort(rows[keep]), np.sort(rows[held])
+
+
+def save_split(path: Path, split: Split, subjects: Sequence[str] | None = None) -> Path:
+    """Write a split as JSON; with `subjects`, also check that no subject crosses sides."""
+    if subjects is not None:
+        check_disjoint(split, subjects)
+    return write_json(path, split.to_dict())
+
+
+def load_split(path: Path) -> Split:
+    """Read a split written by `save_split`."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        return Split(*(np.asarray(raw[k], dtype=np.int64) for k in ("train", "val", "test")), fold=raw.get("fold"))
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: unreadable split file ({exc})", hint="re-run the study to write it again") from None
+
+
+def check_disjoint(split: Split, subjects: Sequence[str]) -> None:
+    """Raise if a subject appears in two parts of a split (a leak would inflate every metric)."""
+    subjects = np.asarray(subjects).astype(str)
+    parts = {name: set(subjects[getattr(split, name)]) for name in ("train", "val", "test")}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = parts[a] & parts[b]
+        if shared:
+            raise DataError(f"split leaks {len(shared)} subject(s) between {a} and {b}")
