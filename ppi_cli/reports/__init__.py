@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+"""Reports: tables (CSV + markdown), plots, saliency overlays, DICOM secondary captures, localisation scores."""
