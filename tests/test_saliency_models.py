@@ -11,6 +11,8 @@ from ppi_cli.errors import ConfigError
 from ppi_cli.models import build_model
 from ppi_cli.saliency import gradcam_layer, method_names, saliency_map
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(autouse=True)
 def _seed():
