@@ -1,5 +1,2 @@
 # SPDX-License-Identifier: MIT
-"""Reports: metrics, paired AUC tests, tables (CSV + markdown), plots, cross-site matrices, comparisons.
-
-Nothing here trains or prints; it turns predictions into the numbers and files a study publishes.
-"""
+"""Reports: tables (CSV + markdown), plots, saliency overlays, DICOM secondary captures, localisation scores."""
