@@ -1,0 +1,68 @@
+# SPDX-License-Identifier: MIT
+"""`ppi prepare ga`: a labels manifest of multi-site OCT volumes becomes the GA cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ppi_cli.cli.options import OutOpt, StrictOpt, WorkersOpt, WorkspaceOpt
+
+__all__ = ["register", "prepare_ga_cmd"]
+
+
+def prepare_ga_cmd(
+    manifest: Annotated[Path, typer.Option("--manifest", "-m", help="Labels CSV with path, subject_id, eye, site "
+                                           "and label columns; paths are relative to it.", show_default=False)],
+    sites: Annotated[Path | None, typer.Option("--sites", help="Folder of site config YAMLs (default: a "
+                                               "site_configs/ folder beside the manifest, else the bundled A-D).",
+                                               show_default=False)] = None,
+    out: OutOpt = None,
+    workspace: WorkspaceOpt = None,
+    bscan_size: Annotated[str, typer.Option("--bscan-size", help="Cached B-scan size: N for NxN or HxW "
+                                            "(299 is the Inception-v3 input of the paper).")] = "299",
+    n_bscans: Annotated[int, typer.Option("--n-bscans", min=1, help="B-scans per cached volume (A2A: 100).")] = 100,
+    workers: WorkersOpt = 0,
+    strict: StrictOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+) -> None:
+    """Read, normalise (per site config) and cache GA OCT volumes; resumes an interrupted run."""
+    from ppi_cli import console
+    from ppi_cli.data.ga import GaPrepareConfig, prepare_ga
+    from ppi_cli.data.ga_normalise import parse_bscan_size
+    from ppi_cli.workspace import Workspace
+
+    cfg = GaPrepareConfig(
+        manifest=manifest, out=out or Workspace.resolve(workspace).cache("ga"), sites=sites,
+        bscan_size=parse_bscan_size(bscan_size), n_bscans=n_bscans, workers=workers, strict=strict,
+    )
+    result = prepare_ga(cfg)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        console.stdout.print(_table(result))
+    if result.up_to_date:
+        console.paths(read=[cfg.manifest, result.sites_dir, result.out])
+    else:
+        console.paths(read=[cfg.manifest, result.sites_dir], wrote=result.written)
+
+
+def _table(result):
+    from rich.table import Table
+
+    title = f"GA cache {result.out}" + (" (up to date)" if result.up_to_date else "")
+    table = Table("site", "volumes", "GA", "errors", title=title, box=None, pad_edge=False)
+    for site, counts in result.per_site.items():
+        table.add_row(site, str(counts["volumes"]), str(counts["positives"]), str(counts["errors"]))
+    table.add_row("all", str(result.n_volumes), str(sum(c["positives"] for c in result.per_site.values())),
+                  str(result.n_errors), style="bold")
+    return table
+
+
+def register(group: typer.Typer) -> None:
+    """Attach `ga` to the `prepare` group."""
+    group.command("ga")(prepare_ga_cmd)

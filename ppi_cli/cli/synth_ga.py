@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: MIT
+"""`ppi synth ga`: multi-site synthetic OCT volumes with GA lesions, a spurious cue and an answer key."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ppi_cli.cli.options import OutOpt, WorkspaceOpt, parse_csv_list
+
+__all__ = ["register", "synth_ga_cmd"]
+
+
+def synth_ga_cmd(
+    out: OutOpt = None,
+    workspace: WorkspaceOpt = None,
+    sites: Annotated[str, typer.Option("--sites", help="Comma-separated sites to generate (A Duke .mat, B DICOM "
+                                       "OPT, C NIfTI, D PNG folder with narrower B-scans).")] = "A,B,C,D",
+    per_site: Annotated[int, typer.Option("--per-site", min=1, help="Volumes per site, half of them with GA.")] = 16,
+    n_bscans: Annotated[int, typer.Option("--n-bscans", min=1, help="B-scans per volume.")] = 32,
+    size: Annotated[str, typer.Option("--size", help="Full-width B-scan size HxW (N for NxN).")] = "128x256",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same data.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+) -> None:
+    """Write OCT volumes in four real formats, their lesion masks, a manifest, an answer key and site configs."""
+    from ppi_cli import console
+    from ppi_cli.data.ga_normalise import parse_bscan_size
+    from ppi_cli.data.synth_ga import SynthGaConfig, synth_ga
+    from ppi_cli.workspace import Workspace
+
+    cfg = SynthGaConfig(out=out or Workspace.resolve(workspace).synth("ga"), sites=tuple(parse_csv_list(sites,
+                        "--sites")), per_site=per_site, n_bscans=n_bscans, size=parse_bscan_size(size), seed=seed)
+    result = synth_ga(cfg)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table("site", "volumes", "GA", "scanner mark", title=f"synthetic GA data {result.out}", box=None,
+                      pad_edge=False)
+        for site, counts in result.per_site.items():
+            table.add_row(site, str(counts["volumes"]), str(counts["positives"]), str(counts["cue"]))
+        console.stdout.print(table)
+    console.paths(wrote=[result.manifest, result.answer_key, result.site_configs])
+
+
+def register(group: typer.Typer) -> None:
+    """Attach `ga` to the `synth` group."""
+    group.command("ga")(synth_ga_cmd)

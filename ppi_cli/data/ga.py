@@ -1,0 +1,341 @@
+# SPDX-License-Identifier: MIT
+"""`ppi prepare ga`: a multi-site OCT manifest becomes one GA cache of equally shaped volumes.
+
+Each volume is read (any format `read_volume` knows), normalised by its site config
+(`normalise_volume`) and stored as a part file in `<out>/.parts/`, so an interrupted run resumes
+where it stopped. When every volume is done, the parts are assembled into the cache (design.md
+"Cache"): `volumes.npy` (N, n_bscans, H, W) uint8, `masks.npy` when the manifest has masks,
+`manifest.csv` (one row per volume, with what was done to it), `errors.csv` for volumes that could
+not be read, and `cache.json` last. Subject IDs go into `manifest.csv` only, never into a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppi_cli import console
+from ppi_cli.config.loader import config_hash, to_dict
+from ppi_cli.config.resources import bundled_dir
+from ppi_cli.config.site import SiteConfig, load_site_configs
+from ppi_cli.data.cache import INFO_FILE, MANIFEST_FILE, open_cache, write_cache_info
+from ppi_cli.data.ga_manifest import ManifestRow, read_ga_manifest
+from ppi_cli.data.ga_normalise import normalise_mask, normalise_volume, preprocess_volume
+from ppi_cli.data.oct_readers import read_volume
+from ppi_cli.errors import CacheError, DataError, PpiError
+from ppi_cli.files import atomic_path, atomic_write, sha256_file, write_csv, write_json
+
+__all__ = ["GaPrepareConfig", "GaPrepareResult", "prepare_ga", "resolve_sites_dir", "normalise_volume",
+           "preprocess_volume", "rebuild_command", "PARTS_DIR"]
+
+PARTS_DIR = ".parts"
+VOLUMES_FILE = "volumes.npy"
+MASKS_FILE = "masks.npy"
+ERRORS_FILE = "errors.csv"
+
+
+@dataclass(frozen=True)
+class GaPrepareConfig:
+    """Options of `ppi prepare ga`, one field per flag."""
+
+    manifest: Path  # labels CSV; volume paths are relative to it
+    out: Path  # cache folder
+    sites: Path | None = None  # site config folder; None: site_configs/ beside the manifest, else the bundled ones
+    bscan_size: tuple[int, int] = (299, 299)  # (H, W) of cached B-scans; 299 is Inception-v3's input (paper)
+    n_bscans: int = 100  # B-scans per cached volume (A2A protocol: 100)
+    workers: int = 0  # worker processes; 0 reads in this process
+    strict: bool = False  # stop at the first unreadable volume instead of listing it in errors.csv
+
+
+@dataclass
+class GaPrepareResult:
+    """What `prepare_ga` did (printed by the CLI as a table, or as JSON)."""
+
+    out: Path
+    sites_dir: Path
+    n_volumes: int
+    n_errors: int
+    reused: int  # volumes taken from an interrupted earlier run
+    up_to_date: bool  # the cache already matched manifest and parameters: nothing was done
+    per_site: dict[str, dict[str, int]] = field(default_factory=dict)  # site -> volumes, positives, errors
+    written: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for `--json`)."""
+        return {"out": str(self.out), "sites_dir": str(self.sites_dir), "n_volumes": self.n_volumes,
+                "n_errors": self.n_errors, "reused": self.reused, "up_to_date": self.up_to_date,
+                "per_site": self.per_site, "written": [str(p) for p in self.written]}
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One volume's work, sent to a worker process (plain, picklable data)."""
+
+    path: Path
+    mask_path: Path | None
+    site_cfg: SiteConfig
+    n_bscans: int
+    bscan_size: tuple[int, int]
+    part: Path
+
+
+def rebuild_command(cfg: GaPrepareConfig) -> str:
+    """The command that builds this cache again (named by every cache error)."""
+    height, width = cfg.bscan_size
+    return (f"ppi prepare ga --manifest {cfg.manifest} --out {cfg.out} --bscan-size {height}x{width} "
+            f"--n-bscans {cfg.n_bscans}")
+
+
+def resolve_sites_dir(explicit: Path | None, manifest: Path) -> Path:
+    """`--sites`, else a `site_configs/` folder beside the manifest (as `ppi synth ga` writes), else the bundled."""
+    if explicit is not None:
+        return explicit
+    beside = manifest.parent / "site_configs"
+    return beside if beside.is_dir() else bundled_dir("site_configs")
+
+
+def prepare_ga(cfg: GaPrepareConfig) -> GaPrepareResult:
+    """Build (or resume, or confirm) a GA cache from a manifest; see the module docstring.
+
+    Example:
+        >>> prepare_ga(GaPrepareConfig(Path("labels.csv"), Path("cache/ga"), bscan_size=(64, 64), n_bscans=32))
+
+    Raises:
+        DataError: Bad manifest; with `strict`, the first unreadable volume; no readable volume at all.
+        ConfigError: Bad site configs.
+        CacheError: `out` holds a cache of another kind.
+    """
+    sites_dir = resolve_sites_dir(cfg.sites, cfg.manifest)
+    site_cfgs = load_site_configs(sites_dir)
+    rows, extra_columns = read_ga_manifest(cfg.manifest, site_cfgs)
+    height, width = cfg.bscan_size
+    params = {"n_bscans": cfg.n_bscans, "bscan_height": height, "bscan_width": width,
+              "sites": {s: to_dict(site_cfgs[s]) for s in sorted({r.site for r in rows})}}
+    manifest_hash = sha256_file(cfg.manifest)
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    if _up_to_date(cfg, params, manifest_hash):
+        console.log(f"{out}: cache is up to date with {cfg.manifest.name} and these parameters; nothing to do")
+        frame, failed_sites = _read_cache_tables(out)
+        return GaPrepareResult(out, sites_dir, len(frame), len(failed_sites), len(frame), True,
+                               _per_site(frame, failed_sites))
+    (out / INFO_FILE).unlink(missing_ok=True)  # from here on the folder is an incomplete cache
+    parts = _open_parts(out, params)
+    tasks = [_Task(r.path, r.mask_path, site_cfgs[r.site], cfg.n_bscans, (height, width),
+                   parts / f"{_part_key(r)}.npz") for r in rows]
+    pending = [(r, t) for r, t in zip(rows, tasks, strict=True) if not t.part.is_file()]
+    reused = len(rows) - len(pending)
+    if reused:
+        console.log(f"resuming: {reused} of {len(rows)} volumes were prepared by an earlier run")
+    errors = _run(pending, cfg)
+    result = _assemble(cfg, rows, tasks, errors, extra_columns, params, manifest_hash, sites_dir)
+    result.reused = reused
+    shutil.rmtree(parts, ignore_errors=True)
+    return result
+
+
+def _prepare_one(task: _Task) -> str | None:
+    """Read, normalise and store one volume as a part file; returns the error line, or None."""
+    try:
+        volume = read_volume(task.path)
+        array, record = normalise_volume(volume.array, task.site_cfg, task.n_bscans, task.bscan_size)
+        record.update(source_format=volume.source_format, reader_notes=volume.notes,
+                      spacing_mm="x".join(f"{s:g}" for s in volume.spacing_mm) if volume.spacing_mm else "")
+        payload = {"volume": array, "record": np.array(json.dumps(record))}
+        if task.mask_path is not None:
+            raw_mask = read_volume(task.mask_path).array
+            payload["mask"] = normalise_mask(raw_mask, record, task.site_cfg, task.n_bscans, task.bscan_size)
+    except PpiError as exc:
+        return exc.one_line()
+    with atomic_write(task.part, "wb") as fh:
+        np.savez(fh, **payload)
+    return None
+
+
+def _run(pending: Sequence[tuple[ManifestRow, _Task]], cfg: GaPrepareConfig) -> dict[int, str]:
+    """Prepare the pending volumes (in workers when asked); returns manifest line -> error."""
+    errors: dict[int, str] = {}
+    if not pending:
+        return errors
+    with console.progress_bar("GA volumes", total=len(pending)) as bar:
+        task_id = bar.task_ids[0]
+
+        def done(row: ManifestRow, error: str | None) -> None:
+            bar.advance(task_id)
+            if error is None:
+                return
+            if cfg.strict:
+                raise DataError(f"{cfg.manifest}:{row.line} ({row.sample_id}): {error}",
+                                hint="fix or remove the row, or run without --strict to list it in errors.csv")
+            errors[row.line] = error
+
+        if cfg.workers <= 0 or len(pending) == 1:
+            for row, task in pending:
+                done(row, _prepare_one(task))
+            return errors
+        # spawn: a forked child would inherit the parent's threads (torch, rich) mid-state.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(cfg.workers, len(pending)), mp_context=context) as pool:
+            futures = {pool.submit(_prepare_one, task): row for row, task in pending}
+            try:
+                for future in as_completed(futures):
+                    done(futures[future], future.result())
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    return errors
+
+
+def _assemble(cfg: GaPrepareConfig, rows: list[ManifestRow], tasks: list[_Task], errors: dict[int, str],
+              extra_columns: list[str], params: dict[str, Any], manifest_hash: str,
+              sites_dir: Path) -> GaPrepareResult:
+    import pandas as pd
+
+    out = cfg.out
+    done = [(r, t) for r, t in zip(rows, tasks, strict=True) if r.line not in errors]
+    failed = [r for r in rows if r.line in errors]
+    errors_path = out / ERRORS_FILE
+    if failed:
+        write_csv(errors_path, pd.DataFrame([{"line": r.line, "sample_id": r.sample_id, "site": r.site,
+                                              "path": r.rel_path, "error": errors[r.line]} for r in failed]))
+        console.warn(f"{len(failed)} of {len(rows)} volumes could not be read; they are listed in {errors_path}")
+    else:
+        errors_path.unlink(missing_ok=True)
+    if not done:
+        raise DataError(f"{cfg.manifest}: none of the {len(rows)} volumes could be read", hint=f"see {errors_path}")
+    with_masks = any(r.mask_path is not None for r in rows)
+    height, width = cfg.bscan_size
+    shape = (len(done), cfg.n_bscans, height, width)
+    records = []
+    with contextlib.ExitStack() as stack:
+        tmp_volumes = stack.enter_context(atomic_path(out / VOLUMES_FILE))
+        volumes = np.lib.format.open_memmap(tmp_volumes, mode="w+", dtype=np.uint8, shape=shape)
+        masks = None
+        if with_masks:
+            tmp_masks = stack.enter_context(atomic_path(out / MASKS_FILE))
+            masks = np.lib.format.open_memmap(tmp_masks, mode="w+", dtype=np.uint8, shape=shape)
+        for i, (_row, task) in enumerate(console.progress(done, "writing cache")):
+            with np.load(task.part, allow_pickle=False) as part:
+                volumes[i] = part["volume"]
+                records.append(json.loads(str(part["record"])))
+                if masks is not None:
+                    masks[i] = part["mask"] if "mask" in part.files else 0
+        volumes.flush()
+        del volumes
+        if masks is not None:
+            masks.flush()
+            del masks
+    frame = _cache_manifest(done, records, extra_columns, with_masks, any(r.visit for r in rows))
+    write_csv(out / MANIFEST_FILE, frame)
+    files = [MANIFEST_FILE, VOLUMES_FILE] + ([MASKS_FILE] if with_masks else []) + ([ERRORS_FILE] if failed else [])
+    write_cache_info(out, "ga", params, len(done), files, extra={
+        "manifest": str(cfg.manifest), "manifest_sha256": manifest_hash, "sites_dir": str(sites_dir),
+        "n_errors": len(failed), "rebuild": rebuild_command(cfg)})
+    return GaPrepareResult(out, sites_dir, len(done), len(failed), 0, False, _per_site(frame, [r.site for r in failed]),
+                           [out / f for f in files] + [out / INFO_FILE])
+
+
+def _cache_manifest(done: list[tuple[ManifestRow, _Task]], records: list[dict[str, Any]], extra_columns: list[str],
+                    with_masks: bool, with_visit: bool) -> Any:
+    import pandas as pd
+
+    table = []
+    for (row, _task), record in zip(done, records, strict=True):
+        entry: dict[str, Any] = {"sample_id": row.sample_id, "subject_id": row.subject_id, "eye": row.eye,
+                                 "site": row.site, "label": row.label}
+        if with_visit:
+            entry["visit"] = row.visit
+        entry["path"] = row.rel_path
+        if with_masks:
+            entry.update(mask_path=row.rel_mask, has_mask=int(row.mask_path is not None))
+        entry.update({k: record.get(k, "") for k in ("source_format", "orig_shape", "spacing_mm", "reader_notes",
+                                                     "intensity", "intensity_low", "intensity_high", "padding",
+                                                     "pad_left", "pad_right", "resample")})
+        for column in extra_columns:  # the user's own columns; never let one overwrite ours
+            entry[column if column not in entry else f"manifest_{column}"] = row.extra[column]
+        table.append(entry)
+    return pd.DataFrame(table)
+
+
+def _up_to_date(cfg: GaPrepareConfig, params: dict[str, Any], manifest_hash: str) -> bool:
+    info_path = cfg.out / INFO_FILE
+    if not info_path.is_file():
+        return False
+    try:
+        kind = json.loads(info_path.read_text(encoding="utf-8")).get("kind")
+    except (ValueError, AttributeError):
+        kind = None
+    if kind not in (None, "ga"):
+        raise CacheError(f"{cfg.out}: holds a '{kind}' cache, not a GA cache",
+                         hint="choose another --out for the GA cache")
+    try:
+        info = open_cache(cfg.out, "ga", rebuild_command(cfg), params=params)
+    except CacheError as exc:
+        console.log(f"rebuilding: {exc.message}")
+        return False
+    if info.extra.get("manifest_sha256") != manifest_hash:
+        console.log("rebuilding: the manifest changed since the cache was built")
+        return False
+    return True
+
+
+def _open_parts(out: Path, params: dict[str, Any]) -> Path:
+    """The resume folder; parts made with other parameters are discarded, never mixed in."""
+    parts = out / PARTS_DIR
+    stamp = parts / "params.json"
+    digest = config_hash(params)
+    if parts.is_dir():
+        try:
+            previous = json.loads(stamp.read_text(encoding="utf-8")).get("params_hash")
+        except (OSError, ValueError, AttributeError):
+            previous = None
+        if previous != digest:
+            console.log("discarding the parts of an interrupted run made with other parameters")
+            shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    if not stamp.is_file():
+        write_json(stamp, {"params_hash": digest, "params": params})
+    return parts
+
+
+def _part_key(row: ManifestRow) -> str:
+    """Names a part by what it depends on: the source (and its size and time), the mask and the site."""
+    def signature(path: Path | None) -> list[Any]:
+        if path is None:
+            return []
+        stat = path.stat()
+        return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+
+    return config_hash({"volume": signature(row.path), "mask": signature(row.mask_path), "site": row.site})
+
+
+def _read_cache_tables(out: Path) -> tuple[Any, list[str]]:
+    """The cache manifest and the sites of the volumes listed in errors.csv."""
+    import pandas as pd
+
+    from ppi_cli.data.cache import read_manifest
+
+    frame = read_manifest(out, required=("sample_id", "site", "label"))
+    errors_path = out / ERRORS_FILE
+    failed = pd.read_csv(errors_path, dtype=str)["site"].tolist() if errors_path.is_file() else []
+    return frame, failed
+
+
+def _per_site(frame: Any, failed_sites: list[str]) -> dict[str, dict[str, int]]:
+    table: dict[str, dict[str, int]] = {}
+    for site, label in zip(frame["site"].astype(str), frame["label"].astype(int), strict=True):
+        entry = table.setdefault(site, {"volumes": 0, "positives": 0, "errors": 0})
+        entry["volumes"] += 1
+        entry["positives"] += int(label)
+    for site in failed_sites:
+        table.setdefault(site, {"volumes": 0, "positives": 0, "errors": 0})["errors"] += 1
+    return dict(sorted(table.items()))

@@ -1,0 +1,121 @@
+# SPDX-License-Identifier: MIT
+"""The GA Dataset for the multi-view model: volumes from a GA cache, B-scans sampled at read time.
+
+Training samples K B-scans per volume (`model.multiview.slices_per_volume`), kept in B-scan order
+with their position ids, and applies the paper's augmentation: a horizontal flip of the whole
+volume and additive Gaussian noise (`data.flips`, `data.noise_std`; paper appendix E.2).
+Evaluation returns every B-scan, unflipped, so the volume score sums over all slices. Rotation
+(`data.rotation`) is a CT augmentation and is not applied to OCT.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ppi_cli.config.recipe import DataConfig, MultiviewConfig
+from ppi_cli.data.cache import load_array, open_cache, read_manifest
+from ppi_cli.data.datasets import register_dataset
+from ppi_cli.data.ga_normalise import preprocess_volume
+from ppi_cli.errors import ConfigError
+from ppi_cli.workspace import Workspace
+
+__all__ = ["GaDataset", "REBUILD"]
+
+REBUILD = "ppi prepare ga --manifest labels.csv"
+
+
+@register_dataset("ga")
+class GaDataset(Dataset):
+    """Volumes of a GA cache as `{"image", "positions", "label", "index"}` samples (datasets.py layout).
+
+    Args:
+        cache_dir: The GA cache; None uses the workspace's `cache/ga`.
+        indices: Manifest rows to serve (None: all).
+        cfg: The whole `Recipe` (K comes from `model.multiview.slices_per_volume`) or its `DataConfig`
+            (K is then `slices_per_volume`, else the recipe default).
+        train: Sample K B-scans and augment; otherwise all B-scans, no augmentation.
+        seed: Seeds sampling and augmentation when read in the main process; DataLoader workers use
+            the per-worker torch seed, which differs per epoch.
+        slices_per_volume: Overrides K.
+
+    Example:
+        >>> ds = GaDataset(Path("cache/ga"), None, recipe, train=True)
+        >>> ds[0]["image"].shape  # (K, 1, H, W)
+    """
+
+    def __init__(self, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0,
+                 slices_per_volume: int | None = None):
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else Workspace.resolve().cache("ga")
+        data_cfg: DataConfig = getattr(cfg, "data", cfg)
+        model_cfg = getattr(cfg, "model", None)
+        default_k = model_cfg.multiview.slices_per_volume if model_cfg is not None \
+            else MultiviewConfig().slices_per_volume
+        self.slices_per_volume = int(slices_per_volume or default_k)
+        self.flips = bool(getattr(data_cfg, "flips", False))
+        self.noise_std = float(getattr(data_cfg, "noise_std", 0.0))
+        self.train = train
+        self.seed = seed
+        self.info = open_cache(self.cache_dir, "ga", self.info_rebuild())
+        frame = read_manifest(self.cache_dir, required=("sample_id", "subject_id", "site", "label"))
+        rows = np.arange(len(frame)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(frame)):
+            raise ConfigError(f"{self.cache_dir}: manifest row {int(rows.max())} requested, the cache has "
+                              f"{len(frame)} volumes", hint="rebuild the split from this cache's manifest")
+        self.indices = rows
+        self.manifest = frame.iloc[rows].reset_index(drop=True)
+        self.labels = frame["label"].to_numpy(dtype=np.float32)[rows]
+        self._volumes: np.ndarray | None = None  # opened lazily, once per process (memory-mapped)
+        self._generator = torch.Generator().manual_seed(int(seed))
+
+    def info_rebuild(self) -> str:
+        """The command named when the cache is missing or stale."""
+        return f"{REBUILD} --out {self.cache_dir}"
+
+    @property
+    def volumes(self) -> np.ndarray:
+        """The memory-mapped `(N, n_bscans, H, W)` uint8 array."""
+        if self._volumes is None:
+            self._volumes = load_array(self.cache_dir, "volumes.npy")
+        return self._volumes
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        index = int(self.indices[item])
+        volume = np.asarray(self.volumes[index])  # (n_bscans, H, W) uint8, read from the memory map
+        if not self.train:
+            image, positions = preprocess_volume(volume)
+        else:
+            generator = self._rng()
+            n = volume.shape[0]
+            k = min(self.slices_per_volume, n)
+            positions = torch.randperm(n, generator=generator)[:k].sort().values  # (K,) in B-scan order
+            image, _ = preprocess_volume(volume[positions.numpy()])  # (K, 1, H, W)
+            if self.flips and torch.rand((), generator=generator) < 0.5:
+                image = image.flip(-1)  # the whole volume, so neighbouring B-scans stay aligned
+            if self.noise_std > 0:
+                noise = torch.randn(image.shape, generator=generator) * self.noise_std
+                image = (image + noise).clamp_(0.0, 1.0)
+        return {"image": image, "positions": positions.to(torch.int64),
+                "label": torch.tensor(float(self.labels[item]), dtype=torch.float32), "index": index}
+
+    def _rng(self) -> torch.Generator | None:
+        # In a DataLoader worker the global torch generator is seeded per worker and per epoch; a
+        # generator of our own would be copied into every worker with the same state each epoch.
+        return None if torch.utils.data.get_worker_info() is not None else self._generator
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_volumes"] = None  # never pickle a memory map's data into a worker
+        state["_generator"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._generator = torch.Generator().manual_seed(int(self.seed))

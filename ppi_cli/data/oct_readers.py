@@ -1,0 +1,322 @@
+# SPDX-License-Identifier: MIT
+"""OCT volume readers: every format becomes `(n_bscans, H, W)` uint8 plus spacing in mm.
+
+Axes are fixed for the whole toolkit: axis 0 is the B-scan index (slow scan), axis 1 the depth
+(axial samples, top = vitreous) and axis 2 the A-scan index along the B-scan. Spacing follows the
+same order: (between B-scans, axial, lateral), as in the site configs.
+
+The format is chosen from the file's first bytes (MATLAB, HDF5, DICOM, NIfTI, gzip, NumPy, zip,
+PNG/TIFF, Heidelberg, Topcon), so a `.mat` that is really HDF5 or a DICOM without extension is read
+correctly; the extension only decides for vendor formats without a known signature (`.e2e`, `.oct`).
+See data-protocols.md part B and docs/prepare-ga.md#readers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ppi_cli.errors import DataError, PpiError
+
+__all__ = ["OctVolume", "read_volume", "detect_format", "to_uint8", "IMAGE_SUFFIXES", "FORMATS"]
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+# Format ids as they appear in the cache manifest's `source_format` column.
+FORMATS = ("duke-mat", "duke-mat-v73", "dicom", "nifti", "npy", "npz", "image-folder", "image",
+           "heidelberg-e2e", "heidelberg-vol", "topcon-fds", "topcon-fda", "bioptigen-oct")
+_VENDOR_BY_SUFFIX = {".e2e": "heidelberg-e2e", ".sdb": "heidelberg-e2e", ".vol": "heidelberg-vol",
+                     ".fds": "topcon-fds", ".fda": "topcon-fda", ".oct": "bioptigen-oct"}
+
+
+@dataclass(frozen=True)
+class OctVolume:
+    """One OCT volume as the readers return it.
+
+    Attributes:
+        array: uint8 `(n_bscans, H, W)`: B-scan index, depth, A-scan index.
+        spacing_mm: (between B-scans, axial, lateral) in mm when the file carries it, else None.
+        source_format: One of `FORMATS`.
+        notes: What the reader changed (e.g. a 16-bit range stretched to 0-255); empty when nothing.
+    """
+
+    array: np.ndarray
+    spacing_mm: tuple[float, float, float] | None
+    source_format: str
+    notes: str = ""
+
+
+def read_volume(path: str | Path) -> OctVolume:
+    """Read an OCT volume of any supported format.
+
+    Example:
+        >>> vol = read_volume("Farsiu_Ophthalmology_2013_AMD_Subject_1001.mat")
+        >>> vol.array.shape  # (100, 512, 1000)
+
+    Raises:
+        DataError: The file is missing, of an unknown format, or unreadable.
+        MissingExtraError: A vendor format needs the `oct` extra.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder", hint="check the manifest's path column")
+    fmt = detect_format(path)
+    reader = _READERS[fmt]
+    try:
+        volume = reader(path)
+    except PpiError:
+        raise
+    except Exception as exc:  # third-party parsers raise anything on a corrupt file: name the file instead
+        raise DataError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {_first_line(exc)})",
+                        hint="check that the file is complete and of the format its content claims") from exc
+    return _checked(path, volume)
+
+
+def detect_format(path: Path) -> str:
+    """The format id of `path`, from its content (extension only for signature-less vendor formats).
+
+    Raises:
+        DataError: Nothing recognisable.
+    """
+    if path.is_dir():
+        return "image-folder"
+    head = _head(path, 1024)
+    if head.startswith(b"MATLAB 7.3 MAT-file") or head[512:520] == b"\x89HDF\r\n\x1a\n":
+        return "duke-mat-v73"
+    if head.startswith(b"MATLAB 5.0 MAT-file") or head.startswith(b"MATLAB"):
+        return "duke-mat"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if _is_nifti(head):
+        return "nifti"
+    if head[:2] == b"\x1f\x8b":
+        with gzip.open(path, "rb") as fh:
+            if _is_nifti(fh.read(352)):
+                return "nifti"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith(b"PK\x03\x04"):
+        return "npz"
+    if head.startswith(b"\x89PNG") or head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image"
+    if head.startswith(b"HSF-OCT"):
+        return "heidelberg-vol"
+    if head.startswith(b"FOCT"):
+        return "topcon-fda" if head[4:7] == b"FDA" else "topcon-fds"
+    suffix = path.suffix.lower()
+    if suffix in _VENDOR_BY_SUFFIX:
+        return _VENDOR_BY_SUFFIX[suffix]
+    if suffix in (".jpg", ".jpeg", ".bmp"):
+        return "image"
+    raise DataError(f"{path}: not a recognised OCT volume format",
+                    hint="use Duke .mat, DICOM OPT, NIfTI, .npy/.npz, a folder of PNG/TIFF B-scans or a vendor "
+                         "format (.e2e, .vol, .fds, .fda, .OCT); see docs/prepare-ga.md#readers")
+
+
+def to_uint8(array: np.ndarray) -> tuple[np.ndarray, str]:
+    """Bring any numeric volume to uint8 and say what was done.
+
+    uint8 and bool pass through; floats within [0, 1] are scaled by 255; values already within
+    [0, 255] are rounded (Duke volumes are doubles in that range); anything wider (16-bit DICOM,
+    vendor floats) is stretched linearly from its min-max to 0-255. NaN and inf become 0.
+    """
+    if array.dtype == np.uint8:
+        return array, ""
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8), ""
+    if not np.issubdtype(array.dtype, np.number):
+        raise DataError(f"voxel type {array.dtype} is not numeric")
+    values = np.asarray(array, dtype=np.float64)
+    if not np.isfinite(values).all():
+        values = np.where(np.isfinite(values), values, 0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if np.issubdtype(array.dtype, np.floating) and low >= 0 and high <= 1 and high > 0:
+        return np.rint(values * 255).astype(np.uint8), f"{array.dtype} in [0, 1] scaled by 255"
+    if low >= 0 and high <= 255:
+        return np.rint(values).astype(np.uint8), ""
+    scaled = (values - low) * (255.0 / (high - low))
+    return np.rint(scaled).astype(np.uint8), f"{array.dtype} range {low:g}..{high:g} stretched to 0..255"
+
+
+def as_bscan_stack(array: np.ndarray, what: str) -> np.ndarray:
+    """`(H, W)` becomes one B-scan; trailing/leading singleton axes of 4-D data are dropped."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        return array[None]  # (1, H, W)
+    if array.ndim > 3:
+        array = array.reshape([s for s in array.shape if s != 1] or [1])
+    if array.ndim != 3:
+        raise DataError(f"{what}: expected a 3-D volume (B-scans, depth, A-scans), found shape {array.shape}")
+    return array
+
+
+# --- open formats -----------------------------------------------------------------------------------------------
+
+
+def _read_duke_mat(path: Path) -> OctVolume:
+    """MATLAB v5/v7 (`scipy.io`): variable `images` is (depth, A-scans, B-scans), B-scan axis last."""
+    from scipy.io import loadmat
+
+    data = {k: v for k, v in loadmat(str(path)).items() if not k.startswith("__")}
+    images = _pick_variable(path, data)
+    return _from_duke_layout(path, images, "duke-mat")
+
+
+def _read_duke_mat_v73(path: Path) -> OctVolume:
+    """MATLAB v7.3 is HDF5; h5py sees MATLAB's column-major arrays with their axes reversed."""
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        data = {k: v for k, v in fh.items() if isinstance(v, h5py.Dataset) and not k.startswith("#")}
+        images = np.asarray(_pick_variable(path, data)[()]).T  # reversed HDF5 axes -> MATLAB's (H, W, n)
+    return _from_duke_layout(path, images, "duke-mat-v73")
+
+
+def _from_duke_layout(path: Path, images: np.ndarray, fmt: str) -> OctVolume:
+    if images.ndim == 3:
+        images = np.moveaxis(images, -1, 0)  # (H, W, n) -> (n, H, W)
+    array, notes = to_uint8(as_bscan_stack(images, str(path)))
+    return OctVolume(np.ascontiguousarray(array), None, fmt, notes)
+
+
+def _pick_variable(path: Path, data: dict) -> np.ndarray:
+    if "images" in data:
+        return data["images"]
+    arrays = {k: v for k, v in data.items() if getattr(v, "ndim", 0) in (2, 3)}
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    raise DataError(f"{path}: no 'images' variable and {len(arrays)} candidate arrays ({', '.join(sorted(data))})",
+                    hint="store the volume as 'images' (depth x A-scans x B-scans), as the Duke files do")
+
+
+def _read_nifti(path: Path) -> OctVolume:
+    """NIfTI-1/2, plain or gzipped: voxel axes (x=A-scan, y=depth, z=B-scan), as ITK writes them."""
+    import nibabel as nib
+
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    # From bytes, so that a NIfTI with a misleading extension still opens.
+    image_class = nib.Nifti2Image if int.from_bytes(raw[:4], "little") == 540 or raw[:4] == b"\x00\x00\x02\x1c" \
+        else nib.Nifti1Image
+    image = image_class.from_bytes(raw)
+    data = np.asanyarray(image.dataobj)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3:
+        raise DataError(f"{path}: expected a 3-D NIfTI image, found shape {data.shape}")
+    zooms = [float(f"{z:.6g}") for z in image.header.get_zooms()[:3]]  # stored as float32: drop the noise digits
+    array, notes = to_uint8(np.transpose(data, (2, 1, 0)))  # (x, y, z) -> (z, y, x) = (n, H, W)
+    spacing = (zooms[2], zooms[1], zooms[0]) if all(z > 0 for z in zooms) else None
+    return OctVolume(np.ascontiguousarray(array), spacing, "nifti", notes)
+
+
+def _read_npy(path: Path) -> OctVolume:
+    array, notes = to_uint8(as_bscan_stack(np.load(path, allow_pickle=False), str(path)))
+    return OctVolume(np.ascontiguousarray(array), None, "npy", notes)
+
+
+def _read_npz(path: Path) -> OctVolume:
+    """`.npz`: array `volume` (or `images`, or the only array), optional `spacing_mm` of 3 values."""
+    with np.load(path, allow_pickle=False) as archive:
+        names = [n for n in archive.files if n != "spacing_mm"]
+        name = next((n for n in ("volume", "images") if n in names), names[0] if len(names) == 1 else None)
+        if name is None:
+            raise DataError(f"{path}: several arrays ({', '.join(names)}) and none is named 'volume'",
+                            hint="save the volume under the name 'volume'")
+        array, notes = to_uint8(as_bscan_stack(archive[name], str(path)))
+        spacing = None
+        if "spacing_mm" in archive.files and archive["spacing_mm"].shape == (3,):
+            spacing = tuple(float(v) for v in archive["spacing_mm"])
+    return OctVolume(np.ascontiguousarray(array), spacing, "npz", notes)
+
+
+def _read_image_folder(path: Path) -> OctVolume:
+    """One image per B-scan, in natural order of the file names (`b2.png` before `b10.png`)."""
+    files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
+                   key=natural_key)
+    if not files:
+        raise DataError(f"{path}: folder holds no B-scan images ({', '.join(IMAGE_SUFFIXES)})",
+                        hint="point the manifest at a volume file or a folder of PNG/TIFF B-scans")
+    frames = [_grey_frames(f) for f in files]
+    for file, frame in zip(files, frames, strict=True):
+        if frame.shape[1:] != frames[0].shape[1:]:
+            raise DataError(f"{file}: B-scan size {frame.shape[1:]} differs from {frames[0].shape[1:]} of "
+                            f"{files[0].name}", hint="all B-scans of a volume must have one size")
+    array, notes = to_uint8(np.concatenate(frames))
+    return OctVolume(np.ascontiguousarray(array), None, "image-folder", notes)
+
+
+def _read_image(path: Path) -> OctVolume:
+    """A single image file: one B-scan, or a multi-page TIFF with one B-scan per page."""
+    array, notes = to_uint8(_grey_frames(path))
+    return OctVolume(np.ascontiguousarray(array), None, "image", notes)
+
+
+def _grey_frames(path: Path) -> np.ndarray:
+    from PIL import Image, ImageSequence
+
+    with Image.open(path) as image:
+        frames = []
+        for page in ImageSequence.Iterator(image):
+            if page.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+                page = page.convert("L")
+            frames.append(np.asarray(page))
+    return np.stack(frames)  # (pages, H, W)
+
+
+def natural_key(path: Path) -> list:
+    """Sort key that orders embedded numbers by value: `bscan_2` < `bscan_10`."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", path.name)]
+
+
+# --- helpers ----------------------------------------------------------------------------------------------------
+
+
+def _head(path: Path, n: int) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def _is_nifti(head: bytes) -> bool:
+    return len(head) >= 348 and head[344:347] in (b"n+1", b"ni1", b"n+2", b"ni2")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else "no message"
+
+
+def _checked(path: Path, volume: OctVolume) -> OctVolume:
+    array = volume.array
+    if array.dtype != np.uint8 or array.ndim != 3 or 0 in array.shape:
+        raise DataError(f"{path}: reader returned {array.dtype} {array.shape}, not a non-empty uint8 volume")
+    return volume
+
+
+def _vendor(fmt: str):
+    def read(path: Path) -> OctVolume:
+        from ppi_cli.data.oct_vendor import read_vendor
+
+        return read_vendor(path, fmt)
+
+    return read
+
+
+def _dicom(path: Path) -> OctVolume:
+    from ppi_cli.data.oct_dicom import read_dicom_opt
+
+    return read_dicom_opt(path)
+
+
+_READERS = {
+    "duke-mat": _read_duke_mat, "duke-mat-v73": _read_duke_mat_v73, "dicom": _dicom, "nifti": _read_nifti,
+    "npy": _read_npy, "npz": _read_npz, "image-folder": _read_image_folder, "image": _read_image,
+    **{fmt: _vendor(fmt) for fmt in ("heidelberg-e2e", "heidelberg-vol", "topcon-fds", "topcon-fda",
+                                     "bioptigen-oct")},
+}
