@@ -71,6 +71,8 @@ class DataConfig:
     val_fraction: float = param(0.2, "Share of the training subjects held out for validation / model selection.",
                                 min=0, max=0.9)
     synthetic_size: int = param(256, "Samples in the generated in-memory dataset (dataset: synthetic).", min=8)
+    synthetic_slices: int = param(0, "dataset: synthetic: 0 gives images; n > 0 gives volumes of n B-scans "
+                                  "(for the multiview model).", min=0)
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,15 @@ class PPIConfig:
     omega: float = param(20.0, "Soft-mask sigmoid steepness ω (paper: not recovered; ours).", min=0)
     c: float = param(1.0, "Multiplier of the saliency std for the adaptive, hard and box masks (ours).", min=0)
     top_k: int = param(0, "Keep only the top-k saliency points before masking (CUB: 1000); 0 keeps all.", min=0)
+    box_spread: float = param(2.0, "Box mask half-size in stds of the kept points' coordinates (paper: not "
+                              "recovered; ours: ≥ 50% of the points inside by the union bound).", min=0)
     contrast_on: Literal["positives", "all"] = param(
         "positives", "Binary tasks: apply L_con to positive samples only (clinically meaningful) or to all.")
     alpha: Weight = param(1.0, "Weight of L_con, or 'auto' to match L_cls's running magnitude.", min=0)
     beta: Weight = param(0.1, "Weight of L_reg (mean |s|), or 'auto'.", min=0)
     gamma: Weight = param(1.0, "Weight of L_ad, or 'auto'.", min=0)
+    auto_momentum: float = param(0.9, "Momentum of the running loss magnitudes that 'auto' weights use (ours).",
+                                 min=0, max=0.999)
     reg_boost: float = param(1.0, "Factor on β from reg_boost_epoch on (CUB: ×100 after epoch 20).", min=0)
     reg_boost_epoch: int = param(0, "Epoch from which reg_boost applies.", min=0)
     start_epoch: int = param(0, "Warm-up: PPI losses join from this epoch on.", min=0)

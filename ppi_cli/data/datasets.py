@@ -24,7 +24,11 @@ from typing import Any
 
 from ppi_cli.errors import ConfigError
 
-__all__ = ["register_dataset", "build_dataset", "dataset_class", "DATASET_MODULES"]
+__all__ = ["register_dataset", "build_dataset", "dataset_class", "dataset_manifest", "DATASET_MODULES",
+           "MANIFEST_COLUMNS"]
+
+# Columns every manifest has, whatever the dataset (splits need subjects and labels).
+MANIFEST_COLUMNS = ("sample_id", "subject_id", "label")
 
 # kind -> module that registers it on import (imported lazily: readers pull in heavy packages).
 DATASET_MODULES: dict[str, str] = {
@@ -65,6 +69,25 @@ def dataset_class(kind: str) -> type:
 def build_dataset(kind: str, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0) -> Any:
     """Build the Dataset of `kind` over manifest rows `indices` of the cache at `cache_dir`."""
     return dataset_class(kind)(cache_dir, indices, cfg, train=train, seed=seed)
+
+
+def dataset_manifest(kind: str, cache_dir: Path | None, cfg: Any) -> Any:
+    """The manifest rows a split is made from: a DataFrame with at least sample_id, subject_id, label.
+
+    A dataset class with a static `manifest_without_cache(cfg)` (the generated `synthetic` one) describes itself
+    without a cache; every other kind reads its cache's `manifest.csv`.
+
+    Raises:
+        CacheError: The cache has no manifest or it lacks a required column.
+    """
+    cls = dataset_class(kind)
+    if callable(getattr(cls, "manifest_without_cache", None)):
+        return cls.manifest_without_cache(cfg)
+    from ppi_cli.data.cache import read_manifest
+    from ppi_cli.workspace import Workspace
+
+    return read_manifest(Path(cache_dir) if cache_dir is not None else Workspace.resolve().cache(kind),
+                         required=MANIFEST_COLUMNS)
 
 
 def _importable(kind: str) -> bool:

@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: MIT
+"""Predictions of a model on a dataset, and the validation metric the trainer selects models by.
+
+`predict` runs a model in eval mode over a dataset (any kind from the registry) and returns the
+positive-class probability per sample for binary tasks, the softmax rows for multi-class ones,
+with the labels and manifest rows beside them.
+
+Example:
+    >>> pred = predict(model, build_dataset("synthetic", None, rows, recipe.data, train=False))
+    >>> validation_metric(pred, "auc")
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["Predictions", "predict", "validation_metric", "model_inputs", "autocast"]
+
+
+@dataclass
+class Predictions:
+    """Model outputs on a dataset, in dataset order.
+
+    Attributes:
+        scores: `(N,)` probability of the positive class (binary) or `(N, K)` softmax rows.
+        labels: `(N,)` labels (0/1 floats for binary tasks, class indices otherwise).
+        indices: `(N,)` manifest rows of the samples.
+    """
+
+    scores: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+
+    @property
+    def binary(self) -> bool:
+        """One score per sample."""
+        return self.scores.ndim == 1
+
+
+def model_inputs(batch: dict, device: torch.device | str, non_blocking: bool = False,
+                 channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The image (or volume) tensor and the positions (volumes only) of a collated batch, on `device`."""
+    x = batch["image"].to(device, non_blocking=non_blocking).float()
+    if channels_last and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    positions = batch.get("positions")
+    return x, None if positions is None else positions.to(device, non_blocking=non_blocking)
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); a no-op elsewhere."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: Dataset, *, device: str | torch.device = "cpu", batch_size: int = 32,
+            num_workers: int = 0, amp: bool = False) -> Predictions:
+    """Run `model` in eval mode over `dataset` and collect probabilities, labels and manifest rows.
+
+    Args:
+        model: A model from `ppi_cli.models` (image classifier or multi-view model).
+        dataset: A dataset from `build_dataset(..., train=False)`.
+        device: Where to run.
+        batch_size: Samples (volumes) per forward.
+        num_workers: DataLoader worker processes.
+        amp: Mixed precision on CUDA.
+
+    Returns:
+        `Predictions` in dataset order. The model's train/eval mode is restored afterwards.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    scores, labels, indices = [], [], []
+    try:
+        for batch in loader:
+            x, positions = model_inputs(batch, device)
+            with autocast(device, amp):
+                logits = model(x) if positions is None else model(x, positions)
+            logits = logits.float()
+            prob = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+            scores.append(prob.cpu().numpy())
+            labels.append(batch["label"].numpy())
+            indices.append(np.asarray(batch["index"]))
+    finally:
+        model.train(was_training)
+    if not scores:
+        return Predictions(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
+    return Predictions(scores=np.concatenate(scores).astype(np.float64), labels=np.concatenate(labels),
+                       indices=np.concatenate(indices).astype(np.int64))
+
+
+def validation_metric(pred: Predictions, metric: str) -> float:
+    """AUC (binary; one-vs-rest macro for multi-class) or accuracy; NaN when undefined (one class only)."""
+    from sklearn.metrics import roc_auc_score
+
+    if pred.labels.size == 0:
+        return float("nan")
+    if metric == "accuracy":
+        guess = (pred.scores >= 0.5).astype(int) if pred.binary else pred.scores.argmax(axis=1)
+        return float(np.mean(guess == pred.labels.astype(int)))
+    present = np.unique(pred.labels.astype(int))
+    if len(present) < 2:
+        return float("nan")
+    if pred.binary:
+        return float(roc_auc_score(pred.labels.astype(int), pred.scores))
+    if len(present) < pred.scores.shape[1]:
+        return float("nan")  # one-vs-rest needs every class in the validation rows
+    return float(roc_auc_score(pred.labels.astype(int), pred.scores, multi_class="ovr"))

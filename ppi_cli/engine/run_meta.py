@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: MIT
+"""The self-describing part of a checkpoint: what `explain` needs to rebuild preprocessing alone.
+
+    {"model": ModelConfig, "recipe": Recipe, "input": {...}, "classes": [...], "data_hash": ...,
+     "toolkit_version": ..., "epoch": n, "metrics": {...}, "split": {"fold": k}}
+
+`input` holds: dataset kind, "image" or "volume", channels, intensity window, crop, the network's
+input size, how one channel meets the stem (input_adapt), and, from the cache's `cache.json`
+parameters when there is a cache, the pixel spacing and the B-scan count and size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ppi_cli import __version__
+from ppi_cli.config.loader import to_dict
+from ppi_cli.config.recipe import Recipe
+
+__all__ = ["CacheDescription", "describe_cache", "checkpoint_meta", "class_names"]
+
+_SPACING_KEYS = ("spacing_mm", "pixel_spacing_mm", "resample_mm", "spacing")
+_BSCAN_COUNT_KEYS = ("n_bscans", "bscans")
+_BSCAN_SIZE_KEYS = ("bscan_size", "bscan_shape")
+
+
+class CacheDescription(dict):
+    """`cache.json`'s kind, params, extra and content hash (an empty description without a cache)."""
+
+
+def describe_cache(kind: str, cache_dir: Path | None) -> CacheDescription:
+    """Open and check a cache (`open_cache`) and keep what the checkpoint meta needs; None → empty."""
+    if cache_dir is None:
+        return CacheDescription()
+    from ppi_cli.data.cache import open_cache
+
+    info = open_cache(Path(cache_dir), kind, rebuild=f"ppi prepare {kind} --out {cache_dir}")
+    return CacheDescription(params=dict(info.params), extra=dict(info.extra), hash=info.content_hash)
+
+
+def _first(mapping: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if mapping.get(key) is not None:
+            return mapping[key]
+    return None
+
+
+def class_names(recipe: Recipe, cache: CacheDescription) -> list[str]:
+    """Class names from the cache (`classes` in params or extra), else generic ones."""
+    for source in (cache.get("params", {}), cache.get("extra", {})):
+        names = source.get("classes")
+        if isinstance(names, list) and names:
+            return [str(n) for n in names]
+    k = recipe.model.num_classes
+    return ["negative", "positive"] if k == 1 else [str(i) for i in range(k)]
+
+
+def checkpoint_meta(recipe: Recipe, model: Any, cache: CacheDescription, *, epoch: int,
+                    metrics: dict[str, float], fold: int | None) -> dict[str, Any]:
+    """Plain JSON data describing a trained model (see the module docstring)."""
+    params = {**cache.get("extra", {}), **cache.get("params", {})}
+    volume = getattr(model, "kind", "image") == "volume"
+    spacing = _first(params, _SPACING_KEYS)
+    size = _first(params, _BSCAN_SIZE_KEYS)
+    if size is None and params.get("bscan_height") is not None:  # the GA cache's form
+        size = [params["bscan_height"], params.get("bscan_width")]
+    size = size if volume else None
+    return {
+        "model": to_dict(recipe.model),
+        "recipe": to_dict(recipe),
+        "input": {
+            "dataset": recipe.data.dataset,
+            "kind": "volume" if volume else "image",
+            "channels": recipe.model.in_channels,
+            "window": list(recipe.data.window),
+            "crop": recipe.data.crop,
+            "input_size": recipe.model.input_size,
+            "input_adapt": getattr(model, "input_adapt", "native"),
+            "spacing_mm": float(spacing) if isinstance(spacing, (int, float)) else spacing,
+            "n_bscans": _first(params, _BSCAN_COUNT_KEYS) if volume else None,
+            "bscan_size": list(size) if isinstance(size, (list, tuple)) else size,
+        },
+        "classes": class_names(recipe, cache),
+        "data_hash": cache.get("hash"),
+        "toolkit_version": __version__,
+        "epoch": epoch,
+        "metrics": {k: (None if v != v else v) for k, v in metrics.items()},  # NaN is not JSON
+        "split": {"fold": fold},
+    }

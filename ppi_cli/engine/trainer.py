@@ -1,0 +1,264 @@
+# SPDX-License-Identifier: MIT
+"""`fit`: train one model on one split, with PPI or without, resumable, single process or DDP.
+
+Writes into `out_dir`: `recipe.yaml` and `split.json` first, then after every epoch `last.pt`
+(weights, optimiser, schedule, loss-weight state: everything a resume needs), `best.pt` when
+the validation metric improves, and `metrics.csv` (one row per epoch: every loss term, the
+weights α, β, γ in force, validation metric and loss, learning rate, seconds).
+
+Determinism: everything random in an epoch (shuffling, augmentation, dropout, L_ad's
+permutation, slice sampling) is seeded from (recipe seed, epoch), so a run resumed from
+`last.pt` after a kill ends with the same weights as an uninterrupted one (CPU).
+
+Example:
+    >>> result = fit(recipe, cache_dir=None, split=split, out_dir=Path("runs/x"))
+    >>> result.best_checkpoint
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ppi_cli.config.loader import dump_yaml, to_dict
+from ppi_cli.config.recipe import Recipe
+from ppi_cli.console import log, progress
+from ppi_cli.data.datasets import build_dataset
+from ppi_cli.engine.checkpoint import load_checkpoint, save_checkpoint
+from ppi_cli.engine.device import seed_everything
+from ppi_cli.engine.distributed import DistContext, init_distributed, shutdown_distributed
+from ppi_cli.engine.evaluate import Predictions, model_inputs, predict, validation_metric
+from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
+from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache
+from ppi_cli.engine.splits import Split, save_split
+from ppi_cli.engine.step import TrainStep, sample_slices
+from ppi_cli.errors import ConfigError, ModelError
+from ppi_cli.files import write_csv, write_text
+from ppi_cli.models import build_model, is_volume_model
+from ppi_cli.ppi.losses import LossWeights
+
+__all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config"]
+
+LAST, BEST, METRICS, RECIPE, SPLIT = "last.pt", "best.pt", "metrics.csv", "recipe.yaml", "split.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a finished training run put its outputs, and how good its best epoch was."""
+
+    out_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_epoch: int
+    best_metric: float
+    metrics_csv: Path
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of everything random in one epoch (a function of the recipe seed and the epoch alone)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def dataset_config(recipe: Recipe) -> Any:
+    """What `build_dataset` gets: the data section, or the whole recipe for volume models (K slices)."""
+    return recipe if recipe.model.name == "multiview" else recipe.data
+
+
+def fit(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, device: str = "auto",
+        resume: bool = False) -> TrainResult:
+    """Train `recipe`'s model on `split.train`, select on `split.val`, write checkpoints and metrics.
+
+    Args:
+        recipe: The experiment (model, data, ppi, optim, schedule, eval, seed).
+        cache_dir: The prepared cache (None for the generated `synthetic` dataset).
+        split: Manifest rows for training and validation (test rows are recorded, not used).
+        out_dir: The run folder.
+        device: auto, cpu, cuda or cuda:N (under torchrun each process takes its local GPU).
+        resume: Continue from `out_dir/last.pt` (starts fresh when there is none).
+
+    Raises:
+        ConfigError: `out_dir` already holds a run and `resume` is off, or it holds another recipe's run.
+        ModelError: Training diverged (a loss became NaN or infinite).
+    """
+    ctx = init_distributed(device)
+    try:
+        return _fit(recipe, Path(cache_dir) if cache_dir is not None else None, split, Path(out_dir), ctx, resume)
+    finally:
+        shutdown_distributed(ctx)
+
+
+def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ctx: DistContext,
+         resume: bool) -> TrainResult:
+    kind, device = recipe.data.dataset, ctx.device
+    cache = describe_cache(kind, cache_dir)
+    _start_run_folder(out_dir, recipe, split, resume, ctx)
+    seed_everything(recipe.seed)
+    model = build_model(recipe.model).to(device)
+    cuda = device.type == "cuda"
+    if cuda and recipe.schedule.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, recipe.optim)
+    scheduler = build_scheduler(optimizer, recipe.schedule)
+    weights = LossWeights(recipe.ppi)
+    amp = cuda and recipe.schedule.amp
+    scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
+    state = _resume(out_dir, recipe, model, optimizer, scheduler, weights, scaler) if resume else _fresh()
+    net: torch.nn.Module = model
+    if ctx.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    binary = recipe.model.num_classes == 1
+    step = TrainStep(model=model, net=net, cfg=recipe.ppi, weights=weights, binary=binary, device=device, amp=amp,
+                     scaler=scaler)
+    data_cfg = dataset_config(recipe)
+    val_set = build_dataset(kind, cache_dir, split.val, data_cfg, train=False, seed=recipe.seed)
+    volume = is_volume_model(model)
+    for epoch in range(state["epoch"], recipe.schedule.epochs):
+        started = time.monotonic()
+        seed = epoch_seed(recipe.seed, epoch)
+        torch.manual_seed(seed + ctx.rank)  # dropout
+        generator = torch.Generator().manual_seed(seed + ctx.rank)  # L_ad permutations, slice sampling
+        if volume:
+            model.set_attention_bias(attention_bias(epoch, recipe.model.multiview))
+        model.train()
+        sums: dict[str, float] = {}
+        batches = 0
+        for batch in _train_batches(kind, cache_dir, split, recipe, data_cfg, seed, ctx, epoch):
+            x, positions = model_inputs(batch, device, non_blocking=cuda, channels_last=cuda and
+                                        recipe.schedule.channels_last)
+            labels = batch["label"].to(device)
+            labels = labels.float() if binary else labels.long()
+            if volume and positions is not None:
+                x, positions = sample_slices(x, positions, recipe.model.multiview.slices_per_volume, generator)
+            optimizer.zero_grad(set_to_none=True)
+            values = step(x, labels, positions, epoch=epoch, generator=generator)
+            if not math.isfinite(values["loss"]):
+                raise ModelError(f"training diverged at epoch {epoch + 1}: loss {values['loss']}",
+                                 hint="lower optim.lr, or set ppi.alpha/beta/gamma lower")
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value
+            batches += 1
+        lr = optimizer.param_groups[-1]["lr"]
+        scheduler.step()
+        metric, val_loss = _validate(model, val_set, recipe, ctx, device, amp)
+        row = {"epoch": epoch + 1, "ppi": int(step.uses_ppi(epoch, 2)), "lr": lr,
+               **{f"train_{k}": v / max(batches, 1) for k, v in sums.items()},
+               "alpha": weights.weight("con", epoch), "beta": weights.weight("reg", epoch),
+               "gamma": weights.weight("ad", epoch),
+               f"val_{recipe.eval.metric}": metric, "val_loss": val_loss, "seconds": time.monotonic() - started}
+        key = (metric if math.isfinite(metric) else -math.inf, -val_loss if math.isfinite(val_loss) else -math.inf)
+        improved = state["best_epoch"] < 1 or key > tuple(state["best_key"]) or len(split.val) == 0
+        if improved:
+            state.update(best_epoch=epoch + 1, best_key=list(key), best_metric=metric)
+        state["rows"].append(row)
+        state["epoch"] = epoch + 1
+        if ctx.is_main:
+            _save_epoch(out_dir, recipe, model, cache, split, state, row, improved, optimizer, scheduler, weights,
+                        scaler)
+        ctx.barrier()
+    if ctx.is_main:
+        log(f"best epoch {state['best_epoch']}: val {recipe.eval.metric} {state['best_metric']:.4f}")
+    return TrainResult(out_dir=out_dir, best_checkpoint=out_dir / BEST, last_checkpoint=out_dir / LAST,
+                       best_epoch=state["best_epoch"], best_metric=float(state["best_metric"]),
+                       metrics_csv=out_dir / METRICS)
+
+
+def _fresh() -> dict[str, Any]:
+    return {"epoch": 0, "best_epoch": 0, "best_key": [-math.inf, -math.inf], "best_metric": math.nan, "rows": []}
+
+
+def _start_run_folder(out_dir: Path, recipe: Recipe, split: Split, resume: bool, ctx: DistContext) -> None:
+    if not resume and (out_dir / LAST).exists():
+        raise ConfigError(f"{out_dir}: already holds a training run ({LAST})",
+                          hint="pass --resume to continue it, or choose another --out")
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(out_dir / RECIPE, dump_yaml(recipe))
+        save_split(out_dir / SPLIT, split)
+    ctx.barrier()
+
+
+def _resume(out_dir: Path, recipe: Recipe, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+            weights: LossWeights, scaler: Any) -> dict[str, Any]:
+    path = out_dir / LAST
+    if not path.exists():
+        log(f"{out_dir}: nothing to resume yet; starting from epoch 1")
+        return _fresh()
+    payload = load_checkpoint(path)
+    if payload["meta"].get("recipe") != to_dict(recipe):
+        raise ConfigError(f"{path}: was trained with another recipe (or overrides) than this one",
+                          hint=f"resume with the same recipe as {out_dir / RECIPE}, or choose another --out")
+    model.load_state_dict(payload["state_dict"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    weights.load_state_dict(payload["loss_weights"])
+    if scaler is not None and payload.get("scaler"):
+        scaler.load_state_dict(payload["scaler"])
+    state = dict(payload["progress"])
+    state["rows"] = [dict(r) for r in payload["progress"]["rows"]]
+    log(f"resuming {out_dir} after epoch {state['epoch']}")
+    return state
+
+
+def _train_batches(kind: str, cache_dir: Path | None, split: Split, recipe: Recipe, data_cfg: Any, seed: int,
+                   ctx: DistContext, epoch: int) -> Any:
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+    dataset = build_dataset(kind, cache_dir, split.train, data_cfg, train=True, seed=seed + ctx.rank)
+    if ctx.enabled:
+        sampler: Any = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(dataset, batch_size=recipe.data.batch_size, sampler=sampler,
+                        num_workers=recipe.data.num_workers, pin_memory=ctx.device.type == "cuda",
+                        persistent_workers=False)
+    if not ctx.is_main:
+        return loader
+    return progress(loader, f"epoch {epoch + 1}/{recipe.schedule.epochs}")
+
+
+def _validate(model: torch.nn.Module, dataset: Any, recipe: Recipe, ctx: DistContext, device: torch.device,
+              amp: bool) -> tuple[float, float]:
+    result = None
+    if ctx.is_main and len(dataset):
+        pred = predict(model, dataset, device=device, batch_size=recipe.data.batch_size,
+                       num_workers=recipe.data.num_workers, amp=amp)
+        result = (validation_metric(pred, recipe.eval.metric), _log_loss(pred))
+    result = ctx.broadcast(result)
+    return result if result is not None else (math.nan, math.nan)
+
+
+def _log_loss(pred: Predictions) -> float:
+    eps = 1e-7
+    if pred.binary:
+        p = np.clip(pred.scores, eps, 1 - eps)
+        return float(-np.mean(pred.labels * np.log(p) + (1 - pred.labels) * np.log(1 - p)))
+    rows = np.arange(pred.labels.size)
+    return float(-np.mean(np.log(np.clip(pred.scores[rows, pred.labels.astype(int)], eps, 1.0))))
+
+
+def _save_epoch(out_dir: Path, recipe: Recipe, model: torch.nn.Module, cache: Any, split: Split,
+                state: dict[str, Any], row: dict[str, Any], improved: bool, optimizer: Any, scheduler: Any,
+                weights: LossWeights, scaler: Any) -> None:
+    import pandas as pd
+
+    metrics = {k: float(v) for k, v in row.items() if k.startswith(("val_", "train_"))}
+    meta = checkpoint_meta(recipe, model, cache, epoch=state["epoch"], metrics=metrics, fold=split.fold)
+    weights_now = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if improved:
+        save_checkpoint(out_dir / BEST, weights_now, meta)
+    progress_state = {k: state[k] for k in ("epoch", "best_epoch", "best_key", "best_metric", "rows")}
+    save_checkpoint(out_dir / LAST, weights_now, meta, optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(), loss_weights=weights.state_dict(),
+                    scaler=scaler.state_dict() if scaler is not None else {}, progress=progress_state)
+    write_csv(out_dir / METRICS, pd.DataFrame(state["rows"]))

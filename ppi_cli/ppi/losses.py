@@ -1,0 +1,121 @@
+# SPDX-License-Identifier: MIT
+"""The four PPI loss terms and their weights: L = L_cls + α·L_con + β·L_reg + γ·L_ad (paper eqs. 3-5).
+
+Binary tasks have one logit per sample and float labels in {0, 1}; multi-class tasks have K logits
+and int64 labels. Every term is a mean over the samples it applies to (a batch-size-free scale,
+so α, β and γ mean the same at any batch size).
+
+- L_cls: cross-entropy of the clean images (binary: with logits);
+- L_con: the flipped label on the intervened images x*: binary BCE(f(x*), 1 − y), multi-class the
+  one-vs-others −log(1 − p_y(x*)) (eq. 3, paper-math ambiguity 3);
+- L_reg: mean |s| over pixels and samples, keeping saliency sparse;
+- L_ad: the true label on x' = (1 − T(s_j)) ⊙ x, the mask of another image j ≠ i (eqs. 4-5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from ppi_cli.config.recipe import PPIConfig
+
+__all__ = ["classification_loss", "contrast_loss", "saliency_regulariser", "adversarial_loss", "derangement",
+           "LossWeights", "TERMS"]
+
+TERMS = ("cls", "con", "reg", "ad")
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L_cls: mean cross-entropy; `(B, 1)` logits with float {0, 1} labels, or `(B, K)` with int64 labels."""
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits.squeeze(1), labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels.long())
+
+
+def contrast_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L_con: the label flipped on intervened images (eq. 3), mean over the given rows.
+
+    Binary: BCE(f(x*), 1 − y). Multi-class: −log(1 − softmax(f(x*))_y), computed as
+    logsumexp(z) − logsumexp(z without z_y) so it stays finite when p_y → 1.
+    An empty batch gives 0 (still attached to the graph).
+    """
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits.squeeze(1), 1 - labels.to(logits.dtype))
+    index = labels.long()[:, None]  # (B, 1)
+    others = logits.scatter(1, index, float("-inf"))  # (B, K): z_y removed
+    return (torch.logsumexp(logits, dim=1) - torch.logsumexp(others, dim=1)).mean()
+
+
+def saliency_regulariser(saliency: torch.Tensor) -> torch.Tensor:
+    """L_reg = mean |s| over every pixel of every map (the paper's ‖s‖₁, per pixel)."""
+    return saliency.abs().mean()
+
+
+def adversarial_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L_ad: the true label kept on x' (eq. 5); the same cross-entropy as L_cls."""
+    return classification_loss(logits, labels)
+
+
+def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random permutation with no fixed point (j ≠ i for every i): one random cycle through all n.
+
+    Returns the identity for n < 2 (no other image exists; L_ad is then skipped).
+    """
+    if n < 2:
+        return torch.arange(n)
+    order = torch.randperm(n, generator=generator)
+    perm = torch.empty(n, dtype=torch.long)
+    perm[order] = order.roll(-1)  # each image takes the mask of the next one in a random cycle
+    return perm
+
+
+class LossWeights:
+    """α, β, γ as fixed numbers or `auto`, plus the CUB-style boost of β (paper section 4.1).
+
+    `auto` scales a term to L_cls's magnitude: its weight is EMA(L_cls) / EMA(L_term), with
+    exponential moving averages (momentum `ppi.auto_momentum`) of the detached losses, so every
+    auxiliary term contributes about as much as L_cls, which is what the paper describes.
+
+    Args:
+        cfg: The recipe's `ppi` section.
+    """
+
+    def __init__(self, cfg: PPIConfig) -> None:
+        self.cfg = cfg
+        self.fixed = {"con": cfg.alpha, "reg": cfg.beta, "ad": cfg.gamma}
+        self.momentum = cfg.auto_momentum
+        self.running: dict[str, float] = {}
+
+    def update(self, losses: Mapping[str, float]) -> None:
+        """Fold this step's detached loss values into the running magnitudes."""
+        for name, value in losses.items():
+            value = abs(float(value))
+            if not math.isfinite(value):
+                continue
+            old = self.running.get(name)
+            self.running[name] = value if old is None else self.momentum * old + (1 - self.momentum) * value
+
+    def weight(self, term: str, epoch: int) -> float:
+        """The weight of `con`, `reg` or `ad` at `epoch`."""
+        fixed = self.fixed[term]
+        if fixed == "auto":
+            cls, own = self.running.get("cls"), self.running.get(term)
+            value = 1.0 if cls is None or not own else cls / own
+        else:
+            value = float(fixed)
+        if term == "reg" and epoch >= self.cfg.reg_boost_epoch:
+            value *= self.cfg.reg_boost
+        return value
+
+    def state_dict(self) -> dict[str, float]:
+        """The running magnitudes (saved in checkpoints so a resumed run continues exactly)."""
+        return dict(self.running)
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        """Restore running magnitudes saved by `state_dict`."""
+        self.running = {str(k): float(v) for k, v in state.items()}

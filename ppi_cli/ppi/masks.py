@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: MIT
+"""Intervention masks T(s) and the intervened image x* = (1 − T(s)) ⊙ x (paper eqs. 1-2, appendix B).
+
+Every function takes saliency maps `(B, 1, *spatial)` (signed, per input pixel, as `saliency_map`
+returns them) and gives a mask of the same shape in [0, 1], 1 where the pixel is removed. The mask
+is per pixel and broadcast over the image's channels. Statistics (max, mean, std) are per image
+over all its pixels; std is the population std.
+
+- `soft`: T = sigmoid(ω (ŝ − σ)) with ŝ = s / max(s), the max-normalised saliency and a fixed σ;
+- `soft-adaptive`: the same with σ_i = mean(ŝ_i) + c · std(ŝ_i) per image;
+- `hard`: T = 1[s > c · std(s)] (the "point" mask);
+- `box`: the box around the hard mask's points, centred on their centre of mass, half-sizes
+  `spread` times their std along each axis (by the union bound at least 1 − d/spread² of the
+  points lie inside, d the number of axes).
+
+Soft masks are differentiable in s; hard and box masks are constants (their gradient reaches the
+parameters only through the classifier's outputs on the masked images).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ppi_cli.errors import ConfigError
+
+__all__ = ["normalise_saliency", "keep_top_k", "soft_mask", "adaptive_soft_mask", "hard_mask", "box_mask",
+           "intervention_mask", "intervene", "MASKS"]
+
+MASKS = ("soft", "soft-adaptive", "hard", "box")
+_EPS = 1e-12
+
+
+def _flat(s: torch.Tensor) -> torch.Tensor:
+    return s.flatten(1)  # (B, P): every pixel of an image in one row
+
+
+def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return values.view(-1, *([1] * (like.ndim - 1)))  # (B, 1, 1, ...) broadcasts over (B, 1, *spatial)
+
+
+def normalise_saliency(s: torch.Tensor) -> torch.Tensor:
+    """ŝ = s / max(s) per image, so the largest value is 1 (a map with no positive value stays ≤ 0)."""
+    peak = _flat(s).amax(dim=1).clamp_min(_EPS)  # (B,)
+    return s / _per_image(peak, s)
+
+
+def keep_top_k(s: torch.Tensor, k: int) -> torch.Tensor:
+    """Zero all but the `k` largest saliency values of each image (k = 0 or ≥ pixels keeps all).
+
+    The paper builds its CUB masks from the top 1000 points of every method (appendix B).
+    """
+    flat = _flat(s)
+    if k <= 0 or k >= flat.shape[1]:
+        return s
+    threshold = flat.topk(k, dim=1).values[:, -1:]  # (B, 1): the k-th largest value
+    keep = (flat >= threshold).to(s.dtype)
+    return (flat * keep).view_as(s)
+
+
+def soft_mask(s: torch.Tensor, sigma: float, omega: float) -> torch.Tensor:
+    """Thresholded sigmoid on the max-normalised saliency: T = sigmoid(ω (ŝ − σ)) (eq. 2)."""
+    return torch.sigmoid(omega * (normalise_saliency(s) - sigma))
+
+
+def adaptive_soft_mask(s: torch.Tensor, c: float, omega: float) -> torch.Tensor:
+    """Eq. 2 with a per-image threshold σ_i = mean(ŝ_i) + c · std(ŝ_i) (appendix B's adaptive σ)."""
+    s_hat = normalise_saliency(s)
+    flat = _flat(s_hat)
+    sigma = flat.mean(dim=1) + c * flat.std(dim=1, unbiased=False)  # (B,)
+    return torch.sigmoid(omega * (s_hat - _per_image(sigma, s)))
+
+
+def hard_mask(s: torch.Tensor, c: float) -> torch.Tensor:
+    """The point mask 1[s > c · std(s)] (appendix B: "larger than k times the std of the WBP weights")."""
+    s = s.detach()
+    std = _flat(s).std(dim=1, unbiased=False)  # (B,)
+    return (s > _per_image(c * std, s)).to(s.dtype)
+
+
+def box_mask(s: torch.Tensor, c: float, spread: float) -> torch.Tensor:
+    """The box around the hard mask's points: centre of mass ± `spread` · std along each axis.
+
+    An image without any point gets an empty box (nothing removed). Half-sizes are at least half
+    a pixel, so a single point gives a one-pixel box.
+    """
+    points = hard_mask(s, c)  # (B, 1, *spatial)
+    spatial = points.shape[2:]
+    count = _flat(points).sum(dim=1)  # (B,)
+    inside = torch.ones_like(points, dtype=torch.bool)
+    for axis, size in enumerate(spatial):
+        shape = [1] * points.ndim
+        shape[2 + axis] = size
+        coord = torch.arange(size, dtype=points.dtype, device=points.device).view(shape)  # broadcasts on one axis
+        total = count.clamp_min(1)
+        centre = _flat(points * coord).sum(dim=1) / total  # (B,)
+        var = _flat(points * coord**2).sum(dim=1) / total - centre**2
+        half = (spread * var.clamp_min(0).sqrt()).clamp_min(0.5)  # (B,)
+        inside &= (coord - _per_image(centre, points)).abs() <= _per_image(half, points)
+    return (inside & _per_image(count > 0, points)).to(s.dtype)
+
+
+def intervention_mask(s: torch.Tensor, kind: str, *, sigma: float = 0.5, omega: float = 20.0, c: float = 1.0,
+                      top_k: int = 0, spread: float = 2.0) -> torch.Tensor:
+    """The mask T(s) `(B, 1, *spatial)` of a recipe's `ppi.mask`, after keeping the top-k points.
+
+    Args:
+        s: Saliency `(B, 1, *spatial)`.
+        kind: `soft`, `soft-adaptive`, `hard` or `box`.
+        sigma: Fixed threshold of `soft` on max-normalised saliency.
+        omega: Sigmoid steepness of the soft masks.
+        c: Std multiplier of `soft-adaptive`, `hard` and `box`.
+        top_k: Keep only the k largest saliency values per image first (0 keeps all).
+        spread: Box half-size in stds of the points' coordinates.
+
+    Raises:
+        ConfigError: Unknown mask kind.
+    """
+    s = keep_top_k(s, top_k)
+    if kind == "soft":
+        return soft_mask(s, sigma, omega)
+    if kind == "soft-adaptive":
+        return adaptive_soft_mask(s, c, omega)
+    if kind == "hard":
+        return hard_mask(s, c)
+    if kind == "box":
+        return box_mask(s, c, spread)
+    raise ConfigError(f"ppi.mask: unknown mask '{kind}'", hint=f"use one of: {', '.join(MASKS)}")
+
+
+def intervene(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The intervened image x* = (1 − T) ⊙ x: masked pixels become 0 in every channel (eq. 1).
+
+    Args:
+        x: Images `(B, C, *spatial)` in [0, 1].
+        mask: `(B, 1, *spatial)` in [0, 1], broadcast over channels.
+    """
+    return (1 - mask.to(x.dtype)) * x

@@ -1,0 +1,280 @@
+# SPDX-License-Identifier: MIT
+"""The WBP backward rules that differ from autograd's derivative (paper Sec. 3.2, Table 1).
+
+For linear, convolution and pooling layers the WBP update W^l = G(W^{l+1}) is the transposed
+Jacobian of the layer (biases drop out), so autograd already applies it: conv backward is the
+"full convolution with the flipped, transposed kernel, the upstream map dilated by stride - 1",
+max-pool backward routes to the arg-max, average pools distribute. Two kinds of layer differ:
+
+- activations h: WBP scales by the secant h(x)/x, autograd by h'(x). They agree for the ReLU
+  family (relu, leaky_relu, prelu, rrelu), which therefore run untouched;
+- normalisation: WBP treats the statistics as constants, W^l = W^{l+1} * gamma/sqrt(var + eps).
+  In eval mode batch norm already is that affine map and runs untouched; in train mode (and for
+  group, layer and instance norm, which always use the current statistics) autograd would also
+  differentiate through the statistics.
+
+`WeightBackpropMode` is a `TorchFunctionMode` active only while the model runs forward. It sends
+the calls above, whether made by modules (`nn.SiLU` calls `F.silu`) or directly in a forward
+(`F.gelu(x)`, `torch.tanh(x)`, `x.tanh()`), to autograd Functions with the WBP backward. The
+forward values are unchanged. Every backward is written in differentiable torch ops, so with
+`create_graph=True` the map stays a function of the parameters, including through the batch
+statistics (a loss on the map sees how they move with the parameters).
+
+Functions with h(0) != 0 (sigmoid, softplus, ...) are not activations in the sense of the rule
+table (h(x) = h~(x) x has no solution at 0); they keep their derivative, as does every other call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["WeightBackpropMode", "secant_of", "SECANTS"]
+
+Secant = Callable[[torch.Tensor], torch.Tensor]
+_PASS = object()  # a rule's answer when the call needs no special backward
+
+
+class _SecantActivation(torch.autograd.Function):
+    """y = h(x) forward; backward multiplies by the secant h(x)/x (its x -> 0 limit at 0)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, activation: Callable, secant: Secant) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(x)
+        ctx.secant = secant
+        return activation(x)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # noqa: D102
+        (x,) = ctx.saved_tensors
+        return grad_out * ctx.secant(x), None, None
+
+
+class _ConstantStatNormalise(torch.autograd.Function):
+    """x_hat = (x - mean) * inv_std forward; backward scales by inv_std alone.
+
+    mean and inv_std are inputs so that a second-order pass (create_graph) still sees how they
+    depend on earlier layers; the first-order pass, which is the WBP rule, holds them constant.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, mean: torch.Tensor, inv_std: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(inv_std)
+        return (x - mean) * inv_std
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # noqa: D102
+        (inv_std,) = ctx.saved_tensors
+        return grad_out * inv_std, None, None
+
+
+# ---- secants h(x)/x, written so that their own gradient is finite everywhere (create_graph) ----
+
+def _ratio(numerator: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, at_zero: float) -> torch.Tensor:
+    """numerator(x)/x with the value `at_zero` (the limit, = h'(0)) where x == 0."""
+    zero = x == 0
+    safe = torch.where(zero, torch.ones_like(x), x)  # keeps the unused branch finite at 0
+    return torch.where(zero, torch.full_like(x, at_zero), numerator(safe) / safe)
+
+
+def _gelu_secant(approximate: str) -> Secant:
+    if approximate == "tanh":
+        c = math.sqrt(2.0 / math.pi)
+        return lambda x: 0.5 * (1.0 + torch.tanh(c * (x + 0.044715 * x * x * x)))
+    return lambda x: 0.5 * (1.0 + torch.erf(x * (1.0 / math.sqrt(2.0))))  # Phi(x)
+
+
+def _hardtanh_secant(low: float, high: float) -> Secant:
+    # at 0 the limit is 1 inside (low, high); relu6 (low = 0) takes ReLU's convention, 0
+    return lambda x: _ratio(lambda v: v.clamp(low, high), x, 1.0 if low < 0 < high else 0.0)
+
+
+def _elu_secant(alpha: float, scale: float = 1.0) -> Secant:
+    return lambda x: scale * torch.where(x > 0, torch.ones_like(x), alpha * _ratio(torch.expm1, x, 1.0))
+
+
+def _celu_secant(alpha: float) -> Secant:
+    return lambda x: torch.where(x > 0, torch.ones_like(x), _ratio(torch.expm1, x / alpha, 1.0))
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+SECANTS: dict[str, Secant] = {
+    "silu": torch.sigmoid,                                        # x sigmoid(x) / x
+    "gelu": _gelu_secant("none"),                                 # x Phi(x) / x
+    "mish": lambda x: torch.tanh(F.softplus(x)),                  # x tanh(softplus(x)) / x
+    "hardswish": lambda x: (x + 3.0).clamp(0.0, 6.0) / 6.0,       # x relu6(x + 3)/6 / x
+    "tanh": lambda x: _ratio(torch.tanh, x, 1.0),
+    "softsign": lambda x: 1.0 / (1.0 + x.abs()),                   # x/(1 + |x|) / x
+    "elu": _elu_secant(1.0),
+    "selu": _elu_secant(_SELU_ALPHA, _SELU_SCALE),
+    "relu6": _hardtanh_secant(0.0, 6.0),
+}
+
+
+def secant_of(name: str) -> Secant:
+    """The secant h(x)/x of a named activation (with its default parameters), e.g. ``"silu"``."""
+    return SECANTS[name]
+
+
+# ---- rules: (args, kwargs) of the intercepted call -> its result, or _PASS ----
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default: object) -> object:
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def _activate(x: object, activation: Callable, secant: Secant, inplace: bool) -> object:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        return _PASS
+    if not inplace:
+        return _SecantActivation.apply(x, activation, secant)
+    # keep in-place semantics for code that ignores the return value; the Function saves a copy
+    # because the original is about to be overwritten
+    y = _SecantActivation.apply(x.clone(), activation, secant)
+    return x.copy_(y)
+
+
+def _unary(name: str, activation: Callable, inplace_at: int | None = 1) -> Callable:
+    secant = SECANTS[name]
+
+    def rule(args: tuple, kwargs: dict) -> object:
+        inplace = bool(_arg(args, kwargs, inplace_at, "inplace", False)) if inplace_at else False
+        return _activate(args[0], activation, secant, inplace)
+
+    return rule
+
+
+def _tanh(args: tuple, kwargs: dict) -> object:
+    if kwargs.get("out") is not None:
+        return _PASS
+    return _activate(args[0], torch.tanh, SECANTS["tanh"], False)
+
+
+def _gelu(args: tuple, kwargs: dict) -> object:
+    approximate = str(_arg(args, kwargs, 1, "approximate", "none"))
+    return _activate(args[0], lambda v: F.gelu(v, approximate=approximate), _gelu_secant(approximate), False)
+
+
+def _hardtanh(args: tuple, kwargs: dict) -> object:
+    low = float(_arg(args, kwargs, 1, "min_val", -1.0))
+    high = float(_arg(args, kwargs, 2, "max_val", 1.0))
+    if not low <= 0.0 <= high:  # h(0) != 0: not an activation of the rule table
+        return _PASS
+    inplace = bool(_arg(args, kwargs, 3, "inplace", False))
+    return _activate(args[0], lambda v: F.hardtanh(v, low, high), _hardtanh_secant(low, high), inplace)
+
+
+def _elu(args: tuple, kwargs: dict) -> object:
+    alpha = float(_arg(args, kwargs, 1, "alpha", 1.0))
+    inplace = bool(_arg(args, kwargs, 2, "inplace", False))
+    return _activate(args[0], lambda v: F.elu(v, alpha), _elu_secant(alpha), inplace)
+
+
+def _celu(args: tuple, kwargs: dict) -> object:
+    alpha = float(_arg(args, kwargs, 1, "alpha", 1.0))
+    inplace = bool(_arg(args, kwargs, 2, "inplace", False))
+    return _activate(args[0], lambda v: F.celu(v, alpha), _celu_secant(alpha), inplace)
+
+
+def _normalise(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> torch.Tensor:
+    var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
+    return _ConstantStatNormalise.apply(x, mean, torch.rsqrt(var + eps))
+
+
+def _channel_affine(y: torch.Tensor, weight: object, bias: object) -> torch.Tensor:
+    shape = (1, -1) + (1,) * (y.ndim - 2)  # (1, C, 1, ..., 1)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+def _batch_norm(args: tuple, kwargs: dict) -> object:
+    x = args[0]
+    running_mean = _arg(args, kwargs, 1, "running_mean", None)
+    running_var = _arg(args, kwargs, 2, "running_var", None)
+    training = bool(_arg(args, kwargs, 5, "training", False))
+    if not training and running_mean is not None and running_var is not None:
+        return _PASS  # eval mode: already the per-channel affine map of the rule table
+    weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
+    eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
+    dims = (0, *range(2, x.ndim))  # statistics over batch and space, per channel
+    # running statistics are deliberately not updated: a saliency call leaves the model as it was
+    return _channel_affine(_normalise(x, dims, eps), weight, bias)
+
+
+def _instance_norm(args: tuple, kwargs: dict) -> object:
+    x = args[0]
+    if not bool(_arg(args, kwargs, 5, "use_input_stats", True)):
+        return _PASS
+    weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
+    eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
+    return _channel_affine(_normalise(x, tuple(range(2, x.ndim)), eps), weight, bias)
+
+
+def _group_norm(args: tuple, kwargs: dict) -> object:
+    x = args[0]
+    groups = int(_arg(args, kwargs, 1, "num_groups", 1))
+    weight, bias = _arg(args, kwargs, 2, "weight", None), _arg(args, kwargs, 3, "bias", None)
+    eps = float(_arg(args, kwargs, 4, "eps", 1e-5))
+    grouped = x.reshape(x.shape[0], groups, -1)  # (B, G, C/G * prod(spatial))
+    y = _normalise(grouped, (2,), eps).reshape(x.shape)
+    return _channel_affine(y, weight, bias)
+
+
+def _layer_norm(args: tuple, kwargs: dict) -> object:
+    x = args[0]
+    shape = tuple(_arg(args, kwargs, 1, "normalized_shape", ()))
+    weight, bias = _arg(args, kwargs, 2, "weight", None), _arg(args, kwargs, 3, "bias", None)
+    eps = float(_arg(args, kwargs, 4, "eps", 1e-5))
+    y = _normalise(x, tuple(range(x.ndim - len(shape), x.ndim)), eps)
+    if weight is not None:
+        y = y * weight  # broadcasts over the trailing normalized_shape
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+_RULES: dict[object, Callable[[tuple, dict], object]] = {
+    F.silu: _unary("silu", F.silu),
+    F.mish: _unary("mish", F.mish),
+    F.hardswish: _unary("hardswish", F.hardswish),
+    F.selu: _unary("selu", F.selu),
+    F.relu6: _unary("relu6", F.relu6),
+    F.softsign: _unary("softsign", F.softsign, inplace_at=None),
+    F.gelu: _gelu,
+    F.hardtanh: _hardtanh,
+    F.elu: _elu,
+    F.celu: _celu,
+    torch.tanh: _tanh,
+    torch.Tensor.tanh: _tanh,
+    F.batch_norm: _batch_norm,
+    F.instance_norm: _instance_norm,
+    F.group_norm: _group_norm,
+    F.layer_norm: _layer_norm,
+}
+
+
+class WeightBackpropMode(TorchFunctionMode):
+    """While active, forward calls get their WBP backward rule; everything else runs untouched.
+
+    Example:
+        >>> with WeightBackpropMode():
+        ...     logits = model(x)          # same values as model(x)
+        >>> w0, = torch.autograd.grad(logits[:, 0].sum(), x)   # W^0 rows of Eq. (6)
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
+        kwargs = kwargs or {}
+        rule = _RULES.get(func)
+        if rule is not None:
+            result = rule(args, kwargs)
+            if result is not _PASS:
+                return result
+        return func(*args, **kwargs)

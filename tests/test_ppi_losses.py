@@ -1,0 +1,147 @@
+# SPDX-License-Identifier: MIT
+"""Loss terms against naive formulas, the intervention's bookkeeping, and the create_graph switch."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ppi_cli.config.recipe import ModelConfig, PPIConfig
+from ppi_cli.models import build_model
+from ppi_cli.ppi import (
+    LossWeights,
+    adversarial_loss,
+    classification_loss,
+    contrast_loss,
+    derangement,
+    pseudo_intervention,
+    saliency_regulariser,
+)
+from ppi_cli.ppi.intervention import dropout_off, norm_statistics_frozen
+from ppi_cli.saliency import saliency_map
+
+
+def _sig(v):
+    return 1 / (1 + math.exp(-v))
+
+
+def test_binary_terms_match_naive_formulas():
+    z = torch.tensor([[2.0], [-1.0], [0.3]], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    p = [_sig(v) for v in z.flatten().tolist()]
+    cls = -np.mean([math.log(p[0]), math.log(1 - p[1]), math.log(p[2])])
+    con = -np.mean([math.log(1 - p[0]), math.log(p[1]), math.log(1 - p[2])])  # the flipped label
+    assert classification_loss(z, y).item() == pytest.approx(cls)
+    assert adversarial_loss(z, y).item() == pytest.approx(cls)
+    assert contrast_loss(z, y).item() == pytest.approx(con)
+
+
+def test_multiclass_contrast_is_one_vs_others():
+    z = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]], dtype=torch.float64)
+    y = torch.tensor([1, 2])
+    probs = torch.softmax(z, 1).numpy()
+    naive = -np.mean([math.log(1 - probs[0, 1]), math.log(1 - probs[1, 2])])
+    assert contrast_loss(z, y).item() == pytest.approx(naive)
+    ce = -np.mean([math.log(probs[0, 1]), math.log(probs[1, 2])])
+    assert classification_loss(z, y).item() == pytest.approx(ce)
+    # Stays finite when the true class is certain (1 − p_y underflows in a naive formula).
+    sure = torch.tensor([[200.0, 0.0, 0.0]])
+    assert contrast_loss(sure, torch.tensor([0])).item() == pytest.approx(200.0 - math.log(2), rel=1e-6)
+    assert contrast_loss(z[:0], y[:0]).item() == 0.0
+
+
+def test_regulariser_is_mean_abs():
+    s = torch.tensor([[[[1.0, -2.0], [0.0, 3.0]]]])
+    assert saliency_regulariser(s).item() == pytest.approx(1.5)
+
+
+def test_derangement_has_no_fixed_point():
+    g = torch.Generator().manual_seed(0)
+    for n in (2, 3, 8):
+        for _ in range(20):
+            perm = derangement(n, g)
+            assert sorted(perm.tolist()) == list(range(n))
+            assert not torch.any(perm == torch.arange(n))
+    assert derangement(1).tolist() == [0]
+    seeded = [derangement(6, torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(*seeded)
+
+
+def test_auto_weights_follow_running_magnitudes_and_boost():
+    cfg = PPIConfig(alpha="auto", beta=0.5, gamma=2.0, auto_momentum=0.5, reg_boost=100.0, reg_boost_epoch=20)
+    weights = LossWeights(cfg)
+    assert weights.weight("con", 0) == 1.0  # nothing seen yet
+    weights.update({"cls": 1.0, "con": 4.0})
+    weights.update({"cls": 3.0, "con": 8.0})
+    ema_cls, ema_con = 0.5 * 1.0 + 0.5 * 3.0, 0.5 * 4.0 + 0.5 * 8.0
+    assert weights.weight("con", 0) == pytest.approx(ema_cls / ema_con)
+    assert weights.weight("ad", 0) == 2.0
+    assert weights.weight("reg", 19) == 0.5 and weights.weight("reg", 20) == 50.0
+    restored = LossWeights(cfg)
+    restored.load_state_dict(weights.state_dict())
+    assert restored.weight("con", 3) == weights.weight("con", 3)
+
+
+def _tiny(num_classes=1, dropout=0.0):
+    torch.manual_seed(0)
+    return build_model(ModelConfig(name="tiny", in_channels=1, num_classes=num_classes, input_size=16,
+                                   dropout=dropout)).train()
+
+
+def test_intervention_bookkeeping_binary():
+    model = _tiny()
+    x = torch.rand(4, 1, 16, 16)
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    cfg = PPIConfig(saliency="gradient", mask="soft", create_graph=False)
+    iv = pseudo_intervention(model, x, y, cfg, binary=True, generator=torch.Generator().manual_seed(1))
+    raw = saliency_map(model, x, 0, method="gradient")
+    assert torch.allclose(iv.saliency, raw * torch.tensor([1.0, -1.0, 1.0, -1.0]).view(4, 1, 1, 1))
+    assert iv.rows.tolist() == [0, 2] and iv.inputs.shape == (2 + 4, 1, 16, 16)
+    for k, row in enumerate(iv.rows.tolist()):
+        assert torch.allclose(iv.inputs[k], (1 - iv.mask[row]) * x[row])
+    for i in range(4):
+        assert torch.allclose(iv.inputs[2 + i], (1 - iv.mask[iv.perm[i]]) * x[i])
+    every = pseudo_intervention(model, x, y, dataclasses.replace(cfg, contrast_on="all"), binary=True)
+    assert every.rows.tolist() == [0, 1, 2, 3]
+
+
+def test_intervention_multiclass_uses_true_class_and_all_rows():
+    model = _tiny(num_classes=3)
+    x, y = torch.rand(3, 1, 16, 16), torch.tensor([2, 0, 1])
+    iv = pseudo_intervention(model, x, y, PPIConfig(saliency="wbp", create_graph=False), binary=False)
+    assert torch.allclose(iv.saliency, saliency_map(model, x, y, method="wbp"), atol=1e-6)
+    assert iv.rows.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("create_graph", [True, False])
+def test_regulariser_reaches_parameters_only_with_create_graph(create_graph):
+    model = _tiny()
+    x, y = torch.rand(4, 1, 16, 16), torch.tensor([1.0, 0.0, 1.0, 1.0])
+    iv = pseudo_intervention(model, x, y, PPIConfig(saliency="wbp", create_graph=create_graph), binary=True)
+    reg = saliency_regulariser(iv.saliency)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if create_graph:
+        grads = torch.autograd.grad(reg, params, allow_unused=True)
+        conv = dict(zip([n for n, _ in model.named_parameters()], grads, strict=True))["body.block1.0.weight"]
+        assert conv is not None and conv.abs().sum() > 0
+    else:
+        assert not reg.requires_grad
+        with pytest.raises(RuntimeError):
+            torch.autograd.grad(reg, params)
+
+
+def test_context_managers_restore_modes_and_statistics():
+    model = _tiny(dropout=0.5)
+    before = model.body.block1[1].running_mean.clone()
+    with dropout_off(model):
+        assert not model.head[0].training and model.body.block1[1].training
+    assert model.head[0].training
+    with norm_statistics_frozen(model):
+        model(torch.rand(4, 1, 16, 16) * 5)
+    assert torch.equal(model.body.block1[1].running_mean, before) and model.body.block1[1].momentum == 0.1
+    model(torch.rand(4, 1, 16, 16) * 5)
+    assert not torch.equal(model.body.block1[1].running_mean, before)
