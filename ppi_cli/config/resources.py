@@ -3,22 +3,22 @@
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 from typing import Literal
 
 __all__ = ["bundled_dir"]
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_PACKAGE = Path(__file__).resolve().parents[1]
+_REPO_ROOT = _PACKAGE.parent
 
 
 def bundled_dir(kind: Literal["recipes", "site_configs"]) -> Path:
     """The folder of bundled `recipes` or `site_configs`.
 
-    A checkout (editable install) uses the top-level folders; a wheel carries them as the
-    `ppi_cli.bundled.*` packages (see pyproject.toml).
+    A checkout (editable install) uses the top-level folders; a wheel carries them as
+    `ppi_cli/bundled/<kind>/` (see the package-dir mapping in pyproject.toml).
     """
     local = _REPO_ROOT / kind
     if local.is_dir() and (_REPO_ROOT / "pyproject.toml").is_file():
         return local
-    return Path(str(importlib.resources.files(f"ppi_cli.bundled.{kind}")))
+    return _PACKAGE / "bundled" / kind
