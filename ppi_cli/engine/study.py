@@ -129,16 +129,17 @@ def load_study_data(recipe: Recipe, cache_dir: Path | None) -> StudyData:
 
 
 def _in_memory_data(recipe: Recipe) -> StudyData:
-    from ppi_cli.data.datasets import build_dataset
+    from ppi_cli.data.datasets import dataset_class
 
-    dataset = build_dataset(recipe.data.dataset, None, None, recipe.data, train=False, seed=recipe.seed)
-    labels = np.asarray(getattr(dataset, "labels", None) if hasattr(dataset, "labels") else
-                        [int(dataset[i]["label"]) for i in range(len(dataset))]).astype(np.int64)
-    subjects = np.asarray(getattr(dataset, "subjects", np.arange(labels.size))).astype(str)
-    sites = np.asarray(getattr(dataset, "sites", np.full(labels.size, "na"))).astype(str)
-    return StudyData(recipe.data.dataset, None, labels, subjects, sites,
-                     config_hash({"dataset": recipe.data.dataset, "size": recipe.data.synthetic_size,
-                                  "seed": recipe.seed}))
+    cls = dataset_class(recipe.data.dataset)
+    manifest_of = getattr(cls, "manifest_without_cache", None)
+    if manifest_of is None:
+        raise ConfigError(f"data.dataset: '{recipe.data.dataset}' has no manifest to split",
+                          hint="use a prepared cache (lidc, ga, folder) or the synthetic dataset")
+    frame = manifest_of(recipe.data)
+    return StudyData(recipe.data.dataset, None, frame["label"].to_numpy(dtype=np.int64),
+                     frame["subject_id"].astype(str).to_numpy(), frame["site"].astype(str).to_numpy(),
+                     config_hash({"dataset": recipe.data.dataset, "data": recipe.data}))
 
 
 def _rebuild_hint(kind: str, cache_dir: Path | None) -> str:
@@ -207,10 +208,14 @@ def predict_rows(checkpoint: Path, recipe: Recipe, data: StudyData, rows: np.nda
     from ppi_cli.data.datasets import build_dataset
     from ppi_cli.engine.device import select_device
     from ppi_cli.engine.evaluate import predict
+    from ppi_cli.engine.trainer import dataset_config
     from ppi_cli.models import load_model
 
-    model, _ = load_model(checkpoint)
-    dataset = build_dataset(data.kind, data.cache_dir, np.sort(rows), recipe.data, train=False, seed=recipe.seed)
-    out = predict(model, dataset, device=select_device(device), batch_size=recipe.data.batch_size)
+    target = select_device(device)
+    model, _ = load_model(checkpoint, device=target)
+    dataset = build_dataset(data.kind, data.cache_dir, np.sort(rows), dataset_config(recipe), train=False,
+                            seed=recipe.seed)
+    out = predict(model, dataset, device=target, batch_size=recipe.data.batch_size,
+                  amp=target.type == "cuda" and recipe.schedule.amp)
     order = np.argsort(np.asarray(out.indices))
     return (np.asarray(out.indices)[order], np.asarray(out.labels)[order], np.asarray(out.scores)[order])
