@@ -11,6 +11,7 @@ import torch
 from ppi_cli.engine.crossval import CrossvalRequest, collect_crossval, crossval_study
 from ppi_cli.engine.splits import load_split
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny convolutions run fastest on one thread, and the CI's two cores are shared by the test workers."""
