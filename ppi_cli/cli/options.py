@@ -14,7 +14,7 @@ import typer
 
 __all__ = [
     "WorkspaceOpt", "DataOpt", "DatasetOpt", "OutOpt", "RecipeOpt", "SeedOpt", "DeviceOpt", "WorkersOpt", "StrictOpt",
-    "parse_csv_list",
+    "ModelOpt", "parse_csv_list",
 ]
 
 WorkspaceOpt = Annotated[
@@ -68,3 +68,10 @@ def parse_csv_list(value: str | None, option: str) -> list[str]:
     if any(not v for v in items):
         raise typer.BadParameter(f"'{value}' has an empty item", param_hint=option)
     return items
+
+
+ModelOpt = Annotated[
+    Path,
+    typer.Option("--model", "-m", help="A checkpoint written by `ppi train` (best.pt / last.pt); its meta decides "
+                 "the preprocessing.", show_default=False, exists=False),
+]

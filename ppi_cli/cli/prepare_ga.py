@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ppi_cli.cli.options import OutOpt, StrictOpt, WorkersOpt, WorkspaceOpt
+from ppi_cli.cli.options import StrictOpt, WorkersOpt, WorkspaceOpt
 
 __all__ = ["register", "prepare_ga_cmd"]
 
@@ -19,7 +19,8 @@ def prepare_ga_cmd(
     sites: Annotated[Path | None, typer.Option("--sites", help="Folder of site config YAMLs (default: a "
                                                "site_configs/ folder beside the manifest, else the bundled A-D).",
                                                show_default=False)] = None,
-    out: OutOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Cache folder (default: <workspace>/cache/ga).",
+                                             show_default=False)] = None,
     workspace: WorkspaceOpt = None,
     bscan_size: Annotated[str, typer.Option("--bscan-size", help="Cached B-scan size: N for NxN or HxW "
                                             "(299 is the Inception-v3 input of the paper).")] = "299",

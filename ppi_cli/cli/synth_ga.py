@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ppi_cli.cli.options import OutOpt, WorkspaceOpt, parse_csv_list
+from ppi_cli.cli.options import WorkspaceOpt, parse_csv_list
 
 __all__ = ["register", "synth_ga_cmd"]
 
 
 def synth_ga_cmd(
-    out: OutOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the generated data (default: "
+                                             "<workspace>/synth/ga).", show_default=False)] = None,
     workspace: WorkspaceOpt = None,
     sites: Annotated[str, typer.Option("--sites", help="Comma-separated sites to generate (A Duke .mat, B DICOM "
                                        "OPT, C NIfTI, D PNG folder with narrower B-scans).")] = "A,B,C,D",

@@ -122,7 +122,7 @@ def preprocess_volume(vol: np.ndarray) -> tuple[Any, Any]:
     """
     import torch
 
-    array = np.ascontiguousarray(np.asarray(vol, dtype=np.uint8))
+    array = np.array(vol, dtype=np.uint8, order="C")  # a copy: memory-mapped caches are read-only
     if array.ndim != 3:
         raise DataError(f"expected B-scans (S, H, W), found shape {array.shape}")
     image = torch.from_numpy(array).to(torch.float32).div_(255.0).unsqueeze(1)  # (S, 1, H, W)

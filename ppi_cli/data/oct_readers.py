@@ -200,8 +200,7 @@ def _read_nifti(path: Path) -> OctVolume:
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     # From bytes, so that a NIfTI with a misleading extension still opens.
-    image_class = nib.Nifti2Image if int.from_bytes(raw[:4], "little") == 540 or raw[:4] == b"\x00\x00\x02\x1c" \
-        else nib.Nifti1Image
+    image_class = nib.Nifti2Image if raw[4:7] in (b"n+2", b"ni2") else nib.Nifti1Image
     image = image_class.from_bytes(raw)
     data = np.asanyarray(image.dataobj)
     while data.ndim > 3 and data.shape[-1] == 1:
@@ -284,7 +283,9 @@ def _head(path: Path, n: int) -> bytes:
 
 
 def _is_nifti(head: bytes) -> bool:
-    return len(head) >= 348 and head[344:347] in (b"n+1", b"ni1", b"n+2", b"ni2")
+    nifti1 = len(head) >= 348 and head[344:347] in (b"n+1", b"ni1")  # magic at the end of the 348-byte header
+    nifti2 = head[4:7] in (b"n+2", b"ni2")  # NIfTI-2 puts it right after sizeof_hdr
+    return nifti1 or nifti2
 
 
 def _first_line(exc: BaseException) -> str:

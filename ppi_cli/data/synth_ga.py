@@ -120,7 +120,8 @@ def synth_volume(rng: np.random.Generator, style: SiteStyle, n_bscans: int, size
     facts: dict[str, Any] = {}
     if ga:
         centre_b, centre_x = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)
-        radius_b = rng.uniform(max(1.6 / n_bscans, 0.08), 0.2)  # at least three B-scans
+        shortest = max(1.6 / n_bscans, 0.08)  # radius of at least 1.6 B-scans: the lesion spans three or more
+        radius_b = rng.uniform(shortest, max(0.2, 1.25 * shortest))
         radius_x = rng.uniform(0.06, 0.12)
         ellipse = ((b[:, None] - centre_b) / radius_b) ** 2 + ((x[None, :] - centre_x) / radius_x) ** 2
         lesion = np.clip((1.15 - ellipse) / 0.3, 0.0, 1.0).astype(np.float32)  # 1 inside, soft rim

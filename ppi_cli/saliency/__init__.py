@@ -10,6 +10,7 @@ registers the built-in ones. LRP needs the optional extra `lrp` (zennit) only wh
 from __future__ import annotations
 
 from ppi_cli.saliency import gradients as _gradients  # noqa: F401  (registers gradient, gradcam)
+from ppi_cli.saliency import lrp as _lrp  # noqa: F401  (registers lrp-*; zennit is imported on first use)
 from ppi_cli.saliency import wbp as _wbp  # noqa: F401  (registers wbp)
 from ppi_cli.saliency.core import (
     SaliencyMethod,

@@ -233,6 +233,7 @@ def _norm_statistics_kept(model: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        with torch.no_grad():
-            for buffer, value in saved:
-                buffer.copy_(value)
+        # through .data: the version counter stays, so a graph kept with create_graph=True (batch
+        # norm saves the running statistics, though train mode never reads them back) stays valid
+        for buffer, value in saved:
+            buffer.data.copy_(value)

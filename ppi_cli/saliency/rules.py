@@ -15,10 +15,11 @@ max-pool backward routes to the arg-max, average pools distribute. Two kinds of 
 
 `WeightBackpropMode` is a `TorchFunctionMode` active only while the model runs forward. It sends
 the calls above, whether made by modules (`nn.SiLU` calls `F.silu`) or directly in a forward
-(`F.gelu(x)`, `torch.tanh(x)`, `x.tanh()`), to autograd Functions with the WBP backward. The
+(`F.gelu(x)`, `torch.tanh(x)`, `x.tanh()`), to autograd Functions whose backward applies the WBP
+rule during the pass to the input and the true derivative during any other pass (`_Phase`). The
 forward values are unchanged. Every backward is written in differentiable torch ops, so with
-`create_graph=True` the map stays a function of the parameters, including through the batch
-statistics (a loss on the map sees how they move with the parameters).
+`create_graph=True` the map stays an exact function of the parameters, including through the
+batch statistics (a loss on the map sees how they move with the parameters).
 
 Functions with h(0) != 0 (sigmoid, softplus, ...) are not activations in the sense of the rule
 table (h(x) = h~(x) x has no solution at 0); they keep their derivative, as does every other call.
@@ -27,7 +28,8 @@ table (h(x) = h~(x) x has no solution at 0); they keep their derivative, as does
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -39,37 +41,62 @@ Secant = Callable[[torch.Tensor], torch.Tensor]
 _PASS = object()  # a rule's answer when the call needs no special backward
 
 
+class _Phase:
+    """Whether the backward pass now running is the WBP pass of one saliency call.
+
+    The graph built under `WeightBackpropMode` is traversed twice with `create_graph=True`: first
+    from the logit to the input, which must apply the WBP rules, then (later, by a loss on the map)
+    from the map to the parameters, which must differentiate the forward values truly: a forward
+    value such as an activation output feeds later secants and batch statistics, and its derivative
+    is h'(x), not h(x)/x. Each node therefore asks its call's phase which rule applies.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+
+
 class _SecantActivation(torch.autograd.Function):
     """y = h(x) forward; backward multiplies by the secant h(x)/x (its x -> 0 limit at 0)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, activation: Callable, secant: Secant) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, x: torch.Tensor, activation: Callable, secant: Secant, phase: _Phase) -> torch.Tensor:
         ctx.save_for_backward(x)
-        ctx.secant = secant
+        ctx.activation, ctx.secant, ctx.phase = activation, secant, phase
         return activation(x)
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # noqa: D102
+    def backward(ctx, grad_out: torch.Tensor):
         (x,) = ctx.saved_tensors
-        return grad_out * ctx.secant(x), None, None
+        if ctx.phase.active:
+            return grad_out * ctx.secant(x), None, None, None
+        with torch.enable_grad():  # the true derivative, itself differentiable when a graph is kept
+            (grad,) = torch.autograd.grad(ctx.activation(x), x, grad_out, create_graph=torch.is_grad_enabled())
+        return grad, None, None, None
 
 
 class _ConstantStatNormalise(torch.autograd.Function):
-    """x_hat = (x - mean) * inv_std forward; backward scales by inv_std alone.
+    """x_hat = (x - mean) * inv_std forward; the WBP backward scales by inv_std alone.
 
-    mean and inv_std are inputs so that a second-order pass (create_graph) still sees how they
-    depend on earlier layers; the first-order pass, which is the WBP rule, holds them constant.
+    mean and inv_std are inputs so that the second traversal (see `_Phase`) still sees how they
+    depend on earlier layers; only the WBP pass holds them constant.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, mean: torch.Tensor, inv_std: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        ctx.save_for_backward(inv_std)
+    def forward(ctx, x: torch.Tensor, mean: torch.Tensor, inv_std: torch.Tensor, phase: _Phase) -> torch.Tensor:
+        ctx.save_for_backward(x, mean, inv_std)
+        ctx.phase = phase
         return (x - mean) * inv_std
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # noqa: D102
-        (inv_std,) = ctx.saved_tensors
-        return grad_out * inv_std, None, None
+    def backward(ctx, grad_out: torch.Tensor):
+        x, mean, inv_std = ctx.saved_tensors
+        grad_x = grad_out * inv_std
+        if ctx.phase.active:
+            return grad_x, None, None, None
+        dims = tuple(i for i, n in enumerate(mean.shape) if n == 1 and x.shape[i] != 1)
+        grad_mean = -grad_x.sum(dims, keepdim=True)
+        grad_inv_std = (grad_out * (x - mean)).sum(dims, keepdim=True)
+        return grad_x, grad_mean, grad_inv_std, None
 
 
 # ---- secants h(x)/x, written so that their own gradient is finite everywhere (create_graph) ----
@@ -128,62 +155,62 @@ def _arg(args: tuple, kwargs: dict, index: int, name: str, default: object) -> o
     return args[index] if len(args) > index else kwargs.get(name, default)
 
 
-def _activate(x: object, activation: Callable, secant: Secant, inplace: bool) -> object:
+def _activate(x: object, activation: Callable, secant: Secant, inplace: bool, phase: _Phase) -> object:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         return _PASS
     if not inplace:
-        return _SecantActivation.apply(x, activation, secant)
+        return _SecantActivation.apply(x, activation, secant, phase)
     # keep in-place semantics for code that ignores the return value; the Function saves a copy
     # because the original is about to be overwritten
-    y = _SecantActivation.apply(x.clone(), activation, secant)
+    y = _SecantActivation.apply(x.clone(), activation, secant, phase)
     return x.copy_(y)
 
 
 def _unary(name: str, activation: Callable, inplace_at: int | None = 1) -> Callable:
     secant = SECANTS[name]
 
-    def rule(args: tuple, kwargs: dict) -> object:
+    def rule(args: tuple, kwargs: dict, phase: _Phase) -> object:
         inplace = bool(_arg(args, kwargs, inplace_at, "inplace", False)) if inplace_at else False
-        return _activate(args[0], activation, secant, inplace)
+        return _activate(args[0], activation, secant, inplace, phase)
 
     return rule
 
 
-def _tanh(args: tuple, kwargs: dict) -> object:
+def _tanh(args: tuple, kwargs: dict, phase: _Phase) -> object:
     if kwargs.get("out") is not None:
         return _PASS
-    return _activate(args[0], torch.tanh, SECANTS["tanh"], False)
+    return _activate(args[0], torch.tanh, SECANTS["tanh"], False, phase)
 
 
-def _gelu(args: tuple, kwargs: dict) -> object:
+def _gelu(args: tuple, kwargs: dict, phase: _Phase) -> object:
     approximate = str(_arg(args, kwargs, 1, "approximate", "none"))
-    return _activate(args[0], lambda v: F.gelu(v, approximate=approximate), _gelu_secant(approximate), False)
+    return _activate(args[0], lambda v: F.gelu(v, approximate=approximate), _gelu_secant(approximate), False, phase)
 
 
-def _hardtanh(args: tuple, kwargs: dict) -> object:
+def _hardtanh(args: tuple, kwargs: dict, phase: _Phase) -> object:
     low = float(_arg(args, kwargs, 1, "min_val", -1.0))
     high = float(_arg(args, kwargs, 2, "max_val", 1.0))
     if not low <= 0.0 <= high:  # h(0) != 0: not an activation of the rule table
         return _PASS
     inplace = bool(_arg(args, kwargs, 3, "inplace", False))
-    return _activate(args[0], lambda v: F.hardtanh(v, low, high), _hardtanh_secant(low, high), inplace)
+    return _activate(args[0], lambda v: F.hardtanh(v, low, high), _hardtanh_secant(low, high), inplace, phase)
 
 
-def _elu(args: tuple, kwargs: dict) -> object:
+def _elu(args: tuple, kwargs: dict, phase: _Phase) -> object:
     alpha = float(_arg(args, kwargs, 1, "alpha", 1.0))
     inplace = bool(_arg(args, kwargs, 2, "inplace", False))
-    return _activate(args[0], lambda v: F.elu(v, alpha), _elu_secant(alpha), inplace)
+    return _activate(args[0], lambda v: F.elu(v, alpha), _elu_secant(alpha), inplace, phase)
 
 
-def _celu(args: tuple, kwargs: dict) -> object:
+def _celu(args: tuple, kwargs: dict, phase: _Phase) -> object:
     alpha = float(_arg(args, kwargs, 1, "alpha", 1.0))
     inplace = bool(_arg(args, kwargs, 2, "inplace", False))
-    return _activate(args[0], lambda v: F.celu(v, alpha), _celu_secant(alpha), inplace)
+    return _activate(args[0], lambda v: F.celu(v, alpha), _celu_secant(alpha), inplace, phase)
 
 
-def _normalise(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> torch.Tensor:
+def _normalise(x: torch.Tensor, dims: tuple[int, ...], eps: float, phase: _Phase) -> torch.Tensor:
     var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
-    return _ConstantStatNormalise.apply(x, mean, torch.rsqrt(var + eps))
+    return _ConstantStatNormalise.apply(x, mean, torch.rsqrt(var + eps), phase)
 
 
 def _channel_affine(y: torch.Tensor, weight: object, bias: object) -> torch.Tensor:
@@ -195,7 +222,7 @@ def _channel_affine(y: torch.Tensor, weight: object, bias: object) -> torch.Tens
     return y
 
 
-def _batch_norm(args: tuple, kwargs: dict) -> object:
+def _batch_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
     x = args[0]
     running_mean = _arg(args, kwargs, 1, "running_mean", None)
     running_var = _arg(args, kwargs, 2, "running_var", None)
@@ -206,34 +233,34 @@ def _batch_norm(args: tuple, kwargs: dict) -> object:
     eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
     dims = (0, *range(2, x.ndim))  # statistics over batch and space, per channel
     # running statistics are deliberately not updated: a saliency call leaves the model as it was
-    return _channel_affine(_normalise(x, dims, eps), weight, bias)
+    return _channel_affine(_normalise(x, dims, eps, phase), weight, bias)
 
 
-def _instance_norm(args: tuple, kwargs: dict) -> object:
+def _instance_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
     x = args[0]
     if not bool(_arg(args, kwargs, 5, "use_input_stats", True)):
         return _PASS
     weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
     eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
-    return _channel_affine(_normalise(x, tuple(range(2, x.ndim)), eps), weight, bias)
+    return _channel_affine(_normalise(x, tuple(range(2, x.ndim)), eps, phase), weight, bias)
 
 
-def _group_norm(args: tuple, kwargs: dict) -> object:
+def _group_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
     x = args[0]
     groups = int(_arg(args, kwargs, 1, "num_groups", 1))
     weight, bias = _arg(args, kwargs, 2, "weight", None), _arg(args, kwargs, 3, "bias", None)
     eps = float(_arg(args, kwargs, 4, "eps", 1e-5))
     grouped = x.reshape(x.shape[0], groups, -1)  # (B, G, C/G * prod(spatial))
-    y = _normalise(grouped, (2,), eps).reshape(x.shape)
+    y = _normalise(grouped, (2,), eps, phase).reshape(x.shape)
     return _channel_affine(y, weight, bias)
 
 
-def _layer_norm(args: tuple, kwargs: dict) -> object:
+def _layer_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
     x = args[0]
     shape = tuple(_arg(args, kwargs, 1, "normalized_shape", ()))
     weight, bias = _arg(args, kwargs, 2, "weight", None), _arg(args, kwargs, 3, "bias", None)
     eps = float(_arg(args, kwargs, 4, "eps", 1e-5))
-    y = _normalise(x, tuple(range(x.ndim - len(shape), x.ndim)), eps)
+    y = _normalise(x, tuple(range(x.ndim - len(shape), x.ndim)), eps, phase)
     if weight is not None:
         y = y * weight  # broadcasts over the trailing normalized_shape
     if bias is not None:
@@ -241,7 +268,7 @@ def _layer_norm(args: tuple, kwargs: dict) -> object:
     return y
 
 
-_RULES: dict[object, Callable[[tuple, dict], object]] = {
+_RULES: dict[object, Callable[[tuple, dict, _Phase], object]] = {
     F.silu: _unary("silu", F.silu),
     F.mish: _unary("mish", F.mish),
     F.hardswish: _unary("hardswish", F.hardswish),
@@ -264,17 +291,35 @@ _RULES: dict[object, Callable[[tuple, dict], object]] = {
 class WeightBackpropMode(TorchFunctionMode):
     """While active, forward calls get their WBP backward rule; everything else runs untouched.
 
+    The rules apply only to a backward pass run inside `backward_rules()`; any other pass over the
+    same graph (a loss on the map, a loss on these logits) differentiates the forward truly.
+
     Example:
-        >>> with WeightBackpropMode():
+        >>> mode = WeightBackpropMode()
+        >>> with mode:
         ...     logits = model(x)          # same values as model(x)
-        >>> w0, = torch.autograd.grad(logits[:, 0].sum(), x)   # W^0 rows of Eq. (6)
+        >>> with mode.backward_rules():
+        ...     w0, = torch.autograd.grad(logits[:, 0].sum(), x)   # W^0 rows of Eq. (6)
     """
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
+    def __init__(self) -> None:
+        super().__init__()
+        self._phase = _Phase()
+
+    @contextmanager
+    def backward_rules(self) -> Iterator[None]:
+        """Apply the WBP rules in backward passes run inside this block."""
+        self._phase.active = True
+        try:
+            yield
+        finally:
+            self._phase.active = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         rule = _RULES.get(func)
         if rule is not None:
-            result = rule(args, kwargs)
+            result = rule(args, kwargs, self._phase)
             if result is not _PASS:
                 return result
         return func(*args, **kwargs)

@@ -29,10 +29,12 @@ def weight_backprop_rows(model: nn.Module, x: torch.Tensor, target: Target, *,
         create_graph: Keep the graph of the rows for a loss on the map.
     """
     inputs = as_input(x)
-    with WeightBackpropMode():
+    mode = WeightBackpropMode()
+    with mode:
         output = model(inputs)
     score, _ = target_score(output, target, x.shape[0])
-    (rows,) = torch.autograd.grad(score, inputs, create_graph=create_graph)
+    with mode.backward_rules():
+        (rows,) = torch.autograd.grad(score, inputs, create_graph=create_graph)
     return rows, inputs
 
 

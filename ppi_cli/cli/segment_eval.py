@@ -1,0 +1,54 @@
+# SPDX-License-Identifier: MIT
+"""`ppi segment-eval`: localisation of saliency maps against expert masks, one column per method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ppi_cli.cli.options import DataOpt, DeviceOpt, ModelOpt, OutOpt, WorkspaceOpt, parse_csv_list
+
+__all__ = ["register", "segment_eval_cmd"]
+
+
+def segment_eval_cmd(
+    model: ModelOpt,
+    *,
+    data: DataOpt = None,
+    out: OutOpt = None,
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated saliency methods, one column each "
+                                         "(wbp, gradient, gradcam, lrp-*).")] = "wbp,gradient,gradcam",
+    compare: Annotated[Path | None, typer.Option("--compare", help="A second checkpoint scored on the same "
+                                                 "samples, side by side (e.g. trained without PPI).",
+                                                 show_default=False)] = None,
+    top_percent: Annotated[float, typer.Option("--top-percent", help="Dice/IoU of the map's top N % pixels "
+                                               "(besides the best threshold).")] = 5.0,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Score at most N masked samples (the first "
+                                              "in the cache), for a quick look.", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per saliency batch.")] = 16,
+    device: DeviceOpt = "auto",
+    workspace: WorkspaceOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+) -> None:
+    """Score how well saliency maps localise expert masks (energy pointing game, Dice/IoU, deletion curves)."""
+    from ppi_cli import console
+    from ppi_cli.engine.segment_eval import SegmentEvalConfig, segment_eval
+
+    cfg = SegmentEvalConfig(model=model, compare=compare, data=data, out=out,
+                            methods=tuple(parse_csv_list(methods, "--methods")), top_percent=top_percent,
+                            limit=limit, batch_size=batch_size, device=device, workspace=workspace)
+    result = segment_eval(cfg)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        console.stdout.print(result)
+    console.paths(read=[p for p in (model, compare, result.cache) if p is not None], wrote=result.wrote)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach `segment-eval` to the root app."""
+    app.command("segment-eval")(segment_eval_cmd)

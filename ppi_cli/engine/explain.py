@@ -1,0 +1,266 @@
+# SPDX-License-Identifier: MIT
+"""`ppi explain`: one prediction, its saliency overlay, a JSON record and optionally a DICOM capture.
+
+The checkpoint alone decides the preprocessing (see `explain_inputs`). For a 2D model the map is
+taken with respect to the explained class (a binary head's single logit, else the predicted class);
+for the GA multi-view model it is taken per B-scan with respect to the slice logit on the most
+attended B-scans (paper appendix E.2; design.md "Saliency"). Nothing read from a DICOM header
+reaches the PNG, the JSON or the log: only the secondary capture carries the patient module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppi_cli import __version__
+from ppi_cli.errors import ConfigError
+
+__all__ = ["ExplainConfig", "ExplainResult", "explain", "TOP_PERCENT"]
+
+TOP_PERCENT = 1.0  # the JSON's "where is the saliency mass": bounding box of the top 1 % of pixels
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """What `ppi explain` was asked to do (one field per option)."""
+
+    input: Path
+    model: Path
+    out: Path | None = None  # overlay PNG, or a folder for it; None: a new run folder in the workspace
+    method: str = "wbp"
+    json_out: Path | None = None
+    dicom_out: Path | None = None
+    center: tuple[float, float] | None = None  # (row, col) in source pixels
+    top_slices: int = 6  # montage size for volumes
+    slice_index: int | None = None  # 2D models on a stack: which slice (None: the middle one)
+    site: str | None = None  # GA: a site id of the bundled configs or a site YAML path
+    device: str = "auto"
+    workspace: Path | None = None
+
+
+@dataclass
+class ExplainResult:
+    """The JSON record, the files written, and the maps and overlay layout for programmatic callers.
+
+    `maps` holds the saliency drawn: key -1 for a 2D image's map, else the model B-scan index.
+    """
+
+    record: dict[str, Any]
+    wrote: list[Path] = field(default_factory=list)
+    maps: dict[int, np.ndarray] = field(default_factory=dict)
+    layout: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record written with `--json` (no patient data)."""
+        return self.record
+
+    def __rich__(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title="ppi explain", show_header=False)
+        rec = self.record
+        table.add_row("prediction", f"{rec['label']} (score {rec['score']:.3f})")
+        table.add_row("method", rec["method"])
+        table.add_row("model", rec["model"]["description"])
+        if rec["kind"] == "volume":
+            tops = ", ".join(f"{t['bscan']} ({t['attention']:.3f})" for t in rec["top_slices"])
+            table.add_row("most attended B-scans", tops)
+        else:
+            box = rec["saliency"]["top_bbox_source_px"]
+            if box:
+                table.add_row("saliency mass (top 1 %)", f"rows {box['row_min']}-{box['row_max']}, "
+                              f"cols {box['col_min']}-{box['col_max']} of the input")
+        for note in rec["notes"]:
+            table.add_row("note", note)
+        return table
+
+
+def explain(cfg: ExplainConfig) -> ExplainResult:
+    """Predict, take the saliency map, and write the overlay (plus JSON / DICOM capture when asked).
+
+    Raises:
+        ConfigError: Bad option values (e.g. `--dicom-out` for a non-DICOM input, `--center` for a volume model).
+        DataError / MissingExtraError: The input cannot be read.
+        ModelError: The checkpoint is not usable.
+
+    Example:
+        >>> explain(ExplainConfig(Path("slice.dcm"), Path("best.pt"), Path("overlay.png"))).record["score"]
+    """
+    from ppi_cli.data.explain_input import load_input
+    from ppi_cli.engine.device import select_device
+    from ppi_cli.engine.explain_inputs import InputSpec
+    from ppi_cli.models import load_model
+
+    if cfg.top_slices < 1:
+        raise ConfigError(f"--top-slices {cfg.top_slices}: must be at least 1", hint="--top-slices 6")
+    device = select_device(cfg.device)
+    model, meta = load_model(cfg.model, device)
+    spec = InputSpec.from_meta(meta, cfg.model)
+    if spec.kind == "volume" and cfg.center is not None:
+        raise ConfigError("--center applies to 2D models; this checkpoint explains OCT volumes",
+                          hint="drop --center")
+    loaded = load_input(cfg.input, spec.kind, cfg.slice_index)
+    if cfg.dicom_out is not None and loaded.header is None:
+        raise ConfigError(f"--dicom-out needs a DICOM input (the capture joins the input's study); {cfg.input} "
+                          "is not DICOM", hint="drop --dicom-out")
+    describe = _model_description(meta)
+    cfg = replace(cfg, out=_overlay_path(cfg, spec.dataset, (meta.get("recipe") or {}).get("name") or "model"))
+    if spec.kind == "volume":
+        record, label, maps, layout = _explain_volume(model, loaded, spec, cfg, device, describe)
+    else:
+        record, label, maps, layout = _explain_image(model, loaded, spec, cfg, device, describe)
+    record.update({
+        "toolkit_version": __version__, "method": cfg.method, "kind": spec.kind,
+        "model": {"description": describe, "name": meta["model"].get("name"),
+                  "recipe": (meta.get("recipe") or {}).get("name"), "checkpoint": cfg.model.name},
+        "input": {"format": loaded.source, "modality": loaded.modality, "units": loaded.units,
+                  "shape": list(loaded.pixels.shape), "slice_index": loaded.slice_index,
+                  "n_slices": loaded.n_slices},
+    })
+    wrote = [cfg.out]
+    if cfg.json_out is not None:
+        from ppi_cli.files import write_json
+
+        write_json(cfg.json_out, record)
+        wrote.append(cfg.json_out)
+    if cfg.dicom_out is not None:
+        from ppi_cli.reports.dicom_sc import read_png_rgb, write_secondary_capture
+
+        description = (f"{cfg.method} saliency overlay of {describe}; {label} score "
+                       f"{record['score']:.3f}; made by ppi {__version__}")
+        write_secondary_capture(cfg.dicom_out, read_png_rgb(cfg.out), loaded.header, description)
+        wrote.append(cfg.dicom_out)
+    return ExplainResult(record, wrote, maps, layout)
+
+
+def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: str) -> tuple:
+    import torch
+
+    from ppi_cli.engine.explain_inputs import prepare_image
+    from ppi_cli.reports.localisation import top_mass_bbox
+    from ppi_cli.reports.overlay import caption_text, render_image_overlay
+    from ppi_cli.saliency import saliency_map
+
+    prepared = prepare_image(loaded, spec, cfg.center)
+    x = prepared.tensor[None].to(device)  # (1, C, S, S)
+    with torch.no_grad():
+        logits = model(x).float()  # (1, K)
+    score, label, target = _decide(logits[0], spec.classes)
+    saliency = saliency_map(model, x, target, method=cfg.method)[0, 0].float().cpu().numpy()  # (S, S)
+    box = top_mass_bbox(saliency, TOP_PERCENT)
+    note = "; ".join(prepared.notes)
+    caption = dict(score=score, label=label, method=cfg.method, model=describe)
+    layout = render_image_overlay(cfg.out, prepared.display, saliency, caption_text(**caption, note=note))
+    record = {
+        "score": score, "label": label, "classes": list(spec.classes),
+        "explained_class": spec.classes[-1] if logits.numel() == 1 else label,
+        "preprocessing": {"dataset": spec.dataset, "window": list(spec.window) if spec.window else None,
+                          "spacing_mm": spec.spacing_mm, **prepared.record},
+        "saliency": {"top_percent": TOP_PERCENT, "top_bbox_px": _box_dict(box),
+                     "top_bbox_source_px": _box_dict(prepared.geometry.to_source(box) if box else None),
+                     "positive_share": _positive_share(saliency)},
+        "notes": prepared.notes,
+    }
+    return record, label, {-1: saliency}, layout
+
+
+def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: str) -> tuple:
+    import torch
+
+    from ppi_cli.engine.explain_inputs import prepare_volume
+    from ppi_cli.reports.localisation import top_mass_bbox
+    from ppi_cli.reports.overlay import caption_text, render_volume_overlay
+    from ppi_cli.saliency import saliency_map
+
+    prepared = prepare_volume(loaded, spec, _site_config(cfg.site))
+    x = prepared.tensor.to(device)  # (S, 1, H, W)
+    with torch.no_grad():
+        views = model.views(x[None], prepared.positions[None].to(device))
+    attention = views.attention[0].float().cpu().numpy()  # (S,)
+    slice_scores = torch.sigmoid(views.slice_logits[0].float()).cpu().numpy()  # (S,)
+    score = float(views.probability[0])
+    label = spec.classes[-1] if score >= 0.5 else spec.classes[0]
+    top = [int(k) for k in np.argsort(-attention, kind="stable")[: min(cfg.top_slices, attention.size)]]
+    maps = saliency_map(model.slice_classifier, x[top], 0, method=cfg.method)[:, 0].float().cpu().numpy()
+    by_slice = {k: maps[i] for i, k in enumerate(top)}  # (H, W) per most attended B-scan
+    caption = dict(score=score, label=label, method=cfg.method, model=describe)
+    layout = render_volume_overlay(cfg.out, prepared.tensor[:, 0].numpy(), by_slice, attention, slice_scores,
+                                   caption_text(**caption, note="; ".join(prepared.notes)),
+                                   source_bscans=prepared.source_bscans)
+    record = {
+        "score": score, "label": label, "classes": list(spec.classes), "explained_class": spec.classes[-1],
+        "attention": [round(float(a), 6) for a in attention],
+        "slice_scores": [round(float(p), 6) for p in slice_scores],
+        "top_slices": [{"bscan": k, "source_bscan": int(prepared.source_bscans[k]),
+                        "attention": float(attention[k]), "slice_score": float(slice_scores[k]),
+                        "top_bbox_px": _box_dict(top_mass_bbox(by_slice[k], TOP_PERCENT)),
+                        "positive_share": _positive_share(by_slice[k])} for k in top],
+        "preprocessing": {"dataset": spec.dataset, "n_bscans": spec.n_bscans, "bscan_size": list(spec.bscan_size),
+                          **{k: v for k, v in prepared.record.items() if k != "orig_shape"}},
+        "saliency": {"top_percent": TOP_PERCENT, "target": "slice logit"},
+        "notes": prepared.notes,
+    }
+    return record, label, by_slice, layout
+
+
+def _overlay_path(cfg: ExplainConfig, dataset: str, recipe: str) -> Path:
+    if cfg.out is None:
+        from ppi_cli.workspace import Workspace
+
+        return Workspace.resolve(cfg.workspace).new_run("explain", dataset, recipe) / "overlay.png"
+    return cfg.out / "overlay.png" if cfg.out.is_dir() else cfg.out
+
+
+def _decide(logits, classes: tuple[str, ...]) -> tuple[float, str, int]:
+    """Score, label and saliency target: a binary head explains its one logit; multi-class, the argmax."""
+    import torch
+
+    if logits.numel() == 1:
+        score = float(torch.sigmoid(logits[0]))
+        return score, classes[-1] if score >= 0.5 else classes[0], 0
+    probs = torch.softmax(logits, dim=0)
+    target = int(torch.argmax(probs))
+    label = classes[target] if target < len(classes) else f"class {target}"
+    return float(probs[target]), label, target
+
+
+def _site_config(site: str | None) -> Any:
+    if site is None:
+        return None
+    from ppi_cli.config.site import load_site_config, load_site_configs
+
+    path = Path(site)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return load_site_config(path)
+    configs = load_site_configs()
+    if site not in configs:
+        raise ConfigError(f"--site {site}: no such bundled site config", hint=f"use one of: {', '.join(configs)} "
+                          "or a path to a site YAML")
+    return configs[site]
+
+
+def _model_description(meta: dict[str, Any]) -> str:
+    model = meta.get("model") or {}
+    name = str(model.get("name", "?"))
+    if name == "multiview":
+        name = f"multiview/{model.get('backbone', '?')}"
+    recipe = (meta.get("recipe") or {}).get("name")
+    return f"{name} ({recipe})" if recipe else name
+
+
+def _box_dict(box: list[tuple[int, int]] | None) -> dict[str, int] | None:
+    if box is None:
+        return None
+    (r0, r1), (c0, c1) = box[-2:]
+    return {"row_min": r0, "row_max": r1, "col_min": c0, "col_max": c1}
+
+
+def _positive_share(saliency: np.ndarray) -> float:
+    """Share of the map's absolute mass that is positive evidence (1 = all for the target)."""
+    total = float(np.abs(saliency).sum())
+    return float(np.clip(saliency, 0, None).sum() / total) if total > 0 and math.isfinite(total) else 0.0

@@ -1,0 +1,314 @@
+# SPDX-License-Identifier: MIT
+"""`ppi segment-eval`: how well saliency maps localise the expert masks (weakly-supervised segmentation).
+
+For every cached sample with an expert mask (LIDC union of reader masks, GA lesion masks per
+B-scan) and every saliency method: the energy-based pointing game at the paper's top-k points
+(Table 7 layout), the pointing game, Dice and IoU of the thresholded map (best single threshold and
+a fixed top percentile) and a deletion curve (paper Fig. 5). With `--compare` a second model is
+scored on the same samples, side by side ("trained with PPI vs without").
+
+Each (model, method) pass is written to `parts/` when done, so a rerun with the same `--out` and
+settings resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppi_cli.errors import CacheError, ConfigError
+from ppi_cli.reports.deletion import FRACTIONS
+from ppi_cli.reports.localisation import POINTS, THRESHOLDS, TOP_PERCENT
+
+__all__ = ["SegmentEvalConfig", "SegmentEvalResult", "segment_eval", "METHODS"]
+
+METHODS = ("wbp", "gradient", "gradcam")
+
+
+@dataclass(frozen=True)
+class SegmentEvalConfig:
+    """What `ppi segment-eval` was asked to do (one field per option)."""
+
+    model: Path
+    compare: Path | None = None  # a second checkpoint scored on the same samples
+    data: Path | None = None  # the cache; None: the workspace cache of the model's dataset
+    out: Path | None = None  # None: a new run folder in the workspace
+    methods: tuple[str, ...] = METHODS
+    points: tuple[int | None, ...] = POINTS  # top-k of the energy pointing game (None = all pixels)
+    top_percent: float = TOP_PERCENT  # fixed-percentile Dice/IoU
+    fractions: tuple[float, ...] = FRACTIONS  # deletion curve: shares of pixels removed
+    limit: int | None = None  # at most this many masked samples (first in manifest order)
+    batch_size: int = 16
+    device: str = "auto"
+    workspace: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, written as `config.json` beside the results (and compared on resume)."""
+        data = asdict(self)
+        for key in ("model", "compare", "data", "out", "workspace"):
+            data[key] = str(data[key]) if data[key] is not None else None
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if k not in ("device", "workspace")}
+
+
+@dataclass
+class SegmentEvalResult:
+    """The summary table (metric rows, one column per model and method) and the files written."""
+
+    out: Path
+    summary: Any  # pandas DataFrame: index = metric label, columns = "method" or "method (model)"
+    n_samples: int
+    cache: Path
+    wrote: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for `--json`."""
+        table = {col: {k: _plain(v) for k, v in self.summary[col].items()} for col in self.summary.columns}
+        return {"out": str(self.out), "samples": self.n_samples, "summary": table}
+
+    def __rich__(self) -> Any:
+        from rich.table import Table
+
+        table = Table("metric", *self.summary.columns, title=f"segment-eval ({self.n_samples} masked samples)",
+                      box=None, pad_edge=False)
+        for label, row in self.summary.iterrows():
+            table.add_row(str(label), *(_fmt(v) for v in row))
+        return table
+
+
+def segment_eval(cfg: SegmentEvalConfig) -> SegmentEvalResult:
+    """Score the saliency maps of one model (or two, side by side) against the expert masks of a cache.
+
+    Raises:
+        ConfigError: Bad settings, or two models that were not trained on the same kind of input.
+        CacheError: No cache, no masks, or an output folder holding another configuration's results.
+        ModelError: A checkpoint that cannot be used.
+
+    Example:
+        >>> segment_eval(SegmentEvalConfig(Path("best.pt"), data=Path("cache/ga"))).summary
+    """
+    import pandas as pd
+
+    from ppi_cli import console
+    from ppi_cli.engine.device import select_device
+    from ppi_cli.engine.explain_inputs import InputSpec
+    from ppi_cli.engine.masked_samples import MaskedSamples
+    from ppi_cli.files import write_json
+    from ppi_cli.models import load_model
+    from ppi_cli.saliency import saliency_method
+    from ppi_cli.workspace import Workspace
+
+    _check(cfg)
+    for method in cfg.methods:
+        saliency_method(method)  # an unknown name fails now, not after the first model's passes
+    device = select_device(cfg.device)
+    loaded = []
+    for path in (cfg.model, cfg.compare):
+        if path is not None:
+            model, meta = load_model(path, device)
+            loaded.append((path, model, meta, InputSpec.from_meta(meta, path)))
+    spec = loaded[0][3]
+    if len(loaded) == 2 and _geometry(loaded[1][3]) != _geometry(spec):
+        raise ConfigError(f"--compare {cfg.compare}: trained on {_geometry(loaded[1][3])}, but --model on "
+                          f"{_geometry(spec)}; the two must see the same samples", hint="compare models of one dataset")
+    workspace = Workspace.resolve(cfg.workspace)
+    recipe_data = (loaded[0][2].get("recipe") or {}).get("data")
+    samples = MaskedSamples(cfg.data or workspace.cache(spec.dataset), spec, cfg.limit, recipe_data)
+    recipe = (loaded[0][2].get("recipe") or {}).get("name") or "model"
+    out = cfg.out or workspace.new_run("segment-eval", spec.dataset, recipe)
+    _claim(out, cfg)
+    labels = _labels([(p, m) for p, _, m, _ in loaded])
+
+    parts: dict[tuple[str, str], Any] = {}
+    for (_, model, _, _), label in zip(loaded, labels, strict=True):
+        for method in cfg.methods:
+            part = out / "parts" / f"{_slug(label)}-{method}.csv"
+            if part.is_file():
+                console.log(f"resume: {part.name} is done")
+                parts[label, method] = pd.read_csv(part)
+                continue
+            frame = _score_pass(model, method, samples, cfg, device, f"{label}: {method}")
+            from ppi_cli.files import write_csv
+
+            write_csv(part, frame)
+            parts[label, method] = frame
+    summary, deletion = _summarise(parts, cfg, compare=len(loaded) == 2)
+    wrote = _write_reports(out, summary, deletion, parts, cfg, samples)
+    write_json(out / "config.json", cfg.to_dict())
+    return SegmentEvalResult(out, summary, len(samples), samples.cache, [out / "config.json", *wrote])
+
+
+def _score_pass(model, method: str, samples, cfg: SegmentEvalConfig, device, title: str) -> Any:
+    """One model and one method over every masked sample: one row of scores per sample."""
+    import pandas as pd
+    import torch
+
+    from ppi_cli import console
+    from ppi_cli.models import is_volume_model
+    from ppi_cli.reports.deletion import deletion_scores
+    from ppi_cli.reports.localisation import sample_scores
+    from ppi_cli.saliency import saliency_map
+
+    net = model.slice_classifier if is_volume_model(model) else model  # GA: per B-scan, the slice logit
+
+    def score(batch: torch.Tensor) -> torch.Tensor:  # (F, C, H, W) -> (F,) probability of the explained class
+        logits = net(batch).float()
+        return torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, 1)[:, -1]
+
+    rows, target = [], None
+    n_batches = math.ceil(len(samples) / cfg.batch_size)
+    for batch in console.progress(samples.batches(cfg.batch_size), title, total=n_batches):
+        x = batch.images.to(device)
+        if target is None:  # a binary head's one logit, else the last class (the lesion / positive class)
+            with torch.no_grad():
+                target = net(x[:1]).shape[1] - 1
+        maps = saliency_map(net, x, target, method=method)[:, 0].float().cpu().numpy()  # (B, H, W)
+        curves = deletion_scores(score, x, maps, cfg.fractions)  # (B, F)
+        for i, sample in enumerate(batch.ids):
+            row, dice_curve, iou_curve = sample_scores(maps[i], batch.masks[i], points=cfg.points,
+                                                       top_percent=cfg.top_percent)
+            curve = curves[i]
+            rows.append({"sample": sample, **row,
+                         **{f"dice_t{t:g}": v for t, v in zip(THRESHOLDS, dice_curve, strict=True)},
+                         **{f"iou_t{t:g}": v for t, v in zip(THRESHOLDS, iou_curve, strict=True)},
+                         **{f"score_f{f:g}": v for f, v in zip(cfg.fractions, curve, strict=True)}})
+    return pd.DataFrame(rows)
+
+
+def _summarise(parts: dict[tuple[str, str], Any], cfg: SegmentEvalConfig, compare: bool) -> tuple[Any, Any]:
+    """The metric table (one column per model/method, method-major) and the long deletion table."""
+    import pandas as pd
+
+    from ppi_cli.reports.localisation import pick_threshold
+
+    columns, deletion = {}, []
+    methods = list(cfg.methods)
+    for (label, method), frame in sorted(parts.items(), key=lambda kv: (methods.index(kv[0][1]), kv[0][0])):
+        col: dict[str, float] = {}
+        for k in cfg.points:
+            key = "all" if k is None else str(k)
+            col[f"energy pointing game, {'all points' if k is None else f'top {k}'}"] = _nanmean(frame[f"epg_{key}"])
+        col["pointing game hit rate"] = float(frame["hit"].mean())
+        best = pick_threshold(list(frame[[f"dice_t{t:g}" for t in THRESHOLDS]].to_numpy()),
+                              list(frame[[f"iou_t{t:g}" for t in THRESHOLDS]].to_numpy()), THRESHOLDS)
+        col["Dice, best threshold"], col["IoU, best threshold"] = best.dice, best.iou
+        col["best threshold (share of max)"] = best.threshold
+        col[f"Dice, top {cfg.top_percent:g} %"] = float(frame["dice_top"].mean())
+        col[f"IoU, top {cfg.top_percent:g} %"] = float(frame["iou_top"].mean())
+        base = frame[f"score_f{cfg.fractions[0]:g}"]
+        for f in cfg.fractions:
+            drop = float((base - frame[f"score_f{f:g}"]).mean())
+            if f > 0:
+                col[f"score drop, {100 * f:g} % removed"] = drop
+            deletion.append({"model": label, "method": method, "fraction": f,
+                             "mean_score": float(frame[f"score_f{f:g}"].mean()), "mean_drop": drop})
+        col["samples"] = float(len(frame))
+        columns[f"{method} ({label})" if compare else method] = col
+    return pd.DataFrame(columns), pd.DataFrame(deletion)
+
+
+def _write_reports(out: Path, summary, deletion, parts, cfg: SegmentEvalConfig, samples) -> list[Path]:
+    import pandas as pd
+
+    from ppi_cli.files import write_csv, write_text
+    from ppi_cli.reports.deletion import plot_deletion_curves
+
+    table = summary.reset_index().rename(columns={"index": "metric"})
+    write_csv(out / "localisation.csv", table)
+    per_sample = pd.concat([frame.assign(model=label, method=method)[
+        ["model", "method", *[c for c in frame.columns if not c.startswith(("dice_t", "iou_t"))]]]
+        for (label, method), frame in parts.items()], ignore_index=True)
+    write_csv(out / "per_sample.csv", per_sample)
+    write_csv(out / "deletion.csv", deletion)
+    curves, styles = {}, {}
+    models = list(dict.fromkeys(deletion["model"]))
+    for (lab, m), grp in deletion.groupby(["model", "method"], sort=False):
+        key = f"{m} ({lab})" if cfg.compare else m
+        curves[key] = grp["mean_drop"].to_numpy()
+        # One colour per method, solid for --model and dashed for --compare.
+        styles[key] = {"color": f"C{list(cfg.methods).index(m) % 10}",
+                       "linestyle": "-" if models.index(lab) == 0 else "--"}
+    plot_deletion_curves(out / "deletion.png", cfg.fractions, curves,
+                         title=f"Deletion curves ({len(samples)} masked samples)", styles=styles)
+    write_text(out / "localisation.md", _markdown(summary, cfg, samples))
+    return [out / n for n in ("localisation.csv", "localisation.md", "per_sample.csv", "deletion.csv",
+                              "deletion.png")]
+
+
+def _markdown(summary, cfg: SegmentEvalConfig, samples) -> str:
+    header = "| metric | " + " | ".join(summary.columns) + " |"
+    lines = ["# Saliency localisation (segment-eval)", "",
+             f"{len(samples)} samples with expert masks from `{samples.cache}` ({samples.kind}); "
+             f"model `{cfg.model}`" + (f" compared with `{cfg.compare}`" if cfg.compare else "") + ".", "",
+             header, "|" + "---|" * (len(summary.columns) + 1)]
+    for label, row in summary.iterrows():
+        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in row) + " |")
+    lines += ["", "Energy pointing game: share of positive saliency inside the mask among the top-k points "
+              "(paper Table 7). Dice/IoU: the map thresholded at one share of its maximum chosen for the best "
+              f"mean Dice, and its top {cfg.top_percent:g} % pixels. Score drop: mean fall of the explained "
+              "class's probability when that share of the most salient pixels is set to 0 (deletion.png).", ""]
+    return "\n".join(lines)
+
+
+def _check(cfg: SegmentEvalConfig) -> None:
+    if not cfg.methods:
+        raise ConfigError("--methods is empty", hint="--methods wbp,gradient,gradcam")
+    if len(set(cfg.methods)) != len(cfg.methods):
+        raise ConfigError(f"--methods {','.join(cfg.methods)}: a method is listed twice")
+    if not 0 < cfg.top_percent <= 100:
+        raise ConfigError(f"--top-percent {cfg.top_percent:g}: must be in (0, 100]", hint="--top-percent 5")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ConfigError(f"--limit {cfg.limit}: must be at least 1")
+    if not cfg.fractions or cfg.fractions[0] != 0:
+        raise ConfigError("deletion fractions must start at 0 (the unaltered image the drops are measured from)")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"--batch-size {cfg.batch_size}: must be at least 1")
+
+
+def _claim(out: Path, cfg: SegmentEvalConfig) -> None:
+    """Use `out`, resuming only when it holds this very configuration's partial results."""
+    import json
+
+    from ppi_cli.files import write_json
+
+    marker = out / "parts" / "config.json"
+    if marker.is_file():
+        if json.loads(marker.read_text(encoding="utf-8")) != cfg.to_dict():
+            raise CacheError(f"{out}: holds segment-eval results of other settings",
+                             hint="pass a new --out, or delete that folder")
+        return
+    write_json(marker, cfg.to_dict())
+
+
+def _labels(models: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    """Short, distinct model labels: recipe names, else checkpoint file stems, else A/B."""
+    for choice in ([(m.get("recipe") or {}).get("name") or "" for _, m in models], [p.stem for p, _ in models]):
+        if all(choice) and len(set(choice)) == len(choice):
+            return choice
+    return [chr(ord("A") + i) for i in range(len(models))]
+
+
+def _geometry(spec) -> tuple:
+    return (spec.dataset, spec.kind, spec.crop, spec.window, spec.n_bscans, spec.bscan_size)
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+
+
+def _nanmean(values) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and value > 1:
+        return str(int(value))
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _plain(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value

@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: MIT
+"""Test helpers for explain and segment-eval: tiny checkpoints in the layout `ppi train` writes, PHI scans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import torch
+from pydicom.data import get_testdata_file
+
+from ppi_cli.config.recipe import DataConfig, ModelConfig, MultiviewConfig, Recipe
+from ppi_cli.engine.checkpoint import save_checkpoint
+from ppi_cli.engine.run_meta import CacheDescription, checkpoint_meta
+from ppi_cli.models import build_model
+
+# Patient identity planted in test scans: none of these strings may reach an output but the SC's patient module.
+PHI = {"PatientName": "Doe^Jane", "PatientID": "PID-424242", "PatientBirthDate": "19500101"}
+PHI_BYTES = (b"Doe", b"Jane", b"PID-424242", b"424242", b"19500101")
+
+
+def checkpoint_2d(path: Path, *, side: int = 32, window=(-1000.0, 400.0), spacing_mm: float | None = 0.5,
+                  dataset: str = "lidc", seed: int = 0) -> Path:
+    """A tiny binary CNN (untrained) saved with the meta `ppi train` writes (`run_meta.checkpoint_meta`)."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(name="tiny", in_channels=1, num_classes=1, input_size=side)
+    model = build_model(cfg).eval()
+    recipe = Recipe(name=f"{dataset}-tiny-test", model=cfg, data=DataConfig(dataset=dataset, crop=side, window=window))
+    cache = CacheDescription(params={"spacing": spacing_mm, "crop": 48, "classes": ["benign", "malignant"]})
+    meta = checkpoint_meta(recipe, model, cache, epoch=0, metrics={}, fold=None)
+    return save_checkpoint(path, model.state_dict(), meta)
+
+
+def checkpoint_volume(path: Path, *, n_bscans: int = 10, bscan_size=(24, 40), seed: int = 0) -> Path:
+    """A tiny multi-view GA model saved with the meta `ppi train` writes (GA cache parameters)."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(name="multiview", backbone="tiny", in_channels=1, num_classes=1, input_size=24,
+                      multiview=MultiviewConfig(num_positions=n_bscans, bias_start=0.0))
+    model = build_model(cfg).eval()
+    with torch.no_grad():  # spread the attention logits so the top B-scans are well defined
+        model.position.weight.mul_(5.0)
+    recipe = Recipe(name="ga-tiny-test", model=cfg, data=DataConfig(dataset="ga"))
+    cache = CacheDescription(params={"n_bscans": n_bscans, "bscan_height": bscan_size[0],
+                                     "bscan_width": bscan_size[1], "classes": ["no GA", "GA"]})
+    meta = checkpoint_meta(recipe, model, cache, epoch=0, metrics={}, fold=None)
+    return save_checkpoint(path, model.state_dict(), meta)
+
+
+def ct_with_patient(path: Path) -> Path:
+    """pydicom's CT_small with a patient name, ID and birth date planted."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for keyword, value in PHI.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path)
+    return path
+
+
+def opt_with_patient(path: Path, rng: np.random.Generator, n: int = 14, shape=(30, 50)) -> tuple[Path, np.ndarray]:
+    """A DICOM OPT volume whose frames are stored out of order, with a patient planted; returns the volume too."""
+    from ppi_cli.data.oct_writers import write_dicom_opt
+
+    volume = rng.integers(20, 200, size=(n, *shape), dtype=np.uint8)
+    order = rng.permutation(n)
+    write_dicom_opt(path, volume, (0.1, 0.005, 0.01), stored_order=order, patient_id=PHI["PatientID"])
+    ds = pydicom.dcmread(path)
+    ds.PatientName, ds.PatientBirthDate = PHI["PatientName"], PHI["PatientBirthDate"]
+    ds.save_as(path)
+    return path, volume
+
+
+def coloured(rgb: np.ndarray) -> np.ndarray:
+    """Pixels that are not grey: on an image panel, only the heat overlay has colour."""
+    rgb = rgb.astype(int)
+    return (np.abs(rgb[..., 0] - rgb[..., 1]) > 8) | (np.abs(rgb[..., 1] - rgb[..., 2]) > 8)
+
+
+def png_pixel(box: tuple[int, int, int, int], shape: tuple[int, int], i: int, j: int) -> tuple[int, int]:
+    """The PNG pixel at the centre of model pixel (i, j) of a panel drawn in `box` (inclusive)."""
+    r0, r1, c0, c1 = box
+    return (int(r0 + (i + 0.5) * (r1 - r0 + 1) / shape[0]), int(c0 + (j + 0.5) * (c1 - c0 + 1) / shape[1]))
