@@ -69,7 +69,7 @@ def test_recipes_say_which_values_are_the_papers_and_which_are_ours():
     for path in bundled_dir("recipes").glob("*.yaml"):
         text = path.read_text(encoding="utf-8")
         assert text.startswith("#"), f"{path.name}: starts without a comment saying what it is"
-        if path.stem.endswith("-ppi-wbp") and not path.stem.startswith("synthetic"):
+        if path.stem in {f"{dataset}-ppi-wbp" for dataset in EXPERIMENTS}:
             assert re.search(r"#.*paper:", text) and re.search(r"#.*ours", text), path.name
     ga = load_recipe("ga-ppi-wbp")
     assert ga.model.multiview.position_dim == 6 and ga.eval.folds == 5  # printed in the paper
