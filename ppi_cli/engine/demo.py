@@ -160,7 +160,7 @@ def _train_all(cfg: DemoConfig, caches: dict[str, Path], clock: _Clock) -> None:
     # Longest first, so that two workers finish at about the same time.
     jobs = [(_crossval_job, "ga", "ppi-wbp"), (_crossval_job, "lidc", "ppi-wbp"), (_cross_site_job, "ga", "ppi-wbp"),
             (_crossval_job, "ga", "baseline"), (_crossval_job, "lidc", "baseline"), (_cross_site_job, "ga", "baseline")]
-    names = {_crossval_job: "5-fold CV", _cross_site_job: "cross-site A-D"}
+    names = {_crossval_job: f"{cfg.folds}-fold CV", _cross_site_job: "cross-site A-D"}
     t0 = time.monotonic()
     if cfg.workers <= 0:
         for fn, dataset, variant in jobs:
