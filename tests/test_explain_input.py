@@ -139,3 +139,29 @@ def test_nifti_slice_follows_the_itk_axis_convention(tmp_path, rng):
     got = load_input(tmp_path / "v.nii.gz", "image")
     np.testing.assert_allclose(got.pixels, vol[3])
     assert got.spacing_mm == pytest.approx((0.8, 0.7)) and got.slice_index == 3
+
+
+def test_oct_dicom_frames_come_in_stack_order_for_both_kinds(tmp_path, rng):
+    from ppi_cli.data.oct_writers import write_dicom_opt
+
+    volume = rng.integers(0, 256, size=(6, 10, 14), dtype=np.uint8)
+    path = write_dicom_opt(tmp_path / "oct.dcm", volume, (0.1, 0.004, 0.01), stored_order=[3, 0, 5, 1, 4, 2])
+    np.testing.assert_array_equal(load_input(path, "volume").pixels, volume)
+    got = load_input(path, "image", slice_index=4)
+    np.testing.assert_array_equal(got.pixels, volume[4])
+    assert got.header is not None and got.slice_index == 4 and got.n_slices == 6
+
+
+def test_colour_input_meets_a_grey_model_through_luma(rng):
+    from ppi_cli.data.explain_input import LoadedInput
+    from ppi_cli.engine.explain_inputs import InputSpec, prepare_image
+
+    rgb = rng.integers(0, 256, size=(8, 8, 3)).astype(np.float32)
+    spec = InputSpec(dataset="folder", kind="image", channels=1, crop=8, input_size=8)
+    got = prepare_image(LoadedInput(rgb, "image", "image"), spec).tensor.numpy()
+    expected = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255.0  # 8-bit input
+    np.testing.assert_allclose(got[0], expected, atol=1e-5)
+    spec3 = InputSpec(dataset="folder", kind="image", channels=3, crop=8, input_size=8)
+    grey = rgb[..., 0]
+    got3 = prepare_image(LoadedInput(grey, "image", "image"), spec3).tensor.numpy()
+    assert got3.shape == (3, 8, 8) and np.allclose(got3[0], got3[2]) and np.allclose(got3[0], grey / 255.0)

@@ -60,3 +60,13 @@ def test_sha256_changes_with_content(tmp_path):
     h1 = sha256_file(a)
     write_text(a, "y")
     assert sha256_file(a) != h1 and len(h1) == 64
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = write_text(tmp_path / "shared.txt", "x")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

@@ -24,7 +24,8 @@ def _randomise_norms(model: nn.Module) -> nn.Module:
     """Running statistics and affine parameters away from their identity defaults."""
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.GroupNorm):
+            if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm
+                          | nn.modules.instancenorm._InstanceNorm):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.3, 0.3)
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -122,9 +123,11 @@ def test_3d_conv_net(train):
     assert s.shape == (2, 1, 8, 8, 8)
 
 
-def test_group_norm_statistics_are_constants():
+@pytest.mark.parametrize("norm", [nn.GroupNorm(2, 4), nn.LayerNorm([4, 6, 6]), nn.InstanceNorm2d(4, affine=True)],
+                         ids=["group", "layer", "instance"])
+def test_other_norms_hold_their_statistics_constant(norm):
     model = _randomise_norms(nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2),
+        nn.Conv2d(2, 4, 3, padding=1), norm, nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2),
     ))
     x, target = torch.rand(2, 2, 6, 6, dtype=torch.float64), torch.tensor([0, 1])
     assert _differs(_agree(model, x, target), _gradient_times_input(model, x, target))

@@ -7,7 +7,7 @@ Independent of autograd and of `ppi_cli.saliency`: every rule is written out lit
   transposed in (out, in) and flipped in space, rows/columns the stride skipped get zero.
 - Activation h: multiply by h(a)/a, computed with the module's own forward.
 - Batch norm: multiply by gamma/sqrt(var + eps), running statistics in eval, batch ones in train.
-- Group norm: multiply by gamma/sqrt(var + eps) of each sample's group.
+- Group, layer and instance norm: multiply by gamma/sqrt(var + eps) of the statistics each uses.
 - Max pool: move each entry to the arg-max of its window (found by a loop, first maximum wins).
 - Average pools: spread each entry, divided by the window size, over its window.
 Networks are trees of `nn.Sequential` and `Branches` (an Inception-style concatenation).
@@ -107,6 +107,13 @@ def _rule(module: nn.Module, a: torch.Tensor, out: torch.Tensor) -> Backward:
         var = a.reshape(b, g, -1).var(-1, unbiased=False)  # (B, G)
         scale = (1 / torch.sqrt(var + module.eps)).repeat_interleave(c // g, 1) * module.weight  # (B, C)
         return lambda v: v * scale.reshape(b, c, *[1] * (a.ndim - 2))
+    if isinstance(module, nn.LayerNorm):
+        dims = tuple(range(a.ndim - len(module.normalized_shape), a.ndim))
+        scale = module.weight / torch.sqrt(a.var(dims, unbiased=False, keepdim=True) + module.eps)  # (B, *shape)
+        return lambda v: v * scale
+    if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+        inv_std = 1 / torch.sqrt(a.var(tuple(range(2, a.ndim)), unbiased=False, keepdim=True) + module.eps)
+        return lambda v: v * inv_std * module.weight.reshape(1, -1, *[1] * (a.ndim - 2))
     if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
         return lambda v: _max_pool_rule(module, v, a)
     if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):

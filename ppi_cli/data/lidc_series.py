@@ -22,7 +22,7 @@ from ppi_cli.data.lidc_xml import Annotation
 from ppi_cli.errors import DataError
 
 __all__ = ["SeriesParams", "SeriesJob", "SeriesGeometry", "SeriesSamples", "SeriesError", "check_series",
-           "match_rois", "extract_samples", "MANIFEST_COLUMNS"]
+           "match_rois", "extract_samples", "relative_to_root", "MANIFEST_COLUMNS"]
 
 MANIFEST_COLUMNS = [
     "sample_id", "subject_id", "patient_id", "study_uid", "series_uid", "lesion_id", "slice_index", "z",
@@ -210,16 +210,17 @@ def extract_samples(job: SeriesJob, params: SeriesParams, load_slice: Callable[[
                 "patient_id": job.patient_id, "study_uid": job.study_uid, "series_uid": job.series_uid,
                 "lesion_id": lesion.lesion_id, "slice_index": k, "z": float(geometry.z[k]),
                 "n_readers": len(readers), "label": int(len(readers) >= params.min_readers),
-                "reader_slots": "".join("1" if s in readers else "0" for s in range(MAX_READERS)),
+                "reader_slots": "".join("x" if s in readers else "-" for s in range(MAX_READERS)),
                 "n_annotators": lesion.n_annotators, "centre_row": round(lesion.centre[0], 3),
                 "centre_col": round(lesion.centre[1], 3), "pixel_spacing_row": geometry.pixel_spacing[0],
                 "pixel_spacing_col": geometry.pixel_spacing[1], "slice_spacing": geometry.slice_spacing,
-                "annotations": job.source, "file": _relative(header.path, job.root),
+                "annotations": job.source, "file": relative_to_root(header.path, job.root),
             })
     return SeriesSamples(images, masks, rows, skipped)
 
 
-def _relative(path: Path, root: Path) -> str:
+def relative_to_root(path: Path, root: Path) -> str:
+    """`path` relative to `root` in POSIX form (as written to the manifest and errors.csv); absolute if outside."""
     try:
         return path.relative_to(root).as_posix()
     except ValueError:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ppi_cli import console
+from ppi_cli.data.lidc_lesions import boxes_overlap
 from ppi_cli.data.lidc_xml import Annotation, Roi
 from ppi_cli.data.synth_lidc_files import NonNodule, SliceSpec, write_ct_slice, write_cxr_read_xml, write_reader_xml
 from ppi_cli.errors import ConfigError
@@ -118,9 +119,9 @@ def _place_nodules(rng: np.random.Generator, size: int, spacing: float, z: np.nd
         zc = float(rng.uniform(z[0] + radius, z[-1] - radius)) if z[-1] - z[0] > 2 * radius else float(z.mean())
         pad = 1.3 * radius / spacing + 4  # room for the readers' jitter
         box = (row - pad, row + pad, col - pad, col + pad, zc - radius - 1, zc + radius + 1)
-        if any(all(box[2 * k] <= b[2 * k + 1] and b[2 * k] <= box[2 * k + 1] for k in range(3)) for b in boxes):
+        if any(boxes_overlap(box, b) for b in boxes):
             continue
-        cavity = radius / 3 if radius >= 7 and rng.random() < 0.5 else 0.0
+        cavity = radius / 2.5 if radius >= 7 and rng.random() < 0.5 else 0.0
         nodules.append(_Nodule((row, col, zc), radius, float(rng.uniform(-500, 120)), cavity))
         boxes.append(box)
     return nodules
@@ -151,7 +152,7 @@ def _readers_outlines(rng: np.random.Generator, nodule: _Nodule, index: int, spa
             per_slice.setdefault(k, []).append(reader)
             if reader == 0 and nodule.cavity_mm > dz:
                 hole = math.sqrt(nodule.cavity_mm**2 - dz**2) / spacing
-                if hole >= 1.5:
+                if hole >= 1.0:
                     rois.append(Roi(float(zk), sops[k], False, circle_outline(nodule.centre[:2], hole)))
         if rois:
             annotations.append(Annotation(reader, f"Nodule {index + 1:03d}", tuple(rois)))

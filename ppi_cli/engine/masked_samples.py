@@ -112,15 +112,19 @@ class MaskedSamples:
                 raise CacheError(f"{self.cache}: volumes are {tuple(self._images.shape[1:])} (B-scans, H, W) but the "
                                  f"model was trained on {expected}", hint="evaluate on the cache the model was "
                                  "trained on, or prepare one with its --n-bscans and --bscan-size")
-            lesion = np.asarray(self._masks).reshape(*self._masks.shape[:2], -1).any(axis=2)  # (N, S)
-            return [(int(r), int(b)) for r, b in np.argwhere(lesion)]
+            has_mask = self.manifest["has_mask"].to_numpy() if "has_mask" in self.manifest else None
+            pairs = []
+            for r in range(self._masks.shape[0]):  # one volume at a time: the masks stay on disk
+                if has_mask is None or has_mask[r]:
+                    lesion = np.asarray(self._masks[r]).reshape(self._masks.shape[1], -1).any(axis=1)  # (S,)
+                    pairs += [(r, int(b)) for b in np.flatnonzero(lesion)]
+            return pairs
         crop = self.spec.crop or self._images.shape[-1]
         if crop > min(self._images.shape[-2:]):
             raise CacheError(f"{self.cache}: cached patches are {self._images.shape[-2:]} but the model was "
                              f"evaluated on {crop}-pixel crops", hint="evaluate on the cache the model was trained on")
-        union = np.asarray(self._masks).reshape(self._masks.shape[0], -1).any(axis=1)  # (N,) any reader, any pixel
-        rows = [int(r) for r in np.flatnonzero(union)]
-        return [(r, -1) for r in rows if self._lidc_mask(r).any()]  # the union must survive the crop
+        # The union of the reader masks must be non-empty inside the evaluation crop; one row at a time.
+        return [(r, -1) for r in range(self._masks.shape[0]) if self._lidc_mask(r).any()]
 
     def _batch(self, items: list[tuple[int, int]]) -> MaskedBatch:
         import torch

@@ -257,7 +257,8 @@ def _group_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
 
 def _layer_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
     x = args[0]
-    shape = tuple(_arg(args, kwargs, 1, "normalized_shape", ()))
+    shape = _arg(args, kwargs, 1, "normalized_shape", ())
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
     weight, bias = _arg(args, kwargs, 2, "weight", None), _arg(args, kwargs, 3, "bias", None)
     eps = float(_arg(args, kwargs, 4, "eps", 1e-5))
     y = _normalise(x, tuple(range(x.ndim - len(shape), x.ndim)), eps, phase)

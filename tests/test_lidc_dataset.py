@@ -1,0 +1,111 @@
+# SPDX-License-Identifier: MIT
+"""The LIDC Dataset and its pure view functions against naive NumPy versions."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ppi_cli.config.recipe import DataConfig
+from ppi_cli.data.cache import write_cache_info
+from ppi_cli.data.datasets import build_dataset
+from ppi_cli.data.lidc_dataset import augment_patch, preprocess_patch
+from ppi_cli.errors import CacheError, ConfigError
+from ppi_cli.files import save_npy, write_csv
+
+WINDOW = (-1000.0, 400.0)
+SIDE = 20
+
+
+def _window(hu):
+    return np.clip((hu.astype(np.float64) - WINDOW[0]) / (WINDOW[1] - WINDOW[0]), 0, 1)
+
+
+@pytest.fixture
+def cache(tmp_path, rng):
+    folder = tmp_path / "cache"
+    n = 6
+    images = rng.integers(-1200, 600, (n, SIDE, SIDE)).astype(np.int16)
+    manifest = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "subject_id": ["a", "a", "b", "b", "c", "c"],
+                             "patient_id": ["a", "a", "b", "b", "c", "c"], "series_uid": ["1.2"] * n,
+                             "lesion_id": [0] * n, "z": np.arange(n, dtype=float), "n_readers": [1, 3, 4, 2, 3, 0],
+                             "label": [0, 1, 1, 0, 1, 0]})
+    write_csv(folder / "manifest.csv", manifest)
+    save_npy(folder / "images.npy", images)
+    save_npy(folder / "masks.npy", np.zeros((n, 4, SIDE, SIDE), np.uint8))
+    write_cache_info(folder, "lidc", {"crop": SIDE, "spacing": 0.5, "min_readers": 3, "annotations": "auto"}, n,
+                     ["manifest.csv", "images.npy", "masks.npy"])
+    return folder, images
+
+
+def _cfg(**changes):
+    return dataclasses.replace(DataConfig(), **{"dataset": "lidc", "crop": 12, "window": WINDOW, **changes})
+
+
+def test_evaluation_view_is_the_windowed_centre_crop(cache):
+    folder, images = cache
+    ds = build_dataset("lidc", folder, [4, 1], _cfg(), train=False)
+    sample = ds[0]
+    assert set(sample) == {"image", "label", "index"} and sample["index"] == 4
+    assert sample["image"].dtype == torch.float32 and sample["image"].shape == (1, 12, 12)
+    assert sample["label"].dtype == torch.float32 and sample["label"].ndim == 0 and float(sample["label"]) == 1.0
+    want = _window(images[4][4:16, 4:16])  # (20 - 12) / 2 = 4 on each side
+    assert np.allclose(sample["image"][0].numpy(), want, atol=1e-6)
+    assert torch.equal(sample["image"], preprocess_patch(images[4], WINDOW, 12))
+    assert ds.labels.tolist() == [1.0, 1.0] and len(ds) == 2
+    assert isinstance(ds._array(), np.memmap)  # memory-mapped, not loaded
+
+
+def test_preprocess_pads_small_patches_with_the_window_floor():
+    patch = np.full((4, 6), 400.0)
+    out = preprocess_patch(patch, WINDOW, 8)[0].numpy()
+    assert out.shape == (8, 8) and out[2:6, 1:7].min() == 1.0 and out.sum() == 24.0
+
+
+def test_training_view_without_rotation_or_flips_is_a_random_crop(cache):
+    folder, images = cache
+    ds = build_dataset("lidc", folder, None, _cfg(rotation=0.0, flips=False), train=True, seed=3)
+    windowed = _window(images[2])
+    seen = set()
+    for _ in range(8):
+        got = ds[2]["image"][0].numpy()
+        offsets = [(t, left) for t in range(9) for left in range(9)
+                   if np.allclose(windowed[t:t + 12, left:left + 12], got, atol=1e-6)]
+        assert offsets, "the training view is a plain crop of the cached patch"
+        seen.add(offsets[0])
+    assert len(seen) > 1  # the position is random
+
+
+def test_augment_patch_flips_and_quarter_turns_match_numpy(rng):
+    hu = rng.integers(-1000, 400, (16, 16)).astype(np.float32)
+    crop = hu[2:12, 3:13]
+    base = dict(top=2, left=3)
+    assert np.allclose(augment_patch(hu, WINDOW, 10, **base)[0].numpy(), _window(crop), atol=1e-6)
+    assert np.allclose(augment_patch(hu, WINDOW, 10, **base, flip_rows=True)[0].numpy(), _window(crop[::-1]), atol=1e-6)
+    assert np.allclose(augment_patch(hu, WINDOW, 10, **base, flip_cols=True)[0].numpy(), _window(crop[:, ::-1]),
+                       atol=1e-6)
+    turned = augment_patch(hu, WINDOW, 10, **base, angle=90.0)[0].numpy()
+    assert np.allclose(turned, _window(np.rot90(crop, k=-1)), atol=1e-5)
+
+
+def test_augmentation_is_seeded(cache):
+    folder, _ = cache
+    a = build_dataset("lidc", folder, None, _cfg(), train=True, seed=1)
+    b = build_dataset("lidc", folder, None, _cfg(), train=True, seed=1)
+    c = build_dataset("lidc", folder, None, _cfg(), train=True, seed=2)
+    first = [a[i]["image"] for i in range(6)]
+    assert all(torch.equal(x, b[i]["image"]) for i, x in enumerate(first))
+    assert not all(torch.equal(x, c[i]["image"]) for i, x in enumerate(first))
+
+
+def test_refuses_a_crop_larger_than_the_cache_and_a_missing_cache(cache, tmp_path):
+    folder, _ = cache
+    with pytest.raises(ConfigError, match="data.crop: 32 is larger than the cached crops"):
+        build_dataset("lidc", folder, None, _cfg(crop=32), train=False)
+    with pytest.raises(CacheError) as err:
+        build_dataset("lidc", tmp_path / "nothing", None, _cfg(), train=False)
+    assert "no cache here" in err.value.one_line() and "ppi prepare lidc" in err.value.one_line()
