@@ -43,7 +43,9 @@ def _crossval_section(dataset: str, pair: dict[str, Any], root: Path) -> tuple[l
         table = comparison.table.set_index("part")
         pooled = table.loc["pooled"] if "pooled" in table.index else table.iloc[-1]
         link = _rel(comparison.written[-1], root)
-        lines.append(f"Paired comparison on the same folds (PPI + WBP − baseline, pooled test predictions): "
+        per_fold = table.drop(index="pooled", errors="ignore")["difference"]
+        lines.append(f"Paired comparison on the same folds (PPI + WBP − baseline): per fold ΔAUC "
+                     f"{format_mean_std(per_fold)}; pooled over the folds' test predictions "
                      f"ΔAUC {format_value(pooled['difference'])}, DeLong 95% CI "
                      f"{format_interval(pooled['ci_low'], pooled['ci_high'])}, "
                      f"p = {format_value(pooled['p_value'], 4)}; "
