@@ -26,8 +26,8 @@ import numpy as np
 
 from ppi_cli.config import Recipe
 from ppi_cli.console import log
-from ppi_cli.engine.splits import Split
-from ppi_cli.engine.study import StudyData, predict_rows, subject_holdout, train_once, write_study_record
+from ppi_cli.engine.splits import Split, holdout_split
+from ppi_cli.engine.study import StudyData, predict_rows, train_once, write_study_record
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.reports.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
 
@@ -74,8 +74,8 @@ def variants_of(recipe: Recipe, baseline: bool) -> dict[str, Recipe]:
 def site_split(data: StudyData, site: str, holdout_fraction: float, val_fraction: float, seed: int) -> Split:
     """Training, validation and hold-out rows of one site, grouped by subject and stratified by label."""
     rows = np.flatnonzero(data.sites == site)
-    pool, held = subject_holdout(rows, data, holdout_fraction, seed)
-    train, val = subject_holdout(pool, data, val_fraction, seed + 1)
+    pool, held = holdout_split(rows, data.labels, data.subjects, holdout_fraction, seed)
+    train, val = holdout_split(pool, data.labels, data.subjects, val_fraction, seed + 1)
     return Split(train, val, held)
 
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from ppi_cli.config import Recipe
 from ppi_cli.console import log
-from ppi_cli.engine.splits import Split, subject_folds
-from ppi_cli.engine.study import StudyData, predict_rows, subject_holdout, train_once, write_study_record
+from ppi_cli.engine.splits import Split, holdout_split, subject_folds
+from ppi_cli.engine.study import StudyData, predict_rows, train_once, write_study_record
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.files import write_json
 from ppi_cli.reports.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
@@ -64,7 +64,7 @@ def fold_splits(data: StudyData, n_folds: int, seed: int, val_fraction: float) -
     splits = []
     for k, test in enumerate(tests):
         rest = np.sort(np.concatenate([t for j, t in enumerate(tests) if j != k]))
-        train, val = subject_holdout(rest, data, val_fraction, seed + 1000 + k)
+        train, val = holdout_split(rest, data.labels, data.subjects, val_fraction, seed + 1000 + k)
         splits.append(Split(train, val, test, fold=k))
     return splits
 

@@ -24,7 +24,7 @@ from ppi_cli.files import write_json, write_text
 from ppi_cli.workspace import Workspace
 
 __all__ = ["StudyData", "resolve_study", "load_study_data", "default_recipe_name", "write_study_record",
-           "subject_holdout", "train_once", "predict_rows", "TRAINED_FILE"]
+           "train_once", "predict_rows", "TRAINED_FILE"]
 
 TRAINED_FILE = "trained.json"  # written after training finishes; its presence lets a re-run skip training
 CACHE_KINDS = ("lidc", "ga", "folder")
@@ -146,28 +146,6 @@ def _rebuild_hint(kind: str, cache_dir: Path | None) -> str:
     out = f" --out {cache_dir}" if cache_dir is not None else ""
     return {"lidc": f"ppi prepare lidc --root DIR{out}", "ga": f"ppi prepare ga --manifest labels.csv{out}",
             "folder": f"ppi prepare folder --root DIR{out}"}.get(kind, "ppi prepare ...")
-
-
-def subject_holdout(rows: np.ndarray, data: StudyData, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split `rows` into (kept, held out) by subject, holding out about `fraction` of the subjects.
-
-    Stratified by label (`splits.holdout_split`) when every class has enough subjects for it;
-    otherwise (tiny data) the held-out subjects are drawn at random, still never splitting a subject.
-    """
-    from ppi_cli.engine.splits import holdout_split
-
-    if fraction <= 0:
-        return np.sort(rows), np.array([], dtype=np.int64)
-    try:
-        return holdout_split(rows, data.labels, data.subjects, fraction, seed)
-    except ValueError:  # scikit-learn: every class has fewer members than the splitter's folds
-        pass
-    subjects = np.unique(data.subjects[rows])
-    rng = np.random.default_rng(seed)
-    held_subjects = rng.permutation(subjects)[: max(1, int(round(fraction * subjects.size)))]
-    held = np.isin(data.subjects[rows], held_subjects)
-    log(f"too few samples per class to stratify a hold-out of {rows.size} rows; held out subjects at random")
-    return np.sort(rows[~held]), np.sort(rows[held])
 
 
 def write_study_record(out: Path, record: Mapping[str, Any], recipes: Mapping[str, Recipe]) -> list[Path]:
