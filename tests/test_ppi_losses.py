@@ -18,10 +18,11 @@ from ppi_cli.ppi import (
     classification_loss,
     contrast_loss,
     derangement,
+    mask_donors,
     pseudo_intervention,
     saliency_regulariser,
 )
-from ppi_cli.ppi.intervention import dropout_off, norm_statistics_frozen
+from ppi_cli.ppi.intervention import dropout_off, intervened_normalisation
 from ppi_cli.saliency import saliency_map
 
 
@@ -103,10 +104,23 @@ def test_intervention_bookkeeping_binary():
     assert iv.rows.tolist() == [0, 2] and iv.inputs.shape == (2 + 4, 1, 16, 16)
     for k, row in enumerate(iv.rows.tolist()):
         assert torch.allclose(iv.inputs[k], (1 - iv.mask[row]) * x[row])
-    for i in range(4):
-        assert torch.allclose(iv.inputs[2 + i], (1 - iv.mask[iv.perm[i]]) * x[i])
+    assert iv.ad_rows.tolist() == [0, 1, 2, 3] and sorted(iv.donors.tolist()) == [0, 1, 2, 3]  # a derangement
+    for k, (i, j) in enumerate(zip(iv.ad_rows.tolist(), iv.donors.tolist(), strict=True)):
+        assert i != j and torch.allclose(iv.inputs[2 + k], (1 - iv.mask[j]) * x[i])
     every = pseudo_intervention(model, x, y, dataclasses.replace(cfg, contrast_on="all"), binary=True)
     assert every.rows.tolist() == [0, 1, 2, 3]
+    lesions = pseudo_intervention(model, x, y, dataclasses.replace(cfg, adversarial_masks="contrast"), binary=True)
+    assert set(lesions.donors.tolist()) <= {0, 2} and torch.all(lesions.ad_rows != lesions.donors)
+
+
+def test_mask_donors_draw_from_the_pool_never_self():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        n = int(torch.randint(2, 8, (1,), generator=g))
+        pool = torch.nonzero(torch.rand(n, generator=g) < 0.5).flatten()
+        rows, donors = mask_donors(n, pool, g)
+        assert torch.all(rows != donors) and set(donors.tolist()) <= set(pool.tolist())
+        assert rows.tolist() == [i for i in range(n) if set(pool.tolist()) - {i}]
 
 
 def test_intervention_multiclass_uses_true_class_and_all_rows():
@@ -140,8 +154,40 @@ def test_context_managers_restore_modes_and_statistics():
     with dropout_off(model):
         assert not model.head[0].training and model.body.block1[1].training
     assert model.head[0].training
-    with norm_statistics_frozen(model):
-        model(torch.rand(4, 1, 16, 16) * 5)
-    assert torch.equal(model.body.block1[1].running_mean, before) and model.body.block1[1].momentum == 0.1
+    bright = torch.rand(4, 1, 16, 16) * 5
+    for mode in ("running", "batch"):
+        with dropout_off(model), intervened_normalisation(model, mode):
+            out = model(bright)
+            assert model.body.block1[1].training == (mode == "batch")
+        assert torch.equal(model.body.block1[1].running_mean, before) and model.body.block1[1].momentum == 0.1
+        assert model.body.block1[1].training
+        model.eval()
+        with torch.no_grad():
+            expected = model(bright)  # the running statistics, as at test time
+        model.train()
+        assert torch.allclose(out, expected) == (mode == "running")
     model(torch.rand(4, 1, 16, 16) * 5)
     assert not torch.equal(model.body.block1[1].running_mean, before)
+
+
+def test_piecewise_linear_backward_keeps_the_second_derivative_exact():
+    from ppi_cli.ppi.double_backward import piecewise_linear_backward
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(  # every layer the mode touches: ReLU, max-pool, avg-pool, adaptive avg-pool
+        torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1),
+        torch.nn.Conv2d(4, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3)).double().train()
+    x = torch.rand(3, 2, 12, 12, dtype=torch.float64)
+    params = list(net.parameters())
+    results = []
+    for cheap in (False, True):
+        with piecewise_linear_backward() if cheap else torch.enable_grad():
+            s = saliency_map(net, x, torch.tensor([0, 2, 1]), method="wbp", create_graph=True)
+        grads = torch.autograd.grad((s**2).mean(), params, allow_unused=True)
+        results.append((s, [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]))
+    (s0, g0), (s1, g1) = results
+    assert torch.allclose(s0, s1)
+    for a, b in zip(g0, g1, strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+    assert all(g.abs().sum() > 0 for g in g1[:2])  # the first conv still learns from the map

@@ -41,6 +41,8 @@ def train_cmd(
     run = train(TrainRequest(recipe=recipe, data=data, out=out, fold=fold, device=device, resume=resume,
                              workspace=workspace, overrides=overrides))
     res = run.result
+    if not res.is_main:  # other torchrun ranks: rank 0 reports
+        return
     metric = run.recipe.eval.metric
     console.stdout.print(f"run         {res.out_dir}\nbest epoch  {res.best_epoch}\n"
                          f"best val {metric:<4}{res.best_metric:.4f}\nbest model  {res.best_checkpoint}")

@@ -91,6 +91,8 @@ class PPIConfig:
                               "recovered; ours: ≥ 50% of the points inside by the union bound).", min=0)
     contrast_on: Literal["positives", "all"] = param(
         "positives", "Binary tasks: apply L_con to positive samples only (clinically meaningful) or to all.")
+    adversarial_masks: Literal["contrast", "all"] = param(
+        "all", "L_ad: which images lend their masks: those L_con applies to (binary: positives), or all.")
     alpha: Weight = param(1.0, "Weight of L_con, or 'auto' to match L_cls's running magnitude.", min=0)
     beta: Weight = param(0.1, "Weight of L_reg (mean |s|), or 'auto'.", min=0)
     gamma: Weight = param(1.0, "Weight of L_ad, or 'auto'.", min=0)
@@ -100,6 +102,9 @@ class PPIConfig:
     reg_boost_epoch: int = param(0, "Epoch from which reg_boost applies.", min=0)
     start_epoch: int = param(0, "Warm-up: PPI losses join from this epoch on.", min=0)
     create_graph: bool = param(True, "Differentiate through the saliency map (needed for L_reg to train θ).")
+    intervened_norm: Literal["running", "batch"] = param(
+        "running", "Batch norm on the intervened images x*, x': the running statistics of clean images (as at test "
+        "time) or the intervened batch's own (ours; docs/ppi.md).")
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
 # SPDX-License-Identifier: MIT
 """The `synthetic` dataset: a small generated binary task with a planted spurious cue, held in memory.
 
-A bright Gaussian blob at a random place causes the label (present in positives only). A small
-bright square in the top-left corner is the spurious cue: at site `A` (the first 3/4 of the rows)
-it marks 90 % of the positives and 10 % of the negatives, at site `B` (the last 1/4) it appears
-in half of every class, so it predicts nothing there. A model that learned the cue does well on A
-and poorly on B; a model that learned the blob does well on both. Every sample is its own
-subject; the `mask` key holds the blob's support (weak-localisation ground truth).
+Dark, noisy images (like a CT lung window or the OCT vitreous, where zero really means "nothing
+there", so an intervention's zeroed pixels are not an artefact). A faint Gaussian blob at a
+random place causes the label (present in positives only). The spurious cue is a site-style
+intensity shift of the whole image: at site `A` (the first 3/4 of the rows) it marks 90 % of the
+positives and 10 % of the negatives, at site `B` (the last 1/4) half of every class, so it
+predicts nothing there. A model that learned the cue does well on A and poorly on B; one that
+learned the blob does well on both. Every sample is its own subject; the `mask` key holds the
+blob's support (weak-localisation ground truth).
 
 No cache: `cache_dir` is None and the data are a function of the `data` section alone
 (`synthetic_size` samples of `crop`² pixels; `synthetic_slices` > 0 gives volumes of that many
@@ -26,10 +28,12 @@ from torch.utils.data import Dataset
 
 from ppi_cli.data.datasets import register_dataset
 
-__all__ = ["SyntheticDataset", "generate", "SyntheticData", "CUE_SIZE", "DATA_SEED"]
+__all__ = ["SyntheticDataset", "generate", "SyntheticData", "CUE_SHIFT", "DATA_SEED"]
 
 DATA_SEED = 20201206  # fixed: the data never depend on the recipe's seed, only on its data section
-CUE_SIZE = 4
+BACKGROUND = (0.05, 0.05)  # mean and std of the background before clipping to [0, 1]
+BLOB_AMPLITUDE = 0.06  # peak of the blob: about 4 matched-filter standard deviations above the noise
+CUE_SHIFT = 0.04  # the cue: every pixel of the image brighter by this much
 SITE_A_SHARE = 0.75
 CUE_RATE = {("A", 1): 0.9, ("A", 0): 0.1, ("B", 1): 0.5, ("B", 0): 0.5}
 
@@ -55,19 +59,19 @@ def generate(n: int, size: int, slices: int = 0) -> SyntheticData:
     cue = np.array([rng.random() < CUE_RATE[(s, int(y))] for s, y in zip(sites, labels, strict=True)])
     depth = max(slices, 1)
     shape = (n, depth, size, size)
-    images = np.clip(0.3 + 0.1 * rng.standard_normal(shape), 0.0, 1.0).astype(np.float32)
+    images = np.clip(BACKGROUND[0] + BACKGROUND[1] * rng.standard_normal(shape), 0.0, 1.0).astype(np.float32)
     masks = np.zeros(shape, dtype=np.float32)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     sigma = max(size / 12.0, 1.0)
-    margin = CUE_SIZE + 3 * sigma  # keep the blob clear of the cue's corner and the border
+    low, high = 4 + 3 * sigma, size - 3 * sigma  # centres well inside the image
     for i in np.flatnonzero(labels > 0):
-        cy, cx = rng.uniform(margin, size - 3 * sigma, size=2)
+        cy, cx = rng.uniform(low, high, size=2)
         blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
         first = rng.integers(0, max(depth - depth // 2, 1)) if depth > 1 else 0
         run = slice(first, first + max(depth // 2, 1))  # volumes: the lesion spans half the B-scans
-        images[i, run] = np.clip(images[i, run] + 0.45 * blob, 0.0, 1.0)
+        images[i, run] = np.clip(images[i, run] + BLOB_AMPLITUDE * blob, 0.0, 1.0)
         masks[i, run] = (blob > np.exp(-2.0)).astype(np.float32)  # within 2 σ of the centre
-    images[cue, :, :CUE_SIZE, :CUE_SIZE] = 1.0
+    images[cue] = np.clip(images[cue] + CUE_SHIFT, 0.0, 1.0)
     if slices == 0:
         images, masks = images[:, 0], masks[:, 0]
     return SyntheticData(images=images, masks=masks, labels=labels, sites=sites, cue=cue)

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from ppi_cli.engine.device import select_device
 from ppi_cli.errors import ConfigError
 
-__all__ = ["DistContext", "init_distributed", "shutdown_distributed"]
+__all__ = ["DistContext", "init_distributed", "shutdown_distributed", "average_buffers", "weights_digest", "gather"]
 
 
 @dataclass
@@ -53,6 +53,40 @@ class DistContext:
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+
+def average_buffers(ctx: DistContext, model: torch.nn.Module) -> None:
+    """Average floating-point buffers (batch-norm running statistics) over the ranks.
+
+    DDP keeps parameters equal but every rank updates its running statistics with its own batches;
+    averaging them once per epoch makes the checkpoint the same on every rank and uses all the data.
+    """
+    if not ctx.enabled:
+        return
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(ctx.world_size)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every tensor of the state dict, in order: equal digests mean equal weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def gather(ctx: DistContext, value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order (a one-item list alone)."""
+    if not ctx.enabled:
+        return [value]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, value)
+    return out
 
 
 def init_distributed(device: str = "auto") -> DistContext:

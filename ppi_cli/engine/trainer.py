@@ -32,7 +32,14 @@ from ppi_cli.console import log, progress
 from ppi_cli.data.datasets import build_dataset
 from ppi_cli.engine.checkpoint import load_checkpoint, save_checkpoint
 from ppi_cli.engine.device import seed_everything
-from ppi_cli.engine.distributed import DistContext, init_distributed, shutdown_distributed
+from ppi_cli.engine.distributed import (
+    DistContext,
+    average_buffers,
+    gather,
+    init_distributed,
+    shutdown_distributed,
+    weights_digest,
+)
 from ppi_cli.engine.evaluate import Predictions, model_inputs, predict, validation_metric
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
 from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache
@@ -58,6 +65,7 @@ class TrainResult:
     best_epoch: int
     best_metric: float
     metrics_csv: Path
+    is_main: bool = True  # False on torchrun ranks other than 0, which write nothing
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -150,6 +158,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
             batches += 1
         lr = optimizer.param_groups[-1]["lr"]
         scheduler.step()
+        ranks = _check_ranks_agree(ctx, model)
         metric, val_loss = _validate(model, val_set, recipe, ctx, device, amp)
         row = {"epoch": epoch + 1, "ppi": int(step.uses_ppi(epoch, 2)), "lr": lr,
                **{f"train_{k}": v / max(batches, 1) for k, v in sums.items()},
@@ -164,13 +173,13 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         state["epoch"] = epoch + 1
         if ctx.is_main:
             _save_epoch(out_dir, recipe, model, cache, split, state, row, improved, optimizer, scheduler, weights,
-                        scaler)
+                        scaler, ranks)
         ctx.barrier()
     if ctx.is_main:
         log(f"best epoch {state['best_epoch']}: val {recipe.eval.metric} {state['best_metric']:.4f}")
     return TrainResult(out_dir=out_dir, best_checkpoint=out_dir / BEST, last_checkpoint=out_dir / LAST,
                        best_epoch=state["best_epoch"], best_metric=float(state["best_metric"]),
-                       metrics_csv=out_dir / METRICS)
+                       metrics_csv=out_dir / METRICS, is_main=ctx.is_main)
 
 
 def _fresh() -> dict[str, Any]:
@@ -238,6 +247,18 @@ def _validate(model: torch.nn.Module, dataset: Any, recipe: Recipe, ctx: DistCon
     return result if result is not None else (math.nan, math.nan)
 
 
+def _check_ranks_agree(ctx: DistContext, model: torch.nn.Module) -> dict[str, Any] | None:
+    """Under DDP: average running statistics, then check every rank holds the same weights."""
+    if not ctx.enabled:
+        return None
+    average_buffers(ctx, model)
+    digests = gather(ctx, weights_digest(model))
+    if len(set(digests)) != 1:
+        raise ModelError(f"DDP ranks hold different weights ({len(set(digests))} versions)",
+                         hint="a bug: report it with the recipe; train with one process meanwhile")
+    return {"world_size": ctx.world_size, "weights_sha256": digests}
+
+
 def _log_loss(pred: Predictions) -> float:
     eps = 1e-7
     if pred.binary:
@@ -249,11 +270,13 @@ def _log_loss(pred: Predictions) -> float:
 
 def _save_epoch(out_dir: Path, recipe: Recipe, model: torch.nn.Module, cache: Any, split: Split,
                 state: dict[str, Any], row: dict[str, Any], improved: bool, optimizer: Any, scheduler: Any,
-                weights: LossWeights, scaler: Any) -> None:
+                weights: LossWeights, scaler: Any, ranks: dict[str, Any] | None) -> None:
     import pandas as pd
 
     metrics = {k: float(v) for k, v in row.items() if k.startswith(("val_", "train_"))}
     meta = checkpoint_meta(recipe, model, cache, epoch=state["epoch"], metrics=metrics, fold=split.fold)
+    if ranks is not None:
+        meta["distributed"] = ranks
     weights_now = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if improved:
         save_checkpoint(out_dir / BEST, weights_now, meta)

@@ -14,10 +14,11 @@ from ppi_cli.ppi.losses import (
     classification_loss,
     contrast_loss,
     derangement,
+    mask_donors,
     saliency_regulariser,
 )
 from ppi_cli.ppi.masks import MASKS, intervene, intervention_mask
 
 __all__ = ["Intervention", "pseudo_intervention", "contrast_rows", "LossWeights", "classification_loss",
-           "contrast_loss", "saliency_regulariser", "adversarial_loss", "derangement", "intervention_mask",
-           "intervene", "MASKS"]
+           "contrast_loss", "saliency_regulariser", "adversarial_loss", "derangement", "mask_donors",
+           "intervention_mask", "intervene", "MASKS"]

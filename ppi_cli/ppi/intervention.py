@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: MIT
 """The pseudo-intervention of a batch: saliency, masks, and the images x* and x' (paper section 3.1).
 
-`pseudo_intervention` runs the saliency method on the clean batch, builds the masks and returns
-one tensor holding both intervened sets, so the trainer classifies them in a single forward:
+`pseudo_intervention` runs the saliency method on the clean batch, builds the masks, chooses the
+rows and mask donors, and returns an `Intervention` that builds the two intervened sets
 
-    inputs = [ x*_i = (1 − T(s_i)) ⊙ x_i   for the rows L_con applies to ;
-               x'_i = (1 − T(s_j)) ⊙ x_i   for every row, j = perm(i) ≠ i ]
+    x*_i = (1 − T(s_i)) ⊙ x_i   for the rows L_con applies to      (contrast_images)
+    x'_i = (1 − T(s_j)) ⊙ x_i   for the rows L_ad applies to, j ≠ i (adversarial_images)
+
+from the mask or from a stand-in for it (the trainer's memory-saving step, engine/step.py).
 
 Saliency is taken for each sample's true class. A binary head has one logit, the positive class,
 so for a negative sample the map is negated (the evidence for class 0 is the evidence against the
@@ -14,11 +16,14 @@ slice logit (`model.slice_classifier`), and L_ad permutes whole volumes, so slic
 takes the mask of slice k of volume j.
 
 Dropout is switched off while the saliency is computed: it regularises training, it is not part
-of the function whose evidence the map shows (and WBP has no rule for it).
+of the function whose evidence the map shows (and WBP has no rule for it). With `create_graph`
+the map is computed under `piecewise_linear_backward` (same map and gradients, cheaper double
+back-propagation; see double_backward.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,10 +32,11 @@ import torch
 from torch import nn
 
 from ppi_cli.config.recipe import PPIConfig
-from ppi_cli.ppi.losses import derangement
+from ppi_cli.ppi.double_backward import piecewise_linear_backward
+from ppi_cli.ppi.losses import mask_donors
 from ppi_cli.ppi.masks import intervene, intervention_mask
 
-__all__ = ["Intervention", "pseudo_intervention", "contrast_rows", "dropout_off", "norm_statistics_frozen"]
+__all__ = ["Intervention", "pseudo_intervention", "contrast_rows", "dropout_off", "intervened_normalisation"]
 
 
 @dataclass
@@ -38,26 +44,43 @@ class Intervention:
     """What one pseudo-intervention produced for a batch of B samples.
 
     Attributes:
+        x: The clean batch `(B, C, *spatial)` or `(B, S, C, H, W)`.
+        positions: `(B, S)` B-scan positions (volume models), else None.
         saliency: `(N, 1, *spatial)` maps, N = B images or B·S B-scans, true-class sign.
-        mask: `(N, 1, *spatial)` T(s) in [0, 1].
+        mask: `(N, 1, *spatial)` T(s) in [0, 1] (in the graph for soft masks with create_graph).
         rows: int64 `(R,)` batch rows L_con applies to.
-        perm: int64 `(B,)` the image whose mask each row takes for L_ad (identity when B < 2).
-        inputs: `(R + B', C, *spatial)` or `(R + B', S, C, H, W)`: x* of `rows`, then x' of every row
-            (B' = B, or 0 when B < 2).
-        positions: `(R + B', S)` positions matching `inputs` (volume models), else None.
+        ad_rows: int64 `(A,)` batch rows L_ad applies to.
+        donors: int64 `(A,)` the image whose mask each of `ad_rows` takes (never the row itself).
     """
 
+    x: torch.Tensor
+    positions: torch.Tensor | None
     saliency: torch.Tensor
     mask: torch.Tensor
     rows: torch.Tensor
-    perm: torch.Tensor
-    inputs: torch.Tensor
-    positions: torch.Tensor | None
+    ad_rows: torch.Tensor
+    donors: torch.Tensor
+
+    def _per_sample(self, mask: torch.Tensor) -> torch.Tensor:
+        b = self.x.shape[0]
+        return mask.view(b, -1, *mask.shape[1:]) if self.positions is not None else mask  # (B, S, 1, H, W)
+
+    def contrast_images(self, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x* of `rows` (eq. 1) and their positions, from `mask` (default: `self.mask`)."""
+        m = self._per_sample(self.mask if mask is None else mask)
+        pos = self.positions[self.rows] if self.positions is not None else None
+        return intervene(self.x[self.rows], m[self.rows]), pos
+
+    def adversarial_images(self, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x' of `ad_rows`, each with its donor's mask (eq. 4), and their positions."""
+        m = self._per_sample(self.mask if mask is None else mask)
+        pos = self.positions[self.ad_rows] if self.positions is not None else None
+        return intervene(self.x[self.ad_rows], m[self.donors]), pos
 
     @property
-    def n_contrast(self) -> int:
-        """Number of x* images at the front of `inputs`."""
-        return int(self.rows.numel())
+    def inputs(self) -> torch.Tensor:
+        """x* then x', concatenated: `(R + A, ...)`."""
+        return torch.cat([self.contrast_images()[0], self.adversarial_images()[0]])
 
 
 @contextmanager
@@ -74,22 +97,26 @@ def dropout_off(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def norm_statistics_frozen(model: nn.Module) -> Iterator[None]:
-    """Train-mode batch norm keeps using batch statistics but does not update its running ones.
+def intervened_normalisation(model: nn.Module, mode: str = "running") -> Iterator[None]:
+    """How train-mode batch norm treats the intervened images; running statistics never move.
 
-    The intervened images must not drift the running statistics, which describe clean images and
-    are what the model uses at test time.
+    `running` (default) normalises x* and x' with the running statistics of clean images, as the
+    model would classify them at test time; `batch` uses the statistics of the intervened batch
+    itself (without updating the running ones). See docs/ppi.md for why `running` is the default.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
              for m in norms]
     for m in norms:
         m.momentum = 0.0  # running = (1 − 0)·running + 0·batch
+        if mode == "running":
+            m.eval()
     try:
         yield
     finally:
         for m, (momentum, tracked) in zip(norms, saved, strict=True):
             m.momentum = momentum
+            m.train()
             if tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
 
@@ -131,7 +158,8 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
         target = labels.long()
         sign = None
     explained = model.slice_classifier if volume else model
-    with dropout_off(explained):
+    cheaper = piecewise_linear_backward() if cfg.create_graph else contextlib.nullcontext()
+    with dropout_off(explained), cheaper:
         s = saliency_map(explained, images, target, method=cfg.saliency, create_graph=cfg.create_graph)
     if sign is not None:
         s = s * sign.view(-1, *([1] * (s.ndim - 1)))  # (N, 1, *spatial)
@@ -139,13 +167,9 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
                              spread=cfg.box_spread)
     if not cfg.create_graph:
         mask = mask.detach()
-    mask_b = mask.view(b, per_image, *mask.shape[1:]) if volume else mask  # (B, S, 1, H, W) or (B, 1, ...)
     rows = contrast_rows(labels, binary, cfg.contrast_on)
-    perm = derangement(b, generator).to(x.device)
-    parts = [intervene(x[rows], mask_b[rows])]
-    pos_parts = [positions[rows]] if volume else []
-    if b >= 2:
-        parts.append(intervene(x, mask_b[perm]))
-        pos_parts += [positions] if volume else []
-    return Intervention(saliency=s, mask=mask, rows=rows, perm=perm, inputs=torch.cat(parts),
-                        positions=torch.cat(pos_parts) if volume else None)
+    ad_rows, donors = mask_donors(b, rows.cpu() if cfg.adversarial_masks == "contrast" else torch.arange(b), generator)
+    if ad_rows.numel() == 0:  # no positive in the batch: every image lends its mask, as with `all`
+        ad_rows, donors = mask_donors(b, torch.arange(b), generator)
+    return Intervention(x=x, positions=positions, saliency=s, mask=mask, rows=rows, ad_rows=ad_rows.to(x.device),
+                        donors=donors.to(x.device))

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ppi_cli.config.recipe import PPIConfig
 
 __all__ = ["classification_loss", "contrast_loss", "saliency_regulariser", "adversarial_loss", "derangement",
+           "mask_donors",
            "LossWeights", "TERMS"]
 
 TERMS = ("cls", "con", "reg", "ad")
@@ -72,6 +73,32 @@ def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tenso
     perm = torch.empty(n, dtype=torch.long)
     perm[order] = order.roll(-1)  # each image takes the mask of the next one in a random cycle
     return perm
+
+
+def mask_donors(n: int, pool: torch.Tensor,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """For L_ad: each row i gets the mask of another image j ≠ i drawn from `pool` (paper eq. 4).
+
+    When the pool is every row the assignment is a derangement (a random permutation without fixed
+    points); otherwise each row draws uniformly from the pool minus itself. Rows without any other
+    image in the pool are left out.
+
+    Returns:
+        `(rows, donors)`: int64 tensors of equal length, `donors[k] ≠ rows[k]`.
+    """
+    pool = pool.cpu()
+    if pool.numel() == n and n >= 2 and torch.equal(pool, torch.arange(n)):
+        return torch.arange(n), derangement(n, generator)
+    member = torch.zeros(n, dtype=torch.bool)
+    member[pool] = True
+    choices = pool.numel() - member.long()  # (n,) donors available to each row
+    rows = torch.nonzero(choices > 0).flatten()
+    if rows.numel() == 0:
+        return rows, rows.clone()
+    draw = (torch.rand(rows.numel(), generator=generator) * choices[rows]).long()  # index into pool minus self
+    place = torch.searchsorted(pool, rows)  # where each row sits (or would sit) in the sorted pool
+    skip = member[rows] & (draw >= place)  # step over the row itself
+    return rows, pool[draw + skip.long()]
 
 
 class LossWeights:

@@ -1,0 +1,224 @@
+# SPDX-License-Identifier: MIT
+"""`ppi bench train`: the plain step against the PPI step, measured side by side in one process.
+
+Each measured step is what training does per batch: zero the gradients, forward/backward
+(`TrainStep`), optimiser update. The three steps (plain, PPI with `create_graph`, PPI without)
+run interleaved, round after round, so a change in machine load hits all three alike; the
+median over rounds is reported.
+
+Peak memory on CPU is the rise of the process's resident set during the step: the kernel's
+high-water mark (VmHWM) is reset through `/proc/self/clear_refs` just before the step, and
+glibc is told to serve every allocation ≥ 64 KiB with its own mapping (`mallopt`) and to trim
+before the step, so freed tensors leave the resident set at once. The figure is what the step
+adds on top of the weights and optimiser state already resident. On CUDA it is
+`max_memory_allocated` above the allocation before the step. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppi_cli.config.recipe import ModelConfig, PPIConfig
+from ppi_cli.engine.device import select_device
+from ppi_cli.engine.step import TrainStep
+from ppi_cli.errors import ConfigError
+from ppi_cli.ppi.losses import LossWeights
+
+__all__ = ["BenchConfig", "StepMeasure", "BenchResult", "bench_train", "DEFAULT_SIZES", "profile_step"]
+
+DEFAULT_SIZES = {"vgg11": 224, "vgg11_bn": 224, "inception_v3": 299, "tiny": 64}
+STEPS = ("plain", "ppi create_graph", "ppi no graph")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What `ppi bench train` measures."""
+
+    model: str = "vgg11"
+    batch: int = 8
+    size: int | None = None  # None: the network's usual input size (DEFAULT_SIZES)
+    channels: int = 3
+    classes: int = 1
+    saliency: str = "wbp"
+    mask: str = "soft"
+    contrast_on: str = "all"  # every sample masked for L_con: the most work a PPI step does
+    rounds: int = 3
+    device: str = "cpu"
+    seed: int = 0
+
+
+@dataclass
+class StepMeasure:
+    """Medians over rounds for one kind of step."""
+
+    step: str
+    seconds: float
+    peak_mb: float
+    seconds_all: list[float] = field(default_factory=list)
+    peak_mb_all: list[float] = field(default_factory=list)
+
+
+@dataclass
+class BenchResult:
+    """The three steps and their ratios to the plain step."""
+
+    config: BenchConfig
+    steps: list[StepMeasure]
+    device: str
+    threads: int
+    memory_method: str
+
+    def ratio(self, step: str, what: str = "seconds") -> float:
+        """`step`'s time (or `peak_mb`) over the plain step's."""
+        plain = next(s for s in self.steps if s.step == "plain")
+        mine = next(s for s in self.steps if s.step == step)
+        base = getattr(plain, what)
+        return getattr(mine, what) / base if base else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for `--json`."""
+        return {"config": asdict(self.config), "device": self.device, "threads": self.threads,
+                "memory_method": self.memory_method,
+                "steps": [{**asdict(s), "time_ratio": self.ratio(s.step), "memory_ratio": self.ratio(s.step, "peak_mb")}
+                          for s in self.steps]}
+
+
+class _Memory:
+    """Peak memory of a block: CUDA allocator statistics, or the resident set's high-water mark on Linux."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.libc = None
+        if device.type == "cuda":
+            self.method = "torch.cuda.max_memory_allocated above the allocation before the step"
+            return
+        self.method = "unavailable"
+        clear = Path("/proc/self/clear_refs")
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: big blocks get their own mapping, freed at once
+            clear.write_text("5")
+        except OSError:
+            return
+        self.libc = libc
+        self.method = "rise of VmHWM over VmRSS (reset via /proc/self/clear_refs), glibc mmap threshold 64 KiB"
+
+    def start(self) -> int:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return torch.cuda.memory_allocated(self.device)
+        if self.libc is None:
+            return 0
+        self.libc.malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_bytes("VmRSS:")
+
+    def peak(self, start: int) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return (torch.cuda.max_memory_allocated(self.device) - start) / 2**20
+        if self.libc is None:
+            return float("nan")
+        return (_status_bytes("VmHWM:") - start) / 2**20
+
+
+def _status_bytes(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _setup(cfg: BenchConfig) -> tuple[Any, ...]:
+    from ppi_cli.config.recipe import OptimConfig
+    from ppi_cli.engine.optim import build_optimizer
+    from ppi_cli.models import build_model
+
+    if cfg.model == "multiview":
+        raise ConfigError("ppi bench train: the multiview model is not benchmarked here",
+                          hint="use --model tiny, vgg11, vgg11_bn or inception_v3")
+    device = select_device(cfg.device)
+    size = cfg.size or DEFAULT_SIZES.get(cfg.model, 224)
+    torch.manual_seed(cfg.seed)
+    model = build_model(ModelConfig(name=cfg.model, in_channels=cfg.channels, num_classes=cfg.classes,
+                                    input_size=size, dropout=0.5)).to(device).train()
+    optimizer = build_optimizer(model, OptimConfig(name="sgd", lr=1e-4, momentum=0.9))  # paper's VGG optimiser
+    x = torch.rand(cfg.batch, cfg.channels, size, size, device=device)
+    if cfg.classes == 1:
+        labels = (torch.arange(cfg.batch, device=device) % 2).float()
+    else:
+        labels = torch.arange(cfg.batch, device=device) % cfg.classes
+    return device, model, optimizer, x, labels
+
+
+def _steps(cfg: BenchConfig, model: Any, device: torch.device) -> dict[str, TrainStep]:
+    base = PPIConfig(enabled=True, saliency=cfg.saliency, mask=cfg.mask, contrast_on=cfg.contrast_on, start_epoch=0)
+    out = {}
+    for name, ppi in (("plain", replace(base, enabled=False)), ("ppi create_graph", replace(base, create_graph=True)),
+                      ("ppi no graph", replace(base, create_graph=False))):
+        out[name] = TrainStep(model=model, net=model, cfg=ppi, weights=LossWeights(ppi), binary=cfg.classes == 1,
+                              device=device)
+    return out
+
+
+def bench_train(cfg: BenchConfig) -> BenchResult:
+    """Measure the plain and PPI training steps of one model, interleaved (see the module docstring).
+
+    Raises:
+        ConfigError: Unknown model, device or saliency method.
+    """
+    device, model, optimizer, x, labels = _setup(cfg)
+    steps = _steps(cfg, model, device)
+    memory = _Memory(device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    peaks: dict[str, list[float]] = {name: [] for name in steps}
+    for round_ in range(cfg.rounds + 1):  # round 0 warms up (allocator, kernels, lazy imports)
+        for name, step in steps.items():
+            optimizer.zero_grad(set_to_none=True)
+            start = memory.start()
+            began = time.perf_counter()
+            step(x, labels, epoch=0, generator=generator)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed = time.perf_counter() - began
+            if round_:
+                times[name].append(elapsed)
+                peaks[name].append(memory.peak(start))
+    measures = [StepMeasure(name, statistics.median(times[name]), statistics.median(peaks[name]), times[name],
+                            peaks[name]) for name in steps]
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return BenchResult(config=cfg, steps=measures, device=device_name, threads=torch.get_num_threads(),
+                       memory_method=memory.method)
+
+
+def profile_step(cfg: BenchConfig, step_name: str = "ppi create_graph", top: int = 15) -> list[dict[str, Any]]:
+    """Where one step's time goes: the `top` operators by self CPU time (torch.profiler), after a warm-up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device, model, optimizer, x, labels = _setup(cfg)
+    step = _steps(cfg, model, device)[step_name]
+    generator = torch.Generator().manual_seed(cfg.seed)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for profiled in (False, True):
+        optimizer.zero_grad(set_to_none=True)
+        with profile(activities=activities, record_shapes=False) if profiled else contextlib.nullcontext() as prof:
+            step(x, labels, epoch=0, generator=generator)
+            optimizer.step()
+    table = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in table) or 1.0
+    rows = sorted(table, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return [{"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3,
+             "share": e.self_cpu_time_total / total} for e in rows]
+

@@ -1,0 +1,150 @@
+# SPDX-License-Identifier: MIT
+"""Cheaper double back-propagation for PPI with `create_graph: true`, exactly.
+
+A saliency map kept in the graph is a chain of backward operations. For ReLU, max-pool and
+average-pool layers autograd's own backward takes the layer's input (or output) as an argument,
+so differentiating the map again sends a gradient into the forward graph through it, even
+though that gradient is zero: the ReLU mask and the max-pool routing are piecewise constant,
+and average pooling does not depend on its input at all. Autograd cannot know this and runs a
+full backward pass of zeros through every earlier layer (profiled: about a quarter of the VGG11
+PPI step on CPU, docs/benchmarks.md).
+
+`piecewise_linear_backward()` is a `TorchFunctionMode` that runs these layers through autograd
+Functions whose backward uses the saved mask, indices or shape as constants. Values and first
+derivatives are unchanged; the second derivative loses only the zero terms. Other layers (batch
+norm, whose statistics do depend on the input) keep their exact double backward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["piecewise_linear_backward"]
+
+aten = torch.ops.aten
+
+
+class _Relu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        y = x.clamp_min(0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        (y,) = ctx.saved_tensors
+        return aten.threshold_backward(grad, y.detach(), 0)  # the mask is a constant of the map's graph
+
+
+class _MaxPool2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, dilation, ceil_mode):  # noqa: D102
+        y, indices = aten.max_pool2d_with_indices(x, kernel, stride, padding, dilation, ceil_mode)
+        ctx.save_for_backward(x, indices)
+        ctx.args = (kernel, stride, padding, dilation, ceil_mode)
+        ctx.mark_non_differentiable(indices)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, indices = ctx.saved_tensors
+        return aten.max_pool2d_with_indices_backward(grad, x.detach(), *ctx.args, indices), None, None, None, None, None
+
+
+class _AvgPool2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor):  # noqa: D102
+        ctx.save_for_backward(x)
+        ctx.args = (kernel, stride, padding, ceil_mode, count_include_pad, divisor)
+        return aten.avg_pool2d(x, *ctx.args)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (x,) = ctx.saved_tensors
+        return (aten.avg_pool2d_backward(grad, x.detach(), *ctx.args), *([None] * 6))
+
+
+class _AdaptiveAvgPool2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, size):  # noqa: D102
+        ctx.save_for_backward(x)
+        return aten._adaptive_avg_pool2d(x, size)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (x,) = ctx.saved_tensors
+        return aten._adaptive_avg_pool2d_backward(grad, x.detach()), None
+
+
+def _pair(v: object, default: object = None) -> list[int]:
+    if v is None:
+        v = default
+    return [int(v), int(v)] if isinstance(v, int) else [int(i) for i in v]  # type: ignore[union-attr]
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default: object) -> object:
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def _relu(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    x = args[0]
+    if _arg(args, kwargs, 1, "inplace", False):
+        return None  # keep in-place semantics untouched
+    return _Relu.apply(x)
+
+
+def _max_pool(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    x = args[0]
+    if x.ndim != 4 or _arg(args, kwargs, 6, "return_indices", False):
+        return None
+    kernel = _pair(_arg(args, kwargs, 1, "kernel_size", None))
+    stride = _pair(_arg(args, kwargs, 2, "stride", None) or kernel)
+    padding = _pair(_arg(args, kwargs, 3, "padding", 0))
+    dilation = _pair(_arg(args, kwargs, 4, "dilation", 1))
+    return _MaxPool2d.apply(x, kernel, stride, padding, dilation, bool(_arg(args, kwargs, 5, "ceil_mode", False)))
+
+
+def _avg_pool(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    x = args[0]
+    if x.ndim != 4:
+        return None
+    kernel = _pair(_arg(args, kwargs, 1, "kernel_size", None))
+    stride = _pair(_arg(args, kwargs, 2, "stride", None) or kernel)
+    padding = _pair(_arg(args, kwargs, 3, "padding", 0))
+    return _AvgPool2d.apply(x, kernel, stride, padding, bool(_arg(args, kwargs, 4, "ceil_mode", False)),
+                            bool(_arg(args, kwargs, 5, "count_include_pad", True)),
+                            _arg(args, kwargs, 6, "divisor_override", None))
+
+
+def _adaptive_avg_pool(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    x = args[0]
+    if x.ndim != 4:
+        return None
+    size = _pair(_arg(args, kwargs, 1, "output_size", None))
+    size = [x.shape[2 + i] if s is None else s for i, s in enumerate(size)]
+    return _AdaptiveAvgPool2d.apply(x, size)
+
+
+_RULES = {F.relu: _relu, torch.relu: _relu, torch.Tensor.relu: _relu, F.max_pool2d: _max_pool,
+          F.avg_pool2d: _avg_pool, F.adaptive_avg_pool2d: _adaptive_avg_pool}
+
+
+class piecewise_linear_backward(TorchFunctionMode):  # noqa: N801  (used like a function: `with ...():`)
+    """While active, ReLU and 2-D pooling calls get a backward whose own derivative stays out of the forward graph.
+
+    Example:
+        >>> with piecewise_linear_backward():
+        ...     s = saliency_map(model, x, y, create_graph=True)   # same map, cheaper to differentiate
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
+        kwargs = kwargs or {}
+        rule = _RULES.get(func)
+        if rule is not None and args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+            result = rule(args, kwargs)
+            if result is not None:
+                return result
+        return func(*args, **kwargs)

@@ -1,0 +1,150 @@
+# SPDX-License-Identifier: MIT
+"""The trainer end to end on the generated task: run folder, checkpoint meta, CLI, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ppi_cli.config.recipe import load_recipe
+from ppi_cli.data.datasets import build_dataset
+from ppi_cli.engine.checkpoint import load_checkpoint
+from ppi_cli.engine.distributed import weights_digest
+from ppi_cli.engine.evaluate import predict
+from ppi_cli.engine.train_run import make_split
+from ppi_cli.engine.trainer import fit
+from ppi_cli.models import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = """\
+extends: synthetic-ppi-wbp-cpu
+model: {{input_size: 16}}
+data: {{crop: 16, synthetic_size: {size}, batch_size: 16}}
+schedule: {{epochs: {epochs}}}
+"""
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared machine two threads can be 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _recipe_file(tmp_path: Path, size: int = 64, epochs: int = 2, extra: str = "") -> Path:
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL.format(size=size, epochs=epochs) + extra)
+    return path
+
+
+def _subprocess_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PPI_WORKSPACE=str(tmp_path / "ws"), PPI_QUIET="1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_fit_writes_a_self_describing_run(tmp_path, one_thread):
+    recipe = load_recipe(_recipe_file(tmp_path))
+    split = make_split(recipe, None, fold=None)
+    result = fit(recipe, cache_dir=None, split=split, out_dir=tmp_path / "run", device="cpu")
+    for name in ("last.pt", "best.pt", "metrics.csv", "recipe.yaml", "split.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    metrics = pd.read_csv(result.metrics_csv)
+    assert metrics["epoch"].tolist() == [1, 2] and metrics["ppi"].tolist() == [0, 1]  # start_epoch: 1
+    assert {"train_cls", "train_con", "train_reg", "train_ad", "val_auc", "val_loss", "alpha"} <= set(metrics)
+    assert np.isfinite(metrics.loc[1, ["train_con", "train_reg", "train_ad"]].astype(float)).all()
+    saved = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert saved["train"] == split.train.tolist() and saved["val"] == split.val.tolist()
+    model, meta = load_model(result.best_checkpoint)
+    assert meta["input"] == {"dataset": "synthetic", "kind": "image", "channels": 1, "window": [0.0, 1.0],
+                             "crop": 16, "input_size": 16, "input_adapt": "native", "spacing_mm": None,
+                             "n_bscans": None, "bscan_size": None}
+    assert meta["classes"] == ["negative", "positive"] and meta["data_hash"] is None
+    assert meta["recipe"]["ppi"]["saliency"] == "wbp" and meta["epoch"] == result.best_epoch
+    pred = predict(model, build_dataset("synthetic", None, split.val, recipe.data, train=False))
+    assert pred.scores.shape == (len(split.val),) and np.array_equal(pred.indices, split.val)
+    assert ((pred.scores >= 0) & (pred.scores <= 1)).all()
+
+
+def test_cli_train_fold_resume_guard_and_errors(tmp_path, cli, one_thread):
+    recipe = _recipe_file(tmp_path, epochs=1, extra="eval: {folds: 4}\n")
+    out = tmp_path / "fold1"
+    ok = cli("train", "--recipe", recipe, "--out", out, "--fold", "1", "--device", "cpu")
+    assert ok.exit_code == 0, ok.stderr
+    assert "best epoch  1" in ok.stdout and f"wrote {out / 'best.pt'}" in ok.stderr
+    split = json.loads((out / "split.json").read_text())
+    assert split["fold"] == 1 and not set(split["test"]) & set(split["train"] + split["val"])
+    again = cli("train", "--recipe", recipe, "--out", out, "--device", "cpu")
+    assert again.exit_code == 1 and "already holds a training run" in again.stderr and "--resume" in again.stderr
+    other = cli("train", "--recipe", recipe, "--out", out, "--device", "cpu", "--resume", "--set", "optim.lr=0.5")
+    assert other.exit_code == 1 and "another recipe" in other.stderr
+    bad = cli("train", "--recipe", recipe, "--out", tmp_path / "x", "--fold", "4", "--device", "cpu")
+    assert bad.exit_code == 1 and "--fold 4" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_multiview_trains_on_generated_volumes(tmp_path, one_thread):
+    extra = ("model: {name: multiview, backbone: tiny, input_size: 16, multiview: {slices_per_volume: 3, "
+             "num_positions: 6, bias_epochs: 2}}\ndata: {synthetic_slices: 6, batch_size: 4}\n")
+    recipe = load_recipe(_recipe_file(tmp_path, size=24, extra=extra))
+    result = fit(recipe, cache_dir=None, split=make_split(recipe, None, None), out_dir=tmp_path / "mv", device="cpu")
+    model, meta = load_model(result.last_checkpoint)
+    assert meta["input"]["kind"] == "volume"
+    assert float(model.attention_bias) == pytest.approx(2.5)  # epoch 2 of a 5 → 0 ramp over 2 epochs
+    metrics = pd.read_csv(result.metrics_csv)
+    assert metrics["ppi"].tolist() == [0, 1] and np.isfinite(metrics["train_ad"].iloc[1])
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, cli, one_thread):
+    recipe = _recipe_file(tmp_path, size=96, epochs=4)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "ppi_cli", "train", "--recipe", str(recipe), "--out", str(killed),
+                             "--device", "cpu"], cwd=ROOT, env=_subprocess_env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (killed / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    done = load_checkpoint(killed / "last.pt")["progress"]["epoch"]
+    assert 1 <= done < 4, f"the kill did not land mid-run (epoch {done}); stderr: {err.decode()[-500:]}"
+    resumed = cli("train", "--recipe", recipe, "--out", killed, "--resume", "--device", "cpu")
+    assert resumed.exit_code == 0, resumed.stderr
+    straight = cli("train", "--recipe", recipe, "--out", tmp_path / "straight", "--device", "cpu")
+    assert straight.exit_code == 0, straight.stderr
+    a, b = load_checkpoint(killed / "last.pt"), load_checkpoint(tmp_path / "straight" / "last.pt")
+    assert a["progress"]["epoch"] == b["progress"]["epoch"] == 4
+    for key, value in b["state_dict"].items():
+        assert torch.equal(a["state_dict"][key], value), key
+    losses = ["train_cls", "train_con", "train_ad", "val_loss"]
+    rows = [pd.read_csv(run / "metrics.csv")[losses] for run in (killed, tmp_path / "straight")]
+    assert rows[0].equals(rows[1])
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_end_with_equal_checkpoints(tmp_path):
+    recipe = _recipe_file(tmp_path, epochs=1, extra="ppi: {start_epoch: 0}\n")
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+           str(29500 + os.getpid() % 1000), "-m", "ppi_cli", "train", "--recipe", str(recipe), "--out", str(out),
+           "--device", "cpu"]
+    done = subprocess.run(cmd, cwd=ROOT, env=_subprocess_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    payload = load_checkpoint(out / "last.pt")
+    ranks = payload["meta"]["distributed"]
+    assert ranks["world_size"] == 2 and len(set(ranks["weights_sha256"])) == 1
+    model, _ = load_model(out / "last.pt")
+    assert weights_digest(model) == ranks["weights_sha256"][0]  # the file holds what both ranks hold
+    assert pd.read_csv(out / "metrics.csv")["ppi"].tolist() == [1]
