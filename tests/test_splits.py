@@ -71,3 +71,10 @@ def test_holdout_on_tiny_data_falls_back_to_a_random_subject_draw():
     assert set(subjects[keep]).isdisjoint(subjects[held])
     keep, held = holdout_split(np.arange(6), labels, subjects, 0.0, seed=3)
     assert np.array_equal(keep, np.arange(6)) and held.size == 0
+
+
+def test_folds_when_no_class_can_be_stratified():
+    labels = np.array([0, 0, 0, 0, 1])
+    subjects = np.array(["a", "b", "c", "d", "e"])
+    folds = subject_folds(labels, subjects, 5, seed=0)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(5)) and all(len(f) == 1 for f in folds)

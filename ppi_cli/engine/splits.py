@@ -8,6 +8,7 @@ the cache manifest's rows, written to `split.json` in the run folder so results 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +48,19 @@ def subject_folds(labels: Sequence[int], subjects: Sequence[str], n_folds: int, 
     n_subjects = len(np.unique(subjects))
     if n_subjects < n_folds:
         raise DataError(f"only {n_subjects} subjects for {n_folds} folds", hint=f"use --folds {max(2, n_subjects)}")
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     rows = np.arange(len(labels))
-    return [np.sort(test) for _, test in splitter.split(rows, labels, groups=subjects)]
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a rare class: we stratify as well as it allows
+            return [np.sort(test) for _, test in splitter.split(rows, labels, groups=subjects)]
+    except ValueError:  # scikit-learn: every class has fewer members than folds
+        pass
+    log(f"too few samples per class to stratify {n_folds} folds; subjects dealt to folds at random")
+    order = np.random.default_rng(seed).permutation(np.unique(subjects))
+    fold_of = {s: i % n_folds for i, s in enumerate(order)}
+    assigned = np.array([fold_of[s] for s in subjects])
+    return [rows[assigned == k] for k in range(n_folds)]
 
 
 def holdout_split(rows: np.ndarray, labels: Sequence[int], subjects: Sequence[str], fraction: float,
