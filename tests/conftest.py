@@ -47,3 +47,12 @@ def cli(capsys) -> Callable[..., CliResult]:
         return CliResult(code, out, err)
 
     return invoke
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: on tiny tensors a second thread only adds waiting for a busy core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

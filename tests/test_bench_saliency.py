@@ -12,6 +12,8 @@ from ppi_cli.errors import ConfigError
 from ppi_cli.saliency import bench
 from ppi_cli.saliency.bench import FLOOR, BenchModel, SaliencyBenchConfig, Timing, bench_saliency
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _tiny() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),

@@ -12,6 +12,8 @@ from ppi_cli.errors import ConfigError, ModelError
 from ppi_cli.saliency import gradcam_layer, method_names, register_saliency, saliency_map
 from ppi_cli.saliency.core import _REGISTRY
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 METHODS = method_names()
 
 

@@ -12,6 +12,8 @@ from torch import nn
 from ppi_cli.errors import ConfigError, MissingExtraError
 from ppi_cli.saliency import saliency_map
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 LRP = ["lrp-epsilon", "lrp-gamma", "lrp-alphabeta", "lrp-flat", "lrp-zplus"]
 
 

@@ -9,6 +9,8 @@ import torchvision
 
 from ppi_cli.saliency import method_names, saliency_map
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _gradient_times_input(model, x, target):
     x = x.clone().requires_grad_(True)

@@ -14,6 +14,8 @@ from wbp_reference import Branches, Elementwise, reference_map
 from ppi_cli.saliency import saliency_map
 from ppi_cli.saliency.rules import SECANTS
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(autouse=True)
 def _seed():

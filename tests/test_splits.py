@@ -60,3 +60,21 @@ def test_holdout_and_round_trip(tmp_path):
     assert np.array_equal(loaded.train, keep) and np.array_equal(loaded.val, held) and loaded.fold == 0
     with pytest.raises(DataError, match="leaks"):
         check_disjoint(Split(np.array([0]), np.array([1]), np.array([], dtype=np.int64)), ["x", "x"])
+
+
+def test_holdout_on_tiny_data_falls_back_to_a_random_subject_draw():
+    # One positive subject: stratifying into folds is impossible, yet a subject-level hold-out is not.
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    subjects = np.array(["a", "a", "b", "c", "d", "d"])
+    keep, held = holdout_split(np.arange(6), labels, subjects, 0.5, seed=3)
+    assert len(keep) + len(held) == 6 and len(held) > 0
+    assert set(subjects[keep]).isdisjoint(subjects[held])
+    keep, held = holdout_split(np.arange(6), labels, subjects, 0.0, seed=3)
+    assert np.array_equal(keep, np.arange(6)) and held.size == 0
+
+
+def test_folds_when_no_class_can_be_stratified():
+    labels = np.array([0, 0, 0, 0, 1])
+    subjects = np.array(["a", "b", "c", "d", "e"])
+    folds = subject_folds(labels, subjects, 5, seed=0)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(5)) and all(len(f) == 1 for f in folds)

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 __all__ = [
-    "WorkspaceOpt", "DataOpt", "OutOpt", "RecipeOpt", "SeedOpt", "DeviceOpt", "WorkersOpt", "StrictOpt",
+    "WorkspaceOpt", "DataOpt", "DatasetOpt", "OutOpt", "RecipeOpt", "SeedOpt", "DeviceOpt", "WorkersOpt", "StrictOpt",
     "ModelOpt", "parse_csv_list",
 ]
 
@@ -25,6 +25,11 @@ WorkspaceOpt = Annotated[
 DataOpt = Annotated[
     Path | None,
     typer.Option("--data", help="Prepared cache folder (default: the workspace's cache for the dataset).",
+                 show_default=False),
+]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option("--dataset", help="Which workspace cache to use when several exist: lidc or ga.",
                  show_default=False),
 ]
 OutOpt = Annotated[

@@ -8,6 +8,7 @@ the cache manifest's rows, written to `split.json` in the run folder so results 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from ppi_cli.console import log
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.files import write_json
 
@@ -46,30 +48,53 @@ def subject_folds(labels: Sequence[int], subjects: Sequence[str], n_folds: int, 
     n_subjects = len(np.unique(subjects))
     if n_subjects < n_folds:
         raise DataError(f"only {n_subjects} subjects for {n_folds} folds", hint=f"use --folds {max(2, n_subjects)}")
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     rows = np.arange(len(labels))
-    return [np.sort(test) for _, test in splitter.split(rows, labels, groups=subjects)]
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a rare class: we stratify as well as it allows
+            return [np.sort(test) for _, test in splitter.split(rows, labels, groups=subjects)]
+    except ValueError:  # scikit-learn: every class has fewer members than folds
+        pass
+    log(f"too few samples per class to stratify {n_folds} folds; subjects dealt to folds at random")
+    order = np.random.default_rng(seed).permutation(np.unique(subjects))
+    fold_of = {s: i % n_folds for i, s in enumerate(order)}
+    assigned = np.array([fold_of[s] for s in subjects])
+    return [rows[assigned == k] for k in range(n_folds)]
 
 
 def holdout_split(rows: np.ndarray, labels: Sequence[int], subjects: Sequence[str], fraction: float,
                   seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split `rows` into (kept, held_out) with about `fraction` of the subjects held out, stratified by label.
+    """Split `rows` into (kept, held_out) with about `fraction` of the subjects held out.
 
     `labels` and `subjects` are indexed by manifest row (full length), `rows` selects the candidates.
+    The hold-out is stratified by label when every class has enough subjects for it; on tiny data
+    the held-out subjects are drawn at random instead (logged). A subject is never split, and a
+    fraction of 0 holds nothing out.
     """
-    if not 0 < fraction < 1:
-        raise ConfigError(f"hold-out fraction {fraction} must be between 0 and 1")
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"hold-out fraction {fraction} must be in [0, 1)")
     rows = np.asarray(rows)
+    if fraction == 0:
+        return np.sort(rows), np.array([], dtype=np.int64)
     sub_labels = np.asarray(labels)[rows]
     sub_subjects = np.asarray(subjects).astype(str)[rows]
-    n_subjects = len(np.unique(sub_subjects))
-    n_splits = int(round(1 / fraction))
-    if n_subjects < 2:
-        raise DataError(f"only {n_subjects} subject(s): cannot hold any out", hint="add subjects or lower folds")
-    n_splits = max(2, min(n_splits, n_subjects))
+    unique_subjects = np.unique(sub_subjects)
+    if unique_subjects.size < 2:
+        raise DataError(f"only {unique_subjects.size} subject(s): cannot hold any out",
+                        hint="add subjects, or set the validation fraction to 0")
+    n_splits = max(2, min(int(round(1 / fraction)), unique_subjects.size))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    keep, held = next(splitter.split(rows, sub_labels, groups=sub_subjects))
-    return np.sort(rows[keep]), np.sort(rows[held])
+    try:
+        keep, held = next(splitter.split(rows, sub_labels, groups=sub_subjects))
+        return np.sort(rows[keep]), np.sort(rows[held])
+    except ValueError:  # scikit-learn: a class has fewer members than the splitter's folds
+        pass
+    rng = np.random.default_rng(seed)
+    held_subjects = rng.permutation(unique_subjects)[: max(1, int(round(fraction * unique_subjects.size)))]
+    held_mask = np.isin(sub_subjects, held_subjects)
+    log(f"too few samples per class to stratify a hold-out of {rows.size} rows; held out subjects at random")
+    return np.sort(rows[~held_mask]), np.sort(rows[held_mask])
 
 
 def save_split(path: Path, split: Split, subjects: Sequence[str] | None = None) -> Path:

@@ -1,0 +1,48 @@
+# SPDX-License-Identifier: MIT
+"""`ppi compare RUN_A RUN_B`: paired AUC comparison of two runs on the same folds or cells."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ppi_cli.cli.options import OutOpt, SeedOpt
+
+__all__ = ["register"]
+
+
+def compare_cmd(
+    run_a: Annotated[Path, typer.Argument(help="Run folder of model A (crossval, cross-site or train run).")],
+    run_b: Annotated[Path, typer.Argument(help="Run folder of model B, evaluated on the same samples.")],
+    *,
+    out: OutOpt = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the interval of "
+                                           "the difference (0 skips it).")] = 2000,
+    seed: SeedOpt = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")] = False,
+) -> None:
+    """Compare two runs sample by sample: AUC difference (A − B) with DeLong's test and a bootstrap interval.
+
+    Predictions are paired by fold (or cross-site cell) and manifest row, so both runs must have been
+    evaluated on the same split. Writes comparison.csv and comparison.md (default: RUN_A/compare-<RUN_B>).
+    """
+    import json
+
+    from ppi_cli.console import paths, stdout
+    from ppi_cli.reports.compare import compare_runs
+
+    target = out or run_a / f"compare-{run_b.name}"
+    result = compare_runs(run_a, run_b, target, n_boot=bootstrap, seed=seed or 0)
+    if json_:
+        typer.echo(json.dumps(result.to_dict(), indent=2, allow_nan=False, default=str))
+    else:
+        stdout.print(result)
+        stdout.print(result.summary)
+    paths(read=[run_a, run_b], wrote=result.written)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach `compare` to the root app."""
+    app.command("compare")(compare_cmd)

@@ -1,0 +1,211 @@
+# SPDX-License-Identifier: MIT
+"""`ppi prepare folder`: an ImageFolder-layout photo collection (CUB, CIFAR-10 exported as images) into a cache.
+
+Two layouts are read, decided by the folder names under the root:
+
+    ROOT/<class>/<image>                  every image, no predefined split (split column "all")
+    ROOT/{train,val,test}/<class>/<image> the split the dataset ships with (CUB, CIFAR-10)
+
+Classes are the sorted class-folder names over all splits. Every image is converted to RGB (or grey
+with `channels=1`), its shorter side resized to `size` and centre-cropped to `size × size`, and stored
+in `images.npy` (N, C, size, size) uint8. With `size=None` a collection whose images all share one
+square size keeps it (CIFAR-10: 32), any other is brought to 256 (room for a 224 training crop).
+Unreadable images go to `errors.csv` and are skipped (`strict` stops instead). An interrupted run
+resumes from `progress.json`; `cache.json` is written last.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppi_cli.console import log, progress, warn
+from ppi_cli.data.cache import MANIFEST_FILE, write_cache_info
+from ppi_cli.errors import ConfigError, DataError
+from ppi_cli.files import atomic_path, write_csv, write_json
+
+__all__ = ["FolderPrepareConfig", "PreparedFolder", "prepare_folder", "scan_folder", "IMAGE_SUFFIXES", "SPLITS"]
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm"}
+SPLITS = ("train", "val", "test")
+DEFAULT_RESIZE = 256  # mixed-size collections: room for the usual 224 training crop (our decision)
+_PARTIAL = "images.partial.npy"
+_PROGRESS = "progress.json"
+_FLUSH_EVERY = 512  # images between progress records: what an interruption can cost
+
+
+@dataclass(frozen=True)
+class FolderPrepareConfig:
+    """Options of `ppi prepare folder`, one-to-one with its flags."""
+
+    root: Path  # the ImageFolder root
+    out: Path  # the cache folder to write
+    size: int | None = None  # side of the stored square images; None: native if uniform and square, else 256
+    channels: int = 3  # 3 stores RGB, 1 stores grey
+    strict: bool = False  # stop at the first unreadable image instead of logging it to errors.csv
+
+
+@dataclass(frozen=True)
+class PreparedFolder:
+    """What `prepare_folder` produced."""
+
+    cache: Path
+    n_images: int
+    classes: list[str]
+    size: int
+    n_errors: int
+    written: list[Path]
+
+
+def scan_folder(root: Path) -> tuple[list[tuple[str, str, Path]], list[str]]:
+    """The images under an ImageFolder root as `(split, class, path)` triples, and the sorted class names.
+
+    Raises:
+        DataError: The root is missing, or holds no class folders with images.
+    """
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder", hint="point --root at the folder holding one sub-folder per class")
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    split_dirs = [p for p in subdirs if p.name.lower() in SPLITS]
+    tops = [(p.name.lower(), p) for p in split_dirs] if split_dirs else [("all", root)]
+    items: list[tuple[str, str, Path]] = []
+    for split, top in tops:
+        for class_dir in sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for path in sorted(class_dir.rglob("*")):
+                if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                    items.append((split, class_dir.name, path))
+    classes = sorted({c for _, c, _ in items})
+    if not items:
+        raise DataError(f"{root}: no images in class sub-folders (looked for {', '.join(sorted(IMAGE_SUFFIXES))})",
+                        hint="lay the data out as ROOT/<class>/<image> or ROOT/{train,val,test}/<class>/<image>")
+    if len(classes) < 2:
+        raise DataError(f"{root}: only one class folder ('{classes[0]}'); a classifier needs two or more",
+                        hint="put each class's images in its own sub-folder")
+    return items, classes
+
+
+def _load_image(path: Path, size: int, channels: int) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image).convert("RGB" if channels == 3 else "L")
+        image = ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR)  # shorter side, centre crop
+        array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)  # (C, size, size)
+
+
+def _choose_size(items: list[tuple[str, str, Path]], size: int | None) -> int:
+    if size is not None:
+        if size < 8:
+            raise ConfigError(f"--size {size}: images must be at least 8 pixels", hint="--size 224")
+        return size
+    from PIL import Image
+
+    shapes = set()
+    for _, _, path in items:
+        try:
+            with Image.open(path) as image:  # reads the header only
+                shapes.add(image.size)
+        except OSError:
+            continue  # reported when the image is decoded
+        if len(shapes) > 1:
+            break
+    if len(shapes) == 1 and (shape := shapes.pop())[0] == shape[1]:
+        return int(shape[0])
+    return DEFAULT_RESIZE
+
+
+def prepare_folder(config: FolderPrepareConfig) -> PreparedFolder:
+    """Build (or resume) a `folder` cache from an ImageFolder tree.
+
+    Example:
+        >>> prepare_folder(FolderPrepareConfig(Path("/data/cifar10"), Path("cache/cifar10")))
+    """
+    import pandas as pd
+
+    if config.channels not in (1, 3):
+        raise ConfigError(f"--channels {config.channels}: only 1 (grey) or 3 (RGB)", hint="--channels 3")
+    items, classes = scan_folder(config.root)
+    size = _choose_size(items, config.size)
+    params = {"root": str(config.root.resolve()), "size": size, "channels": config.channels,
+              "n_files": len(items), "format": "folder-v1"}
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    images, start, errors = _open_partial(out, params, (len(items), config.channels, size, size))
+    class_index = {name: k for k, name in enumerate(classes)}
+    ok = np.zeros(len(items), dtype=bool)
+    ok[:start] = True
+    ok[list(errors)] = False  # images that failed before an interruption stay out
+    for i in progress(range(start, len(items)), "images", total=len(items) - start):
+        split, class_name, path = items[i]
+        try:
+            images[i] = _load_image(path, size, config.channels)
+            ok[i] = True
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's ways of saying "not an image I can read"
+            if config.strict:
+                raise DataError(f"{path}: unreadable image ({exc})", hint="remove it, or drop --strict") from None
+            errors[i] = f"{type(exc).__name__}: {exc}"
+        if (i + 1) % _FLUSH_EVERY == 0:
+            images.flush()
+            write_json(out / _PROGRESS, {"params": params, "done": i + 1, "errors": errors})
+    images.flush()
+    keep = np.flatnonzero(ok)
+    if keep.size == 0:
+        first = next(iter(errors.items()), (0, "?"))
+        raise DataError(f"{config.root}: none of the {len(items)} images could be read (first: "
+                        f"{items[first[0]][2].name}: {first[1]})", hint="check that these are image files")
+    with atomic_path(out / "images.npy") as tmp:
+        final = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                          shape=(keep.size, config.channels, size, size))
+        for chunk in np.array_split(np.arange(keep.size), max(1, keep.size // 1024)):
+            final[chunk] = images[keep[chunk]]  # copy in chunks: the array may not fit in memory
+        final.flush()
+        del final
+    del images
+    rel = [items[i][2].relative_to(config.root) for i in keep]
+    manifest = pd.DataFrame({
+        # Each photo is its own subject: natural-image collections have no patients to group by.
+        "sample_id": [p.with_suffix("").as_posix() for p in rel],
+        "subject_id": [p.with_suffix("").as_posix() for p in rel],
+        "site": "na", "label": [class_index[items[i][1]] for i in keep], "class_name": [items[i][1] for i in keep],
+        "split": [items[i][0] for i in keep], "source": [p.as_posix() for p in rel],
+    })
+    write_csv(out / MANIFEST_FILE, manifest)
+    written = [out / MANIFEST_FILE, out / "images.npy"]
+    files = ["images.npy", MANIFEST_FILE]
+    if errors:
+        error_frame = pd.DataFrame({"source": [items[i][2].relative_to(config.root).as_posix() for i in errors],
+                                    "reason": list(errors.values())})
+        write_csv(out / "errors.csv", error_frame)
+        written.append(out / "errors.csv")
+        warn(f"{len(errors)} unreadable image(s) skipped; see {out / 'errors.csv'}")
+    splits = sorted(set(manifest["split"]))
+    write_cache_info(out, "folder", params, keep.size, files,
+                     extra={"classes": classes, "size": size, "channels": config.channels, "splits": splits})
+    (out / _PARTIAL).unlink(missing_ok=True)
+    (out / _PROGRESS).unlink(missing_ok=True)
+    log(f"{keep.size} images of {len(classes)} classes at {size}×{size} (splits: {', '.join(splits)})")
+    return PreparedFolder(out, int(keep.size), classes, size, len(errors), [*written, out / "cache.json"])
+
+
+def _open_partial(out: Path, params: dict[str, Any], shape: tuple[int, ...]) -> tuple[np.ndarray, int, dict]:
+    """The work array and how far a previous run got; a run with other parameters starts over."""
+    partial, record = out / _PARTIAL, out / _PROGRESS
+    (out / "cache.json").unlink(missing_ok=True)  # the cache is incomplete from here until the end
+    if partial.is_file() and record.is_file():
+        try:
+            state = json.loads(record.read_text())
+            if state.get("params") == params:
+                images = np.lib.format.open_memmap(partial, mode="r+")
+                if images.shape == shape:
+                    log(f"resuming after {state['done']} images")
+                    return images, int(state["done"]), {int(k): v for k, v in state.get("errors", {}).items()}
+        except (OSError, ValueError, KeyError):
+            pass  # an unreadable record means starting over, which is always safe
+    images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+    write_json(record, {"params": params, "done": 0, "errors": {}})
+    return images, 0, {}

@@ -1,0 +1,99 @@
+# SPDX-License-Identifier: MIT
+"""Pictures where people would rather look: ROC curves and cross-site AUC heatmaps (PNG).
+
+Matplotlib runs on the Agg backend (no display needed, safe in batch jobs) and every figure is
+written atomically, so an interrupted study never leaves a half-written PNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppi_cli.files import atomic_path
+from ppi_cli.reports.metrics import roc_auc, roc_points
+
+__all__ = ["save_figure", "roc_figure", "heatmap_figure"]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    plt = _pyplot()
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def roc_figure(curves: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], path: str | Path,
+               title: str = "ROC") -> Path:
+    """ROC curves, one panel per run, one thin line per fold and the pooled curve in bold.
+
+    Args:
+        curves: `{run name: [(labels, scores) per fold]}`; folds with one class only are skipped.
+        path: The PNG to write.
+        title: Figure title.
+    """
+    plt = _pyplot()
+    names = list(curves)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        folds = [(np.asarray(y), np.asarray(s)) for y, s in curves[name] if 0 < np.sum(y) < len(y)]
+        for k, (y, s) in enumerate(folds):
+            fpr, tpr, _ = roc_points(y, s)
+            ax.step(fpr, tpr, where="post", lw=0.8, alpha=0.6, label=f"fold {k} ({roc_auc(y, s):.3f})")
+        if folds:
+            y_all = np.concatenate([y for y, _ in folds])
+            s_all = np.concatenate([s for _, s in folds])
+            fpr, tpr, _ = roc_points(y_all, s_all)
+            ax.step(fpr, tpr, where="post", lw=2.2, color="black", label=f"pooled ({roc_auc(y_all, s_all):.3f})")
+        ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=0.8)
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 − specificity", ylabel="sensitivity", title=name, aspect="equal")
+        ax.legend(loc="lower right", fontsize=7)
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def heatmap_figure(matrices: Mapping[str, Any], path: str | Path, title: str = "Cross-site AUC") -> Path:
+    """Cross-site AUC matrices side by side (rows = training site, columns = test site).
+
+    Args:
+        matrices: `{panel name: DataFrame of AUCs}`, e.g. `{"with PPI": m1, "no PPI": m0}`; only the
+            site columns are drawn (Mean/STD are left to the tables). One shared colour scale.
+        path: The PNG to write.
+        title: Figure title.
+    """
+    plt = _pyplot()
+    names = list(matrices)
+    frames = [matrices[n] for n in names]
+    values = [f.to_numpy(dtype=float) for f in frames]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values] + [np.array([0.5, 1.0])])
+    low, high = float(min(finite.min(), 0.5)), 1.0
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 + 2.6 * len(names), 3.6), squeeze=False)
+    image = None
+    for ax, name, frame, v in zip(axes[0], names, frames, values, strict=True):
+        image = ax.imshow(np.ma.masked_invalid(v), cmap="viridis", vmin=low, vmax=high)
+        ax.set_xticks(range(v.shape[1]), [str(c) for c in frame.columns])
+        ax.set_yticks(range(v.shape[0]), [str(r) for r in frame.index])
+        ax.set(xlabel="test site", ylabel="training site", title=name)
+        for (i, j), cell in np.ndenumerate(v):
+            text = "—" if not np.isfinite(cell) else f"{cell:.3f}"
+            shade = "white" if np.isfinite(cell) and cell < (low + high) / 2 else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=shade)
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="AUC")
+    fig.suptitle(title)
+    return save_figure(fig, path)

@@ -1,0 +1,211 @@
+# SPDX-License-Identifier: MIT
+"""Study orchestration (crossval, cross-site) with the training step replaced by a fast stand-in.
+
+The stand-in "model" scores a row from its label and a per-row seed, so every number downstream is
+reproducible and checkable; the real trainer is exercised in tests/test_studies_train.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ppi_cli.engine.cross_site as xs
+import ppi_cli.engine.crossval as cv
+from ppi_cli.config import load_recipe
+from ppi_cli.engine.splits import check_disjoint, load_split
+from ppi_cli.engine.study import StudyData, resolve_study
+from ppi_cli.errors import CacheError, ConfigError, DataError
+from ppi_cli.reports.metrics import roc_auc
+
+
+def make_data(n_subjects=40, sites=("A", "B", "C", "D"), seed=0):
+    rng = np.random.default_rng(seed)
+    per = rng.integers(1, 4, n_subjects)
+    subjects = np.repeat([f"S{i:03d}" for i in range(n_subjects)], per)
+    labels = np.repeat(rng.integers(0, 2, n_subjects), per)
+    site_of = np.array(sites)[np.arange(n_subjects) % len(sites)]
+    return StudyData("synthetic", None, labels, subjects, np.repeat(site_of, per), "hash0")
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """Replace the trainer's `fit` and the prediction step; record every training run."""
+    trained = []
+
+    def fit(recipe, *, cache_dir, split, out_dir, device="auto", resume=False):
+        trained.append((out_dir.relative_to(out_dir.parents[1]).as_posix(), recipe.ppi.enabled))
+        (out_dir / "best.pt").write_text(json.dumps({"strength": 1.5 if recipe.ppi.enabled else 0.7}))
+        return types.SimpleNamespace(best_checkpoint=out_dir / "best.pt", best_epoch=0, best_metric=0.5)
+
+    def predict_rows(checkpoint, recipe, data, rows, *, device):
+        strength = json.loads(checkpoint.read_text())["strength"]
+        rows = np.sort(rows)
+        noise = np.array([np.random.default_rng(int(r)).normal() for r in rows])
+        return rows, data.labels[rows], strength * data.labels[rows] + noise
+
+    monkeypatch.setitem(sys.modules, "ppi_cli.engine.trainer", types.SimpleNamespace(fit=fit))
+    for module in (cv, xs):
+        monkeypatch.setattr(module, "predict_rows", predict_rows)
+    return trained
+
+
+RECIPE = load_recipe("synthetic-ppi-wbp-cpu")
+
+
+@st.composite
+def manifests(draw):
+    n_subjects = draw(st.integers(6, 30))
+    per = draw(st.lists(st.integers(1, 5), min_size=n_subjects, max_size=n_subjects))
+    labels = draw(st.lists(st.integers(0, 1), min_size=n_subjects, max_size=n_subjects))
+    subjects = np.repeat([f"P{i}" for i in range(n_subjects)], per)
+    # A subject's rows may carry different labels (lesions of one patient): grouping must still hold.
+    flips = draw(st.lists(st.booleans(), min_size=len(subjects), max_size=len(subjects)))
+    y = np.repeat(labels, per) ^ np.array(flips, dtype=int)
+    return StudyData("synthetic", None, y, subjects, np.full(len(y), "na"), "h")
+
+
+@settings(max_examples=30, deadline=None)
+@given(manifests(), st.integers(2, 5), st.integers(0, 100), st.sampled_from([0.0, 0.2]))
+def test_no_subject_leaks_across_folds_or_into_validation(data, n_folds, seed, val_fraction):
+    splits = cv.fold_splits(data, n_folds, seed, val_fraction)
+    tests = [s.test for s in splits]
+    assert np.array_equal(np.sort(np.concatenate(tests)), np.arange(len(data.labels)))
+    owner = {}
+    for k, test in enumerate(tests):
+        for subject in set(data.subjects[test]):
+            assert owner.setdefault(subject, k) == k, f"subject {subject} in test folds {owner[subject]} and {k}"
+    for split in splits:
+        check_disjoint(split, data.subjects)  # raises on a leak between train, val and test
+        assert split.train.size + split.val.size + split.test.size == len(data.labels)
+
+
+def test_single_folds_plus_collect_equal_one_full_run(tmp_path, fake_training):
+    data = make_data()
+    full = cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "full", folds=4, seed=3, bootstrap=100))
+    assert full.ran == [0, 1, 2, 3] and full.summary is not None
+    for k in (2, 0, 3, 1):  # any order, as a job array would
+        part = cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "jobs", folds=4, seed=3, fold=k))
+        assert part.summary is None and part.ran == [k]
+    collected = cv.collect_crossval(tmp_path / "jobs", bootstrap=100)
+    for name in ("predictions.csv", "folds.csv", "summary.md", "folds.json"):
+        assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "jobs" / name).read_bytes(), name
+    assert collected.summary.headline == full.summary.headline
+    folds = pd.read_csv(tmp_path / "full" / "folds.csv")
+    preds = pd.read_csv(tmp_path / "full" / "predictions.csv")
+    for k, row in folds.iterrows():
+        part = preds[preds["part"] == f"fold-{k}"]
+        assert row["auc"] == pytest.approx(roc_auc(part["label"], part["score"]))
+        assert row["n"] == len(part)
+    split = load_split(tmp_path / "full" / "fold-1" / "split.json")
+    assert np.array_equal(split.test, np.sort(part_rows(preds, 1)))
+    summary = (tmp_path / "full" / "summary.md").read_text()
+    mean, std = folds["auc"].mean(), folds["auc"].std(ddof=1)
+    assert f"AUC {mean:.3f} ± {std:.3f} (95% bootstrap interval [" in summary and "![ROC" in summary
+    assert (tmp_path / "full" / "roc.png").is_file()
+
+
+def part_rows(preds, k):
+    return preds.loc[preds["part"] == f"fold-{k}", "index"].to_numpy()
+
+
+def test_resume_skips_finished_folds_and_refuses_other_settings(tmp_path, fake_training):
+    data = make_data()
+    cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "s", folds=3, seed=0, fold=1))
+    with pytest.raises(DataError, match=r"fold\(s\) 0, 2 of 3 have not finished"):
+        cv.collect_crossval(tmp_path / "s")
+    again = cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "s", folds=3, seed=0, bootstrap=0))
+    assert again.ran == [0, 2]
+    assert sum(1 for name, _ in fake_training if name.startswith("s/fold-1")) == 1
+    with pytest.raises(ConfigError, match=r"other settings \(seed\)"):
+        cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "s", folds=3, seed=1))
+
+
+def test_crossval_compare_pairs_two_recipes_on_the_same_folds(tmp_path, fake_training):
+    data = make_data()
+    base = RECIPE.replace(**{"ppi.enabled": False})
+    cv.run_crossval(cv.CrossvalConfig(base, data, tmp_path / "base", folds=3, bootstrap=0))
+    out = cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "ppi", folds=3, bootstrap=50,
+                                            compare=tmp_path / "base"))
+    pooled = out.comparison.table.set_index("part").loc["pooled"]
+    assert pooled["difference"] > 0  # the stand-in PPI model separates the classes better
+    assert (tmp_path / "ppi" / "compare-base" / "comparison.md").is_file()
+
+
+def test_cross_site_cells_alone_then_full_matrix_with_baseline(tmp_path, fake_training):
+    data = make_data(n_subjects=48)
+    one = xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "xs", ("A",), ("B",), bootstrap=0))
+    assert one.ran == ["ppi:A>A", "ppi:A>B"]
+    assert np.isnan(one.matrices["ppi"].loc["A", "C"])
+    full = xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "xs", None, None, baseline=True,
+                                                bootstrap=50))
+    assert "ppi:A>B" not in full.ran and "ppi:A>C" in full.ran and "baseline:A>B" in full.ran
+    assert [n for n, _ in fake_training].count("ppi/train-A") == 1  # A's model trained once, reused by its cells
+    cells = pd.read_csv(tmp_path / "xs" / "cells.csv")
+    assert len(cells) == 32
+    preds = pd.read_csv(tmp_path / "xs" / "ppi" / "predictions.csv", dtype={"part": str})
+    cell = preds[preds["part"] == "C>B"]
+    assert set(cell["index"]) == set(np.flatnonzero(data.sites == "B"))
+    matrix = pd.read_csv(tmp_path / "xs" / "matrix-ppi.csv", index_col=0)
+    assert matrix.loc["C", "B"] == pytest.approx(roc_auc(cell["label"], cell["score"]))
+    row = matrix.loc["D", ["A", "B", "C", "D"]].to_numpy()
+    assert matrix.loc["D", "STD"] == pytest.approx(np.std(row, ddof=1))
+    split = load_split(tmp_path / "xs" / "ppi" / "train-D" / "split.json")
+    assert set(data.sites[np.r_[split.train, split.val, split.test]]) == {"D"}
+    held = preds[preds["part"] == "D>D"]["index"].to_numpy()
+    assert np.array_equal(np.sort(held), split.test)
+    for name in ("cross_site.md", "gap.csv", "heatmap.png", "matrix-baseline.md", "compare/comparison.md"):
+        assert (tmp_path / "xs" / name).is_file(), name
+    again = xs.collect_cross_site(tmp_path / "xs", bootstrap=0)
+    assert again.matrices["baseline"].equals(full.matrices["baseline"])
+
+
+def test_cross_site_errors(tmp_path, fake_training):
+    data = make_data()
+    with pytest.raises(ConfigError, match="--train E: no such site"):
+        xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "x", ("E",)))
+    single = StudyData("synthetic", None, data.labels, data.subjects, np.full(data.labels.size, "A"), "h")
+    with pytest.raises(DataError, match="needs two or more"):
+        xs.run_cross_site(xs.CrossSiteConfig(RECIPE, single, tmp_path / "y", ("A",)))
+
+
+def fake_cache(folder, kind, sites=("A", "B")):
+    from ppi_cli.data.cache import write_cache_info
+
+    folder.mkdir(parents=True)
+    rows = [{"sample_id": f"v{i}", "subject_id": f"s{i // 2}", "site": sites[i % len(sites)], "label": i % 2}
+            for i in range(16)]
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    write_cache_info(folder, kind, {"p": 1}, 16, ["manifest.csv"])
+
+
+def test_workspace_defaults(tmp_path, monkeypatch):
+    ws = tmp_path / "ws"
+    with pytest.raises(CacheError, match="no prepared cache in the workspace"):
+        resolve_study(None, workspace=ws)
+    fake_cache(ws / "cache" / "ga", "ga")
+    recipe, data = resolve_study(None, workspace=ws)
+    assert recipe.name == "ga-ppi-wbp-cpu" and data.kind == "ga" and sorted(set(data.sites)) == ["A", "B"]
+    fake_cache(ws / "cache" / "lidc", "lidc")
+    with pytest.raises(ConfigError, match="both the LIDC and the GA cache exist"):
+        resolve_study(None, workspace=ws)
+    recipe, data = resolve_study(None, dataset="lidc", workspace=ws)
+    assert recipe.name == "lidc-ppi-wbp-cpu" and data.cache_dir == ws / "cache" / "lidc"
+    with pytest.raises(ConfigError, match="--dataset ga: recipe 'lidc-baseline-cpu' trains on 'lidc'"):
+        resolve_study("lidc-baseline-cpu", dataset="ga", workspace=ws)
+
+
+def test_cli_errors_are_one_line(cli, tmp_path):
+    result = cli("crossval", "--fold", "1")
+    assert result.exit_code == 1 and "--fold needs --out" in result.stderr and result.stderr.count("\n") == 1
+    result = cli("cross-site", "--train", "A", "--test", "B,C,D")
+    assert result.exit_code == 1 and "no cache here" in result.stderr and "ppi prepare ga" in result.stderr
+    result = cli("crossval", "--collect")
+    assert result.exit_code == 1 and "no crossval run to collect" in result.stderr

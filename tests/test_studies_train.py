@@ -1,0 +1,80 @@
+# SPDX-License-Identifier: MIT
+"""Studies with the real trainer on the generated synthetic task (1 epoch, tiny model, 64 samples)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ppi_cli.engine.crossval import CrossvalRequest, collect_crossval, crossval_study
+from ppi_cli.engine.splits import load_split
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny convolutions run fastest on one thread, and the CI's two cores are shared by the test workers."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path):
+    """The smoke recipe shrunk to one quick epoch on 64 generated 16×16 images."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text("extends: synthetic-ppi-wbp-cpu\nschedule:\n  epochs: 1\ndata:\n  synthetic_size: 64\n"
+                    "  crop: 16\n  batch_size: 16\nmodel:\n  input_size: 16\nppi:\n  start_epoch: 0\n"
+                    "eval:\n  bootstrap: 50\n")
+    return str(path)
+
+
+@pytest.mark.slow
+def test_fold_jobs_plus_collect_equal_a_single_full_run(tmp_path, tiny_recipe, cli):
+    full = cli("crossval", "--recipe", tiny_recipe, "--out", tmp_path / "full", "--folds", "3", "--device", "cpu")
+    assert full.exit_code == 0, full.stderr
+    for k in (1, 0, 2):  # separate processes of a job array would run in any order
+        job = cli("crossval", "--recipe", tiny_recipe, "--out", tmp_path / "jobs", "--folds", "3", "--fold", k,
+                  "--device", "cpu")
+        assert job.exit_code == 0, job.stderr
+        assert not (tmp_path / "jobs" / "summary.md").exists() or k == 2
+    collected = cli("crossval", "--out", tmp_path / "jobs", "--collect", "--bootstrap", "50")
+    assert collected.exit_code == 0, collected.stderr
+    a = pd.read_csv(tmp_path / "full" / "predictions.csv")
+    b = pd.read_csv(tmp_path / "jobs" / "predictions.csv")
+    pd.testing.assert_frame_equal(a, b)  # same rows, same folds, same scores: training is deterministic on CPU
+    for name in ("folds.csv", "summary.md", "folds.json"):
+        assert (tmp_path / "full" / name).read_text() == (tmp_path / "jobs" / name).read_text(), name
+    assert sorted(a["index"]) == list(range(64))
+    split = load_split(tmp_path / "full" / "fold-2" / "split.json")
+    assert np.array_equal(np.sort(a.loc[a["part"] == "fold-2", "index"]), split.test)
+    for k in range(3):
+        assert (tmp_path / "full" / f"fold-{k}" / "best.pt").is_file()
+    assert "AUC" in full.stdout
+
+
+def test_rerun_reuses_finished_folds(tmp_path, tiny_recipe):
+    request = CrossvalRequest(recipe=tiny_recipe, out=tmp_path / "cv", folds=2, device="cpu", bootstrap=0)
+    first = crossval_study(request)
+    assert first.ran == [0, 1] and first.summary is not None
+    stamp = (tmp_path / "cv" / "fold-0" / "best.pt").stat().st_mtime_ns
+    again = crossval_study(request)
+    assert again.ran == [] and (tmp_path / "cv" / "fold-0" / "best.pt").stat().st_mtime_ns == stamp
+    assert collect_crossval(tmp_path / "cv", bootstrap=0).summary.headline == first.summary.headline
+
+
+def test_cross_site_cli_on_the_synthetic_sites(tmp_path, tiny_recipe, cli):
+    # The synthetic task has two sites; its spurious cue predicts the label at A only.
+    result = cli("cross-site", "--recipe", tiny_recipe, "--train", "A", "--test", "B", "--baseline",
+                 "--out", tmp_path / "xs", "--device", "cpu", "--bootstrap", "20")
+    assert result.exit_code == 0, result.stderr
+    cells = pd.read_csv(tmp_path / "xs" / "cells.csv")
+    assert sorted(zip(cells["variant"], cells["test_site"], strict=True)) == [
+        ("baseline", "A"), ("baseline", "B"), ("ppi", "A"), ("ppi", "B")]
+    held = load_split(tmp_path / "xs" / "ppi" / "train-A" / "split.json").test
+    preds = pd.read_csv(tmp_path / "xs" / "ppi" / "predictions.csv")
+    assert np.array_equal(np.sort(preds.loc[preds["part"] == "A>A", "index"]), held)
+    assert "cross-site AUC (ppi)" in result.stdout and (tmp_path / "xs" / "heatmap.png").is_file()
+    assert (tmp_path / "xs" / "compare" / "comparison.md").is_file()
