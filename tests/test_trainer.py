@@ -34,15 +34,6 @@ schedule: {{epochs: {epochs}}}
 """
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared machine two threads can be 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _recipe_file(tmp_path: Path, size: int = 64, epochs: int = 2, extra: str = "") -> Path:
     path = tmp_path / "small.yaml"
     path.write_text(SMALL.format(size=size, epochs=epochs) + extra)
