@@ -139,3 +139,17 @@ def test_torchrun_two_ranks_end_with_equal_checkpoints(tmp_path):
     model, _ = load_model(out / "last.pt")
     assert weights_digest(model) == ranks["weights_sha256"][0]  # the file holds what both ranks hold
     assert pd.read_csv(out / "metrics.csv")["ppi"].tolist() == [1]
+
+
+def test_best_checkpoint_of_a_ppi_run_is_never_a_warm_up_epoch(tmp_path, monkeypatch, one_thread):
+    """The warm-up epoch scores best on validation here, yet best.pt must hold a model trained with PPI."""
+    import ppi_cli.engine.trainer as trainer
+
+    scores = iter([0.9, 0.6, 0.7])  # epoch 1 (warm-up), epoch 2 (first PPI epoch), epoch 3
+    monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (next(scores), 0.5))
+    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=3))
+    assert recipe.ppi.enabled and recipe.ppi.start_epoch == 1
+    result = fit(recipe, cache_dir=None, split=make_split(recipe, None, fold=None), out_dir=tmp_path / "run",
+                 device="cpu")
+    assert (result.best_epoch, result.best_metric) == (3, 0.7)
+    assert load_checkpoint(result.best_checkpoint)["meta"]["epoch"] == 3

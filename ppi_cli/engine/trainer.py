@@ -166,7 +166,10 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
                "gamma": weights.weight("ad", epoch),
                f"val_{recipe.eval.metric}": metric, "val_loss": val_loss, "seconds": time.monotonic() - started}
         key = (metric if math.isfinite(metric) else -math.inf, -val_loss if math.isfinite(val_loss) else -math.inf)
-        improved = state["best_epoch"] < 1 or key > tuple(state["best_key"]) or len(split.val) == 0
+        # A PPI run's best.pt must be a PPI model: its first PPI epoch replaces any warm-up epoch.
+        first_ppi_epoch = recipe.ppi.enabled and epoch == recipe.ppi.start_epoch > 0
+        improved = (state["best_epoch"] < 1 or first_ppi_epoch or key > tuple(state["best_key"])
+                    or len(split.val) == 0)
         if improved:
             state.update(best_epoch=epoch + 1, best_key=list(key), best_metric=metric)
         state["rows"].append(row)
