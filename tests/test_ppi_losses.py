@@ -87,6 +87,14 @@ def test_auto_weights_follow_running_magnitudes_and_boost():
     assert restored.weight("con", 3) == weights.weight("con", 3)
 
 
+def test_auto_weight_is_capped_when_a_term_collapses():
+    weights = LossWeights(PPIConfig(beta="auto", auto_momentum=0.0, auto_max=50.0))
+    weights.update({"cls": 0.7, "reg": 0.07})
+    assert weights.weight("reg", 0) == pytest.approx(10.0)  # below the cap: the plain ratio
+    weights.update({"cls": 0.7, "reg": 1e-5})  # saliency suppressed: the ratio would be 70000
+    assert weights.weight("reg", 0) == 50.0
+
+
 def _tiny(num_classes=1, dropout=0.0):
     torch.manual_seed(0)
     return build_model(ModelConfig(name="tiny", in_channels=1, num_classes=num_classes, input_size=16,

@@ -98,6 +98,8 @@ class PPIConfig:
     gamma: Weight = param(1.0, "Weight of L_ad, or 'auto'.", min=0)
     auto_momentum: float = param(0.9, "Momentum of the running loss magnitudes that 'auto' weights use (ours).",
                                  min=0, max=0.999)
+    auto_max: float = param(100.0, "Cap on an 'auto' weight (ours): a term the model drives towards zero, such as "
+                            "L_reg, would otherwise get an ever larger weight and take over training.", min=0)
     reg_boost: float = param(1.0, "Factor on β from reg_boost_epoch on (CUB: ×100 after epoch 20).", min=0)
     reg_boost_epoch: int = param(0, "Epoch from which reg_boost applies.", min=0)
     start_epoch: int = param(0, "Warm-up: PPI losses join from this epoch on.", min=0)

@@ -106,7 +106,9 @@ class LossWeights:
 
     `auto` scales a term to L_cls's magnitude: its weight is EMA(L_cls) / EMA(L_term), with
     exponential moving averages (momentum `ppi.auto_momentum`) of the detached losses, so every
-    auxiliary term contributes about as much as L_cls, which is what the paper describes.
+    auxiliary term contributes about as much as L_cls, which is what the paper describes. The
+    ratio is capped at `ppi.auto_max`: L_reg shrinks as training suppresses saliency, and an
+    uncapped ratio feeds on that (weights of several thousand were seen on the demo data).
 
     Args:
         cfg: The recipe's `ppi` section.
@@ -132,7 +134,7 @@ class LossWeights:
         fixed = self.fixed[term]
         if fixed == "auto":
             cls, own = self.running.get("cls"), self.running.get(term)
-            value = 1.0 if cls is None or not own else cls / own
+            value = 1.0 if cls is None or not own else min(cls / own, self.cfg.auto_max)
         else:
             value = float(fixed)
         if term == "reg" and epoch >= self.cfg.reg_boost_epoch:
