@@ -182,9 +182,10 @@ def test_piecewise_linear_backward_keeps_the_second_derivative_exact():
     from ppi_cli.ppi.double_backward import piecewise_linear_backward
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(  # every layer the mode touches: ReLU, max-pool, avg-pool, adaptive avg-pool
+    net = torch.nn.Sequential(  # every layer the mode touches: conv, ReLU, max-pool, avg-pool, adaptive avg-pool
         torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1),
-        torch.nn.Conv2d(4, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
+        torch.nn.Conv2d(4, 4, 3, stride=2, padding=2, dilation=2, groups=2, padding_mode="reflect"),
+        torch.nn.Conv2d(4, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3)).double().train()
     x = torch.rand(3, 2, 12, 12, dtype=torch.float64)
     params = list(net.parameters())
@@ -194,8 +195,23 @@ def test_piecewise_linear_backward_keeps_the_second_derivative_exact():
             s = saliency_map(net, x, torch.tensor([0, 2, 1]), method="wbp", create_graph=True)
         grads = torch.autograd.grad((s**2).mean(), params, allow_unused=True)
         results.append((s, [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]))
+        if cheap:
+            nodes = _graph_node_names(s)
+            assert "_ConvInputGradBackward" in nodes and "_ReluBackward" in nodes, sorted(nodes)
     (s0, g0), (s1, g1) = results
     assert torch.allclose(s0, s1)
     for a, b in zip(g0, g1, strict=True):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
     assert all(g.abs().sum() > 0 for g in g1[:2])  # the first conv still learns from the map
+
+
+def _graph_node_names(t: torch.Tensor) -> set[str]:
+    """Class names of every autograd node `t` depends on."""
+    seen, stack = set(), [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return {type(node).__name__ for node in seen}

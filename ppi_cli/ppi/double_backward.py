@@ -11,8 +11,13 @@ PPI step on CPU, docs/benchmarks.md).
 
 `piecewise_linear_backward()` is a `TorchFunctionMode` that runs these layers through autograd
 Functions whose backward uses the saved mask, indices or shape as constants. Values and first
-derivatives are unchanged; the second derivative loses only the zero terms. Other layers (batch
-norm, whose statistics do depend on the input) keep their exact double backward.
+derivatives are unchanged; the second derivative loses only the zero terms. 2-D convolutions
+get a double backward that computes the weight term as an ordinary weight gradient instead of
+autograd's convolution over transposed tensors (`_ConvInputGrad`). Other layers (batch norm,
+whose statistics do depend on the input) keep their exact double backward.
+
+The mode is for taking maps with `create_graph=True` (input gradients); a graph-building
+backward inside it skips convolution weight gradients, which such a pass never asks for.
 """
 
 from __future__ import annotations
@@ -79,6 +84,65 @@ class _AdaptiveAvgPool2d(torch.autograd.Function):
         return aten._adaptive_avg_pool2d_backward(grad, x.detach()), None
 
 
+class _Conv2d(torch.autograd.Function):
+    """A 2-D convolution whose backward builds the map's graph from `_ConvInputGrad`.
+
+    In a backward that builds a graph (the saliency pass, create_graph) only the input gradient
+    lies on the map's path, so the weight and bias gradients are skipped there, as autograd's own
+    convolution skips outputs nobody asked for. In a backward without graph (the final pass, where
+    batch-norm statistics can lead back through this layer) they are computed as usual.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):  # noqa: D102
+        ctx.save_for_backward(x, weight)
+        ctx.args = (stride, padding, dilation, groups)
+        ctx.bias_shape = None if bias is None else list(bias.shape)
+        return aten.convolution(x, weight, bias, stride, padding, dilation, False, [0, 0], groups)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.args
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = _ConvInputGrad.apply(grad, weight, list(x.shape), *ctx.args) if need_x else None
+        grad_w = grad_b = None
+        if not torch.is_grad_enabled() and (need_w or need_b):
+            _, grad_w, grad_b = aten.convolution_backward(grad, x, weight, ctx.bias_shape, stride, padding, dilation,
+                                                          False, [0, 0], groups, (False, need_w, need_b))
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+class _ConvInputGrad(torch.autograd.Function):
+    """`grad_x = Aᵀ g` of a convolution `A`, differentiable once in `g` (by `A h`) and in the weight.
+
+    Autograd's generic double backward of a convolution computes the weight term as a second
+    convolution over transposed tensors; here it is the ordinary weight gradient of `A h` against
+    `g` (profiled: half the double back-propagation of VGG11 on CPU, docs/benchmarks.md).
+    """
+
+    @staticmethod
+    def forward(ctx, grad, weight, x_shape, stride, padding, dilation, groups):  # noqa: D102
+        ctx.save_for_backward(grad, weight)
+        ctx.args = (stride, padding, dilation, groups)
+        stand_in = grad.new_empty(1).expand(x_shape)  # only its shape is read
+        return aten.convolution_backward(grad, stand_in, weight, None, stride, padding, dilation, False, [0, 0],
+                                         groups, (True, False, False))[0]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, h):  # noqa: D102
+        grad, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.args
+        grad_grad = grad_w = None
+        if ctx.needs_input_grad[0]:  # ∂⟨h, Aᵀg⟩/∂g = A h
+            grad_grad = aten.convolution(h, weight, None, stride, padding, dilation, False, [0, 0], groups)
+        if ctx.needs_input_grad[1]:  # ∂⟨A h, g⟩/∂W: the weight gradient of input h at upstream g
+            grad_w = aten.convolution_backward(grad, h, weight, None, stride, padding, dilation, False, [0, 0],
+                                               groups, (False, True, False))[1]
+        return grad_grad, grad_w, None, None, None, None, None
+
+
 def _pair(v: object, default: object = None) -> list[int]:
     if v is None:
         v = default
@@ -128,7 +192,17 @@ def _adaptive_avg_pool(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return _AdaptiveAvgPool2d.apply(x, size)
 
 
-_RULES = {F.relu: _relu, torch.relu: _relu, torch.Tensor.relu: _relu, F.max_pool2d: _max_pool,
+def _conv2d(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    x, weight = args[0], _arg(args, kwargs, 1, "weight", None)
+    padding = _arg(args, kwargs, 4, "padding", 0)
+    if x.ndim != 4 or not isinstance(weight, torch.Tensor) or isinstance(padding, str):
+        return None  # 'same'/'valid' padding and unbatched input: autograd's own convolution
+    return _Conv2d.apply(x, weight, _arg(args, kwargs, 2, "bias", None), _pair(_arg(args, kwargs, 3, "stride", 1)),
+                         _pair(padding), _pair(_arg(args, kwargs, 5, "dilation", 1)),
+                         int(_arg(args, kwargs, 6, "groups", 1)))
+
+
+_RULES = {F.conv2d: _conv2d, F.relu: _relu, torch.relu: _relu, torch.Tensor.relu: _relu, F.max_pool2d: _max_pool,
           F.avg_pool2d: _avg_pool, F.adaptive_avg_pool2d: _adaptive_avg_pool}
 
 
