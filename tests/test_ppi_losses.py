@@ -186,7 +186,8 @@ def test_piecewise_linear_backward_keeps_the_second_derivative_exact():
         torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1),
         torch.nn.Conv2d(4, 4, 3, stride=2, padding=2, dilation=2, groups=2, padding_mode="reflect"),
         torch.nn.Conv2d(4, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-        torch.nn.AvgPool2d(2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3)).double().train()
+        torch.nn.AvgPool2d(2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(4, 3)).double().train()
     x = torch.rand(3, 2, 12, 12, dtype=torch.float64)
     params = list(net.parameters())
     results = []
