@@ -20,6 +20,10 @@ def test_bench_train_reports_three_steps(cli):
         assert s["seconds"] > 0 and len(s["seconds_all"]) == 1
         assert s["time_ratio"] == pytest.approx(s["seconds"] / steps["plain"]["seconds"])
     assert data["config"]["batch"] == 4 and data["device"] == "cpu"
+    # peak memory from a separate process with glibc switched to one mapping per block (Linux)
+    assert data["memory_method"].startswith("rise of VmHWM")
+    for s in steps.values():
+        assert s["peak_mb"] >= 0 and s["peak_mb_all"] == [s["peak_mb"]]
 
 
 def test_bench_train_profile_and_errors(cli):

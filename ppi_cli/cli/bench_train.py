@@ -22,8 +22,8 @@ def bench_train_cmd(
     saliency: Annotated[str, typer.Option("--saliency", help="Saliency method of the PPI step.")] = "wbp",
     contrast_on: Annotated[str, typer.Option("--contrast-on", help="Rows L_con masks: all (every image, the most "
                                              "work) or positives (the binary recipes' default).")] = "all",
-    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Measured rounds (after one warm-up round); "
-                                        "medians are reported.")] = 3,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Timed rounds (after one warm-up round); "
+                                        "the median time is reported; peak memory from a separate round.")] = 3,
     profile: Annotated[bool, typer.Option("--profile", help="Instead of timing, list the operators the PPI step "
                                           "(create_graph) spends its time in (torch.profiler).")] = False,
     reference: Annotated[bool, typer.Option("--reference", help="Also time the straightforward, unoptimised PPI "

@@ -6,19 +6,25 @@ Each measured step is what training does per batch: zero the gradients, forward/
 run interleaved, round after round, so a change in machine load hits all three alike; the
 median over rounds is reported.
 
-Peak memory on CPU is the rise of the process's resident set during the step: the kernel's
-high-water mark (VmHWM) is reset through `/proc/self/clear_refs` just before the step, and
-glibc is told to serve every allocation ≥ 64 KiB with its own mapping (`mallopt`) and to trim
-before the step, so freed tensors leave the resident set at once. The figure is what the step
-adds on top of the weights and optimiser state already resident. On CUDA it is
+Time and memory are measured in separate passes. The timed rounds run with the allocator as
+training has it. Peak memory comes from a second round of each step (the first allocates the
+optimiser state), on CPU in a fresh process of its own. On CPU it is the rise of
+the process's resident set during the step: the kernel's high-water mark (VmHWM) is reset
+through `/proc/self/clear_refs` just before the step, and glibc is told to serve every
+allocation ≥ 64 KiB with its own mapping (`mallopt`) and to trim before the step, so freed
+tensors leave the resident set at once. The figure is what the step adds on top of the weights
+and optimiser state already resident. (Those glibc settings cost every allocation a fresh
+mapping, so timing under them would overstate the steps that allocate most.) On CUDA it is
 `max_memory_allocated` above the allocation before the step, and the steps run as training runs
 there: autocast and channels_last. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
+import multiprocessing
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -59,7 +65,7 @@ class BenchConfig:
 
 @dataclass
 class StepMeasure:
-    """Medians over rounds for one kind of step."""
+    """Time (median over the timed rounds) and peak memory (one separate round) of one kind of step."""
 
     step: str
     seconds: float
@@ -103,11 +109,15 @@ class _Memory:
             self.method = "torch.cuda.max_memory_allocated above the allocation before the step"
             return
         self.method = "unavailable"
-        clear = Path("/proc/self/clear_refs")
+
+    def prepare(self) -> None:
+        """Switch glibc to one mapping per big block (CPU); after this, time is no longer representative."""
+        if self.device.type == "cuda":
+            return
         try:
             libc = ctypes.CDLL("libc.so.6")
             libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: big blocks get their own mapping, freed at once
-            clear.write_text("5")
+            Path("/proc/self/clear_refs").write_text("5")
         except OSError:
             return
         self.libc = libc
@@ -222,29 +232,52 @@ def bench_train(cfg: BenchConfig) -> BenchResult:
     """
     device, model, optimizer, x, labels = _setup(cfg)
     steps = _steps(cfg, model, device)
-    memory = _Memory(device)
     generator = torch.Generator().manual_seed(cfg.seed)
     times: dict[str, list[float]] = {name: [] for name in steps}
-    peaks: dict[str, list[float]] = {name: [] for name in steps}
     for round_ in range(cfg.rounds + 1):  # round 0 warms up (allocator, kernels, lazy imports)
         for name, step in steps.items():
-            optimizer.zero_grad(set_to_none=True)
-            start = memory.start()
             began = time.perf_counter()
-            step(x, labels, epoch=0, generator=generator)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            elapsed = time.perf_counter() - began
+            _run_step(step, optimizer, x, labels, generator, device)
             if round_:
-                times[name].append(elapsed)
-                peaks[name].append(memory.peak(start))
-    measures = [StepMeasure(name, statistics.median(times[name]), statistics.median(peaks[name]), times[name],
-                            peaks[name]) for name in steps]
+                times[name].append(time.perf_counter() - began)
+    if device.type == "cuda":  # the caching allocator's statistics: measured here, timing unaffected
+        peaks, method = _peak_memory(cfg, (device, model, optimizer, x, labels))
+    else:  # glibc's settings for measuring would slow every allocation: a fresh process of its own
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            peaks, method = pool.submit(_peak_memory, cfg).result()
+    measures = [StepMeasure(name, statistics.median(times[name]), peaks[name], times[name], [peaks[name]])
+                for name in steps]
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return BenchResult(config=cfg, steps=measures, device=device_name, threads=torch.get_num_threads(),
-                       memory_method=memory.method)
+                       memory_method=method)
+
+
+def _run_step(step: Any, optimizer: Any, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+              device: torch.device) -> None:
+    """What training does per batch: zero the gradients, the step's forward/backward, the update."""
+    optimizer.zero_grad(set_to_none=True)
+    step(x, labels, epoch=0, generator=generator)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory(cfg: BenchConfig, setup: tuple[Any, ...] | None = None) -> tuple[dict[str, float], str]:
+    """Peak MiB of each step in its second round (the first allocates optimiser state), and how it was taken."""
+    memory = _Memory(select_device(cfg.device))
+    memory.prepare()  # before anything is allocated, so every big block is a mapping of its own
+    device, model, optimizer, x, labels = setup if setup is not None else _setup(cfg)
+    steps = _steps(cfg, model, device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    peaks: dict[str, float] = {}
+    for round_ in range(2):
+        for name, step in steps.items():
+            start = memory.start()
+            _run_step(step, optimizer, x, labels, generator, device)
+            if round_:
+                peaks[name] = memory.peak(start)
+    return peaks, memory.method
 
 
 def profile_step(cfg: BenchConfig, step_name: str = "ppi create_graph", top: int = 15) -> list[dict[str, Any]]:
