@@ -51,19 +51,30 @@ def _crossval_section(dataset: str, pair: dict[str, Any], root: Path) -> tuple[l
                      f"p = {format_value(pooled['p_value'], 4)}; "
                      f"bootstrap 95% CI {format_interval(pooled['boot_low'], pooled['boot_high'])} "
                      f"([comparison]({link})).\n")
-        reading = _verdict(dataset.upper(), pooled["difference"], pooled["p_value"])
+        reading = _verdict(dataset.upper(), per_fold.to_numpy(dtype=float), pooled["difference"], pooled["p_value"])
     pictures = " ".join(f"![{NAMES[v]} ROC]({_rel(run.out / 'roc.png', root)})" for v, run in pair.items())
     lines += [f"ROC curves per fold (left: baseline, right: PPI + WBP):\n\n{pictures}\n"]
     return lines, reading
 
 
-def _verdict(what: str, difference: float, p_value: float) -> str:
-    if not math.isfinite(difference):
+def _verdict(what: str, per_fold: Any, pooled: float, p_value: float) -> str:
+    """One sentence per dataset: the per-fold paired difference first (like for like), then the pooled one."""
+    if not math.isfinite(pooled) or not len(per_fold):
         return f"{what}: the comparison could not be computed."
-    direction = "higher" if difference > 0 else "lower" if difference < 0 else "the same"
+    mean = float(per_fold.mean())
+    spread = float(per_fold.std(ddof=1)) if len(per_fold) > 1 else 0.0
     strength = "significant at the 5% level" if p_value < 0.05 else "not significant at the 5% level"
-    return (f"{what}: PPI + WBP scored a pooled AUC {abs(difference):.3f} {direction} than the baseline "
-            f"(DeLong p = {p_value:.3g}, {strength}).")
+    sentence = (f"{what}: per fold, PPI + WBP's AUC was {abs(mean):.3f} {_direction(mean)} than the baseline's "
+                f"(mean of {len(per_fold)} paired differences, std {spread:.3f}); pooled over the folds' test "
+                f"predictions it was {abs(pooled):.3f} {_direction(pooled)} (DeLong p = {p_value:.3g}, {strength}).")
+    if mean * pooled < 0:
+        sentence += (" The two disagree in sign: the pooled AUC also rewards how well the fold models' scores line up "
+                     "with one another, so the per-fold difference is the like-for-like one.")
+    return sentence
+
+
+def _direction(difference: float) -> str:
+    return "higher" if difference > 0 else "lower" if difference < 0 else "no different"
 
 
 def _cross_site_section(cross_site: Any, root: Path) -> tuple[list[str], str]:
