@@ -42,7 +42,6 @@ from ppi_cli.ppi.losses import LossWeights
 __all__ = ["BenchConfig", "StepMeasure", "BenchResult", "bench_train", "DEFAULT_SIZES", "profile_step"]
 
 DEFAULT_SIZES = {"vgg11": 224, "vgg11_bn": 224, "inception_v3": 299, "tiny": 64}
-STEPS = ("plain", "ppi create_graph", "ppi no graph", "straightforward")
 
 
 @dataclass(frozen=True)
@@ -289,10 +288,8 @@ def profile_step(cfg: BenchConfig, step_name: str = "ppi create_graph", top: int
     generator = torch.Generator().manual_seed(cfg.seed)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     for profiled in (False, True):
-        optimizer.zero_grad(set_to_none=True)
         with profile(activities=activities, record_shapes=False) if profiled else contextlib.nullcontext() as prof:
-            step(x, labels, epoch=0, generator=generator)
-            optimizer.step()
+            _run_step(step, optimizer, x, labels, generator, device)
     table = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in table) or 1.0
     rows = sorted(table, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
