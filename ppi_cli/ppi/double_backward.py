@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.grad import conv2d_input, conv2d_weight
 from torch.overrides import TorchFunctionMode
 
 __all__ = ["piecewise_linear_backward"]
@@ -125,9 +126,7 @@ class _ConvInputGrad(torch.autograd.Function):
     def forward(ctx, grad, weight, x_shape, stride, padding, dilation, groups):  # noqa: D102
         ctx.save_for_backward(grad, weight)
         ctx.args = (stride, padding, dilation, groups)
-        stand_in = grad.new_empty(1).expand(x_shape)  # only its shape is read
-        return aten.convolution_backward(grad, stand_in, weight, None, stride, padding, dilation, False, [0, 0],
-                                         groups, (True, False, False))[0]
+        return conv2d_input(x_shape, weight, grad, stride, padding, dilation, groups)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -138,8 +137,7 @@ class _ConvInputGrad(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # ∂⟨h, Aᵀg⟩/∂g = A h
             grad_grad = aten.convolution(h, weight, None, stride, padding, dilation, False, [0, 0], groups)
         if ctx.needs_input_grad[1]:  # ∂⟨A h, g⟩/∂W: the weight gradient of input h at upstream g
-            grad_w = aten.convolution_backward(grad, h, weight, None, stride, padding, dilation, False, [0, 0],
-                                               groups, (False, True, False))[1]
+            grad_w = conv2d_weight(h, weight.shape, grad, stride, padding, dilation, groups)
         return grad_grad, grad_w, None, None, None, None, None
 
 
