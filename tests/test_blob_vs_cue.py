@@ -8,7 +8,8 @@ part of site A, and are scored on the site-B rows, where the cue marks half of e
 Criterion: PPI+WBP has the higher site-B AUC. The share of positive WBP saliency inside the
 blob (energy pointing game over the 50 strongest points) is reported beside it, not asserted.
 Measured when this test was written (recipe seed 0, never used while choosing the recipe; seeds
-1-3 were): AUC 0.722 → 0.787, top-50 energy share 0.460 → 0.475.
+1-3 were): AUC 0.722 → 0.787, top-50 energy share 0.460 → 0.475. Since the map comes from the
+clean pass (`ppi.map_from: auto`, with the step's dropout masks): 0.722 → 0.788 and 0.460 → 0.465.
 """
 
 from __future__ import annotations

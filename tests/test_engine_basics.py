@@ -1,6 +1,10 @@
 # SPDX-License-Identifier: MIT
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -40,3 +44,34 @@ def test_workspace_resolution(tmp_path, monkeypatch):
     run.mkdir(parents=True)
     assert ws.new_run("train", "ga", "ga-ppi-wbp", when=0) != run
     assert ws.latest_run("train", "ga") == run
+
+
+_RSS_AFTER_FREE = """
+import torch
+from pathlib import Path
+from ppi_cli.engine.device import keep_host_memory
+
+def rss_mib():
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+kept = keep_host_memory()
+before = rss_mib()
+block = torch.ones(64 * 2**20 // 4)  # 64 MiB, above glibc's largest mmap threshold
+del block
+print(kept, round(rss_mib() - before))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+@pytest.mark.parametrize("setting", ["", "system"])
+def test_keep_host_memory_keeps_freed_blocks_unless_told_not_to(setting):
+    env = {**os.environ, "PPI_MALLOC": setting}
+    out = subprocess.run([sys.executable, "-c", _RSS_AFTER_FREE], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    kept, resident_after_free = out[0] == "True", int(out[1])
+    assert kept == (setting != "system")
+    if kept:
+        assert resident_after_free >= 60, out  # freed, but still in the process for the next step
+    else:
+        assert resident_after_free <= 8, out  # glibc's default: the block was unmapped on free

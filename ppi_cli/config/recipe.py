@@ -104,6 +104,10 @@ class PPIConfig:
     reg_boost_epoch: int = param(0, "Epoch from which reg_boost applies.", min=0)
     start_epoch: int = param(0, "Warm-up: PPI losses join from this epoch on.", min=0)
     create_graph: bool = param(True, "Differentiate through the saliency map (needed for L_reg to train θ).")
+    map_from: Literal["auto", "separate"] = param(
+        "auto", "Where the WBP map comes from (ours): auto takes it from L_cls's own backward where that is exact "
+        "(binary head, no batch-statistics norm; the map then includes the step's dropout masks), else a separate "
+        "saliency pass with dropout off; separate always runs that pass (docs/ppi.md).")
     intervened_norm: Literal["running", "batch"] = param(
         "running", "Batch norm on the intervened images x*, x': the running statistics of clean images (as at test "
         "time) or the intervened batch's own (ours; docs/ppi.md).")

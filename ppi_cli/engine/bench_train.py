@@ -7,9 +7,10 @@ run interleaved, round after round, so a change in machine load hits all three a
 median over rounds is reported.
 
 Time and memory are measured in separate passes. The timed rounds run with the allocator as
-training has it. Peak memory comes from a second round of each step (the first allocates the
-optimiser state), on CPU in a fresh process of its own. On CPU it is the rise of
-the process's resident set during the step: the kernel's high-water mark (VmHWM) is reset
+`ppi train` sets it (on Linux CPUs glibc keeps freed blocks for reuse: `keep_host_memory`).
+Peak memory comes from a second round of each step (the first allocates the optimiser state),
+on CPU in a fresh process of its own. On CPU it is the rise of the process's resident set
+during the step: the kernel's high-water mark (VmHWM) is reset
 through `/proc/self/clear_refs` just before the step, and glibc is told to serve every
 allocation ≥ 64 KiB with its own mapping (`mallopt`) and to trim before the step, so freed
 tensors leave the resident set at once. The figure is what the step adds on top of the weights
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 
 from ppi_cli.config.recipe import ModelConfig, PPIConfig
-from ppi_cli.engine.device import select_device
+from ppi_cli.engine.device import keep_host_memory, select_device
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.errors import ConfigError
 from ppi_cli.ppi.losses import LossWeights
@@ -149,7 +150,7 @@ def _status_bytes(key: str) -> int:
     return 0
 
 
-def _setup(cfg: BenchConfig) -> tuple[Any, ...]:
+def _setup(cfg: BenchConfig, *, timed: bool = True) -> tuple[Any, ...]:
     from ppi_cli.config.recipe import OptimConfig
     from ppi_cli.engine.optim import build_optimizer
     from ppi_cli.models import build_model
@@ -158,6 +159,8 @@ def _setup(cfg: BenchConfig) -> tuple[Any, ...]:
         raise ConfigError("ppi bench train: the multiview model is not benchmarked here",
                           hint="use --model tiny, vgg11, vgg11_bn or inception_v3")
     device = select_device(cfg.device)
+    if timed and device.type == "cpu":
+        keep_host_memory()  # the allocator as `ppi train` sets it
     size = cfg.size or DEFAULT_SIZES.get(cfg.model, 224)
     torch.manual_seed(cfg.seed)
     model = build_model(ModelConfig(name=cfg.model, in_channels=cfg.channels, num_classes=cfg.classes,
@@ -266,7 +269,7 @@ def _peak_memory(cfg: BenchConfig, setup: tuple[Any, ...] | None = None) -> tupl
     """Peak MiB of each step in its second round (the first allocates optimiser state), and how it was taken."""
     memory = _Memory(select_device(cfg.device))
     memory.prepare()  # before anything is allocated, so every big block is a mapping of its own
-    device, model, optimizer, x, labels = setup if setup is not None else _setup(cfg)
+    device, model, optimizer, x, labels = setup if setup is not None else _setup(cfg, timed=False)
     steps = _steps(cfg, model, device)
     generator = torch.Generator().manual_seed(cfg.seed)
     peaks: dict[str, float] = {}

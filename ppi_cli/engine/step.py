@@ -5,8 +5,11 @@ The PPI step, arranged so nothing is computed twice and little is held at once:
 
 1. clean forward → L_cls → backward at once (its activations are freed before the PPI part);
    under DDP inside `no_sync`, so gradients are reduced once, at the end;
-2. saliency of the clean batch from the saliency engine's own pass (the recipe's method; graph
-   kept when `create_graph`);
+2. saliency of the clean batch (graph kept when `create_graph`): for binary image models with
+   WBP (`ppi.map_from: auto`) from step 1's forward, and for networks without layers that need
+   a WBP rule from step 1's backward itself (ppi/shared_map.py); otherwise from the saliency
+   engine's own pass (the recipe's method). When the map's graph keeps step 1's forward alive
+   anyway (create_graph with batch norm), L_cls joins the last backward instead;
 3. x* (rows L_con applies to) forward → α·L_con backward, the gradient reaching the mask kept on
    a stand-in leaf; batch norm on the running statistics of clean images
    (`ppi.intervened_norm: running`), so x* and x' need not share a forward;
@@ -34,7 +37,9 @@ from ppi_cli.engine.evaluate import autocast
 from ppi_cli.ppi.intervention import (
     Intervention,
     intervened_normalisation,
+    intervention_from_saliency,
     pseudo_intervention,
+    true_class_sign,
 )
 from ppi_cli.ppi.losses import (
     LossWeights,
@@ -43,6 +48,7 @@ from ppi_cli.ppi.losses import (
     contrast_loss,
     saliency_regulariser,
 )
+from ppi_cli.ppi.shared_map import classification_with_map, shares_clean_pass
 
 __all__ = ["TrainStep", "forward", "sample_slices"]
 
@@ -118,12 +124,14 @@ class TrainStep:
     def _ppi(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None, epoch: int,
              generator: torch.Generator | None) -> dict[str, float]:
         sync_off = self.net.no_sync if hasattr(self.net, "no_sync") else contextlib.nullcontext
-        l_cls, iv = self._clean_pass(x, labels, positions, generator, sync_off)
+        l_cls, iv, deferred = self._clean_pass(x, labels, positions, generator, sync_off)
         alpha, beta, gamma = (self.weights.weight(t, epoch) for t in ("con", "reg", "ad"))
         l_reg = saliency_regulariser(_full(iv.saliency))
         l_con, l_ad, total = self._intervened_pass(iv, labels, alpha, gamma, sync_off)
         if l_reg.requires_grad:  # without create_graph the map is a constant: L_reg is reported, not trained
             total = total + beta * l_reg
+        if deferred is not None:  # L_cls's gradient, from the traversal of the clean graph this backward makes anyway
+            total = total + deferred
         self._backward(total)
         values = {"cls": float(l_cls.detach()), "con": float(l_con.detach()), "reg": float(l_reg.detach()),
                   "ad": float(l_ad.detach())}
@@ -132,18 +140,35 @@ class TrainStep:
         return values
 
     def _clean_pass(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None,
-                    generator: torch.Generator | None, sync_off: Any) -> tuple[torch.Tensor, Intervention]:
-        """L_cls (back-propagated here, so its activations are freed) and the intervention."""
-        with sync_off():
-            with autocast(self.device, self.amp):
-                logits = forward(self.net, x, positions)
-            l_cls = classification_loss(_full(logits), labels)
-            self._backward(l_cls)
-        del logits
+                    generator: torch.Generator | None,
+                    sync_off: Any) -> tuple[torch.Tensor, Intervention, torch.Tensor | None]:
+        """L_cls, the intervention, and what of L_cls is left to back-propagate with the last backward.
+
+        L_cls is back-propagated here (its activations freed) unless the map's graph keeps the clean
+        forward alive anyway (`ClassificationWithMap.deferred`).
+        """
+        cfg = self.cfg
+        if shares_clean_pass(self.model, map_from=cfg.map_from, saliency=cfg.saliency, binary=self.binary,
+                             volume=positions is not None, scaled=self.scaler is not None):
+            with sync_off(), autocast(self.device, self.amp):
+                shared = classification_with_map(self.net, x, labels, create_graph=cfg.create_graph)
+            l_cls = shared.loss
+            if shared.saliency is not None:
+                sign = true_class_sign(labels).to(shared.saliency.dtype)  # (B,): the map turned to the true class
+                s = shared.saliency * sign.view(-1, *([1] * (x.ndim - 1)))
+                iv = intervention_from_saliency(x, labels, s, cfg, binary=True, generator=generator)
+                return l_cls, iv, shared.deferred
+        else:
+            with sync_off():
+                with autocast(self.device, self.amp):
+                    logits = forward(self.net, x, positions)
+                l_cls = classification_loss(_full(logits), labels)
+                self._backward(l_cls)
+            del logits
         with autocast(self.device, self.amp):
             iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
                                      generator=generator)
-        return l_cls, iv
+        return l_cls, iv, None
 
     def _intervened_pass(self, iv: Intervention, labels: torch.Tensor, alpha: float, gamma: float,
                          sync_off: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -31,7 +31,7 @@ from ppi_cli.config.recipe import Recipe
 from ppi_cli.console import log, progress
 from ppi_cli.data.datasets import build_dataset
 from ppi_cli.engine.checkpoint import load_checkpoint, save_checkpoint
-from ppi_cli.engine.device import seed_everything
+from ppi_cli.engine.device import keep_host_memory, seed_everything
 from ppi_cli.engine.distributed import (
     DistContext,
     average_buffers,
@@ -107,8 +107,10 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
     cache = describe_cache(kind, cache_dir)
     _start_run_folder(out_dir, recipe, split, resume, ctx)
     seed_everything(recipe.seed)
-    model = build_model(recipe.model).to(device)
     cuda = device.type == "cuda"
+    if not cuda:
+        keep_host_memory()
+    model = build_model(recipe.model).to(device)
     if cuda and recipe.schedule.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, recipe.optim)

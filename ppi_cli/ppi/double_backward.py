@@ -17,7 +17,9 @@ autograd's convolution over transposed tensors (`_ConvInputGrad`). Other layers 
 whose statistics do depend on the input) keep their exact double backward.
 
 The mode is for taking maps with `create_graph=True` (input gradients); a graph-building
-backward inside it skips convolution weight gradients, which such a pass never asks for.
+backward inside it skips convolution weight gradients, which such a pass never asks for, unless
+the mode is entered with `weight_grads=True` (the trainer's map taken from L_cls's own backward,
+which needs both; the weight gradients are then computed outside the graph).
 """
 
 from __future__ import annotations
@@ -90,15 +92,17 @@ class _Conv2d(torch.autograd.Function):
 
     In a backward that builds a graph (the saliency pass, create_graph) only the input gradient
     lies on the map's path, so the weight and bias gradients are skipped there, as autograd's own
-    convolution skips outputs nobody asked for. In a backward without graph (the final pass, where
-    batch-norm statistics can lead back through this layer) they are computed as usual.
+    convolution skips outputs nobody asked for, unless `weight_grads` asks for them (computed
+    outside the graph: nothing differentiates them again). In a backward without graph (the final
+    pass, where batch-norm statistics can lead back through this layer) they are computed as usual.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):  # noqa: D102
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, mode):  # noqa: D102
         ctx.save_for_backward(x, weight)
         ctx.args = (stride, padding, dilation, groups)
         ctx.bias_shape = None if bias is None else list(bias.shape)
+        ctx.mode = mode  # its `weight_grads` is read when the backward runs
         return aten.convolution(x, weight, bias, stride, padding, dilation, False, [0, 0], groups)
 
     @staticmethod
@@ -108,10 +112,11 @@ class _Conv2d(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x = _ConvInputGrad.apply(grad, weight, list(x.shape), *ctx.args) if need_x else None
         grad_w = grad_b = None
-        if not torch.is_grad_enabled() and (need_w or need_b):
-            _, grad_w, grad_b = aten.convolution_backward(grad, x, weight, ctx.bias_shape, stride, padding, dilation,
-                                                          False, [0, 0], groups, (False, need_w, need_b))
-        return grad_x, grad_w, grad_b, None, None, None, None
+        if (ctx.mode.weight_grads or not torch.is_grad_enabled()) and (need_w or need_b):
+            with torch.no_grad():
+                _, grad_w, grad_b = aten.convolution_backward(grad, x, weight, ctx.bias_shape, stride, padding,
+                                                              dilation, False, [0, 0], groups, (False, need_w, need_b))
+        return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
 class _ConvInputGrad(torch.autograd.Function):
@@ -151,14 +156,14 @@ def _arg(args: tuple, kwargs: dict, index: int, name: str, default: object) -> o
     return args[index] if len(args) > index else kwargs.get(name, default)
 
 
-def _relu(args: tuple, kwargs: dict) -> torch.Tensor | None:
+def _relu(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
     x = args[0]
     if _arg(args, kwargs, 1, "inplace", False):
         return None  # keep in-place semantics untouched
     return _Relu.apply(x)
 
 
-def _max_pool(args: tuple, kwargs: dict) -> torch.Tensor | None:
+def _max_pool(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
     x = args[0]
     if x.ndim != 4 or _arg(args, kwargs, 6, "return_indices", False):
         return None
@@ -169,7 +174,7 @@ def _max_pool(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return _MaxPool2d.apply(x, kernel, stride, padding, dilation, bool(_arg(args, kwargs, 5, "ceil_mode", False)))
 
 
-def _avg_pool(args: tuple, kwargs: dict) -> torch.Tensor | None:
+def _avg_pool(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
     x = args[0]
     if x.ndim != 4:
         return None
@@ -181,7 +186,7 @@ def _avg_pool(args: tuple, kwargs: dict) -> torch.Tensor | None:
                             _arg(args, kwargs, 6, "divisor_override", None))
 
 
-def _adaptive_avg_pool(args: tuple, kwargs: dict) -> torch.Tensor | None:
+def _adaptive_avg_pool(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
     x = args[0]
     if x.ndim != 4:
         return None
@@ -190,14 +195,14 @@ def _adaptive_avg_pool(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return _AdaptiveAvgPool2d.apply(x, size)
 
 
-def _conv2d(args: tuple, kwargs: dict) -> torch.Tensor | None:
+def _conv2d(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
     x, weight = args[0], _arg(args, kwargs, 1, "weight", None)
     padding = _arg(args, kwargs, 4, "padding", 0)
     if x.ndim != 4 or not isinstance(weight, torch.Tensor) or isinstance(padding, str):
         return None  # 'same'/'valid' padding and unbatched input: autograd's own convolution
     return _Conv2d.apply(x, weight, _arg(args, kwargs, 2, "bias", None), _pair(_arg(args, kwargs, 3, "stride", 1)),
                          _pair(padding), _pair(_arg(args, kwargs, 5, "dilation", 1)),
-                         int(_arg(args, kwargs, 6, "groups", 1)))
+                         int(_arg(args, kwargs, 6, "groups", 1)), mode)
 
 
 _RULES = {F.conv2d: _conv2d, F.relu: _relu, torch.relu: _relu, torch.Tensor.relu: _relu, F.max_pool2d: _max_pool,
@@ -212,11 +217,15 @@ class piecewise_linear_backward(TorchFunctionMode):  # noqa: N801  (used like a 
         ...     s = saliency_map(model, x, y, create_graph=True)   # same map, cheaper to differentiate
     """
 
+    def __init__(self, weight_grads: bool = False) -> None:
+        super().__init__()
+        self.weight_grads = weight_grads
+
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
         kwargs = kwargs or {}
         rule = _RULES.get(func)
         if rule is not None and args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
-            result = rule(args, kwargs)
+            result = rule(args, kwargs, self)
             if result is not None:
                 return result
         return func(*args, **kwargs)

@@ -37,6 +37,8 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = ["WeightBackpropMode", "secant_of", "SECANTS"]
 
+aten = torch.ops.aten
+
 Secant = Callable[[torch.Tensor], torch.Tensor]
 _PASS = object()  # a rule's answer when the call needs no special backward
 
@@ -51,8 +53,9 @@ class _Phase:
     is h'(x), not h(x)/x. Each node therefore asks its call's phase which rule applies.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, update_statistics: bool = False) -> None:
         self.active = False
+        self.update_statistics = update_statistics  # train-mode batch norm updates running statistics (forward)
 
 
 class _SecantActivation(torch.autograd.Function):
@@ -97,6 +100,38 @@ class _ConstantStatNormalise(torch.autograd.Function):
         grad_mean = -grad_x.sum(dims, keepdim=True)
         grad_inv_std = (grad_out * (x - mean)).sum(dims, keepdim=True)
         return grad_x, grad_mean, grad_inv_std, None
+
+
+class _BatchNormOnBatch(torch.autograd.Function):
+    """Train-mode batch norm with the native kernels; the WBP backward scales by γ/σ, statistics held constant.
+
+    Outside the WBP pass the backward is batch norm's true derivative (through the statistics),
+    itself differentiable when a graph is kept. In the WBP pass with a graph kept, σ is recomputed
+    from the saved input, so a loss on the map still sees how the statistics move (see `_Phase`).
+    Running statistics are updated only when the mode was asked to (`update_statistics`).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, phase):  # noqa: D102
+        y, mean, invstd = aten.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)[:3]
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps, ctx.phase = eps, phase
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, weight, mean, invstd = ctx.saved_tensors
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # (1, C, 1, ..., 1)
+        if ctx.phase.active:
+            if torch.is_grad_enabled():  # the map keeps its graph: σ as the function of x it is
+                dims = (0, *range(2, x.ndim))
+                invstd = torch.rsqrt(x.var(dim=dims, correction=0) + ctx.eps)
+            scale = invstd if weight is None else invstd * weight
+            return grad * scale.view(shape), None, None, None, None, None, None, None
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x, grad_w, grad_b = aten.native_batch_norm_backward(
+            grad, x, weight, None, None, mean, invstd, True, ctx.eps, [need_x, need_w, need_b])
+        return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
 # ---- secants h(x)/x, written so that their own gradient is finite everywhere (create_graph) ----
@@ -230,10 +265,12 @@ def _batch_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
     if not training and running_mean is not None and running_var is not None:
         return _PASS  # eval mode: already the per-channel affine map of the rule table
     weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
+    momentum = float(_arg(args, kwargs, 6, "momentum", 0.1) or 0.0)
     eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
-    dims = (0, *range(2, x.ndim))  # statistics over batch and space, per channel
-    # running statistics are deliberately not updated: a saliency call leaves the model as it was
-    return _channel_affine(_normalise(x, dims, eps, phase), weight, bias)
+    # a saliency call leaves the running statistics as they were; the trainer's shared clean pass updates them
+    update = phase.update_statistics and training
+    return _BatchNormOnBatch.apply(x, weight, bias, running_mean if update else None,
+                                   running_var if update else None, momentum, eps, phase)
 
 
 def _instance_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
@@ -303,9 +340,10 @@ class WeightBackpropMode(TorchFunctionMode):
         ...     w0, = torch.autograd.grad(logits[:, 0].sum(), x)   # W^0 rows of Eq. (6)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, update_statistics: bool = False) -> None:
         super().__init__()
-        self._phase = _Phase()
+        self._phase = _Phase(update_statistics)
+        self.rewritten = 0  # calls given a WBP backward; 0 means the graph is autograd's own
 
     @contextmanager
     def backward_rules(self) -> Iterator[None]:
@@ -322,5 +360,6 @@ class WeightBackpropMode(TorchFunctionMode):
         if rule is not None:
             result = rule(args, kwargs, self._phase)
             if result is not _PASS:
+                self.rewritten += 1
                 return result
         return func(*args, **kwargs)
