@@ -174,9 +174,10 @@ class TrainStep:
                          sync_off: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """L_con, L_ad and what remains to back-propagate (x* is back-propagated here when chunked)."""
         # x* and x' are classified with running statistics (no batch coupling), so they can go through
-        # one at a time: only one set's activations are alive at once. Gradients reaching the mask from
-        # x* are collected on a stand-in leaf and handed to the mask's graph with x' (one pass through
-        # the saliency graph, one DDP reduction).
+        # one set at a time: only one set's activations are alive at once; while the map's graph is
+        # alive too (create_graph), x' goes in two halves. Gradients reaching the mask from all but the
+        # last part are collected on a stand-in leaf and handed to the mask's graph with the last part
+        # (one pass through the saliency graph, one DDP reduction).
         l_con = torch.zeros((), device=iv.x.device)
         if self.cfg.intervened_norm == "running" and iv.rows.numel() > 0:
             stand_in = iv.mask.detach().requires_grad_(iv.mask.requires_grad)
@@ -184,12 +185,21 @@ class TrainStep:
                 images, pos = iv.contrast_images(stand_in)
                 l_con = contrast_loss(self._intervened(images, pos), labels[iv.rows])
                 self._backward(alpha * l_con)
-            images, pos = iv.adversarial_images()
-            l_ad = adversarial_loss(self._intervened(images, pos), labels[iv.ad_rows])
-            total = gamma * l_ad
+            n_ad = int(iv.ad_rows.numel())
+            cut = n_ad // 2 if iv.mask.requires_grad and n_ad >= 2 else 0
+            l_ad = torch.zeros((), device=iv.x.device)
+            if cut:
+                with sync_off():
+                    images, pos = iv.adversarial_images(stand_in, slice(0, cut))
+                    l_ad = adversarial_loss(self._intervened(images, pos), labels[iv.ad_rows[:cut]]) * (cut / n_ad)
+                    self._backward(gamma * l_ad)
+            images, pos = iv.adversarial_images(part=slice(cut, n_ad))
+            last = adversarial_loss(self._intervened(images, pos), labels[iv.ad_rows[cut:]]) * ((n_ad - cut) / n_ad)
+            l_ad = l_ad.detach() + last  # the mean over every L_ad row
+            total = gamma * last
             if stand_in.grad is not None:
                 grad = stand_in.grad / self.scaler.get_scale() if self.scaler is not None else stand_in.grad
-                total = total + (iv.mask * grad).sum()  # ∂(α·L_con)/∂T, pushed through the mask's graph
+                total = total + (iv.mask * grad).sum()  # ∂(α·L_con + γ·L_ad of the first part)/∂T
             return l_con, l_ad, total
         positions = None if iv.positions is None else torch.cat([iv.contrast_images()[1], iv.adversarial_images()[1]])
         out = self._intervened(iv.inputs, positions)

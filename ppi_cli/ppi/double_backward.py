@@ -110,9 +110,14 @@ class _Conv2d(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.args
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if not torch.is_grad_enabled():  # no graph to build: one native call for every gradient wanted
+            grad_x, grad_w, grad_b = aten.convolution_backward(grad, x, weight, ctx.bias_shape, stride, padding,
+                                                               dilation, False, [0, 0], groups,
+                                                               (need_x, need_w, need_b))
+            return grad_x, grad_w, grad_b, None, None, None, None, None
         grad_x = _ConvInputGrad.apply(grad, weight, list(x.shape), *ctx.args) if need_x else None
         grad_w = grad_b = None
-        if (ctx.mode.weight_grads or not torch.is_grad_enabled()) and (need_w or need_b):
+        if ctx.mode.weight_grads and (need_w or need_b):
             with torch.no_grad():
                 _, grad_w, grad_b = aten.convolution_backward(grad, x, weight, ctx.bias_shape, stride, padding,
                                                               dilation, False, [0, 0], groups, (False, need_w, need_b))

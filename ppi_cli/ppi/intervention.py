@@ -72,11 +72,13 @@ class Intervention:
         pos = self.positions[self.rows] if self.positions is not None else None
         return intervene(self.x[self.rows], m[self.rows]), pos
 
-    def adversarial_images(self, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x' of `ad_rows`, each with its donor's mask (eq. 4), and their positions."""
+    def adversarial_images(self, mask: torch.Tensor | None = None,
+                           part: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x' of `ad_rows[part]`, each with its donor's mask (eq. 4), and their positions."""
         m = self._per_sample(self.mask if mask is None else mask)
-        pos = self.positions[self.ad_rows] if self.positions is not None else None
-        return intervene(self.x[self.ad_rows], m[self.donors]), pos
+        rows, donors = self.ad_rows[part], self.donors[part]
+        pos = self.positions[rows] if self.positions is not None else None
+        return intervene(self.x[rows], m[donors]), pos
 
     @property
     def inputs(self) -> torch.Tensor:
