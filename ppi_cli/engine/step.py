@@ -14,7 +14,8 @@ The PPI step, arranged so nothing is computed twice and little is held at once:
    a stand-in leaf; batch norm on the running statistics of clean images
    (`ppi.intervened_norm: running`), so x* and x' need not share a forward;
 4. x' forward → γ·L_ad + β·L_reg + ⟨T, ∂(α·L_con)/∂T⟩ backward: the saliency graph is traversed
-   once, and under DDP this is the one synchronised backward.
+   once, and under DDP this is the one synchronised backward. With `create_graph` (the map's
+   graph alive meanwhile) the first half of x' goes like x*, to halve the activations held.
 
 With `intervened_norm: batch` steps 3-4 are one forward of x* and x' together (they must share
 batch statistics).
