@@ -106,9 +106,10 @@ class _BatchNormOnBatch(torch.autograd.Function):
     """Train-mode batch norm with the native kernels; the WBP backward scales by γ/σ, statistics held constant.
 
     Outside the WBP pass the backward is batch norm's true derivative (through the statistics),
-    itself differentiable when a graph is kept. In the WBP pass with a graph kept, σ is recomputed
-    from the saved input, so a loss on the map still sees how the statistics move (see `_Phase`).
-    Running statistics are updated only when the mode was asked to (`update_statistics`).
+    itself differentiable when a graph is kept. In the WBP pass with a graph kept, 1/σ enters the
+    graph as a function of the saved input (`_InvStd`), so a loss on the map still sees how the
+    statistics move (see `_Phase`). Running statistics are updated only when the mode was asked
+    to (`update_statistics`).
     """
 
     @staticmethod
@@ -123,15 +124,36 @@ class _BatchNormOnBatch(torch.autograd.Function):
         x, weight, mean, invstd = ctx.saved_tensors
         shape = (1, -1) + (1,) * (x.ndim - 2)  # (1, C, 1, ..., 1)
         if ctx.phase.active:
-            if torch.is_grad_enabled():  # the map keeps its graph: σ as the function of x it is
-                dims = (0, *range(2, x.ndim))
-                invstd = torch.rsqrt(x.var(dim=dims, correction=0) + ctx.eps)
+            if torch.is_grad_enabled():  # the map keeps its graph: 1/σ as the function of x it is
+                invstd = _InvStd.apply(x, mean, invstd)
             scale = invstd if weight is None else invstd * weight
             return grad * scale.view(shape), None, None, None, None, None, None, None
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x, grad_w, grad_b = aten.native_batch_norm_backward(
             grad, x, weight, None, None, mean, invstd, True, ctx.eps, [need_x, need_w, need_b])
         return grad_x, grad_w, grad_b, None, None, None, None, None
+
+
+class _InvStd(torch.autograd.Function):
+    """1/σ of each channel, from the forward's saved statistics, with its derivative in x.
+
+    σ² is the biased variance over batch and space (N values per channel), so
+    ∂(1/σ)/∂x_j = −(x_j − μ)/(N σ³); the mean's own derivative cancels.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(x, mean, invstd)
+        return invstd.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        x, mean, invstd = ctx.saved_tensors
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # (1, C, 1, ..., 1)
+        n = x.numel() // x.shape[1]
+        factor = grad * invstd.pow(3) / -n  # (C,)
+        return (x - mean.view(shape)) * factor.view(shape), None, None
 
 
 # ---- secants h(x)/x, written so that their own gradient is finite everywhere (create_graph) ----
