@@ -38,8 +38,9 @@ def _naive_gradients(model, x, y, positions, cfg, seed):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize(("volume", "mask"), [(False, "soft"), (True, "box")])
-def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask):
+@pytest.mark.parametrize(("volume", "mask", "create_graph"),
+                         [(False, "soft", True), (True, "box", True), (False, "soft", False), (True, "soft", False)])
+def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask, create_graph):
     torch.manual_seed(0)
     if volume:
         cfg_model = ModelConfig(name="multiview", backbone="tiny", input_size=16, dropout=0.0,
@@ -51,7 +52,8 @@ def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask):
     model = build_model(cfg_model).double().train()
     reference = copy.deepcopy(model)
     y = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0][: x.shape[0]], dtype=torch.float64)
-    cfg = PPIConfig(saliency="wbp", mask=mask, alpha=0.7, beta=0.3, gamma=1.3, create_graph=True, start_epoch=0)
+    cfg = PPIConfig(saliency="wbp", mask=mask, alpha=0.7, beta=0.3, gamma=1.3, create_graph=create_graph,
+                    start_epoch=0)
     step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
                      device=torch.device("cpu"))
     model.zero_grad(set_to_none=True)

@@ -10,15 +10,15 @@ The PPI step, arranged so nothing is computed twice and little is held at once:
    a WBP rule from step 1's backward itself (ppi/shared_map.py); otherwise from the saliency
    engine's own pass (the recipe's method). When the map's graph keeps step 1's forward alive
    anyway (create_graph with batch norm), L_cls joins the last backward instead;
-3. x* (rows L_con applies to) forward → α·L_con backward, the gradient reaching the mask kept on
-   a stand-in leaf; batch norm on the running statistics of clean images
+3. with `create_graph` (the map's graph alive meanwhile): x* (rows L_con applies to) forward →
+   α·L_con backward, the gradient reaching the mask kept on a stand-in leaf, then the first half
+   of x' the same way; batch norm on the running statistics of clean images
    (`ppi.intervened_norm: running`), so x* and x' need not share a forward;
-4. x' forward → γ·L_ad + β·L_reg + ⟨T, ∂(α·L_con)/∂T⟩ backward: the saliency graph is traversed
-   once, and under DDP this is the one synchronised backward. With `create_graph` (the map's
-   graph alive meanwhile) the first half of x' goes like x*, to halve the activations held.
+4. the rest of x' forward → γ·L_ad + β·L_reg + ⟨T, ∂(α·L_con)/∂T⟩ backward: the saliency graph is
+   traversed once, and under DDP this is the one synchronised backward.
 
-With `intervened_norm: batch` steps 3-4 are one forward of x* and x' together (they must share
-batch statistics).
+Without `create_graph`, and with `intervened_norm: batch` (x* and x' must share batch
+statistics), steps 3-4 are one forward of x* and x' together and one backward.
 
 The optimiser update is the caller's (`fit`, `ppi bench train`). AMP: forwards and the saliency
 run under autocast on CUDA, losses in float32, float16 gradients scaled by a `GradScaler`.
@@ -173,21 +173,22 @@ class TrainStep:
 
     def _intervened_pass(self, iv: Intervention, labels: torch.Tensor, alpha: float, gamma: float,
                          sync_off: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """L_con, L_ad and what remains to back-propagate (x* is back-propagated here when chunked)."""
-        # x* and x' are classified with running statistics (no batch coupling), so they can go through
-        # one set at a time: only one set's activations are alive at once; while the map's graph is
-        # alive too (create_graph), x' goes in two halves. Gradients reaching the mask from all but the
-        # last part are collected on a stand-in leaf and handed to the mask's graph with the last part
-        # (one pass through the saliency graph, one DDP reduction).
+        """L_con, L_ad and what remains to back-propagate (x* and part of x' are back-propagated here when staged)."""
+        # With the map's graph alive (create_graph) memory is what counts: x* and x' are classified
+        # with running statistics (no batch coupling), so they can go through one set at a time, x'
+        # in two halves, and only one part's activations are alive at once. Gradients reaching the mask
+        # from all but the last part are collected on a stand-in leaf and handed to the mask's graph
+        # with the last part (one pass through the saliency graph, one DDP reduction). Without a graph
+        # x* and x' share one forward and one backward (one gradient accumulation fewer).
         l_con = torch.zeros((), device=iv.x.device)
-        if self.cfg.intervened_norm == "running" and iv.rows.numel() > 0:
-            stand_in = iv.mask.detach().requires_grad_(iv.mask.requires_grad)
+        if self.cfg.intervened_norm == "running" and iv.rows.numel() > 0 and iv.mask.requires_grad:
+            stand_in = iv.mask.detach().requires_grad_(True)
             with sync_off():
                 images, pos = iv.contrast_images(stand_in)
                 l_con = contrast_loss(self._intervened(images, pos), labels[iv.rows])
                 self._backward(alpha * l_con)
             n_ad = int(iv.ad_rows.numel())
-            cut = n_ad // 2 if iv.mask.requires_grad and n_ad >= 2 else 0
+            cut = n_ad // 2
             l_ad = torch.zeros((), device=iv.x.device)
             if cut:
                 with sync_off():
