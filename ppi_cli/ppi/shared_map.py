@@ -71,7 +71,8 @@ class ClassificationWithMap:
     """What `classification_with_map` returns.
 
     Attributes:
-        loss: L_cls of the clean batch, detached (its gradients are already in `.grad`).
+        loss: L_cls of the clean batch, detached (for the record; its gradients are in `.grad`
+            or in `deferred`).
         saliency: `(B, 1, *spatial)` WBP map of the positive logit (sign not yet turned to the true
             class), in the graph when `create_graph`; None when a seed was too small (the caller
             then takes the map from the separate pass).
