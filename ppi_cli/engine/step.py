@@ -40,7 +40,7 @@ from ppi_cli.ppi.intervention import (
     intervened_normalisation,
     intervention_from_saliency,
     pseudo_intervention,
-    true_class_sign,
+    true_class_map,
 )
 from ppi_cli.ppi.losses import (
     LossWeights,
@@ -155,8 +155,7 @@ class TrainStep:
                 shared = classification_with_map(self.net, x, labels, create_graph=cfg.create_graph)
             l_cls = shared.loss
             if shared.saliency is not None:
-                sign = true_class_sign(labels).to(shared.saliency.dtype)  # (B,): the map turned to the true class
-                s = shared.saliency * sign.view(-1, *([1] * (x.ndim - 1)))
+                s = true_class_map(shared.saliency, labels)
                 iv = intervention_from_saliency(x, labels, s, cfg, binary=True, generator=generator)
                 return l_cls, iv, shared.deferred
         else:

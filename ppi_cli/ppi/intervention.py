@@ -37,6 +37,7 @@ from ppi_cli.ppi.losses import mask_donors
 from ppi_cli.ppi.masks import intervene, intervention_mask
 
 __all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows", "true_class_sign",
+           "true_class_map",
            "dropout_off", "intervened_normalisation"]
 
 
@@ -154,18 +155,13 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
     b = x.shape[0]
     images = x.flatten(0, 1) if volume else x  # (N, C, H, W)
     per_image = images.shape[0] // b  # S B-scans per volume, or 1
-    if binary:
-        target: torch.Tensor | int = 0
-        sign = true_class_sign(labels, per_image).to(x.dtype)  # (N,): −1 for negatives
-    else:
-        target = labels.long()
-        sign = None
+    target: torch.Tensor | int = 0 if binary else labels.long()
     explained = model.slice_classifier if volume else model
     cheaper = piecewise_linear_backward() if cfg.create_graph else contextlib.nullcontext()
     with dropout_off(explained), cheaper:
         s = saliency_map(explained, images, target, method=cfg.saliency, create_graph=cfg.create_graph)
-    if sign is not None:
-        s = s * sign.view(-1, *([1] * (s.ndim - 1)))  # (N, 1, *spatial)
+    if binary:
+        s = true_class_map(s, labels, per_image)
     return intervention_from_saliency(x, labels, s, cfg, binary=binary, positions=positions, generator=generator)
 
 
@@ -189,3 +185,9 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
 def true_class_sign(labels: torch.Tensor, per_image: int = 1) -> torch.Tensor:
     """`(N,)` +1 for positives, −1 for negatives: a one-logit head's map turned into true-class evidence."""
     return (2 * labels.float() - 1).repeat_interleave(per_image)
+
+
+def true_class_map(saliency: torch.Tensor, labels: torch.Tensor, per_image: int = 1) -> torch.Tensor:
+    """A one-logit head's maps `(N, 1, *spatial)` as evidence for each sample's true class (negated for negatives)."""
+    sign = true_class_sign(labels, per_image).to(saliency.dtype)
+    return saliency * sign.view(-1, *([1] * (saliency.ndim - 1)))

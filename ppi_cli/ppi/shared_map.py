@@ -43,6 +43,7 @@ from torch import nn
 
 from ppi_cli.ppi.double_backward import piecewise_linear_backward
 from ppi_cli.saliency.rules import WeightBackpropMode
+from ppi_cli.saliency.wbp import map_from_rows
 
 __all__ = ["shares_clean_pass", "ClassificationWithMap", "classification_with_map", "classification_seed"]
 
@@ -114,7 +115,7 @@ def classification_with_map(net: nn.Module, x: torch.Tensor, labels: torch.Tenso
     if mode.rewritten:
         with mode.backward_rules():
             (rows,) = torch.autograd.grad(logits[:, 0].sum(), inputs, retain_graph=True, create_graph=create_graph)
-        saliency = (inputs * rows).sum(1, keepdim=True)
+        saliency = map_from_rows(inputs, rows)
         if create_graph:
             return ClassificationWithMap(loss, saliency, deferred=(logits * seed).sum())
         torch.autograd.backward(logits, seed)
@@ -134,4 +135,4 @@ def classification_with_map(net: nn.Module, x: torch.Tensor, labels: torch.Tenso
         torch.autograd.backward(logits, seed, inputs=[inputs, *params])
         input_grad = inputs.grad
     rows = input_grad / seed.view(-1, *([1] * (x.ndim - 1)))  # W^0_i = (∂L_cls/∂x)_i / c_i
-    return ClassificationWithMap(loss, (inputs * rows).sum(1, keepdim=True))
+    return ClassificationWithMap(loss, map_from_rows(inputs, rows))

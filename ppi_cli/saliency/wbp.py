@@ -15,7 +15,7 @@ from torch import nn
 from ppi_cli.saliency.core import Target, as_input, register_saliency, target_score
 from ppi_cli.saliency.rules import WeightBackpropMode
 
-__all__ = ["weight_backprop", "weight_backprop_rows"]
+__all__ = ["weight_backprop", "weight_backprop_rows", "map_from_rows"]
 
 
 def weight_backprop_rows(model: nn.Module, x: torch.Tensor, target: Target, *,
@@ -43,4 +43,9 @@ def weight_backprop_rows(model: nn.Module, x: torch.Tensor, target: Target, *,
 def weight_backprop(model: nn.Module, x: torch.Tensor, target: Target, *, create_graph: bool) -> torch.Tensor:
     """The WBP saliency map s = Σ_c x ⊙ W^0[target] ``(B, 1, *spatial)``, signed (paper Eq. 7)."""
     rows, inputs = weight_backprop_rows(model, x, target, create_graph=create_graph)
-    return (inputs * rows).sum(dim=1, keepdim=True)  # (B, 1, *spatial)
+    return map_from_rows(inputs, rows)
+
+
+def map_from_rows(inputs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Eq. 7 from the rows: s = Σ_c x ⊙ W^0[target], ``(B, 1, *spatial)``, signed."""
+    return (inputs * rows).sum(dim=1, keepdim=True)
