@@ -10,21 +10,20 @@ Time and memory are measured in separate passes. The timed rounds run with the a
 `ppi train` sets it (on Linux CPUs glibc keeps freed blocks for reuse: `keep_host_memory`).
 Peak memory comes from a second round of each step (the first allocates the optimiser state),
 on CPU in a fresh process of its own. On CPU it is the rise of the process's resident set
-during the step: the kernel's high-water mark (VmHWM) is reset
-through `/proc/self/clear_refs` just before the step, and glibc is told to serve every
-allocation ≥ 64 KiB with its own mapping (`mallopt`) and to trim before the step, so freed
-tensors leave the resident set at once. The figure is what the step adds on top of the weights
-and optimiser state already resident. (Those glibc settings cost every allocation a fresh
-mapping, so timing under them would overstate the steps that allocate most.) On CUDA it is
-`max_memory_allocated` above the allocation before the step, and the steps run as training runs
-there: autocast and channels_last. See docs/benchmarks.md.
+during the step: the kernel's high-water mark (VmHWM) is reset through `/proc/self/clear_refs`
+just before the step, and glibc is told to serve every allocation ≥ 64 KiB with its own mapping
+(`mallopt`) and to trim before the step, so freed tensors leave the resident set at once. The
+figure is what the step adds on top of the weights and optimiser state already resident. (Those
+glibc settings cost every allocation a fresh mapping, so timing under them would overstate the
+steps that allocate most.) On CUDA it is `max_memory_allocated` above the allocation before the
+step, and the steps run as training runs there: autocast and channels_last. See
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import ctypes
 import multiprocessing
 import statistics
 import time
@@ -35,7 +34,7 @@ from typing import Any
 import torch
 
 from ppi_cli.config.recipe import ModelConfig, PPIConfig
-from ppi_cli.engine.device import keep_host_memory, select_device
+from ppi_cli.engine.device import M_MMAP_THRESHOLD, glibc, keep_host_memory, select_device
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.errors import ConfigError
 from ppi_cli.ppi.losses import LossWeights
@@ -114,9 +113,11 @@ class _Memory:
         """Switch glibc to one mapping per big block (CPU); after this, time is no longer representative."""
         if self.device.type == "cuda":
             return
+        libc = glibc()
+        if libc is None:
+            return
+        libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)  # big blocks get their own mapping, freed at once
         try:
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: big blocks get their own mapping, freed at once
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
             return

@@ -13,7 +13,7 @@ import torch
 
 from ppi_cli.errors import ConfigError
 
-__all__ = ["select_device", "seed_everything", "keep_host_memory"]
+__all__ = ["select_device", "seed_everything", "keep_host_memory", "glibc", "M_MMAP_THRESHOLD"]
 
 
 def select_device(spec: str = "auto") -> torch.device:
@@ -55,28 +55,36 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
             torch.backends.cudnn.benchmark = False
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc mallopt parameters (malloc.h)
 _host_memory_kept = False
 
 
+def glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc on Linux (it has `mallopt` and `malloc_trim`), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
 def keep_host_memory() -> bool:
-    """Let glibc keep freed tensor memory for reuse instead of handing it back to the kernel (Linux, CPU training).
+    """Let glibc keep freed tensor memory for reuse instead of handing it back to the kernel (CPU training).
 
     By default glibc serves every block above 32 MiB with a fresh `mmap` and unmaps it on free, so
     each large activation of every step is page-faulted and zeroed by the kernel again (measured on
-    the VGG11 PPI step in docs/benchmarks.md). With mmap off and no trimming, freed blocks go back to the heap and the
-    next step reuses them; the process keeps its peak footprint, as PyTorch's CUDA allocator does.
-    Set `PPI_MALLOC=system` to leave glibc's defaults. Returns whether the settings were applied.
+    the VGG11 PPI step in docs/benchmarks.md). With mmap off and no trimming, freed blocks go back
+    to the heap and the next step reuses them; the process keeps its peak footprint, as PyTorch's
+    CUDA allocator does. Set `PPI_MALLOC=system` to leave glibc's defaults. Returns whether the
+    settings were applied (never off glibc).
     """
     global _host_memory_kept
     if _host_memory_kept:
         return True
-    if not sys.platform.startswith("linux") or os.environ.get("PPI_MALLOC", "").lower() == "system":
+    libc = glibc()
+    if libc is None or os.environ.get("PPI_MALLOC", "").lower() == "system":
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, ...): leave it alone
-        return False
-    _host_memory_kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    _host_memory_kept = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     return _host_memory_kept

@@ -122,12 +122,11 @@ class _BatchNormOnBatch(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
         x, weight, mean, invstd = ctx.saved_tensors
-        shape = (1, -1) + (1,) * (x.ndim - 2)  # (1, C, 1, ..., 1)
         if ctx.phase.active:
             if torch.is_grad_enabled():  # the map keeps its graph: 1/σ as the function of x it is
                 invstd = _InvStd.apply(x, mean, invstd)
             scale = invstd if weight is None else invstd * weight
-            return grad * scale.view(shape), None, None, None, None, None, None, None
+            return grad * _per_channel(scale, x.ndim), None, None, None, None, None, None, None
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x, grad_w, grad_b = aten.native_batch_norm_backward(
             grad, x, weight, None, None, mean, invstd, True, ctx.eps, [need_x, need_w, need_b])
@@ -150,10 +149,9 @@ class _InvStd(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
         x, mean, invstd = ctx.saved_tensors
-        shape = (1, -1) + (1,) * (x.ndim - 2)  # (1, C, 1, ..., 1)
         n = x.numel() // x.shape[1]
         factor = grad * invstd.pow(3) / -n  # (C,)
-        return (x - mean.view(shape)) * factor.view(shape), None, None
+        return (x - _per_channel(mean, x.ndim)) * _per_channel(factor, x.ndim), None, None
 
 
 # ---- secants h(x)/x, written so that their own gradient is finite everywhere (create_graph) ----
@@ -270,12 +268,16 @@ def _normalise(x: torch.Tensor, dims: tuple[int, ...], eps: float, phase: _Phase
     return _ConstantStatNormalise.apply(x, mean, torch.rsqrt(var + eps), phase)
 
 
+def _per_channel(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """`(C,)` → `(1, C, 1, ..., 1)`, broadcasting over an `ndim`-dimensional `(B, C, *spatial)` tensor."""
+    return t.reshape((1, -1) + (1,) * (ndim - 2))
+
+
 def _channel_affine(y: torch.Tensor, weight: object, bias: object) -> torch.Tensor:
-    shape = (1, -1) + (1,) * (y.ndim - 2)  # (1, C, 1, ..., 1)
     if weight is not None:
-        y = y * weight.reshape(shape)
+        y = y * _per_channel(weight, y.ndim)
     if bias is not None:
-        y = y + bias.reshape(shape)
+        y = y + _per_channel(bias, y.ndim)
     return y
 
 
