@@ -29,7 +29,28 @@ def test_bench_train_reports_three_steps(cli):
 def test_bench_train_profile_and_errors(cli):
     profiled = cli("bench", "train", "--model", "tiny", "--size", "16", "--batch", "2", "--profile", "--json")
     assert profiled.exit_code == 0, profiled.stderr
-    rows = json.loads(profiled.stdout)
+    found = json.loads(profiled.stdout)
+    rows = found["operators"]
+    assert found["step"] == "ppi create_graph" and found["rounds"] == 3
     assert rows and {"op", "calls", "self_ms", "share"} <= set(rows[0]) and sum(r["share"] for r in rows) <= 1.0001
+    assert not any(r["op"].startswith("ppi step: ") for r in rows)
+    # tiny has train-mode batch norm: the map takes its own backward; x' goes in two halves with create_graph
+    phases = {r["phase"]: r for r in found["phases"]}
+    assert list(phases) == ["clean forward", "map backward", "masks", "x* forward", "x* backward", "x' forward",
+                            "x' backward", "last backward", "update"], list(phases)
+    assert phases["x' forward"]["calls"] == 2 and phases["last backward"]["calls"] == 1
+    for r in phases.values():
+        assert r["ms"] > 0 and r["x_plain"] == pytest.approx(r["ms"] / found["plain_ms"])
+
+
+def test_bench_train_profile_without_graph(cli):
+    """x* and x' share one forward; L_cls is back-propagated on its own, before them."""
+    profiled = cli("bench", "train", "--model", "tiny", "--size", "16", "--batch", "4", "--profile", "--no-graph",
+                   "--rounds", "1", "--json")
+    assert profiled.exit_code == 0, profiled.stderr
+    found = json.loads(profiled.stdout)
+    assert found["step"] == "ppi no graph"
+    assert [r["phase"] for r in found["phases"]] == ["clean forward", "map backward", "L_cls backward", "masks",
+                                                     "x*, x' forward", "last backward", "update"]
     bad = cli("bench", "train", "--model", "resnet", "--rounds", "1")
     assert bad.exit_code == 1 and "no model 'resnet'" in bad.stderr

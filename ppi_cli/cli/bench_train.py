@@ -24,8 +24,11 @@ def bench_train_cmd(
                                              "work) or positives (the binary recipes' default).")] = "all",
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Timed rounds (after one warm-up round); "
                                         "the median time is reported; peak memory from a separate round.")] = 3,
-    profile: Annotated[bool, typer.Option("--profile", help="Instead of timing, list the operators the PPI step "
-                                          "(create_graph) spends its time in (torch.profiler).")] = False,
+    profile: Annotated[bool, typer.Option("--profile", help="Instead of timing, profile the PPI step (create_graph): "
+                                          "the operators it spends its time in and the time of each of its passes "
+                                          "against the plain step (torch.profiler, median of --rounds).")] = False,
+    no_graph: Annotated[bool, typer.Option("--no-graph", help="With --profile: the PPI step without "
+                                           "create_graph.")] = False,
     reference: Annotated[bool, typer.Option("--reference", help="Also time the straightforward, unoptimised PPI "
                                             "step (shared clean forward, one backward) for comparison.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -44,14 +47,24 @@ def bench_train_cmd(
     cfg = BenchConfig(model=model, batch=batch, size=size, classes=classes, saliency=saliency, rounds=rounds,
                       device=device, contrast_on=contrast_on, reference=reference)
     if profile:
-        rows = profile_step(cfg)
+        found = profile_step(cfg, "ppi no graph" if no_graph else "ppi create_graph")
         if json_:
-            typer.echo(json.dumps(rows, indent=2))
+            typer.echo(json.dumps(found, indent=2))
         else:
-            table = Table("operator", "calls", "self ms", "share", box=None, pad_edge=False)
-            for r in rows:
+            table = Table("operator", "calls", "self ms", "share", box=None, pad_edge=False,
+                          title=f"{model}, {found['step']}: operators (last round)")
+            for r in found["operators"]:
                 table.add_row(r["op"], str(r["calls"]), f"{r['self_ms']:.1f}", f"{r['share']:.1%}")
             console.stdout.print(table)
+            if found["phases"]:
+                table = Table("pass", "calls", "ms", "× plain step", box=None, pad_edge=False,
+                              title=f"{found['step']}: passes (median of {found['rounds']})")
+                for r in found["phases"]:
+                    table.add_row(r["phase"], str(r["calls"]), f"{r['ms']:.1f}", f"{r['x_plain']:.2f}")
+                table.add_row("sum", "", f"{sum(r['ms'] for r in found['phases']):.1f}",
+                              f"{sum(r['x_plain'] for r in found['phases']):.2f}")
+                table.add_row("plain step", "", f"{found['plain_ms']:.1f}", "1.00")
+                console.stdout.print(table)
         console.paths()
         return
     result = bench_train(cfg)

@@ -23,8 +23,8 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import multiprocessing
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -38,6 +38,7 @@ from ppi_cli.engine.device import M_MMAP_THRESHOLD, glibc, keep_host_memory, sel
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.errors import ConfigError
 from ppi_cli.ppi.losses import LossWeights
+from ppi_cli.ppi.phases import PREFIX, phase
 
 __all__ = ["BenchConfig", "StepMeasure", "BenchResult", "bench_train", "DEFAULT_SIZES", "profile_step"]
 
@@ -260,7 +261,8 @@ def _run_step(step: Any, optimizer: Any, x: torch.Tensor, labels: torch.Tensor, 
     """What training does per batch: zero the gradients, the step's forward/backward, the update."""
     optimizer.zero_grad(set_to_none=True)
     step(x, labels, epoch=0, generator=generator)
-    optimizer.step()
+    with phase("update"):
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -283,20 +285,52 @@ def _peak_memory(cfg: BenchConfig, setup: tuple[Any, ...] | None = None) -> tupl
     return peaks, memory.method
 
 
-def profile_step(cfg: BenchConfig, step_name: str = "ppi create_graph", top: int = 15) -> list[dict[str, Any]]:
-    """Where one step's time goes: the `top` operators by self CPU time (torch.profiler), after a warm-up."""
+def profile_step(cfg: BenchConfig, step_name: str = "ppi create_graph", top: int = 15) -> dict[str, Any]:
+    """Where one step's time goes: its `top` operators by self CPU time, and the time of each of its passes.
+
+    After a warm-up the plain step and `step_name` are profiled alternately, one step per profiler
+    session, for `cfg.rounds` rounds.
+
+    Returns:
+        `{"step", "rounds", "operators", "phases", "plain_ms"}`. Operators (last round): `op`,
+        `calls`, `self_ms`, `share` of the step's self CPU time. Phases (CPU only; [] on CUDA, where
+        CPU time is launch time): each pass of the step (`ppi/phases.py`) with `calls`, `ms` (its
+        inclusive CPU time, median over rounds) and `x_plain`, that over `plain_ms`, the plain
+        step's forward, backward and update profiled the same way (None on CUDA).
+    """
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # no "gpuGetDeviceCount failed" line on a CPU-only machine
     from torch.profiler import ProfilerActivity, profile
 
     device, model, optimizer, x, labels = _setup(cfg)
-    step = _steps(cfg, model, device)[step_name]
+    steps = _steps(cfg, model, device)
     generator = torch.Generator().manual_seed(cfg.seed)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    for profiled in (False, True):
-        with profile(activities=activities, record_shapes=False) if profiled else contextlib.nullcontext() as prof:
-            _run_step(step, optimizer, x, labels, generator, device)
-    table = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in table) or 1.0
-    rows = sorted(table, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
-    return [{"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3,
-             "share": e.self_cpu_time_total / total} for e in rows]
-
+    names = list(dict.fromkeys(("plain", step_name)))
+    for name in names:  # warm-up
+        _run_step(steps[name], optimizer, x, labels, generator, device)
+    spans: dict[str, dict[str, list[float]]] = {name: {} for name in names}  # phase → ms per round
+    calls: dict[str, int] = {}  # of the phases of step_name
+    for _ in range(cfg.rounds):
+        for name in names:
+            with profile(activities=activities, record_shapes=False) as prof:
+                _run_step(steps[name], optimizer, x, labels, generator, device)
+            table = prof.key_averages()
+            for e in table:
+                if e.key.startswith(PREFIX):
+                    spans[name].setdefault(e.key[len(PREFIX):], []).append(e.cpu_time_total / 1e3)
+            if name == step_name:
+                operators = table
+                calls.update((e.key[len(PREFIX):], e.count) for e in table if e.key.startswith(PREFIX))
+    total = sum(e.self_cpu_time_total for e in operators) or 1.0  # the spans' own (Python) time included
+    rows = sorted((e for e in operators if not e.key.startswith(PREFIX)), key=lambda e: e.self_cpu_time_total,
+                  reverse=True)[:top]
+    ops = [{"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3,
+            "share": e.self_cpu_time_total / total} for e in rows]
+    phases: list[dict[str, Any]] = []
+    if device.type == "cpu":
+        plain_ms = sum(statistics.median(v) for v in spans["plain"].values())
+        medians = {k: statistics.median(v) for k, v in spans[step_name].items()}
+        phases = [{"phase": k, "calls": calls[k], "ms": ms, "x_plain": ms / plain_ms} for k, ms in medians.items()]
+    else:
+        plain_ms = None
+    return {"step": step_name, "rounds": cfg.rounds, "operators": ops, "phases": phases, "plain_ms": plain_ms}

@@ -49,6 +49,7 @@ from ppi_cli.ppi.losses import (
     contrast_loss,
     saliency_regulariser,
 )
+from ppi_cli.ppi.phases import phase
 from ppi_cli.ppi.shared_map import classification_with_map, shares_clean_pass
 
 __all__ = ["TrainStep", "forward", "sample_slices"]
@@ -115,10 +116,11 @@ class TrainStep:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def _plain(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None) -> dict[str, float]:
-        with autocast(self.device, self.amp):
+        with phase("forward"), autocast(self.device, self.amp):
             logits = forward(self.net, x, positions)
         loss = classification_loss(_full(logits), labels)
-        self._backward(loss)
+        with phase("backward"):
+            self._backward(loss)
         value = float(loss.detach())
         return {"cls": value, "loss": value}
 
@@ -133,7 +135,8 @@ class TrainStep:
             total = total + beta * l_reg
         if deferred is not None:  # L_cls's gradient, from the traversal of the clean graph this backward makes anyway
             total = total + deferred
-        self._backward(total)
+        with phase("last backward"):
+            self._backward(total)
         values = {"cls": float(l_cls.detach()), "con": float(l_con.detach()), "reg": float(l_reg.detach()),
                   "ad": float(l_ad.detach())}
         self.weights.update(values)
@@ -156,16 +159,18 @@ class TrainStep:
             l_cls = shared.loss
             if shared.saliency is not None:
                 s = true_class_map(shared.saliency, labels)
-                iv = intervention_from_saliency(x, labels, s, cfg, binary=True, generator=generator)
+                with phase("masks"):
+                    iv = intervention_from_saliency(x, labels, s, cfg, binary=True, generator=generator)
                 return l_cls, iv, shared.deferred
         else:
             with sync_off():
-                with autocast(self.device, self.amp):
+                with phase("clean forward"), autocast(self.device, self.amp):
                     logits = forward(self.net, x, positions)
                 l_cls = classification_loss(_full(logits), labels)
-                self._backward(l_cls)
+                with phase("L_cls backward"):
+                    self._backward(l_cls)
             del logits
-        with autocast(self.device, self.amp):
+        with phase("saliency and masks"), autocast(self.device, self.amp):
             iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
                                      generator=generator)
         return l_cls, iv, None
@@ -184,18 +189,22 @@ class TrainStep:
             stand_in = iv.mask.detach().requires_grad_(True)
             with sync_off():
                 images, pos = iv.contrast_images(stand_in)
-                l_con = contrast_loss(self._intervened(images, pos), labels[iv.rows])
-                self._backward(alpha * l_con)
+                l_con = contrast_loss(self._intervened(images, pos, "x* forward"), labels[iv.rows])
+                with phase("x* backward"):
+                    self._backward(alpha * l_con)
             n_ad = int(iv.ad_rows.numel())
             cut = n_ad // 2
             l_ad = torch.zeros((), device=iv.x.device)
             if cut:
                 with sync_off():
                     images, pos = iv.adversarial_images(stand_in, slice(0, cut))
-                    l_ad = adversarial_loss(self._intervened(images, pos), labels[iv.ad_rows[:cut]]) * (cut / n_ad)
-                    self._backward(gamma * l_ad)
+                    out = self._intervened(images, pos, "x' forward")
+                    l_ad = adversarial_loss(out, labels[iv.ad_rows[:cut]]) * (cut / n_ad)
+                    with phase("x' backward"):
+                        self._backward(gamma * l_ad)
             images, pos = iv.adversarial_images(part=slice(cut, n_ad))
-            last = adversarial_loss(self._intervened(images, pos), labels[iv.ad_rows[cut:]]) * ((n_ad - cut) / n_ad)
+            out = self._intervened(images, pos, "x' forward")
+            last = adversarial_loss(out, labels[iv.ad_rows[cut:]]) * ((n_ad - cut) / n_ad)
             l_ad = l_ad.detach() + last  # the mean over every L_ad row
             total = gamma * last
             if stand_in.grad is not None:
@@ -203,13 +212,14 @@ class TrainStep:
                 total = total + (iv.mask * grad).sum()  # ∂(α·L_con + γ·L_ad of the first part)/∂T
             return l_con, l_ad, total
         positions = None if iv.positions is None else torch.cat([iv.contrast_images()[1], iv.adversarial_images()[1]])
-        out = self._intervened(iv.inputs, positions)
+        out = self._intervened(iv.inputs, positions, "x*, x' forward")
         n_con = int(iv.rows.numel())
         if n_con:
             l_con = contrast_loss(out[:n_con], labels[iv.rows])
         l_ad = adversarial_loss(out[n_con:], labels[iv.ad_rows])
         return l_con, l_ad, alpha * l_con + gamma * l_ad
 
-    def _intervened(self, images: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
-        with autocast(self.device, self.amp), intervened_normalisation(self.model, self.cfg.intervened_norm):
+    def _intervened(self, images: torch.Tensor, positions: torch.Tensor | None, name: str) -> torch.Tensor:
+        with phase(name), autocast(self.device, self.amp), intervened_normalisation(self.model,
+                                                                                    self.cfg.intervened_norm):
             return _full(forward(self.net, images, positions))

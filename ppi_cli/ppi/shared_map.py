@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ppi_cli.ppi.double_backward import piecewise_linear_backward
+from ppi_cli.ppi.phases import phase
 from ppi_cli.saliency.rules import WeightBackpropMode
 from ppi_cli.saliency.wbp import map_from_rows
 
@@ -104,7 +105,7 @@ def classification_with_map(net: nn.Module, x: torch.Tensor, labels: torch.Tenso
     inputs = x.detach().requires_grad_(True)
     mode = WeightBackpropMode(update_statistics=True)  # the clean forward of training: running statistics move
     cheaper = piecewise_linear_backward(weight_grads=True) if create_graph else None
-    with mode, cheaper or contextlib.nullcontext():
+    with phase("clean forward"), mode, cheaper or contextlib.nullcontext():
         logits = net(inputs)
     if cheaper is not None and mode.rewritten:
         cheaper.weight_grads = False  # the map's own backward asks for input gradients only
@@ -113,26 +114,29 @@ def classification_with_map(net: nn.Module, x: torch.Tensor, labels: torch.Tenso
         loss = classification_loss(full, labels)
     seed = classification_seed(logits, labels).to(logits.dtype)
     if mode.rewritten:
-        with mode.backward_rules():
+        with phase("map backward"), mode.backward_rules():
             (rows,) = torch.autograd.grad(logits[:, 0].sum(), inputs, retain_graph=True, create_graph=create_graph)
         saliency = map_from_rows(inputs, rows)
         if create_graph:
             return ClassificationWithMap(loss, saliency, deferred=(logits * seed).sum())
-        torch.autograd.backward(logits, seed)
+        with phase("L_cls backward"):
+            torch.autograd.backward(logits, seed)
         return ClassificationWithMap(loss, saliency)
     if bool((seed.abs() < _SMALLEST_SEED).any()):
-        torch.autograd.backward(logits, seed)
+        with phase("L_cls backward"):
+            torch.autograd.backward(logits, seed)
         return ClassificationWithMap(loss, None)
     params = [p for p in net.parameters() if p.requires_grad]
-    if create_graph:
-        grads = torch.autograd.grad(logits, [inputs, *params], seed, create_graph=True, allow_unused=True)
-        for p, g in zip(params, grads[1:], strict=True):
-            if g is not None:
-                g = g.detach()
-                p.grad = g if p.grad is None else p.grad.add_(g)
-        input_grad = grads[0]
-    else:
-        torch.autograd.backward(logits, seed, inputs=[inputs, *params])
-        input_grad = inputs.grad
+    with phase("L_cls and map backward"):
+        if create_graph:
+            grads = torch.autograd.grad(logits, [inputs, *params], seed, create_graph=True, allow_unused=True)
+            for p, g in zip(params, grads[1:], strict=True):
+                if g is not None:
+                    g = g.detach()
+                    p.grad = g if p.grad is None else p.grad.add_(g)
+            input_grad = grads[0]
+        else:
+            torch.autograd.backward(logits, seed, inputs=[inputs, *params])
+            input_grad = inputs.grad
     rows = input_grad / seed.view(-1, *([1] * (x.ndim - 1)))  # W^0_i = (∂L_cls/∂x)_i / c_i
     return ClassificationWithMap(loss, map_from_rows(inputs, rows))
