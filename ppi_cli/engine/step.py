@@ -20,6 +20,7 @@ The PPI step, arranged so nothing is computed twice and little is held at once:
 Without `create_graph`, and with `intervened_norm: batch` (x* and x' must share batch
 statistics), steps 3-4 are one forward of x* and x' together and one backward.
 
+Each pass is a named span (`ppi/phases.py`), which `ppi bench train --profile` times.
 The optimiser update is the caller's (`fit`, `ppi bench train`). AMP: forwards and the saliency
 run under autocast on CUDA, losses in float32, float16 gradients scaled by a `GradScaler`.
 """
@@ -220,6 +221,6 @@ class TrainStep:
         return l_con, l_ad, alpha * l_con + gamma * l_ad
 
     def _intervened(self, images: torch.Tensor, positions: torch.Tensor | None, name: str) -> torch.Tensor:
-        with phase(name), autocast(self.device, self.amp), intervened_normalisation(self.model,
-                                                                                    self.cfg.intervened_norm):
+        norm = intervened_normalisation(self.model, self.cfg.intervened_norm)
+        with phase(name), autocast(self.device, self.amp), norm:
             return _full(forward(self.net, images, positions))
