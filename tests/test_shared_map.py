@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -20,7 +22,8 @@ from ppi_cli.ppi.shared_map import classification_seed, classification_with_map,
 from ppi_cli.saliency import saliency_map
 
 
-def _net(activation: type[nn.Module] = nn.ReLU, dropout: float = 0.0, norm: nn.Module | None = None) -> nn.Module:
+def _net(activation: Callable[[], nn.Module] = nn.ReLU, dropout: float = 0.0,
+         norm: nn.Module | None = None) -> nn.Module:
     """A VGG-like binary classifier: convolutions, pooling, a dropout head, one logit."""
     torch.manual_seed(0)
     return nn.Sequential(
@@ -57,15 +60,17 @@ def _assert_same_step(net: nn.Module, cfg: PPIConfig) -> None:
 
 
 @pytest.mark.parametrize("create_graph", [True, False])
-@pytest.mark.parametrize("layers", ["relu", "silu", "relu+batchnorm"])
+@pytest.mark.parametrize("layers", ["relu", "silu", "relu+batchnorm", "inplace relu+batchnorm"])
 def test_shared_step_gives_the_separate_steps_gradients(create_graph, layers):
     # ReLU: the map comes out of L_cls's backward. SiLU (secant ≠ derivative) and train-mode batch norm
     # (statistics held constant, samples coupled): the forward is shared and the map takes a backward of
     # its own. Without dropout every route equals the separate pass exactly, running statistics included.
+    # In-place ReLU (torchvision's Inception_v3) takes the double-backward mode's in-place rule.
     cfg = PPIConfig(saliency="wbp", mask="soft", alpha=0.7, beta=0.3, gamma=1.3, create_graph=create_graph,
                     start_epoch=0)
     norm = nn.BatchNorm2d(6).double() if "batchnorm" in layers else None
-    net = _net(nn.SiLU if layers == "silu" else nn.ReLU, norm=norm)
+    activation = {"silu": nn.SiLU, "inplace relu+batchnorm": functools.partial(nn.ReLU, inplace=True)}
+    net = _net(activation.get(layers, nn.ReLU), norm=norm)
     assert shares_clean_pass(net, map_from="auto", saliency="wbp", binary=True, volume=False, scaled=False)
     _assert_same_step(net, cfg)
 

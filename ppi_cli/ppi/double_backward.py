@@ -9,8 +9,8 @@ and average pooling does not depend on its input at all. Autograd cannot know th
 full backward pass of zeros through every earlier layer (profiled: about a quarter of the VGG11
 PPI step on CPU, docs/benchmarks.md).
 
-`piecewise_linear_backward()` is a `TorchFunctionMode` that runs these layers through autograd
-Functions whose backward uses the saved mask, indices or shape as constants. Values and first
+`piecewise_linear_backward()` is a `TorchFunctionMode` that runs these layers (ReLU in place or
+not) through autograd Functions whose backward uses the saved mask, indices or shape as constants. Values and first
 derivatives are unchanged; the second derivative loses only the zero terms. 2-D convolutions
 get a double backward that computes the weight term as an ordinary weight gradient instead of
 autograd's convolution over transposed tensors (`_ConvInputGrad`). Other layers (batch norm,
@@ -45,6 +45,19 @@ class _Relu(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
         (y,) = ctx.saved_tensors
         return aten.threshold_backward(grad, y.detach(), 0)  # the mask is a constant of the map's graph
+
+
+class _ReluInplace(torch.autograd.Function):
+    """`relu_` (torchvision's Inception_v3, ResNets: `F.relu(x, inplace=True)`) with the same constant mask."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x.clamp_min_(0)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        return x
+
+    backward = _Relu.backward
 
 
 class _MaxPool2d(torch.autograd.Function):
@@ -162,10 +175,11 @@ def _arg(args: tuple, kwargs: dict, index: int, name: str, default: object) -> o
 
 
 def _relu(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
-    x = args[0]
-    if _arg(args, kwargs, 1, "inplace", False):
-        return None  # keep in-place semantics untouched
-    return _Relu.apply(x)
+    return (_ReluInplace if _arg(args, kwargs, 1, "inplace", False) else _Relu).apply(args[0])
+
+
+def _relu_(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
+    return _ReluInplace.apply(args[0])
 
 
 def _max_pool(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
@@ -210,7 +224,8 @@ def _conv2d(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch
                          int(_arg(args, kwargs, 6, "groups", 1)), mode)
 
 
-_RULES = {F.conv2d: _conv2d, F.relu: _relu, torch.relu: _relu, torch.Tensor.relu: _relu, F.max_pool2d: _max_pool,
+_RULES = {F.conv2d: _conv2d, F.relu: _relu, torch.relu: _relu, torch.Tensor.relu: _relu, F.relu_: _relu_,
+          torch.relu_: _relu_, torch.Tensor.relu_: _relu_, F.max_pool2d: _max_pool,
           F.avg_pool2d: _avg_pool, F.adaptive_avg_pool2d: _adaptive_avg_pool}
 
 
