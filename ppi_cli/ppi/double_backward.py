@@ -10,11 +10,12 @@ full backward pass of zeros through every earlier layer (profiled: about a quart
 PPI step on CPU, docs/benchmarks.md).
 
 `piecewise_linear_backward()` is a `TorchFunctionMode` that runs these layers (ReLU in place or
-not) through autograd Functions whose backward uses the saved mask, indices or shape as constants. Values and first
-derivatives are unchanged; the second derivative loses only the zero terms. 2-D convolutions
-get a double backward that computes the weight term as an ordinary weight gradient instead of
-autograd's convolution over transposed tensors (`_ConvInputGrad`). Other layers (batch norm,
-whose statistics do depend on the input) keep their exact double backward.
+not) through autograd Functions whose backward uses the saved mask, indices or shape as
+constants. Values and first derivatives are unchanged; the second derivative loses only the zero
+terms. 2-D convolutions get a double backward that computes the weight term as an ordinary
+weight gradient instead of autograd's convolution over transposed tensors (`_ConvInputGrad`).
+Other layers (batch norm, whose statistics do depend on the input) keep their exact double
+backward.
 
 The mode is for taking maps with `create_graph=True` (input gradients); a graph-building
 backward inside it skips convolution weight gradients, which such a pass never asks for, unless
