@@ -153,3 +153,27 @@ def test_which_models_share_the_clean_pass():
     tracking = _net(norm=nn.InstanceNorm2d(6, track_running_stats=True).double())
     assert not shares(tracking)  # the WBP forward would not update its running statistics
     assert shares(tracking.eval())
+
+
+@pytest.mark.parametrize("map_from", ["auto", "separate"])
+@pytest.mark.parametrize("create_graph", [True, False])
+def test_channels_last_step_equals_the_contiguous_step(create_graph, map_from):
+    # training on CUDA runs in channels_last; the WBP rules and double-backward Functions must give the
+    # same gradients in that memory format (checked here on the CPU, in float64)
+    cfg = PPIConfig(saliency="wbp", mask="soft", alpha=0.7, beta=0.3, gamma=1.3, create_graph=create_graph,
+                    start_epoch=0, map_from=map_from)
+    net = _net(functools.partial(nn.ReLU, inplace=True), norm=nn.BatchNorm2d(6).double())
+    nhwc = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    x, y = _batch()
+    results = []
+    for model, images in ((net, x), (nhwc, x.contiguous(memory_format=torch.channels_last))):
+        step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                         device=torch.device("cpu"))
+        values = step(images, y, epoch=0, generator=torch.Generator().manual_seed(3))
+        results.append((values, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (v0, g0), (v1, g1) = results
+    assert nhwc[0].weight.is_contiguous(memory_format=torch.channels_last)
+    for term in v0:
+        assert v1[term] == pytest.approx(v0[term], rel=1e-10, abs=1e-14), term
+    for name, grad in g0.items():
+        assert torch.allclose(g1[name], grad, rtol=1e-9, atol=1e-13), name
