@@ -124,6 +124,25 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, cli, one_thread):
     assert rows[0].equals(rows[1])
 
 
+def test_channels_last_on_the_cpu_is_opt_in_and_trains_the_same_model(tmp_path, one_thread):
+    weights, metrics = {}, {}
+    for on in (False, True):
+        recipe = load_recipe(_recipe_file(tmp_path, epochs=2), {"schedule.channels_last_cpu": on})
+        split = make_split(recipe, None, fold=None)
+        result = fit(recipe, cache_dir=None, split=split, out_dir=tmp_path / f"run-{on}", device="cpu")
+        weights[on] = load_checkpoint(result.last_checkpoint)["state_dict"]
+        metrics[on] = pd.read_csv(result.metrics_csv)
+        conv = next(v for v in weights[on].values() if v.ndim == 4 and v.shape[1] > 1 and v.shape[2] > 1)
+        assert conv.is_contiguous(memory_format=torch.channels_last) == on  # the layout the run trained in
+    # other kernels, the same arithmetic up to rounding; Adam moves a weight by up to lr per step whatever
+    # its gradient's size, so rounding-level differences in tiny gradients show at that scale, not below
+    lr = recipe.optim.lr
+    for key, value in weights[False].items():
+        diff = (weights[True][key].double() - value.double()).abs().max().item()
+        assert diff <= lr, (key, diff)
+    assert np.allclose(metrics[True]["val_loss"], metrics[False]["val_loss"], rtol=1e-3)
+
+
 @pytest.mark.slow
 def test_torchrun_two_ranks_end_with_equal_checkpoints(tmp_path):
     recipe = _recipe_file(tmp_path, epochs=1, extra="ppi: {start_epoch: 0}\n")

@@ -31,6 +31,8 @@ def bench_train_cmd(
                                            "create_graph.")] = False,
     reference: Annotated[bool, typer.Option("--reference", help="Also time the straightforward, unoptimised PPI "
                                             "step (shared clean forward, one backward) for comparison.")] = False,
+    channels_last_cpu: Annotated[bool, typer.Option("--channels-last-cpu", help="channels_last on the CPU too, as "
+                                                    "the recipe field schedule.channels_last_cpu.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     device: DeviceOpt = "cpu",
 ) -> None:
@@ -45,7 +47,8 @@ def bench_train_cmd(
     if contrast_on not in ("all", "positives"):
         raise typer.BadParameter(f"'{contrast_on}' is not all or positives", param_hint="--contrast-on")
     cfg = BenchConfig(model=model, batch=batch, size=size, classes=classes, saliency=saliency, rounds=rounds,
-                      device=device, contrast_on=contrast_on, reference=reference)
+                      device=device, contrast_on=contrast_on, reference=reference,
+                      channels_last_cpu=channels_last_cpu)
     if profile:
         found = profile_step(cfg, "ppi no graph" if no_graph else "ppi create_graph")
         if json_:

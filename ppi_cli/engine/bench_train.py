@@ -61,6 +61,7 @@ class BenchConfig:
     device: str = "cpu"
     seed: int = 0
     reference: bool = False  # also time the straightforward PPI step the issue measured (before optimising)
+    channels_last_cpu: bool = False  # the recipe's schedule.channels_last_cpu (CUDA always runs channels_last)
 
 
 @dataclass
@@ -169,7 +170,7 @@ def _setup(cfg: BenchConfig, *, timed: bool = True) -> tuple[Any, ...]:
                                     input_size=size, dropout=0.5)).to(device).train()
     optimizer = build_optimizer(model, OptimConfig(name="sgd", lr=1e-4, momentum=0.9))  # paper's VGG optimiser
     x = torch.rand(cfg.batch, cfg.channels, size, size, device=device)
-    if device.type == "cuda":  # the training defaults on a GPU: channels_last (and AMP in _steps)
+    if device.type == "cuda" or cfg.channels_last_cpu:  # as training: channels_last on a GPU (and AMP in _steps)
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     if cfg.classes == 1:

@@ -111,7 +111,8 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
     if not cuda:
         keep_host_memory()
     model = build_model(recipe.model).to(device)
-    if cuda and recipe.schedule.channels_last:
+    channels_last = recipe.schedule.channels_last if cuda else recipe.schedule.channels_last_cpu
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, recipe.optim)
     scheduler = build_scheduler(optimizer, recipe.schedule)
@@ -139,8 +140,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         sums: dict[str, float] = {}
         batches = 0
         for batch in _train_batches(kind, cache_dir, split, recipe, data_cfg, seed, ctx, epoch):
-            x, positions = model_inputs(batch, device, non_blocking=cuda, channels_last=cuda and
-                                        recipe.schedule.channels_last)
+            x, positions = model_inputs(batch, device, non_blocking=cuda, channels_last=channels_last)
             labels = batch["label"].to(device)
             labels = labels.float() if binary else labels.long()
             if volume and positions is not None:
