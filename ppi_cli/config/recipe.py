@@ -135,7 +135,7 @@ class ScheduleConfig:
     backbone_step_size: int | None = param(None, "Step size for the backbone group; null uses step_size.", min=1)
     amp: bool = param(True, "Mixed precision on CUDA (ignored on CPU).")
     channels_last: bool = param(True, "channels_last memory format on CUDA (ignored on CPU).")
-    channels_last_cpu: bool = param(False, "channels_last on the CPU too: Inception_v3's steps measured 1.25-1.4x "
+    channels_last_cpu: bool = param(False, "channels_last on the CPU too: Inception_v3's steps measured 1.04-1.4x "
                                     "faster (docs/benchmarks.md); off by default.")
 
 
