@@ -48,6 +48,7 @@ from ppi_cli.ppi.losses import (
     adversarial_loss,
     classification_loss,
     contrast_loss,
+    full_precision,
     saliency_regulariser,
 )
 from ppi_cli.ppi.phases import phase
@@ -59,11 +60,6 @@ __all__ = ["TrainStep", "forward", "sample_slices"]
 def forward(net: nn.Module, x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
     """Logits of an image model `net(x)` or a volume model `net(x, positions)`."""
     return net(x) if positions is None else net(x, positions)
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    """Half-precision autocast outputs in float32 for the losses; float32/float64 left as they are."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def sample_slices(x: torch.Tensor, positions: torch.Tensor, k: int,
@@ -119,7 +115,7 @@ class TrainStep:
     def _plain(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None) -> dict[str, float]:
         with phase("forward"), autocast(self.device, self.amp):
             logits = forward(self.net, x, positions)
-        loss = classification_loss(_full(logits), labels)
+        loss = classification_loss(full_precision(logits), labels)
         with phase("backward"):
             self._backward(loss)
         value = float(loss.detach())
@@ -130,7 +126,7 @@ class TrainStep:
         sync_off = self.net.no_sync if hasattr(self.net, "no_sync") else contextlib.nullcontext
         l_cls, iv, deferred = self._clean_pass(x, labels, positions, generator, sync_off)
         alpha, beta, gamma = (self.weights.weight(t, epoch) for t in ("con", "reg", "ad"))
-        l_reg = saliency_regulariser(_full(iv.saliency))
+        l_reg = saliency_regulariser(full_precision(iv.saliency))
         l_con, l_ad, total = self._intervened_pass(iv, labels, alpha, gamma, sync_off)
         if l_reg.requires_grad:  # without create_graph the map is a constant: L_reg is reported, not trained
             total = total + beta * l_reg
@@ -167,7 +163,7 @@ class TrainStep:
             with sync_off():
                 with phase("clean forward"), autocast(self.device, self.amp):
                     logits = forward(self.net, x, positions)
-                l_cls = classification_loss(_full(logits), labels)
+                l_cls = classification_loss(full_precision(logits), labels)
                 with phase("L_cls backward"):
                     self._backward(l_cls)
             del logits
@@ -223,4 +219,4 @@ class TrainStep:
     def _intervened(self, images: torch.Tensor, positions: torch.Tensor | None, name: str) -> torch.Tensor:
         norm = intervened_normalisation(self.model, self.cfg.intervened_norm)
         with phase(name), autocast(self.device, self.amp), norm:
-            return _full(forward(self.net, images, positions))
+            return full_precision(forward(self.net, images, positions))

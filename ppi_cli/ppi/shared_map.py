@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ppi_cli.ppi.double_backward import piecewise_linear_backward
+from ppi_cli.ppi.losses import classification_loss, full_precision
 from ppi_cli.ppi.phases import phase
 from ppi_cli.saliency.rules import WeightBackpropMode
 from ppi_cli.saliency.wbp import map_from_rows
@@ -100,8 +101,6 @@ def classification_with_map(net: nn.Module, x: torch.Tensor, labels: torch.Tenso
         labels: `(B,)` float {0, 1}.
         create_graph: Keep the map's graph for L_reg and the masks (double back-propagation).
     """
-    from ppi_cli.ppi.losses import classification_loss
-
     inputs = x.detach().requires_grad_(True)
     mode = WeightBackpropMode(update_statistics=True)  # the clean forward of training: running statistics move
     cheaper = piecewise_linear_backward(weight_grads=True) if create_graph else None
@@ -110,8 +109,7 @@ def classification_with_map(net: nn.Module, x: torch.Tensor, labels: torch.Tenso
     if cheaper is not None and mode.rewritten:
         cheaper.weight_grads = False  # the map's own backward asks for input gradients only
     with torch.no_grad():  # half-precision autocast logits in float32, like the trainer's other losses
-        full = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        loss = classification_loss(full, labels)
+        loss = classification_loss(full_precision(logits), labels)
     seed = classification_seed(logits, labels).to(logits.dtype)
     if mode.rewritten:
         with phase("map backward"), mode.backward_rules():
