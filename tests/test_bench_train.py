@@ -9,21 +9,27 @@ import pytest
 
 
 def test_bench_train_reports_three_steps(cli):
-    result = cli("bench", "train", "--model", "tiny", "--size", "16", "--batch", "4", "--rounds", "1", "--reference",
+    result = cli("bench", "train", "--model", "tiny", "--size", "16", "--batch", "4", "--rounds", "2", "--reference",
                  "--json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     steps = {s["step"]: s for s in data["steps"]}
     assert list(steps) == ["plain", "ppi create_graph", "ppi no graph", "straightforward"]
     assert steps["plain"]["time_ratio"] == pytest.approx(1.0)
+    plain_rounds = steps["plain"]["seconds_all"]
     for s in steps.values():
-        assert s["seconds"] > 0 and len(s["seconds_all"]) == 1
+        assert s["seconds"] > 0 and len(s["seconds_all"]) == 2
         assert s["time_ratio"] == pytest.approx(s["seconds"] / steps["plain"]["seconds"])
+        # each round's ratio pairs the step with the plain step of the same round, not with the median
+        assert s["round_ratios"] == pytest.approx([t / p for t, p in zip(s["seconds_all"], plain_rounds, strict=True)])
     assert data["config"]["batch"] == 4 and data["device"] == "cpu"
     # peak memory from a separate process with glibc switched to one mapping per block (Linux)
     assert data["memory_method"].startswith("rise of VmHWM")
     for s in steps.values():
         assert s["peak_mb"] >= 0 and s["peak_mb_all"] == [s["peak_mb"]]
+    table = cli("bench", "train", "--model", "tiny", "--size", "16", "--batch", "2", "--rounds", "2")
+    assert table.exit_code == 0, table.stderr
+    assert "rounds: × plain" in table.stdout and "1.00–1.00" in table.stdout  # the plain row against itself
 
 
 def test_bench_train_profile_and_errors(cli):

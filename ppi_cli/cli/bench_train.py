@@ -23,7 +23,8 @@ def bench_train_cmd(
     contrast_on: Annotated[str, typer.Option("--contrast-on", help="Rows L_con masks: all (every image, the most "
                                              "work) or positives (the binary recipes' default).")] = "all",
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Timed rounds (after one warm-up round); "
-                                        "the median time is reported; peak memory from a separate round.")] = 3,
+                                        "the median time is reported, and the range of each round's ratio to "
+                                        "that round's plain step; peak memory from a separate round.")] = 3,
     profile: Annotated[bool, typer.Option("--profile", help="Instead of timing, profile the PPI step (create_graph): "
                                           "the operators it spends its time in and the time of each of its passes "
                                           "against the plain step (torch.profiler, median of --rounds).")] = False,
@@ -76,9 +77,12 @@ def bench_train_cmd(
     else:
         title = (f"{model}, batch {batch}, L_con on {contrast_on}, {result.device}, {result.threads} threads, "
                  f"median of {rounds}")
-        table = Table("step", "seconds", "× plain", "peak MiB", "× plain", box=None, pad_edge=False, title=title)
+        table = Table("step", "seconds", "× plain", "rounds: × plain", "peak MiB", "× plain", box=None,
+                      pad_edge=False, title=title)
         for s in result.steps:
-            table.add_row(s.step, f"{s.seconds:.3f}", f"{result.ratio(s.step):.2f}", f"{s.peak_mb:.0f}",
+            spread = result.round_ratios(s.step)
+            table.add_row(s.step, f"{s.seconds:.3f}", f"{result.ratio(s.step):.2f}",
+                          f"{min(spread):.2f}–{max(spread):.2f}", f"{s.peak_mb:.0f}",
                           f"{result.ratio(s.step, 'peak_mb'):.2f}")
         console.stdout.print(table)
         console.log(f"memory: {result.memory_method}")

@@ -85,18 +85,25 @@ class BenchResult:
     threads: int
     memory_method: str
 
+    def _step(self, name: str) -> StepMeasure:
+        return next(s for s in self.steps if s.step == name)
+
     def ratio(self, step: str, what: str = "seconds") -> float:
         """`step`'s time (or `peak_mb`) over the plain step's."""
-        plain = next(s for s in self.steps if s.step == "plain")
-        mine = next(s for s in self.steps if s.step == step)
-        base = getattr(plain, what)
-        return getattr(mine, what) / base if base else float("nan")
+        base = getattr(self._step("plain"), what)
+        return getattr(self._step(step), what) / base if base else float("nan")
+
+    def round_ratios(self, step: str) -> list[float]:
+        """`step`'s time over the plain step's, round by round (the steps of one round ran back to back)."""
+        pairs = zip(self._step(step).seconds_all, self._step("plain").seconds_all, strict=True)
+        return [mine / plain if plain else float("nan") for mine, plain in pairs]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for `--json`."""
         return {"config": asdict(self.config), "device": self.device, "threads": self.threads,
                 "memory_method": self.memory_method,
-                "steps": [{**asdict(s), "time_ratio": self.ratio(s.step), "memory_ratio": self.ratio(s.step, "peak_mb")}
+                "steps": [{**asdict(s), "time_ratio": self.ratio(s.step), "round_ratios": self.round_ratios(s.step),
+                           "memory_ratio": self.ratio(s.step, "peak_mb")}
                           for s in self.steps]}
 
 
