@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.nn.grad import conv2d_input, conv2d_weight
 from torch.overrides import TorchFunctionMode
 
 __all__ = ["piecewise_linear_backward"]
@@ -129,7 +128,7 @@ class _Conv2d(torch.autograd.Function):
                                                                dilation, False, [0, 0], groups,
                                                                (need_x, need_w, need_b))
             return grad_x, grad_w, grad_b, None, None, None, None, None
-        grad_x = _ConvInputGrad.apply(grad, weight, list(x.shape), *ctx.args) if need_x else None
+        grad_x = _ConvInputGrad.apply(grad, weight, x.detach(), *ctx.args) if need_x else None
         grad_w = grad_b = None
         if ctx.mode.weight_grads and (need_w or need_b):
             with torch.no_grad():
@@ -147,10 +146,12 @@ class _ConvInputGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, grad, weight, x_shape, stride, padding, dilation, groups):  # noqa: D102
+    def forward(ctx, grad, weight, x, stride, padding, dilation, groups):  # noqa: D102
         ctx.save_for_backward(grad, weight)
         ctx.args = (stride, padding, dilation, groups)
-        return conv2d_input(x_shape, weight, grad, stride, padding, dilation, groups)
+        # x gives only its shape and layout (torch.nn.grad.conv2d_input would materialise an expanded stand-in)
+        return aten.convolution_backward(grad, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
+                                         (True, False, False))[0]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -161,7 +162,8 @@ class _ConvInputGrad(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # ∂⟨h, Aᵀg⟩/∂g = A h
             grad_grad = aten.convolution(h, weight, None, stride, padding, dilation, False, [0, 0], groups)
         if ctx.needs_input_grad[1]:  # ∂⟨A h, g⟩/∂W: the weight gradient of input h at upstream g
-            grad_w = conv2d_weight(h, weight.shape, grad, stride, padding, dilation, groups)
+            grad_w = aten.convolution_backward(grad, h, weight, None, stride, padding, dilation, False, [0, 0],
+                                               groups, (False, True, False))[1]
         return grad_grad, grad_w, None, None, None, None, None
 
 

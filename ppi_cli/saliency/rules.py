@@ -151,7 +151,8 @@ class _InvStd(torch.autograd.Function):
         x, mean, invstd = ctx.saved_tensors
         n = x.numel() // x.shape[1]
         factor = grad * invstd.pow(3) / -n  # (C,)
-        return (x - _per_channel(mean, x.ndim)) * _per_channel(factor, x.ndim), None, None
+        # (x − μ)·factor in one pass over x: x·factor − μ·factor
+        return torch.addcmul(_per_channel(-mean * factor, x.ndim), x, _per_channel(factor, x.ndim)), None, None
 
 
 # ---- secants h(x)/x, written so that their own gradient is finite everywhere (create_graph) ----
