@@ -160,6 +160,34 @@ def test_torchrun_two_ranks_end_with_equal_checkpoints(tmp_path):
     assert pd.read_csv(out / "metrics.csv")["ppi"].tolist() == [1]
 
 
+def test_torchrun_with_one_rank_trains_under_ddp(tmp_path, monkeypatch, one_thread):
+    """`torchrun --nproc-per-node 1` takes the multi-process path (process group, DDP), then leaves the group."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    wrapped = []
+
+    class Spy(torch.nn.parallel.DistributedDataParallel):
+        def __init__(self, module, *args, **kwargs):
+            wrapped.append(module)
+            super().__init__(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", Spy)
+    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=2))
+    result = fit(recipe, cache_dir=None, split=make_split(recipe, None, fold=None), out_dir=tmp_path / "run",
+                 device="cpu")
+    assert len(wrapped) == 1 and not dist.is_initialized()
+    ranks = load_checkpoint(result.last_checkpoint)["meta"]["distributed"]
+    assert ranks["world_size"] == 1 and len(ranks["weights_sha256"]) == 1
+
+
 def test_best_checkpoint_of_a_ppi_run_is_never_a_warm_up_epoch(tmp_path, monkeypatch, one_thread):
     """The warm-up epoch scores best on validation here, yet best.pt must hold a model trained with PPI."""
     import ppi_cli.engine.trainer as trainer

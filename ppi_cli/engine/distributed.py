@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: MIT
 """Several processes, one engine: `torchrun --nproc-per-node N ppi train ...` trains with DDP.
 
-torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `init_distributed` then joins the process group
-(NCCL on CUDA, gloo on CPU) and gives every process its device. Without those variables it is a
-single process and nothing changes. Rank 0 writes every file; the others only compute.
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address; `init_distributed` then
+joins the process group (NCCL on CUDA, gloo on CPU) and gives every process its device. Under
+torchrun that holds for one process too (`--nproc-per-node 1` runs DDP with one rank, the path a
+multi-GPU run takes, checkable on a one-GPU machine). Without those variables it is a single
+process and nothing changes. Rank 0 writes every file; the others only compute.
 """
 
 from __future__ import annotations
@@ -30,11 +32,7 @@ class DistContext:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     owns_group: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        """More than one process."""
-        return self.world_size > 1
+    enabled: bool = False  # launched by torchrun: in a process group, the model under DDP (one rank too)
 
     @property
     def is_main(self) -> bool:
@@ -96,7 +94,8 @@ def init_distributed(device: str = "auto") -> DistContext:
         ConfigError: CUDA was asked for a multi-process run but this process's GPU is missing.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    launched = "RANK" in os.environ and "MASTER_ADDR" in os.environ  # by torchrun
+    if world <= 1 and not launched:
         return DistContext(device=select_device(device))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = (device or "auto").startswith("cuda") or (device == "auto" and torch.cuda.is_available())
@@ -112,7 +111,8 @@ def init_distributed(device: str = "auto") -> DistContext:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
         owns = True
-    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=chosen, owns_group=owns)
+    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=chosen, owns_group=owns,
+                       enabled=True)
 
 
 def shutdown_distributed(ctx: DistContext) -> None:
