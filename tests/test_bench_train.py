@@ -22,6 +22,7 @@ def test_bench_train_reports_three_steps(cli):
         assert s["time_ratio"] == pytest.approx(s["seconds"] / steps["plain"]["seconds"])
         # each round's ratio pairs the step with the plain step of the same round, not with the median
         assert s["round_ratios"] == pytest.approx([t / p for t, p in zip(s["seconds_all"], plain_rounds, strict=True)])
+        assert s["images_per_s"] == pytest.approx(4 / s["seconds"])
     assert data["config"]["batch"] == 4 and data["device"] == "cpu"
     # peak memory from a separate process with glibc switched to one mapping per block (Linux)
     assert data["memory_method"].startswith("rise of VmHWM")

@@ -77,12 +77,12 @@ def bench_train_cmd(
     else:
         title = (f"{model}, batch {batch}, L_con on {contrast_on}, {result.device}, {result.threads} threads, "
                  f"median of {rounds}")
-        table = Table("step", "seconds", "× plain", "rounds: × plain", "peak MiB", "× plain", box=None,
+        table = Table("step", "seconds", "images/s", "× plain", "rounds: × plain", "peak MiB", "× plain", box=None,
                       pad_edge=False, title=title)
         for s in result.steps:
             spread = result.round_ratios(s.step)
-            table.add_row(s.step, f"{s.seconds:.3f}", f"{result.ratio(s.step):.2f}",
-                          f"{min(spread):.2f}–{max(spread):.2f}", f"{s.peak_mb:.0f}",
+            table.add_row(s.step, f"{s.seconds:.3f}", f"{result.images_per_s(s.step):.1f}",
+                          f"{result.ratio(s.step):.2f}", f"{min(spread):.2f}–{max(spread):.2f}", f"{s.peak_mb:.0f}",
                           f"{result.ratio(s.step, 'peak_mb'):.2f}")
         console.stdout.print(table)
         console.log(f"memory: {result.memory_method}")

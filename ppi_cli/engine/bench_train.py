@@ -98,12 +98,17 @@ class BenchResult:
         pairs = zip(self._step(step).seconds_all, self._step("plain").seconds_all, strict=True)
         return [mine / plain if plain else float("nan") for mine, plain in pairs]
 
+    def images_per_s(self, step: str) -> float:
+        """Training throughput of `step`: images of the batch over its median time."""
+        seconds = self._step(step).seconds
+        return self.config.batch / seconds if seconds else float("nan")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for `--json`."""
         return {"config": asdict(self.config), "device": self.device, "threads": self.threads,
                 "memory_method": self.memory_method,
-                "steps": [{**asdict(s), "time_ratio": self.ratio(s.step), "round_ratios": self.round_ratios(s.step),
-                           "memory_ratio": self.ratio(s.step, "peak_mb")}
+                "steps": [{**asdict(s), "images_per_s": self.images_per_s(s.step), "time_ratio": self.ratio(s.step),
+                           "round_ratios": self.round_ratios(s.step), "memory_ratio": self.ratio(s.step, "peak_mb")}
                           for s in self.steps]}
 
 
