@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import shutil
 import subprocess
@@ -47,6 +46,7 @@ import torch  # noqa: E402
 from ppi_cli.config.recipe import ModelConfig, PPIConfig  # noqa: E402
 from ppi_cli.engine.bench_train import BenchConfig, bench_train  # noqa: E402
 from ppi_cli.engine.step import TrainStep  # noqa: E402
+from ppi_cli.files import write_json  # noqa: E402
 from ppi_cli.models import build_model  # noqa: E402
 from ppi_cli.ppi.losses import LossWeights  # noqa: E402
 
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         failed += [f"{name}: {r.get('check', r.get('error', ''))}" for r in rows if r.get("ok") is False]
         print(f"{name} done in {time.perf_counter() - began:.0f} s", flush=True)
     report["failed"] = failed
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "gpu_check.json", report)
     for line in failed:
         print(f"FAILED {line}", flush=True)
     print(f"wrote {out / 'gpu_check.json'}", flush=True)
