@@ -19,7 +19,7 @@ import torch
 from ppi_cli.config.recipe import load_recipe
 from ppi_cli.data.datasets import build_dataset
 from ppi_cli.engine.checkpoint import load_checkpoint
-from ppi_cli.engine.distributed import weights_digest
+from ppi_cli.engine.distributed import init_distributed, weights_digest
 from ppi_cli.engine.evaluate import predict
 from ppi_cli.engine.train_run import make_split
 from ppi_cli.engine.trainer import fit
@@ -172,6 +172,8 @@ def test_torchrun_with_one_rank_trains_under_ddp(tmp_path, monkeypatch, one_thre
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)}.items():
         monkeypatch.setenv(key, value)
+    assert not init_distributed("cpu").enabled  # such variables alone (another launcher's, say): one process
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "one-rank")  # torchrun's own
     wrapped = []
 
     class Spy(torch.nn.parallel.DistributedDataParallel):

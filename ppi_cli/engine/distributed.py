@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Several processes, one engine: `torchrun --nproc-per-node N ppi train ...` trains with DDP.
 
-torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address; `init_distributed` then
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and TORCHELASTIC_RUN_ID; `init_distributed` then
 joins the process group (NCCL on CUDA, gloo on CPU) and gives every process its device. Under
 torchrun that holds for one process too (`--nproc-per-node 1` runs DDP with one rank, the path a
 multi-GPU run takes, checkable on a one-GPU machine). Without those variables it is a single
@@ -94,8 +94,7 @@ def init_distributed(device: str = "auto") -> DistContext:
         ConfigError: CUDA was asked for a multi-process run but this process's GPU is missing.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    launched = "RANK" in os.environ and "MASTER_ADDR" in os.environ  # by torchrun
-    if world <= 1 and not launched:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:  # not launched by torchrun
         return DistContext(device=select_device(device))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = (device or "auto").startswith("cuda") or (device == "auto" and torch.cuda.is_available())
