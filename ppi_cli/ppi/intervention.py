@@ -34,7 +34,7 @@ from torch import nn
 from ppi_cli.config.recipe import PPIConfig
 from ppi_cli.ppi.double_backward import piecewise_linear_backward
 from ppi_cli.ppi.losses import mask_donors
-from ppi_cli.ppi.masks import intervene, intervention_mask
+from ppi_cli.ppi.masks import broadcast_per_sample, intervene, intervention_mask
 
 __all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows", "true_class_sign",
            "true_class_map",
@@ -190,4 +190,4 @@ def true_class_sign(labels: torch.Tensor, per_image: int = 1) -> torch.Tensor:
 def true_class_map(saliency: torch.Tensor, labels: torch.Tensor, per_image: int = 1) -> torch.Tensor:
     """A one-logit head's maps `(N, 1, *spatial)` as evidence for each sample's true class (negated for negatives)."""
     sign = true_class_sign(labels, per_image).to(saliency.dtype)
-    return saliency * sign.view(-1, *([1] * (saliency.ndim - 1)))
+    return saliency * broadcast_per_sample(sign, saliency)

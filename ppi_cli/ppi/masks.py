@@ -24,7 +24,7 @@ import torch
 from ppi_cli.errors import ConfigError
 
 __all__ = ["normalise_saliency", "keep_top_k", "soft_mask", "adaptive_soft_mask", "hard_mask", "box_mask",
-           "intervention_mask", "intervene", "MASKS"]
+           "intervention_mask", "intervene", "broadcast_per_sample", "MASKS"]
 
 MASKS = ("soft", "soft-adaptive", "hard", "box")
 _EPS = 1e-12
@@ -34,14 +34,15 @@ def _flat(s: torch.Tensor) -> torch.Tensor:
     return s.flatten(1)  # (B, P): every pixel of an image in one row
 
 
-def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return values.view(-1, *([1] * (like.ndim - 1)))  # (B, 1, 1, ...) broadcasts over (B, 1, *spatial)
+def broadcast_per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One value per sample, `(B,)` or `(B, 1)`, viewed as `(B, 1, 1, ...)` to broadcast over `like` `(B, ...)`."""
+    return values.view(-1, *([1] * (like.ndim - 1)))
 
 
 def normalise_saliency(s: torch.Tensor) -> torch.Tensor:
     """ŝ = s / max(s) per image, so the largest value is 1 (a map with no positive value stays ≤ 0)."""
     peak = _flat(s).amax(dim=1).clamp_min(_EPS)  # (B,)
-    return s / _per_image(peak, s)
+    return s / broadcast_per_sample(peak, s)
 
 
 def keep_top_k(s: torch.Tensor, k: int) -> torch.Tensor:
@@ -67,14 +68,14 @@ def adaptive_soft_mask(s: torch.Tensor, c: float, omega: float) -> torch.Tensor:
     s_hat = normalise_saliency(s)
     flat = _flat(s_hat)
     sigma = flat.mean(dim=1) + c * flat.std(dim=1, unbiased=False)  # (B,)
-    return torch.sigmoid(omega * (s_hat - _per_image(sigma, s)))
+    return torch.sigmoid(omega * (s_hat - broadcast_per_sample(sigma, s)))
 
 
 def hard_mask(s: torch.Tensor, c: float) -> torch.Tensor:
     """The point mask 1[s > c · std(s)] (appendix B: "larger than k times the std of the WBP weights")."""
     s = s.detach()
     std = _flat(s).std(dim=1, unbiased=False)  # (B,)
-    return (s > _per_image(c * std, s)).to(s.dtype)
+    return (s > broadcast_per_sample(c * std, s)).to(s.dtype)
 
 
 def box_mask(s: torch.Tensor, c: float, spread: float) -> torch.Tensor:
@@ -95,8 +96,8 @@ def box_mask(s: torch.Tensor, c: float, spread: float) -> torch.Tensor:
         centre = _flat(points * coord).sum(dim=1) / total  # (B,)
         var = _flat(points * coord**2).sum(dim=1) / total - centre**2
         half = (spread * var.clamp_min(0).sqrt()).clamp_min(0.5)  # (B,)
-        inside &= (coord - _per_image(centre, points)).abs() <= _per_image(half, points)
-    return (inside & _per_image(count > 0, points)).to(s.dtype)
+        inside &= (coord - broadcast_per_sample(centre, points)).abs() <= broadcast_per_sample(half, points)
+    return (inside & broadcast_per_sample(count > 0, points)).to(s.dtype)
 
 
 def intervention_mask(s: torch.Tensor, kind: str, *, sigma: float = 0.5, omega: float = 20.0, c: float = 1.0,

@@ -43,6 +43,7 @@ from torch import nn
 
 from ppi_cli.ppi.double_backward import piecewise_linear_backward
 from ppi_cli.ppi.losses import classification_loss, full_precision
+from ppi_cli.ppi.masks import broadcast_per_sample
 from ppi_cli.ppi.phases import phase
 from ppi_cli.saliency.rules import WeightBackpropMode
 from ppi_cli.saliency.wbp import map_from_rows
@@ -136,5 +137,5 @@ def classification_with_map(net: nn.Module, x: torch.Tensor, labels: torch.Tenso
         else:
             torch.autograd.backward(logits, seed, inputs=[inputs, *params])
             input_grad = inputs.grad
-    rows = input_grad / seed.view(-1, *([1] * (x.ndim - 1)))  # W^0_i = (∂L_cls/∂x)_i / c_i
+    rows = input_grad / broadcast_per_sample(seed, x)  # W^0_i = (∂L_cls/∂x)_i / c_i
     return ClassificationWithMap(loss, map_from_rows(inputs, rows))
