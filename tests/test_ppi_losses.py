@@ -109,26 +109,46 @@ def test_intervention_bookkeeping_binary():
     iv = pseudo_intervention(model, x, y, cfg, binary=True, generator=torch.Generator().manual_seed(1))
     raw = saliency_map(model, x, 0, method="gradient")
     assert torch.allclose(iv.saliency, raw * torch.tensor([1.0, -1.0, 1.0, -1.0]).view(4, 1, 1, 1))
-    assert iv.rows.tolist() == [0, 2] and iv.inputs.shape == (2 + 4, 1, 16, 16)
+    assert iv.rows.tolist() == [0, 2] and iv.inputs.shape == (2 + 2, 1, 16, 16)
     for k, row in enumerate(iv.rows.tolist()):
         assert torch.allclose(iv.inputs[k], (1 - iv.mask[row]) * x[row])
-    assert iv.ad_rows.tolist() == [0, 1, 2, 3] and sorted(iv.donors.tolist()) == [0, 1, 2, 3]  # a derangement
+    # adversarial_on auto with α > 0: L_ad on the L_con rows, masks from any other image
+    assert iv.ad_rows.tolist() == [0, 2]
     for k, (i, j) in enumerate(zip(iv.ad_rows.tolist(), iv.donors.tolist(), strict=True)):
         assert i != j and torch.allclose(iv.inputs[2 + k], (1 - iv.mask[j]) * x[i])
+    both = pseudo_intervention(model, x, y, dataclasses.replace(cfg, adversarial_masks="contrast"), binary=True)
+    assert both.ad_rows.tolist() == [0, 2] and both.donors.tolist() == [2, 0]  # the positives swap masks
+    for changed in ({"adversarial_on": "all"}, {"adversarial_on": "auto", "alpha": 0.0}):
+        every_ad = pseudo_intervention(model, x, y, dataclasses.replace(cfg, **changed), binary=True)
+        assert every_ad.ad_rows.tolist() == [0, 1, 2, 3] and sorted(every_ad.donors.tolist()) == [0, 1, 2, 3]
+        assert torch.all(every_ad.ad_rows != every_ad.donors), changed  # a derangement
+        assert every_ad.inputs.shape == (2 + 4, 1, 16, 16)
     every = pseudo_intervention(model, x, y, dataclasses.replace(cfg, contrast_on="all"), binary=True)
-    assert every.rows.tolist() == [0, 1, 2, 3]
-    lesions = pseudo_intervention(model, x, y, dataclasses.replace(cfg, adversarial_masks="contrast"), binary=True)
+    assert every.rows.tolist() == [0, 1, 2, 3] and every.ad_rows.tolist() == [0, 1, 2, 3]
+    negatives = pseudo_intervention(model, x, torch.zeros(4), cfg, binary=True)  # no x*: L_ad on every image
+    assert negatives.rows.numel() == 0 and negatives.ad_rows.tolist() == [0, 1, 2, 3]
+    alone = pseudo_intervention(model, x, torch.tensor([0.0, 1.0, 0.0, 0.0]),
+                                dataclasses.replace(cfg, adversarial_masks="contrast"), binary=True)
+    assert alone.ad_rows.tolist() == [1] and alone.donors.item() != 1  # its own mask only: any other image's
+    lesions = pseudo_intervention(model, x, y, dataclasses.replace(cfg, adversarial_masks="contrast",
+                                                                   adversarial_on="all"), binary=True)
     assert set(lesions.donors.tolist()) <= {0, 2} and torch.all(lesions.ad_rows != lesions.donors)
 
 
 def test_mask_donors_draw_from_the_pool_never_self():
     g = torch.Generator().manual_seed(0)
-    for _ in range(200):
+    for _ in range(300):
         n = int(torch.randint(2, 8, (1,), generator=g))
         pool = torch.nonzero(torch.rand(n, generator=g) < 0.5).flatten()
-        rows, donors = mask_donors(n, pool, g)
-        assert torch.all(rows != donors) and set(donors.tolist()) <= set(pool.tolist())
-        assert rows.tolist() == [i for i in range(n) if set(pool.tolist()) - {i}]
+        receivers = torch.nonzero(torch.rand(n, generator=g) < 0.6).flatten()
+        for given in (None, receivers, pool):
+            rows, donors = mask_donors(n, pool, g, receivers=given)
+            wanted = range(n) if given is None else given.tolist()
+            assert torch.all(rows != donors) and set(donors.tolist()) <= set(pool.tolist())
+            assert rows.tolist() == [i for i in wanted if set(pool.tolist()) - {i}]
+        if pool.numel() >= 2:  # receivers = pool: a derangement of the pool, each mask lent once
+            rows, donors = mask_donors(n, pool, g, receivers=pool)
+            assert sorted(donors.tolist()) == pool.tolist()
 
 
 def test_intervention_multiclass_uses_true_class_and_all_rows():

@@ -22,6 +22,9 @@ def bench_train_cmd(
     saliency: Annotated[str, typer.Option("--saliency", help="Saliency method of the PPI step.")] = "wbp",
     contrast_on: Annotated[str, typer.Option("--contrast-on", help="Rows L_con masks: all (every image, the most "
                                              "work) or positives (the binary recipes' default).")] = "all",
+    adversarial_on: Annotated[str, typer.Option("--adversarial-on", help="Rows L_ad applies to: auto (the recipe "
+                                                "default: the L_con rows, as α = 1 here), contrast or all (every "
+                                                "image, more work).")] = "auto",
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Timed rounds (after one warm-up round); "
                                         "the median time is reported, and the range of each round's ratio to "
                                         "that round's plain step; peak memory from a separate round.")] = 3,
@@ -47,8 +50,10 @@ def bench_train_cmd(
 
     if contrast_on not in ("all", "positives"):
         raise typer.BadParameter(f"'{contrast_on}' is not all or positives", param_hint="--contrast-on")
+    if adversarial_on not in ("auto", "contrast", "all"):
+        raise typer.BadParameter(f"'{adversarial_on}' is not auto, contrast or all", param_hint="--adversarial-on")
     cfg = BenchConfig(model=model, batch=batch, size=size, classes=classes, saliency=saliency, rounds=rounds,
-                      device=device, contrast_on=contrast_on, reference=reference,
+                      device=device, contrast_on=contrast_on, adversarial_on=adversarial_on, reference=reference,
                       channels_last_cpu=channels_last_cpu)
     if profile:
         found = profile_step(cfg, "ppi no graph" if no_graph else "ppi create_graph")
@@ -75,8 +80,8 @@ def bench_train_cmd(
     if json_:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        title = (f"{model}, batch {batch}, L_con on {contrast_on}, {result.device}, {result.threads} threads, "
-                 f"median of {rounds}")
+        title = (f"{model}, batch {batch}, L_con on {contrast_on}, L_ad on {adversarial_on}, {result.device}, "
+                 f"{result.threads} threads, median of {rounds}")
         table = Table("step", "seconds", "images/s", "× plain", "rounds: × plain", "peak MiB", "× plain", box=None,
                       pad_edge=False, title=title)
         for s in result.steps:

@@ -91,6 +91,10 @@ class PPIConfig:
                               "recovered; ours: ≥ 50% of the points inside by the union bound).", min=0)
     contrast_on: Literal["positives", "all"] = param(
         "positives", "Binary tasks: apply L_con to positive samples only (clinically meaningful) or to all.")
+    adversarial_on: Literal["auto", "contrast", "all"] = param(
+        "auto", "L_ad: the rows it applies to: those L_con applies to (contrast; binary: the positives), so each "
+        "intervened image is once flipped (x*) and once kept (x'); every image (all); or auto: contrast while L_con "
+        "has a weight, all when alpha is 0 (ours; docs/ppi.md).")
     adversarial_masks: Literal["contrast", "all"] = param(
         "all", "L_ad: which images lend their masks: those L_con applies to (binary: positives), or all.")
     alpha: Weight = param(1.0, "Weight of L_con, or 'auto' to match L_cls's running magnitude.", min=0)

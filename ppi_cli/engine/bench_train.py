@@ -57,6 +57,7 @@ class BenchConfig:
     saliency: str = "wbp"
     mask: str = "soft"
     contrast_on: str = "all"  # every sample masked for L_con: the most work a PPI step does
+    adversarial_on: str = "auto"  # L_ad on the L_con rows (the recipe default, α = 1 here) or on all
     rounds: int = 3
     device: str = "cpu"
     seed: int = 0
@@ -227,7 +228,8 @@ class _StraightforwardStep:
 
 
 def _steps(cfg: BenchConfig, model: Any, device: torch.device) -> dict[str, Any]:
-    base = PPIConfig(enabled=True, saliency=cfg.saliency, mask=cfg.mask, contrast_on=cfg.contrast_on, start_epoch=0)
+    base = PPIConfig(enabled=True, saliency=cfg.saliency, mask=cfg.mask, contrast_on=cfg.contrast_on,
+                     adversarial_on=cfg.adversarial_on, start_epoch=0)
     out = {}
     for name, ppi in (("plain", replace(base, enabled=False)), ("ppi create_graph", replace(base, create_graph=True)),
                       ("ppi no graph", replace(base, create_graph=False))):

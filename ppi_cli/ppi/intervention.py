@@ -7,6 +7,10 @@ rows and mask donors, and returns an `Intervention` that builds the two interven
     x*_i = (1 − T(s_i)) ⊙ x_i   for the rows L_con applies to      (contrast_images)
     x'_i = (1 − T(s_j)) ⊙ x_i   for the rows L_ad applies to, j ≠ i (adversarial_images)
 
+L_ad applies to the rows L_con applies to while L_con has a weight (`ppi.adversarial_on: auto`;
+binary tasks: the positives), so every intervened image is flipped once (x*) and kept once (x'),
+and to every image when α = 0 or the batch has no L_con row (no x*).
+
 from the mask or from a stand-in for it (the trainer's memory-saving step, engine/step.py).
 
 Saliency is taken for each sample's true class. A binary head has one logit, the positive class,
@@ -36,7 +40,8 @@ from ppi_cli.ppi.double_backward import piecewise_linear_backward
 from ppi_cli.ppi.losses import mask_donors
 from ppi_cli.ppi.masks import broadcast_per_sample, intervene, intervention_mask
 
-__all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows", "true_class_sign",
+__all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows",
+           "adversarial_follows_contrast", "true_class_sign",
            "true_class_map",
            "dropout_off", "intervened_normalisation"]
 
@@ -141,7 +146,7 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
         model: The unwrapped model (not DDP); for volumes the multi-view model.
         x: `(B, C, *spatial)` images or `(B, S, C, H, W)` volumes, [0, 1].
         labels: `(B,)` float {0, 1} (binary) or int64 class indices.
-        cfg: The recipe's `ppi` section (saliency, mask, σ, ω, c, top_k, contrast_on, create_graph).
+        cfg: The recipe's `ppi` section (saliency, mask, σ, ω, c, top_k, contrast_on, adversarial_on, create_graph).
         binary: The model has one logit.
         positions: `(B, S)` B-scan positions for volume models.
         generator: CPU generator for the L_ad permutation (seeded by the trainer).
@@ -175,11 +180,21 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
     if not cfg.create_graph:
         mask = mask.detach()
     rows = contrast_rows(labels, binary, cfg.contrast_on)
-    ad_rows, donors = mask_donors(b, rows.cpu() if cfg.adversarial_masks == "contrast" else torch.arange(b), generator)
-    if ad_rows.numel() == 0:  # no positive in the batch: every image lends its mask, as with `all`
-        ad_rows, donors = mask_donors(b, torch.arange(b), generator)
+    every = torch.arange(b)
+    receivers = rows.cpu() if adversarial_follows_contrast(cfg) and rows.numel() else every  # no x*: L_ad on all
+    pool = rows.cpu() if cfg.adversarial_masks == "contrast" else every
+    ad_rows, donors = mask_donors(b, pool, generator, receivers=receivers)
+    if ad_rows.numel() == 0:  # the pool had no image but the receivers' own: every image lends its mask
+        ad_rows, donors = mask_donors(b, every, generator, receivers=receivers)
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
                         ad_rows=ad_rows.to(x.device), donors=donors.to(x.device))
+
+
+def adversarial_follows_contrast(cfg: PPIConfig) -> bool:
+    """L_ad applies to the L_con rows (`ppi.adversarial_on`; `auto`: while L_con has a weight)."""
+    if cfg.adversarial_on == "auto":
+        return cfg.alpha != 0
+    return cfg.adversarial_on == "contrast"
 
 
 def true_class_sign(labels: torch.Tensor, per_image: int = 1) -> torch.Tensor:

@@ -80,27 +80,35 @@ def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tenso
     return perm
 
 
-def mask_donors(n: int, pool: torch.Tensor,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """For L_ad: each row i gets the mask of another image j ≠ i drawn from `pool` (paper eq. 4).
+def mask_donors(n: int, pool: torch.Tensor, generator: torch.Generator | None = None, *,
+                receivers: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """For L_ad: each receiving row i gets the mask of another image j ≠ i drawn from `pool` (paper eq. 4).
 
-    When the pool is every row the assignment is a derangement (a random permutation without fixed
-    points); otherwise each row draws uniformly from the pool minus itself. Rows without any other
-    image in the pool are left out.
+    Args:
+        n: Batch size.
+        pool: Sorted int64 rows that may lend their mask.
+        generator: CPU generator for the draw.
+        receivers: Sorted int64 rows L_ad applies to (default: every row).
+
+    When the receivers are the pool (for example every row) the assignment is a derangement of the
+    pool (a random permutation without fixed points, so each mask is used once); otherwise each
+    receiver draws uniformly from the pool minus itself. Receivers without any other image in the
+    pool are left out.
 
     Returns:
         `(rows, donors)`: int64 tensors of equal length, `donors[k] ≠ rows[k]`.
     """
     pool = pool.cpu()
-    if pool.numel() == n and n >= 2 and torch.equal(pool, torch.arange(n)):
-        return torch.arange(n), derangement(n, generator)
+    receivers = torch.arange(n) if receivers is None else receivers.cpu()
+    if pool.numel() >= 2 and torch.equal(pool, receivers):
+        return pool.clone(), pool[derangement(pool.numel(), generator)]
     member = torch.zeros(n, dtype=torch.bool)
     member[pool] = True
-    choices = pool.numel() - member.long()  # (n,) donors available to each row
-    rows = torch.nonzero(choices > 0).flatten()
+    choices = pool.numel() - member[receivers].long()  # donors available to each receiver
+    rows = receivers[choices > 0]
     if rows.numel() == 0:
         return rows, rows.clone()
-    draw = (torch.rand(rows.numel(), generator=generator) * choices[rows]).long()  # index into pool minus self
+    draw = (torch.rand(rows.numel(), generator=generator) * choices[choices > 0]).long()  # index into pool minus self
     place = torch.searchsorted(pool, rows)  # where each row sits (or would sit) in the sorted pool
     skip = member[rows] & (draw >= place)  # step over the row itself
     return rows, pool[draw + skip.long()]
