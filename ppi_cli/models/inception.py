@@ -12,7 +12,7 @@ torchvision's Inception_v3, wrapped so that `forward` always returns one tensor 
 - on the CPU the 3×3 average pools of the mixed blocks (stride 1, zero padding counted) run as
   depthwise convolutions with a constant 1/9 kernel: the same linear map and the same gradient
   (to float rounding), five to ten times faster than the CPU pooling kernel forward and
-  backward, which made them about 13 % of a training step (docs/benchmarks.md).
+  backward, which made them about 14 % of a plain training step (docs/benchmarks.md).
 """
 
 from __future__ import annotations
