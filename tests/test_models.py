@@ -212,3 +212,28 @@ def test_inception_average_pools_run_as_convolutions_with_the_same_outputs_and_g
     (plain_grad,) = torch.autograd.grad(plain.sum(), inputs)
     for got, want in ((fast, plain), (fast_grad, plain_grad)):  # float64 rounding of ~1e-15 of the scale
         assert torch.allclose(got, want, rtol=0, atol=1e-13 * float(want.detach().abs().max()))
+
+
+def test_inception_depthwise_pools_keep_the_wbp_map_and_its_second_order_gradients():
+    from ppi_cli.ppi.double_backward import piecewise_linear_backward
+    from ppi_cli.saliency import saliency_map
+
+    torch.manual_seed(2)
+    model = build_model(ModelConfig(name="inception_v3", in_channels=1, num_classes=1, input_size=75)).double().eval()
+    x = torch.rand(2, 1, 75, 75, dtype=torch.float64)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def map_and_grads():
+        with piecewise_linear_backward():  # as the PPI step differentiates the map (create_graph)
+            s = saliency_map(model, x, 0, method="wbp", create_graph=True)
+        return s.detach(), torch.autograd.grad(s.abs().mean(), params, allow_unused=True)
+
+    fast = map_and_grads()
+    model.body.__class__ = torch.nn.Sequential  # the same blocks with the CPU pooling kernel
+    plain = map_and_grads()
+    scale = float(plain[0].abs().max())
+    assert torch.allclose(fast[0], plain[0], rtol=0, atol=1e-12 * scale)
+    used = [(f, p) for f, p in zip(fast[1], plain[1], strict=True) if p is not None]
+    assert len(used) > 100 and all(f is not None for f, _ in used)
+    for f, p in used:
+        assert torch.allclose(f, p, rtol=1e-9, atol=1e-12 * float(p.abs().max()))
