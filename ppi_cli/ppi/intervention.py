@@ -7,11 +7,11 @@ rows and mask donors, and returns an `Intervention` that builds the two interven
     x*_i = (1 − T(s_i)) ⊙ x_i   for the rows L_con applies to      (contrast_images)
     x'_i = (1 − T(s_j)) ⊙ x_i   for the rows L_ad applies to, j ≠ i (adversarial_images)
 
+from the mask or from a stand-in for it (the trainer's memory-saving step, engine/step.py).
+
 L_ad applies to the rows L_con applies to while L_con has a weight (`ppi.adversarial_on: auto`;
 binary tasks: the positives), so every intervened image is flipped once (x*) and kept once (x'),
 and to every image when α = 0 or the batch has no L_con row (no x*).
-
-from the mask or from a stand-in for it (the trainer's memory-saving step, engine/step.py).
 
 Saliency is taken for each sample's true class. A binary head has one logit, the positive class,
 so for a negative sample the map is negated (the evidence for class 0 is the evidence against the

@@ -105,10 +105,11 @@ def mask_donors(n: int, pool: torch.Tensor, generator: torch.Generator | None = 
     member = torch.zeros(n, dtype=torch.bool)
     member[pool] = True
     choices = pool.numel() - member[receivers].long()  # donors available to each receiver
-    rows = receivers[choices > 0]
+    served = choices > 0
+    rows, choices = receivers[served], choices[served]
     if rows.numel() == 0:
         return rows, rows.clone()
-    draw = (torch.rand(rows.numel(), generator=generator) * choices[choices > 0]).long()  # index into pool minus self
+    draw = (torch.rand(rows.numel(), generator=generator) * choices).long()  # index into pool minus self
     place = torch.searchsorted(pool, rows)  # where each row sits (or would sit) in the sorted pool
     skip = member[rows] & (draw >= place)  # step over the row itself
     return rows, pool[draw + skip.long()]
