@@ -28,9 +28,14 @@ def test_bench_train_reports_three_steps(cli):
     assert data["memory_method"].startswith("rise of VmHWM")
     for s in steps.values():
         assert s["peak_mb"] >= 0 and s["peak_mb_all"] == [s["peak_mb"]]
-    table = cli("bench", "train", "--model", "tiny", "--size", "16", "--batch", "2", "--rounds", "2")
+    assert data["config"]["adversarial_on"] == "auto"  # the recipes' default rows of L_ad
+    table = cli("bench", "train", "--model", "tiny", "--size", "16", "--batch", "2", "--rounds", "2",
+                "--adversarial-on", "all")
     assert table.exit_code == 0, table.stderr
     assert "rounds: × plain" in table.stdout and "1.00–1.00" in table.stdout  # the plain row against itself
+    assert "L_ad on all" in table.stdout
+    bad = cli("bench", "train", "--model", "tiny", "--adversarial-on", "positives")
+    assert bad.exit_code == 2 and "--adversarial-on" in bad.stderr and "not auto, contrast or all" in bad.stderr
 
 
 def test_bench_train_profile_and_errors(cli):
