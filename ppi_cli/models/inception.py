@@ -27,6 +27,7 @@ from torch.overrides import TorchFunctionMode
 from ppi_cli.config.recipe import ModelConfig
 from ppi_cli.models.registry import assemble_classifier, model_entry, register_model
 from ppi_cli.models.weights import backbone_state, load_into
+from ppi_cli.torch_calls import avg_pool2d_args, call_arg
 
 __all__ = ["inception_v3", "INCEPTION_BLOCKS", "box_pool_as_convolution"]
 
@@ -38,13 +39,10 @@ INCEPTION_BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1
 
 def _is_box3(args: tuple, kwargs: dict) -> bool:
     """`F.avg_pool2d(x, 3, 1, 1)` of a 4-D CPU float tensor, zero padding counted, no rounding up or divisor."""
-    names = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
-    given = {**dict(zip(names, args, strict=False)), **kwargs}
-    x = given.get("input")
-    return (isinstance(x, torch.Tensor) and x.ndim == 4 and x.device.type == "cpu" and x.is_floating_point()
-            and given.get("kernel_size") in (3, (3, 3), [3, 3]) and given.get("stride") in (1, (1, 1), [1, 1])
-            and given.get("padding", 0) in (1, (1, 1), [1, 1]) and not given.get("ceil_mode", False)
-            and given.get("count_include_pad", True) and given.get("divisor_override") is None)
+    x = call_arg(args, kwargs, 0, "input", None)
+    if not (isinstance(x, torch.Tensor) and x.ndim == 4 and x.device.type == "cpu" and x.is_floating_point()):
+        return False
+    return avg_pool2d_args(args, kwargs) == ([3, 3], [1, 1], [1, 1], False, True, None)
 
 
 class box_pool_as_convolution(TorchFunctionMode):  # noqa: N801  (used like a function: `with ...():`)
@@ -59,7 +57,7 @@ class box_pool_as_convolution(TorchFunctionMode):  # noqa: N801  (used like a fu
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
         kwargs = kwargs or {}
         if func is F.avg_pool2d and _is_box3(args, kwargs):
-            x = args[0] if args else kwargs["input"]
+            x = call_arg(args, kwargs, 0, "input", None)
             return F.conv2d(x, x.new_full((x.shape[1], 1, 3, 3), 1 / 9), padding=1, groups=x.shape[1])
         return func(*args, **kwargs)
 

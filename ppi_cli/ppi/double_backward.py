@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ppi_cli.torch_calls import avg_pool2d_args, call_arg, pair
+
 __all__ = ["piecewise_linear_backward"]
 
 aten = torch.ops.aten
@@ -167,18 +169,8 @@ class _ConvInputGrad(torch.autograd.Function):
         return grad_grad, grad_w, None, None, None, None, None
 
 
-def _pair(v: object, default: object = None) -> list[int]:
-    if v is None:
-        v = default
-    return [int(v), int(v)] if isinstance(v, int) else [int(i) for i in v]  # type: ignore[union-attr]
-
-
-def _arg(args: tuple, kwargs: dict, index: int, name: str, default: object) -> object:
-    return args[index] if len(args) > index else kwargs.get(name, default)
-
-
 def _relu(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
-    return (_ReluInplace if _arg(args, kwargs, 1, "inplace", False) else _Relu).apply(args[0])
+    return (_ReluInplace if call_arg(args, kwargs, 1, "inplace", False) else _Relu).apply(args[0])
 
 
 def _relu_(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
@@ -187,44 +179,40 @@ def _relu_(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.
 
 def _max_pool(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
     x = args[0]
-    if x.ndim != 4 or _arg(args, kwargs, 6, "return_indices", False):
+    if x.ndim != 4 or call_arg(args, kwargs, 6, "return_indices", False):
         return None
-    kernel = _pair(_arg(args, kwargs, 1, "kernel_size", None))
-    stride = _pair(_arg(args, kwargs, 2, "stride", None) or kernel)
-    padding = _pair(_arg(args, kwargs, 3, "padding", 0))
-    dilation = _pair(_arg(args, kwargs, 4, "dilation", 1))
-    return _MaxPool2d.apply(x, kernel, stride, padding, dilation, bool(_arg(args, kwargs, 5, "ceil_mode", False)))
+    kernel = pair(call_arg(args, kwargs, 1, "kernel_size", None))
+    stride = pair(call_arg(args, kwargs, 2, "stride", None) or kernel)
+    padding = pair(call_arg(args, kwargs, 3, "padding", 0))
+    dilation = pair(call_arg(args, kwargs, 4, "dilation", 1))
+    return _MaxPool2d.apply(x, kernel, stride, padding, dilation, bool(call_arg(args, kwargs, 5, "ceil_mode", False)))
 
 
 def _avg_pool(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
     x = args[0]
     if x.ndim != 4:
         return None
-    kernel = _pair(_arg(args, kwargs, 1, "kernel_size", None))
-    stride = _pair(_arg(args, kwargs, 2, "stride", None) or kernel)
-    padding = _pair(_arg(args, kwargs, 3, "padding", 0))
-    return _AvgPool2d.apply(x, kernel, stride, padding, bool(_arg(args, kwargs, 4, "ceil_mode", False)),
-                            bool(_arg(args, kwargs, 5, "count_include_pad", True)),
-                            _arg(args, kwargs, 6, "divisor_override", None))
+    return _AvgPool2d.apply(x, *avg_pool2d_args(args, kwargs))
 
 
 def _adaptive_avg_pool(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
     x = args[0]
     if x.ndim != 4:
         return None
-    size = _pair(_arg(args, kwargs, 1, "output_size", None))
+    size = pair(call_arg(args, kwargs, 1, "output_size", None))
     size = [x.shape[2 + i] if s is None else s for i, s in enumerate(size)]
     return _AdaptiveAvgPool2d.apply(x, size)
 
 
 def _conv2d(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
-    x, weight = args[0], _arg(args, kwargs, 1, "weight", None)
-    padding = _arg(args, kwargs, 4, "padding", 0)
+    x, weight = args[0], call_arg(args, kwargs, 1, "weight", None)
+    padding = call_arg(args, kwargs, 4, "padding", 0)
     if x.ndim != 4 or not isinstance(weight, torch.Tensor) or isinstance(padding, str):
         return None  # 'same'/'valid' padding and unbatched input: autograd's own convolution
-    return _Conv2d.apply(x, weight, _arg(args, kwargs, 2, "bias", None), _pair(_arg(args, kwargs, 3, "stride", 1)),
-                         _pair(padding), _pair(_arg(args, kwargs, 5, "dilation", 1)),
-                         int(_arg(args, kwargs, 6, "groups", 1)), mode)
+    return _Conv2d.apply(x, weight, call_arg(args, kwargs, 2, "bias", None),
+                         pair(call_arg(args, kwargs, 3, "stride", 1)), pair(padding),
+                         pair(call_arg(args, kwargs, 5, "dilation", 1)), int(call_arg(args, kwargs, 6, "groups", 1)),
+                         mode)
 
 
 _RULES = {F.conv2d: _conv2d, F.relu: _relu, torch.relu: _relu, torch.Tensor.relu: _relu, F.relu_: _relu_,

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ppi_cli.torch_calls import call_arg
+
 __all__ = ["WeightBackpropMode", "secant_of", "SECANTS"]
 
 aten = torch.ops.aten
@@ -207,10 +209,6 @@ def secant_of(name: str) -> Secant:
 
 # ---- rules: (args, kwargs) of the intercepted call -> its result, or _PASS ----
 
-def _arg(args: tuple, kwargs: dict, index: int, name: str, default: object) -> object:
-    return args[index] if len(args) > index else kwargs.get(name, default)
-
-
 def _activate(x: object, activation: Callable, secant: Secant, inplace: bool, phase: _Phase) -> object:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         return _PASS
@@ -226,7 +224,7 @@ def _unary(name: str, activation: Callable, inplace_at: int | None = 1) -> Calla
     secant = SECANTS[name]
 
     def rule(args: tuple, kwargs: dict, phase: _Phase) -> object:
-        inplace = bool(_arg(args, kwargs, inplace_at, "inplace", False)) if inplace_at else False
+        inplace = bool(call_arg(args, kwargs, inplace_at, "inplace", False)) if inplace_at else False
         return _activate(args[0], activation, secant, inplace, phase)
 
     return rule
@@ -239,28 +237,28 @@ def _tanh(args: tuple, kwargs: dict, phase: _Phase) -> object:
 
 
 def _gelu(args: tuple, kwargs: dict, phase: _Phase) -> object:
-    approximate = str(_arg(args, kwargs, 1, "approximate", "none"))
+    approximate = str(call_arg(args, kwargs, 1, "approximate", "none"))
     return _activate(args[0], lambda v: F.gelu(v, approximate=approximate), _gelu_secant(approximate), False, phase)
 
 
 def _hardtanh(args: tuple, kwargs: dict, phase: _Phase) -> object:
-    low = float(_arg(args, kwargs, 1, "min_val", -1.0))
-    high = float(_arg(args, kwargs, 2, "max_val", 1.0))
+    low = float(call_arg(args, kwargs, 1, "min_val", -1.0))
+    high = float(call_arg(args, kwargs, 2, "max_val", 1.0))
     if not low <= 0.0 <= high:  # h(0) != 0: not an activation of the rule table
         return _PASS
-    inplace = bool(_arg(args, kwargs, 3, "inplace", False))
+    inplace = bool(call_arg(args, kwargs, 3, "inplace", False))
     return _activate(args[0], lambda v: F.hardtanh(v, low, high), _hardtanh_secant(low, high), inplace, phase)
 
 
 def _elu(args: tuple, kwargs: dict, phase: _Phase) -> object:
-    alpha = float(_arg(args, kwargs, 1, "alpha", 1.0))
-    inplace = bool(_arg(args, kwargs, 2, "inplace", False))
+    alpha = float(call_arg(args, kwargs, 1, "alpha", 1.0))
+    inplace = bool(call_arg(args, kwargs, 2, "inplace", False))
     return _activate(args[0], lambda v: F.elu(v, alpha), _elu_secant(alpha), inplace, phase)
 
 
 def _celu(args: tuple, kwargs: dict, phase: _Phase) -> object:
-    alpha = float(_arg(args, kwargs, 1, "alpha", 1.0))
-    inplace = bool(_arg(args, kwargs, 2, "inplace", False))
+    alpha = float(call_arg(args, kwargs, 1, "alpha", 1.0))
+    inplace = bool(call_arg(args, kwargs, 2, "inplace", False))
     return _activate(args[0], lambda v: F.celu(v, alpha), _celu_secant(alpha), inplace, phase)
 
 
@@ -284,14 +282,14 @@ def _channel_affine(y: torch.Tensor, weight: object, bias: object) -> torch.Tens
 
 def _batch_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
     x = args[0]
-    running_mean = _arg(args, kwargs, 1, "running_mean", None)
-    running_var = _arg(args, kwargs, 2, "running_var", None)
-    training = bool(_arg(args, kwargs, 5, "training", False))
+    running_mean = call_arg(args, kwargs, 1, "running_mean", None)
+    running_var = call_arg(args, kwargs, 2, "running_var", None)
+    training = bool(call_arg(args, kwargs, 5, "training", False))
     if not training and running_mean is not None and running_var is not None:
         return _PASS  # eval mode: already the per-channel affine map of the rule table
-    weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
-    momentum = float(_arg(args, kwargs, 6, "momentum", 0.1) or 0.0)
-    eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
+    weight, bias = call_arg(args, kwargs, 3, "weight", None), call_arg(args, kwargs, 4, "bias", None)
+    momentum = float(call_arg(args, kwargs, 6, "momentum", 0.1) or 0.0)
+    eps = float(call_arg(args, kwargs, 7, "eps", 1e-5))
     # a saliency call leaves the running statistics as they were; the trainer's shared clean pass updates them
     update = phase.update_statistics and training
     return _BatchNormOnBatch.apply(x, weight, bias, running_mean if update else None,
@@ -300,18 +298,18 @@ def _batch_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
 
 def _instance_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
     x = args[0]
-    if not bool(_arg(args, kwargs, 5, "use_input_stats", True)):
+    if not bool(call_arg(args, kwargs, 5, "use_input_stats", True)):
         return _PASS
-    weight, bias = _arg(args, kwargs, 3, "weight", None), _arg(args, kwargs, 4, "bias", None)
-    eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
+    weight, bias = call_arg(args, kwargs, 3, "weight", None), call_arg(args, kwargs, 4, "bias", None)
+    eps = float(call_arg(args, kwargs, 7, "eps", 1e-5))
     return _channel_affine(_normalise(x, tuple(range(2, x.ndim)), eps, phase), weight, bias)
 
 
 def _group_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
     x = args[0]
-    groups = int(_arg(args, kwargs, 1, "num_groups", 1))
-    weight, bias = _arg(args, kwargs, 2, "weight", None), _arg(args, kwargs, 3, "bias", None)
-    eps = float(_arg(args, kwargs, 4, "eps", 1e-5))
+    groups = int(call_arg(args, kwargs, 1, "num_groups", 1))
+    weight, bias = call_arg(args, kwargs, 2, "weight", None), call_arg(args, kwargs, 3, "bias", None)
+    eps = float(call_arg(args, kwargs, 4, "eps", 1e-5))
     grouped = x.reshape(x.shape[0], groups, -1)  # (B, G, C/G * prod(spatial))
     y = _normalise(grouped, (2,), eps, phase).reshape(x.shape)
     return _channel_affine(y, weight, bias)
@@ -319,10 +317,10 @@ def _group_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
 
 def _layer_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
     x = args[0]
-    shape = _arg(args, kwargs, 1, "normalized_shape", ())
+    shape = call_arg(args, kwargs, 1, "normalized_shape", ())
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    weight, bias = _arg(args, kwargs, 2, "weight", None), _arg(args, kwargs, 3, "bias", None)
-    eps = float(_arg(args, kwargs, 4, "eps", 1e-5))
+    weight, bias = call_arg(args, kwargs, 2, "weight", None), call_arg(args, kwargs, 3, "bias", None)
+    eps = float(call_arg(args, kwargs, 4, "eps", 1e-5))
     y = _normalise(x, tuple(range(x.ndim - len(shape), x.ndim)), eps, phase)
     if weight is not None:
         y = y * weight  # broadcasts over the trailing normalized_shape
