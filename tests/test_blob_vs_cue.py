@@ -52,14 +52,6 @@ def _train_and_score(recipe, out_dir) -> tuple[float, float]:
     return validation_metric(predict(model, test_set), "auc"), _energy_share(model, test_set)
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_ppi_wbp_beats_the_baseline_where_the_cue_is_uninformative(tmp_path, one_thread):
     scores = {name: _train_and_score(load_recipe(name), tmp_path / name)

@@ -6,23 +6,17 @@ from __future__ import annotations
 import re
 
 import pytest
-import torch
 
 from ppi_cli.engine.demo import DemoConfig, run_demo
 from ppi_cli.models import load_model
 
 
 @pytest.mark.slow
-def test_demo_smoke_writes_a_report_whose_links_all_resolve(tmp_path):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = DemoConfig(out=tmp_path / "demo", workers=0, device="cpu", folds=2, epochs=1, bootstrap=20,
-                         lidc_patients=6, lidc_size=64, lidc_slices=8, ga_per_site=8, ga_bscans=4,
-                         ga_size=(32, 64), ga_bscan_size=16)
-        result = run_demo(cfg)
-    finally:
-        torch.set_num_threads(before)
+def test_demo_smoke_writes_a_report_whose_links_all_resolve(tmp_path, one_thread):
+    cfg = DemoConfig(out=tmp_path / "demo", workers=0, device="cpu", folds=2, epochs=1, bootstrap=20,
+                     lidc_patients=6, lidc_size=64, lidc_slices=8, ga_per_site=8, ga_bscans=4,
+                     ga_size=(32, 64), ga_bscan_size=16)
+    result = run_demo(cfg)
     text = result.report.read_text(encoding="utf-8")
     for heading in ("## LIDC-IDRI", "## GA OCT", "### With PPI", "### No PPI", "### In-site vs cross-site gap",
                     "## What this shows"):

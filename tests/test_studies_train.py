@@ -6,19 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from ppi_cli.engine.crossval import CrossvalRequest, collect_crossval, crossval_study
 from ppi_cli.engine.splits import load_split
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run fastest on one thread, and the CI's two cores are shared by the test workers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions run fastest on one thread
 
 
 @pytest.fixture
