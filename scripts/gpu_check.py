@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from ppi_cli.bench.train import BenchConfig, bench_train  # noqa: E402
 from ppi_cli.config.recipe import ModelConfig, PPIConfig  # noqa: E402
-from ppi_cli.engine.bench_train import BenchConfig, bench_train  # noqa: E402
 from ppi_cli.engine.step import TrainStep  # noqa: E402
 from ppi_cli.files import write_json  # noqa: E402
 from ppi_cli.models import build_model  # noqa: E402
@@ -132,7 +132,7 @@ def bench(model: str, batches: list[int], rounds: int, device: str) -> list[dict
 
 def ddp_one_rank(device: str, out: Path) -> dict[str, Any]:
     """Part 3: `ppi train` under torchrun with one rank; the checkpoint must record it."""
-    from ppi_cli.engine.checkpoint import load_checkpoint
+    from ppi_cli.checkpoint import load_checkpoint
 
     run = out / "ddp"
     shutil.rmtree(run, ignore_errors=True)  # this script's own folder from an earlier try

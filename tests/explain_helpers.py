@@ -10,8 +10,8 @@ import pydicom
 import torch
 from pydicom.data import get_testdata_file
 
+from ppi_cli.checkpoint import save_checkpoint
 from ppi_cli.config.recipe import DataConfig, ModelConfig, MultiviewConfig, Recipe
-from ppi_cli.engine.checkpoint import save_checkpoint
 from ppi_cli.engine.run_meta import CacheDescription, checkpoint_meta
 from ppi_cli.models import build_model
 
@@ -58,7 +58,7 @@ def ct_with_patient(path: Path) -> Path:
 
 def opt_with_patient(path: Path, rng: np.random.Generator, n: int = 14, shape=(30, 50)) -> tuple[Path, np.ndarray]:
     """A DICOM OPT volume whose frames are stored out of order, with a patient planted; returns the volume too."""
-    from ppi_cli.data.oct_writers import write_dicom_opt
+    from ppi_cli.data.oct.writers import write_dicom_opt
 
     volume = rng.integers(20, 200, size=(n, *shape), dtype=np.uint8)
     order = rng.permutation(n)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ppi_cli.data.synth_lidc import SynthLidcConfig, synth_lidc
+from ppi_cli.data.synth.lidc import SynthLidcConfig, synth_lidc
 
 
 def make_tree(out: Path, patients: int = 2, size: int = 64, slices: int = 10, seed: int = 0):

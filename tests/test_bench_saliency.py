@@ -8,9 +8,9 @@ import json
 import pytest
 from torch import nn
 
+from ppi_cli.bench import saliency as bench
+from ppi_cli.bench.saliency import FLOOR, BenchModel, SaliencyBenchConfig, Timing, bench_saliency
 from ppi_cli.errors import ConfigError
-from ppi_cli.saliency import bench
-from ppi_cli.saliency.bench import FLOOR, BenchModel, SaliencyBenchConfig, Timing, bench_saliency
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -22,8 +22,8 @@ import torch
 
 from ppi_cli.config.recipe import load_recipe
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
+from ppi_cli.data.splits import Split, holdout_split
 from ppi_cli.engine.evaluate import predict, validation_metric
-from ppi_cli.engine.splits import Split, holdout_split
 from ppi_cli.engine.trainer import fit
 from ppi_cli.models import load_model
 from ppi_cli.saliency import saliency_map

@@ -6,7 +6,7 @@ import collections
 import pytest
 import torch
 
-from ppi_cli.engine.checkpoint import load_checkpoint, save_checkpoint
+from ppi_cli.checkpoint import load_checkpoint, save_checkpoint
 from ppi_cli.errors import ModelError
 
 

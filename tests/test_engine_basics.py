@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from ppi_cli.engine.device import seed_everything, select_device
+from ppi_cli.device import seed_everything, select_device
 from ppi_cli.errors import ConfigError
 from ppi_cli.workspace import Workspace
 
@@ -49,7 +49,7 @@ def test_workspace_resolution(tmp_path, monkeypatch):
 _RSS_AFTER_FREE = """
 import torch
 from pathlib import Path
-from ppi_cli.engine.device import keep_host_memory
+from ppi_cli.device import keep_host_memory
 
 def rss_mib():
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS:"))

@@ -11,7 +11,7 @@ import torch
 
 from ppi_cli.config.recipe import DataConfig, ModelConfig, MultiviewConfig, OptimConfig, ScheduleConfig
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
-from ppi_cli.data.synthetic import CUE_SHIFT, generate
+from ppi_cli.data.synth.dataset import CUE_SHIFT, generate
 from ppi_cli.engine.evaluate import Predictions, predict, validation_metric
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
 from ppi_cli.engine.step import sample_slices

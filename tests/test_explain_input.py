@@ -142,7 +142,7 @@ def test_nifti_slice_follows_the_itk_axis_convention(tmp_path, rng):
 
 
 def test_oct_dicom_frames_come_in_stack_order_for_both_kinds(tmp_path, rng):
-    from ppi_cli.data.oct_writers import write_dicom_opt
+    from ppi_cli.data.oct.writers import write_dicom_opt
 
     volume = rng.integers(0, 256, size=(6, 10, 14), dtype=np.uint8)
     path = write_dicom_opt(tmp_path / "oct.dcm", volume, (0.1, 0.004, 0.01), stored_order=[3, 0, 5, 1, 4, 2])

@@ -13,9 +13,9 @@ from explain_helpers import checkpoint_2d
 
 from ppi_cli.data.cache import load_array
 from ppi_cli.data.explain_input import load_input
-from ppi_cli.data.lidc_dataset import preprocess_patch
-from ppi_cli.data.lidc_prepare import LidcPrepareConfig, prepare_lidc
-from ppi_cli.data.synth_lidc import SynthLidcConfig, synth_lidc
+from ppi_cli.data.lidc.dataset import preprocess_patch
+from ppi_cli.data.lidc.prepare import LidcPrepareConfig, prepare_lidc
+from ppi_cli.data.synth.lidc import SynthLidcConfig, synth_lidc
 from ppi_cli.engine.explain_inputs import InputSpec, prepare_image
 from ppi_cli.models import load_model
 from ppi_cli.saliency import saliency_map

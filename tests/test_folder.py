@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-import ppi_cli.data.folder_prepare as fp
+import ppi_cli.data.folder.prepare as fp
 from ppi_cli.config.recipe import DataConfig
 from ppi_cli.data.cache import open_cache
 from ppi_cli.data.datasets import build_dataset
-from ppi_cli.data.folder import predefined_split
+from ppi_cli.data.folder.dataset import predefined_split
 from ppi_cli.errors import DataError
 
 COLOURS = {"cat": (200, 10, 10), "dog": (10, 200, 10), "owl": (10, 10, 200)}

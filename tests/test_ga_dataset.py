@@ -13,7 +13,7 @@ import torch
 from ppi_cli.config.recipe import DataConfig, Recipe
 from ppi_cli.data.cache import write_cache_info
 from ppi_cli.data.datasets import build_dataset
-from ppi_cli.data.ga_dataset import GaDataset
+from ppi_cli.data.ga.dataset import GaDataset
 from ppi_cli.errors import CacheError
 from ppi_cli.files import save_npy, write_csv
 

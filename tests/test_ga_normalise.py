@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ppi_cli.config.site import Geometry, Intensity, Padding, SiteConfig
-from ppi_cli.data.ga_normalise import (
+from ppi_cli.data.ga.normalise import (
     bscan_indices,
     normalise_mask,
     normalise_volume,

@@ -11,9 +11,9 @@ import pytest
 
 from ppi_cli.config.resources import bundled_dir
 from ppi_cli.config.site import load_site_configs
-from ppi_cli.data import ga
-from ppi_cli.data.ga import GaPrepareConfig, prepare_ga, resolve_sites_dir
-from ppi_cli.data.ga_normalise import normalise_volume
+from ppi_cli.data.ga import prepare as ga
+from ppi_cli.data.ga.normalise import normalise_volume
+from ppi_cli.data.ga.prepare import GaPrepareConfig, prepare_ga, resolve_sites_dir
 from ppi_cli.errors import CacheError, DataError
 
 SECRET = "SUBJ-SECRET-"  # subject ids must never reach the terminal
@@ -224,7 +224,7 @@ def test_documented_example_manifest_is_valid(tmp_path):
     import shutil
     from pathlib import Path
 
-    from ppi_cli.data.ga_manifest import read_ga_manifest
+    from ppi_cli.data.ga.manifest import read_ga_manifest
 
     example = Path(__file__).resolve().parents[1] / "docs" / "ga-manifest-example.csv"
     shutil.copy(example, tmp_path / "labels.csv")

@@ -61,7 +61,7 @@ def test_bench_reports_both_pipelines_on_identical_samples(cli, tmp_path):
 
 
 def test_prepare_flags_map_one_to_one_onto_the_config(cli, monkeypatch, tmp_path):
-    from ppi_cli.data import lidc_prepare
+    from ppi_cli.data.lidc import prepare as lidc_prepare
 
     seen = []
 

@@ -13,7 +13,7 @@ import torch
 from ppi_cli.config.recipe import DataConfig
 from ppi_cli.data.cache import write_cache_info
 from ppi_cli.data.datasets import build_dataset
-from ppi_cli.data.lidc_dataset import augment_patch, preprocess_patch
+from ppi_cli.data.lidc.dataset import augment_patch, preprocess_patch
 from ppi_cli.errors import CacheError, ConfigError
 from ppi_cli.files import save_npy, write_csv
 

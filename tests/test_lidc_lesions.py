@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ppi_cli.data.lidc_lesions import (
+from ppi_cli.data.lidc.lesions import (
     boxes_overlap,
     build_lesion,
     crop_grid,
@@ -15,7 +15,7 @@ from ppi_cli.data.lidc_lesions import (
     resample_image,
     resample_mask,
 )
-from ppi_cli.data.lidc_xml import Annotation, Roi
+from ppi_cli.data.lidc.reader_xml import Annotation, Roi
 
 
 def _inside_naive(py: float, px: float, poly: np.ndarray) -> bool:

@@ -11,9 +11,9 @@ import pydicom
 import pytest
 from lidc_trees import load_cache, make_tree, to_2018_layout, to_oldest_layout
 
-from ppi_cli.data import lidc_prepare
 from ppi_cli.data.cache import open_cache
-from ppi_cli.data.lidc_prepare import LidcPrepareConfig, prepare_lidc
+from ppi_cli.data.lidc import prepare as lidc_prepare
+from ppi_cli.data.lidc.prepare import LidcPrepareConfig, prepare_lidc
 from ppi_cli.errors import CacheError
 
 SPACING, CROP = 1.0, 64

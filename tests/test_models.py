@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ppi_cli.checkpoint import save_checkpoint
 from ppi_cli.config.loader import to_dict
 from ppi_cli.config.recipe import ModelConfig, MultiviewConfig
-from ppi_cli.engine.checkpoint import save_checkpoint
 from ppi_cli.errors import ConfigError, ModelError
 from ppi_cli.models import build_model, is_volume_model, load_model, model_names
 
@@ -215,7 +215,7 @@ def test_inception_average_pools_run_as_convolutions_with_the_same_outputs_and_g
 
 
 def test_inception_depthwise_pools_keep_the_wbp_map_and_its_second_order_gradients():
-    from ppi_cli.ppi.double_backward import piecewise_linear_backward
+    from ppi_cli.autograd.double_backward import piecewise_linear_backward
     from ppi_cli.saliency import saliency_map
 
     torch.manual_seed(2)

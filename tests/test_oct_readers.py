@@ -10,8 +10,8 @@ import types
 import numpy as np
 import pytest
 
-from ppi_cli.data.oct_readers import detect_format, read_volume, to_uint8
-from ppi_cli.data.oct_writers import write_dicom_opt
+from ppi_cli.data.oct.readers import detect_format, read_volume, to_uint8
+from ppi_cli.data.oct.writers import write_dicom_opt
 from ppi_cli.errors import DataError, MissingExtraError
 
 SPACING = (0.12, 0.0039, 0.0117)  # between B-scans, axial, lateral (mm)

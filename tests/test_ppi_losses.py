@@ -199,7 +199,7 @@ def test_context_managers_restore_modes_and_statistics():
 
 
 def test_piecewise_linear_backward_keeps_the_second_derivative_exact():
-    from ppi_cli.ppi.double_backward import piecewise_linear_backward
+    from ppi_cli.autograd.double_backward import piecewise_linear_backward
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(  # every layer the mode touches: conv, ReLU (in place too), max-, avg-, adaptive avg-pool

@@ -12,9 +12,9 @@ import torch
 from explain_helpers import checkpoint_2d, checkpoint_volume
 
 from ppi_cli.data.cache import load_array
-from ppi_cli.data.ga import GaPrepareConfig, prepare_ga
-from ppi_cli.data.ga_normalise import preprocess_volume
-from ppi_cli.data.synth_ga import SITE_STYLES, SynthGaConfig, synth_ga, synth_volume
+from ppi_cli.data.ga.normalise import preprocess_volume
+from ppi_cli.data.ga.prepare import GaPrepareConfig, prepare_ga
+from ppi_cli.data.synth.ga import SITE_STYLES, SynthGaConfig, synth_ga, synth_volume
 from ppi_cli.models import load_model
 from ppi_cli.reports.localisation import best_threshold, sample_scores
 from ppi_cli.saliency import saliency_map

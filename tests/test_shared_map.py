@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import ppi_cli.ppi.shared_map as shared_map
+import ppi_cli.autograd.shared_map as shared_map
+from ppi_cli.autograd.shared_map import classification_seed, classification_with_map, shares_clean_pass
 from ppi_cli.config.recipe import ModelConfig, PPIConfig
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.models import build_model
 from ppi_cli.ppi import LossWeights, classification_loss
-from ppi_cli.ppi.shared_map import classification_seed, classification_with_map, shares_clean_pass
 from ppi_cli.saliency import saliency_map
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppi_cli.engine.splits import Split, check_disjoint, holdout_split, load_split, save_split, subject_folds
+from ppi_cli.data.splits import Split, check_disjoint, holdout_split, load_split, save_split, subject_folds
 from ppi_cli.errors import DataError
 
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import ppi_cli.engine.cross_site as xs
 import ppi_cli.engine.crossval as cv
 from ppi_cli.config import load_recipe
-from ppi_cli.engine.splits import check_disjoint, load_split
+from ppi_cli.data.splits import check_disjoint, load_split
 from ppi_cli.engine.study import StudyData, resolve_study
 from ppi_cli.errors import CacheError, ConfigError, DataError
 from ppi_cli.reports.metrics import roc_auc

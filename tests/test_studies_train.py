@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ppi_cli.data.splits import load_split
 from ppi_cli.engine.crossval import CrossvalRequest, collect_crossval, crossval_study
-from ppi_cli.engine.splits import load_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions run fastest on one thread
 

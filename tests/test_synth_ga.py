@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ppi_cli.data.synth_ga import SITE_STYLES, SynthGaConfig, synth_ga, synth_volume
+from ppi_cli.data.synth.ga import SITE_STYLES, SynthGaConfig, synth_ga, synth_volume
 
 N_BSCANS, HEIGHT, WIDTH = 8, 32, 64
 NARROW = int(round(WIDTH * SITE_STYLES["D"].width_fraction))  # 48

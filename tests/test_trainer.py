@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
+from ppi_cli.checkpoint import load_checkpoint
 from ppi_cli.config.recipe import load_recipe
 from ppi_cli.data.datasets import build_dataset
-from ppi_cli.engine.checkpoint import load_checkpoint
 from ppi_cli.engine.distributed import init_distributed, weights_digest
 from ppi_cli.engine.evaluate import predict
 from ppi_cli.engine.train_run import make_split

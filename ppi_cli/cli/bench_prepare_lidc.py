@@ -27,7 +27,7 @@ def bench_prepare_lidc_cmd(
 ) -> None:
     """Time `ppi prepare lidc` against loading every slice into a volume as pylidc's to_volume does."""
     from ppi_cli import console
-    from ppi_cli.data.lidc_bench import LidcBenchConfig, bench_prepare_lidc
+    from ppi_cli.bench.prepare_lidc import LidcBenchConfig, bench_prepare_lidc
 
     result = bench_prepare_lidc(LidcBenchConfig(root=root, patients=patients, size=size, slices=slices,
                                                 repeats=repeats, seed=seed))

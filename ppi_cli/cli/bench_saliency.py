@@ -36,8 +36,8 @@ def saliency_cmd(
     from rich.table import Table
 
     from ppi_cli import console
+    from ppi_cli.bench.saliency import SaliencyBenchConfig, bench_saliency
     from ppi_cli.files import write_csv, write_json, write_text
-    from ppi_cli.saliency.bench import SaliencyBenchConfig, bench_saliency
 
     config = SaliencyBenchConfig(model=model, batch=batch, size=size, repeats=repeats, warmup=warmup,
                                  device=device, methods=tuple(parse_csv_list(methods, "--methods")), compare=compare)

@@ -46,7 +46,7 @@ def bench_train_cmd(
     from rich.table import Table
 
     from ppi_cli import console
-    from ppi_cli.engine.bench_train import BenchConfig, bench_train, profile_step
+    from ppi_cli.bench.train import BenchConfig, bench_train, profile_step
 
     if contrast_on not in ("all", "positives"):
         raise typer.BadParameter(f"'{contrast_on}' is not all or positives", param_hint="--contrast-on")

@@ -27,7 +27,7 @@ def folder_cmd(
 ) -> None:
     """Turn an ImageFolder tree into a prepared cache for the VGG11 recipes (CUB, CIFAR-10)."""
     from ppi_cli.console import paths, stdout
-    from ppi_cli.data.folder_prepare import FolderPrepareConfig, prepare_folder
+    from ppi_cli.data.folder.prepare import FolderPrepareConfig, prepare_folder
     from ppi_cli.workspace import Workspace
 
     target = out or Workspace.resolve(workspace).cache("folder")

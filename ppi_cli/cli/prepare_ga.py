@@ -31,8 +31,8 @@ def prepare_ga_cmd(
 ) -> None:
     """Read, normalise (per site config) and cache GA OCT volumes; resumes an interrupted run."""
     from ppi_cli import console
-    from ppi_cli.data.ga import GaPrepareConfig, prepare_ga
-    from ppi_cli.data.ga_normalise import parse_bscan_size
+    from ppi_cli.data.ga.normalise import parse_bscan_size
+    from ppi_cli.data.ga.prepare import GaPrepareConfig, prepare_ga
     from ppi_cli.workspace import Workspace
 
     cfg = GaPrepareConfig(

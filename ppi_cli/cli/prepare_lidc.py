@@ -38,7 +38,7 @@ def prepare_lidc_cmd(
     import json
 
     from ppi_cli import console
-    from ppi_cli.data.lidc_prepare import LidcPrepareConfig, prepare_lidc
+    from ppi_cli.data.lidc.prepare import LidcPrepareConfig, prepare_lidc
     from ppi_cli.workspace import Workspace
 
     config = LidcPrepareConfig(root=root, out=out or Workspace.resolve(workspace).cache("lidc"),

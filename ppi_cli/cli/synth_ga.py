@@ -27,8 +27,8 @@ def synth_ga_cmd(
 ) -> None:
     """Write OCT volumes in four real formats, their lesion masks, a manifest, an answer key and site configs."""
     from ppi_cli import console
-    from ppi_cli.data.ga_normalise import parse_bscan_size
-    from ppi_cli.data.synth_ga import SynthGaConfig, synth_ga
+    from ppi_cli.data.ga.normalise import parse_bscan_size
+    from ppi_cli.data.synth.ga import SynthGaConfig, synth_ga
     from ppi_cli.workspace import Workspace
 
     cfg = SynthGaConfig(out=out or Workspace.resolve(workspace).synth("ga"), sites=tuple(parse_csv_list(sites,

@@ -24,7 +24,7 @@ def synth_lidc_cmd(
 ) -> None:
     """Write CT series with nodules, four simulated readers' XML and answer_key.csv (NBIA layout)."""
     from ppi_cli import console
-    from ppi_cli.data.synth_lidc import SynthLidcConfig, synth_lidc
+    from ppi_cli.data.synth.lidc import SynthLidcConfig, synth_lidc
     from ppi_cli.workspace import Workspace
 
     config = SynthLidcConfig(out=out or Workspace.resolve(workspace).synth("lidc"), patients=patients, size=size,

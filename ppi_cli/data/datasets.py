@@ -32,10 +32,10 @@ MANIFEST_COLUMNS = ("sample_id", "subject_id", "label")
 
 # kind -> module that registers it on import (imported lazily: readers pull in heavy packages).
 DATASET_MODULES: dict[str, str] = {
-    "lidc": "ppi_cli.data.lidc_dataset",
-    "ga": "ppi_cli.data.ga_dataset",
-    "folder": "ppi_cli.data.folder",
-    "synthetic": "ppi_cli.data.synthetic",
+    "lidc": "ppi_cli.data.lidc.dataset",
+    "ga": "ppi_cli.data.ga.dataset",
+    "folder": "ppi_cli.data.folder.dataset",
+    "synthetic": "ppi_cli.data.synth.dataset",
 }
 _REGISTRY: dict[str, type] = {}
 

@@ -7,8 +7,8 @@ The format is chosen by content where extensions lie (a DICOM file needs no `.dc
 
 What the model needs decides the shape: a 2D model gets one image (from a stack, the slice asked
 for, else the middle one, with a note); a volume model gets the whole stack. OCT volumes go through
-the GA readers (`ppi_cli.data.oct_readers`) so `explain` sees exactly what `prepare ga` saw; other
-DICOM goes through `ppi_cli.data.dicom_images`.
+the GA readers (`ppi_cli.data.oct.readers`) so `explain` sees exactly what `prepare ga` saw; other
+DICOM goes through `ppi_cli.data.dicom.images`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ppi_cli.data.dicom import is_dicom_file
-from ppi_cli.data.dicom_images import read_dicom_header, read_dicom_image, series_files
+from ppi_cli.data.dicom.headers import is_dicom_file
+from ppi_cli.data.dicom.images import read_dicom_header, read_dicom_image, series_files
 from ppi_cli.errors import DataError
 
 __all__ = ["LoadedInput", "load_input", "luma", "IMAGE_SUFFIXES", "VOLUME_SUFFIXES"]
@@ -113,7 +113,7 @@ def _from_ct_slice(path: Path, header: Any) -> LoadedInput:
     """A CT slice in HU, decoded by the LIDC reader so explain sees the HU `prepare lidc` saw."""
     import warnings
 
-    from ppi_cli.data.dicom import read_slice_hu
+    from ppi_cli.data.dicom.headers import read_slice_hu
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warnings may quote header values
@@ -212,7 +212,7 @@ def _from_array_file(path: Path) -> LoadedInput:
 
 def _from_oct_reader(path: Path, header: Any = None) -> LoadedInput:
     """A volume read exactly as `prepare ga` reads it (uint8 B-scans, frames in stack order)."""
-    from ppi_cli.data.oct_readers import read_volume
+    from ppi_cli.data.oct.readers import read_volume
 
     volume = read_volume(path)
     loaded = LoadedInput(volume.array.astype(np.float32), "volume", volume.source_format, volume.spacing_mm,

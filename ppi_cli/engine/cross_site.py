@@ -26,7 +26,7 @@ import numpy as np
 
 from ppi_cli.config import Recipe
 from ppi_cli.console import log
-from ppi_cli.engine.splits import Split, holdout_split
+from ppi_cli.data.splits import Split, holdout_split
 from ppi_cli.engine.study import StudyData, predict_rows, train_once, write_study_record
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.reports.predictions import PREDICTIONS_FILE, read_predictions, write_predictions

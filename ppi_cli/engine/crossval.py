@@ -19,7 +19,7 @@ import numpy as np
 
 from ppi_cli.config import Recipe
 from ppi_cli.console import log
-from ppi_cli.engine.splits import Split, holdout_split, subject_folds
+from ppi_cli.data.splits import Split, holdout_split, subject_folds
 from ppi_cli.engine.study import StudyData, predict_rows, train_once, write_study_record
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.files import write_json

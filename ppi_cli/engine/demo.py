@@ -83,8 +83,8 @@ class _Clock:
 
 
 def _synth_and_prepare_lidc(cfg: DemoConfig) -> Path:
-    from ppi_cli.data.lidc_prepare import LidcPrepareConfig, prepare_lidc
-    from ppi_cli.data.synth_lidc import SynthLidcConfig, synth_lidc
+    from ppi_cli.data.lidc.prepare import LidcPrepareConfig, prepare_lidc
+    from ppi_cli.data.synth.lidc import SynthLidcConfig, synth_lidc
 
     raw = cfg.out / "data" / "synth-lidc"
     if not (raw / "answer_key.csv").is_file():
@@ -96,8 +96,8 @@ def _synth_and_prepare_lidc(cfg: DemoConfig) -> Path:
 
 
 def _synth_and_prepare_ga(cfg: DemoConfig) -> Path:
-    from ppi_cli.data.ga import GaPrepareConfig, prepare_ga
-    from ppi_cli.data.synth_ga import SynthGaConfig, synth_ga
+    from ppi_cli.data.ga.prepare import GaPrepareConfig, prepare_ga
+    from ppi_cli.data.synth.ga import SynthGaConfig, synth_ga
 
     raw = cfg.out / "data" / "synth-ga"
     if not (raw / "manifest.csv").is_file():

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ppi_cli.engine.device import select_device
+from ppi_cli.device import select_device
 from ppi_cli.errors import ConfigError
 
 __all__ = ["DistContext", "init_distributed", "shutdown_distributed", "average_buffers", "weights_digest", "gather"]

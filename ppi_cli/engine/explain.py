@@ -92,7 +92,7 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
         >>> explain(ExplainConfig(Path("slice.dcm"), Path("best.pt"), Path("overlay.png"))).record["score"]
     """
     from ppi_cli.data.explain_input import load_input
-    from ppi_cli.engine.device import select_device
+    from ppi_cli.device import select_device
     from ppi_cli.engine.explain_inputs import InputSpec
     from ppi_cli.models import load_model
 

@@ -150,7 +150,7 @@ def prepare_image(loaded: LoadedInput, spec: InputSpec, center: tuple[float, flo
             notes.append(f"whole {h}x{w} slice resized to {side}x{side} (no --center): the model was trained on "
                          f"{side}-pixel patches around nodules, so small lesions may be missed; pass --center ROW,COL")
     if loaded.units == "HU" and ct_model:
-        from ppi_cli.data.lidc_dataset import preprocess_patch
+        from ppi_cli.data.lidc.dataset import preprocess_patch
 
         if center is not None and loaded.spacing_mm and spec.spacing_mm:
             hu = _lidc_grid(pixels, loaded, spec, center)
@@ -185,8 +185,8 @@ def prepare_volume(loaded: LoadedInput, spec: InputSpec, site_cfg: Any = None) -
             get no intensity rule at all, as in training.
     """
     from ppi_cli.config.site import Intensity, SiteConfig
-    from ppi_cli.data.ga_normalise import bscan_indices, normalise_volume, preprocess_volume
-    from ppi_cli.data.oct_readers import to_uint8
+    from ppi_cli.data.ga.normalise import bscan_indices, normalise_volume, preprocess_volume
+    from ppi_cli.data.oct.readers import to_uint8
 
     notes = list(loaded.notes)
     raw, how = to_uint8(np.asarray(loaded.pixels))
@@ -203,7 +203,7 @@ def prepare_volume(loaded: LoadedInput, spec: InputSpec, site_cfg: Any = None) -
 
 def _lidc_grid(pixels: np.ndarray, loaded: LoadedInput, spec: InputSpec, center: tuple[float, float]) -> np.ndarray:
     """The patch around `center` sampled exactly as `prepare lidc` samples a lesion crop (HU, bilinear, air outside)."""
-    from ppi_cli.data.lidc_lesions import crop_grid, resample_image
+    from ppi_cli.data.lidc.lesions import crop_grid, resample_image
 
     rows, cols = crop_grid(center, tuple(loaded.spacing_mm[-2:]), spec.spacing_mm, spec.crop or spec.input_size)
     return resample_image(pixels, rows, cols)

@@ -83,7 +83,7 @@ class MaskedSamples:
     def _open_synthetic(self, data: dict[str, Any]) -> None:
         import pandas as pd
 
-        from ppi_cli.data.synthetic import generate
+        from ppi_cli.data.synth.dataset import generate
 
         generated = generate(int(data.get("synthetic_size", 256)), int(data.get("crop") or self.spec.crop),
                              int(data.get("synthetic_slices", 0) or 0))
@@ -138,7 +138,7 @@ class MaskedSamples:
                 masks.append(np.asarray(self._masks[where]) > 0)
                 ids.append(sample if bscan < 0 else f"{sample}:{bscan}")
             elif self.kind == "ga":
-                from ppi_cli.data.ga_normalise import preprocess_volume
+                from ppi_cli.data.ga.normalise import preprocess_volume
 
                 image, _ = preprocess_volume(np.asarray(self._images[row, [bscan]]))  # (1, 1, H, W)
                 images.append(image[0])
@@ -153,7 +153,7 @@ class MaskedSamples:
     def _lidc_image(self, row: int) -> Any:
         import torch
 
-        from ppi_cli.data.lidc_dataset import preprocess_patch
+        from ppi_cli.data.lidc.dataset import preprocess_patch
 
         patch = preprocess_patch(np.asarray(self._images[row], dtype=np.float32), self.spec.window, self.spec.crop)
         patch = torch.as_tensor(np.asarray(patch, dtype=np.float32))

@@ -93,7 +93,7 @@ def segment_eval(cfg: SegmentEvalConfig) -> SegmentEvalResult:
     import pandas as pd
 
     from ppi_cli import console
-    from ppi_cli.engine.device import select_device
+    from ppi_cli.device import select_device
     from ppi_cli.engine.explain_inputs import InputSpec
     from ppi_cli.engine.masked_samples import MaskedSamples
     from ppi_cli.files import write_json

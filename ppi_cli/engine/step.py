@@ -7,7 +7,7 @@ The PPI step, arranged so nothing is computed twice and little is held at once:
    under DDP inside `no_sync`, so gradients are reduced once, at the end;
 2. saliency of the clean batch (graph kept when `create_graph`): for binary image models with
    WBP (`ppi.map_from: auto`) from step 1's forward, and for networks without layers that need
-   a WBP rule from step 1's backward itself (ppi/shared_map.py); otherwise from the saliency
+   a WBP rule from step 1's backward itself (autograd/shared_map.py); otherwise from the saliency
    engine's own pass (the recipe's method). When the map's graph keeps step 1's forward alive
    anyway (create_graph with batch norm), L_cls joins the last backward instead;
 3. with `create_graph` (the map's graph alive meanwhile): x* (rows L_con applies to) forward →
@@ -20,7 +20,7 @@ The PPI step, arranged so nothing is computed twice and little is held at once:
 Without `create_graph`, and with `intervened_norm: batch` (x* and x' must share batch
 statistics), steps 3-4 are one forward of x* and x' together and one backward.
 
-Each pass is a named span (`ppi/phases.py`), which `ppi bench train --profile` times.
+Each pass is a named span (`autograd/phases.py`), which `ppi bench train --profile` times.
 The optimiser update is the caller's (`fit`, `ppi bench train`). AMP: forwards and the saliency
 run under autocast on CUDA, losses in float32, float16 gradients scaled by a `GradScaler`.
 """
@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ppi_cli.autograd.phases import phase
+from ppi_cli.autograd.shared_map import classification_with_map, shares_clean_pass
 from ppi_cli.config.recipe import PPIConfig
 from ppi_cli.engine.evaluate import autocast
 from ppi_cli.ppi.intervention import (
@@ -51,8 +53,6 @@ from ppi_cli.ppi.losses import (
     full_precision,
     saliency_regulariser,
 )
-from ppi_cli.ppi.phases import phase
-from ppi_cli.ppi.shared_map import classification_with_map, shares_clean_pass
 
 __all__ = ["TrainStep", "forward", "sample_slices"]
 

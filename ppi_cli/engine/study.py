@@ -182,7 +182,7 @@ def train_once(recipe: Recipe, data: StudyData, split: Any, run_dir: Path, *, de
 
     An interrupted run resumes from its last checkpoint (the trainer's `resume`).
     """
-    from ppi_cli.engine.splits import save_split
+    from ppi_cli.data.splits import save_split
     from ppi_cli.engine.trainer import fit
 
     marker = run_dir / TRAINED_FILE
@@ -206,7 +206,7 @@ def predict_rows(checkpoint: Path, recipe: Recipe, data: StudyData, rows: np.nda
                  device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores of a trained model on manifest rows: (indices, labels, scores), sorted by manifest row."""
     from ppi_cli.data.datasets import build_dataset
-    from ppi_cli.engine.device import select_device
+    from ppi_cli.device import select_device
     from ppi_cli.engine.evaluate import predict
     from ppi_cli.engine.trainer import dataset_config
     from ppi_cli.models import load_model

@@ -24,8 +24,8 @@ import numpy as np
 from ppi_cli.config.recipe import Recipe, load_recipe, resolve_recipe_path
 from ppi_cli.data.cache import INFO_FILE
 from ppi_cli.data.datasets import dataset_manifest
+from ppi_cli.data.splits import Split, holdout_split, subject_folds
 from ppi_cli.engine.distributed import init_distributed, shutdown_distributed
-from ppi_cli.engine.splits import Split, holdout_split, subject_folds
 from ppi_cli.engine.trainer import TrainResult, dataset_config, fit
 from ppi_cli.errors import ConfigError
 from ppi_cli.workspace import Workspace

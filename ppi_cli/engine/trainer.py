@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ppi_cli.checkpoint import load_checkpoint, save_checkpoint
 from ppi_cli.config.loader import dump_yaml, to_dict
 from ppi_cli.config.recipe import Recipe
 from ppi_cli.console import log, progress
 from ppi_cli.data.datasets import build_dataset
-from ppi_cli.engine.checkpoint import load_checkpoint, save_checkpoint
-from ppi_cli.engine.device import keep_host_memory, seed_everything
+from ppi_cli.data.splits import Split, save_split
+from ppi_cli.device import keep_host_memory, seed_everything
 from ppi_cli.engine.distributed import (
     DistContext,
     average_buffers,
@@ -43,7 +44,6 @@ from ppi_cli.engine.distributed import (
 from ppi_cli.engine.evaluate import Predictions, model_inputs, predict, validation_metric
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
 from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache
-from ppi_cli.engine.splits import Split, save_split
 from ppi_cli.engine.step import TrainStep, sample_slices
 from ppi_cli.errors import ConfigError, ModelError
 from ppi_cli.files import write_csv, write_text

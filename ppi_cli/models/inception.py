@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ppi_cli.autograd.torch_calls import avg_pool2d_args, call_arg
 from ppi_cli.config.recipe import ModelConfig
 from ppi_cli.models.registry import assemble_classifier, model_entry, register_model
 from ppi_cli.models.weights import backbone_state, load_into
-from ppi_cli.torch_calls import avg_pool2d_args, call_arg
 
 __all__ = ["inception_v3", "INCEPTION_BLOCKS", "box_pool_as_convolution"]
 

@@ -184,8 +184,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     Raises:
         ModelError: Not a ppi checkpoint, or its weights do not fit the model its meta describes.
     """
+    from ppi_cli.checkpoint import load_checkpoint
     from ppi_cli.config.loader import build
-    from ppi_cli.engine.checkpoint import load_checkpoint
 
     payload = load_checkpoint(path)
     meta = payload["meta"]

@@ -33,7 +33,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Raises:
         ModelError: Missing, unreadable, foreign-pickle or tensor-free file.
     """
-    from ppi_cli.engine.checkpoint import FORMAT, load_checkpoint
+    from ppi_cli.checkpoint import FORMAT, load_checkpoint
 
     path = Path(path)
     if not path.is_file():

@@ -22,7 +22,7 @@ takes the mask of slice k of volume j.
 Dropout is switched off while the saliency is computed: it regularises training, it is not part
 of the function whose evidence the map shows (and WBP has no rule for it). With `create_graph`
 the map is computed under `piecewise_linear_backward` (same map and gradients, cheaper double
-back-propagation; see double_backward.py).
+back-propagation; see autograd/double_backward.py).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ppi_cli.autograd.double_backward import piecewise_linear_backward
 from ppi_cli.config.recipe import PPIConfig
-from ppi_cli.ppi.double_backward import piecewise_linear_backward
 from ppi_cli.ppi.losses import mask_donors
 from ppi_cli.ppi.masks import broadcast_per_sample, intervene, intervention_mask
 

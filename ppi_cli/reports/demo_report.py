@@ -131,7 +131,7 @@ def write_demo_report(cfg: Any, *, runs: dict[str, dict[str, Any]], cross_site: 
     """Write `REPORT.md` and `timings.csv` into the demo folder and return the report's path."""
     import pandas as pd
 
-    from ppi_cli.engine.device import select_device
+    from ppi_cli.device import select_device
 
     root = cfg.out
     device = select_device(cfg.device).type

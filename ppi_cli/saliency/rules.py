@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ppi_cli.torch_calls import call_arg
+from ppi_cli.autograd.torch_calls import call_arg
 
 __all__ = ["WeightBackpropMode", "secant_of", "SECANTS"]
 

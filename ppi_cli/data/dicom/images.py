@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ppi_cli.data.dicom import is_dicom_file
+from ppi_cli.data.dicom.headers import is_dicom_file
 from ppi_cli.errors import DataError, MissingExtraError
 
 __all__ = ["DicomImage", "read_dicom_header", "read_dicom_image", "series_files"]

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ppi_cli import console
-from ppi_cli.data.lidc_lesions import boxes_overlap
-from ppi_cli.data.lidc_xml import Annotation, Roi
-from ppi_cli.data.synth_lidc_files import NonNodule, SliceSpec, write_ct_slice, write_cxr_read_xml, write_reader_xml
+from ppi_cli.data.lidc.lesions import boxes_overlap
+from ppi_cli.data.lidc.reader_xml import Annotation, Roi
+from ppi_cli.data.synth.lidc_files import NonNodule, SliceSpec, write_ct_slice, write_cxr_read_xml, write_reader_xml
 from ppi_cli.errors import ConfigError
 from ppi_cli.files import write_csv
 

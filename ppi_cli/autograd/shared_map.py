@@ -41,10 +41,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ppi_cli.ppi.double_backward import piecewise_linear_backward
+from ppi_cli.autograd.double_backward import piecewise_linear_backward
+from ppi_cli.autograd.phases import phase
 from ppi_cli.ppi.losses import classification_loss, full_precision
 from ppi_cli.ppi.masks import broadcast_per_sample
-from ppi_cli.ppi.phases import phase
 from ppi_cli.saliency.rules import WeightBackpropMode
 from ppi_cli.saliency.wbp import map_from_rows
 

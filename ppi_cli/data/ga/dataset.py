@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from ppi_cli.config.recipe import DataConfig, MultiviewConfig
 from ppi_cli.data.cache import load_array, open_cache, read_manifest
 from ppi_cli.data.datasets import register_dataset
-from ppi_cli.data.ga_normalise import preprocess_volume
+from ppi_cli.data.ga.normalise import preprocess_volume
 from ppi_cli.errors import ConfigError
 from ppi_cli.workspace import Workspace
 

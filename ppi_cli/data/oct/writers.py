@@ -2,7 +2,7 @@
 """Write `(n_bscans, H, W)` uint8 volumes in the real on-disk layouts the readers accept.
 
 `ppi synth ga` writes each site in another format with these; every write is atomic. The layouts
-are the inverse of oct_readers.py: Duke `.mat` stores `images` as (depth, A-scans, B-scans), NIfTI
+are the inverse of readers.py: Duke `.mat` stores `images` as (depth, A-scans, B-scans), NIfTI
 stores voxel axes (A-scan, depth, B-scan), DICOM OPT stores one frame per B-scan with its
 `InStackPositionNumber`, and a B-scan folder holds one PNG per B-scan numbered from 1.
 """
@@ -59,7 +59,7 @@ def write_dicom_opt(path: Path, volume: np.ndarray, spacing_mm: Sequence[float],
     from pydicom.sequence import Sequence as DicomSequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    from ppi_cli.data.oct_dicom import FRAME_CONTENT_TAG, IN_STACK_POSITION_TAG, OPT_SOP_CLASS_UID
+    from ppi_cli.data.oct.dicom import FRAME_CONTENT_TAG, IN_STACK_POSITION_TAG, OPT_SOP_CLASS_UID
 
     n, height, width = volume.shape
     order = np.arange(n) if stored_order is None else np.asarray(stored_order, dtype=np.int64)

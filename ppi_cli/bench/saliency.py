@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ppi_cli import console
-from ppi_cli.engine.device import select_device
+from ppi_cli.device import select_device
 from ppi_cli.errors import ConfigError
 from ppi_cli.saliency.core import method_names, saliency_map
 

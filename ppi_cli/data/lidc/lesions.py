@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ppi_cli.data.lidc_xml import Annotation
+from ppi_cli.data.lidc.reader_xml import Annotation
 
 __all__ = ["MAX_READERS", "FILL_HU", "Lesion", "boxes_overlap", "group_lesions", "rasterize_polygon", "build_lesion",
            "crop_grid", "resample_image", "resample_mask"]

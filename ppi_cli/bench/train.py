@@ -33,12 +33,12 @@ from typing import Any
 
 import torch
 
+from ppi_cli.autograd.phases import PREFIX, phase
 from ppi_cli.config.recipe import ModelConfig, PPIConfig
-from ppi_cli.engine.device import M_MMAP_THRESHOLD, glibc, keep_host_memory, select_device
+from ppi_cli.device import M_MMAP_THRESHOLD, glibc, keep_host_memory, select_device
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.errors import ConfigError
 from ppi_cli.ppi.losses import LossWeights
-from ppi_cli.ppi.phases import PREFIX, phase
 
 __all__ = ["BenchConfig", "StepMeasure", "BenchResult", "bench_train", "DEFAULT_SIZES", "profile_step"]
 
@@ -309,7 +309,7 @@ def profile_step(cfg: BenchConfig, step_name: str = "ppi create_graph", top: int
     Returns:
         `{"step", "rounds", "operators", "phases", "plain_ms"}`. Operators (last round): `op`,
         `calls`, `self_ms`, `share` of the step's self CPU time. Phases (CPU only; [] on CUDA, where
-        CPU time is launch time): each pass of the step (`ppi/phases.py`) with `calls`, `ms` (its
+        CPU time is launch time): each pass of the step (`autograd/phases.py`) with `calls`, `ms` (its
         inclusive CPU time, median over rounds) and `x_plain`, that over `plain_ms`, the plain
         step's forward, backward and update profiled the same way (None on CUDA).
     """

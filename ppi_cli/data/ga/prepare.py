@@ -28,9 +28,9 @@ from ppi_cli.config.loader import config_hash, to_dict
 from ppi_cli.config.resources import bundled_dir
 from ppi_cli.config.site import SiteConfig, load_site_configs
 from ppi_cli.data.cache import INFO_FILE, MANIFEST_FILE, open_cache, write_cache_info
-from ppi_cli.data.ga_manifest import ManifestRow, read_ga_manifest
-from ppi_cli.data.ga_normalise import normalise_mask, normalise_volume, preprocess_volume
-from ppi_cli.data.oct_readers import read_volume
+from ppi_cli.data.ga.manifest import ManifestRow, read_ga_manifest
+from ppi_cli.data.ga.normalise import normalise_mask, normalise_volume, preprocess_volume
+from ppi_cli.data.oct.readers import read_volume
 from ppi_cli.errors import CacheError, DataError, PpiError
 from ppi_cli.files import atomic_path, atomic_write, sha256_file, write_csv, write_json
 

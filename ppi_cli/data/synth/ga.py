@@ -217,7 +217,7 @@ def _site_plan(rng: np.random.Generator, style: SiteStyle, count: int) -> list[t
 
 def _write(path: Path, file_format: str, volume: np.ndarray, spacing: Sequence[float], rng: np.random.Generator,
            eye: str, subject: str) -> None:
-    from ppi_cli.data.oct_writers import write_bscan_folder, write_dicom_opt, write_duke_mat, write_nifti
+    from ppi_cli.data.oct.writers import write_bscan_folder, write_dicom_opt, write_duke_mat, write_nifti
 
     if file_format == "duke-mat":
         write_duke_mat(path, volume)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ppi_cli.torch_calls import avg_pool2d_args, call_arg, pair
+from ppi_cli.autograd.torch_calls import avg_pool2d_args, call_arg, pair
 
 __all__ = ["piecewise_linear_backward"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ppi_cli.data.lidc_xml import Annotation
+from ppi_cli.data.lidc.reader_xml import Annotation
 from ppi_cli.files import atomic_path, write_text
 
 __all__ = ["SliceSpec", "write_ct_slice", "write_reader_xml", "write_cxr_read_xml", "NonNodule", "LIDC_NS"]

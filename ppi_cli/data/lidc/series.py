@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ppi_cli.data.dicom import SliceHeader
-from ppi_cli.data.lidc_lesions import MAX_READERS, build_lesion, crop_grid, group_lesions, resample_image, resample_mask
-from ppi_cli.data.lidc_xml import Annotation
+from ppi_cli.data.dicom.headers import SliceHeader
+from ppi_cli.data.lidc.lesions import MAX_READERS, build_lesion, crop_grid, group_lesions, resample_image, resample_mask
+from ppi_cli.data.lidc.reader_xml import Annotation
 from ppi_cli.errors import DataError
 
 __all__ = ["SeriesParams", "SeriesJob", "SeriesGeometry", "SeriesSamples", "SeriesError", "check_series",

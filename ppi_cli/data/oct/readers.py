@@ -302,7 +302,7 @@ def _checked(path: Path, volume: OctVolume) -> OctVolume:
 
 def _vendor(fmt: str):
     def read(path: Path) -> OctVolume:
-        from ppi_cli.data.oct_vendor import read_vendor
+        from ppi_cli.data.oct.vendor import read_vendor
 
         return read_vendor(path, fmt)
 
@@ -310,7 +310,7 @@ def _vendor(fmt: str):
 
 
 def _dicom(path: Path) -> OctVolume:
-    from ppi_cli.data.oct_dicom import read_dicom_opt
+    from ppi_cli.data.oct.dicom import read_dicom_opt
 
     return read_dicom_opt(path)
 

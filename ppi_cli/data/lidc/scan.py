@@ -13,9 +13,16 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ppi_cli.data.dicom import NON_DICOM_SUFFIXES, SliceHeader, find_files, group_by_series, is_dicom_file, read_header
-from ppi_cli.data.lidc_series import SeriesJob
-from ppi_cli.data.lidc_xml import CT_READ, CXR_READ, Annotation, ReaderXml, parse_reader_xml
+from ppi_cli.data.dicom.headers import (
+    NON_DICOM_SUFFIXES,
+    SliceHeader,
+    find_files,
+    group_by_series,
+    is_dicom_file,
+    read_header,
+)
+from ppi_cli.data.lidc.reader_xml import CT_READ, CXR_READ, Annotation, ReaderXml, parse_reader_xml
+from ppi_cli.data.lidc.series import SeriesJob
 from ppi_cli.errors import DataError
 
 __all__ = ["ScanResult", "scan_root", "plan_series", "SeriesPlan", "ANNOTATION_SOURCES"]

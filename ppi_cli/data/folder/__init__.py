@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+"""The `folder` dataset: ImageFolder-layout photo collections (CUB, CIFAR-10) and their cache."""

