@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from explain_helpers import checkpoint_2d, checkpoint_volume
+from helpers import checkpoint_2d, checkpoint_volume
 
 from ppi_cli.data.cache import load_array
 from ppi_cli.data.ga.normalise import preprocess_volume

@@ -226,7 +226,7 @@ def test_documented_example_manifest_is_valid(tmp_path):
 
     from ppi_cli.data.ga.manifest import read_ga_manifest
 
-    example = Path(__file__).resolve().parents[1] / "docs" / "ga-manifest-example.csv"
+    example = Path(__file__).resolve().parents[3] / "docs" / "ga-manifest-example.csv"
     shutil.copy(example, tmp_path / "labels.csv")
     frame = pd.read_csv(example, dtype=str, keep_default_na=False)
     for relative in list(frame["path"]) + [m for m in frame["mask_path"] if m]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from explain_helpers import (
+from helpers import (
     PHI,
     PHI_BYTES,
     checkpoint_2d,

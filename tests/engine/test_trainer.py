@@ -25,7 +25,7 @@ from ppi_cli.engine.train_run import make_split
 from ppi_cli.engine.trainer import fit
 from ppi_cli.models import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = """\
 extends: synthetic-ppi-wbp-cpu
 model: {{input_size: 16}}
