@@ -1,19 +1,29 @@
 # SPDX-License-Identifier: MIT
-"""Test helpers for explain and segment-eval: tiny checkpoints in the layout `ppi train` writes, PHI scans."""
+"""Shared test helpers: the checkout's root, tiny checkpoints in the layout `ppi train` writes, PHI scans,
+small synthetic LIDC downloads in the three TCIA folder layouts, and a prepared cache read back whole.
+
+Fixtures live in conftest.py; everything a test imports by name lives here (`from helpers import ...`).
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pydicom
 import torch
 from pydicom.data import get_testdata_file
 
 from ppi_cli.checkpoint import save_checkpoint
 from ppi_cli.config.recipe import DataConfig, ModelConfig, MultiviewConfig, Recipe
+from ppi_cli.data.synth.lidc import SynthLidcConfig, synth_lidc
 from ppi_cli.engine.run_meta import CacheDescription, checkpoint_meta
 from ppi_cli.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
 
 # Patient identity planted in test scans: none of these strings may reach an output but the SC's patient module.
 PHI = {"PatientName": "Doe^Jane", "PatientID": "PID-424242", "PatientBirthDate": "19500101"}
@@ -79,3 +89,56 @@ def png_pixel(box: tuple[int, int, int, int], shape: tuple[int, int], i: int, j:
     """The PNG pixel at the centre of model pixel (i, j) of a panel drawn in `box` (inclusive)."""
     r0, r1, c0, c1 = box
     return (int(r0 + (i + 0.5) * (r1 - r0 + 1) / shape[0]), int(c0 + (j + 0.5) * (c1 - c0 + 1) / shape[1]))
+
+
+# --- LIDC downloads -------------------------------------------------------------------------------------------
+
+
+def make_tree(out: Path, patients: int = 2, size: int = 64, slices: int = 10, seed: int = 0):
+    """A synthetic NBIA-layout download; returns the SynthLidcResult."""
+    return synth_lidc(SynthLidcConfig(out=out, patients=patients, size=size, slices=slices, seed=seed))
+
+
+def ct_series_folders(root: Path) -> list[Path]:
+    """Folders holding a CT reader XML (one per synthetic CT series), sorted."""
+    return sorted(p.parent for p in root.rglob("*.xml") if "LidcReadMessage" in p.read_text()[:300])
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def to_oldest_layout(root: Path, dst: Path) -> Path:
+    """`LIDC-IDRI/LIDC-IDRI-dddd/<StudyInstanceUID>/<SeriesInstanceUID>/000001.dcm` from an NBIA tree."""
+    for folder in sorted({p.parent for p in root.rglob("*.dcm")}):
+        files = sorted(folder.glob("*.dcm"))
+        head = pydicom.dcmread(files[0], stop_before_pixels=True)
+        target = dst / "LIDC-IDRI" / folder.parent.parent.name / head.StudyInstanceUID / head.SeriesInstanceUID
+        for i, path in enumerate(files, 1):
+            _link_or_copy(path, target / f"{i:06d}.dcm")
+        for xml in folder.glob("*.xml"):
+            _link_or_copy(xml, target / xml.name)
+    return dst
+
+
+def to_2018_layout(root: Path, dst: Path) -> Path:
+    """`LIDC-IDRI-dddd/01-01-2000-30178/3000566-03192/000001.dcm` (the 2018-2020 Data Retriever) from an NBIA tree."""
+    for folder in sorted({p.parent for p in root.rglob("*.dcm")}):
+        patient, study, series = folder.parent.parent.name, folder.parent.name, folder.name
+        target = dst / patient / f"01-01-2000-{study[-5:]}" / f"{series.split('.')[0]}-{series[-5:]}"
+        for i, path in enumerate(sorted(folder.glob("*.dcm")), 1):
+            _link_or_copy(path, target / f"{i:06d}.dcm")
+        for xml in folder.glob("*.xml"):
+            _link_or_copy(xml, target / xml.name)
+    return dst
+
+
+def load_cache(folder: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Manifest, images and masks of a prepared cache (fully read)."""
+    manifest = pd.read_csv(folder / "manifest.csv", dtype={"patient_id": str, "series_uid": str, "reader_slots": str})
+    return (manifest, np.load(folder / "images.npy", allow_pickle=False),
+            np.load(folder / "masks.npy", allow_pickle=False))

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import ROOT
 
 from ppi_cli.checkpoint import load_checkpoint
 from ppi_cli.config.recipe import load_recipe
@@ -25,7 +26,6 @@ from ppi_cli.engine.train_run import make_split
 from ppi_cli.engine.trainer import fit
 from ppi_cli.models import load_model
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = """\
 extends: synthetic-ppi-wbp-cpu
 model: {{input_size: 16}}

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import ROOT
 
 from ppi_cli.config.resources import bundled_dir
 from ppi_cli.config.site import load_site_configs
@@ -222,11 +223,10 @@ def test_workers_give_the_same_cache(study, tmp_path, cli):
 
 def test_documented_example_manifest_is_valid(tmp_path):
     import shutil
-    from pathlib import Path
 
     from ppi_cli.data.ga.manifest import read_ga_manifest
 
-    example = Path(__file__).resolve().parents[3] / "docs" / "ga-manifest-example.csv"
+    example = ROOT / "docs" / "ga-manifest-example.csv"
     shutil.copy(example, tmp_path / "labels.csv")
     frame = pd.read_csv(example, dtype=str, keep_default_na=False)
     for relative in list(frame["path"]) + [m for m in frame["mask_path"] if m]:

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import pandas as pd
 import pydicom
 import pytest
-from lidc_trees import ct_series_folders, make_tree
+from helpers import ct_series_folders, make_tree
 
 
 @pytest.fixture(scope="module")

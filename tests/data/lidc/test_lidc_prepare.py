@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from lidc_trees import load_cache, make_tree, to_2018_layout, to_oldest_layout
+from helpers import load_cache, make_tree, to_2018_layout, to_oldest_layout
 
 from ppi_cli.data.cache import open_cache
 from ppi_cli.data.lidc import prepare as lidc_prepare

