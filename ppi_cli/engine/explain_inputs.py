@@ -186,7 +186,7 @@ def prepare_volume(loaded: LoadedInput, spec: InputSpec, site_cfg: Any = None) -
     """
     from ppi_cli.config.site import Intensity, SiteConfig
     from ppi_cli.data.ga.normalise import bscan_indices, normalise_volume, preprocess_volume
-    from ppi_cli.data.oct.readers import to_uint8
+    from ppi_cli.data.oct.volume import to_uint8
 
     notes = list(loaded.notes)
     raw, how = to_uint8(np.asarray(loaded.pixels))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ppi_cli.data.oct.readers import OctVolume, to_uint8
+from ppi_cli.data.oct.volume import OctVolume, to_uint8
 from ppi_cli.errors import DataError, MissingExtraError
 
 __all__ = ["read_dicom_opt", "frame_order", "OPT_SOP_CLASS_UID", "IN_STACK_POSITION_TAG", "FRAME_CONTENT_TAG"]

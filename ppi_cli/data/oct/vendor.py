@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ppi_cli.console import warn
-from ppi_cli.data.oct.readers import OctVolume, as_bscan_stack, to_uint8
+from ppi_cli.data.oct.volume import OctVolume, as_bscan_stack, to_uint8
 from ppi_cli.errors import DataError, MissingExtraError
 
 __all__ = ["read_vendor", "VENDOR_FORMATS", "VendorFormat"]

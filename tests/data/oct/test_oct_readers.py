@@ -10,7 +10,8 @@ import types
 import numpy as np
 import pytest
 
-from ppi_cli.data.oct.readers import detect_format, read_volume, to_uint8
+from ppi_cli.data.oct.readers import detect_format, read_volume
+from ppi_cli.data.oct.volume import to_uint8
 from ppi_cli.data.oct.writers import write_dicom_opt
 from ppi_cli.errors import DataError, MissingExtraError
 
