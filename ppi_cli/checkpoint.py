@@ -20,7 +20,7 @@ from ppi_cli import __version__
 from ppi_cli.errors import ModelError
 from ppi_cli.files import atomic_path
 
-__all__ = ["save_checkpoint", "load_checkpoint", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_torch_file", "checked_checkpoint", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "ppi-checkpoint"
 FORMAT_VERSION = 1
@@ -50,28 +50,38 @@ def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], me
     return Path(path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a ppi checkpoint safely (`weights_only=True`).
+def read_torch_file(path: str | Path, *, what: str, hint: str, objects_hint: str | None = None, prefix: str = "",
+                    map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(weights_only=True)` with the toolkit's one set of errors (checkpoints and weights files alike).
+
+    Args:
+        path: The file.
+        what: How a message names the file: "torch checkpoint", "torch file".
+        hint: The hint of a missing or unreadable file.
+        objects_hint: The hint when the file holds Python objects (default: `hint`).
+        prefix: Put before every message, e.g. the recipe field that named the file.
 
     Raises:
-        ModelError: The file is missing, not a torch file, holds Python objects (a foreign pickle),
-            or is a torch file that ppi did not write.
+        ModelError: Unreadable, not a torch file, or a pickle of Python objects (never unpickled: no code runs).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such checkpoint", hint="pass --model with a .pt file written by `ppi train`")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "global" in str(exc).lower():  # the unpickler met a class or function: a foreign pickle
-            raise ModelError(f"{path}: not a ppi checkpoint (it holds Python objects, which are never loaded for "
-                             "safety)", hint="use a checkpoint written by `ppi train`") from None
-        raise ModelError(f"{path}: not a readable torch checkpoint (corrupt or not a torch file)",
-                         hint="use a checkpoint written by `ppi train`") from None
+            raise ModelError(f"{prefix}{path}: not a ppi {what} (it holds Python objects, which are never loaded for "
+                             "safety)", hint=objects_hint or hint) from None
+        raise ModelError(f"{prefix}{path}: not a readable {what} (corrupt or not a torch file)", hint=hint) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: not a readable torch checkpoint ({first})",
-                         hint="use a checkpoint written by `ppi train`") from None
+        raise ModelError(f"{prefix}{path}: not a readable {what} ({first})", hint=hint) from None
+
+
+def checked_checkpoint(path: str | Path, payload: Any) -> dict[str, Any]:
+    """`payload` (read from `path`) if it is a ppi checkpoint this version reads.
+
+    Raises:
+        ModelError: No ppi checkpoint marker, or a newer format.
+    """
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path}: not a ppi checkpoint (no '{FORMAT}' marker)",
                          hint="use a checkpoint written by `ppi train`; for plain weights use --weights PATH")
@@ -79,3 +89,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ModelError(f"{path}: checkpoint format {payload['format_version']} is newer than this ppi "
                          f"({__version__}) reads", hint="upgrade ppi-cli")
     return payload
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a ppi checkpoint safely (`weights_only=True`).
+
+    Raises:
+        ModelError: The file is missing, not a torch file, holds Python objects (a foreign pickle),
+            or is a torch file that ppi did not write.
+    """
+    if not Path(path).is_file():
+        raise ModelError(f"{path}: no such checkpoint", hint="pass --model with a .pt file written by `ppi train`")
+    payload = read_torch_file(path, what="torch checkpoint", hint="use a checkpoint written by `ppi train`",
+                              map_location=map_location)
+    return checked_checkpoint(path, payload)

@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +22,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ppi_cli.checkpoint import load_checkpoint
+from ppi_cli.config.loader import build
 from ppi_cli.config.recipe import ModelConfig
 from ppi_cli.errors import ConfigError, ModelError
+from ppi_cli.models.common import ImageClassifier, Preprocess, adapt_stem_channels
+from ppi_cli.models.weights import is_wrapper_state, load_into, read_state_dict
 
 __all__ = ["ModelEntry", "register_model", "model_entry", "model_names", "build_model", "load_model",
-           "assemble_classifier", "MODEL_MODULES"]
-
-# Modules that register entries when imported (torchvision is imported only when a model is built).
-MODEL_MODULES = ("ppi_cli.models.tiny", "ppi_cli.models.vgg", "ppi_cli.models.inception",
-                 "ppi_cli.models.multiview")
+           "assemble_classifier"]
 
 
 @dataclass(frozen=True)
@@ -87,14 +86,8 @@ def register_model(name: str, description: str, **spec: Any) -> Callable[[Callab
     return wrap
 
 
-def _import_all() -> None:
-    for module in MODEL_MODULES:
-        importlib.import_module(module)
-
-
 def model_names() -> list[str]:
     """Registered model names."""
-    _import_all()
     return sorted(_REGISTRY)
 
 
@@ -104,7 +97,6 @@ def model_entry(name: str) -> ModelEntry:
     Raises:
         ConfigError: Unknown name, listing the valid ones.
     """
-    _import_all()
     if name not in _REGISTRY:
         raise ConfigError(f"model.name: no model '{name}'", hint=f"use one of: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
@@ -117,8 +109,6 @@ def assemble_classifier(cfg: ModelConfig, body: nn.Module, head: nn.Module, feat
     by one whose kernel is the channel sum (normalised with the mean of the per-channel statistics),
     `repeat` copies the grey channel. The choice is recorded as `model.input_adapt`.
     """
-    from ppi_cli.models.common import ImageClassifier, Preprocess, adapt_stem_channels
-
     entry = model_entry(cfg.name)
     stem = entry.stem_channels or cfg.in_channels
     mean = entry.mean * stem if len(entry.mean) == 1 else entry.mean
@@ -159,8 +149,6 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     model = entry.builder(cfg)
     weights = cfg.weights
     if weights not in ("none", "imagenet"):
-        from ppi_cli.models.weights import is_wrapper_state, load_into, read_state_dict
-
         state = read_state_dict(weights)
         if is_wrapper_state(state):  # torchvision-format files were loaded by the builder already
             target = model
@@ -184,9 +172,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     Raises:
         ModelError: Not a ppi checkpoint, or its weights do not fit the model its meta describes.
     """
-    from ppi_cli.checkpoint import load_checkpoint
-    from ppi_cli.config.loader import build
-
     payload = load_checkpoint(path)
     meta = payload["meta"]
     if not isinstance(meta.get("model"), dict):
@@ -197,8 +182,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     except ConfigError as exc:
         raise ModelError(exc.message, hint="this checkpoint was written by another ppi version") from None
     model = build_model(dataclasses.replace(cfg, weights="none"))
-    from ppi_cli.models.weights import load_into
-
     try:
         load_into(model, payload["state_dict"], source=str(path))
     except ModelError as exc:

@@ -10,7 +10,6 @@ recipe's `num_classes` is left at its fresh initialisation, as fine-tuning needs
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ppi_cli.checkpoint import FORMAT, checked_checkpoint, read_torch_file
 from ppi_cli.console import log
 from ppi_cli.errors import ConfigError, ModelError
 
@@ -33,22 +33,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Raises:
         ModelError: Missing, unreadable, foreign-pickle or tensor-free file.
     """
-    from ppi_cli.checkpoint import FORMAT, load_checkpoint
-
     path = Path(path)
+    hint = "give none, imagenet, or the path of a state dict / ppi checkpoint"
     if not path.is_file():
-        raise ModelError(f"model.weights: {path}: no such file",
-                         hint="give none, imagenet, or the path of a state dict / ppi checkpoint")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ModelError(f"model.weights: {path}: holds Python objects, which are never loaded for safety",
-                         hint="save the weights with torch.save(model.state_dict(), path)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"model.weights: {path}: not a readable torch file ({first})") from None
+        raise ModelError(f"model.weights: {path}: no such file", hint=hint)
+    payload = read_torch_file(path, what="torch file", hint=hint, prefix="model.weights: ",
+                              objects_hint="save the weights with torch.save(model.state_dict(), path)")
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        payload = load_checkpoint(path)["state_dict"]
+        payload = checked_checkpoint(path, payload)["state_dict"]
     elif isinstance(payload, dict) and isinstance(payload.get("state_dict"), Mapping):
         payload = payload["state_dict"]  # the common {"state_dict": ..., "epoch": ...} layout of other tools
     tensors = {k: v for k, v in payload.items() if isinstance(v, torch.Tensor)} if isinstance(payload, dict) else {}
