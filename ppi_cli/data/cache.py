@@ -22,7 +22,8 @@ from ppi_cli.config.loader import config_hash
 from ppi_cli.errors import CacheError
 from ppi_cli.files import sha256_file, write_json
 
-__all__ = ["CacheInfo", "write_cache_info", "open_cache", "read_manifest", "load_array", "CACHE_FORMAT"]
+__all__ = ["CacheInfo", "write_cache_info", "open_cache", "cache_kind", "rebuild_hint", "read_manifest", "load_array",
+           "CACHE_FORMAT"]
 
 CACHE_FORMAT = 1
 INFO_FILE = "cache.json"
@@ -55,6 +56,29 @@ class CacheInfo:
     def content_hash(self) -> str:
         """One hash over every file's hash: changes when any cached byte changes."""
         return config_hash(self.files)
+
+
+# How each kind of cache is built, for the hint of every error about one (the options it cannot know as `DIR`).
+_PREPARE = {"lidc": "ppi prepare lidc --root DIR", "ga": "ppi prepare ga --manifest labels.csv",
+            "folder": "ppi prepare folder --root DIR"}
+
+
+def cache_kind(folder: Path) -> str | None:
+    """The kind `cache.json` records (`lidc`, `ga`, `folder`), or None when the folder holds no readable one.
+
+    The one reader of "what kind of cache is this"; `open_cache` then checks the rest.
+    """
+    try:
+        kind = json.loads((Path(folder) / INFO_FILE).read_text(encoding="utf-8"))["kind"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(kind) if isinstance(kind, str) else None
+
+
+def rebuild_hint(kind: str, folder: Path | None = None) -> str:
+    """The command that (re)builds a cache of `kind` (at `folder`), as every error about a cache names it."""
+    command = _PREPARE.get(kind, "ppi prepare ...")
+    return f"{command} --out {folder}" if folder is not None else command
 
 
 def write_cache_info(folder: Path, kind: str, params: Mapping[str, Any], n_samples: int,

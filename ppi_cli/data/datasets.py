@@ -16,54 +16,21 @@ masked pixel is 0 here and saliency is taken with respect to these [0, 1] intens
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ppi_cli.errors import ConfigError
+# Every Dataset module registers its kind on import (registry.py); this façade imports each once,
+# so the registry never imports them back by name.
+from ppi_cli.data.cache import read_manifest
+from ppi_cli.data.folder import dataset as _folder  # noqa: F401  (registers folder)
+from ppi_cli.data.ga import dataset as _ga  # noqa: F401  (registers ga)
+from ppi_cli.data.lidc import dataset as _lidc  # noqa: F401  (registers lidc)
+from ppi_cli.data.registry import MANIFEST_COLUMNS, dataset_class, dataset_kinds, register_dataset
+from ppi_cli.data.synth import dataset as _synthetic  # noqa: F401  (registers synthetic)
+from ppi_cli.workspace import Workspace
 
-__all__ = ["register_dataset", "build_dataset", "dataset_class", "dataset_manifest", "DATASET_MODULES",
+__all__ = ["register_dataset", "build_dataset", "dataset_class", "dataset_kinds", "dataset_manifest",
            "MANIFEST_COLUMNS"]
-
-# Columns every manifest has, whatever the dataset (splits need subjects and labels).
-MANIFEST_COLUMNS = ("sample_id", "subject_id", "label")
-
-# kind -> module that registers it on import (imported lazily: readers pull in heavy packages).
-DATASET_MODULES: dict[str, str] = {
-    "lidc": "ppi_cli.data.lidc.dataset",
-    "ga": "ppi_cli.data.ga.dataset",
-    "folder": "ppi_cli.data.folder.dataset",
-    "synthetic": "ppi_cli.data.synth.dataset",
-}
-_REGISTRY: dict[str, type] = {}
-
-
-def register_dataset(kind: str) -> Callable[[type], type]:
-    """Class decorator registering a Dataset for a cache kind; a duplicate kind is an error."""
-
-    def wrap(cls: type) -> type:
-        if kind in _REGISTRY:
-            raise ValueError(f"dataset kind '{kind}' is registered twice")
-        _REGISTRY[kind] = cls
-        return cls
-
-    return wrap
-
-
-def dataset_class(kind: str) -> type:
-    """The Dataset class of a cache kind, importing its module on first use."""
-    if kind not in _REGISTRY and kind in DATASET_MODULES:
-        try:
-            importlib.import_module(DATASET_MODULES[kind])
-        except ModuleNotFoundError as exc:
-            if exc.name != DATASET_MODULES[kind]:
-                raise
-    if kind not in _REGISTRY:
-        known = ", ".join(sorted(k for k in DATASET_MODULES if k in _REGISTRY or _importable(k)))
-        raise ConfigError(f"data.dataset: no dataset of kind '{kind}'", hint=f"use one of: {known}")
-    return _REGISTRY[kind]
 
 
 def build_dataset(kind: str, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0) -> Any:
@@ -83,12 +50,5 @@ def dataset_manifest(kind: str, cache_dir: Path | None, cfg: Any) -> Any:
     cls = dataset_class(kind)
     if callable(getattr(cls, "manifest_without_cache", None)):
         return cls.manifest_without_cache(cfg)
-    from ppi_cli.data.cache import read_manifest
-    from ppi_cli.workspace import Workspace
-
     return read_manifest(Path(cache_dir) if cache_dir is not None else Workspace.resolve().cache(kind),
                          required=MANIFEST_COLUMNS)
-
-
-def _importable(kind: str) -> bool:
-    return importlib.util.find_spec(DATASET_MODULES[kind]) is not None

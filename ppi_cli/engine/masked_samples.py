@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ppi_cli.data.cache import load_array, open_cache, read_manifest
+from ppi_cli.data.cache import load_array, open_cache, read_manifest, rebuild_hint
 from ppi_cli.errors import CacheError, ConfigError
 
 __all__ = ["MaskedBatch", "MaskedSamples", "MASKED_KINDS"]
@@ -71,7 +71,7 @@ class MaskedSamples:
             raise CacheError(f"{self.cache}: no sample has a non-empty expert mask", hint="check the cache's masks")
 
     def _open_cache(self) -> None:
-        rebuild = f"ppi prepare {self.kind} ... --out {self.cache}"
+        rebuild = rebuild_hint(self.kind, self.cache)
         open_cache(self.cache, self.kind, rebuild)
         if not (self.cache / "masks.npy").is_file():
             raise CacheError(f"{self.cache}: this cache has no masks.npy, so there is nothing to localise against",

@@ -17,6 +17,7 @@ from typing import Any
 from ppi_cli import __version__
 from ppi_cli.config.loader import to_dict
 from ppi_cli.config.recipe import Recipe
+from ppi_cli.data.cache import open_cache, rebuild_hint
 
 __all__ = ["CacheDescription", "describe_cache", "checkpoint_meta", "class_names"]
 
@@ -33,9 +34,7 @@ def describe_cache(kind: str, cache_dir: Path | None) -> CacheDescription:
     """Open and check a cache (`open_cache`) and keep what the checkpoint meta needs; None → empty."""
     if cache_dir is None:
         return CacheDescription()
-    from ppi_cli.data.cache import open_cache
-
-    info = open_cache(Path(cache_dir), kind, rebuild=f"ppi prepare {kind} --out {cache_dir}")
+    info = open_cache(Path(cache_dir), kind, rebuild=rebuild_hint(kind, cache_dir))
     return CacheDescription(params=dict(info.params), extra=dict(info.extra), hash=info.content_hash)
 
 

@@ -17,19 +17,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ppi_cli.data.cache import CacheInfo, load_array, open_cache, read_manifest
-from ppi_cli.data.datasets import register_dataset
+from ppi_cli.data.cache import CacheInfo, load_array, open_cache, read_manifest, rebuild_hint
+from ppi_cli.data.registry import register_dataset
 from ppi_cli.data.splits import Split
 from ppi_cli.errors import ConfigError
 from ppi_cli.workspace import Workspace
 
-__all__ = ["FolderDataset", "predefined_split", "REBUILD"]
-
-REBUILD = "ppi prepare folder --root DIR --out CACHE"
+__all__ = ["FolderDataset", "predefined_split"]
 
 
 def _open(cache_dir: Path) -> CacheInfo:
-    return open_cache(cache_dir, "folder", f"ppi prepare folder --root DIR --out {cache_dir}")
+    return open_cache(cache_dir, "folder", rebuild_hint("folder", cache_dir))
 
 
 @register_dataset("folder")

@@ -18,15 +18,13 @@ import torch
 from torch.utils.data import Dataset
 
 from ppi_cli.config.recipe import DataConfig, MultiviewConfig
-from ppi_cli.data.cache import load_array, open_cache, read_manifest
-from ppi_cli.data.datasets import register_dataset
+from ppi_cli.data.cache import load_array, open_cache, read_manifest, rebuild_hint
 from ppi_cli.data.ga.normalise import preprocess_volume
+from ppi_cli.data.registry import register_dataset
 from ppi_cli.errors import ConfigError
 from ppi_cli.workspace import Workspace
 
-__all__ = ["GaDataset", "REBUILD"]
-
-REBUILD = "ppi prepare ga --manifest labels.csv"
+__all__ = ["GaDataset"]
 
 
 @register_dataset("ga")
@@ -60,7 +58,7 @@ class GaDataset(Dataset):
         self.noise_std = float(getattr(data_cfg, "noise_std", 0.0))
         self.train = train
         self.seed = seed
-        self.info = open_cache(self.cache_dir, "ga", self.info_rebuild())
+        self.info = open_cache(self.cache_dir, "ga", rebuild_hint("ga", self.cache_dir))
         frame = read_manifest(self.cache_dir, required=("sample_id", "subject_id", "site", "label"))
         rows = np.arange(len(frame)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         if rows.size and (rows.min() < 0 or rows.max() >= len(frame)):
@@ -71,10 +69,6 @@ class GaDataset(Dataset):
         self.labels = frame["label"].to_numpy(dtype=np.float32)[rows]
         self._volumes: np.ndarray | None = None  # opened lazily, once per process (memory-mapped)
         self._generator = torch.Generator().manual_seed(int(seed))
-
-    def info_rebuild(self) -> str:
-        """The command named when the cache is missing or stale."""
-        return f"{REBUILD} --out {self.cache_dir}"
 
     @property
     def volumes(self) -> np.ndarray:

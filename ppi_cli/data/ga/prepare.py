@@ -27,7 +27,7 @@ from ppi_cli import console
 from ppi_cli.config.loader import config_hash, to_dict
 from ppi_cli.config.resources import bundled_dir
 from ppi_cli.config.site import SiteConfig, load_site_configs
-from ppi_cli.data.cache import INFO_FILE, MANIFEST_FILE, open_cache, write_cache_info
+from ppi_cli.data.cache import INFO_FILE, MANIFEST_FILE, cache_kind, open_cache, write_cache_info
 from ppi_cli.data.ga.manifest import ManifestRow, read_ga_manifest
 from ppi_cli.data.ga.normalise import normalise_mask, normalise_volume, preprocess_volume
 from ppi_cli.data.oct.readers import read_volume
@@ -267,13 +267,9 @@ def _cache_manifest(done: list[tuple[ManifestRow, _Task]], records: list[dict[st
 
 
 def _up_to_date(cfg: GaPrepareConfig, params: dict[str, Any], manifest_hash: str) -> bool:
-    info_path = cfg.out / INFO_FILE
-    if not info_path.is_file():
+    if not (cfg.out / INFO_FILE).is_file():
         return False
-    try:
-        kind = json.loads(info_path.read_text(encoding="utf-8")).get("kind")
-    except (ValueError, AttributeError):
-        kind = None
+    kind = cache_kind(cfg.out)
     if kind not in (None, "ga"):
         raise CacheError(f"{cfg.out}: holds a '{kind}' cache, not a GA cache",
                          hint="choose another --out for the GA cache")

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppi_cli.data.cache import load_array, open_cache, read_manifest
-from ppi_cli.data.datasets import register_dataset
+from ppi_cli.data.cache import load_array, open_cache, read_manifest, rebuild_hint
+from ppi_cli.data.registry import register_dataset
 from ppi_cli.errors import ConfigError
 
 __all__ = ["LidcDataset", "preprocess_patch", "augment_patch", "window_hu", "REQUIRED_COLUMNS"]
@@ -109,7 +109,7 @@ class LidcDataset(torch.utils.data.Dataset):
             cache_dir = Path(cfg.cache) if getattr(cfg, "cache", "") else Workspace.resolve().cache("lidc")
         self.cache_dir = Path(cache_dir)
         self.info = open_cache(self.cache_dir, "lidc",
-                               rebuild=f"ppi prepare lidc --root <LIDC-IDRI download> --out {self.cache_dir}")
+                               rebuild=rebuild_hint("lidc", self.cache_dir))
         manifest = read_manifest(self.cache_dir, required=REQUIRED_COLUMNS)
         self.indices = np.arange(len(manifest)) if indices is None else np.asarray(indices, dtype=np.int64)
         if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(manifest)):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ppi_cli.data.datasets import register_dataset
+from ppi_cli.data.registry import register_dataset
 
 __all__ = ["SyntheticDataset", "generate", "SyntheticData", "CUE_SHIFT", "DATA_SEED"]
 
