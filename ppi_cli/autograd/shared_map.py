@@ -39,12 +39,12 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ppi_cli.autograd.double_backward import piecewise_linear_backward
 from ppi_cli.autograd.phases import phase
-from ppi_cli.ppi.losses import classification_loss, full_precision
-from ppi_cli.ppi.masks import broadcast_per_sample
+from ppi_cli.autograd.tensors import broadcast_per_sample, full_precision
 from ppi_cli.saliency.rules import WeightBackpropMode
 from ppi_cli.saliency.wbp import map_from_rows
 
@@ -109,8 +109,9 @@ def classification_with_map(net: nn.Module, x: torch.Tensor, labels: torch.Tenso
         logits = net(inputs)
     if cheaper is not None and mode.rewritten:
         cheaper.weight_grads = False  # the map's own backward asks for input gradients only
-    with torch.no_grad():  # half-precision autocast logits in float32, like the trainer's other losses
-        loss = classification_loss(full_precision(logits), labels)
+    with torch.no_grad():  # L_cls of a binary head (ppi.losses.classification_loss), whose ∂/∂z is the seed below
+        z = full_precision(logits)  # half-precision autocast logits in float32, like the trainer's other losses
+        loss = F.binary_cross_entropy_with_logits(z.squeeze(1), labels.to(z.dtype))
     seed = classification_seed(logits, labels).to(logits.dtype)
     if mode.rewritten:
         with phase("map backward"), mode.backward_rules():

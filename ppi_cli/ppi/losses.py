@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from ppi_cli.autograd.tensors import full_precision
 from ppi_cli.config.recipe import PPIConfig
 
 __all__ = ["classification_loss", "contrast_loss", "saliency_regulariser", "adversarial_loss", "derangement",
@@ -27,11 +28,6 @@ __all__ = ["classification_loss", "contrast_loss", "saliency_regulariser", "adve
            "LossWeights", "TERMS"]
 
 TERMS = ("cls", "con", "reg", "ad")
-
-
-def full_precision(t: torch.Tensor) -> torch.Tensor:
-    """Half-precision autocast outputs in float32 for the losses; float32/float64 left as they are."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

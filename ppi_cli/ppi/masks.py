@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from ppi_cli.autograd.tensors import broadcast_per_sample
 from ppi_cli.errors import ConfigError
 
 __all__ = ["normalise_saliency", "keep_top_k", "soft_mask", "adaptive_soft_mask", "hard_mask", "box_mask",
@@ -32,11 +33,6 @@ _EPS = 1e-12
 
 def _flat(s: torch.Tensor) -> torch.Tensor:
     return s.flatten(1)  # (B, P): every pixel of an image in one row
-
-
-def broadcast_per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """One value per sample, `(B,)` or `(B, 1)`, viewed as `(B, 1, 1, ...)` to broadcast over `like` `(B, ...)`."""
-    return values.view(-1, *([1] * (like.ndim - 1)))
 
 
 def normalise_saliency(s: torch.Tensor) -> torch.Tensor:
