@@ -10,9 +10,8 @@ torchvision's Inception_v3, wrapped so that `forward` always returns one tensor 
 - the auxiliary classifier is dropped after the weights are loaded: the paper does not use an
   auxiliary loss, and a second output type would break the one-contract rule (docs/train.md);
 - on the CPU the 3×3 average pools of the mixed blocks (stride 1, zero padding counted) run as
-  depthwise convolutions with a constant 1/9 kernel: the same linear map and the same gradient
-  (to float rounding), five to ten times faster than the CPU pooling kernel forward and
-  backward, which made them about 14 % of a plain training step (docs/benchmarks.md).
+  depthwise convolutions (`autograd.pools.box_pool_as_convolution`): the same linear map and the
+  same gradient, five to ten times faster, which made them about 14 % of a plain training step.
 """
 
 from __future__ import annotations
@@ -20,46 +19,19 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-from ppi_cli.autograd.torch_calls import avg_pool2d_args, call_arg
+from ppi_cli.autograd.pools import box_pool_as_convolution
 from ppi_cli.config.recipe import ModelConfig
 from ppi_cli.models.registry import assemble_classifier, model_entry, register_model
 from ppi_cli.models.weights import backbone_state, load_into
 
-__all__ = ["inception_v3", "INCEPTION_BLOCKS", "box_pool_as_convolution"]
+__all__ = ["inception_v3", "INCEPTION_BLOCKS"]
 
 # The blocks of torchvision's Inception3._forward, in order (AuxLogits left out).
 INCEPTION_BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
                     "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
                     "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "avgpool")
-
-
-def _is_box3(args: tuple, kwargs: dict) -> bool:
-    """`F.avg_pool2d(x, 3, 1, 1)` of a 4-D CPU float tensor, zero padding counted, no rounding up or divisor."""
-    x = call_arg(args, kwargs, 0, "input", None)
-    if not (isinstance(x, torch.Tensor) and x.ndim == 4 and x.device.type == "cpu" and x.is_floating_point()):
-        return False
-    return avg_pool2d_args(args, kwargs) == ([3, 3], [1, 1], [1, 1], False, True, None)
-
-
-class box_pool_as_convolution(TorchFunctionMode):  # noqa: N801  (used like a function: `with ...():`)
-    """While active, a 3×3, stride-1, zero-padded average pool on the CPU runs as a depthwise convolution.
-
-    The pool is the linear map x ↦ (x ∗ 1/9) with zero padding, which is what `conv2d` with a constant
-    `(C, 1, 3, 3)` kernel of 1/9 and `groups=C` computes; its backward is the same convolution. Any
-    other call passes through, so saliency rules and the double-backward Functions see an ordinary
-    convolution without bias.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
-        kwargs = kwargs or {}
-        if func is F.avg_pool2d and _is_box3(args, kwargs):
-            x = call_arg(args, kwargs, 0, "input", None)
-            return F.conv2d(x, x.new_full((x.shape[1], 1, 3, 3), 1 / 9), padding=1, groups=x.shape[1])
-        return func(*args, **kwargs)
 
 
 class _Blocks(nn.Sequential):
