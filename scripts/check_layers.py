@@ -42,8 +42,9 @@ class Violation:
     where: str
 
     def __str__(self) -> str:
-        arrow = " -> ".join(self.modules)
-        return f"{self.where}: {self.kind}: {arrow}"
+        if self.kind == "circle":
+            return f"{self.where}: circle: these modules import each other: {', '.join(self.modules)}"
+        return f"{self.where}: {self.kind}: {' -> '.join(self.modules)}"
 
 
 def _module_name(root: Path, path: Path, package: str) -> str:
@@ -155,7 +156,7 @@ def check(root: Path, package: str = "ppi_cli") -> list[Violation]:
             if there is not None and there < here:
                 problems.append(Violation("upward", (module, target), f"{files[module]}:{line}"))
     for component in _circles(edges):
-        problems.append(Violation("circle", (*component, component[0]), str(files[component[0]])))
+        problems.append(Violation("circle", component, str(files[component[0]])))
     return problems
 
 
