@@ -97,10 +97,15 @@ def holdout_split(rows: np.ndarray, labels: Sequence[int], subjects: Sequence[st
     return np.sort(rows[~held_mask]), np.sort(rows[held_mask])
 
 
-def save_split(path: Path, split: Split, subjects: Sequence[str] | None = None) -> Path:
-    """Write a split as JSON; with `subjects`, also check that no subject crosses sides."""
-    if subjects is not None:
-        check_disjoint(split, subjects)
+def save_split(path: Path, split: Split, subjects: Sequence[str]) -> Path:
+    """Write a split as JSON (`split.json`), after checking that no subject crosses sides.
+
+    `subjects` holds the subject of every manifest row. The one writer of split files.
+
+    Raises:
+        DataError: A subject on two sides of the split.
+    """
+    check_disjoint(split, subjects)
     return write_json(path, split.to_dict())
 
 

@@ -27,9 +27,10 @@ import numpy as np
 from ppi_cli.config import Recipe
 from ppi_cli.console import log
 from ppi_cli.data.splits import Split, holdout_split
-from ppi_cli.engine.study import StudyData, predict_rows, train_once, write_study_record
+from ppi_cli.engine.study import StudyData, predict_rows, resolve_study, train_once, write_study_record
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.reports.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
+from ppi_cli.workspace import Workspace
 
 __all__ = ["CrossSiteConfig", "CrossSiteOutcome", "CrossSiteRequest", "site_split", "variants_of", "run_cross_site",
            "collect_cross_site", "cross_site_study"]
@@ -223,9 +224,6 @@ def cross_site_study(request: CrossSiteRequest) -> CrossSiteOutcome:
     Raises:
         ConfigError: Neither `--train` nor `--collect`, or `--collect` with no study to collect.
     """
-    from ppi_cli.engine.study import resolve_study
-    from ppi_cli.workspace import Workspace
-
     ws = Workspace.resolve(request.workspace)
     if request.collect and request.train is None:
         out = request.out or ws.latest_run("cross-site", request.dataset)
@@ -237,7 +235,7 @@ def cross_site_study(request: CrossSiteRequest) -> CrossSiteOutcome:
                           hint="ppi cross-site --train A --test B,C,D")
     dataset = request.dataset or (None if request.recipe or request.data else "ga")
     recipe, data = resolve_study(request.recipe, data=request.data, dataset=dataset, workspace=request.workspace,
-                                 overrides={"seed": request.seed})
+                                 overrides={"seed": request.seed}, device=request.device)
     out = request.out or ws.new_run("cross-site", data.kind, recipe.name)
     cfg = CrossSiteConfig(recipe, data, out, train_sites=_site_list(request.train), test_sites=_site_list(request.test),
                           baseline=request.baseline, seed=recipe.seed,

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: MIT
 """`ppi crossval`: k-fold cross-validation by subject, one training per fold, collected into a report.
 
-Folds are stratified by label and grouped by subject (`splits.subject_folds`), seeded, and saved
-(`folds.json`, and `fold-k/split.json` with the validation hold-out carved from the other folds).
+Folds are stratified by label and grouped by subject, seeded, and saved (`folds.json`, and
+`fold-k/split.json` with the validation hold-out carved from the other folds): `study.fold_splits`,
+the same rows `ppi train --fold k` trains on.
 Each fold runs alone with `--fold k` (a scheduler's job array) and leaves `fold-k/predictions.csv`;
 `--collect`, or a run of all folds, merges them into `predictions.csv`, `folds.csv`, `summary.md`
 and `roc.png` (paper: five-fold cross-validation, AUC ± std).
@@ -15,17 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ppi_cli.config import Recipe
 from ppi_cli.console import log
-from ppi_cli.data.splits import Split, holdout_split, subject_folds
-from ppi_cli.engine.study import StudyData, predict_rows, train_once, write_study_record
+from ppi_cli.data.splits import Split
+from ppi_cli.engine.study import StudyData, fold_splits, predict_rows, resolve_study, train_once, write_study_record
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.files import write_json
 from ppi_cli.reports.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
+from ppi_cli.workspace import Workspace
 
-__all__ = ["CrossvalConfig", "CrossvalOutcome", "CrossvalRequest", "fold_splits", "run_crossval", "collect_crossval",
+__all__ = ["CrossvalConfig", "CrossvalOutcome", "CrossvalRequest", "run_crossval", "collect_crossval",
            "crossval_study"]
 
 
@@ -53,20 +53,6 @@ class CrossvalOutcome:
     summary: Any | None  # reports.crossval_report.CrossvalSummary once every fold is in
     comparison: Any | None = None
     written: list[Path] = field(default_factory=list)
-
-
-def fold_splits(data: StudyData, n_folds: int, seed: int, val_fraction: float) -> list[Split]:
-    """One Split per fold: test = the fold; train/val = the other folds, val a subject-grouped hold-out.
-
-    No subject appears in two parts of any split, nor in two test folds.
-    """
-    tests = subject_folds(data.labels, data.subjects, n_folds, seed)
-    splits = []
-    for k, test in enumerate(tests):
-        rest = np.sort(np.concatenate([t for j, t in enumerate(tests) if j != k]))
-        train, val = holdout_split(rest, data.labels, data.subjects, val_fraction, seed + 1000 + k)
-        splits.append(Split(train, val, test, fold=k))
-    return splits
 
 
 def _fold_dir(out: Path, k: int) -> Path:
@@ -197,9 +183,6 @@ def crossval_study(request: CrossvalRequest) -> CrossvalOutcome:
         ConfigError: `--fold` without `--out` (separate jobs must share one folder), or `--collect` with
             no crossval run to collect.
     """
-    from ppi_cli.engine.study import resolve_study
-    from ppi_cli.workspace import Workspace
-
     ws = Workspace.resolve(request.workspace)
     if request.collect:
         out = request.out or ws.latest_run("crossval", request.dataset)
@@ -211,7 +194,7 @@ def crossval_study(request: CrossvalRequest) -> CrossvalOutcome:
         raise ConfigError("--fold needs --out: every fold of a study must write to the same folder",
                           hint="--out runs/my-study --fold 0 (and the same --out for the other folds and --collect)")
     recipe, data = resolve_study(request.recipe, data=request.data, dataset=request.dataset,
-                                 workspace=request.workspace, overrides={"seed": request.seed})
+                                 workspace=request.workspace, overrides={"seed": request.seed}, device=request.device)
     out = request.out or ws.new_run("crossval", data.kind, recipe.name)
     cfg = CrossvalConfig(recipe, data, out, folds=request.folds or recipe.eval.folds,
                          seed=recipe.seed, fold=request.fold,

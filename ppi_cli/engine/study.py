@@ -1,6 +1,14 @@
 # SPDX-License-Identifier: MIT
-"""What cross-validation and cross-site studies share: inputs from the workspace, a study record,
-one training run, and predictions written to files.
+"""The one path from options to rows for every verb that trains (`train`, `crossval`, `cross-site`),
+and what studies share: a study record, one training run, and predictions written to files.
+
+- `resolve_study` resolves recipe and cache: `--recipe`, else `default_recipe` of the dataset;
+  the dataset is `--dataset`, else the kind of `--data` (`cache_kind`), else the one prepared
+  cache of the workspace, else the generated `synthetic` task; the cache is `--data`, else the
+  recipe's `data.cache`, else the workspace's `cache/<dataset>`.
+- `study_split` makes the rows of one training run: test = fold k of `subject_folds(folds, seed)`,
+  validation = a subject-grouped hold-out of the rest seeded with `seed + 1000 + k` (`seed`
+  without a fold). `ppi train --fold k` and fold k of `ppi crossval` train on the same rows.
 
 A study folder holds `study.json` (what was run: recipe hash, data hash, folds/seed) and the resolved
 `recipe.yaml`. Every fold or cell leaves `predictions.csv` behind, so collecting and comparing
@@ -19,15 +27,25 @@ import numpy as np
 
 from ppi_cli.config import Recipe, config_hash, dump_yaml, load_recipe
 from ppi_cli.console import log
+from ppi_cli.data.cache import INFO_FILE, cache_kind, open_cache, read_manifest, rebuild_hint
+from ppi_cli.data.datasets import build_dataset, dataset_class
+from ppi_cli.data.splits import Split, holdout_split, subject_folds
+from ppi_cli.device import select_device
+from ppi_cli.engine.evaluate import predict
+from ppi_cli.engine.trainer import dataset_config, fit
 from ppi_cli.errors import CacheError, ConfigError, DataError
 from ppi_cli.files import write_json, write_text
+from ppi_cli.models import load_model
 from ppi_cli.workspace import Workspace
 
-__all__ = ["StudyData", "resolve_study", "load_study_data", "default_recipe_name", "write_study_record",
-           "train_once", "predict_rows", "TRAINED_FILE"]
+__all__ = ["StudyData", "resolve_study", "load_study_data", "default_recipe", "study_split", "fold_splits",
+           "write_study_record", "train_once", "predict_rows", "TRAINED_FILE", "DEFAULT_RECIPES"]
 
 TRAINED_FILE = "trained.json"  # written after training finishes; its presence lets a re-run skip training
 CACHE_KINDS = ("lidc", "ga", "folder")
+# The default recipe of each dataset: PPI+WBP on the paper's backbone, with a `-cpu` twin for the CPU.
+DEFAULT_RECIPES = {"lidc": "lidc-ppi-wbp", "ga": "ga-ppi-wbp", "folder": "cub-ppi-wbp"}
+SYNTHETIC_RECIPE = "synthetic-ppi-wbp-cpu"  # the generated task has only a CPU-sized recipe
 
 
 @dataclass(frozen=True)
@@ -47,54 +65,56 @@ class StudyData:
         return self.cache_dir.name if self.cache_dir is not None else self.kind
 
 
-def default_recipe_name(dataset: str) -> str:
-    """The default recipe of a dataset: PPI+WBP on the paper's backbone with CUDA, its `-cpu` twin without."""
-    import torch
+def default_recipe(dataset: str, *, cuda: bool) -> str:
+    """The default recipe of a dataset: PPI+WBP on the paper's backbone with CUDA, its `-cpu` twin without.
 
-    if dataset not in ("lidc", "ga"):
+    Raises:
+        ConfigError: A dataset without a default recipe.
+    """
+    if dataset == "synthetic":
+        return SYNTHETIC_RECIPE
+    if dataset not in DEFAULT_RECIPES:
         raise ConfigError(f"no default recipe for dataset '{dataset}'", hint="pass --recipe, e.g. cub-ppi-wbp-cpu")
-    return f"{dataset}-ppi-wbp" if torch.cuda.is_available() else f"{dataset}-ppi-wbp-cpu"
+    return DEFAULT_RECIPES[dataset] + ("" if cuda else "-cpu")
 
 
 def _detect_dataset(workspace: Workspace, data: Path | None, wanted: str | None) -> str:
     if wanted:
         return wanted
     if data is not None:
-        info = data / "cache.json"
-        if info.is_file():
-            try:
-                return str(json.loads(info.read_text(encoding="utf-8"))["kind"])
-            except (ValueError, KeyError):
-                pass  # open_cache reports the damage with its rebuild command
-        raise CacheError(f"{data}: not a prepared cache (no readable cache.json)",
-                         hint="point --data at a folder written by `ppi prepare ...`")
-    present = [kind for kind in ("lidc", "ga") if (workspace.cache(kind) / "cache.json").is_file()]
-    if len(present) == 1:
+        kind = cache_kind(data)
+        if kind is None:
+            raise CacheError(f"{data}: not a prepared cache (no readable {INFO_FILE})",
+                             hint="point --data at a folder written by `ppi prepare ...`, or pass --recipe")
+        return kind
+    present = [kind for kind in CACHE_KINDS if (workspace.cache(kind) / INFO_FILE).is_file()]
+    if len(present) > 1:
+        raise ConfigError(f"{workspace.root}: several prepared caches ({', '.join(present)})",
+                          hint=f"choose with --dataset {' or --dataset '.join(present)}")
+    if present:
         return present[0]
-    if not present:
-        raise CacheError(f"{workspace.root}: no prepared cache in the workspace (looked for cache/lidc, cache/ga)",
-                         hint="run `ppi prepare lidc --root DIR` or `ppi prepare ga --manifest labels.csv` first, "
-                              "or pass --data")
-    raise ConfigError(f"{workspace.root}: both the LIDC and the GA cache exist", hint="choose with --dataset lidc "
-                      "or --dataset ga")
+    log(f"no prepared cache in {workspace.root} (cache/lidc, cache/ga, cache/folder): the generated task; "
+        "prepare one with `ppi prepare ...` or pass --data")
+    return "synthetic"
 
 
 def resolve_study(recipe_ref: str | None, *, data: Path | None = None, dataset: str | None = None,
-                  workspace: Path | None = None,
-                  overrides: Mapping[str, Any] | None = None) -> tuple[Recipe, StudyData]:
-    """The recipe and data of a study from explicit options, else the workspace defaults.
+                  workspace: Path | None = None, overrides: Mapping[str, Any] | None = None,
+                  device: str = "auto") -> tuple[Recipe, StudyData]:
+    """The recipe and data of a training verb from explicit options, else the workspace defaults.
 
     Without `--recipe`, the dataset is `--dataset`, else the kind of `--data`, else the one prepared
-    cache in the workspace, and the recipe is that dataset's PPI+WBP default (`default_recipe_name`).
+    cache in the workspace, else the generated task, and the recipe is that dataset's default
+    (`default_recipe`, its `-cpu` twin unless `device` is CUDA).
 
     Raises:
-        ConfigError: `--dataset` contradicts the recipe, or both workspace caches exist.
-        CacheError: No cache to study.
+        ConfigError: `--dataset` contradicts the recipe, or several workspace caches exist.
+        CacheError: `--data` is no cache, or the cache is missing, stale or foreign.
     """
     ws = Workspace.resolve(workspace)
     if recipe_ref is None:
         kind = _detect_dataset(ws, data, dataset)
-        recipe_ref = default_recipe_name(kind)
+        recipe_ref = default_recipe(kind, cuda=select_device(device).type == "cuda")
         log(f"recipe: {recipe_ref} (the default for {kind}; choose another with --recipe)")
     recipe = load_recipe(recipe_ref, overrides)
     if dataset and dataset != recipe.data.dataset:
@@ -112,14 +132,12 @@ def load_study_data(recipe: Recipe, cache_dir: Path | None) -> StudyData:
     kind = recipe.data.dataset
     if kind not in CACHE_KINDS:
         return _in_memory_data(recipe)
-    from ppi_cli.data.cache import open_cache, read_manifest
-
-    info = open_cache(cache_dir, kind, _rebuild_hint(kind, cache_dir))
+    info = open_cache(cache_dir, kind, rebuild_hint(kind, cache_dir))
     frame = read_manifest(cache_dir, required=("label",))
     subject_column = next((c for c in ("subject_id", "patient_id", "sample_id") if c in frame.columns), None)
     if subject_column is None:
         raise CacheError(f"{cache_dir / 'manifest.csv'}: no subject_id or patient_id column",
-                         hint=_rebuild_hint(kind, cache_dir))
+                         hint=rebuild_hint(kind, cache_dir))
     labels = frame["label"].to_numpy()
     if np.any(labels != np.round(labels)):
         raise DataError(f"{cache_dir / 'manifest.csv'}: column label holds non-integer values")
@@ -129,8 +147,6 @@ def load_study_data(recipe: Recipe, cache_dir: Path | None) -> StudyData:
 
 
 def _in_memory_data(recipe: Recipe) -> StudyData:
-    from ppi_cli.data.datasets import dataset_class
-
     cls = dataset_class(recipe.data.dataset)
     manifest_of = getattr(cls, "manifest_without_cache", None)
     if manifest_of is None:
@@ -142,10 +158,39 @@ def _in_memory_data(recipe: Recipe) -> StudyData:
                      config_hash({"dataset": recipe.data.dataset, "data": recipe.data}))
 
 
-def _rebuild_hint(kind: str, cache_dir: Path | None) -> str:
-    out = f" --out {cache_dir}" if cache_dir is not None else ""
-    return {"lidc": f"ppi prepare lidc --root DIR{out}", "ga": f"ppi prepare ga --manifest labels.csv{out}",
-            "folder": f"ppi prepare folder --root DIR{out}"}.get(kind, "ppi prepare ...")
+def _split_of(data: StudyData, tests: list[np.ndarray] | None, fold: int | None, seed: int,
+              val_fraction: float) -> Split:
+    rows = np.arange(len(data.labels))
+    test = np.zeros(0, dtype=np.int64)
+    if tests is not None and fold is not None:
+        test = tests[fold]
+        rows = np.setdiff1d(rows, test)
+    hold_out_seed = seed if fold is None else seed + 1000 + fold  # a different hold-out per fold
+    train, val = holdout_split(rows, data.labels, data.subjects, val_fraction, hold_out_seed)
+    return Split(train, val, test, fold=fold)
+
+
+def study_split(data: StudyData, *, fold: int | None, folds: int, seed: int, val_fraction: float) -> Split:
+    """The rows of one training run: fold `fold` of `folds` tested, a validation hold-out of the rest.
+
+    The one rule for `ppi train --fold k` and fold k of `ppi crossval` (see the module docstring);
+    without a fold nothing is tested and only the validation subjects are held out.
+
+    Raises:
+        ConfigError: `fold` outside 0 .. folds-1. DataError: Fewer subjects than folds.
+    """
+    if fold is None:
+        return _split_of(data, None, None, seed, val_fraction)
+    if not 0 <= fold < folds:
+        raise ConfigError(f"--fold {fold}: folds are numbered 0 to {folds - 1} (eval.folds: {folds})",
+                          hint=f"use --fold 0 to {folds - 1}")
+    return _split_of(data, subject_folds(data.labels, data.subjects, folds, seed), fold, seed, val_fraction)
+
+
+def fold_splits(data: StudyData, n_folds: int, seed: int, val_fraction: float) -> list[Split]:
+    """`study_split` of every fold (the folds computed once): no subject in two parts, nor in two test folds."""
+    tests = subject_folds(data.labels, data.subjects, n_folds, seed)
+    return [_split_of(data, tests, k, seed, val_fraction) for k in range(n_folds)]
 
 
 def write_study_record(out: Path, record: Mapping[str, Any], recipes: Mapping[str, Recipe]) -> list[Path]:
@@ -182,9 +227,6 @@ def train_once(recipe: Recipe, data: StudyData, split: Any, run_dir: Path, *, de
 
     An interrupted run resumes from its last checkpoint (the trainer's `resume`).
     """
-    from ppi_cli.data.splits import save_split
-    from ppi_cli.engine.trainer import fit
-
     marker = run_dir / TRAINED_FILE
     if marker.is_file():
         best = Path(json.loads(marker.read_text(encoding="utf-8"))["best_checkpoint"])
@@ -193,7 +235,6 @@ def train_once(recipe: Recipe, data: StudyData, split: Any, run_dir: Path, *, de
             log(f"{run_dir.name}: already trained, reusing {best.name}")
             return best
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_split(run_dir / "split.json", split, data.subjects)
     resume = (run_dir / "last.pt").is_file()
     result = fit(recipe, cache_dir=data.cache_dir, split=split, out_dir=run_dir, device=device, resume=resume)
     best = Path(result.best_checkpoint)
@@ -205,12 +246,6 @@ def train_once(recipe: Recipe, data: StudyData, split: Any, run_dir: Path, *, de
 def predict_rows(checkpoint: Path, recipe: Recipe, data: StudyData, rows: np.ndarray, *,
                  device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores of a trained model on manifest rows: (indices, labels, scores), sorted by manifest row."""
-    from ppi_cli.data.datasets import build_dataset
-    from ppi_cli.device import select_device
-    from ppi_cli.engine.evaluate import predict
-    from ppi_cli.engine.trainer import dataset_config
-    from ppi_cli.models import load_model
-
     target = select_device(device)
     model, _ = load_model(checkpoint, device=target)
     dataset = build_dataset(data.kind, data.cache_dir, np.sort(rows), dataset_config(recipe), train=False,

@@ -30,7 +30,7 @@ from ppi_cli.checkpoint import load_checkpoint, save_checkpoint
 from ppi_cli.config.loader import dump_yaml, to_dict
 from ppi_cli.config.recipe import Recipe
 from ppi_cli.console import log, progress
-from ppi_cli.data.datasets import build_dataset
+from ppi_cli.data.datasets import build_dataset, dataset_manifest
 from ppi_cli.data.splits import Split, save_split
 from ppi_cli.device import keep_host_memory, seed_everything
 from ppi_cli.engine.distributed import (
@@ -105,7 +105,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
          resume: bool) -> TrainResult:
     kind, device = recipe.data.dataset, ctx.device
     cache = describe_cache(kind, cache_dir)
-    _start_run_folder(out_dir, recipe, split, resume, ctx)
+    _start_run_folder(out_dir, recipe, cache_dir, split, resume, ctx)
     seed_everything(recipe.seed)
     cuda = device.type == "cuda"
     if not cuda:
@@ -191,14 +191,16 @@ def _fresh() -> dict[str, Any]:
     return {"epoch": 0, "best_epoch": 0, "best_key": [-math.inf, -math.inf], "best_metric": math.nan, "rows": []}
 
 
-def _start_run_folder(out_dir: Path, recipe: Recipe, split: Split, resume: bool, ctx: DistContext) -> None:
+def _start_run_folder(out_dir: Path, recipe: Recipe, cache_dir: Path | None, split: Split, resume: bool,
+                      ctx: DistContext) -> None:
     if not resume and (out_dir / LAST).exists():
         raise ConfigError(f"{out_dir}: already holds a training run ({LAST})",
                           hint="pass --resume to continue it, or choose another --out")
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_text(out_dir / RECIPE, dump_yaml(recipe))
-        save_split(out_dir / SPLIT, split)
+        subjects = dataset_manifest(recipe.data.dataset, cache_dir, dataset_config(recipe))["subject_id"]
+        save_split(out_dir / SPLIT, split, subjects.astype(str).to_numpy())  # refuses a subject on two sides
     ctx.barrier()
 
 

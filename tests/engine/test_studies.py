@@ -8,7 +8,6 @@ reproducible and checkable; the real trainer is exercised in tests/test_studies_
 from __future__ import annotations
 
 import json
-import sys
 import types
 
 import numpy as np
@@ -19,9 +18,10 @@ from hypothesis import strategies as st
 
 import ppi_cli.engine.cross_site as xs
 import ppi_cli.engine.crossval as cv
+import ppi_cli.engine.study as study
 from ppi_cli.config import load_recipe
 from ppi_cli.data.splits import check_disjoint, load_split
-from ppi_cli.engine.study import StudyData, resolve_study
+from ppi_cli.engine.study import DEFAULT_RECIPES, StudyData, default_recipe, fold_splits, resolve_study, study_split
 from ppi_cli.errors import CacheError, ConfigError, DataError
 from ppi_cli.reports.metrics import roc_auc
 
@@ -42,6 +42,7 @@ def fake_training(monkeypatch):
 
     def fit(recipe, *, cache_dir, split, out_dir, device="auto", resume=False):
         trained.append((out_dir.relative_to(out_dir.parents[1]).as_posix(), recipe.ppi.enabled))
+        (out_dir / "split.json").write_text(json.dumps(split.to_dict()))  # as the real fit's save_split does
         (out_dir / "best.pt").write_text(json.dumps({"strength": 1.5 if recipe.ppi.enabled else 0.7}))
         return types.SimpleNamespace(best_checkpoint=out_dir / "best.pt", best_epoch=0, best_metric=0.5)
 
@@ -51,7 +52,7 @@ def fake_training(monkeypatch):
         noise = np.array([np.random.default_rng(int(r)).normal() for r in rows])
         return rows, data.labels[rows], strength * data.labels[rows] + noise
 
-    monkeypatch.setitem(sys.modules, "ppi_cli.engine.trainer", types.SimpleNamespace(fit=fit))
+    monkeypatch.setattr(study, "fit", fit)
     for module in (cv, xs):
         monkeypatch.setattr(module, "predict_rows", predict_rows)
     return trained
@@ -75,7 +76,7 @@ def manifests(draw):
 @settings(max_examples=30, deadline=None)
 @given(manifests(), st.integers(2, 5), st.integers(0, 100), st.sampled_from([0.0, 0.2]))
 def test_no_subject_leaks_across_folds_or_into_validation(data, n_folds, seed, val_fraction):
-    splits = cv.fold_splits(data, n_folds, seed, val_fraction)
+    splits = fold_splits(data, n_folds, seed, val_fraction)
     tests = [s.test for s in splits]
     assert np.array_equal(np.sort(np.concatenate(tests)), np.arange(len(data.labels)))
     owner = {}
@@ -188,13 +189,15 @@ def fake_cache(folder, kind, sites=("A", "B")):
 
 def test_workspace_defaults(tmp_path, monkeypatch):
     ws = tmp_path / "ws"
-    with pytest.raises(CacheError, match="no prepared cache in the workspace"):
-        resolve_study(None, workspace=ws)
+    recipe, data = resolve_study(None, workspace=ws)  # no cache anywhere: the generated task, for every verb
+    assert recipe.name == "synthetic-ppi-wbp-cpu" and data.kind == "synthetic" and data.cache_dir is None
+    with pytest.raises(CacheError, match="not a prepared cache"):
+        resolve_study(None, data=tmp_path / "nothing", workspace=ws)
     fake_cache(ws / "cache" / "ga", "ga")
     recipe, data = resolve_study(None, workspace=ws)
     assert recipe.name == "ga-ppi-wbp-cpu" and data.kind == "ga" and sorted(set(data.sites)) == ["A", "B"]
     fake_cache(ws / "cache" / "lidc", "lidc")
-    with pytest.raises(ConfigError, match="both the LIDC and the GA cache exist"):
+    with pytest.raises(ConfigError, match=r"several prepared caches \(lidc, ga\)"):
         resolve_study(None, workspace=ws)
     recipe, data = resolve_study(None, dataset="lidc", workspace=ws)
     assert recipe.name == "lidc-ppi-wbp-cpu" and data.cache_dir == ws / "cache" / "lidc"
@@ -209,3 +212,25 @@ def test_cli_errors_are_one_line(cli, tmp_path):
     assert result.exit_code == 1 and "no cache here" in result.stderr and "ppi prepare ga" in result.stderr
     result = cli("crossval", "--collect")
     assert result.exit_code == 1 and "no crossval run to collect" in result.stderr
+
+
+def test_one_default_recipe_rule_for_every_dataset(tmp_path):
+    assert [default_recipe(kind, cuda=False) for kind in ("lidc", "ga", "folder", "synthetic")] == [
+        "lidc-ppi-wbp-cpu", "ga-ppi-wbp-cpu", "cub-ppi-wbp-cpu", "synthetic-ppi-wbp-cpu"]
+    assert default_recipe("folder", cuda=True) == DEFAULT_RECIPES["folder"] == "cub-ppi-wbp"
+    with pytest.raises(ConfigError, match="no default recipe"):
+        default_recipe("mystery", cuda=False)
+    ws = tmp_path / "ws"
+    fake_cache(ws / "cache" / "folder", "folder")  # crossval used to refuse a folder cache that train accepted
+    recipe, data = resolve_study(None, workspace=ws)
+    assert recipe.name == "cub-ppi-wbp-cpu" and data.kind == "folder" and data.cache_dir == ws / "cache" / "folder"
+
+
+@settings(max_examples=10, deadline=None)
+@given(manifests(), st.integers(2, 5), st.integers(0, 99), st.sampled_from([0.0, 0.25]))
+def test_train_fold_k_is_crossval_fold_k(data, n_folds, seed, val_fraction):
+    for k, split in enumerate(fold_splits(data, n_folds, seed, val_fraction)):
+        alone = study_split(data, fold=k, folds=n_folds, seed=seed, val_fraction=val_fraction)
+        assert alone.to_dict() == split.to_dict()
+    with pytest.raises(ConfigError, match=f"--fold {n_folds}"):
+        study_split(data, fold=n_folds, folds=n_folds, seed=seed, val_fraction=val_fraction)

@@ -70,3 +70,16 @@ def test_cross_site_cli_on_the_synthetic_sites(tmp_path, tiny_recipe, cli):
     assert np.array_equal(np.sort(preds.loc[preds["part"] == "A>A", "index"]), held)
     assert "cross-site AUC (ppi)" in result.stdout and (tmp_path / "xs" / "heatmap.png").is_file()
     assert (tmp_path / "xs" / "compare" / "comparison.md").is_file()
+
+
+@pytest.mark.slow
+def test_train_fold_2_and_crossval_fold_2_write_the_same_split(tmp_path, tiny_recipe, cli):
+    trained = cli("train", "--recipe", tiny_recipe, "--fold", "2", "--out", tmp_path / "train", "--device", "cpu")
+    assert trained.exit_code == 0, trained.stderr
+    crossval = cli("crossval", "--recipe", tiny_recipe, "--fold", "2", "--out", tmp_path / "cv", "--device", "cpu")
+    assert crossval.exit_code == 0, crossval.stderr
+    a = (tmp_path / "train" / "split.json").read_text()
+    b = (tmp_path / "cv" / "fold-2" / "split.json").read_text()
+    assert a == b  # one resolve-and-split path: the same rows train, validate and test
+    split = load_split(tmp_path / "train" / "split.json")
+    assert split.fold == 2 and split.val.size > 0 and split.test.size > 0

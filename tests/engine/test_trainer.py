@@ -22,7 +22,7 @@ from ppi_cli.config.recipe import load_recipe
 from ppi_cli.data.datasets import build_dataset
 from ppi_cli.engine.distributed import init_distributed, weights_digest
 from ppi_cli.engine.evaluate import predict
-from ppi_cli.engine.train_run import make_split
+from ppi_cli.engine.study import load_study_data, study_split
 from ppi_cli.engine.trainer import fit
 from ppi_cli.models import load_model
 
@@ -40,6 +40,12 @@ def _recipe_file(tmp_path: Path, size: int = 64, epochs: int = 2, extra: str = "
     return path
 
 
+def _split(recipe):
+    """The rows `ppi train` (no --fold) would train and validate on."""
+    return study_split(load_study_data(recipe, None), fold=None, folds=recipe.eval.folds, seed=recipe.seed,
+                       val_fraction=recipe.data.val_fraction)
+
+
 def _subprocess_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PPI_WORKSPACE=str(tmp_path / "ws"), PPI_QUIET="1")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -48,7 +54,7 @@ def _subprocess_env(tmp_path: Path) -> dict[str, str]:
 
 def test_fit_writes_a_self_describing_run(tmp_path, one_thread):
     recipe = load_recipe(_recipe_file(tmp_path))
-    split = make_split(recipe, None, fold=None)
+    split = _split(recipe)
     result = fit(recipe, cache_dir=None, split=split, out_dir=tmp_path / "run", device="cpu")
     for name in ("last.pt", "best.pt", "metrics.csv", "recipe.yaml", "split.json"):
         assert (tmp_path / "run" / name).is_file(), name
@@ -89,7 +95,7 @@ def test_multiview_trains_on_generated_volumes(tmp_path, one_thread):
     extra = ("model: {name: multiview, backbone: tiny, input_size: 16, multiview: {slices_per_volume: 3, "
              "num_positions: 6, bias_epochs: 2}}\ndata: {synthetic_slices: 6, batch_size: 4}\n")
     recipe = load_recipe(_recipe_file(tmp_path, size=24, extra=extra))
-    result = fit(recipe, cache_dir=None, split=make_split(recipe, None, None), out_dir=tmp_path / "mv", device="cpu")
+    result = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=tmp_path / "mv", device="cpu")
     model, meta = load_model(result.last_checkpoint)
     assert meta["input"]["kind"] == "volume"
     assert float(model.attention_bias) == pytest.approx(2.5)  # epoch 2 of a 5 → 0 ramp over 2 epochs
@@ -128,7 +134,7 @@ def test_channels_last_on_the_cpu_is_opt_in_and_trains_the_same_model(tmp_path, 
     weights, metrics = {}, {}
     for on in (False, True):
         recipe = load_recipe(_recipe_file(tmp_path, epochs=2), {"schedule.channels_last_cpu": on})
-        split = make_split(recipe, None, fold=None)
+        split = _split(recipe)
         result = fit(recipe, cache_dir=None, split=split, out_dir=tmp_path / f"run-{on}", device="cpu")
         weights[on] = load_checkpoint(result.last_checkpoint)["state_dict"]
         metrics[on] = pd.read_csv(result.metrics_csv)
@@ -183,7 +189,7 @@ def test_torchrun_with_one_rank_trains_under_ddp(tmp_path, monkeypatch, one_thre
 
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", Spy)
     recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=2))
-    result = fit(recipe, cache_dir=None, split=make_split(recipe, None, fold=None), out_dir=tmp_path / "run",
+    result = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=tmp_path / "run",
                  device="cpu")
     assert len(wrapped) == 1 and not dist.is_initialized()
     ranks = load_checkpoint(result.last_checkpoint)["meta"]["distributed"]
@@ -198,7 +204,7 @@ def test_best_checkpoint_of_a_ppi_run_is_never_a_warm_up_epoch(tmp_path, monkeyp
     monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (next(scores), 0.5))
     recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=3))
     assert recipe.ppi.enabled and recipe.ppi.start_epoch == 1
-    result = fit(recipe, cache_dir=None, split=make_split(recipe, None, fold=None), out_dir=tmp_path / "run",
+    result = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=tmp_path / "run",
                  device="cpu")
     assert (result.best_epoch, result.best_metric) == (3, 0.7)
     assert load_checkpoint(result.best_checkpoint)["meta"]["epoch"] == 3
