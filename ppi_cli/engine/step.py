@@ -54,24 +54,12 @@ from ppi_cli.ppi.losses import (
     saliency_regulariser,
 )
 
-__all__ = ["TrainStep", "forward", "sample_slices"]
+__all__ = ["TrainStep", "forward"]
 
 
 def forward(net: nn.Module, x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
     """Logits of an image model `net(x)` or a volume model `net(x, positions)`."""
     return net(x) if positions is None else net(x, positions)
-
-
-def sample_slices(x: torch.Tensor, positions: torch.Tensor, k: int,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """K random B-scans per volume, kept in B-scan order: `(B, S, ...)` → `(B, K, ...)` (appendix E.2)."""
-    b, s = positions.shape
-    if s <= k:
-        return x, positions
-    keys = torch.rand(b, s, generator=generator)
-    keep = keys.argsort(dim=1)[:, :k].sort(dim=1).values.to(x.device)  # (B, K) indices in order
-    picked = keep.view(b, k, *([1] * (x.ndim - 2))).expand(b, k, *x.shape[2:])
-    return x.gather(1, picked), positions.gather(1, keep)
 
 
 @dataclass

@@ -44,7 +44,7 @@ from ppi_cli.engine.distributed import (
 from ppi_cli.engine.evaluate import Predictions, model_inputs, predict, validation_metric
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
 from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache
-from ppi_cli.engine.step import TrainStep, sample_slices
+from ppi_cli.engine.step import TrainStep
 from ppi_cli.errors import ConfigError, ModelError
 from ppi_cli.files import write_csv, write_text
 from ppi_cli.models import build_model, is_volume_model
@@ -133,7 +133,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         started = time.monotonic()
         seed = epoch_seed(recipe.seed, epoch)
         torch.manual_seed(seed + ctx.rank)  # dropout
-        generator = torch.Generator().manual_seed(seed + ctx.rank)  # L_ad permutations, slice sampling
+        generator = torch.Generator().manual_seed(seed + ctx.rank)  # L_ad permutations
         if volume:
             model.set_attention_bias(attention_bias(epoch, recipe.model.multiview))
         model.train()
@@ -143,8 +143,6 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
             x, positions = model_inputs(batch, device, non_blocking=cuda, channels_last=channels_last)
             labels = batch["label"].to(device)
             labels = labels.float() if binary else labels.long()
-            if volume and positions is not None:
-                x, positions = sample_slices(x, positions, recipe.model.multiview.slices_per_volume, generator)
             optimizer.zero_grad(set_to_none=True)
             values = step(x, labels, positions, epoch=epoch, generator=generator)
             if not math.isfinite(values["loss"]):

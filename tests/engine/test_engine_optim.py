@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from ppi_cli.config.recipe import DataConfig, ModelConfig, MultiviewConfig, OptimConfig, ScheduleConfig
+from ppi_cli.config.recipe import DataConfig, ModelConfig, MultiviewConfig, OptimConfig, ScheduleConfig, load_recipe
+from ppi_cli.data.bscans import sample_bscans
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
 from ppi_cli.data.synth.dataset import CUE_SHIFT, generate
 from ppi_cli.engine.evaluate import Predictions, predict, validation_metric
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
-from ppi_cli.engine.step import sample_slices
 from ppi_cli.models import build_model
 
 
@@ -42,16 +42,22 @@ def test_attention_bias_ramps_down_then_stays():
     assert attention_bias(0, MultiviewConfig(bias_start=4.0, bias_end=1.0, bias_epochs=0)) == 1.0
 
 
-def test_sample_slices_keeps_order_and_pairs_positions():
-    x = torch.arange(2 * 6, dtype=torch.float32).view(2, 6, 1, 1, 1).expand(2, 6, 1, 2, 2)
-    pos = torch.arange(6).repeat(2, 1) + 10
-    xs, ps = sample_slices(x, pos, 3, torch.Generator().manual_seed(0))
-    assert xs.shape == (2, 3, 1, 2, 2) and ps.shape == (2, 3)
-    assert torch.all(ps[:, 1:] > ps[:, :-1])  # B-scan order kept
-    for b in range(2):
-        assert torch.equal(xs[b, :, 0, 0, 0], (ps[b] - 10 + 6 * b).float())  # each slice with its position
-    same_x, same_p = sample_slices(x, pos, 6)
-    assert same_x is x and same_p is pos
+def test_bscans_are_sampled_once_in_order_with_their_positions(tmp_path):
+    picked = sample_bscans(6, 3, torch.Generator().manual_seed(0))
+    assert picked.shape == (3,) and torch.all(picked[1:] > picked[:-1])  # B-scan order kept
+    assert torch.equal(sample_bscans(4, 6), torch.arange(4))  # fewer B-scans than K: all of them
+    path = tmp_path / "volumes.yaml"
+    path.write_text("extends: synthetic-ppi-wbp-cpu\n"
+                    "data: {synthetic_slices: 6, crop: 16, flips: false, noise_std: 0}\n"
+                    "model: {name: multiview, backbone: tiny, input_size: 16, multiview: {slices_per_volume: 3}}\n")
+    recipe = load_recipe(str(path))
+    train = build_dataset("synthetic", None, [0, 1], recipe, train=True, seed=0)
+    full = build_dataset("synthetic", None, [0, 1], recipe, train=False)
+    for i in range(2):
+        sample, whole = train[i], full[i]
+        assert sample["image"].shape[0] == 3 and torch.all(sample["positions"][1:] > sample["positions"][:-1])
+        assert torch.equal(sample["image"], whole["image"][sample["positions"]])  # each B-scan with its position
+    assert full[0]["image"].shape[0] == 6  # evaluation: every B-scan
 
 
 def test_synthetic_task_plants_cue_by_site():

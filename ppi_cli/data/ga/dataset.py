@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ppi_cli.config.recipe import DataConfig, MultiviewConfig
+from ppi_cli.data.bscans import sample_bscans
 from ppi_cli.data.cache import load_array, open_cache, read_manifest, rebuild_hint
 from ppi_cli.data.ga.normalise import preprocess_volume
 from ppi_cli.data.registry import register_dataset
@@ -87,9 +88,7 @@ class GaDataset(Dataset):
             image, positions = preprocess_volume(volume)
         else:
             generator = self._rng()
-            n = volume.shape[0]
-            k = min(self.slices_per_volume, n)
-            positions = torch.randperm(n, generator=generator)[:k].sort().values  # (K,) in B-scan order
+            positions = sample_bscans(volume.shape[0], self.slices_per_volume, generator)  # (K,) in B-scan order
             image, _ = preprocess_volume(volume[positions.numpy()])  # (K, 1, H, W)
             if self.flips and torch.rand((), generator=generator) < 0.5:
                 image = image.flip(-1)  # the whole volume, so neighbouring B-scans stay aligned

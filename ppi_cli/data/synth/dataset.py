@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ppi_cli.data.bscans import sample_bscans
 from ppi_cli.data.registry import register_dataset
 
 __all__ = ["SyntheticDataset", "generate", "SyntheticData", "CUE_SHIFT", "DATA_SEED"]
@@ -97,6 +98,8 @@ class SyntheticDataset(Dataset):
     def __init__(self, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0) -> None:
         data = _data_section(cfg)
         self.slices = int(getattr(data, "synthetic_slices", 0))
+        model = getattr(cfg, "model", None)  # the whole recipe for volume models: K B-scans per training sample
+        self.slices_per_volume = int(model.multiview.slices_per_volume) if model is not None and train else 0
         self.data = generate(int(data.synthetic_size), int(data.crop), self.slices)
         n = len(self.data.labels)
         self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -126,6 +129,10 @@ class SyntheticDataset(Dataset):
         # In a DataLoader worker the global torch generator is seeded per worker and epoch; ours would be
         # copied into every worker in the same state.
         generator = None if torch.utils.data.get_worker_info() is not None else self.generator
+        positions = torch.arange(self.slices, dtype=torch.int64)  # (S,)
+        if self.slices and self.slices_per_volume:
+            positions = sample_bscans(self.slices, self.slices_per_volume, generator)  # (K,) in B-scan order
+            image, mask = image[positions], mask[positions]
         if self.flips and torch.rand((), generator=generator) < 0.5:
             image, mask = image.flip(-1), mask.flip(-1)
         if self.noise_std > 0:
@@ -133,5 +140,5 @@ class SyntheticDataset(Dataset):
         sample = {"image": image, "mask": mask, "label": torch.tensor(float(self.data.labels[index])),
                   "index": index}
         if self.slices:
-            sample["positions"] = torch.arange(self.slices, dtype=torch.int64)
+            sample["positions"] = positions
         return sample
