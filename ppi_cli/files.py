@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "atomic_path",
     "atomic_write",
     "write_text",
@@ -31,6 +32,9 @@ __all__ = [
     "sha256_file",
     "sha256_bytes",
 ]
+
+# File name suffixes of the images the toolkit reads with Pillow: B-scan folders, photo folders, `ppi explain`.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
 
 
 @contextlib.contextmanager

@@ -22,10 +22,10 @@ import numpy as np
 from ppi_cli.data.dicom.headers import is_dicom_file
 from ppi_cli.data.dicom.images import read_dicom_header, read_dicom_image, series_files
 from ppi_cli.errors import DataError
+from ppi_cli.files import IMAGE_SUFFIXES
 
-__all__ = ["LoadedInput", "load_input", "luma", "IMAGE_SUFFIXES", "VOLUME_SUFFIXES"]
+__all__ = ["LoadedInput", "load_input", "luma", "VOLUME_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 VOLUME_SUFFIXES = (".mat", ".npy", ".npz", ".nii", ".nii.gz")
 _OPT_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.5.4"  # Ophthalmic Tomography Image Storage
 

@@ -26,11 +26,10 @@ import numpy as np
 from ppi_cli.console import log, progress, warn
 from ppi_cli.data.cache import MANIFEST_FILE, write_cache_info
 from ppi_cli.errors import ConfigError, DataError
-from ppi_cli.files import atomic_path, write_csv, write_json
+from ppi_cli.files import IMAGE_SUFFIXES, atomic_path, write_csv, write_json
 
-__all__ = ["FolderPrepareConfig", "PreparedFolder", "prepare_folder", "scan_folder", "IMAGE_SUFFIXES", "SPLITS"]
+__all__ = ["FolderPrepareConfig", "PreparedFolder", "prepare_folder", "scan_folder", "SPLITS"]
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm"}
 SPLITS = ("train", "val", "test")
 DEFAULT_RESIZE = 256  # mixed-size collections: room for the usual 224 training crop (our decision)
 _PARTIAL = "images.partial.npy"

@@ -21,10 +21,10 @@ import numpy as np
 
 from ppi_cli.data.oct.volume import OctVolume, as_bscan_stack, to_uint8
 from ppi_cli.errors import DataError, PpiError
+from ppi_cli.files import IMAGE_SUFFIXES
 
-__all__ = ["read_volume", "detect_format", "IMAGE_SUFFIXES", "FORMATS"]
+__all__ = ["read_volume", "detect_format", "FORMATS"]
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 # Format ids as they appear in the cache manifest's `source_format` column.
 FORMATS = ("duke-mat", "duke-mat-v73", "dicom", "nifti", "npy", "npz", "image-folder", "image",
            "heidelberg-e2e", "heidelberg-vol", "topcon-fds", "topcon-fda", "bioptigen-oct")
