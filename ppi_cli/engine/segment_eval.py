@@ -18,11 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ppi_cli.errors import CacheError, ConfigError
 from ppi_cli.reports.deletion import FRACTIONS
 from ppi_cli.reports.localisation import POINTS, THRESHOLDS, TOP_PERCENT
+from ppi_cli.reports.segment_eval import format_cell, localisation_summary, write_localisation_report
 
 __all__ = ["SegmentEvalConfig", "SegmentEvalResult", "segment_eval", "METHODS"]
 
@@ -75,7 +74,7 @@ class SegmentEvalResult:
         table = Table("metric", *self.summary.columns, title=f"segment-eval ({self.n_samples} masked samples)",
                       box=None, pad_edge=False)
         for label, row in self.summary.iterrows():
-            table.add_row(str(label), *(_fmt(v) for v in row))
+            table.add_row(str(label), *(format_cell(v) for v in row))
         return table
 
 
@@ -135,8 +134,12 @@ def segment_eval(cfg: SegmentEvalConfig) -> SegmentEvalResult:
 
             write_csv(part, frame)
             parts[label, method] = frame
-    summary, deletion = _summarise(parts, cfg, compare=len(loaded) == 2)
-    wrote = _write_reports(out, summary, deletion, parts, cfg, samples)
+    summary, deletion = localisation_summary(parts, methods=cfg.methods, points=cfg.points,
+                                             top_percent=cfg.top_percent, fractions=cfg.fractions,
+                                             compare=len(loaded) == 2)
+    wrote = write_localisation_report(out, summary, deletion, parts, methods=cfg.methods, fractions=cfg.fractions,
+                                      top_percent=cfg.top_percent, model=cfg.model, compare=cfg.compare,
+                                      n_samples=len(samples), cache=samples.cache, kind=samples.kind)
     write_json(out / "config.json", cfg.to_dict())
     return SegmentEvalResult(out, summary, len(samples), samples.cache, [out / "config.json", *wrote])
 
@@ -176,81 +179,6 @@ def _score_pass(model, method: str, samples, cfg: SegmentEvalConfig, device, tit
                          **{f"iou_t{t:g}": v for t, v in zip(THRESHOLDS, iou_curve, strict=True)},
                          **{f"score_f{f:g}": v for f, v in zip(cfg.fractions, curve, strict=True)}})
     return pd.DataFrame(rows)
-
-
-def _summarise(parts: dict[tuple[str, str], Any], cfg: SegmentEvalConfig, compare: bool) -> tuple[Any, Any]:
-    """The metric table (one column per model/method, method-major) and the long deletion table."""
-    import pandas as pd
-
-    from ppi_cli.reports.localisation import pick_threshold
-
-    columns, deletion = {}, []
-    methods = list(cfg.methods)
-    for (label, method), frame in sorted(parts.items(), key=lambda kv: (methods.index(kv[0][1]), kv[0][0])):
-        col: dict[str, float] = {}
-        for k in cfg.points:
-            key = "all" if k is None else str(k)
-            col[f"energy pointing game, {'all points' if k is None else f'top {k}'}"] = _nanmean(frame[f"epg_{key}"])
-        col["pointing game hit rate"] = float(frame["hit"].mean())
-        best = pick_threshold(list(frame[[f"dice_t{t:g}" for t in THRESHOLDS]].to_numpy()),
-                              list(frame[[f"iou_t{t:g}" for t in THRESHOLDS]].to_numpy()), THRESHOLDS)
-        col["Dice, best threshold"], col["IoU, best threshold"] = best.dice, best.iou
-        col["best threshold (share of max)"] = best.threshold
-        col[f"Dice, top {cfg.top_percent:g} %"] = float(frame["dice_top"].mean())
-        col[f"IoU, top {cfg.top_percent:g} %"] = float(frame["iou_top"].mean())
-        base = frame[f"score_f{cfg.fractions[0]:g}"]
-        for f in cfg.fractions:
-            drop = float((base - frame[f"score_f{f:g}"]).mean())
-            if f > 0:
-                col[f"score drop, {100 * f:g} % removed"] = drop
-            deletion.append({"model": label, "method": method, "fraction": f,
-                             "mean_score": float(frame[f"score_f{f:g}"].mean()), "mean_drop": drop})
-        col["samples"] = float(len(frame))
-        columns[f"{method} ({label})" if compare else method] = col
-    return pd.DataFrame(columns), pd.DataFrame(deletion)
-
-
-def _write_reports(out: Path, summary, deletion, parts, cfg: SegmentEvalConfig, samples) -> list[Path]:
-    import pandas as pd
-
-    from ppi_cli.files import write_csv, write_text
-    from ppi_cli.reports.deletion import plot_deletion_curves
-
-    table = summary.reset_index().rename(columns={"index": "metric"})
-    write_csv(out / "localisation.csv", table)
-    per_sample = pd.concat([frame.assign(model=label, method=method)[
-        ["model", "method", *[c for c in frame.columns if not c.startswith(("dice_t", "iou_t"))]]]
-        for (label, method), frame in parts.items()], ignore_index=True)
-    write_csv(out / "per_sample.csv", per_sample)
-    write_csv(out / "deletion.csv", deletion)
-    curves, styles = {}, {}
-    models = list(dict.fromkeys(deletion["model"]))
-    for (lab, m), grp in deletion.groupby(["model", "method"], sort=False):
-        key = f"{m} ({lab})" if cfg.compare else m
-        curves[key] = grp["mean_drop"].to_numpy()
-        # One colour per method, solid for --model and dashed for --compare.
-        styles[key] = {"color": f"C{list(cfg.methods).index(m) % 10}",
-                       "linestyle": "-" if models.index(lab) == 0 else "--"}
-    plot_deletion_curves(out / "deletion.png", cfg.fractions, curves,
-                         title=f"Deletion curves ({len(samples)} masked samples)", styles=styles)
-    write_text(out / "localisation.md", _markdown(summary, cfg, samples))
-    return [out / n for n in ("localisation.csv", "localisation.md", "per_sample.csv", "deletion.csv",
-                              "deletion.png")]
-
-
-def _markdown(summary, cfg: SegmentEvalConfig, samples) -> str:
-    header = "| metric | " + " | ".join(summary.columns) + " |"
-    lines = ["# Saliency localisation (segment-eval)", "",
-             f"{len(samples)} samples with expert masks from `{samples.cache}` ({samples.kind}); "
-             f"model `{cfg.model}`" + (f" compared with `{cfg.compare}`" if cfg.compare else "") + ".", "",
-             header, "|" + "---|" * (len(summary.columns) + 1)]
-    for label, row in summary.iterrows():
-        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in row) + " |")
-    lines += ["", "Energy pointing game: share of positive saliency inside the mask among the top-k points "
-              "(paper Table 7). Dice/IoU: the map thresholded at one share of its maximum chosen for the best "
-              f"mean Dice, and its top {cfg.top_percent:g} % pixels. Score drop: mean fall of the explained "
-              "class's probability when that share of the most salient pixels is set to 0 (deletion.png).", ""]
-    return "\n".join(lines)
 
 
 def _check(cfg: SegmentEvalConfig) -> None:
@@ -297,17 +225,6 @@ def _geometry(spec) -> tuple:
 
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
-
-
-def _nanmean(values) -> float:
-    arr = np.asarray(values, dtype=np.float64)
-    return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and value > 1:
-        return str(int(value))
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _plain(value: Any) -> Any:
