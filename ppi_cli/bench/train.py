@@ -34,11 +34,14 @@ from typing import Any
 import torch
 
 from ppi_cli.autograd.phases import PREFIX, phase
-from ppi_cli.config.recipe import ModelConfig, PPIConfig
+from ppi_cli.config.recipe import ModelConfig, OptimConfig, PPIConfig
 from ppi_cli.device import M_MMAP_THRESHOLD, glibc, keep_host_memory, select_device
+from ppi_cli.engine.optim import build_optimizer
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.errors import ConfigError
-from ppi_cli.ppi.losses import LossWeights
+from ppi_cli.models import build_model
+from ppi_cli.ppi.losses import LossWeights, adversarial_loss, classification_loss, contrast_loss, derangement
+from ppi_cli.ppi.masks import intervene, intervention_mask
 
 __all__ = ["BenchConfig", "StepMeasure", "BenchResult", "bench_train", "DEFAULT_SIZES", "profile_step"]
 
@@ -167,10 +170,6 @@ def _status_bytes(key: str) -> int:
 
 
 def _setup(cfg: BenchConfig, *, timed: bool = True) -> tuple[Any, ...]:
-    from ppi_cli.config.recipe import OptimConfig
-    from ppi_cli.engine.optim import build_optimizer
-    from ppi_cli.models import build_model
-
     if cfg.model == "multiview":
         raise ConfigError("ppi bench train: the multiview model is not benchmarked here",
                           hint="use --model tiny, vgg11, vgg11_bn or inception_v3")
@@ -208,9 +207,6 @@ class _StraightforwardStep:
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor, positions: Any = None, *, epoch: int,
                  generator: torch.Generator | None = None) -> dict[str, float]:
-        from ppi_cli.ppi.losses import adversarial_loss, classification_loss, contrast_loss, derangement
-        from ppi_cli.ppi.masks import intervene, intervention_mask
-
         inputs = x.detach().requires_grad_(True)
         logits = self.model(inputs)
         l_cls = classification_loss(logits, labels)

@@ -26,6 +26,7 @@ def bench_prepare_lidc_cmd(
                                              show_default=False)] = None,
 ) -> None:
     """Time `ppi prepare lidc` against loading every slice into a volume as pylidc's to_volume does."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from ppi_cli import console
     from ppi_cli.bench.prepare_lidc import LidcBenchConfig, bench_prepare_lidc
 

@@ -33,6 +33,7 @@ def saliency_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")] = False,
 ) -> None:
     """Time every saliency method per batch, interleaved with the forward+backward floor, and print the ratios."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from rich.table import Table
 
     from ppi_cli import console

@@ -41,6 +41,7 @@ def bench_train_cmd(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Measure the plain training step and the PPI step (create_graph on and off) side by side."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     import json
 
     from rich.table import Table

@@ -28,6 +28,7 @@ def compare_cmd(
     Predictions are paired by fold (or cross-site cell) and manifest row, so both runs must have been
     evaluated on the same split. Writes comparison.csv and comparison.md (default: RUN_A/compare-<RUN_B>).
     """
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     import json
 
     from ppi_cli.console import paths, stdout

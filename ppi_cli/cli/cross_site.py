@@ -38,6 +38,7 @@ def cross_site_cmd(
 
     Without --recipe and --data it uses the workspace's GA cache and the GA PPI+WBP recipe.
     """
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     import json
 
     from ppi_cli.console import paths, stdout

@@ -39,6 +39,7 @@ def crossval_cmd(
 
     Without options it uses the workspace's prepared cache and that dataset's PPI+WBP recipe.
     """
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     import json
 
     from ppi_cli.console import paths, stdout

@@ -23,6 +23,7 @@ def demo_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Synthesise LIDC and GA data, cross-validate baseline vs PPI+WBP, build the A-D matrix, write REPORT.md."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from ppi_cli.console import paths, stdout
     from ppi_cli.engine.demo import DemoConfig, run_demo
 

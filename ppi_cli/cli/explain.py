@@ -43,6 +43,7 @@ def explain_cmd(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Explain one prediction: overlay PNG of the saliency on what the model saw, plus JSON / DICOM on request."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from ppi_cli import console
     from ppi_cli.engine.explain import ExplainConfig, explain
 

@@ -26,6 +26,7 @@ def folder_cmd(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Turn an ImageFolder tree into a prepared cache for the VGG11 recipes (CUB, CIFAR-10)."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from ppi_cli.console import paths, stdout
     from ppi_cli.data.folder.prepare import FolderPrepareConfig, prepare_folder
     from ppi_cli.workspace import Workspace

@@ -30,6 +30,7 @@ def prepare_ga_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
 ) -> None:
     """Read, normalise (per site config) and cache GA OCT volumes; resumes an interrupted run."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from ppi_cli import console
     from ppi_cli.data.ga.normalise import parse_bscan_size
     from ppi_cli.data.ga.prepare import GaPrepareConfig, prepare_ga
@@ -53,6 +54,7 @@ def prepare_ga_cmd(
 
 
 def _table(result):
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from rich.table import Table
 
     title = f"GA cache {result.out}" + (" (up to date)" if result.up_to_date else "")

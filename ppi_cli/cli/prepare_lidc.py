@@ -35,6 +35,7 @@ def prepare_lidc_cmd(
                            ] = False,
 ) -> None:
     """Find CT series and reader outlines under --root and cut one crop per lesion per slice into the cache."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     import json
 
     from ppi_cli import console

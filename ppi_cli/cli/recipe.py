@@ -12,6 +12,7 @@ __all__ = ["register"]
 
 def list_cmd() -> None:
     """List the bundled recipes with their one-line descriptions."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from rich.table import Table
 
     from ppi_cli.config import list_recipes, load_recipe
@@ -29,6 +30,7 @@ def show_cmd(
                                                     "(value parsed as YAML); repeatable.")] = None,
 ) -> None:
     """Validate a recipe and print it fully resolved (every default filled in, `extends:` followed)."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from ppi_cli.config import dump_yaml, load_recipe
 
     typer.echo(dump_yaml(load_recipe(recipe, parse_set_options(set_ or []))), nl=False)
@@ -36,6 +38,7 @@ def show_cmd(
 
 def parse_set_options(items: list[str]) -> dict[str, object]:
     """`["optim.lr=0.1", "ppi.enabled=false"]` to `{"optim.lr": 0.1, "ppi.enabled": False}`."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     import yaml
 
     out: dict[str, object] = {}

@@ -33,6 +33,7 @@ def segment_eval_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
 ) -> None:
     """Score how well saliency maps localise expert masks (energy pointing game, Dice/IoU, deletion curves)."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from ppi_cli import console
     from ppi_cli.engine.segment_eval import SegmentEvalConfig, segment_eval
 

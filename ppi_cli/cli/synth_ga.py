@@ -26,6 +26,7 @@ def synth_ga_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
 ) -> None:
     """Write OCT volumes in four real formats, their lesion masks, a manifest, an answer key and site configs."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from ppi_cli import console
     from ppi_cli.data.ga.normalise import parse_bscan_size
     from ppi_cli.data.synth.ga import SynthGaConfig, synth_ga

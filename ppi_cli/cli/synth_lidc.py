@@ -23,6 +23,7 @@ def synth_lidc_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of everything drawn.")] = 0,
 ) -> None:
     """Write CT series with nodules, four simulated readers' XML and answer_key.csv (NBIA layout)."""
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from ppi_cli import console
     from ppi_cli.data.synth.lidc import SynthLidcConfig, synth_lidc
     from ppi_cli.workspace import Workspace

@@ -33,6 +33,7 @@ def train_cmd(
 
     Under `torchrun --nproc-per-node N` the same command trains with DistributedDataParallel.
     """
+    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from ppi_cli import console
     from ppi_cli.cli.recipe import parse_set_options
     from ppi_cli.engine.train_run import TrainRequest, train

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ppi_cli.config.loader import build, param, read_yaml
+from ppi_cli.config.loader import build, param, read_yaml, to_dict
 from ppi_cli.config.resources import bundled_dir
 from ppi_cli.errors import ConfigError
 
@@ -220,7 +220,6 @@ def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if not overrides:
         return recipe
-    from ppi_cli.config.loader import to_dict
 
     data = to_dict(recipe)
     provenance: dict[str, str] = {"": f"recipe '{recipe.name}'"}

@@ -13,14 +13,16 @@ DICOM goes through `ppi_cli.data.dicom.images`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from ppi_cli.data.dicom.headers import is_dicom_file
+from ppi_cli.data.dicom.headers import is_dicom_file, read_slice_hu
 from ppi_cli.data.dicom.images import read_dicom_header, read_dicom_image, series_files
+from ppi_cli.data.oct.readers import read_volume
 from ppi_cli.errors import DataError
 from ppi_cli.files import IMAGE_SUFFIXES
 
@@ -111,9 +113,6 @@ def _single_ct_slice(header: Any) -> bool:
 
 def _from_ct_slice(path: Path, header: Any) -> LoadedInput:
     """A CT slice in HU, decoded by the LIDC reader so explain sees the HU `prepare lidc` saw."""
-    import warnings
-
-    from ppi_cli.data.dicom.headers import read_slice_hu
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warnings may quote header values
@@ -212,7 +211,6 @@ def _from_array_file(path: Path) -> LoadedInput:
 
 def _from_oct_reader(path: Path, header: Any = None) -> LoadedInput:
     """A volume read exactly as `prepare ga` reads it (uint8 B-scans, frames in stack order)."""
-    from ppi_cli.data.oct.readers import read_volume
 
     volume = read_volume(path)
     loaded = LoadedInput(volume.array.astype(np.float32), "volume", volume.source_format, volume.spacing_mm,

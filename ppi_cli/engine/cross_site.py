@@ -17,6 +17,7 @@ other cells. Collecting needs only the files.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,10 @@ from ppi_cli.console import log
 from ppi_cli.data.splits import Split, holdout_split
 from ppi_cli.engine.study import StudyData, predict_rows, resolve_study, train_once, write_study_record
 from ppi_cli.errors import ConfigError, DataError
+from ppi_cli.files import write_csv
+from ppi_cli.reports.cross_site import cross_site_matrix, site_gap, write_cross_site_tables
+from ppi_cli.reports.metrics import binary_metrics
+from ppi_cli.reports.plots import heatmap_figure
 from ppi_cli.reports.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
 from ppi_cli.workspace import Workspace
 
@@ -143,11 +148,6 @@ def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
     """
     import pandas as pd
 
-    from ppi_cli.files import write_csv
-    from ppi_cli.reports.cross_site import cross_site_matrix, site_gap, write_cross_site_tables
-    from ppi_cli.reports.metrics import binary_metrics
-    from ppi_cli.reports.plots import heatmap_figure
-
     rows, written, matrices, parts = [], [], {}, {}
     variants = [v for v in VARIANT_ORDER if (out / v).is_dir()]
     for variant in variants:
@@ -186,8 +186,6 @@ def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
 
 
 def _recorded_sites(out: Path) -> list[str]:
-    import json
-
     try:
         return list(json.loads((out / "study.json").read_text(encoding="utf-8")).get("sites", []))
     except (OSError, ValueError):

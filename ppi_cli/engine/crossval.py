@@ -21,7 +21,8 @@ from ppi_cli.console import log
 from ppi_cli.data.splits import Split
 from ppi_cli.engine.study import StudyData, fold_splits, predict_rows, resolve_study, train_once, write_study_record
 from ppi_cli.errors import ConfigError, DataError
-from ppi_cli.files import write_json
+from ppi_cli.files import write_csv, write_json
+from ppi_cli.reports.crossval_report import write_crossval_report
 from ppi_cli.reports.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
 from ppi_cli.workspace import Workspace
 
@@ -95,9 +96,6 @@ def collect_crossval(out: Path, *, bootstrap: int = 2000, compare: Path | None =
         DataError: A fold has not finished (its predictions are missing); the hint names the command.
     """
     import pandas as pd
-
-    from ppi_cli.files import write_csv
-    from ppi_cli.reports.crossval_report import write_crossval_report
 
     record = _read_record(out)
     n_folds = int(record["folds"])

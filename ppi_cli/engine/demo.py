@@ -12,16 +12,28 @@ Every step is resumable: a re-run skips generated data, up-to-date caches, finis
 
 from __future__ import annotations
 
-import importlib.util
+import multiprocessing
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ppi_cli.config import load_recipe
 from ppi_cli.console import log, warn
+from ppi_cli.data.ga.prepare import GaPrepareConfig, prepare_ga
+from ppi_cli.data.lidc.prepare import LidcPrepareConfig, prepare_lidc
+from ppi_cli.data.synth.ga import SynthGaConfig, synth_ga
+from ppi_cli.data.synth.lidc import SynthLidcConfig, synth_lidc
+from ppi_cli.engine.cross_site import CrossSiteConfig, collect_cross_site, run_cross_site
+from ppi_cli.engine.crossval import CrossvalConfig, collect_crossval, run_crossval
+from ppi_cli.engine.explain import ExplainConfig, explain
+from ppi_cli.engine.segment_eval import SegmentEvalConfig, segment_eval
+from ppi_cli.engine.study import load_study_data
+from ppi_cli.errors import PpiError
 from ppi_cli.files import atomic_path
+from ppi_cli.reports.demo_report import write_demo_report
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo", "DEMO_RECIPES"]
 
@@ -83,9 +95,6 @@ class _Clock:
 
 
 def _synth_and_prepare_lidc(cfg: DemoConfig) -> Path:
-    from ppi_cli.data.lidc.prepare import LidcPrepareConfig, prepare_lidc
-    from ppi_cli.data.synth.lidc import SynthLidcConfig, synth_lidc
-
     raw = cfg.out / "data" / "synth-lidc"
     if not (raw / "answer_key.csv").is_file():
         synth_lidc(SynthLidcConfig(out=raw, patients=cfg.lidc_patients, size=cfg.lidc_size,
@@ -96,9 +105,6 @@ def _synth_and_prepare_lidc(cfg: DemoConfig) -> Path:
 
 
 def _synth_and_prepare_ga(cfg: DemoConfig) -> Path:
-    from ppi_cli.data.ga.prepare import GaPrepareConfig, prepare_ga
-    from ppi_cli.data.synth.ga import SynthGaConfig, synth_ga
-
     raw = cfg.out / "data" / "synth-ga"
     if not (raw / "manifest.csv").is_file():
         synth_ga(SynthGaConfig(out=raw, per_site=cfg.ga_per_site, n_bscans=cfg.ga_bscans, size=cfg.ga_size,
@@ -118,8 +124,6 @@ def _recipe(cfg: DemoConfig, name: str) -> Any:
 
 def _crossval_job(cfg: DemoConfig, dataset: str, variant: str, cache: Path) -> Path:
     """One cross-validation (run in a worker process or here); returns its folder."""
-    from ppi_cli.engine.crossval import CrossvalConfig, run_crossval
-    from ppi_cli.engine.study import load_study_data
 
     recipe = _recipe(cfg, DEMO_RECIPES[(dataset, variant)])
     out = cfg.out / dataset / f"crossval-{variant}"
@@ -130,8 +134,6 @@ def _crossval_job(cfg: DemoConfig, dataset: str, variant: str, cache: Path) -> P
 
 def _cross_site_job(cfg: DemoConfig, dataset: str, variant: str, cache: Path) -> Path:
     """One variant of the A–D matrix (both variants share the study folder, each its own sub-folder)."""
-    from ppi_cli.engine.cross_site import CrossSiteConfig, run_cross_site
-    from ppi_cli.engine.study import load_study_data
 
     recipe = _recipe(cfg, SITE_RECIPES[variant])
     out = cfg.out / dataset / "cross-site"
@@ -166,8 +168,6 @@ def _train_all(cfg: DemoConfig, caches: dict[str, Path], clock: _Clock) -> None:
         for fn, dataset, variant in jobs:
             clock.run(f"{dataset.upper()}: {names[fn]}, {variant}", fn, cfg, dataset, variant, caches[dataset])
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn, not fork: a forked child of a process that already ran torch's thread pools can hang.
     context = multiprocessing.get_context("spawn")
@@ -183,8 +183,6 @@ def _train_all(cfg: DemoConfig, caches: dict[str, Path], clock: _Clock) -> None:
 
 def _collect(cfg: DemoConfig) -> tuple[dict[str, dict[str, Any]], Any]:
     """Read every study back from its files; compare PPI with the baseline on the same folds."""
-    from ppi_cli.engine.cross_site import collect_cross_site
-    from ppi_cli.engine.crossval import collect_crossval
 
     runs: dict[str, dict[str, Any]] = {}
     for dataset in ("lidc", "ga"):
@@ -209,11 +207,7 @@ def _keep_models(cfg: DemoConfig) -> list[Path]:
 
 def _explain(cfg: DemoConfig) -> dict[str, Any] | None:
     """One overlay: the GA PPI+WBP model on the first GA-positive volume of site A (a Duke .mat file)."""
-    if importlib.util.find_spec("ppi_cli.engine.explain") is None:
-        return None
     import pandas as pd
-
-    from ppi_cli.engine.explain import ExplainConfig, explain
 
     raw = cfg.out / "data" / "synth-ga"
     manifest = pd.read_csv(raw / "manifest.csv", dtype={"site": str})
@@ -231,10 +225,6 @@ def _explain(cfg: DemoConfig) -> dict[str, Any] | None:
 
 def _segment_eval(cfg: DemoConfig, cache: Path) -> Any | None:
     """Localisation of the LIDC models' saliency against the reader masks, PPI+WBP vs baseline."""
-    if importlib.util.find_spec("ppi_cli.engine.segment_eval") is None:
-        return None
-    from ppi_cli.engine.segment_eval import SegmentEvalConfig, segment_eval
-
     out = cfg.out / "segment-eval"
     if out.exists():
         shutil.rmtree(out)  # cheap to redo, and segment-eval refuses to mix with an older run
@@ -245,7 +235,6 @@ def _segment_eval(cfg: DemoConfig, cache: Path) -> Any | None:
 
 def _optional(clock: _Clock, name: str, fn: Any, *args: Any) -> Any:
     """Run a step whose command may be missing or may fail on exotic data without sinking the demo."""
-    from ppi_cli.errors import PpiError
 
     try:
         return clock.run(name, fn, *args)
@@ -261,7 +250,6 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         >>> run_demo(DemoConfig(out=Path("ppi-demo"))).report
         PosixPath('ppi-demo/REPORT.md')
     """
-    from ppi_cli.reports.demo_report import write_demo_report
 
     clock = _Clock()
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ process and nothing changes. Rank 0 writes every file; the others only compute.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -69,7 +70,6 @@ def average_buffers(ctx: DistContext, model: torch.nn.Module) -> None:
 
 def weights_digest(model: torch.nn.Module) -> str:
     """SHA-256 of every tensor of the state dict, in order: equal digests mean equal weights."""
-    import hashlib
 
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():

@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from ppi_cli import __version__
+from ppi_cli.config.site import load_site_config, load_site_configs
+from ppi_cli.data.explain_input import load_input
+from ppi_cli.device import select_device
+from ppi_cli.engine.explain_inputs import InputSpec, prepare_image, prepare_volume
 from ppi_cli.errors import ConfigError
+from ppi_cli.models import load_model
+from ppi_cli.reports.localisation import top_mass_bbox
+from ppi_cli.reports.overlay import caption_text, render_image_overlay, render_volume_overlay
+from ppi_cli.saliency import saliency_map
 
 __all__ = ["ExplainConfig", "ExplainResult", "explain", "TOP_PERCENT"]
 
@@ -91,10 +99,6 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
     Example:
         >>> explain(ExplainConfig(Path("slice.dcm"), Path("best.pt"), Path("overlay.png"))).record["score"]
     """
-    from ppi_cli.data.explain_input import load_input
-    from ppi_cli.device import select_device
-    from ppi_cli.engine.explain_inputs import InputSpec
-    from ppi_cli.models import load_model
 
     if cfg.top_slices < 1:
         raise ConfigError(f"--top-slices {cfg.top_slices}: must be at least 1", hint="--top-slices 6")
@@ -141,11 +145,6 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
 def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: str) -> tuple:
     import torch
 
-    from ppi_cli.engine.explain_inputs import prepare_image
-    from ppi_cli.reports.localisation import top_mass_bbox
-    from ppi_cli.reports.overlay import caption_text, render_image_overlay
-    from ppi_cli.saliency import saliency_map
-
     prepared = prepare_image(loaded, spec, cfg.center)
     x = prepared.tensor[None].to(device)  # (1, C, S, S)
     with torch.no_grad():
@@ -171,11 +170,6 @@ def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: st
 
 def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: str) -> tuple:
     import torch
-
-    from ppi_cli.engine.explain_inputs import prepare_volume
-    from ppi_cli.reports.localisation import top_mass_bbox
-    from ppi_cli.reports.overlay import caption_text, render_volume_overlay
-    from ppi_cli.saliency import saliency_map
 
     prepared = prepare_volume(loaded, spec, _site_config(cfg.site))
     x = prepared.tensor.to(device)  # (S, 1, H, W)
@@ -232,7 +226,6 @@ def _decide(logits, classes: tuple[str, ...]) -> tuple[float, str, int]:
 def _site_config(site: str | None) -> Any:
     if site is None:
         return None
-    from ppi_cli.config.site import load_site_config, load_site_configs
 
     path = Path(site)
     if path.suffix.lower() in (".yaml", ".yml"):

@@ -18,7 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from ppi_cli.config.site import Intensity, SiteConfig
 from ppi_cli.data.explain_input import LoadedInput, luma
+from ppi_cli.data.ga.normalise import bscan_indices, normalise_volume, preprocess_volume
+from ppi_cli.data.lidc.lesions import crop_grid, resample_image
+from ppi_cli.data.oct.volume import to_uint8
 from ppi_cli.errors import DataError, ModelError
 
 __all__ = ["InputSpec", "Geometry", "PreparedImage", "PreparedVolume", "prepare_image", "prepare_volume"]
@@ -184,9 +188,6 @@ def prepare_volume(loaded: LoadedInput, spec: InputSpec, site_cfg: Any = None) -
             intensity rule and no padding, with a note. Models of other data (the generated task)
             get no intensity rule at all, as in training.
     """
-    from ppi_cli.config.site import Intensity, SiteConfig
-    from ppi_cli.data.ga.normalise import bscan_indices, normalise_volume, preprocess_volume
-    from ppi_cli.data.oct.volume import to_uint8
 
     notes = list(loaded.notes)
     raw, how = to_uint8(np.asarray(loaded.pixels))
@@ -203,7 +204,6 @@ def prepare_volume(loaded: LoadedInput, spec: InputSpec, site_cfg: Any = None) -
 
 def _lidc_grid(pixels: np.ndarray, loaded: LoadedInput, spec: InputSpec, center: tuple[float, float]) -> np.ndarray:
     """The patch around `center` sampled exactly as `prepare lidc` samples a lesion crop (HU, bilinear, air outside)."""
-    from ppi_cli.data.lidc.lesions import crop_grid, resample_image
 
     rows, cols = crop_grid(center, tuple(loaded.spacing_mm[-2:]), spec.spacing_mm, spec.crop or spec.input_size)
     return resample_image(pixels, rows, cols)

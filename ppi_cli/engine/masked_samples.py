@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from ppi_cli.data.cache import load_array, open_cache, read_manifest, rebuild_hint
+from ppi_cli.data.lidc.dataset import preprocess_patch
+from ppi_cli.data.synth.dataset import generate
 from ppi_cli.errors import CacheError, ConfigError
 
 __all__ = ["MaskedBatch", "MaskedSamples", "MASKED_KINDS"]
@@ -82,8 +84,6 @@ class MaskedSamples:
 
     def _open_synthetic(self, data: dict[str, Any]) -> None:
         import pandas as pd
-
-        from ppi_cli.data.synth.dataset import generate
 
         generated = generate(int(data.get("synthetic_size", 256)), int(data.get("crop") or self.spec.crop),
                              int(data.get("synthetic_slices", 0) or 0))
@@ -152,8 +152,6 @@ class MaskedSamples:
 
     def _lidc_image(self, row: int) -> Any:
         import torch
-
-        from ppi_cli.data.lidc.dataset import preprocess_patch
 
         patch = preprocess_patch(np.asarray(self._images[row], dtype=np.float32), self.spec.window, self.spec.crop)
         patch = torch.as_tensor(np.asarray(patch, dtype=np.float32))

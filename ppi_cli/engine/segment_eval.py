@@ -13,15 +13,24 @@ settings resumes instead of starting over.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ppi_cli import console
+from ppi_cli.device import select_device
+from ppi_cli.engine.explain_inputs import InputSpec
+from ppi_cli.engine.masked_samples import MaskedSamples
 from ppi_cli.errors import CacheError, ConfigError
-from ppi_cli.reports.deletion import FRACTIONS
-from ppi_cli.reports.localisation import POINTS, THRESHOLDS, TOP_PERCENT
+from ppi_cli.files import write_json
+from ppi_cli.models import is_volume_model, load_model
+from ppi_cli.reports.deletion import FRACTIONS, deletion_scores
+from ppi_cli.reports.localisation import POINTS, THRESHOLDS, TOP_PERCENT, sample_scores
 from ppi_cli.reports.segment_eval import format_cell, localisation_summary, write_localisation_report
+from ppi_cli.saliency import saliency_map, saliency_method
+from ppi_cli.workspace import Workspace
 
 __all__ = ["SegmentEvalConfig", "SegmentEvalResult", "segment_eval", "METHODS"]
 
@@ -91,15 +100,6 @@ def segment_eval(cfg: SegmentEvalConfig) -> SegmentEvalResult:
     """
     import pandas as pd
 
-    from ppi_cli import console
-    from ppi_cli.device import select_device
-    from ppi_cli.engine.explain_inputs import InputSpec
-    from ppi_cli.engine.masked_samples import MaskedSamples
-    from ppi_cli.files import write_json
-    from ppi_cli.models import load_model
-    from ppi_cli.saliency import saliency_method
-    from ppi_cli.workspace import Workspace
-
     _check(cfg)
     for method in cfg.methods:
         saliency_method(method)  # an unknown name fails now, not after the first model's passes
@@ -149,12 +149,6 @@ def _score_pass(model, method: str, samples, cfg: SegmentEvalConfig, device, tit
     import pandas as pd
     import torch
 
-    from ppi_cli import console
-    from ppi_cli.models import is_volume_model
-    from ppi_cli.reports.deletion import deletion_scores
-    from ppi_cli.reports.localisation import sample_scores
-    from ppi_cli.saliency import saliency_map
-
     net = model.slice_classifier if is_volume_model(model) else model  # GA: per B-scan, the slice logit
 
     def score(batch: torch.Tensor) -> torch.Tensor:  # (F, C, H, W) -> (F,) probability of the explained class
@@ -198,9 +192,6 @@ def _check(cfg: SegmentEvalConfig) -> None:
 
 def _claim(out: Path, cfg: SegmentEvalConfig) -> None:
     """Use `out`, resuming only when it holds this very configuration's partial results."""
-    import json
-
-    from ppi_cli.files import write_json
 
     marker = out / "parts" / "config.json"
     if marker.is_file():

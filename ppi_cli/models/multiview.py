@@ -29,6 +29,7 @@ from torch import nn
 from ppi_cli.config.recipe import ModelConfig, MultiviewConfig
 from ppi_cli.errors import ConfigError
 from ppi_cli.models.registry import build_model, register_model
+from ppi_cli.models.weights import is_wrapper_state, read_state_dict
 
 __all__ = ["MultiViewModel", "MultiviewOutput", "multiview"]
 
@@ -123,7 +124,6 @@ def multiview(cfg: ModelConfig) -> nn.Module:
         raise ConfigError(f"model.num_classes: the multiview model is binary (1 logit), got {cfg.num_classes}",
                           hint="set model.num_classes: 1")
     # A wrapper-format weights file is for the whole multiview model: build_model loads it afterwards.
-    from ppi_cli.models.weights import is_wrapper_state, read_state_dict
 
     weights = cfg.weights
     if weights not in ("none", "imagenet") and is_wrapper_state(read_state_dict(weights)):

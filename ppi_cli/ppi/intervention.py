@@ -39,6 +39,7 @@ from ppi_cli.autograd.double_backward import piecewise_linear_backward
 from ppi_cli.config.recipe import PPIConfig
 from ppi_cli.ppi.losses import mask_donors
 from ppi_cli.ppi.masks import broadcast_per_sample, intervene, intervention_mask
+from ppi_cli.saliency import saliency_map
 
 __all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows",
            "adversarial_follows_contrast", "true_class_sign",
@@ -154,7 +155,6 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
     Returns:
         An `Intervention`; `saliency` and soft masks keep their graph when `cfg.create_graph`.
     """
-    from ppi_cli.saliency import saliency_map
 
     volume = positions is not None
     b = x.shape[0]

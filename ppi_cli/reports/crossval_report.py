@@ -23,7 +23,7 @@ from ppi_cli.reports.metrics import (
 )
 from ppi_cli.reports.plots import roc_figure
 from ppi_cli.reports.predictions import score_columns
-from ppi_cli.reports.tables import format_interval, format_mean_std, markdown_table, write_table
+from ppi_cli.reports.tables import format_interval, format_mean_std, format_value, markdown_table, write_table
 
 __all__ = ["CrossvalSummary", "fold_table", "write_crossval_report"]
 
@@ -58,8 +58,6 @@ class CrossvalSummary:
 
     def __rich__(self) -> Any:
         from rich.table import Table
-
-        from ppi_cli.reports.tables import format_value
 
         table = Table(*self.folds.columns, title=self.headline, box=None, pad_edge=False)
         for row in self.folds.itertuples(index=False):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ppi_cli import __version__
+from ppi_cli.device import select_device
 from ppi_cli.files import write_csv, write_text
 from ppi_cli.reports.tables import format_interval, format_mean_std, format_value, markdown_table
 
@@ -130,8 +131,6 @@ def write_demo_report(cfg: Any, *, runs: dict[str, dict[str, Any]], cross_site: 
                       seconds: float) -> Path:
     """Write `REPORT.md` and `timings.csv` into the demo folder and return the report's path."""
     import pandas as pd
-
-    from ppi_cli.device import select_device
 
     root = cfg.out
     device = select_device(cfg.device).type

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from ppi_cli import __version__
-from ppi_cli.cli.main import VERBS, _available
+from ppi_cli.cli.main import VERBS
 
 
 def test_version(cli):
@@ -14,12 +14,11 @@ def test_version(cli):
     assert result.exit_code == 0 and result.stdout.strip() == f"ppi {__version__}"
 
 
-def test_help_lists_exactly_the_verbs_that_exist(cli):
+def test_help_lists_every_verb(cli):
     result = cli("--help")
     assert result.exit_code == 0
-    for verb, modules in VERBS.items():
-        listed = f" {verb} " in result.stdout
-        assert listed == any(_available(m) for m in modules), verb
+    for verb in VERBS:
+        assert f" {verb} " in result.stdout, verb
 
 
 def test_no_args_shows_help(cli):

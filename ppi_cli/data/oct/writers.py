@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ppi_cli.data.oct.dicom import FRAME_CONTENT_TAG, IN_STACK_POSITION_TAG, OPT_SOP_CLASS_UID
 from ppi_cli.files import atomic_path, atomic_write, write_bytes
 
 __all__ = ["write_duke_mat", "write_dicom_opt", "write_nifti", "write_bscan_folder"]
@@ -58,8 +59,6 @@ def write_dicom_opt(path: Path, volume: np.ndarray, spacing_mm: Sequence[float],
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    from ppi_cli.data.oct.dicom import FRAME_CONTENT_TAG, IN_STACK_POSITION_TAG, OPT_SOP_CLASS_UID
 
     n, height, width = volume.shape
     order = np.arange(n) if stored_order is None else np.asarray(stored_order, dtype=np.int64)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ppi_cli import console
+from ppi_cli.data.oct.writers import write_bscan_folder, write_dicom_opt, write_duke_mat, write_nifti
 from ppi_cli.errors import ConfigError
 from ppi_cli.files import save_npy, write_csv, write_text
 
@@ -217,8 +218,6 @@ def _site_plan(rng: np.random.Generator, style: SiteStyle, count: int) -> list[t
 
 def _write(path: Path, file_format: str, volume: np.ndarray, spacing: Sequence[float], rng: np.random.Generator,
            eye: str, subject: str) -> None:
-    from ppi_cli.data.oct.writers import write_bscan_folder, write_dicom_opt, write_duke_mat, write_nifti
-
     if file_format == "duke-mat":
         write_duke_mat(path, volume)
     elif file_format == "dicom":
