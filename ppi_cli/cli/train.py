@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ppi_cli.cli.options import DataOpt, DeviceOpt, OutOpt, RecipeOpt, SeedOpt, WorkspaceOpt
+from ppi_cli.cli.options import DataOpt, DatasetOpt, DeviceOpt, OutOpt, RecipeOpt, SeedOpt, WorkspaceOpt
 
 __all__ = ["register", "train_cmd"]
 
@@ -15,6 +15,7 @@ __all__ = ["register", "train_cmd"]
 def train_cmd(
     recipe: RecipeOpt = None,
     data: DataOpt = None,
+    dataset: DatasetOpt = None,
     out: OutOpt = None,
     fold: Annotated[int | None, typer.Option("--fold", min=0, help="Train on the other folds of a subject-grouped "
                                              "k-fold split (eval.folds) and record fold k as the test rows.",
@@ -39,8 +40,8 @@ def train_cmd(
     from ppi_cli.engine.train_run import TrainRequest, train
 
     overrides = {**parse_set_options(set_ or []), "schedule.epochs": epochs, "seed": seed}
-    run = train(TrainRequest(recipe=recipe, data=data, out=out, fold=fold, device=device, resume=resume,
-                             workspace=workspace, overrides=overrides))
+    run = train(TrainRequest(recipe=recipe, data=data, dataset=dataset, out=out, fold=fold, device=device,
+                             resume=resume, workspace=workspace, overrides=overrides))
     res = run.result
     if not res.is_main:  # other torchrun ranks: rank 0 reports
         return

@@ -30,6 +30,7 @@ class TrainRequest:
 
     recipe: str | None = None
     data: Path | None = None
+    dataset: str | None = None  # which workspace cache when several exist
     out: Path | None = None
     fold: int | None = None
     device: str = "auto"
@@ -58,7 +59,8 @@ def train(request: TrainRequest) -> TrainRun:
     ctx = init_distributed(request.device)
     try:
         ws = Workspace.resolve(request.workspace)
-        recipe, data = resolve_study(request.recipe, data=request.data, workspace=request.workspace,
+        recipe, data = resolve_study(request.recipe, data=request.data, dataset=request.dataset,
+                                     workspace=request.workspace,
                                      overrides=request.overrides, device=str(ctx.device))
         kind, cache_dir = recipe.data.dataset, data.cache_dir
         out = request.out
