@@ -8,19 +8,21 @@ position or by name, and a size as an int or a pair.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["call_arg", "pair", "avg_pool2d_args"]
 
 
-def call_arg(args: tuple, kwargs: dict, index: int, name: str, default: object) -> object:
+def call_arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
     """Argument `name` of a call, given at position `index` or by name, else `default`."""
     return args[index] if len(args) > index else kwargs.get(name, default)
 
 
-def pair(v: object, default: object = None) -> list[int]:
+def pair(v: Any, default: Any = None) -> list[int]:
     """A 2-D size (`3`, `(3, 3)` or `[3, 3]`) as `[h, w]`; None takes `default`."""
     if v is None:
         v = default
-    return [int(v), int(v)] if isinstance(v, int) else [int(i) for i in v]  # type: ignore[union-attr]
+    return [int(v), int(v)] if isinstance(v, int) else [int(i) for i in v]
 
 
 def avg_pool2d_args(args: tuple, kwargs: dict) -> tuple[list[int], list[int], list[int], bool, bool, object]:

@@ -101,7 +101,7 @@ def build(cls: type[C], data: Mapping[str, Any], *, source: str | Mapping[str, s
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{_src(source, prefix)}: {prefix or 'top level'}: expected a mapping, got {_kind(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # C is a dataclass type
     hints = typing.get_type_hints(cls)
     for key in data:
         if key not in fields:
@@ -127,7 +127,7 @@ def _convert(tp: Any, value: Any, source: str | Mapping[str, str], path: str) ->
     args = typing.get_args(tp)
     where = f"{_src(source, path)}: {path}"
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, source=source, prefix=path)
+        return build(typing.cast(type, tp), value, source=source, prefix=path)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ppi_cli.console import log
@@ -37,7 +37,7 @@ class Split:
         return {"fold": self.fold, "train": self.train.tolist(), "val": self.val.tolist(), "test": self.test.tolist()}
 
 
-def subject_folds(labels: Sequence[int], subjects: Sequence[str], n_folds: int, seed: int) -> list[np.ndarray]:
+def subject_folds(labels: npt.ArrayLike, subjects: npt.ArrayLike, n_folds: int, seed: int) -> list[np.ndarray]:
     """Row indices of each test fold: stratified by label, grouped by subject, seeded.
 
     Raises:
@@ -63,7 +63,7 @@ def subject_folds(labels: Sequence[int], subjects: Sequence[str], n_folds: int, 
     return [rows[assigned == k] for k in range(n_folds)]
 
 
-def holdout_split(rows: np.ndarray, labels: Sequence[int], subjects: Sequence[str], fraction: float,
+def holdout_split(rows: np.ndarray, labels: npt.ArrayLike, subjects: npt.ArrayLike, fraction: float,
                   seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split `rows` into (kept, held_out) with about `fraction` of the subjects held out.
 
@@ -97,7 +97,7 @@ def holdout_split(rows: np.ndarray, labels: Sequence[int], subjects: Sequence[st
     return np.sort(rows[~held_mask]), np.sort(rows[held_mask])
 
 
-def save_split(path: Path, split: Split, subjects: Sequence[str]) -> Path:
+def save_split(path: Path, split: Split, subjects: npt.ArrayLike) -> Path:
     """Write a split as JSON (`split.json`), after checking that no subject crosses sides.
 
     `subjects` holds the subject of every manifest row. The one writer of split files.
@@ -118,7 +118,7 @@ def load_split(path: Path) -> Split:
         raise DataError(f"{path}: unreadable split file ({exc})", hint="re-run the study to write it again") from None
 
 
-def check_disjoint(split: Split, subjects: Sequence[str]) -> None:
+def check_disjoint(split: Split, subjects: npt.ArrayLike) -> None:
     """Raise if a subject appears in two parts of a split (a leak would inflate every metric)."""
     subjects = np.asarray(subjects).astype(str)
     parts = {name: set(subjects[getattr(split, name)]) for name in ("train", "val", "test")}

@@ -108,7 +108,7 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
     if spec.kind == "volume" and cfg.center is not None:
         raise ConfigError("--center applies to 2D models; this checkpoint explains OCT volumes",
                           hint="drop --center")
-    loaded = load_input(cfg.input, spec.kind, cfg.slice_index)
+    loaded = load_input(cfg.input, "volume" if spec.kind == "volume" else "image", cfg.slice_index)
     if cfg.dicom_out is not None and loaded.header is None:
         raise ConfigError(f"--dicom-out needs a DICOM input (the capture joins the input's study); {cfg.input} "
                           "is not DICOM", hint="drop --dicom-out")
@@ -153,7 +153,7 @@ def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: st
     saliency = saliency_map(model, x, target, method=cfg.method)[0, 0].float().cpu().numpy()  # (S, S)
     box = top_mass_bbox(saliency, TOP_PERCENT)
     note = "; ".join(prepared.notes)
-    caption = dict(score=score, label=label, method=cfg.method, model=describe)
+    caption: dict[str, Any] = dict(score=score, label=label, method=cfg.method, model=describe)
     layout = render_image_overlay(cfg.out, prepared.display, saliency, caption_text(**caption, note=note))
     record = {
         "score": score, "label": label, "classes": list(spec.classes),
@@ -182,7 +182,7 @@ def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: s
     top = [int(k) for k in np.argsort(-attention, kind="stable")[: min(cfg.top_slices, attention.size)]]
     maps = saliency_map(model.slice_classifier, x[top], 0, method=cfg.method)[:, 0].float().cpu().numpy()
     by_slice = {k: maps[i] for i, k in enumerate(top)}  # (H, W) per most attended B-scan
-    caption = dict(score=score, label=label, method=cfg.method, model=describe)
+    caption: dict[str, Any] = dict(score=score, label=label, method=cfg.method, model=describe)
     layout = render_volume_overlay(cfg.out, prepared.tensor[:, 0].numpy(), by_slice, attention, slice_scores,
                                    caption_text(**caption, note="; ".join(prepared.notes)),
                                    source_bscans=prepared.source_bscans)

@@ -205,7 +205,8 @@ def prepare_volume(loaded: LoadedInput, spec: InputSpec, site_cfg: Any = None) -
 def _lidc_grid(pixels: np.ndarray, loaded: LoadedInput, spec: InputSpec, center: tuple[float, float]) -> np.ndarray:
     """The patch around `center` sampled exactly as `prepare lidc` samples a lesion crop (HU, bilinear, air outside)."""
 
-    rows, cols = crop_grid(center, tuple(loaded.spacing_mm[-2:]), spec.spacing_mm, spec.crop or spec.input_size)
+    rows, cols = crop_grid(center, (loaded.spacing_mm[-2], loaded.spacing_mm[-1]), spec.spacing_mm,
+                           spec.crop or spec.input_size)
     return resample_image(pixels, rows, cols)
 
 

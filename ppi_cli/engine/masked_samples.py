@@ -158,7 +158,7 @@ class MaskedSamples:
         return patch if patch.ndim == 3 else patch[None]  # (1, crop, crop)
 
     def _lidc_mask(self, row: int) -> np.ndarray:
-        union = np.asarray(self._masks[row]).any(axis=0)  # (H, W) union of the reader masks
+        union = np.asarray(np.asarray(self._masks[row]).any(axis=0))  # (H, W) union of the reader masks
         return _centre_crop(union, self.spec.crop or union.shape[-1])
 
 

@@ -8,6 +8,8 @@ recipe gets the second form by setting `optim.backbone_lr` (and `schedule.backbo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 from torch.optim import SGD, Adam, AdamW, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -22,7 +24,7 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.backbone_lr is None:
         return [{"params": params, "lr": cfg.lr, "name": "all"}]
-    backbone_ids = {id(p) for p in model.backbone_parameters()}
+    backbone_ids = {id(p) for p in model.backbone_parameters()}  # type: ignore[operator]  # the wrapper's method
     backbone = [p for p in params if id(p) in backbone_ids]
     heads = [p for p in params if id(p) not in backbone_ids]
     return [{"params": backbone, "lr": cfg.backbone_lr, "name": "backbone"},
@@ -41,10 +43,10 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> Optimizer:
 
 def build_scheduler(optimizer: Optimizer, cfg: ScheduleConfig) -> LambdaLR:
     """Step decay per epoch: lr × factor^(epoch // step_size), the backbone group on its own step size."""
-    lambdas = []
+    lambdas: list[Callable[[int], float]] = []
     for group in optimizer.param_groups:
         step = cfg.backbone_step_size if group.get("name") == "backbone" and cfg.backbone_step_size else cfg.step_size
-        lambdas.append(lambda epoch, step=step: cfg.factor ** (epoch // step))
+        lambdas.append(lambda epoch, step=step: cfg.factor ** (epoch // step))  # type: ignore[misc]
     return LambdaLR(optimizer, lambdas)
 
 

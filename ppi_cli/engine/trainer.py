@@ -135,7 +135,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         torch.manual_seed(seed + ctx.rank)  # dropout
         generator = torch.Generator().manual_seed(seed + ctx.rank)  # L_ad permutations
         if volume:
-            model.set_attention_bias(attention_bias(epoch, recipe.model.multiview))
+            model.set_attention_bias(attention_bias(epoch, recipe.model.multiview))  # type: ignore[operator]
         model.train()
         sums: dict[str, float] = {}
         batches = 0

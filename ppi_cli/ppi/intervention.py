@@ -161,7 +161,7 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
     images = x.flatten(0, 1) if volume else x  # (N, C, H, W)
     per_image = images.shape[0] // b  # S B-scans per volume, or 1
     target: torch.Tensor | int = 0 if binary else labels.long()
-    explained = model.slice_classifier if volume else model
+    explained: nn.Module = model.slice_classifier if volume else model  # type: ignore[assignment]  # a submodule
     cheaper = piecewise_linear_backward() if cfg.create_graph else contextlib.nullcontext()
     with dropout_off(explained), cheaper:
         s = saliency_map(explained, images, target, method=cfg.saliency, create_graph=cfg.create_graph)

@@ -14,11 +14,11 @@ A run folder holds either a collected `predictions.csv` or one per sub-folder (`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ppi_cli.errors import DataError
 from ppi_cli.files import write_csv
@@ -30,7 +30,7 @@ PREDICTIONS_FILE = "predictions.csv"
 _REQUIRED = ("part", "index", "label")
 
 
-def predictions_frame(part: str, indices: Sequence[int], labels: Sequence[float], scores: np.ndarray) -> Any:
+def predictions_frame(part: str, indices: npt.ArrayLike, labels: npt.ArrayLike, scores: np.ndarray) -> Any:
     """A predictions DataFrame from arrays: `scores` is (N,) for binary tasks or (N, K) for K classes."""
     import pandas as pd
 
@@ -48,7 +48,7 @@ def predictions_frame(part: str, indices: Sequence[int], labels: Sequence[float]
     return frame
 
 
-def write_predictions(path: Path, part: str, indices: Sequence[int], labels: Sequence[float],
+def write_predictions(path: Path, part: str, indices: npt.ArrayLike, labels: npt.ArrayLike,
                       scores: np.ndarray) -> Path:
     """Write one fold's or cell's predictions atomically."""
     return write_csv(path, predictions_frame(part, indices, labels, scores), float_format="%.8g")

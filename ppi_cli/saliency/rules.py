@@ -272,7 +272,7 @@ def _per_channel(t: torch.Tensor, ndim: int) -> torch.Tensor:
     return t.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def _channel_affine(y: torch.Tensor, weight: object, bias: object) -> torch.Tensor:
+def _channel_affine(y: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
     if weight is not None:
         y = y * _per_channel(weight, y.ndim)
     if bias is not None:
