@@ -1,2 +1,2 @@
 # SPDX-License-Identifier: MIT
-"""Training, evaluation, splits, checkpoint io, devices."""
+"""Training, studies (the one resolve-and-split path), evaluation, explain, segment-eval, the demo, DDP."""
