@@ -14,7 +14,7 @@ import typer
 
 __all__ = [
     "WorkspaceOpt", "DataOpt", "DatasetOpt", "OutOpt", "RecipeOpt", "SeedOpt", "DeviceOpt", "WorkersOpt", "StrictOpt",
-    "ModelOpt", "parse_csv_list",
+    "ModelOpt", "parse_csv_list", "parse_site_values",
 ]
 
 WorkspaceOpt = Annotated[
@@ -68,6 +68,22 @@ def parse_csv_list(value: str | None, option: str) -> list[str]:
     if any(not v for v in items):
         raise typer.BadParameter(f"'{value}' has an empty item", param_hint=option)
     return items
+
+
+def parse_site_values(value: str | None, option: str) -> dict[str, float] | None:
+    """Parse `D=0.9,C=-0.9` into `{"D": 0.9, "C": -0.9}`; a usage error naming the option on a bad item."""
+    if value is None:
+        return None
+    parsed: dict[str, float] = {}
+    for item in parse_csv_list(value, option):
+        site, sep, number = item.partition("=")
+        try:
+            parsed[site.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep or not site.strip():
+            raise typer.BadParameter(f"'{item}' is not SITE=NUMBER", param_hint=option)
+    return parsed
 
 
 ModelOpt = Annotated[

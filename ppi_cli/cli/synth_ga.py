@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ppi_cli.cli.options import WorkspaceOpt, parse_csv_list
+from ppi_cli.cli.options import WorkspaceOpt, parse_csv_list, parse_site_values
 
 __all__ = ["register", "synth_ga_cmd"]
 
@@ -23,6 +23,17 @@ def synth_ga_cmd(
     n_bscans: Annotated[int, typer.Option("--n-bscans", min=1, help="B-scans per volume.")] = 32,
     size: Annotated[str, typer.Option("--size", help="Full-width B-scan size HxW (N for NxN).")] = "128x256",
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same data.")] = 0,
+    shortcut: Annotated[str, typer.Option("--shortcut", help="The planted spurious cue: 'mark' (a corner square as "
+                                          "sparse as the lesion), 'diffuse' (over the whole B-scan, see --diffuse) "
+                                          "or 'none'.")] = "mark",
+    diffuse: Annotated[str, typer.Option("--diffuse", help="The form of a diffuse cue: 'ramp' (a lateral gain ramp) "
+                                         "or 'texture' (periodic column stripes).")] = "ramp",
+    correlation: Annotated[str | None, typer.Option("--correlation", help="Per-site cue-label correlation r in "
+                                                    "[-1, 1], e.g. 'D=0.9,C=-0.9' (P(cue|GA) = (1+r)/2); sites not "
+                                                    "named keep the shortcut's defaults.",
+                                                    show_default=False)] = None,
+    lesion_strength: Annotated[float, typer.Option("--lesion-strength", min=0.0, help="Lesion contrast, 1 = default; "
+                                                   "smaller makes GA harder to see than the cue.")] = 1.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
 ) -> None:
     """Write OCT volumes in four real formats, their lesion masks, a manifest, an answer key and site configs."""
@@ -33,7 +44,9 @@ def synth_ga_cmd(
     from ppi_cli.workspace import Workspace
 
     cfg = SynthGaConfig(out=out or Workspace.resolve(workspace).synth("ga"), sites=tuple(parse_csv_list(sites,
-                        "--sites")), per_site=per_site, n_bscans=n_bscans, size=parse_bscan_size(size), seed=seed)
+                        "--sites")), per_site=per_site, n_bscans=n_bscans, size=parse_bscan_size(size), seed=seed,
+                        shortcut=shortcut, diffuse=diffuse, correlation=parse_site_values(correlation, "--correlation"),
+                        lesion_strength=lesion_strength)
     result = synth_ga(cfg)
     if json_out:
         import json
@@ -42,7 +55,7 @@ def synth_ga_cmd(
     else:
         from rich.table import Table
 
-        table = Table("site", "volumes", "GA", "scanner mark", title=f"synthetic GA data {result.out}", box=None,
+        table = Table("site", "volumes", "GA", f"cue ({cfg.cue_form()})", title=f"synthetic GA data {result.out}", box=None,
                       pad_edge=False)
         for site, counts in result.per_site.items():
             table.add_row(site, str(counts["volumes"]), str(counts["positives"]), str(counts["cue"]))

@@ -81,12 +81,16 @@ class PPIConfig:
 
     enabled: bool = param(True, "Train with PPI; false gives the plain classification baseline.")
     saliency: str = param("wbp", "Saliency method: wbp, gradient, gradcam or lrp-*.")
-    mask: Literal["soft", "soft-adaptive", "hard", "box"] = param(
-        "soft", "Intervention mask: soft (fixed σ), soft-adaptive (σ = mean + c·std), hard (s > c·std) or box.")
+    mask: Literal["soft", "soft-adaptive", "hard", "box", "top-k"] = param(
+        "soft", "Intervention mask: soft (fixed σ, or per image at the coverage quantile), soft-adaptive "
+        "(σ = mean + c·std), hard (s > c·std), box, or top-k (exactly top_k, or coverage × pixels, per image).")
     sigma: float = param(0.5, "Soft-mask threshold σ on max-normalised saliency (paper: not recovered; ours).")
     omega: float = param(20.0, "Soft-mask sigmoid steepness ω (paper: not recovered; ours).", min=0)
     c: float = param(1.0, "Multiplier of the saliency std for the adaptive, hard and box masks (ours).", min=0)
-    top_k: int = param(0, "Keep only the top-k saliency points before masking (CUB: 1000); 0 keeps all.", min=0)
+    top_k: int = param(0, "Keep only the top-k saliency points before masking (CUB: 1000); 0 keeps all. The "
+                       "budget of the top-k mask.", min=0)
+    coverage: float = param(0.0, "Share of each image's pixels a mask removes: the budget of the top-k mask (without "
+                            "top_k) and, when > 0, the soft mask's per-image σ (ours; docs/ppi.md).", min=0, max=1)
     box_spread: float = param(2.0, "Box mask half-size in stds of the kept points' coordinates (paper: not "
                               "recovered; ours: ≥ 50% of the points inside by the union bound).", min=0)
     contrast_on: Literal["positives", "all"] = param(
@@ -112,9 +116,11 @@ class PPIConfig:
         "auto", "Where the WBP map comes from (ours): auto takes it from L_cls's own backward where that is exact "
         "(binary head, no batch-statistics norm; the map then includes the step's dropout masks), else a separate "
         "saliency pass with dropout off; separate always runs that pass (docs/ppi.md).")
-    intervened_norm: Literal["running", "batch"] = param(
+    intervened_norm: Literal["running", "batch", "frozen"] = param(
         "running", "Batch norm on the intervened images x*, x': the running statistics of clean images (as at test "
-        "time) or the intervened batch's own (ours; docs/ppi.md).")
+        "time), the intervened batch's own, or frozen: from start_epoch on the whole PPI step, clean images "
+        "included, uses the running statistics and leaves them as they are, so L_cls, L_con and L_ad train the "
+        "function the model has at test time (ours; docs/ppi.md).")
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,26 @@ What it models (design.md "Synthetic data"):
 - GA as an en-face ellipse spanning neighbouring B-scans where the ellipsoid zone and RPE are lost
   and the choroid below brightens (hypertransmission); its voxels form the per-B-scan lesion mask;
 - per-site styles: gain, additive noise, blur, and site D's narrower lateral field;
-- a scanner mark (a bright square in the top-left corner of every B-scan) whose link to the label
-  differs by site: none at A, weak at B, reversed at C, strong at D, so a model can score well
-  in-site by reading the mark and then fail at the other sites;
+- a planted spurious cue (`shortcut`) whose link to the label differs by site, so a model can
+  score well in-site by reading it and then fail at the other sites:
+  - `mark`: a bright square in the top-left corner of every B-scan, as sparse as the lesion (the
+    cue PPI's masks cannot tell from the lesion); none at A, weak at B, reversed at C, strong at D;
+  - `diffuse` in two forms: `ramp`, a lateral gain ramp over every B-scan (dark on one side,
+    bright on the other), and `texture`, faint periodic column stripes; both cover the whole
+    image, so no lesion-sized mask removes them (the cue PPI's L_con is built to expose);
+    by default strong at D (r = 0.9), half at B, independent of the label at A, reversed at C;
+  - `none`: no cue;
+  the per-site strength is a correlation r in [−1, 1]: P(cue | GA) = (1 + r) / 2 and
+  P(cue | no GA) = (1 − r) / 2, so the cue is independent of the label at r = 0;
+- a lesion-difficulty knob (`lesion_strength`, 1 = the default contrast): the depth of the EZ/RPE
+  loss and of the hypertransmission scale with it, so a benchmark can make the lesion harder to
+  read than the cue;
 - each site in another real format: A Duke `.mat`, B DICOM OPT (frames stored out of order),
   C NIfTI, D a folder of PNG B-scans.
 
 Outputs: the volumes, `masks/<name>.npy` (uint8 (n, H, W), the volume's own geometry),
-`manifest.csv` (the input of `ppi prepare ga`), `answer_key.csv` (label, cue, lesion extent per
-volume) and `site_configs/` matching the generated geometry (site D: edge-repeat to full width).
+`manifest.csv` (the input of `ppi prepare ga`), `answer_key.csv` (label, cue present, its form and,
+for the mark, its box; lesion extent per volume) and `site_configs/` matching the generated geometry (site D: edge-repeat to full width).
 """
 
 from __future__ import annotations
@@ -33,7 +44,17 @@ from ppi_cli.data.oct.writers import write_bscan_folder, write_dicom_opt, write_
 from ppi_cli.errors import ConfigError
 from ppi_cli.files import save_npy, write_csv, write_text
 
-__all__ = ["SiteStyle", "SITE_STYLES", "SynthGaConfig", "SynthGaResult", "synth_ga", "synth_volume"]
+__all__ = ["SiteStyle", "SITE_STYLES", "SHORTCUTS", "DIFFUSE_FORMS", "DIFFUSE_CORRELATION", "SynthGaConfig",
+           "SynthGaResult", "cue_shares", "synth_ga", "synth_volume"]
+
+SHORTCUTS = ("none", "mark", "diffuse")
+DIFFUSE_FORMS = ("ramp", "texture")
+# Per-site cue-label correlation of the diffuse benchmark: strong where a study would train (D),
+# half at B, independent of the label at A, reversed at C.
+DIFFUSE_CORRELATION = {"A": 0.0, "B": 0.5, "C": -0.9, "D": 0.9}
+RAMP_GAIN = 0.45  # the ramp multiplies a B-scan by 1 - g at one edge and 1 + g at the other
+TEXTURE_GAIN = 0.3  # the stripes multiply columns by 1 + g and 1 - g in turn
+TEXTURE_CYCLES = 8  # stripes per full-width B-scan: four columns a cycle at 32 px, the demo's cached width
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,26 @@ class SynthGaConfig:
     n_bscans: int = 32  # B-scans per volume
     size: tuple[int, int] = (128, 256)  # (H, W) of a full-width B-scan
     seed: int = 0
+    shortcut: str = "mark"  # none | mark | diffuse
+    diffuse: str = "ramp"  # the form of a diffuse cue: ramp | texture
+    correlation: dict[str, float] | None = None  # site -> cue-label r; None: the shortcut's defaults
+    lesion_strength: float = 1.0  # 1: the default lesion contrast; smaller is harder to see
+
+    def cue_form(self) -> str:
+        """What the planted cue is: `none`, `mark`, `ramp` or `texture`."""
+        return self.diffuse if self.shortcut == "diffuse" else self.shortcut
+
+
+def cue_shares(style: SiteStyle, cfg: SynthGaConfig) -> tuple[float, float]:
+    """(P(cue | GA), P(cue | no GA)) at a site: the correlation asked for, else the shortcut's default."""
+    if cfg.shortcut == "none":
+        return 0.0, 0.0
+    r = (cfg.correlation or {}).get(style.site)
+    if r is None and cfg.shortcut == "diffuse":
+        r = DIFFUSE_CORRELATION.get(style.site, 0.0)
+    if r is None:
+        return style.cue_given_ga, style.cue_given_no_ga
+    return (1.0 + r) / 2.0, (1.0 - r) / 2.0
 
 
 @dataclass
@@ -100,8 +141,13 @@ class SynthGaResult:
 
 
 def synth_volume(rng: np.random.Generator, style: SiteStyle, n_bscans: int, size: tuple[int, int], ga: bool,
-                 cue: bool) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                 cue: bool, *, form: str = "mark",
+                 lesion_strength: float = 1.0) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """One synthetic OCT volume of a site.
+
+    Args:
+        form: The cue drawn when `cue`: `mark`, `ramp`, `texture` (or `none`).
+        lesion_strength: Scales how much EZ, RPE and hypertransmission change inside GA (1: default).
 
     Returns:
         uint8 volume `(n, H, W_site)`, uint8 0/1 lesion mask of the same shape, and facts for the answer key.
@@ -129,13 +175,16 @@ def synth_volume(rng: np.random.Generator, style: SiteStyle, n_bscans: int, size
     rows = np.arange(height, dtype=np.float32)[None, :, None]  # (1, H, 1)
     fraction = (rows - (rpe - thickness)[:, None, :]) / thickness[:, None, :]  # (n, H, W) ILM = 0, RPE = 1
     below = (rows - rpe[:, None, :]) / height  # (n, H, W) depth below the RPE top
-    loss = lesion[:, None, :]  # (n, 1, W)
+    loss = lesion[:, None, :]  # (n, 1, W), where the tissue is lost
+    strength = max(float(lesion_strength), 0.0)  # how much is lost: 1 is the default lesion
     inner = np.interp(fraction, *_INNER).astype(np.float32)
-    inner = np.where(fraction >= _EZ_FRACTION, inner * (1.0 - 0.75 * loss), inner)  # ellipsoid zone lost
+    inner = np.where(fraction >= _EZ_FRACTION, inner * (1.0 - min(0.75 * strength, 1.0) * loss), inner)  # ellipsoid zone lost
     outer = np.interp(below, *_OUTER).astype(np.float32)
-    outer = np.where(below < 0.025, outer * (1.0 - 0.7 * loss), outer)  # RPE lost
-    outer = outer + 0.55 * loss * np.exp(-below / 0.12) * (below < _HYPER_DEPTH)  # hypertransmission
+    outer = np.where(below < 0.025, outer * (1.0 - min(0.7 * strength, 1.0) * loss), outer)  # RPE lost
+    outer = outer + 0.55 * strength * loss * np.exp(-below / 0.12) * (below < _HYPER_DEPTH)  # hypertransmission
     image = np.where(fraction < 1.0, inner, outer)
+    if cue and form in DIFFUSE_FORMS:
+        image = image * _diffuse_gain(form, x)[None, None, :]  # over the whole field, before speckle and noise
     image *= rng.standard_gamma(3.0, image.shape, dtype=np.float32) / 3.0  # speckle
     image += rng.standard_normal(image.shape, dtype=np.float32) * style.noise
     if style.blur > 0:
@@ -147,9 +196,10 @@ def synth_volume(rng: np.random.Generator, style: SiteStyle, n_bscans: int, size
     start = (full_width - width) // 2  # a narrower scan sees the central part of the field
     volume = np.ascontiguousarray(volume[:, :, start:start + width])
     mask = np.ascontiguousarray(mask[:, :, start:start + width])
-    if cue:
+    if cue and form == "mark":
         side = max(3, min(height, width) // 16)
         volume[:, 2:2 + side, 2:2 + side] = 255  # the scanner mark, on every B-scan
+        facts.update(cue_box=f"2:{2 + side},2:{2 + side}")  # rows, columns of the B-scan as written
     lesion_scans = np.flatnonzero(mask.any(axis=(1, 2)))
     facts.update(width=width, lesion_voxels=int(mask.sum()),
                  lesion_first_bscan=int(lesion_scans[0]) if lesion_scans.size else -1,
@@ -178,12 +228,21 @@ def synth_ga(cfg: SynthGaConfig) -> SynthGaResult:
                           hint="use e.g. --size 64x128")
     rng = np.random.default_rng(cfg.seed)
     spacing = (6.0 / cfg.n_bscans, 2.0 / height, 6.0 / width)  # mm: a 6 x 6 mm scan, 2 mm deep
-    plan = [(site, k) + flags for site in cfg.sites for k, flags in enumerate(_site_plan(rng, SITE_STYLES[site],
-                                                                                        cfg.per_site))]
+    if cfg.shortcut not in SHORTCUTS or cfg.diffuse not in DIFFUSE_FORMS:
+        raise ConfigError(f"--shortcut {cfg.shortcut} / --diffuse {cfg.diffuse}: unknown cue",
+                          hint=f"choose --shortcut from {', '.join(SHORTCUTS)}, --diffuse from {', '.join(DIFFUSE_FORMS)}")
+    bad = {s: r for s, r in (cfg.correlation or {}).items() if s not in cfg.sites or not -1.0 <= r <= 1.0}
+    if bad:
+        raise ConfigError(f"--correlation: {', '.join(f'{s}={r}' for s, r in bad.items())} is not a generated site "
+                          "with r in [-1, 1]", hint="e.g. --correlation D=0.9,C=-0.9,A=0")
+    form = cfg.cue_form()
+    plan = [(site, k) + flags for site in cfg.sites
+            for k, flags in enumerate(_site_plan(rng, cue_shares(SITE_STYLES[site], cfg), cfg.per_site))]
     manifest, answers = [], []
     for site, k, ga, cue in console.progress(plan, "synthetic GA volumes"):
         style = SITE_STYLES[site]
-        volume, mask, facts = synth_volume(rng, style, cfg.n_bscans, cfg.size, ga, cue)
+        volume, mask, facts = synth_volume(rng, style, cfg.n_bscans, cfg.size, ga, cue, form=form,
+                                           lesion_strength=cfg.lesion_strength)
         name = f"{site}_{k:03d}"
         subject = f"SYN-{site}-{k - (k % 4 == 3):03d}"  # every fourth volume is the fellow eye of the one before
         eye = "OS" if k % 4 == 3 else "OD"
@@ -193,7 +252,8 @@ def synth_ga(cfg: SynthGaConfig) -> SynthGaResult:
         save_npy(cfg.out / mask_relative, mask)
         manifest.append({"path": relative, "subject_id": subject, "eye": eye, "site": site, "label": int(ga),
                          "visit": "baseline", "mask_path": mask_relative})
-        answers.append({"path": relative, "site": site, "label": int(ga), "cue": int(cue),
+        answers.append({"path": relative, "site": site, "label": int(ga), "cue": int(cue), "cue_form": form,
+                        "cue_box": facts.pop("cue_box", ""),
                         "format": style.file_format, "mask_path": mask_relative, **facts})
     sites_dir = _write_site_configs(cfg, spacing)
     answer_key = write_csv(cfg.out / "answer_key.csv", pd.DataFrame(answers))
@@ -204,12 +264,20 @@ def synth_ga(cfg: SynthGaConfig) -> SynthGaResult:
     return SynthGaResult(cfg.out, manifest_path, answer_key, sites_dir, per_site)
 
 
-def _site_plan(rng: np.random.Generator, style: SiteStyle, count: int) -> list[tuple[bool, bool]]:
-    """Labels (half GA) and scanner marks in exactly the site's proportions, in random order."""
+def _diffuse_gain(form: str, x: np.ndarray) -> np.ndarray:
+    """The per-column gain of a diffuse cue over lateral positions `x` in [0, 1] of the full field."""
+    if form == "ramp":
+        return (1.0 + RAMP_GAIN * (2.0 * x - 1.0)).astype(np.float32)
+    stripes = np.sign(np.sin(2.0 * np.pi * TEXTURE_CYCLES * x))
+    return (1.0 + TEXTURE_GAIN * stripes).astype(np.float32)
+
+
+def _site_plan(rng: np.random.Generator, shares: tuple[float, float], count: int) -> list[tuple[bool, bool]]:
+    """Labels (half GA) and cues in exactly the site's proportions (P(cue | GA), P(cue | no GA)), in random order."""
     labels = np.zeros(count, dtype=bool)
     labels[: count // 2] = True
     cue = np.zeros(count, dtype=bool)
-    for value, share in ((True, style.cue_given_ga), (False, style.cue_given_no_ga)):
+    for value, share in zip((True, False), shares, strict=True):
         members = np.flatnonzero(labels == value)
         cue[rng.permutation(members)[: int(round(share * members.size))]] = True
     order = rng.permutation(count)

@@ -129,3 +129,57 @@ def test_dicom_site_never_leaks_its_patient_id(tmp_path, cli):
     assert result.exit_code == 0, result.stderr
     assert "SYN-" not in result.stdout + result.stderr
     assert (tmp_path / "ws" / "cache" / "ga" / "cache.json").is_file()  # default --out: the workspace's cache/ga
+
+
+@pytest.mark.parametrize("form", ["ramp", "texture"])
+def test_diffuse_cue_follows_the_requested_correlation_per_site(tmp_path, form):
+    """P(cue | GA) − P(cue | no GA) equals the r asked for (defaults: D 0.9, B 0.5, A 0, C −0.9)."""
+    result = synth_ga(SynthGaConfig(tmp_path, per_site=40, n_bscans=2, size=(16, 32), shortcut="diffuse",
+                                    diffuse=form, correlation={"B": 0.2}))
+    key = pd.read_csv(result.answer_key)
+    gap = {site: g.loc[g["label"] == 1, "cue"].mean() - g.loc[g["label"] == 0, "cue"].mean()
+           for site, g in key.groupby("site")}
+    assert gap == pytest.approx({"A": 0.0, "B": 0.2, "C": -0.9, "D": 0.9})
+    assert set(key["cue_form"]) == {form} and key["cue_box"].isna().all()
+
+
+def test_ramp_and_texture_cover_the_whole_b_scan_and_mark_only_its_corner():
+    """The same volume with and without each cue: the diffuse gain changes every column, the mark a corner."""
+    style = SITE_STYLES["A"]
+
+    def volume(cue, form):
+        return synth_volume(np.random.default_rng(5), style, 2, (32, 64), False, cue, form=form)[0].astype(float)
+
+    plain = volume(False, "ramp")
+    ramp = volume(True, "ramp")
+    left, right = ramp[..., :16].mean() / plain[..., :16].mean(), ramp[..., -16:].mean() / plain[..., -16:].mean()
+    assert left < 0.8 and right > 1.2  # dark on one side, bright on the other
+    texture = volume(True, "texture") / np.maximum(plain, 1)
+    columns = texture[:, 10:26].mean(axis=(0, 1))  # well inside the tissue: the periodic column gain
+    assert np.ptp(columns) > 0.3 and np.corrcoef(columns[:-4], columns[4:])[0, 1] < -0.5  # half a period apart
+    mark = volume(True, "mark")
+    changed = np.argwhere(mark != plain)
+    assert changed[:, 1].max() < 8 and changed[:, 2].max() < 8  # only the top-left corner square
+
+
+def test_lesion_strength_scales_the_lesion_contrast():
+    style = SITE_STYLES["A"]
+    contrast = []
+    for strength in (1.0, 0.4, 0.0):
+        with_ga, mask, _ = synth_volume(np.random.default_rng(2), style, N_BSCANS, (HEIGHT, WIDTH), True, False,
+                                        lesion_strength=strength)
+        without, _, _ = synth_volume(np.random.default_rng(2), style, N_BSCANS, (HEIGHT, WIDTH), False, False)
+        contrast.append(with_ga[mask == 1].mean() - without[mask == 1].mean())
+    # 0: GA's mask, but next to nothing to see (what is left is speckle: the GA draw shifts the random stream)
+    assert contrast[0] > contrast[1] > 3 * abs(contrast[2])
+
+
+def test_bad_shortcut_and_correlation_are_refused_in_one_line(tmp_path, cli):
+    bad = cli("synth", "ga", "--out", tmp_path / "s", "--shortcut", "diffuse", "--correlation", "D=1.5")
+    assert bad.exit_code == 1 and "--correlation" in bad.stderr and "Traceback" not in bad.stderr
+    assert cli("synth", "ga", "--out", tmp_path / "t", "--shortcut", "stripes").exit_code == 1
+    ok = cli("synth", "ga", "--out", tmp_path / "u", "--shortcut", "diffuse", "--diffuse", "texture", "--sites", "A,C",
+             "--per-site", "4", "--n-bscans", "2", "--size", "16x32", "--correlation", "A=0.5")
+    assert ok.exit_code == 0, ok.stderr
+    key = pd.read_csv(tmp_path / "u" / "answer_key.csv")
+    assert key.groupby("site")["cue"].sum().to_dict() == {"A": 2, "C": 2}  # (1 ± 0.5)/2 of 2 + 2; C: 0.05·2 + 0.95·2
