@@ -28,7 +28,7 @@ run under autocast on CUDA, losses in float32, float16 gradients scaled by a `Gr
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -52,6 +52,7 @@ from ppi_cli.ppi.losses import (
     contrast_loss,
     full_precision,
     saliency_regulariser,
+    true_label_probability,
 )
 
 __all__ = ["TrainStep", "forward"]
@@ -85,6 +86,7 @@ class TrainStep:
     device: torch.device
     amp: bool = False
     scaler: torch.amp.GradScaler | None = None
+    _seen: dict[str, list[torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
 
     def uses_ppi(self, epoch: int, batch_size: int) -> bool:
         """PPI is on, past its warm-up, and the batch has another image for L_ad's masks."""
@@ -115,6 +117,7 @@ class TrainStep:
         l_cls, iv, deferred = self._clean_pass(x, labels, positions, generator, sync_off)
         alpha, beta, gamma = (self.weights.weight(t, epoch) for t in ("con", "reg", "ad"))
         l_reg = saliency_regulariser(full_precision(iv.saliency))
+        self._seen = {"con": [], "ad": []}
         l_con, l_ad, total = self._intervened_pass(iv, labels, alpha, gamma, sync_off)
         if l_reg.requires_grad:  # without create_graph the map is a constant: L_reg is reported, not trained
             total = total + beta * l_reg
@@ -126,7 +129,17 @@ class TrainStep:
                   "ad": float(l_ad.detach())}
         self.weights.update(values)
         values["loss"] = values["cls"] + alpha * values["con"] + beta * values["reg"] + gamma * values["ad"]
-        return values
+        return values | self._diagnostics(iv)
+
+    def _diagnostics(self, iv: Intervention) -> dict[str, float]:
+        """What the intervention did: mask coverage, p(y | x*) on the L_con rows, p(y | x') on the L_ad rows.
+
+        Each is a batch mean, NaN where the batch had no such row (no positive: no x*); the trainer
+        averages the finite ones over the epoch.
+        """
+        seen = {k: torch.cat(v) if v else torch.zeros(0) for k, v in self._seen.items()}
+        mean = {k: float(v.mean()) if v.numel() else float("nan") for k, v in seen.items()}
+        return {"coverage": float(iv.mask.detach().float().mean()), "p_con": mean["con"], "p_ad": mean["ad"]}
 
     def _clean_pass(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None,
                     generator: torch.Generator | None,
@@ -174,7 +187,9 @@ class TrainStep:
             stand_in = iv.mask.detach().requires_grad_(True)
             with sync_off():
                 images, pos = iv.contrast_images(stand_in)
-                l_con = contrast_loss(self._intervened(images, pos, "x* forward"), labels[iv.rows])
+                out = self._intervened(images, pos, "x* forward")
+                self._record("con", out, labels[iv.rows])
+                l_con = contrast_loss(out, labels[iv.rows])
                 with phase("x* backward"):
                     self._backward(alpha * l_con)
             n_ad = int(iv.ad_rows.numel())
@@ -184,11 +199,13 @@ class TrainStep:
                 with sync_off():
                     images, pos = iv.adversarial_images(stand_in, slice(0, cut))
                     out = self._intervened(images, pos, "x' forward")
+                    self._record("ad", out, labels[iv.ad_rows[:cut]])
                     l_ad = adversarial_loss(out, labels[iv.ad_rows[:cut]]) * (cut / n_ad)
                     with phase("x' backward"):
                         self._backward(gamma * l_ad)
             images, pos = iv.adversarial_images(part=slice(cut, n_ad))
             out = self._intervened(images, pos, "x' forward")
+            self._record("ad", out, labels[iv.ad_rows[cut:]])
             last = adversarial_loss(out, labels[iv.ad_rows[cut:]]) * ((n_ad - cut) / n_ad)
             l_ad = l_ad.detach() + last  # the mean over every L_ad row
             total = gamma * last
@@ -199,10 +216,16 @@ class TrainStep:
         positions = None if iv.positions is None else torch.cat([iv.contrast_images()[1], iv.adversarial_images()[1]])
         out = self._intervened(iv.inputs, positions, "x*, x' forward")
         n_con = int(iv.rows.numel())
+        self._record("con", out[:n_con], labels[iv.rows])
+        self._record("ad", out[n_con:], labels[iv.ad_rows])
         if n_con:
             l_con = contrast_loss(out[:n_con], labels[iv.rows])
         l_ad = adversarial_loss(out[n_con:], labels[iv.ad_rows])
         return l_con, l_ad, alpha * l_con + gamma * l_ad
+
+    def _record(self, term: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        if logits.shape[0]:
+            self._seen[term].append(true_label_probability(logits, labels).cpu())
 
     def _intervened(self, images: torch.Tensor, positions: torch.Tensor | None, name: str) -> torch.Tensor:
         norm = intervened_normalisation(self.model, self.cfg.intervened_norm)

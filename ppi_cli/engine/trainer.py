@@ -48,6 +48,7 @@ from ppi_cli.engine.step import TrainStep
 from ppi_cli.errors import ConfigError, ModelError
 from ppi_cli.files import write_csv, write_text
 from ppi_cli.models import build_model, is_volume_model
+from ppi_cli.ppi.intervention import freeze_batch_norm
 from ppi_cli.ppi.losses import LossWeights
 
 __all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config"]
@@ -137,8 +138,10 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         if volume:
             model.set_attention_bias(attention_bias(epoch, recipe.model.multiview))  # type: ignore[operator]
         model.train()
+        if recipe.ppi.intervened_norm == "frozen" and step.uses_ppi(epoch, 2):
+            freeze_batch_norm(model)
         sums: dict[str, float] = {}
-        batches = 0
+        counts: dict[str, int] = {}
         for batch in _train_batches(kind, cache_dir, split, recipe, data_cfg, seed, ctx, epoch):
             x, positions = model_inputs(batch, device, non_blocking=cuda, channels_last=channels_last)
             labels = batch["label"].to(device)
@@ -154,14 +157,15 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
             else:
                 optimizer.step()
             for name, value in values.items():
-                sums[name] = sums.get(name, 0.0) + value
-            batches += 1
+                if math.isfinite(value):  # a diagnostic a batch could not measure (p_con without positives)
+                    sums[name] = sums.get(name, 0.0) + value
+                    counts[name] = counts.get(name, 0) + 1
         lr = optimizer.param_groups[-1]["lr"]
         scheduler.step()
         ranks = _check_ranks_agree(ctx, model)
         metric, val_loss = _validate(model, val_set, recipe, ctx, device, amp)
         row = {"epoch": epoch + 1, "ppi": int(step.uses_ppi(epoch, 2)), "lr": lr,
-               **{f"train_{k}": v / max(batches, 1) for k, v in sums.items()},
+               **{f"train_{k}": v / counts[k] for k, v in sums.items()},
                "alpha": weights.weight("con", epoch), "beta": weights.weight("reg", epoch),
                "gamma": weights.weight("ad", epoch),
                f"val_{recipe.eval.metric}": metric, "val_loss": val_loss, "seconds": time.monotonic() - started}

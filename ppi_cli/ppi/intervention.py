@@ -44,7 +44,7 @@ from ppi_cli.saliency import saliency_map
 __all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows",
            "adversarial_follows_contrast", "true_class_sign",
            "true_class_map",
-           "dropout_off", "intervened_normalisation"]
+           "dropout_off", "intervened_normalisation", "freeze_batch_norm"]
 
 
 @dataclass
@@ -131,6 +131,17 @@ def intervened_normalisation(model: nn.Module, mode: str = "running") -> Iterato
                 m.num_batches_tracked.copy_(tracked)
 
 
+def freeze_batch_norm(model: nn.Module) -> None:
+    """Batch norm layers to eval mode: running statistics normalise every image and are not updated.
+
+    `ppi.intervened_norm: frozen` calls it after `model.train()` in every PPI epoch, so clean, x*
+    and x' images go through the one function the model computes at test time.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def contrast_rows(labels: torch.Tensor, binary: bool, contrast_on: str) -> torch.Tensor:
     """Rows L_con applies to: binary tasks the positives (or all), multi-class tasks all rows."""
     if binary and contrast_on == "positives":
@@ -176,7 +187,7 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
     """Masks, L_con rows and L_ad donors from true-class saliency maps `(N, 1, *spatial)` (eqs. 1, 4)."""
     b = x.shape[0]
     mask = intervention_mask(saliency, cfg.mask, sigma=cfg.sigma, omega=cfg.omega, c=cfg.c, top_k=cfg.top_k,
-                             spread=cfg.box_spread)
+                             spread=cfg.box_spread, coverage=cfg.coverage)
     if not cfg.create_graph:
         mask = mask.detach()
     rows = contrast_rows(labels, binary, cfg.contrast_on)

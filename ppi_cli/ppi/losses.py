@@ -24,7 +24,7 @@ from ppi_cli.autograd.tensors import full_precision
 from ppi_cli.config.recipe import PPIConfig
 
 __all__ = ["classification_loss", "contrast_loss", "saliency_regulariser", "adversarial_loss", "derangement",
-           "mask_donors", "full_precision",
+           "mask_donors", "full_precision", "true_label_probability",
            "LossWeights", "TERMS"]
 
 TERMS = ("cls", "con", "reg", "ad")
@@ -35,6 +35,19 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     if logits.shape[1] == 1:
         return F.binary_cross_entropy_with_logits(logits.squeeze(1), labels.to(logits.dtype))
     return F.cross_entropy(logits, labels.long())
+
+
+def true_label_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """p(y | x) per row, no graph: σ(z) for positives and 1 − σ(z) for negatives, or softmax(z)_y.
+
+    The training diagnostics read it on x* (L_con wants it low) and on x' (L_ad wants it high).
+    """
+    with torch.no_grad():
+        z = logits.detach().float()
+        if z.shape[1] == 1:
+            positive = labels.to(z.dtype) > 0.5
+            return torch.where(positive, torch.sigmoid(z[:, 0]), torch.sigmoid(-z[:, 0]))
+        return z.softmax(dim=1).gather(1, labels.long()[:, None])[:, 0]
 
 
 def contrast_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ over all its pixels; std is the population std.
 - `soft`: T = sigmoid(ω (ŝ − σ)) with ŝ = s / max(s), the max-normalised saliency and a fixed σ;
 - `soft-adaptive`: the same with σ_i = mean(ŝ_i) + c · std(ŝ_i) per image;
 - `hard`: T = 1[s > c · std(s)] (the "point" mask);
+- `top-k`: T = 1 on exactly the k largest saliency values of each image, k = `ppi.top_k` or
+  `ppi.coverage` × pixels: the same pixel budget for every image and every saliency method;
 - `box`: the box around the hard mask's points, centred on their centre of mass, half-sizes
   `spread` times their std along each axis (by the union bound at least 1 − d/spread² of the
   points lie inside, d the number of axes).
@@ -25,9 +27,9 @@ from ppi_cli.autograd.tensors import broadcast_per_sample
 from ppi_cli.errors import ConfigError
 
 __all__ = ["normalise_saliency", "keep_top_k", "soft_mask", "adaptive_soft_mask", "hard_mask", "box_mask",
-           "intervention_mask", "intervene", "broadcast_per_sample", "MASKS"]
+           "intervention_mask", "intervene", "broadcast_per_sample", "top_k_mask", "budget", "MASKS"]
 
-MASKS = ("soft", "soft-adaptive", "hard", "box")
+MASKS = ("soft", "soft-adaptive", "hard", "box", "top-k")
 _EPS = 1e-12
 
 
@@ -54,9 +56,34 @@ def keep_top_k(s: torch.Tensor, k: int) -> torch.Tensor:
     return (flat * keep).view_as(s)
 
 
-def soft_mask(s: torch.Tensor, sigma: float, omega: float) -> torch.Tensor:
-    """Thresholded sigmoid on the max-normalised saliency: T = sigmoid(ω (ŝ − σ)) (eq. 2)."""
-    return torch.sigmoid(omega * (normalise_saliency(s) - sigma))
+def budget(s: torch.Tensor, top_k: int, coverage: float) -> int:
+    """Pixels per image a budgeted mask removes: `top_k` if set, else `coverage` × pixels (at least one)."""
+    pixels = _flat(s).shape[1]
+    if top_k > 0:
+        return min(top_k, pixels)
+    return max(1, min(pixels, round(coverage * pixels)))
+
+
+def top_k_mask(s: torch.Tensor, k: int) -> torch.Tensor:
+    """1 on exactly the `k` largest saliency values of each image (ties broken by position), else 0."""
+    flat = _flat(s.detach())
+    mask = torch.zeros_like(flat)
+    mask.scatter_(1, flat.topk(k, dim=1).indices, 1.0)
+    return mask.view_as(s)
+
+
+def soft_mask(s: torch.Tensor, sigma: float, omega: float, coverage: float = 0.0) -> torch.Tensor:
+    """Thresholded sigmoid on the max-normalised saliency: T = sigmoid(ω (ŝ − σ)) (eq. 2).
+
+    With `coverage` > 0 the threshold is per image, σ_i the (1 − coverage) quantile of ŝ_i, so T
+    passes one half at the budget's edge and removes about that share of pixels whatever the map's
+    shape; σ_i is a constant (the gradient reaches s through ŝ only).
+    """
+    s_hat = normalise_saliency(s)
+    if coverage > 0:
+        sigma_i = torch.quantile(_flat(s_hat).detach().float(), 1.0 - coverage, dim=1).to(s_hat.dtype)
+        return torch.sigmoid(omega * (s_hat - broadcast_per_sample(sigma_i, s)))
+    return torch.sigmoid(omega * (s_hat - sigma))
 
 
 def adaptive_soft_mask(s: torch.Tensor, c: float, omega: float) -> torch.Tensor:
@@ -97,7 +124,7 @@ def box_mask(s: torch.Tensor, c: float, spread: float) -> torch.Tensor:
 
 
 def intervention_mask(s: torch.Tensor, kind: str, *, sigma: float = 0.5, omega: float = 20.0, c: float = 1.0,
-                      top_k: int = 0, spread: float = 2.0) -> torch.Tensor:
+                      top_k: int = 0, spread: float = 2.0, coverage: float = 0.0) -> torch.Tensor:
     """The mask T(s) `(B, 1, *spatial)` of a recipe's `ppi.mask`, after keeping the top-k points.
 
     Args:
@@ -106,15 +133,18 @@ def intervention_mask(s: torch.Tensor, kind: str, *, sigma: float = 0.5, omega: 
         sigma: Fixed threshold of `soft` on max-normalised saliency.
         omega: Sigmoid steepness of the soft masks.
         c: Std multiplier of `soft-adaptive`, `hard` and `box`.
-        top_k: Keep only the k largest saliency values per image first (0 keeps all).
+        top_k: Keep only the k largest saliency values per image first (0 keeps all); the budget of `top-k`.
         spread: Box half-size in stds of the points' coordinates.
+        coverage: Share of pixels: the budget of `top-k` without `top_k`, the per-image σ of `soft`.
 
     Raises:
         ConfigError: Unknown mask kind.
     """
+    if kind == "top-k":
+        return top_k_mask(s, budget(s, top_k, coverage))
     s = keep_top_k(s, top_k)
     if kind == "soft":
-        return soft_mask(s, sigma, omega)
+        return soft_mask(s, sigma, omega, coverage)
     if kind == "soft-adaptive":
         return adaptive_soft_mask(s, c, omega)
     if kind == "hard":
