@@ -1,0 +1,248 @@
+# SPDX-License-Identifier: MIT
+"""`ppi sweep`: recipe variants × seeds on one cross-site row, paired against the baseline.
+
+A claim about the method is an experiment: every variant (a set of recipe overrides) trains on
+the same site with the same seeds as the baseline (the recipe with `ppi.enabled: false`), so the
+seed fixes the hold-out, the initialisation and the batches of both, and each seed gives one
+paired difference. The summary is the mean of those differences with a 95 % t-interval over the
+seeds, for the in-site hold-out, each other site and the mean over the other sites.
+
+Layout of the sweep folder:
+
+    sweep.json                               what was asked (recipe, data, sites, variants, seeds)
+    <variant>/seed-<s>/                      one `ppi cross-site` study (train-X/, test-Y/ …)
+    runs.csv                                 one row per variant, seed and test site: the AUC
+    summary.csv, summary.md                  per variant: mean AUC per site; paired Δ with its interval
+
+Finished studies are skipped, so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppi_cli.console import log
+from ppi_cli.errors import ConfigError
+
+__all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep",
+           "summarise_sweep", "paired_interval", "BASELINE"]
+
+BASELINE = "baseline"
+CROSS_SITE = "cross-site mean"
+
+
+@dataclass(frozen=True)
+class SweepVariant:
+    """A named set of recipe overrides (`{"ppi.sigma": 0.15}`)."""
+
+    name: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Options of `ppi sweep`, one field per flag (the recipe and data already resolved by the caller)."""
+
+    recipe: str  # a bundled name or a path
+    data: Path
+    out: Path
+    train: str  # the training site (the cross-site row)
+    variants: tuple[SweepVariant, ...]  # the recipe as it is is always the first non-baseline variant
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    workers: int = 1  # studies side by side, each in its own process on one thread
+    device: str = "auto"
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep found: one row per run and test site, and the paired summary."""
+
+    out: Path
+    runs: Any  # DataFrame: variant, seed, train_site, test_site, auc
+    summary: Any  # DataFrame: variant, site, n, mean, delta, low, high
+    written: list[Path] = field(default_factory=list)
+
+
+def parse_variant(text: str) -> SweepVariant:
+    """`NAME:key=value,key=value` (values read as YAML scalars) → a `SweepVariant`.
+
+    Raises:
+        ConfigError: No name, an item without `=`, or the reserved name `baseline`.
+    """
+    import yaml
+
+    name, sep, body = text.partition(":")
+    name = name.strip()
+    if not sep or not name or name == BASELINE:
+        raise ConfigError(f"--variant '{text}': expected NAME:key=value[,key=value] with a name other than "
+                          f"'{BASELINE}'", hint="e.g. --variant 'sigma-0.15:ppi.sigma=0.15,ppi.mask=soft'")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, (i.strip() for i in body.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--variant '{text}': '{item}' is not key=value", hint="e.g. ppi.sigma=0.15")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return SweepVariant(name, overrides)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """`0,1,2` or `0-4` (inclusive) → seeds.
+
+    Raises:
+        ConfigError: Not integers, or fewer than two seeds (no interval without two pairs).
+    """
+    try:
+        if "-" in text.strip("-"):
+            first, last = (int(v) for v in text.split("-", 1))
+            seeds = tuple(range(first, last + 1))
+        else:
+            seeds = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds '{text}': expected e.g. 0-4 or 0,1,2", hint="--seeds 0-4") from None
+    if len(set(seeds)) < 2:
+        raise ConfigError(f"--seeds '{text}': a paired interval needs two seeds or more", hint="--seeds 0-4")
+    return tuple(dict.fromkeys(seeds))
+
+
+def paired_interval(differences: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of paired differences and its two-sided t-interval (NaN bounds with fewer than two pairs)."""
+    from scipy import stats
+
+    d = np.asarray(differences, dtype=float)
+    mean = float(d.mean()) if d.size else float("nan")
+    if d.size < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
+    return mean, mean - half, mean + half
+
+
+def _job(recipe_ref: str, data: str, out: str, train: str, overrides: dict[str, Any], seed: int,
+         device: str) -> list[dict[str, Any]]:
+    """One cross-site study of one variant and seed (module level, so a spawned worker can run it)."""
+    from ppi_cli.engine.cross_site import CrossSiteConfig, run_cross_site
+    from ppi_cli.engine.study import resolve_study
+
+    recipe, study_data = resolve_study(recipe_ref, data=Path(data), overrides={**overrides, "seed": seed})
+    outcome = run_cross_site(CrossSiteConfig(recipe, study_data, Path(out), train_sites=(train,), seed=seed,
+                                             device=device, bootstrap=0))
+    matrix = next(iter(outcome.matrices.values()))
+    return [{"train_site": train, "test_site": str(site), "auc": float(matrix.loc[train, site])}
+            for site in matrix.columns if site not in ("Mean", "STD") and np.isfinite(matrix.loc[train, site])]
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # small models: processes side by side beat threads inside one
+
+
+def run_sweep(cfg: SweepConfig) -> SweepOutcome:
+    """Run every (variant, seed) study not finished yet, then summarise all of them.
+
+    Example:
+        >>> run_sweep(SweepConfig("ga-ppi-wbp-cpu", Path("cache/ga"), Path("runs/sweep"), "D",
+        ...                       (SweepVariant("ga-ppi-wbp-cpu"),), seeds=(0, 1, 2)))
+    """
+    from ppi_cli.files import write_text
+
+    variants = (SweepVariant(BASELINE, {"ppi.enabled": False}), *cfg.variants)
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--variant: names must differ ({', '.join(names)})", hint="give each variant its own NAME")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    written = [write_text(cfg.out / "sweep.json", json.dumps(
+        {"recipe": cfg.recipe, "data": str(cfg.data), "train": cfg.train, "seeds": list(cfg.seeds),
+         "variants": {v.name: dict(v.overrides) for v in variants}}, indent=2) + "\n")]
+    jobs = [(v, s) for s in cfg.seeds for v in variants]
+    results: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    started = time.monotonic()
+    args = {(v.name, s): (cfg.recipe, str(cfg.data), str(cfg.out / v.name / f"seed-{s}"), cfg.train,
+                          dict(v.overrides), s, cfg.device) for v, s in jobs}
+    if cfg.workers <= 1:
+        for key in args:
+            results[key] = _job(*args[key])
+            log(f"[sweep] {key[0]} seed {key[1]}: done ({len(results)}/{len(args)}, "
+                f"{time.monotonic() - started:.0f} s)")
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")  # see engine/demo.py: no fork after torch's thread pools
+        with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=context, initializer=_worker_init) as pool:
+            futures = {pool.submit(_job, *a): key for key, a in args.items()}
+            for future in as_completed(futures):
+                key = futures[future]
+                results[key] = future.result()
+                log(f"[sweep] {key[0]} seed {key[1]}: done ({len(results)}/{len(args)}, "
+                    f"{time.monotonic() - started:.0f} s)")
+    runs = _runs_frame(results, names, cfg.seeds)
+    summary = summarise_sweep(runs, cfg.train)
+    written += _write_tables(cfg, runs, summary)
+    return SweepOutcome(cfg.out, runs, summary, written)
+
+
+def _runs_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: Sequence[str],
+                seeds: Sequence[int]) -> Any:
+    import pandas as pd
+
+    rows = [{"variant": name, "seed": seed, **cell} for name in names for seed in seeds
+            for cell in results.get((name, seed), [])]
+    return pd.DataFrame(rows, columns=["variant", "seed", "train_site", "test_site", "auc"])
+
+
+def summarise_sweep(runs: Any, train: str) -> Any:
+    """Per variant and site (each test site, `in-site`, and the mean over the other sites): the mean AUC
+    over seeds and, against the baseline, the mean paired difference with its 95 % t-interval."""
+    import pandas as pd
+
+    frame = runs.copy()
+    frame["site"] = np.where(frame["test_site"] == train, "in-site", frame["test_site"])
+    others = frame[frame["test_site"] != train].groupby(["variant", "seed"], as_index=False)["auc"].mean()
+    frame = pd.concat([frame[["variant", "seed", "site", "auc"]], others.assign(site=CROSS_SITE)], ignore_index=True)
+    table = frame.pivot_table(index=["variant", "seed"], columns="site", values="auc")
+    sites = ["in-site", *sorted(s for s in table.columns if s not in ("in-site", CROSS_SITE)), CROSS_SITE]
+    rows = []
+    variants = list(dict.fromkeys(runs["variant"]))
+    for variant in variants:
+        mine = table.loc[variant]
+        for site in sites:
+            values = mine[site].dropna()
+            row = {"variant": variant, "site": site, "n": int(values.size), "mean": float(values.mean())}
+            if variant != BASELINE and BASELINE in table.index.get_level_values(0):
+                base = table.loc[BASELINE][site]
+                paired = (values - base).dropna()
+                row["delta"], row["low"], row["high"] = paired_interval(paired.to_numpy())
+                row["pairs"] = int(paired.size)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["variant", "site", "n", "mean", "delta", "low", "high", "pairs"])
+
+
+def _write_tables(cfg: SweepConfig, runs: Any, summary: Any) -> list[Path]:
+    from ppi_cli.files import write_csv, write_text
+
+    written = [write_csv(cfg.out / "runs.csv", runs), write_csv(cfg.out / "summary.csv", summary)]
+    sites = list(dict.fromkeys(summary["site"]))
+    lines = [f"# Sweep: {cfg.recipe} trained on site {cfg.train}, seeds {', '.join(map(str, cfg.seeds))}", "",
+             "Mean AUC over seeds; below each variant's mean, its paired difference from the baseline "
+             "(same seeds, same splits) with the 95 % t-interval over seeds.", "",
+             "| variant | " + " | ".join(sites) + " |", "|---|" + "---|" * len(sites)]
+    for variant, part in summary.groupby("variant", sort=False):
+        by_site = part.set_index("site")
+        lines.append(f"| {variant} | " + " | ".join(f"{by_site.loc[s, 'mean']:.3f}" for s in sites) + " |")
+        if variant != BASELINE:
+            lines.append("| Δ vs baseline | " + " | ".join(
+                f"{by_site.loc[s, 'delta']:+.3f} [{by_site.loc[s, 'low']:+.3f}, {by_site.loc[s, 'high']:+.3f}]"
+                for s in sites) + " |")
+    overrides = {v.name: dict(v.overrides) for v in cfg.variants}
+    lines += ["", "Variants (recipe overrides):", ""]
+    lines += [f"- `{name}`: " + (", ".join(f"`{k}={v}`" for k, v in o.items()) or "the recipe as it is")
+              for name, o in overrides.items()]
+    written.append(write_text(cfg.out / "summary.md", "\n".join(lines) + "\n"))
+    return written
