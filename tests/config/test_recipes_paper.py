@@ -12,16 +12,18 @@ from ppi_cli.config import list_recipes, load_recipe, to_dict
 from ppi_cli.config.resources import bundled_dir
 
 # The paper's experiments (issue 7): what each recipe must change relative to its dataset's PPI+WBP recipe.
+# LRP keeps no saliency graph: zennit's rules are not differentiable twice (refused at load with create_graph).
+LRP = {"ppi.saliency": "lrp-epsilon", "ppi.create_graph": False}
 EXPERIMENTS = {
     "ga": {"baseline": {"ppi.enabled": False}, "ppi-grad": {"ppi.saliency": "gradient"},
-           "ppi-gradcam": {"ppi.saliency": "gradcam"}, "ppi-lrp": {"ppi.saliency": "lrp-epsilon"},
+           "ppi-gradcam": {"ppi.saliency": "gradcam"}, "ppi-lrp": LRP,
            "ppi-wbp": {}, "ppi-wbp-box": {"ppi.mask": "box"}},
     "lidc": {"baseline": {"ppi.enabled": False}, "ppi-wbp": {}, "ppi-wbp-adaptive": {"ppi.mask": "soft-adaptive"},
              "ppi-wbp-hard": {"ppi.mask": "hard"}, "ppi-wbp-box": {"ppi.mask": "box"}},
     "cub": {"baseline": {"ppi.enabled": False}, "ppi-grad": {"ppi.saliency": "gradient"},
-            "ppi-gradcam": {"ppi.saliency": "gradcam"}, "ppi-lrp": {"ppi.saliency": "lrp-epsilon"}, "ppi-wbp": {}},
+            "ppi-gradcam": {"ppi.saliency": "gradcam"}, "ppi-lrp": LRP, "ppi-wbp": {}},
     "cifar10": {"baseline": {"ppi.enabled": False}, "ppi-grad": {"ppi.saliency": "gradient"},
-                "ppi-gradcam": {"ppi.saliency": "gradcam"}, "ppi-lrp": {"ppi.saliency": "lrp-epsilon"},
+                "ppi-gradcam": {"ppi.saliency": "gradcam"}, "ppi-lrp": LRP,
                 "ppi-wbp": {}},
 }
 ALL = [(dataset, variant) for dataset, variants in EXPERIMENTS.items() for variant in variants]
