@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ppi_cli.config.checks import check_recipe
 from ppi_cli.config.loader import build, param, read_yaml, to_dict
 from ppi_cli.config.resources import bundled_dir
 from ppi_cli.errors import ConfigError
@@ -218,17 +219,24 @@ def load_recipe(ref: str | Path, overrides: Mapping[str, Any] | None = None) -> 
     data.setdefault("name", path.stem)
     provenance.setdefault("name", str(path))
     recipe = build(Recipe, data, source=provenance)
-    return apply_overrides(recipe, overrides or {})
+    return apply_overrides(recipe, overrides or {}, provenance=provenance)
 
 
-def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
-    """Apply dotted-key overrides (from CLI options) to a recipe and re-validate."""
+def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any], *,
+                    provenance: Mapping[str, str] | None = None) -> Recipe:
+    """Apply dotted-key overrides (from CLI options) to a recipe and re-validate.
+
+    Fields are checked alone and then together (`check_recipe`); `provenance` (dotted key → file,
+    from `load_recipe`) lets the cross-field message name the files that set the fields.
+    """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if not overrides:
+        if provenance is not None:  # a freshly loaded recipe: its fields were never checked together
+            check_recipe(recipe, provenance)
         return recipe
 
     data = to_dict(recipe)
-    provenance: dict[str, str] = {"": f"recipe '{recipe.name}'"}
+    sources: dict[str, str] = {"": f"recipe '{recipe.name}'"}
     for key, value in overrides.items():
         node = data
         parts = key.split(".")
@@ -237,8 +245,11 @@ def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
                 raise ConfigError(f"command line: unknown recipe key '{key}'")
             node = node[part]
         node[parts[-1]] = list(value) if isinstance(value, tuple) else value
-        provenance[key] = "command line"
-    return build(Recipe, data, source=provenance)
+        sources[key] = "command line"
+    updated = build(Recipe, data, source=sources)
+    check_recipe(updated, {**sources, **(provenance or {}), **{k: "command line" for k in overrides}},
+                 unset="the default" if provenance is not None else f"recipe '{recipe.name}'")
+    return updated
 
 
 def _read_chain(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], dict[str, str]]:

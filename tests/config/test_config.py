@@ -110,7 +110,61 @@ def test_every_bundled_recipe_loads():
     names = list_recipes()
     assert names, "no bundled recipes found"
     for name in names:
-        assert isinstance(load_recipe(name), Recipe)
+        recipe = load_recipe(name)  # the cross-field checks included: a refused combination fails here
+        assert isinstance(recipe, Recipe)
+        if recipe.ppi.saliency.startswith("lrp-"):
+            assert recipe.ppi.create_graph is False, name
+    assert [n for n in names if "-lrp" in n], "the LRP recipes are bundled"
+
+
+LRP_WITH_GRAPH = "ppi:\n  saliency: lrp-epsilon\n  create_graph: true\n"
+
+
+def test_lrp_with_create_graph_is_refused_at_load_in_one_line(tmp_path):
+    path = write(tmp_path / "r.yaml", LRP_WITH_GRAPH)
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path)
+    line = err.value.one_line()
+    assert "\n" not in line and line.startswith(f"{path}: ")
+    assert "ppi.saliency 'lrp-epsilon'" in line and f"ppi.create_graph: true (from {path})" in line
+    assert "(fix: set `ppi.create_graph: false`" in line
+    # The inherited default is named as such; a command-line override as the command line.
+    with pytest.raises(ConfigError, match=r"create_graph: true \(from the default\)"):
+        load_recipe(write(tmp_path / "d.yaml", "ppi:\n  saliency: lrp-gamma\n"))
+    with pytest.raises(ConfigError, match=r"create_graph: true \(from command line\)"):
+        load_recipe("ga-ppi-lrp-cpu", {"ppi.create_graph": True})
+    with pytest.raises(ConfigError, match="lrp-flat"):
+        load_recipe("ga-ppi-wbp-cpu").replace(**{"ppi.saliency": "lrp-flat"})
+
+
+def test_lrp_without_graph_or_without_ppi_loads_and_a_child_may_fix_its_parent(tmp_path):
+    write(tmp_path / "parent.yaml", LRP_WITH_GRAPH)
+    child = load_recipe(write(tmp_path / "child.yaml", "extends: parent.yaml\nppi:\n  create_graph: false\n"))
+    assert (child.ppi.saliency, child.ppi.create_graph) == ("lrp-epsilon", False)
+    assert not load_recipe(tmp_path / "parent.yaml", {"ppi.enabled": False}).ppi.enabled
+    assert load_recipe(tmp_path / "parent.yaml", {"ppi.create_graph": False}).ppi.create_graph is False
+    for method in ("wbp", "gradient", "gradcam"):  # differentiable twice: a graph is fine
+        assert load_recipe(tmp_path / "parent.yaml", {"ppi.saliency": method}).ppi.create_graph
+
+
+def test_the_load_check_knows_every_saliency_method_that_keeps_no_graph():
+    # config imports no torch, so it names the methods itself; the registry's flags are the truth.
+    from ppi_cli.config.checks import keeps_no_graph
+    from ppi_cli.saliency import method_names, saliency_method
+
+    assert any(n.startswith("lrp-") for n in method_names())
+    for name in method_names():
+        assert keeps_no_graph(name) is (not saliency_method(name).differentiable), name
+
+
+def test_cli_train_refuses_lrp_with_create_graph_in_one_line(tmp_path, cli):
+    path = write(tmp_path / "lrp.yaml", LRP_WITH_GRAPH)
+    result = cli("train", "--recipe", path, "--out", tmp_path / "run", "--device", "cpu")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("ppi: config error: ") and "ppi.create_graph: false" in lines[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_site_configs_a_to_d_load_and_are_validated(tmp_path):

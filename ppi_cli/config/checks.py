@@ -1,0 +1,54 @@
+# SPDX-License-Identifier: MIT
+"""Checks across fields of a whole recipe, run once it is merged and overridden.
+
+`build` checks each key alone; a combination of keys that cannot train is refused here, at
+load, in one line naming the fields, where they were set and the fix, instead of failing at the
+first PPI epoch. Every file of an `extends:` chain is not checked alone: a child may fix what its
+parent set (the LRP twins of the WBP recipes set `create_graph: false`).
+
+This module imports no torch: which saliency methods cannot keep a graph is written down here,
+and tests/test_config.py holds it equal to the saliency registry's `differentiable` flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ppi_cli.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ppi_cli.config.recipe import Recipe
+
+__all__ = ["check_recipe", "keeps_no_graph"]
+
+# Saliency methods whose map cannot be differentiated with respect to the parameters
+# (registered with differentiable=False): zennit's LRP rules are not twice differentiable.
+_NO_GRAPH_PREFIXES = ("lrp-",)
+
+
+def keeps_no_graph(saliency: str) -> bool:
+    """Whether saliency method `saliency` refuses `create_graph=True` (LRP)."""
+    return saliency.startswith(_NO_GRAPH_PREFIXES)
+
+
+def check_recipe(recipe: Recipe, provenance: Mapping[str, str], *, unset: str = "the default") -> None:
+    """Refuse field combinations that cannot train.
+
+    Args:
+        recipe: The merged recipe, overrides applied.
+        provenance: Dotted key → the file (or "command line") that set it; "" → the recipe itself.
+        unset: Where a key missing from `provenance` came from.
+
+    Raises:
+        ConfigError: `ppi.saliency` is an LRP method while `ppi.create_graph` is true (PPI on).
+    """
+    ppi = recipe.ppi
+    if ppi.enabled and ppi.create_graph and keeps_no_graph(ppi.saliency):
+        where = provenance.get("", f"recipe '{recipe.name}'")
+        graph_from = provenance.get("ppi.create_graph", unset)
+        raise ConfigError(
+            f"{where}: ppi.saliency '{ppi.saliency}' with ppi.create_graph: true (from {graph_from}): zennit's "
+            "LRP rules are not differentiable twice, so the first PPI epoch would fail",
+            hint="set `ppi.create_graph: false` in the recipe, so L_reg is reported, not trained; "
+                 "or use ppi.saliency wbp, gradient or gradcam")
