@@ -115,3 +115,25 @@ def test_soft_masks_carry_gradient_and_hard_masks_do_not(rng):
         assert not intervention_mask(s, kind).requires_grad
     with pytest.raises(ConfigError, match="unknown mask"):
         intervention_mask(s, "blur")
+
+
+def test_top_k_mask_removes_exactly_the_budget_of_largest_values(rng):
+    s = _maps(rng)  # (3, 1, 9, 7): 63 pixels
+    for kwargs, k in (({"top_k": 5}, 5), ({"coverage": 0.1}, 6), ({"coverage": 0.0}, 1), ({"top_k": 99}, 63)):
+        mask = intervention_mask(s, "top-k", **kwargs).numpy()
+        for i in range(s.shape[0]):
+            values = s[i, 0].numpy().ravel()
+            expected = np.zeros(values.size)
+            expected[np.argsort(-values, kind="stable")[:k]] = 1
+            assert np.array_equal(mask[i, 0].ravel(), expected)  # the same k for a tiny-scale map (image 1)
+
+
+def test_soft_mask_with_coverage_centres_on_the_per_image_quantile(rng):
+    s = _maps(rng)
+    omega = 30.0
+    mask = soft_mask(s, sigma=0.5, omega=omega, coverage=0.2).numpy()
+    for i in range(s.shape[0]):
+        s_hat = s[i, 0].numpy() / max(s[i, 0].numpy().max(), 1e-12)
+        sigma_i = np.quantile(s_hat.ravel(), 0.8)
+        assert np.allclose(mask[i, 0], _sigmoid(omega * (s_hat - sigma_i)), atol=1e-6)
+        assert abs((mask[i, 0] > 0.5).mean() - 0.2) < 0.02  # about the budget, whatever the image's scale

@@ -1,0 +1,72 @@
+# SPDX-License-Identifier: MIT
+"""The PPI step's diagnostics against hand computations on a tiny batch, and frozen batch norm."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ppi_cli.config.recipe import ModelConfig, PPIConfig
+from ppi_cli.engine.step import TrainStep
+from ppi_cli.models import build_model
+from ppi_cli.ppi import LossWeights, pseudo_intervention
+from ppi_cli.ppi.intervention import freeze_batch_norm, intervened_normalisation
+from ppi_cli.ppi.losses import true_label_probability
+
+
+def test_true_label_probability_by_hand():
+    logits = torch.tensor([[2.0], [-1.0], [0.0]])
+    labels = torch.tensor([1.0, 1.0, 0.0])
+    expected = [1 / (1 + math.exp(-2)), 1 / (1 + math.exp(1)), 0.5]
+    assert true_label_probability(logits, labels).tolist() == pytest.approx(expected)
+    multi = torch.tensor([[1.0, 2.0, 3.0]])
+    assert float(true_label_probability(multi, torch.tensor([2]))) == pytest.approx(
+        math.exp(3) / (math.exp(1) + math.exp(2) + math.exp(3)))
+
+
+@pytest.mark.parametrize("create_graph", [True, False])
+def test_step_reports_coverage_and_true_label_probabilities_of_x_star_and_x_prime(create_graph):
+    torch.manual_seed(1)
+    model = build_model(ModelConfig(name="tiny", input_size=16, dropout=0.0)).double().train()
+    x = torch.rand(4, 1, 16, 16, dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    cfg = PPIConfig(mask="top-k", coverage=0.25, create_graph=create_graph, map_from="separate")
+    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                     device=torch.device("cpu"))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    values = step(x, y, epoch=0, generator=torch.Generator().manual_seed(3))
+    model.load_state_dict(state)  # the step's clean forward moved the running statistics; take them back
+    # By hand: the same saliency, masks and donors, then the model on x* and x' with running statistics.
+    iv = pseudo_intervention(model, x, y, cfg, binary=True, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        model(x)  # the clean forward the step made before the intervened ones
+        with intervened_normalisation(model, "running"):
+            p_star = true_label_probability(model(iv.contrast_images()[0]), y[iv.rows])
+            p_prime = true_label_probability(model(iv.adversarial_images()[0]), y[iv.ad_rows])
+    assert values["coverage"] == pytest.approx(0.25)  # 64 of 256 pixels of every image
+    assert iv.rows.tolist() == [0, 2] and sorted(iv.ad_rows.tolist()) == [0, 2]
+    assert values["p_con"] == pytest.approx(float(p_star.mean()), rel=1e-6)
+    assert values["p_ad"] == pytest.approx(float(p_prime.mean()), rel=1e-6)
+
+
+def test_a_batch_without_positives_reports_no_p_con():
+    model = build_model(ModelConfig(name="tiny", input_size=16, dropout=0.0)).train()
+    cfg = PPIConfig()
+    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                     device=torch.device("cpu"))
+    values = step(torch.rand(3, 1, 16, 16), torch.zeros(3), epoch=0, generator=torch.Generator().manual_seed(0))
+    assert math.isnan(values["p_con"]) and 0 <= values["p_ad"] <= 1
+
+
+def test_frozen_batch_norm_keeps_running_statistics_and_the_test_time_function():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="tiny", input_size=16, dropout=0.0)).double().train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    freeze_batch_norm(model)
+    x = torch.rand(4, 1, 16, 16, dtype=torch.float64)
+    train_mode = model(x)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert torch.allclose(train_mode, model.eval()(x))  # the function it has at test time
+
