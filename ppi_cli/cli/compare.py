@@ -23,10 +23,12 @@ def compare_cmd(
     seed: SeedOpt = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")] = False,
 ) -> None:
-    """Compare two runs sample by sample: AUC difference (A − B) with DeLong's test and a bootstrap interval.
+    """Compare two runs sample by sample: the mean per-fold AUC difference (A − B) with a 95% t-interval.
 
     Predictions are paired by fold (or cross-site cell) and manifest row, so both runs must have been
-    evaluated on the same split. Writes comparison.csv and comparison.md (default: RUN_A/compare-<RUN_B>).
+    evaluated on the same split; DeLong's test and a bootstrap interval are given per fold or cell, never
+    on predictions pooled over different models. Writes paired.csv/.md (the headline) and
+    comparison.csv/.md (per part) (default: RUN_A/compare-<RUN_B>).
     """
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     import json

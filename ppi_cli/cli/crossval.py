@@ -27,7 +27,8 @@ def crossval_cmd(
     collect: Annotated[bool, typer.Option("--collect", help="Merge the finished folds of --out (default: the "
                                           "latest crossval run) into the report, without training.")] = False,
     compare: Annotated[Path | None, typer.Option("--compare", help="Another run on the same folds: add a paired "
-                                                 "comparison (DeLong) against it.", show_default=False)] = None,
+                                                 "comparison against it (mean per-fold ΔAUC, t-interval; DeLong per "
+                                                 "fold).", show_default=False)] = None,
     bootstrap: Annotated[int | None, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% "
                                                   "interval (default: the recipe's eval.bootstrap).",
                                                   show_default=False)] = None,

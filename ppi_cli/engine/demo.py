@@ -2,7 +2,7 @@
 """`ppi demo`: the whole study on generated data, on a laptop, in minutes.
 
 Synthesise LIDC-like CT and multi-site GA-like OCT, prepare both caches, cross-validate the
-baseline and PPI+WBP on both (five folds, paired DeLong comparison), build the A–D cross-site
+baseline and PPI+WBP on both (five folds, paired per-fold comparison), build the A–D cross-site
 matrix with and without PPI, explain one prediction and score saliency localisation when those
 commands are installed, and write `REPORT.md` linking every table and picture. Sizes are chosen so
 that everything finishes within 10 minutes on 2 CPU cores (docs/demo.md has the measured time).

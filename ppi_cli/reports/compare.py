@@ -1,10 +1,17 @@
 # SPDX-License-Identifier: MIT
 """Paired comparison of two runs evaluated on the same samples (`ppi compare RUN_A RUN_B`).
 
-Predictions are paired by (part, manifest row): the same fold or cell, the same sample. Binary
-tasks get, per part and pooled over the parts, the two AUCs, their difference with DeLong's
-standard error, z, p-value and interval, and a paired stratified bootstrap interval. Multi-class
-tasks get the accuracy difference with an exact McNemar test. The difference is always A − B.
+Predictions are paired by (part, manifest row): the same fold or cell, the same sample. Each part
+is one model of A and one of B scored on one test set, so per part binary tasks get the two AUCs,
+their difference with DeLong's standard error, z, p-value and interval, and a paired stratified
+bootstrap interval; multi-class tasks get the accuracy difference with an exact McNemar test.
+
+The headline is the mean of the per-model-pair differences with a t-interval over the pairs: a fold
+of a cross-validation is one pair, a training site of a cross-site study is one pair (its value the
+mean over the sites it was not trained on). Predictions are never pooled over parts for a test:
+different folds' models put their scores on different scales, so a DeLong test of the pooled
+predictions is not a test of any one model (on the GA demo it gave ΔAUC −0.236 where the per-fold
+mean was −0.011). The difference is always A − B.
 """
 
 from __future__ import annotations
@@ -16,26 +23,45 @@ from typing import Any
 import numpy as np
 
 from ppi_cli.errors import DataError
+from ppi_cli.files import write_csv, write_text
 from ppi_cli.reports.delong import delong_test, paired_bootstrap_difference
 from ppi_cli.reports.predictions import run_predictions, score_columns
-from ppi_cli.reports.tables import format_interval, format_mean_std, format_value, write_table
+from ppi_cli.reports.tables import format_interval, format_mean_std, format_value, markdown_table
 
-__all__ = ["Comparison", "pair_predictions", "compare_predictions", "compare_runs"]
+__all__ = ["Comparison", "pair_predictions", "compare_predictions", "paired_differences", "compare_runs"]
+
+MEAN_ROW = "mean"
 
 
 @dataclass
 class Comparison:
-    """What `ppi compare` found: one row per part plus a pooled row, and the files written."""
+    """What `ppi compare` found: one row per part, the paired headline table, and the files written.
+
+    Attributes:
+        table: One row per part (fold or cross-site cell): both metrics, the difference, DeLong or
+            McNemar, the bootstrap interval.
+        paired: One row per model pair (fold, or training site) with its difference, then the row
+            "mean": the headline, with its t-interval over the pairs (`paired_differences`).
+    """
 
     name_a: str
     name_b: str
     table: Any  # pandas DataFrame
     summary: str
+    paired: Any = None  # pandas DataFrame
     written: list[Path] = field(default_factory=list)
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """The paired table's "mean" row as plain data (`difference`, `ci_low`, `ci_high`, `n_pairs`, ...)."""
+        row = self.paired[self.paired["pair"] == MEAN_ROW].iloc[0].to_dict()
+        clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items() if k != "pair"}
+        return clean | {"parts": int(row["parts"]), "n_pairs": int(len(self.paired) - 1)}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for `--json`."""
-        return {"a": self.name_a, "b": self.name_b, "summary": self.summary,
+        return {"a": self.name_a, "b": self.name_b, "summary": self.summary, "headline": self.headline,
+                "paired": self.paired.replace({np.nan: None}).to_dict(orient="records"),
                 "rows": self.table.replace({np.nan: None}).to_dict(orient="records")}
 
     def __rich__(self) -> Any:
@@ -80,15 +106,70 @@ def pair_predictions(frame_a: Any, frame_b: Any, name_a: str = "A", name_b: str 
 
 
 def compare_predictions(paired: Any, *, n_boot: int = 2000, seed: int = 0) -> Any:
-    """One comparison row per part and a pooled row (when every sample appears in one part only)."""
+    """One comparison row per part: one model of each run on one test set (no row pooled over parts)."""
     import pandas as pd
 
     multiclass = "score_a" not in paired.columns
     groups = [(str(part), rows) for part, rows in paired.groupby("part", sort=True)]
-    if len(groups) > 1 and not paired["index"].duplicated().any():
-        groups.append(("pooled", paired))
     rows = [(_accuracy_row if multiclass else _auc_row)(part, frame, n_boot, seed) for part, frame in groups]
     return pd.DataFrame(rows)
+
+
+def _model_pair(part: str) -> str:
+    """The model pair a part was scored by: the training site of a cross-site cell "A>B", else the part."""
+    train, sep, _ = part.partition(">")
+    return train if sep else part
+
+
+def paired_differences(table: Any, level: float = 0.95) -> Any:
+    """Per-model-pair differences and their mean with a t-interval: the headline of a comparison.
+
+    A pair's value is its part's difference (a fold), or the mean over its cross-site cells tested
+    on other sites (its own hold-out only when it has no other cell). The last row, `pair` "mean",
+    holds the mean over pairs, the sample std, the two-sided `level` t-interval
+    mean ± t_{n−1} · std / √n (scipy.stats.t) and the one-sample t-test's p-value; with one pair
+    these are NaN.
+
+    Args:
+        table: `compare_predictions`'s per-part table.
+        level: Coverage of the interval.
+
+    Returns:
+        DataFrame with `pair`, `parts`, `<metric>_a`, `<metric>_b`, `difference`, `std`, `ci_low`,
+        `ci_high`, `t` and `p_value`.
+    """
+    import pandas as pd
+    from scipy import stats
+
+    metric = "auc" if "auc_a" in table.columns else "accuracy"
+    usable = table[np.isfinite(table["difference"].to_numpy(dtype=float))]
+    rows = []
+    for pair, frame in usable.groupby(usable["part"].map(_model_pair), sort=True):
+        other = frame[[p.partition(">")[2] not in ("", pair) for p in frame["part"]]]
+        cells = other if len(other) else frame
+        rows.append({"pair": pair, "parts": len(cells), f"{metric}_a": float(cells[f"{metric}_a"].mean()),
+                     f"{metric}_b": float(cells[f"{metric}_b"].mean()),
+                     "difference": float(cells["difference"].mean())})
+    d = np.array([r["difference"] for r in rows], dtype=float)
+    n = d.size
+    mean = float(d.mean()) if n else np.nan
+    std = float(d.std(ddof=1)) if n > 1 else np.nan
+    low = high = t = p = np.nan
+    if n > 1 and std > 0:
+        se = std / np.sqrt(n)
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
+        low, high = mean - half, mean + half
+        t = mean / se
+        p = float(2 * stats.t.sf(abs(t), n - 1))
+    elif n > 1:  # every pair gave the same difference: a zero-width interval
+        low = high = mean
+    summary = {"pair": MEAN_ROW, "parts": int(sum(r["parts"] for r in rows)),
+               f"{metric}_a": float(np.mean([r[f"{metric}_a"] for r in rows])) if n else np.nan,
+               f"{metric}_b": float(np.mean([r[f"{metric}_b"] for r in rows])) if n else np.nan,
+               "difference": mean, "std": std, "ci_low": low, "ci_high": high, "t": t, "p_value": p}
+    columns = ["pair", "parts", f"{metric}_a", f"{metric}_b", "difference", "std", "ci_low", "ci_high", "t",
+               "p_value"]
+    return pd.DataFrame([*rows, summary], columns=columns)
 
 
 def _auc_row(part: str, frame: Any, n_boot: int, seed: int) -> dict[str, Any]:
@@ -126,31 +207,52 @@ def _accuracy_row(part: str, frame: Any, n_boot: int, seed: int) -> dict[str, An
             "p_value": float(p), "boot_low": float(low), "boot_high": float(high)}
 
 
-def _summary(table: Any, name_a: str, name_b: str) -> str:
+def _unit(table: Any) -> tuple[str, str]:
+    """What a model pair is here, singular and plural: folds, training sites, or parts."""
+    parts = [str(p) for p in table["part"]]
+    if parts and all(">" in p for p in parts):
+        return "training site", "training sites"
+    if parts and all(p.startswith("fold-") for p in parts):
+        return "fold", "folds"
+    return "part", "parts"
+
+
+def _summary(table: Any, paired: Any, name_a: str, name_b: str) -> str:
     metric = "auc" if "auc_a" in table.columns else "accuracy"
-    parts = table[table["part"] != "pooled"]
+    label = "AUC" if metric == "auc" else "accuracy"
+    one, many = _unit(table)
+    head = paired.set_index("pair").loc[MEAN_ROW]
+    pairs = paired[paired["pair"] != MEAN_ROW]
     lines = [f"A = `{name_a}`, B = `{name_b}`; differences are A − B."]
-    if len(parts) > 1:
-        label = "AUC" if metric == "auc" else metric
-        lines.append(f"Per-part {label}: A {format_mean_std(parts[f'{metric}_a'])}, "
-                     f"B {format_mean_std(parts[f'{metric}_b'])}; paired difference "
-                     f"{format_mean_std(parts['difference'])} (mean ± sample std over parts).")
-    pooled = table[table["part"] == "pooled"]
-    final = pooled.iloc[0] if len(pooled) else table.iloc[0]
-    where = "pooled over parts" if len(pooled) else f"part {final['part']}"
-    if metric == "auc":
-        lines.append(f"{where}: ΔAUC {format_value(final['difference'])}, DeLong 95% CI "
-                     f"{format_interval(final['ci_low'], final['ci_high'])}, p = {format_value(final['p_value'], 4)}; "
-                     f"paired bootstrap 95% CI {format_interval(final['boot_low'], final['boot_high'])}.")
+    if len(pairs) > 1:
+        each = ", ".join(f"{r.pair} {format_value(r.difference)}" for r in pairs.itertuples())
+        what = (f"per {one} (each the mean over the sites it was not trained on)" if one == "training site"
+                else f"per {one}")
+        lines.append(f"**Headline: mean paired Δ{label} {what} {format_value(head['difference'])}, 95% t-interval "
+                     f"over {len(pairs)} {many} {format_interval(head['ci_low'], head['ci_high'])}, "
+                     f"p = {format_value(head['p_value'], 4)}** (one-sample t-test); per {one}: {each}. "
+                     f"{label} A {format_mean_std(pairs[f'{metric}_a'])}, B {format_mean_std(pairs[f'{metric}_b'])} "
+                     f"(mean ± sample std over {many}).")
+    test = "DeLong's test and the paired bootstrap" if metric == "auc" else "the exact McNemar test and the bootstrap"
+    if len(table) == 1:
+        row = table.iloc[0]
+        if metric == "auc":
+            lines.append(f"**Headline: part {row['part']}: ΔAUC {format_value(row['difference'])}, DeLong 95% CI "
+                         f"{format_interval(row['ci_low'], row['ci_high'])}, p = {format_value(row['p_value'], 4)}; "
+                         f"paired bootstrap 95% CI {format_interval(row['boot_low'], row['boot_high'])}.**")
+        else:
+            lines.append(f"**Headline: part {row['part']}: Δaccuracy {format_value(row['difference'])}, exact "
+                         f"McNemar p = {format_value(row['p_value'], 4)}; bootstrap 95% CI "
+                         f"{format_interval(row['boot_low'], row['boot_high'])}.**")
     else:
-        lines.append(f"{where}: Δaccuracy {format_value(final['difference'])}, exact McNemar p = "
-                     f"{format_value(final['p_value'], 4)}; bootstrap 95% CI "
-                     f"{format_interval(final['boot_low'], final['boot_high'])}.")
-    return "\n".join(lines)
+        lines.append(f"Each row of the per-part table is one model of each run on one test set, so {test} are "
+                     f"valid there. Predictions are not pooled over parts: the parts' models put their scores on "
+                     f"different scales, and a test of pooled predictions is not a test of any one model.")
+    return "\n\n".join(lines)
 
 
 def compare_runs(run_a: Path, run_b: Path, out: Path, *, n_boot: int = 2000, seed: int = 0) -> Comparison:
-    """Compare two runs' predictions and write `comparison.csv` / `comparison.md` into `out`.
+    """Compare two runs' predictions; write `comparison.csv/.md` (per part) and `paired.csv/.md` (headline).
 
     Args:
         run_a: Run folder of model A (a crossval, cross-site or train run with predictions).
@@ -167,7 +269,15 @@ def compare_runs(run_a: Path, run_b: Path, out: Path, *, n_boot: int = 2000, see
         raise DataError(f"{run_a}: comparing a run with itself", hint="give two different run folders")
     paired = pair_predictions(run_predictions(Path(run_a)), run_predictions(Path(run_b)), name_a, name_b)
     table = compare_predictions(paired, n_boot=n_boot, seed=seed)
-    summary = _summary(table, name_a, name_b)
+    differences = paired_differences(table)
+    summary = _summary(table, differences, name_a, name_b)
     out.mkdir(parents=True, exist_ok=True)
-    written = list(write_table(table, out / "comparison", title="Paired comparison", note=summary))
-    return Comparison(name_a, name_b, table, summary, written)
+    one, _ = _unit(table)
+    written = [write_csv(out / "paired.csv", differences)]
+    written.append(write_text(out / "paired.md", f"# Paired differences per {one} (A − B)\n\n"
+                              f"{markdown_table(differences)}\n{summary}\n"))
+    written.append(write_csv(out / "comparison.csv", table))
+    written.append(write_text(out / "comparison.md", "\n".join([
+        "# Paired comparison\n", summary + "\n", f"## Paired differences per {one} ([paired.csv](paired.csv))\n",
+        markdown_table(differences), "## Per part ([comparison.csv](comparison.csv))\n", markdown_table(table)])))
+    return Comparison(name_a, name_b, table, summary, differences, written)

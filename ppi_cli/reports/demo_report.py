@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: MIT
 """`REPORT.md` of `ppi demo`: every headline number, table and picture of the demo, linked.
 
-The reading at the end is written from the numbers (which model scored higher, by how much,
-whether DeLong's test calls it significant), never assumed: on generated data PPI may or may not help.
+The reading at the end is written from the numbers (which model scored higher, by how much, whether
+the paired t-interval over folds excludes 0), never assumed: on generated data PPI may or may not help.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import platform
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ppi_cli import __version__
 from ppi_cli.device import select_device
@@ -41,37 +43,36 @@ def _crossval_section(dataset: str, pair: dict[str, Any], root: Path) -> tuple[l
     reading = ""
     comparison = pair["ppi-wbp"].comparison
     if comparison is not None:
-        table = comparison.table.set_index("part")
-        pooled = table.loc["pooled"] if "pooled" in table.index else table.iloc[-1]
-        link = _rel(comparison.written[-1], root)
-        per_fold = table.drop(index="pooled", errors="ignore")["difference"]
-        lines.append(f"Paired comparison on the same folds (PPI + WBP − baseline): per fold ΔAUC "
-                     f"{format_mean_std(per_fold)}; pooled over the folds' test predictions "
-                     f"ΔAUC {format_value(pooled['difference'])}, DeLong 95% CI "
-                     f"{format_interval(pooled['ci_low'], pooled['ci_high'])}, "
-                     f"p = {format_value(pooled['p_value'], 4)}; "
-                     f"bootstrap 95% CI {format_interval(pooled['boot_low'], pooled['boot_high'])} "
-                     f"([comparison]({link})).\n")
-        reading = _verdict(dataset.upper(), per_fold.to_numpy(dtype=float), pooled["difference"], pooled["p_value"])
+        head = comparison.headline
+        link = _rel(next(p for p in comparison.written if p.name == "comparison.md"), root)
+        per_fold = comparison.paired[comparison.paired["pair"] != "mean"]
+        each = ", ".join(format_value(v) for v in per_fold["difference"])
+        lines.append(f"Paired comparison on the same folds (PPI + WBP − baseline): mean per-fold ΔAUC "
+                     f"**{format_value(_number(head['difference']))}**, 95% t-interval over {head['n_pairs']} folds "
+                     f"{format_interval(_number(head['ci_low']), _number(head['ci_high']))} (per fold: {each}); "
+                     f"each fold's DeLong test in the [comparison]({link}).\n")
+        reading = _verdict(dataset.upper(), per_fold["difference"].to_numpy(dtype=float),
+                           _number(head["ci_low"]), _number(head["ci_high"]))
     pictures = " ".join(f"![{NAMES[v]} ROC]({_rel(run.out / 'roc.png', root)})" for v, run in pair.items())
     lines += [f"ROC curves per fold (left: baseline, right: PPI + WBP):\n\n{pictures}\n"]
     return lines, reading
 
 
-def _verdict(what: str, per_fold: Any, pooled: float, p_value: float) -> str:
-    """One sentence per dataset: the per-fold paired difference first (like for like), then the pooled one."""
-    if not math.isfinite(pooled) or not len(per_fold):
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _verdict(what: str, per_fold: Any, ci_low: float, ci_high: float) -> str:
+    """One sentence per dataset: the mean per-fold paired difference and whether its t-interval excludes 0."""
+    if not len(per_fold) or not np.isfinite(per_fold).all():
         return f"{what}: the comparison could not be computed."
     mean = float(per_fold.mean())
-    spread = float(per_fold.std(ddof=1)) if len(per_fold) > 1 else 0.0
-    strength = "significant at the 5% level" if p_value < 0.05 else "not significant at the 5% level"
     sentence = (f"{what}: per fold, PPI + WBP's AUC was {abs(mean):.3f} {_direction(mean)} than the baseline's "
-                f"(mean of {len(per_fold)} paired differences, std {spread:.3f}); pooled over the folds' test "
-                f"predictions it was {abs(pooled):.3f} {_direction(pooled)} (DeLong p = {p_value:.3g}, {strength}).")
-    if mean * pooled < 0:
-        sentence += (" The two disagree in sign: the pooled AUC also rewards how well the fold models' scores line up "
-                     "with one another, so the per-fold difference is the like-for-like one.")
-    return sentence
+                f"(mean of {len(per_fold)} paired differences")
+    if math.isnan(ci_low) or math.isnan(ci_high):
+        return sentence + "; too few folds for an interval)."
+    verdict = "excludes 0" if ci_low > 0 or ci_high < 0 else "includes 0: no difference shown"
+    return sentence + f", 95% t-interval {format_interval(ci_low, ci_high)}, which {verdict})."
 
 
 def _direction(difference: float) -> str:

@@ -33,16 +33,17 @@ def test_demo_smoke_writes_a_report_whose_links_all_resolve(tmp_path, one_thread
     assert set(result.headlines) == {"lidc baseline", "lidc ppi-wbp", "ga baseline", "ga ppi-wbp"}
 
 
-def test_demo_verdict_leads_with_per_fold_difference_and_flags_a_pooled_sign_flip():
+def test_demo_verdict_is_the_mean_per_fold_difference_and_its_t_interval():
     import numpy as np
 
     from ppi_cli.reports.demo_report import _verdict
 
     folds = np.array([-0.02, 0.0, -0.01, -0.01, 0.0])  # PPI a little worse in every fold
-    flipped = _verdict("GA", folds, 0.049, 0.0345)
-    assert flipped.startswith("GA: per fold, PPI + WBP's AUC was 0.008 lower than the baseline's")
-    assert f"std {folds.std(ddof=1):.3f}" in flipped and "0.049 higher (DeLong p = 0.0345, significant" in flipped
-    assert "disagree in sign" in flipped
-    agreed = _verdict("LIDC", np.array([0.02, 0.0]), 0.013, 0.18)
-    assert "0.010 higher" in agreed and "not significant" in agreed and "disagree" not in agreed
-    assert _verdict("X", folds, float("nan"), 0.5) == "X: the comparison could not be computed."
+    worse = _verdict("GA", folds, -0.020, -0.0001)
+    assert worse.startswith("GA: per fold, PPI + WBP's AUC was 0.008 lower than the baseline's")
+    assert "mean of 5 paired differences, 95% t-interval [-0.020, -0.000], which excludes 0" in worse
+    assert "pooled" not in worse and "DeLong" not in worse
+    same = _verdict("LIDC", np.array([0.02, 0.0]), -0.117, 0.137)
+    assert "0.010 higher" in same and "includes 0: no difference shown" in same
+    assert "too few folds" in _verdict("X", np.array([0.1]), float("nan"), float("nan"))
+    assert _verdict("X", np.array([np.nan]), 0.0, 1.0) == "X: the comparison could not be computed."

@@ -135,8 +135,9 @@ def test_crossval_compare_pairs_two_recipes_on_the_same_folds(tmp_path, fake_tra
     cv.run_crossval(cv.CrossvalConfig(base, data, tmp_path / "base", folds=3, bootstrap=0))
     out = cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "ppi", folds=3, bootstrap=50,
                                             compare=tmp_path / "base"))
-    pooled = out.comparison.table.set_index("part").loc["pooled"]
-    assert pooled["difference"] > 0  # the stand-in PPI model separates the classes better
+    assert out.comparison.table["part"].tolist() == ["fold-0", "fold-1", "fold-2"]
+    assert out.comparison.headline["difference"] > 0  # the stand-in PPI model separates the classes better
+    assert out.comparison.headline["n_pairs"] == 3
     assert (tmp_path / "ppi" / "compare-base" / "comparison.md").is_file()
 
 
