@@ -63,7 +63,7 @@ def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask, create_g
     assert set(got) == set(expected)
     for name, grad in expected.items():
         assert torch.allclose(got[name], grad, rtol=1e-8, atol=1e-12), name
-    assert set(values) == {"cls", "con", "reg", "ad", "loss"}
+    assert set(values) == {"cls", "con", "reg", "ad", "loss", "coverage", "p_con", "p_ad"}
     # Running statistics saw the clean batch once, never the intervened images.
     for a, b in zip(model.buffers(), reference.buffers(), strict=True):
         assert torch.equal(a, b)
