@@ -55,8 +55,8 @@ def synth_ga_cmd(
     else:
         from rich.table import Table
 
-        table = Table("site", "volumes", "GA", f"cue ({cfg.cue_form()})", title=f"synthetic GA data {result.out}", box=None,
-                      pad_edge=False)
+        table = Table("site", "volumes", "GA", f"cue ({cfg.cue_form()})", title=f"synthetic GA data {result.out}",
+                      box=None, pad_edge=False)
         for site, counts in result.per_site.items():
             table.add_row(site, str(counts["volumes"]), str(counts["positives"]), str(counts["cue"]))
         console.stdout.print(table)

@@ -26,7 +26,8 @@ What it models (design.md "Synthetic data"):
 
 Outputs: the volumes, `masks/<name>.npy` (uint8 (n, H, W), the volume's own geometry),
 `manifest.csv` (the input of `ppi prepare ga`), `answer_key.csv` (label, cue present, its form and,
-for the mark, its box; lesion extent per volume) and `site_configs/` matching the generated geometry (site D: edge-repeat to full width).
+for the mark, its box; lesion extent per volume) and `site_configs/` matching the generated
+geometry (site D: edge-repeat to full width).
 """
 
 from __future__ import annotations
@@ -178,9 +179,10 @@ def synth_volume(rng: np.random.Generator, style: SiteStyle, n_bscans: int, size
     loss = lesion[:, None, :]  # (n, 1, W), where the tissue is lost
     strength = max(float(lesion_strength), 0.0)  # how much is lost: 1 is the default lesion
     inner = np.interp(fraction, *_INNER).astype(np.float32)
-    inner = np.where(fraction >= _EZ_FRACTION, inner * (1.0 - min(0.75 * strength, 1.0) * loss), inner)  # ellipsoid zone lost
+    ez_loss, rpe_loss = min(0.75 * strength, 1.0), min(0.7 * strength, 1.0)
+    inner = np.where(fraction >= _EZ_FRACTION, inner * (1.0 - ez_loss * loss), inner)  # ellipsoid zone lost
     outer = np.interp(below, *_OUTER).astype(np.float32)
-    outer = np.where(below < 0.025, outer * (1.0 - min(0.7 * strength, 1.0) * loss), outer)  # RPE lost
+    outer = np.where(below < 0.025, outer * (1.0 - rpe_loss * loss), outer)  # RPE lost
     outer = outer + 0.55 * strength * loss * np.exp(-below / 0.12) * (below < _HYPER_DEPTH)  # hypertransmission
     image = np.where(fraction < 1.0, inner, outer)
     if cue and form in DIFFUSE_FORMS:
@@ -230,7 +232,8 @@ def synth_ga(cfg: SynthGaConfig) -> SynthGaResult:
     spacing = (6.0 / cfg.n_bscans, 2.0 / height, 6.0 / width)  # mm: a 6 x 6 mm scan, 2 mm deep
     if cfg.shortcut not in SHORTCUTS or cfg.diffuse not in DIFFUSE_FORMS:
         raise ConfigError(f"--shortcut {cfg.shortcut} / --diffuse {cfg.diffuse}: unknown cue",
-                          hint=f"choose --shortcut from {', '.join(SHORTCUTS)}, --diffuse from {', '.join(DIFFUSE_FORMS)}")
+                          hint=f"choose --shortcut from {', '.join(SHORTCUTS)}, "
+                               f"--diffuse from {', '.join(DIFFUSE_FORMS)}")
     bad = {s: r for s, r in (cfg.correlation or {}).items() if s not in cfg.sites or not -1.0 <= r <= 1.0}
     if bad:
         raise ConfigError(f"--correlation: {', '.join(f'{s}={r}' for s, r in bad.items())} is not a generated site "
