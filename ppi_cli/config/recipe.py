@@ -92,6 +92,10 @@ class PPIConfig:
                        "budget of the top-k mask.", min=0)
     coverage: float = param(0.0, "Share of each image's pixels a mask removes: the budget of the top-k mask (without "
                             "top_k) and, when > 0, the soft mask's per-image σ (ours; docs/ppi.md).", min=0, max=1)
+    fill: Literal["zero", "blur"] = param(
+        "zero", "What replaces a removed pixel in x* and x': zero (the paper's eq. 1) or blur, the image's own "
+        "Gaussian blur (std fill_sigma), which keeps its low-frequency look and drops the detail (ours; docs/ppi.md).")
+    fill_sigma: float = param(4.0, "Std in pixels of the blur fill (ours).", min=0.1)
     box_spread: float = param(2.0, "Box mask half-size in stds of the kept points' coordinates (paper: not "
                               "recovered; ours: ≥ 50% of the points inside by the union bound).", min=0)
     contrast_on: Literal["positives", "all"] = param(
@@ -105,6 +109,8 @@ class PPIConfig:
     alpha: Weight = param(1.0, "Weight of L_con, or 'auto' to match L_cls's running magnitude.", min=0)
     beta: Weight = param(0.1, "Weight of L_reg (mean |s|), or 'auto'.", min=0)
     gamma: Weight = param(1.0, "Weight of L_ad, or 'auto'.", min=0)
+    delta: float = param(0.0, "Weight of L_out (ours, off by default): the squared evidence each map puts outside its "
+                         "own mask, which a diffuse cue cannot avoid (docs/ppi.md).", min=0)
     auto_momentum: float = param(0.9, "Momentum of the running loss magnitudes that 'auto' weights use (ours).",
                                  min=0, max=0.999)
     auto_max: float = param(100.0, "Cap on an 'auto' weight (ours): a term the model drives towards zero, such as "

@@ -51,6 +51,7 @@ from ppi_cli.ppi.losses import (
     classification_loss,
     contrast_loss,
     full_precision,
+    outside_evidence,
     saliency_regulariser,
     true_label_probability,
 )
@@ -121,6 +122,9 @@ class TrainStep:
         l_con, l_ad, total = self._intervened_pass(iv, labels, alpha, gamma, sync_off)
         if l_reg.requires_grad:  # without create_graph the map is a constant: L_reg is reported, not trained
             total = total + beta * l_reg
+        l_out = outside_evidence(full_precision(iv.saliency), iv.mask) if self.cfg.delta > 0 else None
+        if l_out is not None and l_out.requires_grad:
+            total = total + self.cfg.delta * l_out
         if deferred is not None:  # L_cls's gradient, from the traversal of the clean graph this backward makes anyway
             total = total + deferred
         with phase("last backward"):
@@ -129,6 +133,9 @@ class TrainStep:
                   "ad": float(l_ad.detach())}
         self.weights.update(values)
         values["loss"] = values["cls"] + alpha * values["con"] + beta * values["reg"] + gamma * values["ad"]
+        if l_out is not None:
+            values["out"] = float(l_out.detach())
+            values["loss"] += self.cfg.delta * values["out"]
         return values | self._diagnostics(iv)
 
     def _diagnostics(self, iv: Intervention) -> dict[str, float]:

@@ -38,7 +38,7 @@ from torch import nn
 from ppi_cli.autograd.double_backward import piecewise_linear_backward
 from ppi_cli.config.recipe import PPIConfig
 from ppi_cli.ppi.losses import mask_donors
-from ppi_cli.ppi.masks import broadcast_per_sample, intervene, intervention_mask
+from ppi_cli.ppi.masks import blurred, broadcast_per_sample, intervene, intervention_mask
 from ppi_cli.saliency import saliency_map
 
 __all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows",
@@ -59,6 +59,7 @@ class Intervention:
         rows: int64 `(R,)` batch rows L_con applies to.
         ad_rows: int64 `(A,)` batch rows L_ad applies to.
         donors: int64 `(A,)` the image whose mask each of `ad_rows` takes (never the row itself).
+        fill: What replaces removed pixels, shaped like `x` (`ppi.fill: blur`), or None for zeros.
     """
 
     x: torch.Tensor
@@ -68,6 +69,10 @@ class Intervention:
     rows: torch.Tensor
     ad_rows: torch.Tensor
     donors: torch.Tensor
+    fill: torch.Tensor | None = None
+
+    def _fill(self, rows: torch.Tensor) -> torch.Tensor | None:
+        return None if self.fill is None else self.fill[rows]
 
     def _per_sample(self, mask: torch.Tensor) -> torch.Tensor:
         b = self.x.shape[0]
@@ -77,7 +82,7 @@ class Intervention:
         """x* of `rows` (eq. 1) and their positions, from `mask` (default: `self.mask`)."""
         m = self._per_sample(self.mask if mask is None else mask)
         pos = self.positions[self.rows] if self.positions is not None else None
-        return intervene(self.x[self.rows], m[self.rows]), pos
+        return intervene(self.x[self.rows], m[self.rows], self._fill(self.rows)), pos
 
     def adversarial_images(self, mask: torch.Tensor | None = None,
                            part: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -85,7 +90,7 @@ class Intervention:
         m = self._per_sample(self.mask if mask is None else mask)
         rows, donors = self.ad_rows[part], self.donors[part]
         pos = self.positions[rows] if self.positions is not None else None
-        return intervene(self.x[rows], m[donors]), pos
+        return intervene(self.x[rows], m[donors], self._fill(rows)), pos
 
     @property
     def inputs(self) -> torch.Tensor:
@@ -197,8 +202,12 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
     ad_rows, donors = mask_donors(b, pool, generator, receivers=receivers)
     if ad_rows.numel() == 0:  # the pool had no image but the receivers' own: every image lends its mask
         ad_rows, donors = mask_donors(b, every, generator, receivers=receivers)
+    fill = None
+    if cfg.fill == "blur":
+        images = x.flatten(0, 1) if positions is not None else x  # (N, C, H, W)
+        fill = blurred(images.detach(), cfg.fill_sigma).view_as(x)
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
-                        ad_rows=ad_rows.to(x.device), donors=donors.to(x.device))
+                        ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill)
 
 
 def adversarial_follows_contrast(cfg: PPIConfig) -> bool:

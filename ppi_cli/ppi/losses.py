@@ -24,7 +24,7 @@ from ppi_cli.autograd.tensors import full_precision
 from ppi_cli.config.recipe import PPIConfig
 
 __all__ = ["classification_loss", "contrast_loss", "saliency_regulariser", "adversarial_loss", "derangement",
-           "mask_donors", "full_precision", "true_label_probability",
+           "mask_donors", "full_precision", "true_label_probability", "outside_evidence",
            "LossWeights", "TERMS"]
 
 TERMS = ("cls", "con", "reg", "ad")
@@ -69,6 +69,18 @@ def contrast_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def saliency_regulariser(saliency: torch.Tensor) -> torch.Tensor:
     """L_reg = mean |s| over every pixel of every map (the paper's ‖s‖₁, per pixel)."""
     return saliency.abs().mean()
+
+
+def outside_evidence(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L_out = mean over maps of (Σ (1 − T) ⊙ s)²: the evidence a map puts outside its own mask (ours).
+
+    s is the true-class map (signed), T the mask (a constant here: the term moves the evidence, not
+    the mask). A cue spread over the whole image (a site's brightness ramp, a texture) cannot fit
+    in a sparse mask, so whatever weight the model gives it, for or against the label, shows up
+    outside the mask and is penalised; evidence inside the mask, where the lesion should be, is not.
+    """
+    outside = ((1 - mask.detach().to(saliency.dtype)) * saliency).flatten(1).sum(dim=1)  # (N,)
+    return outside.pow(2).mean()
 
 
 def adversarial_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

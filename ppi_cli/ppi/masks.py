@@ -27,7 +27,7 @@ from ppi_cli.autograd.tensors import broadcast_per_sample
 from ppi_cli.errors import ConfigError
 
 __all__ = ["normalise_saliency", "keep_top_k", "soft_mask", "adaptive_soft_mask", "hard_mask", "box_mask",
-           "intervention_mask", "intervene", "broadcast_per_sample", "top_k_mask", "budget", "MASKS"]
+           "intervention_mask", "intervene", "blurred", "broadcast_per_sample", "top_k_mask", "budget", "MASKS"]
 
 MASKS = ("soft", "soft-adaptive", "hard", "box", "top-k")
 _EPS = 1e-12
@@ -154,11 +154,35 @@ def intervention_mask(s: torch.Tensor, kind: str, *, sigma: float = 0.5, omega: 
     raise ConfigError(f"ppi.mask: unknown mask '{kind}'", hint=f"use one of: {', '.join(MASKS)}")
 
 
-def intervene(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The intervened image x* = (1 − T) ⊙ x: masked pixels become 0 in every channel (eq. 1).
+def intervene(x: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """The intervened image x* = (1 − T) ⊙ x + T ⊙ fill: masked pixels become 0 (eq. 1) or `fill`.
 
     Args:
         x: Images `(B, C, *spatial)` in [0, 1].
         mask: `(B, 1, *spatial)` in [0, 1], broadcast over channels.
+        fill: What replaces a removed pixel, shaped like `x` (None: 0, the paper's eq. 1).
     """
-    return (1 - mask.to(x.dtype)) * x
+    t = mask.to(x.dtype)
+    if fill is None:
+        return (1 - t) * x
+    return (1 - t) * x + t * fill
+
+
+def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A Gaussian blur of `(N, C, H, W)` images with std `sigma` pixels (separable, reflect padding).
+
+    The `blur` fill of `ppi.fill`: a removed pixel takes its neighbourhood's smooth level, so the
+    image keeps its low-frequency look (a site's brightness ramp, its overall gain) and loses the
+    detail inside the mask, instead of a black hole the classifier can learn to see.
+    """
+    n, c, h, w = x.shape
+    out = x.reshape(n * c, 1, h, w)
+    for axis, size in ((2, h), (3, w)):
+        radius = max(0, min(int(round(3 * sigma)), size - 1))  # reflect padding needs radius < size
+        taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+        kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+        shape = (1, 1, -1, 1) if axis == 2 else (1, 1, 1, -1)
+        pad = (0, 0, radius, radius) if axis == 2 else (radius, radius, 0, 0)
+        out = torch.nn.functional.conv2d(torch.nn.functional.pad(out, pad, mode="reflect"),
+                                         (kernel / kernel.sum()).view(shape))
+    return out.view(n, c, h, w)

@@ -239,3 +239,16 @@ def _graph_node_names(t: torch.Tensor) -> set[str]:
         seen.add(node)
         stack.extend(next_node for next_node, _ in node.next_functions)
     return {type(node).__name__ for node in seen}
+
+
+def test_outside_evidence_by_hand():
+    from ppi_cli.ppi.losses import outside_evidence
+
+    s = torch.tensor([[[[1.0, -2.0], [3.0, 0.5]]], [[[0.0, 1.0], [1.0, 1.0]]]], requires_grad=True)  # (2, 1, 2, 2)
+    t = torch.tensor([[[[0.0, 0.0], [1.0, 0.0]]], [[[0.5, 0.5], [0.5, 0.5]]]])
+    value = outside_evidence(s, t)
+    # image 0: outside the mask 1 − 2 + 0.5 = −0.5; image 1: half of 3 = 1.5; mean of squares 1.25
+    assert float(value) == pytest.approx(1.25)
+    value.backward()
+    assert torch.allclose(s.grad[0, 0], torch.tensor([[-0.5, -0.5], [0.0, -0.5]]))  # d/ds of (Σ(1−T)s)²/2
+    assert torch.allclose(s.grad[1, 0], torch.full((2, 2), 0.75))

@@ -137,3 +137,20 @@ def test_soft_mask_with_coverage_centres_on_the_per_image_quantile(rng):
         sigma_i = np.quantile(s_hat.ravel(), 0.8)
         assert np.allclose(mask[i, 0], _sigmoid(omega * (s_hat - sigma_i)), atol=1e-6)
         assert abs((mask[i, 0] > 0.5).mean() - 0.2) < 0.02  # about the budget, whatever the image's scale
+
+
+def test_blur_fill_is_scipys_gaussian_filter_and_fills_only_the_mask(rng):
+    from scipy.ndimage import gaussian_filter
+
+    from ppi_cli.ppi.masks import blurred
+
+    x = torch.from_numpy(rng.random((2, 1, 20, 24)))
+    smooth = blurred(x, 2.0).numpy()
+    for i in range(2):  # torch's reflect padding is SciPy's "mirror" mode; the kernel is cut at 3 sigma in both
+        assert np.allclose(smooth[i, 0], gaussian_filter(x[i, 0].numpy(), 2.0, mode="mirror", truncate=3.0))
+    mask = torch.zeros(2, 1, 20, 24, dtype=x.dtype)
+    mask[:, :, 5:9, 6:12] = 1.0
+    out = intervene(x, mask, torch.from_numpy(smooth))
+    assert torch.equal(out[mask.expand_as(x) == 0], x[mask.expand_as(x) == 0])
+    assert torch.allclose(out[:, :, 5:9, 6:12], torch.from_numpy(smooth)[:, :, 5:9, 6:12])
+    assert torch.equal(intervene(x, mask), x * (1 - mask))  # no fill: the paper's zeros
