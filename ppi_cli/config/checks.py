@@ -13,12 +13,9 @@ and tests/test_config.py holds it equal to the saliency registry's `differentiab
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from ppi_cli.errors import ConfigError
-
-if TYPE_CHECKING:
-    from ppi_cli.config.recipe import Recipe
 
 __all__ = ["check_recipe", "keeps_no_graph"]
 
@@ -32,7 +29,17 @@ def keeps_no_graph(saliency: str) -> bool:
     return saliency.startswith(_NO_GRAPH_PREFIXES)
 
 
-def check_recipe(recipe: Recipe, provenance: Mapping[str, str], *, unset: str = "the default") -> None:
+class _Recipe(Protocol):
+    """What the checks read of a `Recipe` (config/recipe.py imports this module, not the reverse)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def ppi(self) -> Any: ...
+
+
+def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str = "the default") -> None:
     """Refuse field combinations that cannot train.
 
     Args:
