@@ -28,6 +28,7 @@ run under autocast on CUDA, losses in float32, float16 gradients scaled by a `Gr
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,10 +95,11 @@ class TrainStep:
         return self.cfg.enabled and epoch >= self.cfg.start_epoch and batch_size >= 2
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None, *,
-                 epoch: int, generator: torch.Generator | None = None) -> dict[str, float]:
+                 epoch: int, generator: torch.Generator | None = None,
+                 lesion: torch.Tensor | None = None) -> dict[str, float]:
         """Gradients of one batch; `{"cls", "con", "reg", "ad", "loss"}` values (the PPI terms only with PPI)."""
         if self.uses_ppi(epoch, x.shape[0]):
-            return self._ppi(x, labels, positions, epoch, generator)
+            return self._ppi(x, labels, positions, epoch, generator, lesion)
         return self._plain(x, labels, positions)
 
     def _backward(self, loss: torch.Tensor) -> None:
@@ -113,7 +115,7 @@ class TrainStep:
         return {"cls": value, "loss": value}
 
     def _ppi(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None, epoch: int,
-             generator: torch.Generator | None) -> dict[str, float]:
+             generator: torch.Generator | None, lesion: torch.Tensor | None = None) -> dict[str, float]:
         sync_off = self.net.no_sync if hasattr(self.net, "no_sync") else contextlib.nullcontext
         l_cls, iv, deferred = self._clean_pass(x, labels, positions, generator, sync_off)
         alpha, beta, gamma = (self.weights.weight(t, epoch) for t in ("con", "reg", "ad"))
@@ -136,17 +138,23 @@ class TrainStep:
         if l_out is not None:
             values["out"] = float(l_out.detach())
             values["loss"] += self.cfg.delta * values["out"]
-        return values | self._diagnostics(iv)
+        return values | self._diagnostics(iv, lesion)
 
-    def _diagnostics(self, iv: Intervention) -> dict[str, float]:
+    def _diagnostics(self, iv: Intervention, lesion: torch.Tensor | None = None) -> dict[str, float]:
         """What the intervention did: mask coverage, p(y | x*) on the L_con rows, p(y | x') on the L_ad rows.
 
         Each is a batch mean, NaN where the batch had no such row (no positive: no x*); the trainer
-        averages the finite ones over the epoch.
+        averages the finite ones over the epoch. With the batch's lesion masks, `lesion_removed` is
+        the share of lesion pixels the masks remove, Σ T·lesion / Σ lesion over the batch's maps.
         """
         seen = {k: torch.cat(v) if v else torch.zeros(0) for k, v in self._seen.items()}
         mean = {k: float(v.mean()) if v.numel() else float("nan") for k, v in seen.items()}
-        return {"coverage": float(iv.mask.detach().float().mean()), "p_con": mean["con"], "p_ad": mean["ad"]}
+        found = {"coverage": float(iv.mask.detach().float().mean()), "p_con": mean["con"], "p_ad": mean["ad"]}
+        if lesion is not None:  # the lesion masks of the batch, shaped like x with one channel
+            region = lesion.reshape(iv.mask.shape).to(iv.mask.device, torch.float32)
+            area = float(region.sum())
+            found["lesion_removed"] = float((iv.mask.detach().float() * region).sum()) / area if area else math.nan
+        return found
 
     def _clean_pass(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None,
                     generator: torch.Generator | None,

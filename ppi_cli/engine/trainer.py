@@ -50,10 +50,12 @@ from ppi_cli.files import write_csv, write_text
 from ppi_cli.models import build_model, is_volume_model
 from ppi_cli.ppi.intervention import freeze_batch_norm
 from ppi_cli.ppi.losses import LossWeights
+from ppi_cli.reports.plots import training_figure
 
-__all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config"]
+__all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config", "epoch_line"]
 
 LAST, BEST, METRICS, RECIPE, SPLIT = "last.pt", "best.pt", "metrics.csv", "recipe.yaml", "split.json"
+TRAIN_LOG, TRAINING_PNG = "train.log", "training.png"
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
     data_cfg = dataset_config(recipe)
     val_set = build_dataset(kind, cache_dir, split.val, data_cfg, train=False, seed=recipe.seed)
     volume = is_volume_model(model)
+    last_plot = -math.inf  # when training.png was last drawn (monotonic seconds)
     for epoch in range(state["epoch"], recipe.schedule.epochs):
         started = time.monotonic()
         seed = epoch_seed(recipe.seed, epoch)
@@ -147,7 +150,8 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
             labels = batch["label"].to(device)
             labels = labels.float() if binary else labels.long()
             optimizer.zero_grad(set_to_none=True)
-            values = step(x, labels, positions, epoch=epoch, generator=generator)
+            lesion = batch.get("mask")  # lesion masks, where the data has them (diagnostics only)
+            values = step(x, labels, positions, epoch=epoch, generator=generator, lesion=lesion)
             if not math.isfinite(values["loss"]):
                 raise ModelError(f"training diverged at epoch {epoch + 1}: loss {values['loss']}",
                                  hint="lower optim.lr, or set ppi.alpha/beta/gamma lower")
@@ -181,12 +185,47 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         if ctx.is_main:
             _save_epoch(out_dir, recipe, model, cache, split, state, row, improved, optimizer, scheduler, weights,
                         scaler, ranks)
+            last_plot = _report_epoch(out_dir, recipe, state["rows"], last_plot)
         ctx.barrier()
     if ctx.is_main:
         log(f"best epoch {state['best_epoch']}: val {recipe.eval.metric} {state['best_metric']:.4f}")
     return TrainResult(out_dir=out_dir, best_checkpoint=out_dir / BEST, last_checkpoint=out_dir / LAST,
                        best_epoch=state["best_epoch"], best_metric=float(state["best_metric"]),
                        metrics_csv=out_dir / METRICS, is_main=ctx.is_main)
+
+
+_LINE_TERMS = (("cls", "cls"), ("con", "con"), ("reg", "reg"), ("ad", "ad"), ("out", "out"))
+_LINE_DIAGNOSTICS = (("coverage", "cov"), ("lesion_removed", "lesion"), ("p_con", "p*"), ("p_ad", "p'"))
+PLOT_EVERY = 10.0  # seconds between redraws of training.png (always drawn after the last epoch)
+
+
+def epoch_line(row: dict[str, Any], epochs: int, eta: float) -> str:
+    """One epoch as one line: loss terms, intervention diagnostics, validation, learning rate, time and ETA."""
+
+    def part(pairs: tuple[tuple[str, str], ...]) -> str:
+        return "  ".join(f"{label} {row[f'train_{key}']:.3f}" for key, label in pairs
+                         if math.isfinite(row.get(f"train_{key}", math.nan)))
+
+    val = [f"{k.removeprefix('val_')} {v:.3f}" for k, v in row.items() if k.startswith("val_") and math.isfinite(v)]
+    pieces = [f"epoch {row['epoch']}/{epochs}" + (" PPI" if row.get("ppi") else ""), part(_LINE_TERMS),
+              part(_LINE_DIAGNOSTICS), ("val " + "  ".join(val)) if val else "no validation",
+              f"lr {row['lr']:.2g}", f"{row['seconds']:.1f} s" + (f", ETA {eta:.0f} s" if eta > 0 else "")]
+    return " | ".join(p for p in pieces if p)
+
+
+def _report_epoch(out_dir: Path, recipe: Recipe, rows: list[dict[str, Any]], last_plot: float) -> float:
+    """The epoch's line on stderr and in train.log, and training.png every PLOT_EVERY seconds and at the end."""
+    epochs = recipe.schedule.epochs
+    row = rows[-1]
+    eta = float(np.mean([r["seconds"] for r in rows])) * (epochs - int(row["epoch"]))
+    lines = [epoch_line(r, epochs, 0.0) for r in rows[:-1]] + [epoch_line(row, epochs, eta)]
+    log(f"{out_dir.name}: {lines[-1]}")
+    write_text(out_dir / TRAIN_LOG, "\n".join(lines) + "\n")
+    now = time.monotonic()
+    if now - last_plot >= PLOT_EVERY or int(row["epoch"]) == epochs:
+        training_figure(rows, out_dir / TRAINING_PNG, title=f"{recipe.name}: {out_dir.name}")
+        return now
+    return last_plot
 
 
 def _fresh() -> dict[str, Any]:

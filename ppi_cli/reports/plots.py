@@ -16,7 +16,7 @@ import numpy as np
 from ppi_cli.files import atomic_path
 from ppi_cli.reports.metrics import roc_auc, roc_points
 
-__all__ = ["save_figure", "roc_figure", "heatmap_figure"]
+__all__ = ["training_figure", "save_figure", "roc_figure", "heatmap_figure"]
 
 
 def _pyplot() -> Any:
@@ -96,4 +96,46 @@ def heatmap_figure(matrices: Mapping[str, Any], path: str | Path, title: str = "
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color=shade)
     fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="AUC")
     fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def training_figure(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "Training") -> Path:
+    """Per-epoch curves of one run (the rows of metrics.csv): losses, intervention diagnostics, validation.
+
+    Left: every `train_*` loss term (log scale) with the PPI epochs shaded; middle: mask coverage,
+    the lesion share removed, p(y | x*) and p(y | x'); right: the validation metric and loss.
+    """
+    plt = _pyplot()
+    epochs = [int(r["epoch"]) for r in rows]
+
+    def series(key: str) -> list[float]:
+        return [float(r.get(key, np.nan)) for r in rows]
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    losses = [k for k in ("cls", "con", "reg", "ad", "out", "loss") if any(f"train_{k}" in r for r in rows)]
+    for key in losses:
+        axes[0].plot(epochs, series(f"train_{key}"), marker=".", label=key, lw=2 if key == "loss" else 1)
+    axes[0].set_yscale("log")
+    axes[0].set_title("training losses")
+    diagnostics = {"coverage": "mask coverage", "lesion_removed": "lesion removed", "p_con": "p(y | x*)",
+                   "p_ad": "p(y | x')"}
+    for key, label in diagnostics.items():
+        if any(f"train_{key}" in r for r in rows):
+            axes[1].plot(epochs, series(f"train_{key}"), marker=".", label=label)
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_title("intervention")
+    metric = next((k for k in (rows[0] if rows else {}) if k.startswith("val_") and k != "val_loss"), None)
+    if metric:
+        axes[2].plot(epochs, series(metric), marker=".", label=metric.removeprefix("val_"))
+    axes[2].plot(epochs, series("val_loss"), marker=".", label="val loss")
+    axes[2].set_title("validation")
+    ppi_epochs = [e for e, r in zip(epochs, rows, strict=True) if int(r.get("ppi", 0))]
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        if ppi_epochs:
+            ax.axvspan(min(ppi_epochs) - 0.5, max(ppi_epochs) + 0.5, color="tab:orange", alpha=0.08)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(title + (" (shaded: PPI epochs)" if ppi_epochs else ""))
+    fig.tight_layout()
     return save_figure(fig, path)

@@ -73,6 +73,26 @@ def test_fit_writes_a_self_describing_run(tmp_path, one_thread):
     pred = predict(model, build_dataset("synthetic", None, split.val, recipe.data, train=False))
     assert pred.scores.shape == (len(split.val),) and np.array_equal(pred.indices, split.val)
     assert ((pred.scores >= 0) & (pred.scores <= 1)).all()
+    # Diagnostics of the PPI epoch; the generated task carries its blob masks, so the lesion share is measured.
+    ppi_row = metrics.loc[1]
+    assert 0 < ppi_row["train_coverage"] < 1 and 0 <= ppi_row["train_lesion_removed"] <= 1
+    assert 0 <= ppi_row["train_p_ad"] <= 1  # alpha 0 in this recipe: no x*, so no p_con
+    log = (tmp_path / "run" / "train.log").read_text().splitlines()
+    assert [line.split(" |")[0] for line in log] == ["epoch 1/2", "epoch 2/2 PPI"]
+    assert "cov " in log[1] and "lesion " in log[1] and "val auc" in log[1] and "lr " in log[1]
+    assert (tmp_path / "run" / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_epoch_line_reads_every_term_and_skips_what_was_not_measured():
+    from ppi_cli.engine.trainer import epoch_line
+
+    row = {"epoch": 3, "ppi": 1, "lr": 0.002, "train_cls": 0.31234, "train_con": 0.5, "train_reg": 0.02,
+           "train_ad": 0.4, "train_loss": 1.2, "train_coverage": 0.05, "train_p_con": float("nan"),
+           "train_p_ad": 0.7, "val_auc": 0.9123, "val_loss": 0.4, "seconds": 2.04}
+    line = epoch_line(row, 10, 14.3)
+    assert line == ("epoch 3/10 PPI | cls 0.312  con 0.500  reg 0.020  ad 0.400 | cov 0.050  p' 0.700 | "
+                    "val auc 0.912  loss 0.400 | lr 0.002 | 2.0 s, ETA 14 s")
+    assert "no validation" in epoch_line(row | {"val_auc": float("nan"), "val_loss": float("nan")}, 10, 0.0)
 
 
 def test_cli_train_fold_resume_guard_and_errors(tmp_path, cli, one_thread):

@@ -69,6 +69,7 @@ class GaDataset(Dataset):
         self.manifest = frame.iloc[rows].reset_index(drop=True)
         self.labels = frame["label"].to_numpy(dtype=np.float32)[rows]
         self._volumes: np.ndarray | None = None  # opened lazily, once per process (memory-mapped)
+        self._masks: np.ndarray | None = None
         self._generator = torch.Generator().manual_seed(int(seed))
 
     @property
@@ -77,6 +78,13 @@ class GaDataset(Dataset):
         if self._volumes is None:
             self._volumes = load_array(self.cache_dir, "volumes.npy")
         return self._volumes
+
+    @property
+    def masks(self) -> np.ndarray | None:
+        """The memory-mapped `(N, n_bscans, H, W)` uint8 lesion masks, or None for a cache without them."""
+        if self._masks is None and (self.cache_dir / "masks.npy").is_file():
+            self._masks = load_array(self.cache_dir, "masks.npy")
+        return self._masks
 
     def __len__(self) -> int:
         return int(self.indices.size)
@@ -90,11 +98,17 @@ class GaDataset(Dataset):
             generator = self._rng()
             positions = sample_bscans(volume.shape[0], self.slices_per_volume, generator)  # (K,) in B-scan order
             image, _ = preprocess_volume(volume[positions.numpy()])  # (K, 1, H, W)
+            masks = self.masks
+            lesion = None if masks is None else torch.from_numpy(np.array(masks[index][positions.numpy()]))[:, None]
             if self.flips and torch.rand((), generator=generator) < 0.5:
                 image = image.flip(-1)  # the whole volume, so neighbouring B-scans stay aligned
+                lesion = None if lesion is None else lesion.flip(-1)
             if self.noise_std > 0:
                 noise = torch.randn(image.shape, generator=generator) * self.noise_std
                 image = (image + noise).clamp_(0.0, 1.0)
+            if lesion is not None:  # the training diagnostics' lesion share (engine/step.py)
+                return {"image": image, "positions": positions.to(torch.int64), "mask": lesion.to(torch.float32),
+                        "label": torch.tensor(float(self.labels[item]), dtype=torch.float32), "index": index}
         return {"image": image, "positions": positions.to(torch.int64),
                 "label": torch.tensor(float(self.labels[item]), dtype=torch.float32), "index": index}
 
@@ -105,7 +119,7 @@ class GaDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_volumes"] = None  # never pickle a memory map's data into a worker
+        state["_volumes"] = state["_masks"] = None  # never pickle a memory map's data into a worker
         state["_generator"] = None
         return state
 

@@ -81,6 +81,26 @@ def test_flips_mirror_the_whole_volume(cache):
     assert any(outcomes) and not all(outcomes)
 
 
+def test_training_samples_carry_their_lesion_masks_through_sampling_and_flips(cache, rng):
+    folder, volumes = cache
+    assert "mask" not in GaDataset(folder, None, recipe(k=4), train=True)[0]  # a cache without masks.npy
+    masks = (volumes > 128).astype(np.uint8)  # any masks will do: they must follow their B-scans
+    save_npy(folder / "masks.npy", masks)
+    ds = GaDataset(folder, None, recipe(k=4, flips=True), train=True, seed=2)
+    flips = []
+    for _ in range(20):
+        sample = ds[1]
+        rows = sample["positions"].numpy()
+        expected = torch.from_numpy(masks[1][rows]).float()[:, None]
+        flipped = torch.equal(sample["mask"], expected.flip(-1))
+        assert flipped or torch.equal(sample["mask"], expected)
+        image_flipped = torch.equal(sample["image"][:, 0], torch.from_numpy(volumes[1][rows]).float().flip(-1) / 255)
+        assert flipped == image_flipped  # the mask is flipped exactly when its image is
+        flips.append(flipped)
+    assert any(flips) and not all(flips)
+    assert "mask" not in GaDataset(folder, None, recipe(), train=False)[0]  # evaluation: images only
+
+
 def test_gaussian_noise_has_the_recipe_std(tmp_path):
     folder = tmp_path / "grey"
     save_npy(folder / "volumes.npy", np.full((1, 10, 32, 32), 128, np.uint8))  # mid-grey: no clamping
