@@ -129,6 +129,9 @@ def training_figure(rows: Sequence[Mapping[str, Any]], path: str | Path, title: 
         axes[2].plot(epochs, series(metric), marker=".", label=metric.removeprefix("val_"))
     axes[2].plot(epochs, series("val_loss"), marker=".", label="val loss")
     axes[2].set_title("validation")
+    if not np.isfinite(series("val_loss")).any():
+        axes[2].text(0.5, 0.5, "no validation split\n(data.val_fraction: 0)", ha="center", va="center",
+                     transform=axes[2].transAxes, color="grey")
     ppi_epochs = [e for e, r in zip(epochs, rows, strict=True) if int(r.get("ppi", 0))]
     for ax in axes:
         ax.set_xlabel("epoch")
