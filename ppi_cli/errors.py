@@ -67,3 +67,9 @@ class MissingExtraError(PpiError):
             hint=f"pip install 'ppi-cli[{extra}]'",
         )
         self.extra = extra
+
+
+class DiskFullError(PpiError):
+    """The file system ran out of space while an output was written; the previous output is intact."""
+
+    kind = "error"

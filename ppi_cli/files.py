@@ -1,24 +1,34 @@
 # SPDX-License-Identifier: MIT
-"""Atomic file writes and content hashes.
+"""Atomic file writes, content hashes, and the guards around every output folder.
 
 A write either lands whole or not at all: data goes to a temporary file in the same folder, is
 flushed to disk, then renamed over the target (`os.replace` is atomic on POSIX and Windows). A
-crash or Ctrl-C mid-write leaves the previous file untouched and at most a stray `.tmp` file.
+crash or Ctrl-C mid-write leaves the previous file untouched and at most a stray `.tmp` file, which
+`remove_stale_tmp` clears on the next run. Large arrays are written with buffered I/O into space
+reserved first (`write_npy_rows`), so a full disk raises one line instead of killing the process.
+Before anything is written, `check_outputs` refuses an output that is one of the inputs, and
+`output_lock` keeps a second run out of a folder in use (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import io
 import json
 import os
+import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ppi_cli.errors import ConfigError, DiskFullError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -31,7 +41,15 @@ __all__ = [
     "save_npy",
     "sha256_file",
     "sha256_bytes",
+    "check_outputs",
+    "output_lock",
+    "LOCK_FILE",
+    "remove_stale_tmp",
+    "write_npy_rows",
+    "disk_full_error",
 ]
+
+LOCK_FILE = ".ppi.lock"  # in every output folder a run holds (`output_lock`)
 
 # File name suffixes of the images the toolkit reads with Pillow: B-scan folders, photo folders, `ppi explain`.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
@@ -116,6 +134,203 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def sha256_bytes(data: bytes) -> str:
     """Hex SHA-256 of `data`."""
     return hashlib.sha256(data).hexdigest()
+
+
+def check_outputs(outputs: Mapping[str, str | os.PathLike | None],
+                  inputs: Mapping[str, str | os.PathLike | None]) -> None:
+    """Refuse, before anything is written, an output that would overwrite an input or another output.
+
+    Paths are compared resolved, symbolic links followed, and as files (`os.path.samefile`, so a hard
+    link to an input counts as the input). An output inside an input folder counts as overwriting it.
+
+    Args:
+        outputs: The flag that names each output (`--out`) -> the file it writes (None: not written).
+        inputs: What each input is (`the input`, `the checkpoint (--model)`) -> its file or folder.
+
+    Raises:
+        ConfigError: Naming the flag and the input; nothing has been written.
+
+    Example:
+        >>> check_outputs({"--json": json_path}, {"the checkpoint (--model)": model_path})
+    """
+    outs = [(flag, Path(path)) for flag, path in outputs.items() if path is not None]
+    ins = [(name, Path(path)) for name, path in inputs.items() if path is not None]
+    for i, (flag, out) in enumerate(outs):
+        for name, source in ins:
+            if _same_file(out, source) or (source.is_dir() and _real(source) in _real(out).parents):
+                raise ConfigError(f"{flag} {out.name} would overwrite {name}; nothing was written",
+                                  hint=f"choose a {flag} path outside the inputs")
+        for other_flag, other in outs[:i]:
+            if _same_file(out, other):
+                raise ConfigError(f"{flag} and {other_flag} name the same file ({out.name}); nothing was written",
+                                  hint=f"give {flag} a path of its own")
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike, flag: str = "--out") -> Iterator[Path | None]:
+    """Hold `<folder>/.ppi.lock` (the holder's pid and host) while a run writes into `folder`.
+
+    The lock is an `flock` on that file: the kernel drops it when its holder dies, so the lock file
+    of a killed run is stale and the next run takes it over. A folder that cannot be written (a
+    read-only cache) is not locked: nothing can be written there either. Yields the lock file.
+
+    Raises:
+        ConfigError: Another live run holds the folder; the message names its pid, host and lock file.
+
+    Example:
+        >>> with output_lock(out):
+        ...     build_cache(out)
+    """
+    target = Path(folder)
+    path = target / LOCK_FILE
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        fd = _take_lock(path, flag)
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            yield None
+            return
+        raise
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> int:
+    """Delete the temporary files (`.<name>.<random>.tmp`) that killed runs left in `folder` and below.
+
+    Call it only while holding the folder's `output_lock`: a live run's temporary files look the same.
+    Returns how many were removed.
+    """
+    removed = 0
+    for path in Path(folder).rglob(".*.tmp"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def write_npy_rows(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any, rows: Iterable[np.ndarray]) -> Path:
+    """Write a large `.npy` block by block (along axis 0), atomically, with its space reserved first.
+
+    Unlike a memory map, whose pages fault (SIGBUS) when the file system cannot back them, the
+    space is reserved up front (`posix_fallocate`) and the data goes through buffered writes, so a
+    full disk raises `DiskFullError` and the previous file at `path` stays as it was.
+
+    Args:
+        path: The `.npy` to write.
+        shape: The whole array's shape; the blocks must add up to it.
+        dtype: The array's dtype; blocks are converted to it.
+        rows: Blocks of shape `(n_i, *shape[1:])`, in order.
+
+    Raises:
+        DiskFullError: Not enough space for the whole array ("no space left on ...: needs N GB, has M").
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "wb") as fh:
+                np.lib.format.write_array_header_1_0(fh, header)
+                fh.flush()
+                _reserve(fh.fileno(), fh.tell() + size)
+                count = 0
+                for block in rows:
+                    block = np.ascontiguousarray(block, dtype=dtype)  # (n_i, *shape[1:])
+                    fh.write(memoryview(block).cast("B"))
+                    count += len(block)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full_error(Path(path).parent, size) from None
+            raise
+        if count != shape[0]:
+            raise ValueError(f"write_npy_rows: {count} rows written for shape {shape}")
+    return Path(path)
+
+
+def disk_full_error(folder: str | os.PathLike, needed: int) -> DiskFullError:
+    """The one-line error for a full file system: which one, how much was needed and how much is free."""
+    mount = _mount_point(Path(folder))
+    try:
+        free = shutil.disk_usage(mount).free
+    except OSError:
+        free = 0
+    need = f"needs {needed / 1e9:.2f} GB, " if needed else ""
+    return DiskFullError(f"no space left on {mount}: {need}has {free / 1e9:.2f} GB free",
+                         hint="free space there or choose an --out on another disk; the previous output is intact")
+
+
+def _reserve(fd: int, length: int) -> None:
+    if not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, length)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # this file system cannot reserve
+            return
+        raise
+
+
+def _take_lock(path: Path, flag: str) -> int:
+    """Open and `flock` the lock file; retry when a finishing run removed it between our open and lock."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise ConfigError(f"{path.parent.name}: another ppi run ({holder}) is writing into this folder; "
+                              f"its lock file is {path}",
+                              hint=f"wait for it to finish, or choose another {flag}; if that run is gone, "
+                                   "delete the lock file") from None
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = -1
+        if current == os.fstat(fd).st_ino:
+            return fd
+        os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {int(data['pid'])} on {data['host']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "pid unknown"
+
+
+def _mount_point(path: Path) -> Path:
+    current = Path(os.path.realpath(path))
+    while not current.exists():
+        current = current.parent
+    while not os.path.ismount(current):
+        current = current.parent
+    return current
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return _real(a) == _real(b)
 
 
 def _current_umask() -> int:
