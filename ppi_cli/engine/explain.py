@@ -23,6 +23,7 @@ from ppi_cli.data.explain_input import load_input
 from ppi_cli.device import select_device
 from ppi_cli.engine.explain_inputs import InputSpec, prepare_image, prepare_volume
 from ppi_cli.errors import ConfigError
+from ppi_cli.files import check_outputs, write_json
 from ppi_cli.models import load_model
 from ppi_cli.reports.localisation import top_mass_bbox
 from ppi_cli.reports.overlay import caption_text, render_image_overlay, render_volume_overlay
@@ -114,6 +115,10 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
                           "is not DICOM", hint="drop --dicom-out")
     describe = _model_description(meta)
     cfg = replace(cfg, out=_overlay_path(cfg, spec.dataset, (meta.get("recipe") or {}).get("name") or "model"))
+    site_file = Path(cfg.site) if cfg.site and Path(cfg.site).suffix.lower() in (".yaml", ".yml") else None
+    check_outputs({"--out": cfg.out, "--json": cfg.json_out, "--dicom-out": cfg.dicom_out},
+                  {"the input": cfg.input, "the checkpoint (--model)": cfg.model,
+                   "the site config (--site)": site_file})
     if spec.kind == "volume":
         record, label, maps, layout = _explain_volume(model, loaded, spec, cfg, device, describe)
     else:
@@ -128,8 +133,6 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
     })
     wrote = [cfg.out]
     if cfg.json_out is not None:
-        from ppi_cli.files import write_json
-
         write_json(cfg.json_out, record)
         wrote.append(cfg.json_out)
     if cfg.dicom_out is not None:
