@@ -11,9 +11,9 @@ not be read, and `cache.json` last. Subject IDs go into `manifest.csv` only, nev
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
+import os
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -31,8 +31,17 @@ from ppi_cli.data.cache import INFO_FILE, MANIFEST_FILE, cache_kind, open_cache,
 from ppi_cli.data.ga.manifest import ManifestRow, read_ga_manifest
 from ppi_cli.data.ga.normalise import normalise_mask, normalise_volume, preprocess_volume
 from ppi_cli.data.oct.readers import read_volume
-from ppi_cli.errors import CacheError, DataError, PpiError
-from ppi_cli.files import atomic_path, atomic_write, sha256_file, write_csv, write_json
+from ppi_cli.errors import CacheError, ConfigError, DataError, PpiError
+from ppi_cli.files import (
+    atomic_write,
+    check_outputs,
+    output_lock,
+    remove_stale_tmp,
+    sha256_file,
+    write_csv,
+    write_json,
+    write_npy_rows,
+)
 
 __all__ = ["GaPrepareConfig", "GaPrepareResult", "prepare_ga", "resolve_sites_dir", "normalise_volume",
            "preprocess_volume", "rebuild_command", "PARTS_DIR"]
@@ -121,14 +130,37 @@ def prepare_ga(cfg: GaPrepareConfig) -> GaPrepareResult:
     params = {"n_bscans": cfg.n_bscans, "bscan_height": height, "bscan_width": width,
               "sites": {s: to_dict(site_cfgs[s]) for s in sorted({r.site for r in rows})}}
     manifest_hash = sha256_file(cfg.manifest)
+    _check_out(cfg, rows, sites_dir)
+    with output_lock(cfg.out):
+        return _prepare_locked(cfg, rows, extra_columns, site_cfgs, sites_dir, params, manifest_hash)
+
+
+def _check_out(cfg: GaPrepareConfig, rows: list[ManifestRow], sites_dir: Path) -> None:
+    """The cache never goes into the manifest's own folder, and none of its files is an input."""
+    if os.path.realpath(cfg.out) == os.path.realpath(cfg.manifest.parent):
+        raise ConfigError(f"--out is the folder of the manifest {cfg.manifest.name}: the cache would overwrite "
+                          "its inputs there; nothing was written", hint="choose another --out, e.g. cache/ga")
+    inputs: dict[str, Path | None] = {"the manifest (--manifest)": cfg.manifest, "the site configs": sites_dir}
+    for row in rows:
+        inputs[f"the volume on manifest line {row.line}"] = row.path
+        inputs[f"the mask on manifest line {row.line}"] = row.mask_path
+    outputs = {f"--out ({name})": cfg.out / name for name in
+               (MANIFEST_FILE, VOLUMES_FILE, MASKS_FILE, ERRORS_FILE, INFO_FILE, PARTS_DIR)}
+    check_outputs(outputs, inputs)
+
+
+def _prepare_locked(cfg: GaPrepareConfig, rows: list[ManifestRow], extra_columns: list[str],
+                    site_cfgs: dict[str, SiteConfig], sites_dir: Path, params: dict[str, Any],
+                    manifest_hash: str) -> GaPrepareResult:
     out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
+    height, width = cfg.bscan_size
+    if removed := remove_stale_tmp(out):
+        console.log(f"removed {removed} temporary file(s) left by an interrupted run")
     if _up_to_date(cfg, params, manifest_hash):
         console.log(f"{out}: cache is up to date with {cfg.manifest.name} and these parameters; nothing to do")
         frame, failed_sites = _read_cache_tables(out)
         return GaPrepareResult(out, sites_dir, len(frame), len(failed_sites), len(frame), True,
                                _per_site(frame, failed_sites))
-    (out / INFO_FILE).unlink(missing_ok=True)  # from here on the folder is an incomplete cache
     parts = _open_parts(out, params)
     tasks = [_Task(r.path, r.mask_path, site_cfgs[r.site], cfg.n_bscans, (height, width),
                    parts / f"{_part_key(r)}.npz") for r in rows]
@@ -204,39 +236,46 @@ def _assemble(cfg: GaPrepareConfig, rows: list[ManifestRow], tasks: list[_Task],
     done = [(r, t) for r, t in zip(rows, tasks, strict=True) if r.line not in errors]
     failed = [r for r in rows if r.line in errors]
     errors_path = out / ERRORS_FILE
-    if failed:
-        write_csv(errors_path, pd.DataFrame([{"line": r.line, "sample_id": r.sample_id, "site": r.site,
-                                              "path": r.rel_path, "error": errors[r.line]} for r in failed]))
-        console.warn(f"{len(failed)} of {len(rows)} volumes could not be read; they are listed in {errors_path}")
-    else:
-        errors_path.unlink(missing_ok=True)
+    error_rows = pd.DataFrame([{"line": r.line, "sample_id": r.sample_id, "site": r.site, "path": r.rel_path,
+                                "error": errors[r.line]} for r in failed])
     if not done:
+        write_csv(errors_path, error_rows)
         raise DataError(f"{cfg.manifest}: none of the {len(rows)} volumes could be read", hint=f"see {errors_path}")
+    if failed:
+        console.warn(f"{len(failed)} of {len(rows)} volumes could not be read; they are listed in {errors_path}")
     with_masks = any(r.mask_path is not None for r in rows)
     height, width = cfg.bscan_size
     shape = (len(done), cfg.n_bscans, height, width)
-    records = []
-    with contextlib.ExitStack() as stack:
-        tmp_volumes = stack.enter_context(atomic_path(out / VOLUMES_FILE))
-        volumes = np.lib.format.open_memmap(tmp_volumes, mode="w+", dtype=np.uint8, shape=shape)
-        masks = None
-        if with_masks:
-            tmp_masks = stack.enter_context(atomic_path(out / MASKS_FILE))
-            masks = np.lib.format.open_memmap(tmp_masks, mode="w+", dtype=np.uint8, shape=shape)
-        for i, (_row, task) in enumerate(console.progress(done, "writing cache")):
+    records: list[dict[str, Any]] = []
+
+    def blocks(key: str):  # one (1, n_bscans, H, W) block per volume, read from its part file
+        for _row, task in console.progress(done, f"writing {key}s"):
             with np.load(task.part, allow_pickle=False) as part:
-                volumes[i] = part["volume"]
-                records.append(json.loads(str(part["record"])))
-                if masks is not None:
-                    masks[i] = part["mask"] if "mask" in part.files else 0
-        volumes.flush()
-        del volumes
-        if masks is not None:
-            masks.flush()
-            del masks
-    frame = _cache_manifest(done, records, extra_columns, with_masks, any(r.visit for r in rows))
-    write_csv(out / MANIFEST_FILE, frame)
+                if key == "volume":
+                    records.append(json.loads(str(part["record"])))
+                yield part[key][None] if key in part.files else np.zeros((1, *shape[1:]), np.uint8)
+
+    # The new files are written beside the parts and moved in together: until they are all complete,
+    # a full disk or a kill leaves the previous cache (and its cache.json) as it was.
+    staged = out / PARTS_DIR / "assembled"
+    staged.mkdir(parents=True, exist_ok=True)
     files = [MANIFEST_FILE, VOLUMES_FILE] + ([MASKS_FILE] if with_masks else []) + ([ERRORS_FILE] if failed else [])
+    try:
+        write_npy_rows(staged / VOLUMES_FILE, shape, np.uint8, blocks("volume"))
+        if with_masks:
+            write_npy_rows(staged / MASKS_FILE, shape, np.uint8, blocks("mask"))
+        frame = _cache_manifest(done, records, extra_columns, with_masks, any(r.visit for r in rows))
+        write_csv(staged / MANIFEST_FILE, frame)
+        if failed:
+            write_csv(staged / ERRORS_FILE, error_rows)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    (out / INFO_FILE).unlink(missing_ok=True)  # from here until cache.json the folder reads as incomplete
+    for name in (MASKS_FILE, ERRORS_FILE):
+        (out / name).unlink(missing_ok=True)
+    for name in files:
+        os.replace(staged / name, out / name)
     write_cache_info(out, "ga", params, len(done), files, extra={
         "manifest": str(cfg.manifest), "manifest_sha256": manifest_hash, "sites_dir": str(sites_dir),
         "n_errors": len(failed), "rebuild": rebuild_command(cfg)})
