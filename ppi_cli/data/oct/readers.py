@@ -48,10 +48,12 @@ def read_volume(path: str | Path) -> OctVolume:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder", hint="check the manifest's path column")
-    fmt = detect_format(path)
-    reader = _READERS[fmt]
+    if not (path.is_file() or path.is_dir()):  # a FIFO or device would block the read forever
+        raise DataError(f"{path}: not a regular file or folder", hint="check the manifest's path column")
+    fmt = "unknown format"
     try:
-        volume = reader(path)
+        fmt = detect_format(path)  # reads the file's head: a truncated or unreadable file fails here already
+        volume = _READERS[fmt](path)
     except PpiError:
         raise
     except Exception as exc:  # third-party parsers raise anything on a corrupt file: name the file instead
