@@ -8,6 +8,7 @@ failure, printed as one line on stderr; 2 a usage error (Typer/Click); 130 inter
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -105,32 +106,61 @@ def _compose() -> None:
 _compose()
 
 
+_INTERRUPTED = "ppi: interrupted; finished outputs are intact and the command can resume"
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code instead of exiting (tests call this)."""
     debug = os.environ.get("PPI_DEBUG", "") not in ("", "0")
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="ppi", standalone_mode=False)
+        if result == 130:  # Typer returns Ctrl-C as exit code 130, silently
+            print(_INTERRUPTED, file=sys.stderr)
         return result if isinstance(result, int) else 0
     except PpiError as exc:
-        _report(f"{exc.kind}: {exc.one_line()}", debug)
+        _report(f"{exc.kind}: {exc.one_line()}", debug, exc)
         return 1
     except _EXIT as exc:
         return exc.exit_code
     except _CLICK_ERROR as exc:
         _show_usage_error(exc)
         return exc.exit_code
-    except (_ABORT, KeyboardInterrupt):
-        print("ppi: interrupted; finished outputs are intact and the command can resume", file=sys.stderr)
-        return 130
-    except OSError as exc:  # a path the user gave: unreadable, missing, full disk
-        _report(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", debug)
-        return 1
-    except Exception as exc:  # a bug: still one line, never the locals
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        _report(f"internal error: {type(exc).__name__}: {first} (rerun with PPI_DEBUG=1 for the traceback "
-                "and report it)", debug)
-        return 1
+    except (_ABORT, KeyboardInterrupt) as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(exc, KeyboardInterrupt) or cause is None or isinstance(cause, KeyboardInterrupt):
+            print(_INTERRUPTED, file=sys.stderr)
+            return 130
+        return _report_unexpected(cause, debug)  # Click turns an EOFError into Abort: it was no Ctrl-C
+    except Exception as exc:
+        return _report_unexpected(exc, debug)
+
+
+def _report_unexpected(exc: BaseException, debug: bool) -> int:
+    """One line for an error that is no `PpiError`; never its message's values, which may come from a header."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        # Imported here: files.py loads NumPy, and `ppi --help` imports this module (start-up time).
+        from ppi_cli.files import disk_full_error
+
+        folder = os.path.dirname(os.fsdecode(exc.filename)) if exc.filename else "."
+        _report(f"{disk_full_error(folder or '.', 0).one_line()}", debug, exc)
+    elif isinstance(exc, OSError):  # a path the user gave: unreadable, missing, not a folder
+        name = f": {os.path.basename(os.fsdecode(exc.filename))}" if exc.filename else ""
+        _report(f"error: {exc.strerror or type(exc).__name__}{name}", debug, exc)
+    else:  # a bug: one line naming where it happened; the message may quote patient data, so only with PPI_DEBUG
+        _report(f"internal error: {type(exc).__name__} at {_where(exc)} (rerun with PPI_DEBUG=1 for the traceback "
+                "and report it)", debug, exc)
+    return 1
+
+
+def _where(exc: BaseException) -> str:
+    """`module.py:line` of the innermost frame in ppi_cli (else the innermost frame) of an exception."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if f"{os.sep}ppi_cli{os.sep}" in f.filename] or frames
+    if not ours:
+        return "an unknown place"
+    frame = ours[-1]
+    return f"{os.path.basename(frame.filename)}:{frame.lineno}"
 
 
 def main() -> None:
@@ -138,9 +168,9 @@ def main() -> None:
     sys.exit(run())
 
 
-def _report(line: str, debug: bool) -> None:
+def _report(line: str, debug: bool, exc: BaseException) -> None:
     if debug:
-        traceback.print_exc()
+        traceback.print_exception(exc)
     print(f"ppi: {' '.join(line.split())}", file=sys.stderr)
 
 
