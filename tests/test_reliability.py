@@ -1,0 +1,167 @@
+# SPDX-License-Identifier: MIT
+"""Reliability probes (issue 19, docs/reliability.md): nothing lost, nothing silently wrong.
+
+Each test is one probe of the sweep: an output pointed at an input, a truncated or hostile input, an
+edited cache, non-finite values, a second run into a folder in use, a full disk (a patched writer).
+Every refusal is one line on stderr, exit 1, and leaves the inputs and any previous output as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import checkpoint_2d, ct_with_patient
+
+SITE_YAML = """site: {site}
+geometry: {{n_bscans: 6, height: 12, width: 20}}
+padding: {{rule: none}}
+intensity: {{method: percentile, low_percentile: 1, high_percentile: 99}}
+"""
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def one_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("ppi:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def study(tmp_path, rng):
+    """A GA study: four .npy volumes at site A, a site config and a manifest (labels.csv)."""
+    root = tmp_path / "study"
+    (root / "vols").mkdir(parents=True)
+    (root / "sites").mkdir()
+    (root / "sites" / "A.yaml").write_text(SITE_YAML.format(site="A"))
+    rows = []
+    for k in range(4):
+        np.save(root / "vols" / f"v{k}.npy", rng.integers(0, 200, size=(6, 12, 20), dtype=np.uint8))
+        rows.append({"path": f"vols/v{k}.npy", "subject_id": f"S{k}", "eye": "OD", "site": "A", "label": k % 2})
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root
+
+
+def prepare_args(study: Path, out: Path) -> list:
+    return ["prepare", "ga", "--manifest", study / "labels.csv", "--sites", study / "sites", "--out", out,
+            "--bscan-size", "10x20", "--n-bscans", "4"]
+
+
+# --- outputs never overwrite inputs -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def explain_inputs(tmp_path):
+    scan = ct_with_patient(tmp_path / "scan.dcm")
+    model = checkpoint_2d(tmp_path / "model.pt")
+    return scan, model
+
+
+@pytest.mark.parametrize("case", ["out=input", "json=checkpoint", "dicom-out=input", "dicom-out=link-to-input",
+                                  "out-in-input-folder", "json=out"])
+def test_explain_refuses_an_output_that_is_an_input_before_writing(cli, tmp_path, explain_inputs, case):
+    scan, model = explain_inputs
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "1.dcm").write_bytes(scan.read_bytes())
+    link = tmp_path / "link.dcm"
+    link.symlink_to(scan)
+    png = tmp_path / "overlay.png"
+    argv = {
+        "out=input": ["explain", scan, "-m", model, "--out", scan],
+        "json=checkpoint": ["explain", scan, "-m", model, "--out", png, "--json", model],
+        "dicom-out=input": ["explain", scan, "-m", model, "--out", png, "--dicom-out", scan],
+        "dicom-out=link-to-input": ["explain", scan, "-m", model, "--out", png, "--dicom-out", link],
+        "out-in-input-folder": ["explain", series, "-m", model, "--out", series / "overlay.png"],
+        "json=out": ["explain", scan, "-m", model, "--out", png, "--json", png],
+    }[case]
+    before = {p: digest(p) for p in (scan, model, series / "1.dcm")}
+    listing = sorted(tmp_path.rglob("*"))
+    result = cli(*argv)
+    assert result.exit_code == 1
+    assert "nothing was written" in one_line(result)
+    assert {p: digest(p) for p in before} == before
+    assert sorted(tmp_path.rglob("*")) == listing  # not one byte, not one folder
+
+
+def test_prepare_ga_refuses_the_manifests_folder_as_out(cli, study):
+    before = digest(study / "labels.csv")
+    listing = sorted(study.rglob("*"))
+    result = cli(*prepare_args(study, study))
+    assert result.exit_code == 1
+    assert "--out is the folder of the manifest" in one_line(result)
+    assert digest(study / "labels.csv") == before and sorted(study.rglob("*")) == listing
+
+
+def test_prepare_ga_refuses_a_cache_file_that_is_an_input(cli, study, tmp_path):
+    out = tmp_path / "cache"
+    out.mkdir()
+    (out / "manifest.csv").symlink_to(study / "labels.csv")  # the cache manifest would land on the labels
+    before = digest(study / "labels.csv")
+    result = cli(*prepare_args(study, out))
+    assert result.exit_code == 1 and "would overwrite the manifest" in one_line(result)
+    assert digest(study / "labels.csv") == before
+
+
+# --- unreadable inputs become errors.csv rows -----------------------------------------------------------------
+
+
+def test_truncated_nii_gz_is_one_errors_csv_row_and_the_rest_is_cached(cli, study, tmp_path):
+    full = tmp_path / "full.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((20, 12, 6), np.float32), np.eye(4)), full)
+    (study / "vols" / "bad.nii.gz").write_bytes(full.read_bytes()[:20])
+    frame = pd.read_csv(study / "labels.csv")
+    frame.loc[len(frame)] = {"path": "vols/bad.nii.gz", "subject_id": "S9", "eye": "OS", "site": "A", "label": 1}
+    frame.to_csv(study / "labels.csv", index=False)
+    out = tmp_path / "cache"
+    result = cli(*prepare_args(study, out))
+    assert result.exit_code == 0, result.stderr
+    errors = pd.read_csv(out / "errors.csv")
+    assert errors["path"].tolist() == ["vols/bad.nii.gz"] and errors["line"].tolist() == [6]
+    assert "EOFError" in errors["error"][0]
+    assert len(pd.read_csv(out / "manifest.csv")) == 4
+    assert np.load(out / "volumes.npy").shape[0] == 4
+
+
+def test_an_eof_error_is_not_reported_as_an_interrupt(cli, monkeypatch, study, tmp_path):
+    from ppi_cli.data.ga import prepare as ga
+
+    def boom(*args, **kwargs):
+        raise EOFError("Compressed file ended")
+
+    monkeypatch.setattr(ga, "read_ga_manifest", boom)
+    result = cli(*prepare_args(study, tmp_path / "cache"))
+    assert result.exit_code == 1
+    line = one_line(result)
+    assert "EOFError" in line and "interrupted" not in line
+
+
+def test_ctrl_c_is_still_130(cli, monkeypatch, study, tmp_path):
+    from ppi_cli.data.ga import prepare as ga
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ga, "read_ga_manifest", interrupt)
+    result = cli(*prepare_args(study, tmp_path / "cache"))
+    assert result.exit_code == 130 and "interrupted" in result.stderr
+
+
+def test_a_fifo_is_refused_instead_of_read(study, tmp_path):
+    from ppi_cli.data.oct.readers import read_volume
+    from ppi_cli.errors import DataError
+
+    fifo = tmp_path / "pipe.npy"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="not a regular file"):
+        read_volume(fifo)
+
+
