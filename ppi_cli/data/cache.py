@@ -39,6 +39,7 @@ class CacheInfo:
     params_hash: str
     n_samples: int
     files: dict[str, str]  # file name -> sha256
+    sizes: dict[str, int] = field(default_factory=dict)  # file name -> bytes (the fast check; absent in old caches)
     toolkit_version: str = __version__
     format: int = CACHE_FORMAT
     created: str = ""
@@ -49,7 +50,7 @@ class CacheInfo:
         return {
             "format": self.format, "kind": self.kind, "toolkit_version": self.toolkit_version,
             "created": self.created, "n_samples": self.n_samples, "params": self.params,
-            "params_hash": self.params_hash, "files": self.files, "extra": self.extra,
+            "params_hash": self.params_hash, "files": self.files, "sizes": self.sizes, "extra": self.extra,
         }
 
     @property
@@ -84,9 +85,11 @@ def rebuild_hint(kind: str, folder: Path | None = None) -> str:
 def write_cache_info(folder: Path, kind: str, params: Mapping[str, Any], n_samples: int,
                      files: Iterable[str], extra: Mapping[str, Any] | None = None) -> CacheInfo:
     """Hash the cache's files and write `cache.json` last, atomically: its presence marks a complete cache."""
+    names = sorted(files)
     info = CacheInfo(
         kind=kind, params=dict(params), params_hash=config_hash(params), n_samples=int(n_samples),
-        files={name: sha256_file(folder / name) for name in sorted(files)},
+        files={name: sha256_file(folder / name) for name in names},
+        sizes={name: (folder / name).stat().st_size for name in names},
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), extra=dict(extra or {}),
     )
     write_json(folder / INFO_FILE, info.to_dict())
@@ -102,7 +105,8 @@ def open_cache(folder: Path, kind: str, rebuild: str, params: Mapping[str, Any] 
         kind: The expected kind (`lidc`, `ga`, `folder`).
         rebuild: The command that (re)builds this cache; every error names it.
         params: When given, the parameters the caller expects; a different hash means stale.
-        verify: Re-hash every file (slow on large caches); otherwise sizes and presence are checked.
+        verify: Re-hash every file (slow on large caches); otherwise presence and sizes are checked and
+            the manifest (small, and what pairs labels with array rows) is re-hashed.
 
     Raises:
         CacheError: Missing, incomplete, foreign, stale or modified cache.
@@ -116,7 +120,8 @@ def open_cache(folder: Path, kind: str, rebuild: str, params: Mapping[str, Any] 
     try:
         raw = json.loads(info_path.read_text(encoding="utf-8"))
         info = CacheInfo(**{k: raw[k] for k in ("kind", "params", "params_hash", "n_samples", "files")},
-                         toolkit_version=raw.get("toolkit_version", "?"), format=raw.get("format", 0),
+                         sizes=dict(raw.get("sizes") or {}), toolkit_version=raw.get("toolkit_version", "?"),
+                         format=raw.get("format", 0),
                          created=raw.get("created", ""), extra=raw.get("extra", {}))
     except (ValueError, KeyError, TypeError) as exc:
         raise CacheError(f"{info_path}: unreadable cache description ({exc})",
@@ -135,8 +140,13 @@ def open_cache(folder: Path, kind: str, rebuild: str, params: Mapping[str, Any] 
         path = folder / name
         if not path.is_file():
             raise CacheError(f"{folder}: cache file {name} is missing", hint=f"rebuild with: {rebuild}")
-        if verify and sha256_file(path) != digest:
-            raise CacheError(f"{path}: content changed since the cache was built", hint=f"rebuild with: {rebuild}")
+        if name in info.sizes and path.stat().st_size != info.sizes[name]:
+            raise CacheError(f"{folder}: cache file {name}: size changed since the cache was built",
+                             hint=f"rebuild with: {rebuild}")
+        # The manifest is small and decides which label goes with which array row: always re-hashed.
+        if (verify or name == MANIFEST_FILE) and sha256_file(path) != digest:
+            raise CacheError(f"{folder}: cache file {name}: content changed since the cache was built",
+                             hint=f"rebuild with: {rebuild}")
     return info
 
 
