@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ppi_cli.config import Recipe, config_hash, dump_yaml, load_recipe
 from ppi_cli.console import log
@@ -100,7 +101,7 @@ def _detect_dataset(workspace: Workspace, data: Path | None, wanted: str | None)
 
 def resolve_study(recipe_ref: str | None, *, data: Path | None = None, dataset: str | None = None,
                   workspace: Path | None = None, overrides: Mapping[str, Any] | None = None,
-                  device: str = "auto") -> tuple[Recipe, StudyData]:
+                  device: str = "auto", verify: bool = False) -> tuple[Recipe, StudyData]:
     """The recipe and data of a training verb from explicit options, else the workspace defaults.
 
     Without `--recipe`, the dataset is `--dataset`, else the kind of `--data`, else the one prepared
@@ -124,23 +125,32 @@ def resolve_study(recipe_ref: str | None, *, data: Path | None = None, dataset: 
     cache_dir = None
     if kind in CACHE_KINDS:
         cache_dir = data or (Path(recipe.data.cache) if recipe.data.cache else ws.cache(kind))
-    return recipe, load_study_data(recipe, cache_dir)
+    return recipe, load_study_data(recipe, cache_dir, verify=verify)
 
 
-def load_study_data(recipe: Recipe, cache_dir: Path | None) -> StudyData:
-    """Labels, subjects and sites of every row of the recipe's data (the cache's manifest)."""
+def load_study_data(recipe: Recipe, cache_dir: Path | None, verify: bool = False) -> StudyData:
+    """Labels, subjects and sites of every row of the recipe's data (the cache's manifest).
+
+    `verify` re-hashes every cache file (`--verify`); by default sizes and the manifest's hash are checked.
+    """
     kind = recipe.data.dataset
     if kind not in CACHE_KINDS:
         return _in_memory_data(recipe)
-    info = open_cache(cache_dir, kind, rebuild_hint(kind, cache_dir))
+    info = open_cache(cache_dir, kind, rebuild_hint(kind, cache_dir), verify=verify)
     frame = read_manifest(cache_dir, required=("label",))
     subject_column = next((c for c in ("subject_id", "patient_id", "sample_id") if c in frame.columns), None)
     if subject_column is None:
         raise CacheError(f"{cache_dir / 'manifest.csv'}: no subject_id or patient_id column",
                          hint=rebuild_hint(kind, cache_dir))
-    labels = frame["label"].to_numpy()
-    if np.any(labels != np.round(labels)):
-        raise DataError(f"{cache_dir / 'manifest.csv'}: column label holds non-integer values")
+    labels = pd.to_numeric(frame["label"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(labels) | (labels != np.round(labels))
+    if bad.any():  # the value itself is not quoted: manifests hold subject data
+        raise DataError(f"{cache_dir / 'manifest.csv'}:{int(np.flatnonzero(bad)[0]) + 2}: column label holds a value "
+                        "that is not an integer class", hint=f"rebuild with: {rebuild_hint(kind, cache_dir)}")
+    if "sample_id" in frame.columns and frame["sample_id"].duplicated().any():
+        line = int(np.flatnonzero(frame["sample_id"].duplicated().to_numpy())[0]) + 2
+        raise DataError(f"{cache_dir / 'manifest.csv'}:{line}: duplicated sample_id (a row appears twice)",
+                        hint=f"rebuild with: {rebuild_hint(kind, cache_dir)}")
     sites = frame["site"].fillna("na").astype(str).to_numpy() if "site" in frame.columns else np.full(len(frame), "na")
     return StudyData(kind, Path(cache_dir), labels.astype(np.int64), frame[subject_column].astype(str).to_numpy(),
                      sites, info.content_hash)
