@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ppi_cli.cli.options import DataOpt, DatasetOpt, DeviceOpt, OutOpt, RecipeOpt, SeedOpt, WorkspaceOpt
+from ppi_cli.cli.options import DataOpt, DatasetOpt, DeviceOpt, OutOpt, RecipeOpt, SeedOpt, VerifyOpt, WorkspaceOpt
 
 __all__ = ["register"]
 
@@ -32,6 +32,7 @@ def cross_site_cmd(
                                            "baseline comparison.")] = 2000,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
+    verify: VerifyOpt = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the matrices as JSON instead of tables.")] = False,
 ) -> None:
     """Train on one site and test on its hold-out and the other sites: the cross-site AUC matrix and the gap.
@@ -46,7 +47,7 @@ def cross_site_cmd(
 
     outcome = cross_site_study(CrossSiteRequest(train=train, test=test, recipe=recipe, data=data, dataset=dataset,
                                                 out=out, baseline=baseline, collect=collect, seed=seed,
-                                                device=device, bootstrap=bootstrap, workspace=workspace))
+                                                device=device, bootstrap=bootstrap, workspace=workspace, verify=verify))
     if json_:
         payload = {"out": str(outcome.out), "cells_run": outcome.ran,
                    "matrices": {v: json.loads(m.to_json(orient="index")) for v, m in outcome.matrices.items()}}

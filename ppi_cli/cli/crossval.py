@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ppi_cli.cli.options import DataOpt, DatasetOpt, DeviceOpt, OutOpt, RecipeOpt, SeedOpt, WorkspaceOpt
+from ppi_cli.cli.options import DataOpt, DatasetOpt, DeviceOpt, OutOpt, RecipeOpt, SeedOpt, VerifyOpt, WorkspaceOpt
 
 __all__ = ["register"]
 
@@ -34,6 +34,7 @@ def crossval_cmd(
                                                   show_default=False)] = None,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
+    verify: VerifyOpt = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
 ) -> None:
     """Cross-validate a recipe with folds grouped by subject: AUC mean ± std, bootstrap interval, ROC curves.
@@ -48,7 +49,7 @@ def crossval_cmd(
 
     outcome = crossval_study(CrossvalRequest(recipe=recipe, data=data, dataset=dataset, out=out, folds=folds,
                                              seed=seed, fold=fold, collect=collect, compare=compare, device=device,
-                                             bootstrap=bootstrap, workspace=workspace))
+                                             bootstrap=bootstrap, workspace=workspace, verify=verify))
     if outcome.summary is not None:
         if json_:
             payload = outcome.summary.to_dict() | {"out": str(outcome.out)}

@@ -54,6 +54,11 @@ WorkersOpt = Annotated[
     int,
     typer.Option("--workers", "-j", min=0, help="Parallel worker processes (0 = in this process)."),
 ]
+VerifyOpt = Annotated[
+    bool,
+    typer.Option("--verify", help="Re-hash every cache file against cache.json before training (slow on large "
+                 "caches; by default sizes and the manifest's hash are checked)."),
+]
 StrictOpt = Annotated[
     bool,
     typer.Option("--strict", help="Stop at the first bad input instead of logging it to errors.csv."),

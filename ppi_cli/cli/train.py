@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ppi_cli.cli.options import DataOpt, DatasetOpt, DeviceOpt, OutOpt, RecipeOpt, SeedOpt, WorkspaceOpt
+from ppi_cli.cli.options import DataOpt, DatasetOpt, DeviceOpt, OutOpt, RecipeOpt, SeedOpt, VerifyOpt, WorkspaceOpt
 
 __all__ = ["register", "train_cmd"]
 
@@ -29,6 +29,7 @@ def train_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe field, e.g. --set "
                                                    "ppi.mask=box (value parsed as YAML); repeatable.")] = None,
     workspace: WorkspaceOpt = None,
+    verify: VerifyOpt = False,
 ) -> None:
     """Train a model with PPI (or the plain baseline), writing last.pt, best.pt and metrics.csv.
 
@@ -41,7 +42,7 @@ def train_cmd(
 
     overrides = {**parse_set_options(set_ or []), "schedule.epochs": epochs, "seed": seed}
     run = train(TrainRequest(recipe=recipe, data=data, dataset=dataset, out=out, fold=fold, device=device,
-                             resume=resume, workspace=workspace, overrides=overrides))
+                             resume=resume, workspace=workspace, verify=verify, overrides=overrides))
     res = run.result
     if not res.is_main:  # other torchrun ranks: rank 0 reports
         return

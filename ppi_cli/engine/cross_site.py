@@ -208,6 +208,7 @@ class CrossSiteRequest:
     device: str = "auto"
     bootstrap: int = 2000
     workspace: Path | None = None
+    verify: bool = False  # re-hash every cache file (--verify)
 
 
 def _site_list(value: str | None) -> tuple[str, ...] | None:
@@ -233,7 +234,8 @@ def cross_site_study(request: CrossSiteRequest) -> CrossSiteOutcome:
                           hint="ppi cross-site --train A --test B,C,D")
     dataset = request.dataset or (None if request.recipe or request.data else "ga")
     recipe, data = resolve_study(request.recipe, data=request.data, dataset=dataset, workspace=request.workspace,
-                                 overrides={"seed": request.seed}, device=request.device)
+                                 overrides={"seed": request.seed}, device=request.device,
+                                 verify=request.verify)
     out = request.out or ws.new_run("cross-site", data.kind, recipe.name)
     cfg = CrossSiteConfig(recipe, data, out, train_sites=_site_list(request.train), test_sites=_site_list(request.test),
                           baseline=request.baseline, seed=recipe.seed,

@@ -172,6 +172,7 @@ class CrossvalRequest:
     device: str = "auto"
     bootstrap: int | None = None  # None: the recipe's eval.bootstrap (2000 when collecting alone)
     workspace: Path | None = None
+    verify: bool = False  # re-hash every cache file (--verify)
 
 
 def crossval_study(request: CrossvalRequest) -> CrossvalOutcome:
@@ -192,7 +193,8 @@ def crossval_study(request: CrossvalRequest) -> CrossvalOutcome:
         raise ConfigError("--fold needs --out: every fold of a study must write to the same folder",
                           hint="--out runs/my-study --fold 0 (and the same --out for the other folds and --collect)")
     recipe, data = resolve_study(request.recipe, data=request.data, dataset=request.dataset,
-                                 workspace=request.workspace, overrides={"seed": request.seed}, device=request.device)
+                                 workspace=request.workspace, overrides={"seed": request.seed}, device=request.device,
+                                 verify=request.verify)
     out = request.out or ws.new_run("crossval", data.kind, recipe.name)
     cfg = CrossvalConfig(recipe, data, out, folds=request.folds or recipe.eval.folds,
                          seed=recipe.seed, fold=request.fold,

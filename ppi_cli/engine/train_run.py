@@ -36,6 +36,7 @@ class TrainRequest:
     device: str = "auto"
     resume: bool = False
     workspace: Path | None = None
+    verify: bool = False  # re-hash every cache file (--verify)
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -61,7 +62,8 @@ def train(request: TrainRequest) -> TrainRun:
         ws = Workspace.resolve(request.workspace)
         recipe, data = resolve_study(request.recipe, data=request.data, dataset=request.dataset,
                                      workspace=request.workspace,
-                                     overrides=request.overrides, device=str(ctx.device))
+                                     overrides=request.overrides, device=str(ctx.device),
+                                     verify=request.verify)
         kind, cache_dir = recipe.data.dataset, data.cache_dir
         out = request.out
         if out is None and request.resume:
