@@ -165,3 +165,55 @@ def test_a_fifo_is_refused_instead_of_read(study, tmp_path):
         read_volume(fifo)
 
 
+
+
+# --- an edited cache is refused ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ga_cache(cli, study, tmp_path):
+    out = tmp_path / "cache"
+    result = cli(*prepare_args(study, out))
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def test_a_cache_manifest_with_a_row_deleted_is_refused_with_the_rebuild_command(cli, ga_cache):
+    lines = (ga_cache / "manifest.csv").read_text().splitlines(keepends=True)
+    (ga_cache / "manifest.csv").write_text("".join(lines[:2] + lines[3:]))
+    result = cli("train", "--data", ga_cache, "--dataset", "ga")
+    assert result.exit_code == 1
+    line = one_line(result)
+    assert "manifest.csv: size changed since the cache was built" in line and "ppi prepare ga" in line
+
+
+def test_verify_rehashes_every_file(ga_cache):
+    from ppi_cli.data.cache import open_cache
+    from ppi_cli.errors import CacheError
+
+    data = bytearray((ga_cache / "volumes.npy").read_bytes())
+    data[-1] ^= 0xFF  # same size, other content: only the full check sees it
+    (ga_cache / "volumes.npy").write_bytes(bytes(data))
+    open_cache(ga_cache, "ga", "rebuild")
+    with pytest.raises(CacheError, match="volumes.npy: content changed"):
+        open_cache(ga_cache, "ga", "rebuild", verify=True)
+
+
+@pytest.mark.parametrize("edit", ["label maybe", "duplicated row"])
+def test_a_bad_manifest_in_a_consistent_cache_is_one_line(cli, ga_cache, edit):
+    import json
+
+    from ppi_cli.data.cache import write_cache_info
+
+    frame = pd.read_csv(ga_cache / "manifest.csv", dtype=str)
+    if edit == "label maybe":
+        frame.loc[1, "label"] = "maybe"
+    else:
+        frame = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)
+    frame.to_csv(ga_cache / "manifest.csv", index=False)
+    info = json.loads((ga_cache / "cache.json").read_text())
+    write_cache_info(ga_cache, "ga", info["params"], len(frame), info["files"], info["extra"])  # as if built so
+    result = cli("train", "--data", ga_cache, "--dataset", "ga")
+    assert result.exit_code == 1
+    line = one_line(result)
+    assert "data error" in line and "internal error" not in line and "maybe" not in line
