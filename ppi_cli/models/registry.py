@@ -188,4 +188,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         raise ModelError(f"{path}: weights do not fit the '{cfg.name}' model its meta describes "
                          f"({exc.message.split(': ', 2)[-1]})",
                          hint="the file was edited or written by another ppi version") from None
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelError(f"{path}: weight {name} holds NaN or infinite values; every score it gave would be NaN",
+                             hint="use a checkpoint from a run whose loss stayed finite (e.g. best.pt)")
     return model.to(device).eval(), meta
