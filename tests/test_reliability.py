@@ -217,3 +217,41 @@ def test_a_bad_manifest_in_a_consistent_cache_is_one_line(cli, ga_cache, edit):
     assert result.exit_code == 1
     line = one_line(result)
     assert "data error" in line and "internal error" not in line and "maybe" not in line
+
+
+# --- non-finite values never reach an output --------------------------------------------------------------------
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_in_one_line(cli, tmp_path, explain_inputs):
+    import torch
+
+    scan, model = explain_inputs
+    payload = torch.load(model, weights_only=True)
+    first = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
+    payload["state_dict"][first] = torch.full_like(payload["state_dict"][first], float("nan"))
+    torch.save(payload, model)
+    result = cli("explain", scan, "-m", model, "--out", tmp_path / "o.png", "--json", tmp_path / "o.json")
+    assert result.exit_code == 1
+    line = one_line(result)
+    assert f"weight {first} holds NaN" in line
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.json").exists()
+
+
+def test_an_all_nan_input_is_refused_in_one_line(cli, tmp_path, explain_inputs):
+    _scan, model = explain_inputs
+    scan = tmp_path / "nan.npy"
+    np.save(scan, np.full((32, 32), np.nan, np.float32))
+    result = cli("explain", scan, "-m", model, "--out", tmp_path / "o.png", "--json", tmp_path / "o.json")
+    assert result.exit_code == 1
+    assert "100% of the pixels are NaN or infinite" in one_line(result)
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.json").exists()
+
+
+def test_a_nan_score_is_refused_before_anything_is_drawn(cli, monkeypatch, tmp_path, explain_inputs):
+    from ppi_cli.engine import explain as engine
+
+    scan, model = explain_inputs
+    monkeypatch.setattr(engine, "_decide", lambda logits, classes: (float("nan"), classes[0], 0))
+    result = cli("explain", scan, "-m", model, "--out", tmp_path / "o.png", "--json", tmp_path / "o.json")
+    assert result.exit_code == 1 and "NaN score" in one_line(result)
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.json").exists()

@@ -22,7 +22,7 @@ from ppi_cli.config.site import load_site_config, load_site_configs
 from ppi_cli.data.explain_input import load_input
 from ppi_cli.device import select_device
 from ppi_cli.engine.explain_inputs import InputSpec, prepare_image, prepare_volume
-from ppi_cli.errors import ConfigError
+from ppi_cli.errors import ConfigError, DataError, ModelError
 from ppi_cli.files import check_outputs, write_json
 from ppi_cli.models import load_model
 from ppi_cli.reports.localisation import top_mass_bbox
@@ -110,6 +110,10 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
         raise ConfigError("--center applies to 2D models; this checkpoint explains OCT volumes",
                           hint="drop --center")
     loaded = load_input(cfg.input, "volume" if spec.kind == "volume" else "image", cfg.slice_index)
+    if not np.isfinite(loaded.pixels).all():
+        share = float(np.mean(~np.isfinite(loaded.pixels)))
+        raise DataError(f"{cfg.input.name}: {share:.0%} of the pixels are NaN or infinite; no score can be given",
+                        hint="explain a scan whose pixel values are all finite")
     if cfg.dicom_out is not None and loaded.header is None:
         raise ConfigError(f"--dicom-out needs a DICOM input (the capture joins the input's study); {cfg.input} "
                           "is not DICOM", hint="drop --dicom-out")
@@ -154,6 +158,7 @@ def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: st
         logits = model(x).float()  # (1, K)
     score, label, target = _decide(logits[0], spec.classes)
     saliency = saliency_map(model, x, target, method=cfg.method)[0, 0].float().cpu().numpy()  # (S, S)
+    _refuse_non_finite(cfg, score, [saliency])
     box = top_mass_bbox(saliency, TOP_PERCENT)
     note = "; ".join(prepared.notes)
     caption: dict[str, Any] = dict(score=score, label=label, method=cfg.method, model=describe)
@@ -185,6 +190,7 @@ def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: s
     top = [int(k) for k in np.argsort(-attention, kind="stable")[: min(cfg.top_slices, attention.size)]]
     maps = saliency_map(model.slice_classifier, x[top], 0, method=cfg.method)[:, 0].float().cpu().numpy()
     by_slice = {k: maps[i] for i, k in enumerate(top)}  # (H, W) per most attended B-scan
+    _refuse_non_finite(cfg, score, [maps, attention, slice_scores])
     caption: dict[str, Any] = dict(score=score, label=label, method=cfg.method, model=describe)
     layout = render_volume_overlay(cfg.out, prepared.tensor[:, 0].numpy(), by_slice, attention, slice_scores,
                                    caption_text(**caption, note="; ".join(prepared.notes)),
@@ -203,6 +209,14 @@ def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: s
         "notes": prepared.notes,
     }
     return record, label, by_slice, layout
+
+
+def _refuse_non_finite(cfg: ExplainConfig, score: float, arrays: list[np.ndarray]) -> None:
+    """Never an overlay or JSON with NaN in it: refuse before anything is drawn."""
+    if not math.isfinite(score) or not all(np.isfinite(a).all() for a in arrays):
+        raise ModelError(f"{cfg.model.name}: the model gave a NaN score or saliency on {cfg.input.name}; "
+                         "nothing was written",
+                         hint="check the input's values and the checkpoint (a run whose loss stayed finite)")
 
 
 def _overlay_path(cfg: ExplainConfig, dataset: str, recipe: str) -> Path:
