@@ -46,6 +46,7 @@ __all__ = [
     "LOCK_FILE",
     "remove_stale_tmp",
     "write_npy_rows",
+    "reserve_space",
     "disk_full_error",
 ]
 
@@ -158,12 +159,12 @@ def check_outputs(outputs: Mapping[str, str | os.PathLike | None],
     for i, (flag, out) in enumerate(outs):
         for name, source in ins:
             if _same_file(out, source) or (source.is_dir() and _real(source) in _real(out).parents):
-                raise ConfigError(f"{flag} {out.name} would overwrite {name}; nothing was written",
-                                  hint=f"choose a {flag} path outside the inputs")
+                raise ConfigError(f"{flag} would overwrite {name}; nothing was written",
+                                  hint=f"choose another {flag.split()[0]}, outside the inputs")
         for other_flag, other in outs[:i]:
             if _same_file(out, other):
-                raise ConfigError(f"{flag} and {other_flag} name the same file ({out.name}); nothing was written",
-                                  hint=f"give {flag} a path of its own")
+                raise ConfigError(f"{flag} and {other_flag} name the same file; nothing was written",
+                                  hint=f"give {flag.split()[0]} a path of its own")
 
 
 @contextlib.contextmanager
@@ -254,6 +255,22 @@ def write_npy_rows(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any, 
         if count != shape[0]:
             raise ValueError(f"write_npy_rows: {count} rows written for shape {shape}")
     return Path(path)
+
+
+def reserve_space(path: str | os.PathLike) -> None:
+    """Back a file's whole length with disk blocks now (a sparse memory-mapped work file would SIGBUS later).
+
+    Raises:
+        DiskFullError: The file system cannot hold the file.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb+") as fh:
+        try:
+            _reserve(fh.fileno(), size)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full_error(Path(path).parent, size) from None
+            raise
 
 
 def disk_full_error(folder: str | os.PathLike, needed: int) -> DiskFullError:
