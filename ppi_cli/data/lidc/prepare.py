@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +39,15 @@ from ppi_cli.data.lidc.series import (
     relative_to_root,
 )
 from ppi_cli.errors import CacheError, ConfigError, DataError, MissingExtraError
-from ppi_cli.files import atomic_path, save_npy, write_csv, write_json
+from ppi_cli.files import (
+    output_lock,
+    remove_stale_tmp,
+    save_npy,
+    write_csv,
+    write_json,
+    write_npy_rows,
+    write_text,
+)
 
 __all__ = ["LidcPrepareConfig", "PrepareSummary", "prepare_lidc", "PROTOCOL_VERSION", "ERROR_COLUMNS"]
 
@@ -122,7 +132,7 @@ class PrepareSummary:
 
 def _staging_name(series_uid: str) -> str:
     """A folder name for a series: the UID itself when it is a plain DICOM UID, else its hash."""
-    if re.fullmatch(r"[0-9.]{1,64}", series_uid):
+    if re.fullmatch(r"[0-9][0-9.]{0,63}", series_uid) and ".." not in series_uid:  # never `.` or `..`
         return series_uid
     return hashlib.sha256(series_uid.encode()).hexdigest()[:32]
 
@@ -186,7 +196,18 @@ def prepare_lidc(config: LidcPrepareConfig) -> PrepareSummary:
         >>> prepare_lidc(LidcPrepareConfig(root=Path("/data/LIDC"), out=Path("cache/lidc")))
     """
     config.check()
+    # The cache never lands in the download's own folder (links followed), where it would overwrite files.
+    if os.path.realpath(config.out) == os.path.realpath(config.root):
+        raise ConfigError("--out is the --root folder: the cache would be written into the download; nothing was "
+                          "written", hint="choose another --out, e.g. cache/lidc")
+    with output_lock(config.out):
+        return _prepare_locked(config)
+
+
+def _prepare_locked(config: LidcPrepareConfig) -> PrepareSummary:
     root, out = config.root, config.out
+    if removed := remove_stale_tmp(out):
+        console.log(f"removed {removed} temporary file(s) left by an interrupted run")
     summary = PrepareSummary(out=out)
     with console.progress_bar("reading headers", None) as bar:
         task = bar.task_ids[0]
@@ -306,35 +327,44 @@ def _up_to_date(config: LidcPrepareConfig, digest: str) -> bool:
 
 def _merge(config: LidcPrepareConfig, finished: list[SeriesJob], staging: Path, summary: PrepareSummary,
            digest: str) -> None:
-    """Concatenate the staged series into the cache; `cache.json` goes last."""
+    """Concatenate the staged series into the cache; `cache.json` goes last.
+
+    The new arrays and manifest are written under `.staging/assembled/` and moved in together, so a
+    full disk or a kill while they are written leaves the previous cache (and its `cache.json`) valid.
+    """
     import pandas as pd
 
     out, crop = config.out, config.crop
-    (out / INFO_FILE).unlink(missing_ok=True)  # from here until the end the folder reads as incomplete
     n = summary.samples
     frames = []
-    with console.progress_bar("merging", len(finished)) as bar, \
-            atomic_path(out / "images.npy") as img_tmp, atomic_path(out / "masks.npy") as mask_tmp:
-        images = np.lib.format.open_memmap(img_tmp, mode="w+", dtype=np.int16, shape=(n, crop, crop))
-        masks = np.lib.format.open_memmap(mask_tmp, mode="w+", dtype=np.uint8, shape=(n, 4, crop, crop))
-        start = 0
-        for job in finished:
-            folder = staging / _staging_name(job.series_uid)
-            part_images = np.load(folder / "images.npy", allow_pickle=False)
-            count = len(part_images)
-            images[start:start + count] = part_images
-            masks[start:start + count] = np.load(folder / "masks.npy", allow_pickle=False)
-            frames.append(pd.read_csv(folder / "rows.csv", dtype={"patient_id": str, "subject_id": str,
-                                                                  "series_uid": str, "study_uid": str,
-                                                                  "reader_slots": str}))
-            start += count
-            bar.advance(bar.task_ids[0])
-        images.flush()
-        masks.flush()
-        del images, masks
-    manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MANIFEST_COLUMNS)
-    write_csv(out / MANIFEST_FILE, manifest)
-    write_cache_info(out, "lidc", config.cache_params(), n, [MANIFEST_FILE, "images.npy", "masks.npy"],
+
+    def blocks(name: str):  # each finished series' (n_i, ...) block, in manifest order
+        with console.progress_bar(f"merging {name}", len(finished)) as bar:
+            for job in finished:
+                folder = staging / _staging_name(job.series_uid)
+                if name == "images.npy":
+                    frames.append(pd.read_csv(folder / "rows.csv", dtype={
+                        "patient_id": str, "subject_id": str, "series_uid": str, "study_uid": str,
+                        "reader_slots": str}))
+                yield np.load(folder / name, allow_pickle=False)
+                bar.advance(bar.task_ids[0])
+
+    assembled = staging / "assembled"
+    assembled.mkdir(parents=True, exist_ok=True)
+    files = [MANIFEST_FILE, "images.npy", "masks.npy"]
+    try:
+        write_npy_rows(assembled / "images.npy", (n, crop, crop), np.int16, blocks("images.npy"))
+        write_npy_rows(assembled / "masks.npy", (n, 4, crop, crop), np.uint8, blocks("masks.npy"))
+        manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MANIFEST_COLUMNS)
+        write_csv(assembled / MANIFEST_FILE, manifest)
+    except BaseException:
+        shutil.rmtree(assembled, ignore_errors=True)
+        raise
+    (out / INFO_FILE).unlink(missing_ok=True)  # from here until cache.json the folder reads as incomplete
+    for name in files:
+        os.replace(assembled / name, out / name)
+    assembled.rmdir()
+    write_cache_info(out, "lidc", config.cache_params(), n, files,
                      extra={"series_digest": digest, "series": len(finished), "positives": summary.positives,
                             "rebuild": config.rebuild_command()})
 
@@ -357,7 +387,14 @@ class _ErrorLog:
                                                       f"to {self.config.out / 'errors.csv'} and go on")
 
     def write(self) -> Path:
+        """Write errors.csv, unless it already says exactly this (a read-only, up-to-date cache stays untouched)."""
         import pandas as pd
 
-        self.config.out.mkdir(parents=True, exist_ok=True)
-        return write_csv(self.config.out / "errors.csv", pd.DataFrame(self.rows, columns=ERROR_COLUMNS))
+        path = self.config.out / "errors.csv"
+        text = pd.DataFrame(self.rows, columns=ERROR_COLUMNS).to_csv(index=False)
+        try:
+            if path.read_text(encoding="utf-8") == text:
+                return path
+        except (OSError, UnicodeDecodeError):
+            pass
+        return write_text(path, text)
