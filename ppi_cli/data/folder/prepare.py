@@ -17,6 +17,7 @@ resumes from `progress.json`; `cache.json` is written last.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,15 @@ import numpy as np
 from ppi_cli.console import log, progress, warn
 from ppi_cli.data.cache import MANIFEST_FILE, write_cache_info
 from ppi_cli.errors import ConfigError, DataError
-from ppi_cli.files import IMAGE_SUFFIXES, atomic_path, write_csv, write_json
+from ppi_cli.files import (
+    IMAGE_SUFFIXES,
+    output_lock,
+    remove_stale_tmp,
+    reserve_space,
+    write_csv,
+    write_json,
+    write_npy_rows,
+)
 
 __all__ = ["FolderPrepareConfig", "PreparedFolder", "prepare_folder", "scan_folder", "SPLITS"]
 
@@ -124,16 +133,26 @@ def prepare_folder(config: FolderPrepareConfig) -> PreparedFolder:
     Example:
         >>> prepare_folder(FolderPrepareConfig(Path("/data/cifar10"), Path("cache/cifar10")))
     """
-    import pandas as pd
-
     if config.channels not in (1, 3):
         raise ConfigError(f"--channels {config.channels}: only 1 (grey) or 3 (RGB)", hint="--channels 3")
+    if os.path.realpath(config.out) == os.path.realpath(config.root):  # the cache would land among the images
+        raise ConfigError("--out is the --root folder: the cache would be written among its images; nothing was "
+                          "written", hint="choose another --out, e.g. cache/<name>")
     items, classes = scan_folder(config.root)
     size = _choose_size(items, config.size)
     params = {"root": str(config.root.resolve()), "size": size, "channels": config.channels,
               "n_files": len(items), "format": "folder-v1"}
+    with output_lock(config.out):
+        if removed := remove_stale_tmp(config.out):
+            log(f"removed {removed} temporary file(s) left by an interrupted run")
+        return _prepare_locked(config, items, classes, size, params)
+
+
+def _prepare_locked(config: FolderPrepareConfig, items: list, classes: list[str], size: int,
+                    params: dict[str, Any]) -> PreparedFolder:
+    import pandas as pd
+
     out = config.out
-    out.mkdir(parents=True, exist_ok=True)
     images, start, errors = _open_partial(out, params, (len(items), config.channels, size, size))
     class_index = {name: k for k, name in enumerate(classes)}
     ok = np.zeros(len(items), dtype=bool)
@@ -157,13 +176,9 @@ def prepare_folder(config: FolderPrepareConfig) -> PreparedFolder:
         first = next(iter(errors.items()), (0, "?"))
         raise DataError(f"{config.root}: none of the {len(items)} images could be read (first: "
                         f"{items[first[0]][2].name}: {first[1]})", hint="check that these are image files")
-    with atomic_path(out / "images.npy") as tmp:
-        final = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                          shape=(keep.size, config.channels, size, size))
-        for chunk in np.array_split(np.arange(keep.size), max(1, keep.size // 1024)):
-            final[chunk] = images[keep[chunk]]  # copy in chunks: the array may not fit in memory
-        final.flush()
-        del final
+    chunks = np.array_split(np.arange(keep.size), max(1, keep.size // 1024))  # the array may not fit in memory
+    write_npy_rows(out / "images.npy", (keep.size, config.channels, size, size), np.uint8,
+                   (images[keep[chunk]] for chunk in chunks))
     del images
     rel = [items[i][2].relative_to(config.root) for i in keep]
     manifest = pd.DataFrame({
@@ -206,5 +221,6 @@ def _open_partial(out: Path, params: dict[str, Any], shape: tuple[int, ...]) -> 
         except (OSError, ValueError, KeyError):
             pass  # an unreadable record means starting over, which is always safe
     images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+    reserve_space(partial)  # its pages would fault (SIGBUS) on a full disk; now ENOSPC raises one line here
     write_json(record, {"params": params, "done": 0, "errors": {}})
     return images, 0, {}
