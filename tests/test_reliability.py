@@ -255,3 +255,117 @@ def test_a_nan_score_is_refused_before_anything_is_drawn(cli, monkeypatch, tmp_p
     result = cli("explain", scan, "-m", model, "--out", tmp_path / "o.png", "--json", tmp_path / "o.json")
     assert result.exit_code == 1 and "NaN score" in one_line(result)
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.json").exists()
+
+
+# --- one run per output folder ----------------------------------------------------------------------------------
+
+
+def test_a_second_prepare_into_a_folder_in_use_exits_1_naming_the_lock(cli, study, tmp_path):
+    from ppi_cli.files import LOCK_FILE, output_lock
+
+    out = tmp_path / "cache"
+    with output_lock(out):  # the first run, still writing
+        result = cli(*prepare_args(study, out))
+    assert result.exit_code == 1
+    line = one_line(result)
+    assert f"pid {os.getpid()}" in line and str(out / LOCK_FILE) in line
+    assert sorted(p.name for p in out.iterdir()) == []  # the second run wrote nothing
+    assert cli(*prepare_args(study, out)).exit_code == 0  # released: the next run goes ahead
+
+
+def test_two_concurrent_prepare_processes_one_runs_the_other_exits_1(study, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    out, holding, go = tmp_path / "cache", tmp_path / "holding", tmp_path / "go"
+    # The first run pauses inside its work (the lock held) until the test lets it go on.
+    first_script = (
+        "import sys, time, pathlib\n"
+        "from ppi_cli.data.ga import prepare as ga\n"
+        "real = ga._run\n"
+        "def paused(*a, **k):\n"
+        f"    pathlib.Path({str(holding)!r}).touch()\n"
+        f"    while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.05)\n"
+        "    return real(*a, **k)\n"
+        "ga._run = paused\n"
+        "from ppi_cli.cli.main import run\n"
+        "sys.exit(run(sys.argv[1:]))\n")
+    args = [str(a) for a in prepare_args(study, out)]
+    first = subprocess.Popen([sys.executable, "-c", first_script, *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not holding.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert holding.exists(), first.communicate()[1]
+    second = subprocess.run([sys.executable, "-c", "import sys; from ppi_cli.cli.main import run; "
+                             "sys.exit(run(sys.argv[1:]))", *args], stderr=subprocess.PIPE, text=True)
+    go.touch()
+    first_err = first.communicate(timeout=120)[1]
+    assert (first.returncode, second.returncode) == (0, 1), (first_err, second.stderr)
+    lines = [line for line in second.stderr.splitlines() if line.startswith("ppi:")]
+    assert len(lines) == 1 and str(out / ".ppi.lock") in lines[0] and f"pid {first.pid}" in lines[0]
+    assert (out / "cache.json").is_file()
+
+
+def test_a_stale_lock_of_a_dead_run_is_taken_over(cli, study, tmp_path):
+    import json
+    import socket
+
+    out = tmp_path / "cache"
+    out.mkdir()
+    (out / ".ppi.lock").write_text(json.dumps({"pid": 2 ** 22 + 1, "host": socket.gethostname()}))  # killed run
+    result = cli(*prepare_args(study, out))
+    assert result.exit_code == 0, result.stderr
+    assert not (out / ".ppi.lock").exists()
+
+
+# --- a full disk ------------------------------------------------------------------------------------------------
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def test_enospc_while_a_cache_is_assembled_keeps_the_old_cache_and_prints_one_line(cli, monkeypatch, study, tmp_path):
+    from ppi_cli.data.cache import open_cache
+
+    out = tmp_path / "cache"
+    assert cli(*prepare_args(study, out)).exit_code == 0
+    before = {p.name: digest(p) for p in out.iterdir() if p.is_file()}
+    (out / ".volumes.npy.abc123.tmp").write_bytes(b"left by a killed run")
+    frame = pd.read_csv(study / "labels.csv")
+    frame.loc[0, "label"] = 1 - frame.loc[0, "label"]  # a changed manifest: the cache must be rebuilt
+    frame.to_csv(study / "labels.csv", index=False)
+    monkeypatch.setattr(os, "posix_fallocate", _enospc)
+    result = cli(*prepare_args(study, out))
+    assert result.exit_code == 1
+    line = one_line(result)
+    assert "no space left on" in line and "needs" in line and "GB" in line
+    assert {p.name: digest(p) for p in out.iterdir() if p.is_file()} == before  # the old cache, whole
+    assert open_cache(out, "ga", "rebuild", verify=True).n_samples == 4
+    assert not list(out.rglob("*.tmp"))  # neither the killed run's nor this one's
+
+
+def test_enospc_in_the_middle_of_a_buffered_write_raises_and_leaves_no_tmp(monkeypatch, tmp_path):
+    from ppi_cli.errors import DiskFullError
+    from ppi_cli.files import write_npy_rows
+
+    target = tmp_path / "a.npy"
+    np.save(target, np.zeros(3))
+    monkeypatch.setattr(os, "posix_fallocate", lambda *a: (_ for _ in ()).throw(OSError(95, "not supported")))
+
+    def rows():
+        yield np.ones((1, 4), np.uint8)
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(DiskFullError, match="no space left on"):
+        write_npy_rows(target, (2, 4), np.uint8, rows())
+    assert np.load(target).tolist() == [0, 0, 0] and sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+
+
+def test_the_cache_round_trips_through_the_buffered_writer(tmp_path, rng):
+    from ppi_cli.files import write_npy_rows
+
+    array = rng.integers(0, 255, size=(5, 3, 4), dtype=np.uint8)
+    write_npy_rows(tmp_path / "a.npy", array.shape, np.uint8, (array[i:i + 2] for i in range(0, 5, 2)))
+    assert np.array_equal(np.load(tmp_path / "a.npy"), array)
