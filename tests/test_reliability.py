@@ -369,3 +369,46 @@ def test_the_cache_round_trips_through_the_buffered_writer(tmp_path, rng):
     array = rng.integers(0, 255, size=(5, 3, 4), dtype=np.uint8)
     write_npy_rows(tmp_path / "a.npy", array.shape, np.uint8, (array[i:i + 2] for i in range(0, 5, 2)))
     assert np.array_equal(np.load(tmp_path / "a.npy"), array)
+
+
+# --- header values never reach a message ------------------------------------------------------------------------
+
+
+def _malformed_ct(path: Path) -> Path:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds["RescaleIntercept"].VR = "LO"  # so pydicom writes the text as it is
+    ds.RescaleIntercept = "PHIMARKSLOPE"
+    ds.save_as(path)
+    return path
+
+
+def test_a_malformed_header_value_never_appears_in_a_message(cli, tmp_path, explain_inputs, monkeypatch):
+    from ppi_cli.data.dicom.headers import read_slice_hu
+    from ppi_cli.errors import DataError
+
+    _scan, model = explain_inputs
+    scan = _malformed_ct(tmp_path / "bad.dcm")
+    with pytest.raises(DataError) as err:
+        read_slice_hu(scan)
+    assert "PHIMARKSLOPE" not in err.value.one_line() and "RescaleIntercept" in err.value.one_line()
+    for debug in ("0", "1"):
+        monkeypatch.setenv("PPI_DEBUG", debug)
+        result = cli("explain", scan, "-m", model, "--out", tmp_path / "o.png")
+        if debug == "0":
+            assert result.exit_code == 1 and "PHIMARKSLOPE" not in one_line(result)
+        assert "PHIMARKSLOPE" not in [line for line in result.stderr.splitlines() if line.startswith("ppi:")][0]
+
+
+def test_an_internal_error_names_its_type_and_place_never_its_message(cli, monkeypatch, study, tmp_path):
+    from ppi_cli.data.ga import prepare as ga
+
+    def bug(*args, **kwargs):
+        raise ValueError("could not convert string to float: 'PHIMARKSLOPE'")
+
+    monkeypatch.setattr(ga, "read_ga_manifest", bug)
+    result = cli(*prepare_args(study, tmp_path / "cache"))
+    line = one_line(result)
+    assert result.exit_code == 1 and "internal error: ValueError at" in line and "PHIMARKSLOPE" not in line

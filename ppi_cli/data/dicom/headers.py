@@ -203,11 +203,18 @@ def read_slice_hu(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, flo
     if pixels.ndim != 2:
         raise DataError(f"{path}: expected one 2D slice, got pixel data of shape {pixels.shape}",
                         hint="pass a single-frame grayscale CT slice")
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    try:  # the message names the tags, never their values: a malformed value may be patient data
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        spacing = ds.get("PixelSpacing")
+        pixel_spacing = ((float(spacing[0]), float(spacing[1])) if spacing is not None and len(spacing) == 2
+                         else (1.0, 1.0))
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: malformed RescaleSlope, RescaleIntercept or PixelSpacing in the DICOM header "
+                        "(not numbers)", hint="export the file again from the PACS") from None
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        raise DataError(f"{path}: RescaleSlope or RescaleIntercept is not finite", hint="export the file again")
     hu = pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-    spacing = ds.get("PixelSpacing")
-    pixel_spacing = (float(spacing[0]), float(spacing[1])) if spacing is not None and len(spacing) == 2 else (1.0, 1.0)
     return hu, pixel_spacing
 
 
