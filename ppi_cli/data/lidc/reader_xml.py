@@ -144,5 +144,8 @@ def _parse_roi(path: Path, roi: ET.Element) -> Roi:
                         hint="download the annotation XML again") from None
     if not points:
         raise DataError(f"{path}: an roi at z={z} has no edgeMap points", hint="download the annotation XML again")
+    if not (np.isfinite(z) and np.isfinite(points).all()):  # float() reads "nan" and "inf" without complaint
+        raise DataError(f"{path}: an roi has a NaN or infinite imageZposition/xCoord/yCoord",
+                        hint="download the annotation XML again")
     inclusion = _text(roi, "inclusion").upper() != "FALSE"
     return Roi(z=z, sop_uid=_text(roi, "imagesop_uid"), inclusion=inclusion, points=np.asarray(points, np.float64))

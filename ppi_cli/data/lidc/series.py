@@ -108,6 +108,12 @@ def check_series(headers: Sequence[SliceHeader]) -> SeriesGeometry:
     if len(spacings) > 1:
         raise SeriesError(f"inconsistent pixel spacing {spacings[0]} and {spacings[-1]} mm")
     ordered = sorted(headers, key=lambda h: (h.z, h.instance_number if h.instance_number is not None else 1 << 30))
+    seen: dict[str, SliceHeader] = {}
+    for h in ordered:  # outlines find their slice by SOP Instance UID: two slices with one UID would misplace them
+        first = seen.setdefault(h.sop_uid, h) if h.sop_uid else h
+        if first is not h and abs(h.z - first.z) >= 1e-3:  # type: ignore[operator]
+            raise SeriesError(f"{first.path.name} and {h.path.name} share one SOPInstanceUID at different "
+                              "positions", h.path)
     kept: list[SliceHeader] = []
     by_sop: dict[str, int] = {}
     for h in ordered:
@@ -151,6 +157,10 @@ def match_rois(annotations: Sequence[Annotation], geometry: SeriesGeometry) -> d
                     raise SeriesError(f"annotation names a slice that is absent (z={roi.z:g} mm"
                                       f"{', SOP ' + roi.sop_uid if roi.sop_uid else ''})")
                 k = nearest
+            rows, cols = geometry.shape
+            r, c = roi.points[:, 0], roi.points[:, 1]  # (P,) row and column of each outline point
+            if r.min() < 0 or c.min() < 0 or r.max() > rows - 1 or c.max() > cols - 1:
+                raise SeriesError(f"annotation outline lies outside the {rows}x{cols} image (z={roi.z:g} mm)")
             indices.append(k)
         out[outline.order] = indices
     return out

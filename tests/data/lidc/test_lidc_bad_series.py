@@ -70,8 +70,41 @@ def _absent_slice_in_xml(folder):
     return "annotation names a slice that is absent (z=9999 mm, SOP 1.2.3.999)", None
 
 
+def _edit_first_outline(folder, change):
+    path = next(folder.glob("*.xml"))
+    tree = ET.parse(path)
+    for nodule in tree.getroot().iter("{http://www.nih.gov}unblindedReadNodule"):
+        if nodule.find("{http://www.nih.gov}characteristics") is not None:
+            change(nodule.find("{http://www.nih.gov}roi"))
+            break
+    tree.write(path)
+
+
+def _nan_coordinate(folder):  # issue 19: once a bogus lesion at column 9.2e18
+    _edit_first_outline(folder, lambda roi: setattr(roi.find("{http://www.nih.gov}edgeMap")
+                                                    .find("{http://www.nih.gov}xCoord"), "text", "NaN"))
+    return "NaN or infinite imageZposition/xCoord/yCoord", None
+
+
+def _outline_outside(folder):
+    _edit_first_outline(folder, lambda roi: setattr(roi.find("{http://www.nih.gov}edgeMap")
+                                                    .find("{http://www.nih.gov}yCoord"), "text", "5000"))
+    return "annotation outline lies outside the 64x64 image", None
+
+
+def _duplicated_sop(folder):  # issue 19: once outlines on the wrong slice
+    files = sorted(folder.glob("*.dcm"))
+    first, other = pydicom.dcmread(files[2]), pydicom.dcmread(files[5])
+    other.SOPInstanceUID = first.SOPInstanceUID
+    other.file_meta.MediaStorageSOPInstanceUID = first.SOPInstanceUID
+    other.save_as(files[5])
+    return "share one SOPInstanceUID at different positions", None
+
+
 CASES = {"truncated": _truncate, "header-cut": _cut_header, "missing-slice": _delete_slice,
-         "inconsistent-spacing": _change_spacing, "xml-absent-slice": _absent_slice_in_xml}
+         "inconsistent-spacing": _change_spacing, "xml-absent-slice": _absent_slice_in_xml,
+         "xml-nan-coordinate": _nan_coordinate, "xml-outline-outside": _outline_outside,
+         "duplicated-sop": _duplicated_sop}
 
 
 @pytest.mark.parametrize("case", list(CASES))
