@@ -21,6 +21,9 @@ def sweep_cmd(
     variant: Annotated[list[str] | None, typer.Option(
         "--variant", help="NAME:key=value[,key=value], recipe overrides; repeat for more. The recipe as it is and "
         "its baseline (ppi.enabled=false) always run.", show_default=False)] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="key=value, a recipe override of every variant and the baseline; repeat for more.",
+        show_default=False)] = None,
     seeds: Annotated[str, typer.Option("--seeds", help="Seeds, '0-4' or '0,1,2'; each seed fixes the hold-out, "
                                        "initialisation and batches of every variant alike.")] = "0-4",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Studies side by side, one process and one "
@@ -45,7 +48,9 @@ def sweep_cmd(
         log(f"recipe: {recipe_ref} (the default of ppi sweep; choose another with --recipe)")
     variants = (SweepVariant(Path(recipe_ref).stem), *(parse_variant(v) for v in variant or []))
     folder = out or Workspace.resolve(workspace).new_run("sweep", "ga", Path(recipe_ref).stem)
-    outcome = run_sweep(SweepConfig(recipe_ref, data, folder, train, variants, parse_seeds(seeds), workers, device))
+    common = parse_variant("set:" + ",".join(set_ or [])).overrides
+    outcome = run_sweep(SweepConfig(recipe_ref, data, folder, train, variants, parse_seeds(seeds), workers, device,
+                                    common))
     from rich.markdown import Markdown
 
     stdout.print(Markdown((outcome.out / "summary.md").read_text(encoding="utf-8")))

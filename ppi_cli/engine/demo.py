@@ -58,7 +58,10 @@ class DemoConfig:
     lidc_size: int = 96  # CT slice side (px)
     lidc_slices: int = 12
     lidc_crop: int = 48  # cached patch side (px) around each lesion
-    ga_per_site: int = 32  # synthetic volumes per site (A–D), half with GA
+    ga_per_site: int = 40  # synthetic volumes per site (A–D), half with GA
+    ga_shortcut: str = "diffuse"  # the planted cue: a lateral ramp (docs/ppi.md, "The shortcut benchmark")
+    ga_diffuse: str = "ramp"
+    ga_lesion_strength: float = 0.5  # GA harder to read than the ramp: the baseline falls for the cue
     ga_bscans: int = 8  # B-scans per volume, generated and cached
     ga_size: tuple[int, int] = (64, 128)  # generated B-scan (H, W); site D's are narrower
     ga_bscan_size: int = 32  # cached B-scan side
@@ -108,7 +111,8 @@ def _synth_and_prepare_ga(cfg: DemoConfig) -> Path:
     raw = cfg.out / "data" / "synth-ga"
     if not (raw / "manifest.csv").is_file():
         synth_ga(SynthGaConfig(out=raw, per_site=cfg.ga_per_site, n_bscans=cfg.ga_bscans, size=cfg.ga_size,
-                               seed=cfg.seed))
+                               seed=cfg.seed, shortcut=cfg.ga_shortcut, diffuse=cfg.ga_diffuse,
+                               lesion_strength=cfg.ga_lesion_strength))
     cache = cfg.out / "cache" / "ga"
     prepare_ga(GaPrepareConfig(manifest=raw / "manifest.csv", out=cache, n_bscans=cfg.ga_bscans,
                                bscan_size=(cfg.ga_bscan_size, cfg.ga_bscan_size)))

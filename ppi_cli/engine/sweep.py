@@ -58,6 +58,7 @@ class SweepConfig:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     workers: int = 1  # studies side by side, each in its own process on one thread
     device: str = "auto"
+    common: Mapping[str, Any] = field(default_factory=dict)  # overrides of every variant, the baseline's too
 
 
 @dataclass
@@ -152,7 +153,8 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     """
     from ppi_cli.files import write_text
 
-    variants = (SweepVariant(BASELINE, {"ppi.enabled": False}), *cfg.variants)
+    variants = tuple(SweepVariant(v.name, {**cfg.common, **v.overrides})
+                     for v in (SweepVariant(BASELINE, {"ppi.enabled": False}), *cfg.variants))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ConfigError(f"--variant: names must differ ({', '.join(names)})", hint="give each variant its own NAME")
@@ -242,6 +244,8 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any) -> list[Path]:
                 for s in sites) + " |")
     overrides = {v.name: dict(v.overrides) for v in cfg.variants}
     lines += ["", "Variants (recipe overrides):", ""]
+    if cfg.common:
+        lines += ["Every variant and the baseline: " + ", ".join(f"`{k}={v}`" for k, v in cfg.common.items()), ""]
     lines += [f"- `{name}`: " + (", ".join(f"`{k}={v}`" for k, v in o.items()) or "the recipe as it is")
               for name, o in overrides.items()]
     written.append(write_text(cfg.out / "summary.md", "\n".join(lines) + "\n"))

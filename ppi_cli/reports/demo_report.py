@@ -20,7 +20,7 @@ from ppi_cli.device import select_device
 from ppi_cli.files import write_csv, write_text
 from ppi_cli.reports.tables import format_interval, format_mean_std, format_value, markdown_table
 
-__all__ = ["write_demo_report"]
+__all__ = ["write_demo_report", "shortcut_verdict"]
 
 NAMES = {"baseline": "baseline (no PPI)", "ppi-wbp": "PPI + WBP"}
 DATASETS = {"lidc": "LIDC-IDRI (synthetic CT nodules)", "ga": "GA OCT (synthetic volumes, sites A–D)"}
@@ -105,6 +105,38 @@ def _cross_site_section(cross_site: Any, root: Path) -> tuple[list[str], str]:
     return lines, reading
 
 
+def shortcut_verdict(matrices: dict[str, Any], train: str = "D", reversed_site: str = "C",
+                     independent: str = "A", follows: str = "B") -> str:
+    """Two sentences: what PPI is expected to fix on the diffuse-shortcut data, and whether it did here.
+
+    Reads the row of the training site where the cue goes with GA: PPI fixed the shortcut when the
+    mean over the other sites rose by 0.05 or more without the cue-independent site falling; it
+    over-corrected when the reversed site rose while the site where the cue still follows the label
+    fell by more than 0.1 (the cue learnt in reverse); otherwise it did not fix it.
+    """
+    if not {"ppi", "baseline"} <= set(matrices) or train not in matrices["ppi"].index:
+        return ""
+    p, b = matrices["ppi"].loc[train], matrices["baseline"].loc[train]
+    others = [s for s in (independent, follows, reversed_site) if s in p.index]
+    if not others:
+        return ""
+    mean_p, mean_b = float(p[others].mean()), float(b[others].mean())
+    expected = (f"PPI is expected to stop the model reading the sites' diffuse brightness ramp, which goes with GA "
+                f"at {train}, is reversed at {reversed_site} and says nothing at {independent}, because the ramp "
+                "survives removing the lesion.")
+    facts = (f"trained on {train}, the mean AUC over the other sites is {mean_p:.3f} with PPI and {mean_b:.3f} "
+             f"without ({reversed_site} {p[reversed_site]:.3f} vs {b[reversed_site]:.3f}, {independent} "
+             f"{p[independent]:.3f} vs {b[independent]:.3f}, {follows} {p[follows]:.3f} vs {b[follows]:.3f})")
+    if mean_p - mean_b >= 0.05 and p[independent] >= b[independent] - 0.02:
+        verdict = f"Here it did: {facts}."
+    elif p[reversed_site] > b[reversed_site] and p[follows] < b[follows] - 0.1:
+        verdict = (f"Here it did not: {facts}; the gain at {reversed_site} and the loss at {follows} mean the "
+                   "model learnt the ramp in reverse (docs/ppi.md, \"The shortcut benchmark\").")
+    else:
+        verdict = f"Here it did not: {facts} (docs/ppi.md, \"The shortcut benchmark\")."
+    return f"{expected} {verdict}"
+
+
 def _explain_section(explained: dict[str, Any] | None, localisation: Any, root: Path) -> list[str]:
     lines = ["## Explanation and localisation\n"]
     if explained is None:
@@ -143,7 +175,8 @@ def write_demo_report(cfg: Any, *, runs: dict[str, dict[str, Any]], cross_site: 
              "is a clinical result, and whether PPI helps on these data is reported as measured.\n",
              f"Data: {cfg.lidc_patients} synthetic CT series ({cfg.lidc_crop}×{cfg.lidc_crop} lesion patches); "
              f"{cfg.ga_per_site} synthetic OCT volumes per site A–D ({cfg.ga_bscans} B-scans, cached at "
-             f"{cfg.ga_bscan_size}×{cfg.ga_bscan_size}). Recipes: `demo-lidc-*`, `demo-ga-*` (tiny CNN).\n"]
+             f"{cfg.ga_bscan_size}×{cfg.ga_bscan_size}; `--shortcut {cfg.ga_shortcut}`, lesion strength "
+             f"{cfg.ga_lesion_strength}). Recipes: `demo-lidc-*`, `demo-ga-*` (tiny CNN).\n"]
     readings = []
     for dataset in ("lidc", "ga"):
         section, reading = _crossval_section(dataset, runs[dataset], root)
@@ -152,6 +185,8 @@ def write_demo_report(cfg: Any, *, runs: dict[str, dict[str, Any]], cross_site: 
     section, reading = _cross_site_section(cross_site, root)
     lines += section
     readings.append(reading)
+    if getattr(cfg, "ga_shortcut", "mark") == "diffuse":
+        readings.insert(0, shortcut_verdict(cross_site.matrices))
     lines += _explain_section(explained, localisation, root)
     lines += ["## Trained models\n", "Fold-0 checkpoints of each cross-validation, for `ppi explain`:\n",
               *[f"- [`{_rel(m, root)}`]({_rel(m, root)})" for m in models], ""]

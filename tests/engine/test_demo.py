@@ -23,6 +23,7 @@ def test_demo_smoke_writes_a_report_whose_links_all_resolve(tmp_path, one_thread
         assert heading in text, heading
     assert re.search(r"\| baseline \(no PPI\) \| (\d\.\d{3} ± \d\.\d{3}|—)", text)
     assert re.search(r"\| PPI \+ WBP \| (\d\.\d{3} ± \d\.\d{3}|—)", text)
+    assert "PPI is expected to stop the model reading the sites' diffuse brightness ramp" in text  # the default data
     links = re.findall(r"\]\(([^)#]+)\)", text)
     assert len(links) > 10
     for link in links:
@@ -47,3 +48,24 @@ def test_demo_verdict_is_the_mean_per_fold_difference_and_its_t_interval():
     assert "0.010 higher" in same and "includes 0: no difference shown" in same
     assert "too few folds" in _verdict("X", np.array([0.1]), float("nan"), float("nan"))
     assert _verdict("X", np.array([np.nan]), 0.0, 1.0) == "X: the comparison could not be computed."
+
+
+def test_shortcut_verdict_reads_the_training_sites_row():
+    import pandas as pd
+
+    from ppi_cli.reports.demo_report import shortcut_verdict
+
+    def matrices(ppi_row, base_row):
+        cols = ["A", "B", "C", "D"]
+        return {"ppi": pd.DataFrame([ppi_row], index=["D"], columns=cols),
+                "baseline": pd.DataFrame([base_row], index=["D"], columns=cols)}
+
+    base = [0.65, 0.83, 0.20, 0.88]
+    fixed = shortcut_verdict(matrices([0.70, 0.80, 0.60, 0.87], base))
+    assert "Here it did: trained on D, the mean AUC over the other sites is 0.700 with PPI and 0.560 without" in fixed
+    reverse = shortcut_verdict(matrices([0.70, 0.35, 0.62, 0.55], base))
+    assert "Here it did not" in reverse and "learnt the ramp in reverse" in reverse
+    flat = shortcut_verdict(matrices([0.64, 0.82, 0.22, 0.88], base))
+    assert "Here it did not" in flat and "in reverse" not in flat
+    assert flat.startswith("PPI is expected to stop the model reading")
+    assert shortcut_verdict({"ppi": matrices(base, base)["ppi"]}) == ""  # no baseline matrix: nothing to say
