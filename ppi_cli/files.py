@@ -48,6 +48,8 @@ __all__ = [
     "write_npy_rows",
     "reserve_space",
     "disk_full_error",
+    "shareable_path",
+    "shareable_text",
 ]
 
 LOCK_FILE = ".ppi.lock"  # in every output folder a run holds (`output_lock`)
@@ -283,6 +285,55 @@ def disk_full_error(folder: str | os.PathLike, needed: int) -> DiskFullError:
     need = f"needs {needed / 1e9:.2f} GB, " if needed else ""
     return DiskFullError(f"no space left on {mount}: {need}has {free / 1e9:.2f} GB free",
                          hint="free space there or choose an --out on another disk; the previous output is intact")
+
+
+def shareable_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """How a file meant for sharing (a report, a run record, errors.csv) names an input.
+
+    Relative to `root` (`--root`, the manifest's folder) in POSIX form when the input lies under it,
+    else by its base name: hospital export paths often carry patient names in their folders, so a
+    full path never goes into such a file (docs/reliability.md#privacy).
+
+    Example:
+        >>> shareable_path("/exports/DOE_JOHN/study/vols/v1.npy", "/exports/DOE_JOHN/study")
+        'vols/v1.npy'
+    """
+    target = Path(path)
+    if root is not None:
+        base = Path(root)
+        for a, b in ((target, base), (Path(os.path.abspath(target)), Path(os.path.abspath(base))),
+                     (_real(target), _real(base))):
+            try:
+                relative = a.relative_to(b)
+            except ValueError:
+                continue
+            if relative.parts and ".." not in relative.parts:
+                return relative.as_posix()
+    return target.name or os.path.basename(os.path.abspath(target))
+
+
+def shareable_text(text: str, paths: Iterable[str | os.PathLike | None],
+                   root: str | os.PathLike | None = None) -> str:
+    """`text` (an error line bound for errors.csv or a report) with full paths replaced by shareable names.
+
+    Every spelling of each path in `paths` (as given, absolute, resolved) becomes `shareable_path`,
+    and any other absolute path under `root` loses the root's folders (`/r/oot/a/b.png` -> `a/b.png`).
+    """
+    spellings: dict[str, str] = {}
+    for item in paths:
+        if item is None:
+            continue
+        shown = shareable_path(item, root)
+        for form in (os.fspath(item), os.path.abspath(item), os.path.realpath(item)):
+            if len(form) > 1:
+                spellings.setdefault(form, shown)
+    if root is not None:
+        for form in (os.path.abspath(root), os.path.realpath(root)):  # absolute only: `data/` may be a word
+            if len(form) > 1:
+                spellings.setdefault(form.rstrip(os.sep) + os.sep, "")
+    for form in sorted(spellings, key=len, reverse=True):  # the longest first: a folder is a prefix of its files
+        text = text.replace(form, spellings[form])
+    return text
 
 
 def _reserve(fd: int, length: int) -> None:

@@ -412,3 +412,47 @@ def test_an_internal_error_names_its_type_and_place_never_its_message(cli, monke
     result = cli(*prepare_args(study, tmp_path / "cache"))
     line = one_line(result)
     assert result.exit_code == 1 and "internal error: ValueError at" in line and "PHIMARKSLOPE" not in line
+
+
+# --- files meant for sharing never carry full paths ----------------------------------------------------------
+
+
+def test_shareable_path_is_relative_to_the_root_else_the_base_name(tmp_path):
+    from ppi_cli.files import shareable_path, shareable_text
+
+    root = tmp_path / "DOE_JOHN" / "export"
+    assert shareable_path(root / "vols" / "v1.npy", root) == "vols/v1.npy"
+    assert shareable_path(tmp_path / "elsewhere" / "v2.npy", root) == "v2.npy"
+    assert shareable_path(root / ".." / "v3.npy", root) == "v3.npy"
+    assert shareable_path(tmp_path / "DOE_JOHN" / "best.pt") == "best.pt"
+    line = f"{root / 'vols' / 'x'}: B-scan {root / 'vols' / 'x' / '2.png'} differs"
+    assert shareable_text(line, [root / "vols" / "x"], root) == "vols/x: B-scan vols/x/2.png differs"
+
+
+def test_ga_errors_csv_names_volumes_relative_to_the_manifest(cli, study, tmp_path):
+    (study / "vols" / "bad.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    frame = pd.read_csv(study / "labels.csv")
+    frame.loc[len(frame)] = {"path": "vols/bad.nii.gz", "subject_id": "S9", "eye": "OS", "site": "A", "label": 1}
+    frame.to_csv(study / "labels.csv", index=False)
+    out = tmp_path / "cache"
+    result = cli(*prepare_args(study.resolve(), out))  # an absolute --manifest: its folders must not leak
+    assert result.exit_code == 0, result.stderr
+    errors = pd.read_csv(out / "errors.csv")
+    assert errors["path"].tolist() == ["vols/bad.nii.gz"]
+    assert "vols/bad.nii.gz" in errors["error"][0] and str(tmp_path) not in (out / "errors.csv").read_text()
+
+
+def test_folder_errors_csv_names_images_relative_to_the_root(cli, tmp_path, rng):
+    from PIL import Image
+
+    root = tmp_path / "DOE_JOHN" / "photos"
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    (root / "cat" / "bad.png").write_bytes(b"junk")
+    result = cli("prepare", "folder", "--root", root, "--out", tmp_path / "cache")
+    assert result.exit_code == 0, result.stderr
+    errors = pd.read_csv(tmp_path / "cache" / "errors.csv")
+    assert errors["source"].tolist() == ["cat/bad.png"] and "'cat/bad.png'" in errors["reason"][0]
+    assert "DOE_JOHN" not in (tmp_path / "cache" / "errors.csv").read_text()

@@ -24,7 +24,7 @@ from ppi_cli.device import select_device
 from ppi_cli.engine.explain_inputs import InputSpec
 from ppi_cli.engine.masked_samples import MaskedSamples
 from ppi_cli.errors import CacheError, ConfigError
-from ppi_cli.files import write_json
+from ppi_cli.files import shareable_path, write_json
 from ppi_cli.models import is_volume_model, load_model
 from ppi_cli.reports.deletion import FRACTIONS, deletion_scores
 from ppi_cli.reports.localisation import POINTS, THRESHOLDS, TOP_PERCENT, sample_scores
@@ -55,11 +55,16 @@ class SegmentEvalConfig:
     workspace: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data, written as `config.json` beside the results (and compared on resume)."""
+        """Plain data, written as `config.json` beside the results (and compared on resume).
+
+        Inputs are named by their base names: the run folder is meant for sharing, and full paths may
+        carry patient names (docs/reliability.md#privacy).
+        """
         data = asdict(self)
-        for key in ("model", "compare", "data", "out", "workspace"):
-            data[key] = str(data[key]) if data[key] is not None else None
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if k not in ("device", "workspace")}
+        for key in ("model", "compare", "data"):
+            data[key] = shareable_path(data[key]) if data[key] is not None else None
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()
+                if k not in ("device", "workspace", "out")}
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppi_cli.files import write_csv, write_text
+from ppi_cli.files import shareable_path, write_csv, write_text
 from ppi_cli.reports.deletion import plot_deletion_curves
 from ppi_cli.reports.localisation import THRESHOLDS, pick_threshold
 
@@ -90,8 +90,9 @@ def _markdown(summary: Any, *, top_percent: float, model: Path, compare: Path | 
               kind: str) -> str:
     header = "| metric | " + " | ".join(summary.columns) + " |"
     lines = ["# Saliency localisation (segment-eval)", "",
-             f"{n_samples} samples with expert masks from `{cache}` ({kind}); "
-             f"model `{model}`" + (f" compared with `{compare}`" if compare else "") + ".", "",
+             f"{n_samples} samples with expert masks from `{shareable_path(cache)}` ({kind}); "
+             f"model `{shareable_path(model)}`" + (f" compared with `{shareable_path(compare)}`" if compare else "")
+             + ".", "",
              header, "|" + "---|" * (len(summary.columns) + 1)]
     for label, row in summary.iterrows():
         lines.append(f"| {label} | " + " | ".join(format_cell(v) for v in row) + " |")

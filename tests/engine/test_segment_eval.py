@@ -62,6 +62,10 @@ def test_segment_eval_tables_one_column_per_method(cli, tmp_path, ga_cache, mode
     assert "| metric | wbp | gradient |" in md and "| samples | 5 | 5 |" in md
     assert (out / "deletion.png").stat().st_size > 0 and len(pd.read_csv(out / "deletion.csv")) == 2 * 8
     assert "wbp" in result.stdout and str(out / "localisation.md") in result.stderr
+    for name in ("localisation.md", "config.json"):  # shared files name inputs by base name, never a full path
+        text = (out / name).read_text()
+        assert str(ga_cache.parent) not in text and str(models[0].parent) not in text, name
+    assert f"`{ga_cache.name}`" in md and f"`{models[0].name}`" in md
 
 
 def test_scores_use_the_mask_of_the_same_bscan(tmp_path, ga_cache, models):

@@ -32,6 +32,7 @@ from ppi_cli.files import (
     output_lock,
     remove_stale_tmp,
     reserve_space,
+    shareable_text,
     write_csv,
     write_json,
     write_npy_rows,
@@ -166,7 +167,7 @@ def _prepare_locked(config: FolderPrepareConfig, items: list, classes: list[str]
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's ways of saying "not an image I can read"
             if config.strict:
                 raise DataError(f"{path}: unreadable image ({exc})", hint="remove it, or drop --strict") from None
-            errors[i] = f"{type(exc).__name__}: {exc}"
+            errors[i] = shareable_text(f"{type(exc).__name__}: {exc}", [path], config.root)  # errors.csv: no full path
         if (i + 1) % _FLUSH_EVERY == 0:
             images.flush()
             write_json(out / _PROGRESS, {"params": params, "done": i + 1, "errors": errors})

@@ -38,6 +38,8 @@ from ppi_cli.files import (
     output_lock,
     remove_stale_tmp,
     sha256_file,
+    shareable_path,
+    shareable_text,
     write_csv,
     write_json,
     write_npy_rows,
@@ -95,6 +97,7 @@ class _Task:
     n_bscans: int
     bscan_size: tuple[int, int]
     part: Path
+    root: Path  # the manifest's folder: errors name volumes relative to it
 
 
 def rebuild_command(cfg: GaPrepareConfig) -> str:
@@ -163,7 +166,7 @@ def _prepare_locked(cfg: GaPrepareConfig, rows: list[ManifestRow], extra_columns
                                _per_site(frame, failed_sites))
     parts = _open_parts(out, params)
     tasks = [_Task(r.path, r.mask_path, site_cfgs[r.site], cfg.n_bscans, (height, width),
-                   parts / f"{_part_key(r)}.npz") for r in rows]
+                   parts / f"{_part_key(r)}.npz", cfg.manifest.parent) for r in rows]
     pending = [(r, t) for r, t in zip(rows, tasks, strict=True) if not t.part.is_file()]
     reused = len(rows) - len(pending)
     if reused:
@@ -176,7 +179,10 @@ def _prepare_locked(cfg: GaPrepareConfig, rows: list[ManifestRow], extra_columns
 
 
 def _prepare_one(task: _Task) -> str | None:
-    """Read, normalise and store one volume as a part file; returns the error line, or None."""
+    """Read, normalise and store one volume as a part file; returns the error line, or None.
+
+    The error line goes into errors.csv, so it names files relative to the manifest's folder (never a full path).
+    """
     try:
         volume = read_volume(task.path)
         array, record = normalise_volume(volume.array, task.site_cfg, task.n_bscans, task.bscan_size)
@@ -187,7 +193,7 @@ def _prepare_one(task: _Task) -> str | None:
             raw_mask = read_volume(task.mask_path).array
             payload["mask"] = normalise_mask(raw_mask, record, task.site_cfg, task.n_bscans, task.bscan_size)
     except PpiError as exc:
-        return exc.one_line()
+        return shareable_text(exc.one_line(), [task.path, task.mask_path], task.root)
     with atomic_write(task.part, "wb") as fh:
         np.savez(fh, **payload)
     return None
@@ -236,8 +242,9 @@ def _assemble(cfg: GaPrepareConfig, rows: list[ManifestRow], tasks: list[_Task],
     done = [(r, t) for r, t in zip(rows, tasks, strict=True) if r.line not in errors]
     failed = [r for r in rows if r.line in errors]
     errors_path = out / ERRORS_FILE
-    error_rows = pd.DataFrame([{"line": r.line, "sample_id": r.sample_id, "site": r.site, "path": r.rel_path,
-                                "error": errors[r.line]} for r in failed])
+    error_rows = pd.DataFrame([{"line": r.line, "sample_id": r.sample_id, "site": r.site,
+                                "path": shareable_path(r.path, cfg.manifest.parent), "error": errors[r.line]}
+                               for r in failed])
     if not done:
         write_csv(errors_path, error_rows)
         raise DataError(f"{cfg.manifest}: none of the {len(rows)} volumes could be read", hint=f"see {errors_path}")

@@ -20,6 +20,7 @@ from ppi_cli.data.dicom.headers import SliceHeader
 from ppi_cli.data.lidc.lesions import MAX_READERS, build_lesion, crop_grid, group_lesions, resample_image, resample_mask
 from ppi_cli.data.lidc.reader_xml import Annotation
 from ppi_cli.errors import DataError
+from ppi_cli.files import shareable_path
 
 __all__ = ["SeriesParams", "SeriesJob", "SeriesGeometry", "SeriesSamples", "SeriesError", "check_series",
            "match_rois", "extract_samples", "relative_to_root", "MANIFEST_COLUMNS"]
@@ -230,8 +231,5 @@ def extract_samples(job: SeriesJob, params: SeriesParams, load_slice: Callable[[
 
 
 def relative_to_root(path: Path, root: Path) -> str:
-    """`path` relative to `root` in POSIX form (as written to the manifest and errors.csv); absolute if outside."""
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
+    """`path` relative to `root` in POSIX form (as written to the manifest and errors.csv); its name if outside."""
+    return shareable_path(path, root)
