@@ -456,3 +456,98 @@ def test_folder_errors_csv_names_images_relative_to_the_root(cli, tmp_path, rng)
     errors = pd.read_csv(tmp_path / "cache" / "errors.csv")
     assert errors["source"].tolist() == ["cat/bad.png"] and "'cat/bad.png'" in errors["reason"][0]
     assert "DOE_JOHN" not in (tmp_path / "cache" / "errors.csv").read_text()
+
+
+# --- size guards ------------------------------------------------------------------------------------------------
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims `width` × `height` (no pixel data): what a decoder sees before decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_400_megapixel_png_is_one_line_not_an_internal_error(cli, tmp_path, explain_inputs):
+    _scan, model = explain_inputs
+    png = _png_header_only(tmp_path / "huge.png", 20000, 20000)
+    result = cli("explain", png, "-m", model, "--out", tmp_path / "o.png")
+    line = one_line(result)
+    assert result.exit_code == 1 and "huge.png" in line and "100-megapixel limit" in line
+    assert "PPI_MAX_IMAGE_PIXELS" in line and not (tmp_path / "o.png").exists()
+
+
+def test_a_lowered_image_limit_refuses_a_small_png_and_names_the_variable(cli, tmp_path, explain_inputs, monkeypatch):
+    from PIL import Image
+
+    _scan, model = explain_inputs
+    png = tmp_path / "small.png"
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(png)
+    monkeypatch.setenv("PPI_MAX_IMAGE_PIXELS", "1000")
+    result = cli("explain", png, "-m", model, "--out", tmp_path / "o.png")
+    line = one_line(result)
+    assert result.exit_code == 1 and "50×40 image" in line and "0.001-megapixel limit" in line
+    monkeypatch.setenv("PPI_MAX_IMAGE_PIXELS", "many")
+    assert "PPI_MAX_IMAGE_PIXELS=many" in one_line(cli("explain", png, "-m", model, "--out", tmp_path / "o.png"))
+    monkeypatch.setenv("PPI_MAX_IMAGE_PIXELS", "2000")  # raised: the same image is read
+    assert cli("explain", png, "-m", model, "--out", tmp_path / "o.png").exit_code == 0
+
+
+def test_an_image_over_the_limit_is_an_errors_csv_row_in_prepare_folder(cli, tmp_path, rng, monkeypatch):
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    Image.fromarray(rng.integers(0, 255, (8, 40, 3), dtype=np.uint8)).save(root / "dog" / "wide.png")
+    monkeypatch.setenv("PPI_MAX_IMAGE_PIXELS", "100")
+    result = cli("prepare", "folder", "--root", root, "--out", tmp_path / "cache", "--size", "8")
+    assert result.exit_code == 0, result.stderr
+    errors = pd.read_csv(tmp_path / "cache" / "errors.csv")
+    assert errors["source"].tolist() == ["dog/wide.png"] and "megapixel limit" in errors["reason"][0]
+
+
+def test_a_volume_over_the_voxel_limit_is_an_errors_csv_row_in_prepare_ga(cli, study, tmp_path, monkeypatch):
+    np.save(study / "vols" / "big.npy", np.zeros((6, 12, 40), np.uint8))  # 2880 voxels; the others 1440
+    frame = pd.read_csv(study / "labels.csv")
+    frame.loc[len(frame)] = {"path": "vols/big.npy", "subject_id": "S9", "eye": "OS", "site": "A", "label": 1}
+    frame.to_csv(study / "labels.csv", index=False)
+    monkeypatch.setenv("PPI_MAX_VOLUME_VOXELS", "2000")
+    out = tmp_path / "cache"
+    result = cli(*prepare_args(study, out))
+    assert result.exit_code == 0, result.stderr
+    errors = pd.read_csv(out / "errors.csv")
+    assert errors["path"].tolist() == ["vols/big.npy"] and "million-voxel limit" in errors["error"][0]
+    assert len(pd.read_csv(out / "manifest.csv")) == 4
+
+
+def test_a_bscan_folder_and_a_dicom_are_checked_before_decoding(tmp_path, monkeypatch):
+    import pydicom
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+
+    from ppi_cli.data.dicom.headers import read_slice_hu
+    from ppi_cli.data.oct.readers import read_volume
+    from ppi_cli.errors import DataError
+
+    folder = tmp_path / "bscans"
+    folder.mkdir()
+    for k in range(3):
+        Image.fromarray(np.zeros((10, 20), np.uint8)).save(folder / f"b{k}.png")
+    monkeypatch.setenv("PPI_MAX_VOLUME_VOXELS", "500")
+    with pytest.raises(DataError, match="million-voxel limit"):
+        read_volume(folder)
+    monkeypatch.setenv("PPI_MAX_IMAGE_PIXELS", "1000")
+    ct = tmp_path / "ct.dcm"
+    pydicom.dcmread(get_testdata_file("CT_small.dcm")).save_as(ct)  # 128 × 128
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(lambda self: pytest.fail("decoded")))
+    with pytest.raises(DataError, match="megapixel limit"):
+        read_slice_hu(ct)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ppi_cli.data.dicom.headers import is_dicom_file, read_slice_hu
 from ppi_cli.data.dicom.images import read_dicom_header, read_dicom_image, series_files
+from ppi_cli.data.limits import check_volume_size, npy_shape, open_image
 from ppi_cli.data.oct.readers import read_volume
 from ppi_cli.errors import DataError
 from ppi_cli.files import IMAGE_SUFFIXES
@@ -159,10 +160,10 @@ def _from_picture(path: Path, kind: str) -> LoadedInput:
     if kind == "volume":
         raise DataError(f"{path}: a single image, but this model explains volumes (OCT B-scan stacks)",
                         hint="pass the folder of B-scan images or a volume file")
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:  # the size is checked from the header before decoding
             if im.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LA"):
                 arr = np.asarray(im.convert("RGB"), dtype=np.float32)
             else:
@@ -179,6 +180,7 @@ def _from_array_file(path: Path) -> LoadedInput:
     name = path.name.lower()
     if name.endswith(".npy"):
         try:
+            check_volume_size(path, npy_shape(path))
             arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: not a readable .npy array ({exc})") from None
@@ -188,6 +190,7 @@ def _from_array_file(path: Path) -> LoadedInput:
 
         try:
             img = nib.load(path)
+            check_volume_size(path, img.shape)
             arr = np.asarray(img.dataobj, dtype=np.float32)
         except (OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
             raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__})") from None

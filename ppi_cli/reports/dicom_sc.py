@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ppi_cli import __version__
+from ppi_cli.data.limits import open_image
 from ppi_cli.errors import DataError
 from ppi_cli.files import atomic_path
 
@@ -40,9 +41,7 @@ _SC_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
 
 def read_png_rgb(path: str | Path) -> np.ndarray:
     """Read a PNG as (H, W, 3) uint8 RGB (alpha dropped onto white)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
+    with open_image(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ppi_cli.data.limits import check_dicom_size
 from ppi_cli.errors import DataError, MissingExtraError
 
 __all__ = ["SliceHeader", "read_header", "read_slice_hu", "find_files", "is_dicom_file", "group_by_series",
@@ -195,6 +196,7 @@ def read_slice_hu(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, flo
     if "PixelData" not in ds:
         raise DataError(f"{path}: DICOM file has no pixel data", hint="pass an image, not a report or XML")
     _require_decoder(path, ds)
+    check_dicom_size(path, ds)
     try:
         pixels = ds.pixel_array
     except (ValueError, RuntimeError, NotImplementedError, AttributeError, EOFError) as exc:

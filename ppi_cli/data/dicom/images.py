@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ppi_cli.data.dicom.headers import is_dicom_file
+from ppi_cli.data.limits import check_dicom_size
 from ppi_cli.errors import DataError, MissingExtraError
 
 __all__ = ["DicomImage", "read_dicom_header", "read_dicom_image", "series_files"]
@@ -167,6 +168,7 @@ def _decode(path: Path, ds: Any) -> np.ndarray:
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     syntax_name = getattr(syntax, "name", "") or "unknown transfer syntax"
+    check_dicom_size(path, ds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

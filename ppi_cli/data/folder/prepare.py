@@ -26,6 +26,7 @@ import numpy as np
 
 from ppi_cli.console import log, progress, warn
 from ppi_cli.data.cache import MANIFEST_FILE, write_cache_info
+from ppi_cli.data.limits import open_image
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.files import (
     IMAGE_SUFFIXES,
@@ -100,7 +101,7 @@ def scan_folder(root: Path) -> tuple[list[tuple[str, str, Path]], list[str]]:
 def _load_image(path: Path, size: int, channels: int) -> np.ndarray:
     from PIL import Image, ImageOps
 
-    with Image.open(path) as image:
+    with open_image(path) as image:  # the size is checked from the header before decoding
         image = ImageOps.exif_transpose(image).convert("RGB" if channels == 3 else "L")
         image = ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR)  # shorter side, centre crop
         array = np.asarray(image, dtype=np.uint8)
@@ -112,14 +113,12 @@ def _choose_size(items: list[tuple[str, str, Path]], size: int | None) -> int:
         if size < 8:
             raise ConfigError(f"--size {size}: images must be at least 8 pixels", hint="--size 224")
         return size
-    from PIL import Image
-
     shapes = set()
     for _, _, path in items:
         try:
-            with Image.open(path) as image:  # reads the header only
+            with open_image(path) as image:  # reads the header only
                 shapes.add(image.size)
-        except OSError:
+        except (OSError, DataError):
             continue  # reported when the image is decoded
         if len(shapes) > 1:
             break
@@ -164,6 +163,10 @@ def _prepare_locked(config: FolderPrepareConfig, items: list, classes: list[str]
         try:
             images[i] = _load_image(path, size, config.channels)
             ok[i] = True
+        except DataError as exc:  # larger than the size limit
+            if config.strict:
+                raise
+            errors[i] = exc.one_line()
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's ways of saying "not an image I can read"
             if config.strict:
                 raise DataError(f"{path}: unreadable image ({exc})", hint="remove it, or drop --strict") from None

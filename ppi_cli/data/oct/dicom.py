@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ppi_cli.data.limits import check_dicom_size
 from ppi_cli.data.oct.volume import OctVolume, to_uint8
 from ppi_cli.errors import DataError, MissingExtraError
 
@@ -102,6 +103,7 @@ def _stack_dimension(ds: Any) -> int | None:
 
 
 def _pixel_array(ds: Any, path: Path) -> np.ndarray:
+    check_dicom_size(path, ds)
     try:
         return ds.pixel_array
     except (RuntimeError, NotImplementedError) as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ppi_cli.data.limits import check_image_size, check_volume_size, npy_shape, open_image
 from ppi_cli.data.oct.dicom import read_dicom_opt
 from ppi_cli.data.oct.vendor import read_vendor
 from ppi_cli.data.oct.volume import OctVolume, as_bscan_stack, to_uint8
@@ -108,8 +109,10 @@ def detect_format(path: Path) -> str:
 
 def _read_duke_mat(path: Path) -> OctVolume:
     """MATLAB v5/v7 (`scipy.io`): variable `images` is (depth, A-scans, B-scans), B-scan axis last."""
-    from scipy.io import loadmat
+    from scipy.io import loadmat, whosmat
 
+    for _name, shape, _cls in whosmat(str(path)):  # sizes from the variable headers, before anything is loaded
+        check_volume_size(path, shape)
     data = {k: v for k, v in loadmat(str(path)).items() if not k.startswith("__")}
     images = _pick_variable(path, data)
     return _from_duke_layout(path, images, "duke-mat")
@@ -121,6 +124,8 @@ def _read_duke_mat_v73(path: Path) -> OctVolume:
 
     with h5py.File(path, "r") as fh:
         data = {k: v for k, v in fh.items() if isinstance(v, h5py.Dataset) and not k.startswith("#")}
+        for dataset in data.values():
+            check_volume_size(path, dataset.shape)
         images = np.asarray(_pick_variable(path, data)[()]).T  # reversed HDF5 axes -> MATLAB's (H, W, n)
     return _from_duke_layout(path, images, "duke-mat-v73")
 
@@ -152,6 +157,7 @@ def _read_nifti(path: Path) -> OctVolume:
     # From bytes, so that a NIfTI with a misleading extension still opens.
     image_class = nib.Nifti2Image if raw[4:7] in (b"n+2", b"ni2") else nib.Nifti1Image
     image = image_class.from_bytes(raw)
+    check_volume_size(path, image.header.get_data_shape())
     data = np.asanyarray(image.dataobj)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
@@ -166,6 +172,7 @@ def _read_nifti(path: Path) -> OctVolume:
 
 
 def _read_npy(path: Path) -> OctVolume:
+    check_volume_size(path, npy_shape(path))
     array, notes = to_uint8(as_bscan_stack(np.load(path, allow_pickle=False), str(path)))
     return OctVolume(np.ascontiguousarray(array), None, "npy", notes)
 
@@ -178,6 +185,11 @@ def _read_npz(path: Path) -> OctVolume:
         if name is None:
             raise DataError(f"{path}: several arrays ({', '.join(names)}) and none is named 'volume'",
                             hint="save the volume under the name 'volume'")
+        with archive.zip.open(f"{name}.npy") as member:  # the member's header: its shape, before it is read
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            check_volume_size(path, read_header(member)[0])
         array, notes = to_uint8(as_bscan_stack(archive[name], str(path)))
         spacing = None
         if "spacing_mm" in archive.files and archive["spacing_mm"].shape == (3,):
@@ -192,7 +204,10 @@ def _read_image_folder(path: Path) -> OctVolume:
     if not files:
         raise DataError(f"{path}: folder holds no B-scan images ({', '.join(IMAGE_SUFFIXES)})",
                         hint="point the manifest at a volume file or a folder of PNG/TIFF B-scans")
-    frames = [_grey_frames(f) for f in files]
+    frames: list[np.ndarray] = []
+    for file in files:  # the stack so far is checked as it grows: one image at a time is decoded
+        frames.append(_grey_frames(file))
+        check_volume_size(path, (sum(len(f) for f in frames), *frames[0].shape[1:]))
     for file, frame in zip(files, frames, strict=True):
         if frame.shape[1:] != frames[0].shape[1:]:
             raise DataError(f"{file}: B-scan size {frame.shape[1:]} differs from {frames[0].shape[1:]} of "
@@ -208,11 +223,13 @@ def _read_image(path: Path) -> OctVolume:
 
 
 def _grey_frames(path: Path) -> np.ndarray:
-    from PIL import Image, ImageSequence
+    from PIL import ImageSequence
 
-    with Image.open(path) as image:
+    with open_image(path) as image:
         frames = []
         for page in ImageSequence.Iterator(image):
+            check_image_size(path, page.size[1], page.size[0])
+            check_volume_size(path, (len(frames) + 1, page.size[1], page.size[0]))
             if page.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
                 page = page.convert("L")
             frames.append(np.asarray(page))
