@@ -551,3 +551,30 @@ def test_a_bscan_folder_and_a_dicom_are_checked_before_decoding(tmp_path, monkey
     monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(lambda self: pytest.fail("decoded")))
     with pytest.raises(DataError, match="megapixel limit"):
         read_slice_hu(ct)
+
+
+# --- manifest paths stay inside the manifest's folder ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("escape", ["dotdot", "absolute"])
+def test_a_manifest_path_outside_its_folder_is_refused_unless_allowed(cli, study, tmp_path, rng, escape):
+    outside = tmp_path / "elsewhere.npy"
+    np.save(outside, rng.integers(0, 200, size=(6, 12, 20), dtype=np.uint8))
+    frame = pd.read_csv(study / "labels.csv")
+    frame.loc[0, "path"] = "../elsewhere.npy" if escape == "dotdot" else str(outside)
+    frame.to_csv(study / "labels.csv", index=False)
+    out = tmp_path / "cache"
+    result = cli(*prepare_args(study, out))
+    line = one_line(result)
+    assert result.exit_code == 1 and "labels.csv:2: column 'path'" in line and "outside the manifest's folder" in line
+    assert "--allow-outside-root" in line and not (out / "cache.json").exists()
+    allowed = cli(*prepare_args(study, out), "--allow-outside-root")
+    assert allowed.exit_code == 0, allowed.stderr
+    assert len(pd.read_csv(out / "manifest.csv")) == 4
+
+
+def test_an_absolute_manifest_path_inside_its_folder_is_accepted(cli, study, tmp_path):
+    frame = pd.read_csv(study / "labels.csv")
+    frame.loc[0, "path"] = str(study / "vols" / "v0.npy")
+    frame.to_csv(study / "labels.csv", index=False)
+    assert cli(*prepare_args(study, tmp_path / "cache")).exit_code == 0

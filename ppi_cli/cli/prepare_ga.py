@@ -27,6 +27,9 @@ def prepare_ga_cmd(
     n_bscans: Annotated[int, typer.Option("--n-bscans", min=1, help="B-scans per cached volume (A2A: 100).")] = 100,
     workers: WorkersOpt = 0,
     strict: StrictOpt = False,
+    allow_outside_root: Annotated[bool, typer.Option(
+        "--allow-outside-root", help="Accept manifest paths outside the manifest's folder ('../', or absolute "
+        "paths elsewhere); refused by default.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
 ) -> None:
     """Read, normalise (per site config) and cache GA OCT volumes; resumes an interrupted run."""
@@ -39,6 +42,7 @@ def prepare_ga_cmd(
     cfg = GaPrepareConfig(
         manifest=manifest, out=out or Workspace.resolve(workspace).cache("ga"), sites=sites,
         bscan_size=parse_bscan_size(bscan_size), n_bscans=n_bscans, workers=workers, strict=strict,
+        allow_outside_root=allow_outside_root,
     )
     result = prepare_ga(cfg)
     if json_out:

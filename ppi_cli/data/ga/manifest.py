@@ -2,7 +2,9 @@
 """The GA labels manifest: one CSV row per OCT volume, checked before anything is read.
 
 Required columns: `path, subject_id, eye, site, label`; optional: `visit`, `mask_path`, `sample_id`;
-any other column is kept and copied into the cache manifest. Paths are relative to the manifest.
+any other column is kept and copied into the cache manifest. Paths are relative to the manifest and
+must stay inside its folder (no `../` out of it, no absolute path elsewhere) unless
+`allow_outside_root` (`--allow-outside-root`).
 Every problem is one error naming the manifest line and the column (docs/prepare-ga.md#manifest).
 Subject IDs never appear in a message.
 """
@@ -51,18 +53,21 @@ class ManifestRow:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def read_ga_manifest(path: Path, sites: Collection[str]) -> tuple[list[ManifestRow], list[str]]:
+def read_ga_manifest(path: Path, sites: Collection[str], *,
+                     allow_outside_root: bool = False) -> tuple[list[ManifestRow], list[str]]:
     """Read and validate a GA manifest.
 
     Args:
         path: The manifest CSV.
         sites: Site ids that have a config.
+        allow_outside_root: Accept volume and mask paths outside the manifest's folder.
 
     Returns:
         The rows in file order, and the names of the extra columns (kept in the cache manifest).
 
     Raises:
-        DataError: Unreadable CSV, missing column, bad label/eye/site, missing file, duplicate volume or id.
+        DataError: Unreadable CSV, missing column, bad label/eye/site, missing file, a path outside the
+            manifest's folder, duplicate volume or id.
     """
     import pandas as pd
 
@@ -101,13 +106,14 @@ def read_ga_manifest(path: Path, sites: Collection[str]) -> tuple[list[ManifestR
         if site not in sites:
             raise DataError(f"{where}: column 'site': no site config for {site!r} (known: {', '.join(sorted(sites))})",
                             hint=f"add {site}.yaml to the --sites folder, or fix the site")
-        volume = _existing(root, values["path"], where, "path")
+        volume = _existing(root, values["path"], where, "path", allow_outside_root)
         key = os.path.realpath(volume)
         if key in seen_paths:
             raise DataError(f"{where}: column 'path': the same volume as line {seen_paths[key]} ({values['path']})",
                             hint="list each volume once; a second visit of an eye is its own file")
         seen_paths[key] = line
-        mask = _existing(root, values["mask_path"], where, "mask_path") if values.get("mask_path") else None
+        mask = (_existing(root, values["mask_path"], where, "mask_path", allow_outside_root)
+                if values.get("mask_path") else None)
         sample_id = values.get("sample_id") or f"{site}-{number:04d}"
         if sample_id in seen_ids:
             raise DataError(f"{where}: column 'sample_id': {sample_id!r} is used on line {seen_ids[sample_id]} too",
@@ -137,9 +143,15 @@ def _parse_label(text: str, where: str) -> int:
     return int(number)
 
 
-def _existing(root: Path, relative: str, where: str, column: str) -> Path:
+def _existing(root: Path, relative: str, where: str, column: str, allow_outside_root: bool = False) -> Path:
     candidate = Path(relative).expanduser()
     resolved = candidate if candidate.is_absolute() else root / candidate
+    # Lexically (`..` and absolute paths), not through links: a link inside the folder is the user's own layout.
+    inside = os.path.normpath(os.path.abspath(resolved)).startswith(os.path.normpath(os.path.abspath(root)) + os.sep)
+    if not inside and not allow_outside_root:
+        raise DataError(f"{where}: column '{column}': {relative} lies outside the manifest's folder",
+                        hint="move the file under the manifest's folder and give its path relative to it, or pass "
+                             "--allow-outside-root if the path is meant")
     if not resolved.exists():
         raise DataError(f"{where}: column '{column}': no such file or folder: {relative}",
                         hint="paths are relative to the manifest's folder")

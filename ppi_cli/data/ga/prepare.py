@@ -65,6 +65,7 @@ class GaPrepareConfig:
     n_bscans: int = 100  # B-scans per cached volume (A2A protocol: 100)
     workers: int = 0  # worker processes; 0 reads in this process
     strict: bool = False  # stop at the first unreadable volume instead of listing it in errors.csv
+    allow_outside_root: bool = False  # accept manifest paths outside the manifest's folder
 
 
 @dataclass
@@ -128,7 +129,7 @@ def prepare_ga(cfg: GaPrepareConfig) -> GaPrepareResult:
     """
     sites_dir = resolve_sites_dir(cfg.sites, cfg.manifest)
     site_cfgs = load_site_configs(sites_dir)
-    rows, extra_columns = read_ga_manifest(cfg.manifest, site_cfgs)
+    rows, extra_columns = read_ga_manifest(cfg.manifest, site_cfgs, allow_outside_root=cfg.allow_outside_root)
     height, width = cfg.bscan_size
     params = {"n_bscans": cfg.n_bscans, "bscan_height": height, "bscan_width": width,
               "sites": {s: to_dict(site_cfgs[s]) for s in sorted({r.site for r in rows})}}
