@@ -578,3 +578,46 @@ def test_an_absolute_manifest_path_inside_its_folder_is_accepted(cli, study, tmp
     frame.loc[0, "path"] = str(study / "vols" / "v0.npy")
     frame.to_csv(study / "labels.csv", index=False)
     assert cli(*prepare_args(study, tmp_path / "cache")).exit_code == 0
+
+
+# --- the secondary capture keeps the side and the frame of reference ------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["image-level", "per-frame only"])
+def test_the_capture_of_a_multiframe_oct_keeps_laterality_and_frame_of_reference(cli, tmp_path, rng, where):
+    import pydicom
+    from helpers import PHI, checkpoint_volume, opt_with_patient
+
+    scan, _volume = opt_with_patient(tmp_path / "oct.dcm", rng, n=12)
+    ds = pydicom.dcmread(scan)
+    ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.4242"
+    if where == "image-level":
+        ds.ImageLaterality, ds.Laterality = "R", "R"
+    else:  # the side only in each frame's Frame Anatomy
+        del ds.ImageLaterality
+        for item in ds.PerFrameFunctionalGroupsSequence:
+            item.FrameAnatomySequence[0].FrameLaterality = "R"
+    ds.save_as(scan)
+    ckpt = checkpoint_volume(tmp_path / "ga.pt", n_bscans=10)
+    sc = tmp_path / "sc.dcm"
+    result = cli("explain", scan, "-m", ckpt, "-o", tmp_path / "o.png", "--dicom-out", sc)
+    assert result.exit_code == 0, result.stderr
+    back = pydicom.dcmread(sc)
+    assert back.ImageLaterality == "R" and back.FrameOfReferenceUID == ds.FrameOfReferenceUID
+    assert back.get("Laterality") == ("R" if where == "image-level" else None)
+    assert "PositionReferenceIndicator" in back
+    assert str(back.PatientID) == PHI["PatientID"]  # the patient module, as before: filing needs it
+
+
+def test_the_capture_of_a_ct_slice_keeps_laterality_and_frame_of_reference(cli, tmp_path, explain_inputs):
+    import pydicom
+
+    scan, model = explain_inputs
+    ds = pydicom.dcmread(scan)
+    ds.ImageLaterality = "L"
+    ds.save_as(scan)
+    sc = tmp_path / "sc.dcm"
+    result = cli("explain", scan, "-m", model, "-o", tmp_path / "o.png", "--dicom-out", sc)
+    assert result.exit_code == 0, result.stderr
+    back = pydicom.dcmread(sc)
+    assert back.ImageLaterality == "L" and back.FrameOfReferenceUID == ds.FrameOfReferenceUID

@@ -7,7 +7,10 @@ type is DERIVED\\SECONDARY, and a derivation description plus a source-image ref
 is (DICOM PS3.3 A.8.1 Secondary Capture Image IOD; C.7.6.1 General Image).
 
 This is the one output of ppi that holds patient identity, because filing requires it: the patient
-module is copied verbatim from the input and nothing else from the header is.
+module is copied verbatim from the input. Besides the study, only what a reader needs to place the
+overlay is copied: the side (`Laterality`, `ImageLaterality`; from a multi-frame source's
+`FrameLaterality` when it has no image-level one — an OCT of the right eye stays right) and the frame
+of reference (`FrameOfReferenceUID`, `PositionReferenceIndicator`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from ppi_cli.data.limits import open_image
 from ppi_cli.errors import DataError
 from ppi_cli.files import atomic_path
 
-__all__ = ["PATIENT_MODULE", "STUDY_MODULE", "SERIES_NUMBER", "write_secondary_capture", "read_png_rgb"]
+__all__ = ["PATIENT_MODULE", "STUDY_MODULE", "PLACEMENT", "SERIES_NUMBER", "write_secondary_capture",
+           "read_png_rgb", "source_laterality"]
 
 # Patient module (PS3.3 C.7.1.1) and the de-identification flags that travel with it: copied verbatim.
 PATIENT_MODULE = (
@@ -35,6 +39,9 @@ STUDY_MODULE = (
     "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
     "StudyDescription",
 )
+# Where the image lies: the side (General Series C.7.3.1, General Image C.7.6.1) and the Frame of
+# Reference module (C.7.4.1). Copied so that the overlay of a right eye is never read as a left one.
+PLACEMENT = ("Laterality", "ImageLaterality", "FrameOfReferenceUID", "PositionReferenceIndicator")
 SERIES_NUMBER = 9901  # high, so the overlay series sorts after the acquired ones in most viewers
 _SC_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
 
@@ -43,6 +50,22 @@ def read_png_rgb(path: str | Path) -> np.ndarray:
     """Read a PNG as (H, W, 3) uint8 RGB (alpha dropped onto white)."""
     with open_image(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def source_laterality(source) -> str:
+    """The side of the source image: `ImageLaterality`, else `Laterality`, else a multi-frame source's
+    `FrameLaterality` (shared functional groups, else the first frame's); "" when none says."""
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = str(source.get(keyword, "") or "").strip()
+        if value:
+            return value
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in list(source.get(groups, None) or [])[:1]:
+            for anatomy in list(group.get("FrameAnatomySequence", None) or [])[:1]:
+                value = str(anatomy.get("FrameLaterality", "") or "").strip()
+                if value:
+                    return value
+    return ""
 
 
 def write_secondary_capture(path: str | Path, rgb: np.ndarray, source, description: str) -> Path:
@@ -85,6 +108,14 @@ def write_secondary_capture(path: str | Path, rgb: np.ndarray, source, descripti
                     "StudyDate", "StudyTime", "StudyID", "AccessionNumber"):
         if keyword not in ds:  # type 2 attributes: present, possibly empty
             setattr(ds, keyword, "")
+
+    for keyword in PLACEMENT:
+        if keyword in source and str(source[keyword].value or "").strip():
+            ds[keyword] = source[keyword]
+    if "ImageLaterality" not in ds and (side := source_laterality(source)):
+        ds.ImageLaterality = side
+    if "FrameOfReferenceUID" in ds and "PositionReferenceIndicator" not in ds:
+        ds.PositionReferenceIndicator = ""  # type 2 in the Frame of Reference module
 
     ds.SOPClassUID = _SC_SOP_CLASS
     ds.SOPInstanceUID = generate_uid()
