@@ -621,3 +621,42 @@ def test_the_capture_of_a_ct_slice_keeps_laterality_and_frame_of_reference(cli, 
     assert result.exit_code == 0, result.stderr
     back = pydicom.dcmread(sc)
     assert back.ImageLaterality == "L" and back.FrameOfReferenceUID == ds.FrameOfReferenceUID
+
+
+# --- prepare folder keeps the previous cache until the new one is complete -------------------------------------
+
+
+@pytest.mark.parametrize("fails", ["work file", "assembly"])
+def test_prepare_folder_keeps_the_old_cache_valid_until_the_new_one_is_complete(cli, monkeypatch, tmp_path, rng,
+                                                                                fails):
+    from PIL import Image
+
+    from ppi_cli.data.cache import open_cache
+    from ppi_cli.data.folder import prepare as folder
+    from ppi_cli.files import disk_full_error
+
+    root = tmp_path / "photos"
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    out = tmp_path / "cache"
+    assert cli("prepare", "folder", "--root", root, "--out", out).exit_code == 0
+    before = {p.name: digest(p) for p in out.iterdir() if p.is_file()}
+    Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / "dog" / "new.png")  # a rebuild
+    if fails == "work file":
+        monkeypatch.setattr(os, "posix_fallocate", _enospc)
+    else:
+        def full(path, *args, **kwargs):
+            raise disk_full_error(Path(path).parent, 1 << 30)
+
+        monkeypatch.setattr(folder, "write_npy_rows", full)
+    result = cli("prepare", "folder", "--root", root, "--out", out)
+    assert result.exit_code == 1 and "no space left on" in one_line(result)
+    after = {p.name: digest(p) for p in out.iterdir() if p.is_file() and p.name not in ("progress.json",
+                                                                                         "images.partial.npy")}
+    assert after == before and open_cache(out, "folder", "rebuild", verify=True).n_samples == 6
+    assert not (out / ".assembled").exists()
+    monkeypatch.undo()
+    assert cli("prepare", "folder", "--root", root, "--out", out).exit_code == 0
+    assert open_cache(out, "folder", "rebuild", verify=True).n_samples == 7

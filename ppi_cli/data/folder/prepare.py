@@ -11,13 +11,15 @@ with `channels=1`), its shorter side resized to `size` and centre-cropped to `si
 in `images.npy` (N, C, size, size) uint8. With `size=None` a collection whose images all share one
 square size keeps it (CIFAR-10: 32), any other is brought to 256 (room for a 224 training crop).
 Unreadable images go to `errors.csv` and are skipped (`strict` stops instead). An interrupted run
-resumes from `progress.json`; `cache.json` is written last.
+resumes from `progress.json`. The new files are written into `.assembled/` and moved in together,
+then `cache.json` is written last: until then a previous cache in `out` stays valid and usable.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ SPLITS = ("train", "val", "test")
 DEFAULT_RESIZE = 256  # mixed-size collections: room for the usual 224 training crop (our decision)
 _PARTIAL = "images.partial.npy"
 _PROGRESS = "progress.json"
+_ASSEMBLED = ".assembled"  # the new cache's files, complete before any is moved in
 _FLUSH_EVERY = 512  # images between progress records: what an interruption can cost
 
 
@@ -181,9 +184,6 @@ def _prepare_locked(config: FolderPrepareConfig, items: list, classes: list[str]
         raise DataError(f"{config.root}: none of the {len(items)} images could be read (first: "
                         f"{items[first[0]][2].name}: {first[1]})", hint="check that these are image files")
     chunks = np.array_split(np.arange(keep.size), max(1, keep.size // 1024))  # the array may not fit in memory
-    write_npy_rows(out / "images.npy", (keep.size, config.channels, size, size), np.uint8,
-                   (images[keep[chunk]] for chunk in chunks))
-    del images
     rel = [items[i][2].relative_to(config.root) for i in keep]
     manifest = pd.DataFrame({
         # Each photo is its own subject: natural-image collections have no patients to group by.
@@ -192,14 +192,30 @@ def _prepare_locked(config: FolderPrepareConfig, items: list, classes: list[str]
         "site": "na", "label": [class_index[items[i][1]] for i in keep], "class_name": [items[i][1] for i in keep],
         "split": [items[i][0] for i in keep], "source": [p.as_posix() for p in rel],
     })
-    write_csv(out / MANIFEST_FILE, manifest)
-    written = [out / MANIFEST_FILE, out / "images.npy"]
-    files = ["images.npy", MANIFEST_FILE]
+    files = ["images.npy", MANIFEST_FILE] + (["errors.csv"] if errors else [])
+    # Written beside the old cache and moved in together: a full disk or a kill before the end leaves the
+    # previous cache, with its cache.json, as it was (the same as prepare ga and prepare lidc).
+    staged = out / _ASSEMBLED
+    staged.mkdir(parents=True, exist_ok=True)
+    try:
+        write_npy_rows(staged / "images.npy", (keep.size, config.channels, size, size), np.uint8,
+                       (images[keep[chunk]] for chunk in chunks))
+        write_csv(staged / MANIFEST_FILE, manifest)
+        if errors:
+            error_frame = pd.DataFrame({"source": [items[i][2].relative_to(config.root).as_posix() for i in errors],
+                                        "reason": list(errors.values())})
+            write_csv(staged / "errors.csv", error_frame)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    del images
+    (out / "cache.json").unlink(missing_ok=True)  # from here until cache.json the folder reads as incomplete
+    (out / "errors.csv").unlink(missing_ok=True)  # an old run's errors are not this run's
+    for name in files:
+        os.replace(staged / name, out / name)
+    staged.rmdir()
+    written = [out / name for name in files]
     if errors:
-        error_frame = pd.DataFrame({"source": [items[i][2].relative_to(config.root).as_posix() for i in errors],
-                                    "reason": list(errors.values())})
-        write_csv(out / "errors.csv", error_frame)
-        written.append(out / "errors.csv")
         warn(f"{len(errors)} unreadable image(s) skipped; see {out / 'errors.csv'}")
     splits = sorted(set(manifest["split"]))
     write_cache_info(out, "folder", params, keep.size, files,
@@ -213,7 +229,6 @@ def _prepare_locked(config: FolderPrepareConfig, items: list, classes: list[str]
 def _open_partial(out: Path, params: dict[str, Any], shape: tuple[int, ...]) -> tuple[np.ndarray, int, dict]:
     """The work array and how far a previous run got; a run with other parameters starts over."""
     partial, record = out / _PARTIAL, out / _PROGRESS
-    (out / "cache.json").unlink(missing_ok=True)  # the cache is incomplete from here until the end
     if partial.is_file() and record.is_file():
         try:
             state = json.loads(record.read_text())
