@@ -660,3 +660,22 @@ def test_prepare_folder_keeps_the_old_cache_valid_until_the_new_one_is_complete(
     monkeypatch.undo()
     assert cli("prepare", "folder", "--root", root, "--out", out).exit_code == 0
     assert open_cache(out, "folder", "rebuild", verify=True).n_samples == 7
+
+
+# --- --resume says when there is nothing to resume --------------------------------------------------------------
+
+
+def test_resume_on_a_missing_folder_is_refused_and_on_an_empty_one_warns(cli, tmp_path, one_thread):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("extends: synthetic-ppi-wbp-cpu\nschedule:\n  epochs: 1\ndata:\n  synthetic_size: 32\n"
+                      "  crop: 16\n  batch_size: 16\nmodel:\n  input_size: 16\nppi:\n  enabled: false\n")
+    missing = tmp_path / "runs" / "typo"
+    result = cli("train", "--recipe", recipe, "--out", missing, "--resume", "--device", "cpu")
+    line = one_line(result)
+    assert result.exit_code == 1 and "does not exist" in line and "drop --resume" in line and not missing.exists()
+    empty = tmp_path / "runs" / "empty"
+    empty.mkdir(parents=True)
+    result = cli("train", "--recipe", recipe, "--out", empty, "--resume", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    warning = [line for line in result.stderr.splitlines() if "--resume" in line]
+    assert len(warning) == 1 and "holds no last.pt" in warning[0] and "starting from epoch 1" in warning[0]

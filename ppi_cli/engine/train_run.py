@@ -70,6 +70,9 @@ def train(request: TrainRequest) -> TrainRun:
             out = ws.latest_run("train", kind)
             if out is None:
                 raise ConfigError(f"--resume: no train run for '{kind}' in {ws.runs}", hint="pass --out RUN_FOLDER")
+        if out is not None and request.resume and not Path(out).is_dir():
+            raise ConfigError(f"--resume: {out} does not exist, so there is no run to continue; nothing was written",
+                              hint="check the --out path, or drop --resume to start a new run there")
         if out is None:
             out = ctx.broadcast(ws.new_run("train", kind, recipe.name))
         split = study_split(data, fold=request.fold, folds=recipe.eval.folds, seed=recipe.seed,

@@ -29,7 +29,7 @@ import torch
 from ppi_cli.checkpoint import load_checkpoint, save_checkpoint
 from ppi_cli.config.loader import dump_yaml, to_dict
 from ppi_cli.config.recipe import Recipe
-from ppi_cli.console import log, progress
+from ppi_cli.console import log, progress, warn
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
 from ppi_cli.data.splits import Split, save_split
 from ppi_cli.device import keep_host_memory, seed_everything
@@ -91,7 +91,7 @@ def fit(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, 
         split: Manifest rows for training and validation (test rows are recorded, not used).
         out_dir: The run folder.
         device: auto, cpu, cuda or cuda:N (under torchrun each process takes its local GPU).
-        resume: Continue from `out_dir/last.pt` (starts fresh when there is none).
+        resume: Continue from `out_dir/last.pt` (starts fresh, with a warning, when there is none).
 
     Raises:
         ConfigError: `out_dir` already holds a run and `resume` is off, or it holds another recipe's run.
@@ -249,7 +249,7 @@ def _resume(out_dir: Path, recipe: Recipe, model: torch.nn.Module, optimizer: An
             weights: LossWeights, scaler: Any) -> dict[str, Any]:
     path = out_dir / LAST
     if not path.exists():
-        log(f"{out_dir}: nothing to resume yet; starting from epoch 1")
+        warn(f"--resume: {out_dir} holds no {LAST} (no epoch finished there yet); starting from epoch 1")
         return _fresh()
     payload = load_checkpoint(path)
     if payload["meta"].get("recipe") != to_dict(recipe):
