@@ -96,10 +96,10 @@ class TrainStep:
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None, *,
                  epoch: int, generator: torch.Generator | None = None,
-                 lesion: torch.Tensor | None = None) -> dict[str, float]:
+                 lesion: torch.Tensor | None = None, cue: torch.Tensor | None = None) -> dict[str, float]:
         """Gradients of one batch; `{"cls", "con", "reg", "ad", "loss"}` values (the PPI terms only with PPI)."""
         if self.uses_ppi(epoch, x.shape[0]):
-            return self._ppi(x, labels, positions, epoch, generator, lesion)
+            return self._ppi(x, labels, positions, epoch, generator, lesion, cue)
         return self._plain(x, labels, positions)
 
     def _backward(self, loss: torch.Tensor) -> None:
@@ -115,7 +115,8 @@ class TrainStep:
         return {"cls": value, "loss": value}
 
     def _ppi(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None, epoch: int,
-             generator: torch.Generator | None, lesion: torch.Tensor | None = None) -> dict[str, float]:
+             generator: torch.Generator | None, lesion: torch.Tensor | None = None,
+             cue: torch.Tensor | None = None) -> dict[str, float]:
         sync_off = self.net.no_sync if hasattr(self.net, "no_sync") else contextlib.nullcontext
         l_cls, iv, deferred = self._clean_pass(x, labels, positions, generator, sync_off)
         alpha, beta, gamma = (self.weights.weight(t, epoch) for t in ("con", "reg", "ad"))
@@ -138,14 +139,17 @@ class TrainStep:
         if l_out is not None:
             values["out"] = float(l_out.detach())
             values["loss"] += self.cfg.delta * values["out"]
-        return values | self._diagnostics(iv, lesion)
+        return values | self._diagnostics(iv, lesion, cue)
 
-    def _diagnostics(self, iv: Intervention, lesion: torch.Tensor | None = None) -> dict[str, float]:
+    def _diagnostics(self, iv: Intervention, lesion: torch.Tensor | None = None,
+                     cue: torch.Tensor | None = None) -> dict[str, float]:
         """What the intervention did: mask coverage, p(y | x*) on the L_con rows, p(y | x') on the L_ad rows.
 
         Each is a batch mean, NaN where the batch had no such row (no positive: no x*); the trainer
         averages the finite ones over the epoch. With the batch's lesion masks, `lesion_removed` is
-        the share of lesion pixels the masks remove, Σ T·lesion / Σ lesion over the batch's maps.
+        the share of lesion pixels the masks remove, Σ T·lesion / Σ lesion over the batch's maps; with
+        the planted cue's pixels, `mask_on_cue` is the share of the mask on the cue, Σ T·cue / Σ T over
+        the maps of images that carry it.
         """
         seen = {k: torch.cat(v) if v else torch.zeros(0) for k, v in self._seen.items()}
         mean = {k: float(v.mean()) if v.numel() else float("nan") for k, v in seen.items()}
@@ -154,6 +158,11 @@ class TrainStep:
             region = lesion.reshape(iv.mask.shape).to(iv.mask.device, torch.float32)
             area = float(region.sum())
             found["lesion_removed"] = float((iv.mask.detach().float() * region).sum()) / area if area else math.nan
+        if cue is not None:  # the planted cue's pixels (synthetic data): how much of the mask falls on it
+            on_cue = cue.reshape(iv.mask.shape).to(iv.mask.device, torch.float32)
+            marked = on_cue.flatten(1).amax(dim=1) > 0  # maps whose image carries the cue
+            t = iv.mask.detach().float()[marked]
+            found["mask_on_cue"] = float((t * on_cue[marked]).sum() / t.sum()) if float(t.sum()) > 0 else math.nan
         return found
 
     def _clean_pass(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None,

@@ -151,7 +151,8 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
             labels = labels.float() if binary else labels.long()
             optimizer.zero_grad(set_to_none=True)
             lesion = batch.get("mask")  # lesion masks, where the data has them (diagnostics only)
-            values = step(x, labels, positions, epoch=epoch, generator=generator, lesion=lesion)
+            values = step(x, labels, positions, epoch=epoch, generator=generator, lesion=lesion,
+                          cue=batch.get("cue"))
             if not math.isfinite(values["loss"]):
                 raise ModelError(f"training diverged at epoch {epoch + 1}: loss {values['loss']}",
                                  hint="lower optim.lr, or set ppi.alpha/beta/gamma lower")
@@ -195,7 +196,8 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
 
 
 _LINE_TERMS = (("cls", "cls"), ("con", "con"), ("reg", "reg"), ("ad", "ad"), ("out", "out"))
-_LINE_DIAGNOSTICS = (("coverage", "cov"), ("lesion_removed", "lesion"), ("p_con", "p*"), ("p_ad", "p'"))
+_LINE_DIAGNOSTICS = (("coverage", "cov"), ("lesion_removed", "lesion"), ("mask_on_cue", "on cue"), ("p_con", "p*"),
+                     ("p_ad", "p'"))
 PLOT_EVERY = 10.0  # seconds between redraws of training.png (always drawn after the last epoch)
 
 

@@ -117,7 +117,8 @@ def training_figure(rows: Sequence[Mapping[str, Any]], path: str | Path, title: 
         axes[0].plot(epochs, series(f"train_{key}"), marker=".", label=key, lw=2 if key == "loss" else 1)
     axes[0].set_yscale("log")
     axes[0].set_title("training losses")
-    diagnostics = {"coverage": "mask coverage", "lesion_removed": "lesion removed", "p_con": "p(y | x*)",
+    diagnostics = {"coverage": "mask coverage", "lesion_removed": "lesion removed", "mask_on_cue": "mask on cue",
+                   "p_con": "p(y | x*)",
                    "p_ad": "p(y | x')"}
     for key, label in diagnostics.items():
         if any(f"train_{key}" in r for r in rows):

@@ -70,3 +70,21 @@ def test_frozen_batch_norm_keeps_running_statistics_and_the_test_time_function()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     assert torch.allclose(train_mode, model.eval()(x))  # the function it has at test time
 
+
+
+def test_mask_on_cue_is_the_share_of_the_mask_on_the_planted_cue():
+    torch.manual_seed(2)
+    model = build_model(ModelConfig(name="tiny", input_size=16, dropout=0.0)).double().train()
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    y = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    cfg = PPIConfig(mask="top-k", coverage=0.25, map_from="separate")
+    cue = torch.zeros(2, 1, 16, 16)
+    cue[0, :, :4, :4] = 1.0  # image 0 carries a 4x4 mark; image 1 none
+    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                     device=torch.device("cpu"))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    values = step(x, y, epoch=0, generator=torch.Generator().manual_seed(1), cue=cue)
+    model.load_state_dict(state)
+    iv = pseudo_intervention(model, x, y, cfg, binary=True, generator=torch.Generator().manual_seed(1))
+    expected = float((iv.mask[0] * cue[0]).sum() / iv.mask[0].sum())  # image 1 has no cue: left out
+    assert values["mask_on_cue"] == pytest.approx(expected)

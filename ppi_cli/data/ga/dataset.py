@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from ppi_cli.config.recipe import DataConfig, MultiviewConfig
 from ppi_cli.data.bscans import sample_bscans
-from ppi_cli.data.cache import load_array, open_cache, read_manifest, rebuild_hint
+from ppi_cli.data.cache import CacheInfo, load_array, open_cache, read_manifest, rebuild_hint
 from ppi_cli.data.ga.normalise import preprocess_volume
 from ppi_cli.data.registry import register_dataset
 from ppi_cli.errors import ConfigError
@@ -68,6 +68,7 @@ class GaDataset(Dataset):
         self.indices = rows
         self.manifest = frame.iloc[rows].reset_index(drop=True)
         self.labels = frame["label"].to_numpy(dtype=np.float32)[rows]
+        self.cue_boxes = _cue_boxes(self.manifest, self.info)  # (n, 4) rows and columns in the cache, or None
         self._volumes: np.ndarray | None = None  # opened lazily, once per process (memory-mapped)
         self._masks: np.ndarray | None = None
         self._generator = torch.Generator().manual_seed(int(seed))
@@ -100,14 +101,22 @@ class GaDataset(Dataset):
             image, _ = preprocess_volume(volume[positions.numpy()])  # (K, 1, H, W)
             masks = self.masks
             lesion = None if masks is None else torch.from_numpy(np.array(masks[index][positions.numpy()]))[:, None]
-            if self.flips and torch.rand((), generator=generator) < 0.5:
+            flipped = bool(self.flips and torch.rand((), generator=generator) < 0.5)
+            if flipped:
                 image = image.flip(-1)  # the whole volume, so neighbouring B-scans stay aligned
                 lesion = None if lesion is None else lesion.flip(-1)
             if self.noise_std > 0:
                 noise = torch.randn(image.shape, generator=generator) * self.noise_std
                 image = (image + noise).clamp_(0.0, 1.0)
+            extra: dict[str, Any] = {}
             if lesion is not None:  # the training diagnostics' lesion share (engine/step.py)
-                return {"image": image, "positions": positions.to(torch.int64), "mask": lesion.to(torch.float32),
+                extra["mask"] = lesion.to(torch.float32)
+            if self.cue_boxes is not None:  # and the share of the mask on a planted mark (synthetic data)
+                extra["cue"] = _box_mask(self.cue_boxes[item], image.shape)
+                if flipped:
+                    extra["cue"] = extra["cue"].flip(-1)
+            if extra:
+                return {"image": image, "positions": positions.to(torch.int64), **extra,
                         "label": torch.tensor(float(self.labels[item]), dtype=torch.float32), "index": index}
         return {"image": image, "positions": positions.to(torch.int64),
                 "label": torch.tensor(float(self.labels[item]), dtype=torch.float32), "index": index}
@@ -126,3 +135,35 @@ class GaDataset(Dataset):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._generator = torch.Generator().manual_seed(int(self.seed))
+
+
+def _cue_boxes(manifest: Any, info: CacheInfo) -> np.ndarray | None:
+    """A planted mark's box per row in cached pixels, `(n, 4)` row0, row1, col0, col1 (−1: no mark), or None.
+
+    `ppi synth ga --shortcut mark` writes `cue_box` ("r0:r1,c0:c1" in the B-scan as written) into its
+    manifest and `ppi prepare ga` keeps the column; the box moves with the site's padding and is
+    scaled to the cached size.
+    """
+    if "cue_box" not in manifest.columns:
+        return None
+    height, width = int(info.params.get("bscan_height", 0)), int(info.params.get("bscan_width", 0))
+    boxes = np.full((len(manifest), 4), -1, dtype=np.int64)
+    for i, row in enumerate(manifest.itertuples(index=False)):
+        text = str(getattr(row, "cue_box", "") or "")
+        if ":" not in text or not height:
+            continue
+        (r0, r1), (c0, c1) = (tuple(int(v) for v in part.split(":")) for part in text.split(","))
+        _, orig_h, orig_w = (int(v) for v in str(row.orig_shape).split("x"))
+        left = int(getattr(row, "pad_left", 0) or 0)
+        padded_w = orig_w + left + int(getattr(row, "pad_right", 0) or 0)
+        boxes[i] = (int(r0 * height / orig_h), int(np.ceil(r1 * height / orig_h)),
+                    int((c0 + left) * width / padded_w), int(np.ceil((c1 + left) * width / padded_w)))
+    return boxes if (boxes >= 0).any() else None
+
+
+def _box_mask(box: np.ndarray, shape: Any) -> torch.Tensor:
+    """A `(K, 1, H, W)` float mask of one box (all zero for a row without a mark)."""
+    mask = torch.zeros(shape, dtype=torch.float32)
+    if box[0] >= 0:
+        mask[..., box[0]:box[1], box[2]:box[3]] = 1.0
+    return mask

@@ -253,11 +253,12 @@ def synth_ga(cfg: SynthGaConfig) -> SynthGaResult:
         _write(cfg.out / relative, style.file_format, volume, spacing, rng, eye, subject)
         mask_relative = f"masks/{name}.npy"
         save_npy(cfg.out / mask_relative, mask)
+        cue_box = facts.pop("cue_box", "")
         manifest.append({"path": relative, "subject_id": subject, "eye": eye, "site": site, "label": int(ga),
-                         "visit": "baseline", "mask_path": mask_relative})
+                         "visit": "baseline", "mask_path": mask_relative,
+                         **({"cue_box": cue_box} if form == "mark" else {})})  # kept by prepare: diagnostics
         answers.append({"path": relative, "site": site, "label": int(ga), "cue": int(cue), "cue_form": form,
-                        "cue_box": facts.pop("cue_box", ""),
-                        "format": style.file_format, "mask_path": mask_relative, **facts})
+                        "cue_box": cue_box, "format": style.file_format, "mask_path": mask_relative, **facts})
     sites_dir = _write_site_configs(cfg, spacing)
     answer_key = write_csv(cfg.out / "answer_key.csv", pd.DataFrame(answers))
     manifest_path = write_csv(cfg.out / "manifest.csv", pd.DataFrame(manifest))  # last: marks a complete set

@@ -183,3 +183,30 @@ def test_bad_shortcut_and_correlation_are_refused_in_one_line(tmp_path, cli):
     assert ok.exit_code == 0, ok.stderr
     key = pd.read_csv(tmp_path / "u" / "answer_key.csv")
     assert key.groupby("site")["cue"].sum().to_dict() == {"A": 2, "C": 2}  # (1 ± 0.5)/2 of 2 + 2; C: 0.05·2 + 0.95·2
+
+
+def test_the_marks_box_reaches_the_cached_training_samples(tmp_path):
+    """`--shortcut mark`: the manifest's cue_box survives prepare (padding, resizing) onto the mark's pixels."""
+    from ppi_cli.data.ga.dataset import GaDataset
+    from ppi_cli.data.ga.prepare import GaPrepareConfig, prepare_ga
+
+    synth_ga(SynthGaConfig(tmp_path / "s", per_site=4, n_bscans=4, size=(32, 64), seed=1))
+    prepare_ga(GaPrepareConfig(manifest=tmp_path / "s" / "manifest.csv", out=tmp_path / "c", n_bscans=4,
+                               bscan_size=(32, 32)))
+    from ppi_cli.config.recipe import Recipe
+
+    recipe = Recipe().replace(**{"data.dataset": "ga", "data.flips": True, "data.noise_std": 0.0,
+                                 "model.multiview.slices_per_volume": 2})
+    ds = GaDataset(tmp_path / "c", None, recipe, train=True, seed=0)
+    key = pd.read_csv(tmp_path / "s" / "answer_key.csv").set_index("path")
+    marked = 0
+    for item in range(len(ds)):
+        sample = ds[item]
+        carries = bool(key.loc[ds.manifest.loc[item, "path"], "cue"])
+        assert bool(sample["cue"].any()) == carries
+        if carries:  # the box covers the saturated corner square, on whichever side the flip put it
+            marked += 1
+            inside = sample["image"][sample["cue"] > 0]
+            # bilinear resizing blends the mark's edge column: its core is near white, the box well above the rest
+            assert float(inside.max()) > 0.85 and float(inside.mean()) > float(sample["image"].mean()) + 0.3
+    assert marked >= 4
