@@ -36,8 +36,7 @@ def sweep_cmd(
 ) -> None:
     """Train the recipe, its variants and its baseline on one site over several seeds: paired ΔAUC with 95 % intervals.
 
-    Writes runs.csv (every AUC), summary.csv and summary.md (mean per site, paired Δ against the
-    baseline with its t-interval over seeds). docs/ppi.md's tables were made with it.
+    Writes runs.csv, summary.csv and summary.md; docs/ppi.md's shortcut tables came from it.
     """
     from ppi_cli.console import log, paths, stdout
     from ppi_cli.engine.sweep import SweepConfig, SweepVariant, parse_seeds, parse_variant, run_sweep
