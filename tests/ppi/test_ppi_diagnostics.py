@@ -88,3 +88,24 @@ def test_mask_on_cue_is_the_share_of_the_mask_on_the_planted_cue():
     iv = pseudo_intervention(model, x, y, cfg, binary=True, generator=torch.Generator().manual_seed(1))
     expected = float((iv.mask[0] * cue[0]).sum() / iv.mask[0].sum())  # image 1 has no cue: left out
     assert values["mask_on_cue"] == pytest.approx(expected)
+
+
+def test_lesion_removed_is_the_masked_share_of_lesion_pixels_over_the_batch():
+    torch.manual_seed(3)
+    model = build_model(ModelConfig(name="tiny", input_size=16, dropout=0.0)).double().train()
+    x = torch.rand(3, 1, 16, 16, dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    cfg = PPIConfig(mask="top-k", coverage=0.1, map_from="separate")
+    lesion = torch.zeros(3, 1, 16, 16)
+    lesion[0, :, 4:10, 4:10] = 1.0
+    lesion[2, :, 8:12, 2:14] = 1.0
+    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                     device=torch.device("cpu"))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    values = step(x, y, epoch=0, generator=torch.Generator().manual_seed(1), lesion=lesion)
+    model.load_state_dict(state)
+    iv = pseudo_intervention(model, x, y, cfg, binary=True, generator=torch.Generator().manual_seed(1))
+    removed = sum(float((iv.mask[i] * lesion[i]).sum()) for i in range(3))
+    assert values["lesion_removed"] == pytest.approx(removed / float(lesion.sum()))  # 36 + 48 lesion pixels
+    none = step(x, y, epoch=0, generator=torch.Generator().manual_seed(1), lesion=torch.zeros_like(lesion))
+    assert math.isnan(none["lesion_removed"])  # no lesion pixel in the batch: nothing to measure
