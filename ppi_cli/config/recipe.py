@@ -109,6 +109,10 @@ class PPIConfig:
     alpha: Weight = param(1.0, "Weight of L_con, or 'auto' to match L_cls's running magnitude.", min=0)
     beta: Weight = param(0.1, "Weight of L_reg (mean |s|), or 'auto'.", min=0)
     gamma: Weight = param(1.0, "Weight of L_ad, or 'auto'.", min=0)
+    keep: float = param(0.0, "Weight of L_keep (ours, off by default): the true label on x^k = T ⊙ x + (1 − T) ⊙ "
+                        "blur(x), each image's salient region kept and the rest smoothed (std fill_sigma): a "
+                        "fine-grained cue outside the mask is gone from x^k, the lesion inside is not (docs/ppi.md).",
+                        min=0)
     delta: float = param(0.0, "Weight of L_out (ours, off by default): the squared evidence each map puts outside its "
                          "own mask, which a diffuse cue cannot avoid (docs/ppi.md).", min=0)
     auto_momentum: float = param(0.9, "Momentum of the running loss magnitudes that 'auto' weights use (ours).",

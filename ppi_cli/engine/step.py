@@ -56,6 +56,7 @@ from ppi_cli.ppi.losses import (
     saliency_regulariser,
     true_label_probability,
 )
+from ppi_cli.ppi.masks import blurred
 
 __all__ = ["TrainStep", "forward"]
 
@@ -121,7 +122,8 @@ class TrainStep:
         l_cls, iv, deferred = self._clean_pass(x, labels, positions, generator, sync_off)
         alpha, beta, gamma = (self.weights.weight(t, epoch) for t in ("con", "reg", "ad"))
         l_reg = saliency_regulariser(full_precision(iv.saliency))
-        self._seen = {"con": [], "ad": []}
+        self._seen = {"con": [], "ad": [], "keep": []}
+        l_keep = self._kept_pass(iv, labels, positions, sync_off) if self.cfg.keep > 0 else None
         l_con, l_ad, total = self._intervened_pass(iv, labels, alpha, gamma, sync_off)
         if l_reg.requires_grad:  # without create_graph the map is a constant: L_reg is reported, not trained
             total = total + beta * l_reg
@@ -139,7 +141,25 @@ class TrainStep:
         if l_out is not None:
             values["out"] = float(l_out.detach())
             values["loss"] += self.cfg.delta * values["out"]
+        if l_keep is not None:
+            values["keep"] = float(l_keep)
+            values["loss"] += self.cfg.keep * values["keep"]
         return values | self._diagnostics(iv, lesion, cue)
+
+    def _kept_pass(self, iv: Intervention, labels: torch.Tensor, positions: torch.Tensor | None,
+                   sync_off: Any) -> float:
+        """L_keep on x^k (salient region kept, the rest blurred), back-propagated at once; the mask is a constant."""
+        fill = iv.fill
+        if fill is None:
+            images = iv.x.flatten(0, 1) if positions is not None else iv.x
+            fill = blurred(images.detach(), self.cfg.fill_sigma).view_as(iv.x)
+        with sync_off():
+            out = self._intervened(iv.kept_images(fill), positions, "x^k forward")
+            self._record("keep", out, labels)
+            l_keep = classification_loss(out, labels)
+            with phase("x^k backward"):
+                self._backward(self.cfg.keep * l_keep)
+        return float(l_keep.detach())
 
     def _diagnostics(self, iv: Intervention, lesion: torch.Tensor | None = None,
                      cue: torch.Tensor | None = None) -> dict[str, float]:
@@ -154,6 +174,8 @@ class TrainStep:
         seen = {k: torch.cat(v) if v else torch.zeros(0) for k, v in self._seen.items()}
         mean = {k: float(v.mean()) if v.numel() else float("nan") for k, v in seen.items()}
         found = {"coverage": float(iv.mask.detach().float().mean()), "p_con": mean["con"], "p_ad": mean["ad"]}
+        if seen["keep"].numel():
+            found["p_keep"] = mean["keep"]
         if lesion is not None:  # the lesion masks of the batch, shaped like x with one channel
             region = lesion.reshape(iv.mask.shape).to(iv.mask.device, torch.float32)
             area = float(region.sum())

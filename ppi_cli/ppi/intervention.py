@@ -92,6 +92,11 @@ class Intervention:
         pos = self.positions[rows] if self.positions is not None else None
         return intervene(self.x[rows], m[donors], self._fill(rows)), pos
 
+    def kept_images(self, fill: torch.Tensor) -> torch.Tensor:
+        """x^k = T ⊙ x + (1 − T) ⊙ fill of every row: each image's own salient region kept, the rest `fill`."""
+        keep = 1 - self._per_sample(self.mask.detach())
+        return intervene(self.x, keep, fill)
+
     @property
     def inputs(self) -> torch.Tensor:
         """x* then x', concatenated: `(R + A, ...)`."""
