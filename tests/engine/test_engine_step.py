@@ -20,6 +20,7 @@ from ppi_cli.ppi import (
     saliency_regulariser,
 )
 from ppi_cli.ppi.intervention import intervened_normalisation
+from ppi_cli.ppi.masks import blurred
 
 
 def _naive_gradients(model, x, y, positions, cfg, seed):
@@ -33,14 +34,22 @@ def _naive_gradients(model, x, y, positions, cfg, seed):
     with intervened_normalisation(model, cfg.intervened_norm):
         l_con = contrast_loss(run(xs, ps), y[iv.rows])
         l_ad = adversarial_loss(run(xa, pa), y[iv.ad_rows])
-    total = l_cls + cfg.alpha * l_con + cfg.beta * saliency_regulariser(iv.saliency) + cfg.gamma * l_ad
+        l_keep = 0.0
+        if cfg.keep > 0:  # x^k by hand: the mask as a constant, the rest of the image blurred
+            flat = x.flatten(0, 1) if positions is not None else x
+            t = iv.mask.detach().view(*x.shape[:-3], 1, *x.shape[-2:])
+            x_keep = t * x + (1 - t) * blurred(flat, cfg.fill_sigma).view_as(x)
+            l_keep = classification_loss(run(x_keep, positions), y)
+    total = (l_cls + cfg.alpha * l_con + cfg.beta * saliency_regulariser(iv.saliency) + cfg.gamma * l_ad
+             + cfg.keep * l_keep)
     total.backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize(("volume", "mask", "create_graph"),
-                         [(False, "soft", True), (True, "box", True), (False, "soft", False), (True, "soft", False)])
-def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask, create_graph):
+@pytest.mark.parametrize(("volume", "mask", "create_graph", "keep"),
+                         [(False, "soft", True, 0.0), (True, "box", True, 0.0), (False, "soft", False, 0.0),
+                          (True, "soft", False, 0.0), (False, "soft", True, 0.7), (True, "top-k", True, 0.7)])
+def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask, create_graph, keep):
     torch.manual_seed(0)
     if volume:
         cfg_model = ModelConfig(name="multiview", backbone="tiny", input_size=16, dropout=0.0,
@@ -53,7 +62,7 @@ def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask, create_g
     reference = copy.deepcopy(model)
     y = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0][: x.shape[0]], dtype=torch.float64)
     cfg = PPIConfig(saliency="wbp", mask=mask, alpha=0.7, beta=0.3, gamma=1.3, create_graph=create_graph,
-                    start_epoch=0)
+                    start_epoch=0, keep=keep, coverage=0.2 if keep else 0.0)
     step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
                      device=torch.device("cpu"))
     model.zero_grad(set_to_none=True)
@@ -63,7 +72,8 @@ def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask, create_g
     assert set(got) == set(expected)
     for name, grad in expected.items():
         assert torch.allclose(got[name], grad, rtol=1e-8, atol=1e-12), name
-    assert set(values) == {"cls", "con", "reg", "ad", "loss", "coverage", "p_con", "p_ad"}
+    assert set(values) == {"cls", "con", "reg", "ad", "loss", "coverage", "p_con", "p_ad"} | (
+        {"keep", "p_keep"} if keep else set())
     # Running statistics saw the clean batch once, never the intervened images.
     for a, b in zip(model.buffers(), reference.buffers(), strict=True):
         assert torch.equal(a, b)
