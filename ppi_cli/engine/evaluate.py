@@ -20,7 +20,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["Predictions", "predict", "validation_metric", "model_inputs", "autocast"]
+from ppi_cli.reports.metrics import youden_point
+
+__all__ = ["Predictions", "predict", "validation_metric", "model_inputs", "autocast", "operating_threshold",
+           "stored_threshold", "DEFAULT_THRESHOLD"]
+
+DEFAULT_THRESHOLD = 0.5  # without a validation split to choose on (and for checkpoints older than the choice)
 
 
 @dataclass
@@ -118,3 +123,31 @@ def validation_metric(pred: Predictions, metric: str) -> float:
     if len(present) < pred.scores.shape[1]:
         return float("nan")  # one-vs-rest needs every class in the validation rows
     return float(roc_auc_score(pred.labels.astype(int), pred.scores, multi_class="ovr"))
+
+
+def operating_threshold(pred: Predictions | None) -> dict[str, object]:
+    """The operating threshold of a binary model, chosen on its validation predictions (Youden's J).
+
+    The checkpoint of an epoch stores the threshold of that epoch's validation predictions, so
+    `best.pt` carries the one of the kept epoch. Without validation rows, or with one class only,
+    the threshold is `DEFAULT_THRESHOLD` and `source` says why; multi-class models take the argmax.
+
+    Returns:
+        `{"value": float | None, "source": str}` (plain JSON for the checkpoint meta).
+    """
+    if pred is not None and not pred.binary:
+        return {"value": None, "source": "argmax (multi-class)"}
+    if pred is None or pred.labels.size == 0:
+        return {"value": DEFAULT_THRESHOLD, "source": "default 0.5 (no validation split)"}
+    if np.unique(pred.labels.astype(int)).size < 2:
+        return {"value": DEFAULT_THRESHOLD, "source": "default 0.5 (one class in the validation split)"}
+    value = youden_point(pred.labels, pred.scores)[0]
+    return {"value": float(min(value, 1.0)), "source": "validation Youden J"}  # +inf (no positive call) -> 1
+
+
+def stored_threshold(meta: dict) -> tuple[float, str | None]:
+    """The threshold a checkpoint stores, and a note when it stores none (older checkpoints: 0.5)."""
+    stored = meta.get("threshold")
+    if isinstance(stored, dict) and isinstance(stored.get("value"), (int, float)):
+        return float(stored["value"]), None
+    return DEFAULT_THRESHOLD, "the checkpoint stores no operating threshold (written before ppi chose one): 0.5"

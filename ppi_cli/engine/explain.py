@@ -21,6 +21,7 @@ from ppi_cli import __version__
 from ppi_cli.config.site import load_site_config, load_site_configs
 from ppi_cli.data.explain_input import load_input
 from ppi_cli.device import select_device
+from ppi_cli.engine.evaluate import stored_threshold
 from ppi_cli.engine.explain_inputs import InputSpec, prepare_image, prepare_volume
 from ppi_cli.errors import ConfigError, DataError, ModelError
 from ppi_cli.files import check_outputs, write_json
@@ -74,6 +75,8 @@ class ExplainResult:
         table = Table(title="ppi explain", show_header=False)
         rec = self.record
         table.add_row("prediction", f"{rec['label']} (score {rec['score']:.3f})")
+        if rec.get("threshold", {}).get("value") is not None and len(rec.get("classes", ())) == 2:
+            table.add_row("threshold", f"{rec['threshold']['value']:.3f} ({rec['threshold']['source']})")
         table.add_row("method", rec["method"])
         table.add_row("model", rec["model"]["description"])
         if rec["kind"] == "volume":
@@ -118,16 +121,21 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
         raise ConfigError(f"--dicom-out needs a DICOM input (the capture joins the input's study); {cfg.input} "
                           "is not DICOM", hint="drop --dicom-out")
     describe = _model_description(meta)
+    threshold, threshold_note = stored_threshold(meta)
     cfg = replace(cfg, out=_overlay_path(cfg, spec.dataset, (meta.get("recipe") or {}).get("name") or "model"))
     site_file = Path(cfg.site) if cfg.site and Path(cfg.site).suffix.lower() in (".yaml", ".yml") else None
     check_outputs({"--out": cfg.out, "--json": cfg.json_out, "--dicom-out": cfg.dicom_out},
                   {"the input": cfg.input, "the checkpoint (--model)": cfg.model,
                    "the site config (--site)": site_file})
     if spec.kind == "volume":
-        record, label, maps, layout = _explain_volume(model, loaded, spec, cfg, device, describe)
+        record, label, maps, layout = _explain_volume(model, loaded, spec, cfg, device, describe, threshold)
     else:
-        record, label, maps, layout = _explain_image(model, loaded, spec, cfg, device, describe)
+        record, label, maps, layout = _explain_image(model, loaded, spec, cfg, device, describe, threshold)
+    if threshold_note:
+        record["notes"].append(threshold_note)
     record.update({
+        "threshold": {"value": threshold, "source": "default 0.5 (none stored)" if threshold_note
+                      else meta["threshold"].get("source", "stored")},
         "toolkit_version": __version__, "method": cfg.method, "kind": spec.kind,
         "model": {"description": describe, "name": meta["model"].get("name"),
                   "recipe": (meta.get("recipe") or {}).get("name"), "checkpoint": cfg.model.name},
@@ -149,14 +157,14 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
     return ExplainResult(record, wrote, maps, layout)
 
 
-def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: str) -> tuple:
+def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: str, threshold: float) -> tuple:
     import torch
 
     prepared = prepare_image(loaded, spec, cfg.center)
     x = prepared.tensor[None].to(device)  # (1, C, S, S)
     with torch.no_grad():
         logits = model(x).float()  # (1, K)
-    score, label, target = _decide(logits[0], spec.classes)
+    score, label, target = _decide(logits[0], spec.classes, threshold)
     saliency = saliency_map(model, x, target, method=cfg.method)[0, 0].float().cpu().numpy()  # (S, S)
     _refuse_non_finite(cfg, score, [saliency])
     box = top_mass_bbox(saliency, TOP_PERCENT)
@@ -176,7 +184,7 @@ def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: st
     return record, label, {-1: saliency}, layout
 
 
-def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: str) -> tuple:
+def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: str, threshold: float) -> tuple:
     import torch
 
     prepared = prepare_volume(loaded, spec, _site_config(cfg.site))
@@ -186,7 +194,7 @@ def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: s
     attention = views.attention[0].float().cpu().numpy()  # (S,)
     slice_scores = torch.sigmoid(views.slice_logits[0].float()).cpu().numpy()  # (S,)
     score = float(views.probability[0])
-    label = spec.classes[-1] if score >= 0.5 else spec.classes[0]
+    label = spec.classes[-1] if score >= threshold else spec.classes[0]
     top = [int(k) for k in np.argsort(-attention, kind="stable")[: min(cfg.top_slices, attention.size)]]
     maps = saliency_map(model.slice_classifier, x[top], 0, method=cfg.method)[:, 0].float().cpu().numpy()
     by_slice = {k: maps[i] for i, k in enumerate(top)}  # (H, W) per most attended B-scan
@@ -227,13 +235,14 @@ def _overlay_path(cfg: ExplainConfig, dataset: str, recipe: str) -> Path:
     return cfg.out / "overlay.png" if cfg.out.is_dir() else cfg.out
 
 
-def _decide(logits, classes: tuple[str, ...]) -> tuple[float, str, int]:
-    """Score, label and saliency target: a binary head explains its one logit; multi-class, the argmax."""
+def _decide(logits, classes: tuple[str, ...], threshold: float) -> tuple[float, str, int]:
+    """Score, label and saliency target: a binary head explains its one logit (positive at the checkpoint's
+    operating threshold); multi-class, the argmax."""
     import torch
 
     if logits.numel() == 1:
         score = float(torch.sigmoid(logits[0]))
-        return score, classes[-1] if score >= 0.5 else classes[0], 0
+        return score, classes[-1] if score >= threshold else classes[0], 0
     probs = torch.softmax(logits, dim=0)
     target = int(torch.argmax(probs))
     label = classes[target] if target < len(classes) else f"class {target}"

@@ -2,11 +2,14 @@
 """The self-describing part of a checkpoint: what `explain` needs to rebuild preprocessing alone.
 
     {"model": ModelConfig, "recipe": Recipe, "input": {...}, "classes": [...], "data_hash": ...,
-     "toolkit_version": ..., "epoch": n, "metrics": {...}, "split": {"fold": k}}
+     "toolkit_version": ..., "epoch": n, "metrics": {...}, "split": {"fold": k},
+     "threshold": {"value": t, "source": "validation Youden J" | "default 0.5 (...)" | "argmax (multi-class)"}}
 
 `input` holds: dataset kind, "image" or "volume", channels, intensity window, crop, the network's
 input size, how one channel meets the stem (input_adapt), and, from the cache's `cache.json`
-parameters when there is a cache, the pixel spacing and the B-scan count and size.
+parameters when there is a cache, the pixel spacing and the B-scan count and size. `threshold` is
+the operating point chosen on this epoch's validation predictions (`engine.evaluate.operating_threshold`),
+at which `explain` and `predict` call a sample positive.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ def class_names(recipe: Recipe, cache: CacheDescription) -> list[str]:
 
 
 def checkpoint_meta(recipe: Recipe, model: Any, cache: CacheDescription, *, epoch: int,
-                    metrics: dict[str, float], fold: int | None) -> dict[str, Any]:
+                    metrics: dict[str, float], fold: int | None,
+                    threshold: dict[str, Any] | None = None) -> dict[str, Any]:
     """Plain JSON data describing a trained model (see the module docstring)."""
     params = {**cache.get("extra", {}), **cache.get("params", {})}
     volume = getattr(model, "kind", "image") == "volume"
@@ -86,4 +90,5 @@ def checkpoint_meta(recipe: Recipe, model: Any, cache: CacheDescription, *, epoc
         "epoch": epoch,
         "metrics": {k: (None if v != v else v) for k, v in metrics.items()},  # NaN is not JSON
         "split": {"fold": fold},
+        "threshold": dict(threshold) if threshold is not None else {"value": 0.5, "source": "default 0.5"},
     }

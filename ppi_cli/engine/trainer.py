@@ -41,7 +41,7 @@ from ppi_cli.engine.distributed import (
     shutdown_distributed,
     weights_digest,
 )
-from ppi_cli.engine.evaluate import Predictions, model_inputs, predict, validation_metric
+from ppi_cli.engine.evaluate import Predictions, model_inputs, operating_threshold, predict, validation_metric
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
 from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache
 from ppi_cli.engine.step import TrainStep
@@ -168,7 +168,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         lr = optimizer.param_groups[-1]["lr"]
         scheduler.step()
         ranks = _check_ranks_agree(ctx, model)
-        metric, val_loss = _validate(model, val_set, recipe, ctx, device, amp)
+        metric, val_loss, threshold = _validate(model, val_set, recipe, ctx, device, amp)
         row = {"epoch": epoch + 1, "ppi": int(step.uses_ppi(epoch, 2)), "lr": lr,
                **{f"train_{k}": v / counts[k] for k, v in sums.items()},
                "alpha": weights.weight("con", epoch), "beta": weights.weight("reg", epoch),
@@ -185,7 +185,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         state["epoch"] = epoch + 1
         if ctx.is_main:
             _save_epoch(out_dir, recipe, model, cache, split, state, row, improved, optimizer, scheduler, weights,
-                        scaler, ranks)
+                        scaler, ranks, threshold)
             last_plot = _report_epoch(out_dir, recipe, state["rows"], last_plot)
         ctx.barrier()
     if ctx.is_main:
@@ -287,14 +287,15 @@ def _train_batches(kind: str, cache_dir: Path | None, split: Split, recipe: Reci
 
 
 def _validate(model: torch.nn.Module, dataset: Any, recipe: Recipe, ctx: DistContext, device: torch.device,
-              amp: bool) -> tuple[float, float]:
+              amp: bool) -> tuple[float, float, dict[str, Any]]:
+    """The validation metric and loss, and the operating threshold chosen on these predictions."""
     result = None
     if ctx.is_main and len(dataset):
         pred = predict(model, dataset, device=device, batch_size=recipe.data.batch_size,
                        num_workers=recipe.data.num_workers, amp=amp)
-        result = (validation_metric(pred, recipe.eval.metric), _log_loss(pred))
+        result = (validation_metric(pred, recipe.eval.metric), _log_loss(pred), operating_threshold(pred))
     result = ctx.broadcast(result)
-    return result if result is not None else (math.nan, math.nan)
+    return result if result is not None else (math.nan, math.nan, operating_threshold(None))
 
 
 def _check_ranks_agree(ctx: DistContext, model: torch.nn.Module) -> dict[str, Any] | None:
@@ -320,11 +321,12 @@ def _log_loss(pred: Predictions) -> float:
 
 def _save_epoch(out_dir: Path, recipe: Recipe, model: torch.nn.Module, cache: Any, split: Split,
                 state: dict[str, Any], row: dict[str, Any], improved: bool, optimizer: Any, scheduler: Any,
-                weights: LossWeights, scaler: Any, ranks: dict[str, Any] | None) -> None:
+                weights: LossWeights, scaler: Any, ranks: dict[str, Any] | None, threshold: dict[str, Any]) -> None:
     import pandas as pd
 
     metrics = {k: float(v) for k, v in row.items() if k.startswith(("val_", "train_"))}
-    meta = checkpoint_meta(recipe, model, cache, epoch=state["epoch"], metrics=metrics, fold=split.fold)
+    meta = checkpoint_meta(recipe, model, cache, epoch=state["epoch"], metrics=metrics, fold=split.fold,
+                           threshold=threshold)
     if ranks is not None:
         meta["distributed"] = ranks
     weights_now = {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -182,3 +182,25 @@ def test_compressed_input_names_the_codecs_extra_through_the_cli(cli, tmp_path):
         return
     assert result.exit_code == 1 and "ppi-cli[codecs]" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_explain_calls_positives_at_the_stored_threshold_and_says_when_none_is_stored(tmp_path):
+    from ppi_cli.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = checkpoint_2d(tmp_path / "lidc.pt")
+    payload = load_checkpoint(ckpt)
+    first = explain(ExplainConfig(Path(get_testdata_file("CT_small.dcm")), ckpt, tmp_path / "a.png"))
+    score = first.record["score"]
+    for value, label in ((score - 1e-3, "malignant"), (score + 1e-3, "benign")):
+        meta = dict(payload["meta"], threshold={"value": value, "source": "validation Youden J"})
+        save_checkpoint(tmp_path / "t.pt", payload["state_dict"], meta)
+        record = explain(ExplainConfig(Path(get_testdata_file("CT_small.dcm")), tmp_path / "t.pt",
+                                       tmp_path / "t.png")).record
+        assert record["label"] == label and record["threshold"]["value"] == value
+        assert not any("threshold" in note for note in record["notes"])
+    old = {k: v for k, v in payload["meta"].items() if k != "threshold"}  # a checkpoint from before the choice
+    save_checkpoint(tmp_path / "old.pt", payload["state_dict"], old)
+    record = explain(ExplainConfig(Path(get_testdata_file("CT_small.dcm")), tmp_path / "old.pt",
+                                   tmp_path / "o.png")).record
+    assert record["threshold"]["value"] == 0.5 and any("no operating threshold" in n for n in record["notes"])
+    assert record["label"] == ("malignant" if score >= 0.5 else "benign")

@@ -25,6 +25,7 @@ from ppi_cli.engine.evaluate import predict
 from ppi_cli.engine.study import load_study_data, study_split
 from ppi_cli.engine.trainer import fit
 from ppi_cli.models import load_model
+from ppi_cli.reports.metrics import youden_point
 
 SMALL = """\
 extends: synthetic-ppi-wbp-cpu
@@ -71,6 +72,9 @@ def test_fit_writes_a_self_describing_run(tmp_path, one_thread):
     assert meta["classes"] == ["negative", "positive"] and meta["data_hash"] is None
     assert meta["recipe"]["ppi"]["saliency"] == "wbp" and meta["epoch"] == result.best_epoch
     pred = predict(model, build_dataset("synthetic", None, split.val, recipe.data, train=False))
+    # The operating threshold is Youden's J on the kept epoch's validation predictions, stored in the meta.
+    assert meta["threshold"] == {"value": pytest.approx(youden_point(pred.labels, pred.scores)[0]),
+                                 "source": "validation Youden J"}
     assert pred.scores.shape == (len(split.val),) and np.array_equal(pred.indices, split.val)
     assert ((pred.scores >= 0) & (pred.scores <= 1)).all()
     # Diagnostics of the PPI epoch; the generated task carries its blob masks, so the lesion share is measured.
