@@ -22,7 +22,7 @@ from scipy.stats import norm, rankdata
 
 from ppi_cli.errors import DataError
 
-__all__ = ["AucComparison", "structural_components", "delong_test", "paired_bootstrap_difference"]
+__all__ = ["AucComparison", "structural_components", "delong_test", "delong_interval", "paired_bootstrap_difference"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,30 @@ def delong_test(labels: Sequence[float], scores_a: Sequence[float], scores_b: Se
     half = float(norm.ppf(0.5 + level / 2.0) * se)
     return AucComparison(float(aucs[0]), float(aucs[1]), difference, se, float(z), p, difference - half,
                          difference + half, int(y.size), m)
+
+
+def delong_interval(labels: Sequence[float], scores: Sequence[float], *,
+                    level: float = 0.95) -> tuple[float, float, float, float]:
+    """One model's AUC with DeLong's standard error and normal-theory interval (clipped to [0, 1]).
+
+    var(AUC) = S10 / m + S01 / n, the one-model case of the covariance above.
+
+    Returns:
+        (auc, se, low, high).
+
+    Raises:
+        DataError: Fewer than two positives or negatives.
+    """
+    y, s = _paired_arrays(labels, scores, scores)
+    m, n = int(y.sum()), int((~y).sum())
+    if m < 2 or n < 2:
+        raise DataError(f"DeLong's interval needs at least 2 positives and 2 negatives, got {m} and {n}",
+                        hint="evaluate on a larger labelled set")
+    v10, v01 = structural_components(y, s[:1])
+    auc = float(v10.mean())
+    se = float(np.sqrt(max(float(np.var(v10[0], ddof=1)) / m + float(np.var(v01[0], ddof=1)) / n, 0.0)))
+    half = float(norm.ppf(0.5 + level / 2.0) * se)
+    return auc, se, max(auc - half, 0.0), min(auc + half, 1.0)
 
 
 def paired_bootstrap_difference(labels: Sequence[float], scores_a: Sequence[float], scores_b: Sequence[float], *,
