@@ -162,6 +162,7 @@ def paired_bootstrap_difference(labels: Sequence[float], scores_a: Sequence[floa
     diffs = np.empty(n_boot)
     for b in range(n_boot):
         take = np.r_[rng.choice(pos_idx, m), rng.choice(neg_idx, neg_idx.size)]
+        # The rank statistic, not roc_auc_score: 15-18x faster per replicate (see metrics._auc_from_groups).
         ranks = np.apply_along_axis(rankdata, 1, s[:, take])  # (2, N): positives first
         aucs = (ranks[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * neg_idx.size)
         diffs[b] = aucs[0] - aucs[1]

@@ -2,8 +2,9 @@
 """Classification metrics a study reports: AUC, Youden-point operating metrics, bootstrap intervals.
 
 Binary scores are any monotone score of the positive class (probability or logit); labels are 0/1.
-The AUC is the Mann-Whitney statistic, ties counting one half, so it needs no threshold and equals
-the area under the empirical ROC curve. Paired comparisons of two AUCs live in `delong.py`.
+The AUC and the ROC curve are scikit-learn's (`roc_auc_score`, `roc_curve`), the one AUC of the
+toolkit; only the bootstrap loops keep the rank statistic (see `_auc_from_groups`). Paired
+comparisons of two AUCs live in `delong.py`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from ppi_cli.errors import DataError
 
@@ -56,7 +58,7 @@ def _binary_arrays(labels: Sequence[float], scores: Sequence[float]) -> tuple[np
 
 
 def roc_auc(labels: Sequence[float], scores: Sequence[float]) -> float:
-    """Area under the ROC curve as the Mann-Whitney U statistic over (positive, negative) pairs.
+    """Area under the ROC curve (scikit-learn's `roc_auc_score`; ties count one half).
 
     Returns NaN when only one class is present (the AUC is undefined there, not 0.5).
 
@@ -66,29 +68,29 @@ def roc_auc(labels: Sequence[float], scores: Sequence[float]) -> float:
     """
     y, s = _binary_arrays(labels, scores)
     n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if n_pos == 0 or n_pos == y.size:
         return float("nan")
-    ranks = rankdata(s)  # mid-ranks: a tie between a positive and a negative counts one half
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(y, s))
 
 
 def roc_points(labels: Sequence[float], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The empirical ROC curve: (false-positive rate, true-positive rate, threshold) per distinct score.
 
-    Point k predicts positive when `score >= threshold[k]`; the first point is (0, 0) at +inf.
+    Point k predicts positive when `score >= threshold[k]`; the first point is (0, 0) at +inf. Every
+    distinct score keeps its point (`drop_intermediate=False`), so the Youden point is searched over all.
+    A rate whose class is absent is 0 rather than undefined.
     """
     y, s = _binary_arrays(labels, scores)
-    order = np.argsort(-s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    # The last index of each run of equal scores: all tied samples switch side together.
-    last = np.r_[np.nonzero(np.diff(s_sorted))[0], s_sorted.size - 1]
-    tp = np.cumsum(y_sorted)[last]
-    fp = (last + 1) - tp
-    n_pos, n_neg = max(int(y.sum()), 1), max(y.size - int(y.sum()), 1)
-    fpr = np.r_[0.0, fp / n_neg]
-    tpr = np.r_[0.0, tp / n_pos]
-    return fpr, tpr, np.r_[np.inf, s_sorted[last]]
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:  # scikit-learn warns and returns NaN rates here
+        s_sorted = np.unique(s)[::-1]
+        rate = np.r_[0.0, np.searchsorted(np.sort(-s), -s_sorted, side="right") / s.size]  # share >= threshold
+        zero = np.zeros_like(rate)
+        return (rate, zero, np.r_[np.inf, s_sorted]) if n_pos == 0 else (zero, rate, np.r_[np.inf, s_sorted])
+    fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
+    thresholds = thresholds.astype(np.float64)
+    thresholds[0] = np.inf  # scikit-learn >= 1.3 writes inf; older versions max(score) + 1
+    return fpr, tpr, thresholds
 
 
 def youden_point(labels: Sequence[float], scores: Sequence[float]) -> tuple[float, float, float]:
@@ -177,6 +179,9 @@ def bootstrap_mean_auc_interval(folds: Sequence[tuple[Sequence[float], Sequence[
 
 
 def _auc_from_groups(pos: np.ndarray, neg: np.ndarray) -> float:
+    # The rank statistic stays in the bootstrap loops: measured 15-18x faster per replicate than
+    # roc_auc_score (0.3 ms against 5 ms at 100-1000 samples; roc_auc_score's input checks dominate),
+    # which is 0.6 s against 10 s for one 2000-replicate interval. It equals roc_auc (a test pins it).
     ranks = rankdata(np.r_[pos, neg])
     return float((ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
 

@@ -93,3 +93,17 @@ def test_multiclass_metrics():
     out = multiclass_metrics(y, p)
     assert out["accuracy"] == 0.75
     assert out["auc"] == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"))
+
+
+def test_bootstrap_rank_statistic_equals_the_one_auc(rng):
+    from ppi_cli.reports.metrics import _auc_from_groups
+
+    y = rng.integers(0, 2, 80)
+    s = np.round(rng.normal(size=80) + y, 1)  # ties across classes
+    assert _auc_from_groups(s[y == 1], s[y == 0]) == pytest.approx(roc_auc(y, s), abs=1e-12)
+
+
+def test_roc_points_of_one_class_are_rates_not_nan():
+    fpr, tpr, thresholds = roc_points([0, 0, 0, 0], [0.1, 0.4, 0.4, 0.9])
+    assert fpr.tolist() == [0.0, 0.25, 0.75, 1.0] and tpr.tolist() == [0.0] * 4
+    assert thresholds[0] == np.inf and thresholds[1:].tolist() == [0.9, 0.4, 0.1]
