@@ -104,3 +104,21 @@ def test_ensemble_of_fold_models_and_one_line_errors(study, tmp_path, cli):
     assert missing.exit_code == 1 and len(missing.stderr.strip().splitlines()) == 1
     unlabelled = cli("evaluate", tmp_path / "e.csv", "--labels", cache / "cache.json")
     assert unlabelled.exit_code == 1 and "Traceback" not in unlabelled.stderr
+
+
+def test_predict_a_folder_of_images_leaves_unreadable_ones_in_errors_csv(tmp_path, cli):
+    from helpers import checkpoint_2d
+    from PIL import Image
+
+    ckpt = checkpoint_2d(tmp_path / "m.pt", dataset="folder", spacing_mm=None)
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)
+    for name in ("a.png", "sub/b.png"):
+        Image.fromarray(pixels).save(tmp_path / "in" / name)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    result = cli("predict", tmp_path / "in", "--model", ckpt, "--out", tmp_path / "out", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    preds = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert sorted(preds["path"]) == ["a.png", "sub/b.png"] and (preds["threshold"] == 0.5).all()
+    errors = pd.read_csv(tmp_path / "out" / "errors.csv")
+    assert errors["path"].tolist() == ["broken.png"]

@@ -98,3 +98,17 @@ def test_symmetry_identity_and_bad_input(rng):
         delong_test([0, 0, 1], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1])
     with pytest.raises(DataError, match="paired scores"):
         delong_test([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4], [0.3, 0.2, 0.1])
+
+
+def test_delong_interval_of_one_model_matches_the_naive_kernel(rng):
+    from ppi_cli.reports.delong import delong_interval
+
+    y = rng.integers(0, 2, 60)
+    s = np.round(rng.normal(size=60) + y, 1)
+    pos, neg = s[y == 1], s[y == 0]
+    kernel = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])  # (m, n)
+    v10, v01 = kernel.mean(axis=1), kernel.mean(axis=0)
+    se = np.sqrt(v10.var(ddof=1) / pos.size + v01.var(ddof=1) / neg.size)
+    auc, got_se, low, high = delong_interval(y, s)
+    assert auc == pytest.approx(kernel.mean()) and got_se == pytest.approx(se)
+    assert low == pytest.approx(max(auc - 1.959964 * se, 0), abs=1e-6) and high <= 1.0
