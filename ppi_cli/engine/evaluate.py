@@ -141,7 +141,7 @@ def operating_threshold(pred: Predictions | None) -> dict[str, object]:
         return {"value": DEFAULT_THRESHOLD, "source": "default 0.5 (no validation split)"}
     if np.unique(pred.labels.astype(int)).size < 2:
         return {"value": DEFAULT_THRESHOLD, "source": "default 0.5 (one class in the validation split)"}
-    value = youden_point(pred.labels, pred.scores)[0]
+    value = youden_point(pred.labels.tolist(), pred.scores.tolist())[0]
     return {"value": float(min(value, 1.0)), "source": "validation Youden J"}  # +inf (no positive call) -> 1
 
 

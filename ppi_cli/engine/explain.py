@@ -30,7 +30,7 @@ from ppi_cli.reports.localisation import top_mass_bbox
 from ppi_cli.reports.overlay import caption_text, render_image_overlay, render_volume_overlay
 from ppi_cli.saliency import saliency_map
 
-__all__ = ["ExplainConfig", "ExplainResult", "explain", "TOP_PERCENT"]
+__all__ = ["ExplainConfig", "ExplainResult", "explain", "site_config", "TOP_PERCENT"]
 
 TOP_PERCENT = 1.0  # the JSON's "where is the saliency mass": bounding box of the top 1 % of pixels
 
@@ -187,7 +187,7 @@ def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: st
 def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: str, threshold: float) -> tuple:
     import torch
 
-    prepared = prepare_volume(loaded, spec, _site_config(cfg.site))
+    prepared = prepare_volume(loaded, spec, site_config(cfg.site))
     x = prepared.tensor.to(device)  # (S, 1, H, W)
     with torch.no_grad():
         views = model.views(x[None], prepared.positions[None].to(device))
@@ -249,7 +249,12 @@ def _decide(logits, classes: tuple[str, ...], threshold: float) -> tuple[float, 
     return float(probs[target]), label, target
 
 
-def _site_config(site: str | None) -> Any:
+def site_config(site: str | None) -> Any:
+    """`--site`: a bundled site id or a site YAML path to its config; None stays None.
+
+    Raises:
+        ConfigError: No such bundled site.
+    """
     if site is None:
         return None
 

@@ -30,17 +30,18 @@ import torch
 
 from ppi_cli.config import Recipe
 from ppi_cli.config.loader import build
-from ppi_cli.config.site import SiteConfig, load_site_config, load_site_configs
+from ppi_cli.config.site import SiteConfig, load_site_configs
 from ppi_cli.console import log, progress
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
 from ppi_cli.data.explain_input import load_input
 from ppi_cli.data.ga.prepare import resolve_sites_dir
 from ppi_cli.device import select_device
 from ppi_cli.engine.evaluate import model_inputs, predict, stored_threshold
+from ppi_cli.engine.explain import site_config
 from ppi_cli.engine.explain_inputs import InputSpec, prepare_image, prepare_volume
 from ppi_cli.engine.predict_inputs import CacheInput, ScanInput, collect_inputs, study_checkpoints
 from ppi_cli.engine.trainer import dataset_config
-from ppi_cli.errors import ConfigError, DataError, ModelError, PpiError
+from ppi_cli.errors import DataError, ModelError, PpiError
 from ppi_cli.files import check_outputs, save_npy, sha256_file, write_csv
 from ppi_cli.models import load_model
 from ppi_cli.saliency import saliency_map
@@ -125,7 +126,11 @@ def load_ensemble(paths: tuple[Path, ...], device: torch.device) -> Ensemble:
     files = [p for path in paths for p in study_checkpoints(Path(path))]
     if not files:
         raise ModelError("no --model given", hint="pass --model best.pt or a study folder")
-    models, metas, ids, thresholds, notes = [], [], [], [], []
+    models: list[Any] = []
+    metas: list[dict[str, Any]] = []
+    ids: list[str] = []
+    thresholds: list[float] = []
+    notes: list[str] = []
     for path in files:
         model, meta = load_model(path, device)
         spec = InputSpec.from_meta(meta, path)
@@ -283,15 +288,7 @@ def _site_config(item: ScanInput, cfg: PredictConfig, cache: dict[Path, dict[str
             raise DataError(f"{item.path}: no site config for site {item.site!r} in {folder}",
                             hint="pass --sites DIR with one YAML per site")
         return cache[folder][item.site]
-    if cfg.site is None:
-        return None
-    if Path(cfg.site).suffix.lower() in (".yaml", ".yml"):
-        return load_site_config(Path(cfg.site))
-    bundled = load_site_configs()
-    if cfg.site not in bundled:
-        raise ConfigError(f"--site {cfg.site}: no such bundled site config",
-                          hint=f"use one of: {', '.join(bundled)} or a path to a site YAML")
-    return bundled[cfg.site]
+    return site_config(cfg.site)
 
 
 def _score_cache(item: CacheInput, ensemble: Ensemble, cfg: PredictConfig, device: torch.device) -> list[dict]:
