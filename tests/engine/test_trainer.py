@@ -225,7 +225,8 @@ def test_best_checkpoint_of_a_ppi_run_is_never_a_warm_up_epoch(tmp_path, monkeyp
     import ppi_cli.engine.trainer as trainer
 
     scores = iter([0.9, 0.6, 0.7])  # epoch 1 (warm-up), epoch 2 (first PPI epoch), epoch 3
-    monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (next(scores), 0.5))
+    threshold = {"value": 0.5, "source": "test"}
+    monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (next(scores), 0.5, threshold))
     recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=3))
     assert recipe.ppi.enabled and recipe.ppi.start_epoch == 1
     result = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=tmp_path / "run",
