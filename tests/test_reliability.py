@@ -251,7 +251,7 @@ def test_a_nan_score_is_refused_before_anything_is_drawn(cli, monkeypatch, tmp_p
     from ppi_cli.engine import explain as engine
 
     scan, model = explain_inputs
-    monkeypatch.setattr(engine, "_decide", lambda logits, classes: (float("nan"), classes[0], 0))
+    monkeypatch.setattr(engine, "_decide", lambda logits, classes, threshold: (float("nan"), classes[0], 0))
     result = cli("explain", scan, "-m", model, "--out", tmp_path / "o.png", "--json", tmp_path / "o.json")
     assert result.exit_code == 1 and "NaN score" in one_line(result)
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.json").exists()
