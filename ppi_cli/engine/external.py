@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ppi_cli.errors import DataError
-from ppi_cli.files import check_outputs
+from ppi_cli.files import check_outputs, shareable_path
 from ppi_cli.reports.external import ExternalMetrics, external_metrics, write_external_report
 
 __all__ = ["EvaluateConfig", "EvaluateResult", "run_evaluate", "read_labels", "paired"]
@@ -82,6 +82,7 @@ def read_labels(path: Path) -> dict[str, int]:
                         hint="the labels file names each scan in `path` (as predictions.csv does) with its `label`")
     labels: dict[str, int] = {}
     for line, (name, value) in enumerate(zip(frame["path"], frame["label"], strict=True), start=2):
+        name = shareable_path(path.parent / str(name).strip(), path.parent)  # as `ppi predict` names a manifest row
         text = str(value).strip()
         if text not in ("0", "1", "0.0", "1.0"):
             raise DataError(f"{path}:{line}: column 'label' is not 0 or 1",

@@ -42,7 +42,7 @@ from ppi_cli.engine.explain_inputs import InputSpec, prepare_image, prepare_volu
 from ppi_cli.engine.predict_inputs import CacheInput, ScanInput, collect_inputs, study_checkpoints
 from ppi_cli.engine.trainer import dataset_config
 from ppi_cli.errors import DataError, ModelError, PpiError
-from ppi_cli.files import check_outputs, save_npy, sha256_file, write_csv
+from ppi_cli.files import check_outputs, save_npy, sha256_file, shareable_text, write_csv
 from ppi_cli.models import load_model
 from ppi_cli.saliency import saliency_map
 
@@ -180,16 +180,17 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
         try:
             rows.append(_score_scan(item, ensemble, cfg, device, site_configs))
         except PpiError as exc:  # one unreadable scan does not stop the others; errors.csv says why
-            errors.append((item.path, exc.one_line()))
+            errors.append((item.path, shareable_text(exc.one_line(), [item.source], item.root)))
             log(f"{item.path}: left out ({exc.message})")
+    wrote = []
+    if errors:
+        wrote.append(write_csv(out.parent / ERRORS_FILE, pd.DataFrame(errors, columns=["path", "reason"])))
     if not rows:
         raise DataError(f"none of the {len(inputs)} input(s) could be scored",
-                        hint="check the inputs; the first reason: " + (errors[0][1] if errors else "no inputs"))
+                        hint=f"see {out.parent / ERRORS_FILE}" if errors else "give at least one scan")
     frame = pd.DataFrame(rows)
     frame.insert(len(frame.columns) - (1 if "map" in frame.columns else 0), "models", ";".join(ensemble.ids))
-    wrote = [write_csv(out, frame, float_format="%.8g")]
-    if errors:
-        wrote.append(write_csv(out.parent / "errors.csv", pd.DataFrame(errors, columns=["path", "reason"])))
+    wrote.insert(0, write_csv(out, frame, float_format="%.8g"))
     if cfg.maps is not None:
         wrote.append(cfg.maps)
     return PredictResult(frame, out, wrote, errors, ensemble.notes)

@@ -11,7 +11,9 @@ Inputs:
   images for a volume model), else every scan file beneath it.
 
 The `path` written for an input is relative to its manifest or to the folder given, so that
-`ppi evaluate` can pair it with a labels file written the same way; it never holds a subject id.
+`ppi evaluate` can pair it with a labels file written the same way; a manifest path that leaves the
+manifest's folder is written by its base name (`files.shareable_path`: export folders carry patient
+names), and it never holds a subject id.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ppi_cli.data.dicom.headers import is_dicom_file
 from ppi_cli.data.dicom.images import read_dicom_header
 from ppi_cli.data.explain_input import VOLUME_SUFFIXES
 from ppi_cli.errors import DataError, ModelError
-from ppi_cli.files import IMAGE_SUFFIXES
+from ppi_cli.files import IMAGE_SUFFIXES, shareable_path
 
 __all__ = ["ScanInput", "CacheInput", "collect_inputs", "study_checkpoints", "CHECKPOINT_NAME"]
 
@@ -40,6 +42,7 @@ class ScanInput:
     path: str
     site: str | None = None
     manifest: Path | None = None  # the manifest it came from (its folder holds the site configs)
+    root: Path | None = None  # the folder `path` is relative to (the manifest's, or the folder given)
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def collect_inputs(paths: tuple[Path, ...], volume_model: bool) -> list[ScanInpu
         elif path.is_file() and path.suffix.lower() == ".csv":
             found.extend([_cache(path.parent)] if (path.parent / INFO_FILE).is_file() else _manifest(path))
         elif path.is_file():
-            found.append(ScanInput(path, path.name))
+            found.append(ScanInput(path, path.name, root=path.parent))
         else:
             scans = _folder(path, path, volume_model)
             if not scans:
@@ -127,7 +130,8 @@ def _manifest(path: Path) -> list[ScanInput]:
         if not rel:
             raise DataError(f"{path}:{number}: column 'path' is empty", hint="name one scan per row")
         site = str(row.get("site", "")).strip() or None
-        scans.append(ScanInput(path.parent / rel, rel, site, path))
+        source = path.parent / rel
+        scans.append(ScanInput(source, shareable_path(source, path.parent), site, path, path.parent))
     return scans
 
 
@@ -151,8 +155,9 @@ def _folder(folder: Path, root: Path, volume_model: bool) -> list[ScanInput]:
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     files = [p for p in entries if p.is_file()]
     if volume_model and _one_volume(files):
-        return [ScanInput(folder, folder.name if folder == root else folder.relative_to(root).as_posix())]
-    scans = [ScanInput(p, p.relative_to(root).as_posix()) for p in files if _is_scan_file(p)]
+        return [ScanInput(folder, folder.name if folder == root else folder.relative_to(root).as_posix(),
+                          root=root if folder != root else root.parent)]
+    scans = [ScanInput(p, p.relative_to(root).as_posix(), root=root) for p in files if _is_scan_file(p)]
     for sub in entries:
         if sub.is_dir():
             scans.extend(_folder(sub, root, volume_model))

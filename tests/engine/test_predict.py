@@ -122,3 +122,17 @@ def test_predict_a_folder_of_images_leaves_unreadable_ones_in_errors_csv(tmp_pat
     assert sorted(preds["path"]) == ["a.png", "sub/b.png"] and (preds["threshold"] == 0.5).all()
     errors = pd.read_csv(tmp_path / "out" / "errors.csv")
     assert errors["path"].tolist() == ["broken.png"]
+
+
+def test_errors_csv_names_inputs_without_their_folders(tmp_path, cli):
+    from helpers import checkpoint_2d
+
+    ckpt = checkpoint_2d(tmp_path / "m.pt", dataset="folder", spacing_mm=None)
+    export = tmp_path / "DOE_JOHN"
+    export.mkdir()
+    (export / "scan.png").write_bytes(b"not a png")
+    (export / "list.csv").write_text("path,label\nscan.png,1\nmissing.png,0\n")
+    result = cli("predict", export / "list.csv", "--model", ckpt, "--out", tmp_path / "p.csv", "--device", "cpu")
+    assert result.exit_code == 1 and "none of the 2 input(s)" in result.stderr
+    assert "DOE_JOHN" not in (tmp_path / "errors.csv").read_text()
+    assert pd.read_csv(tmp_path / "errors.csv")["path"].tolist() == ["scan.png", "missing.png"]
