@@ -26,12 +26,34 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["stderr", "stdout", "log", "warn", "paths", "progress", "progress_bar"]
+__all__ = ["stderr", "stdout", "log", "warn", "paths", "progress", "progress_bar", "log_prefix"]
 
 T = TypeVar("T")
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
+
+
+_prefix: list[str] = []  # the labels of `log_prefix` blocks, innermost last
+
+
+@contextmanager
+def log_prefix(label: str) -> Iterator[None]:
+    """Start every log and warning line inside the block with `[label] `: which study a worker's lines belong to.
+
+    Example:
+        >>> with log_prefix("lidc ppi-wbp"):
+        ...     log("fold 0: ...")  # [lidc ppi-wbp] fold 0: ...
+    """
+    _prefix.append(label)
+    try:
+        yield
+    finally:
+        _prefix.pop()
+
+
+def _label() -> str:
+    return f"[{_prefix[-1]}] " if _prefix else ""
 
 
 def _quiet() -> bool:
@@ -41,12 +63,12 @@ def _quiet() -> bool:
 def log(message: str) -> None:
     """Print an informational line on stderr (suppressed with `PPI_QUIET=1`)."""
     if not _quiet():
-        stderr.print(escape(message))
+        stderr.print(escape(_label() + message))
 
 
 def warn(message: str) -> None:
     """Print a warning line on stderr (never suppressed)."""
-    stderr.print(f"[yellow]warning:[/yellow] {escape(message)}")
+    stderr.print(f"{escape(_label())}[yellow]warning:[/yellow] {escape(message)}")
 
 
 def paths(*, read: Iterable[str | Path] = (), wrote: Iterable[str | Path] = ()) -> None:

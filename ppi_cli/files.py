@@ -37,6 +37,7 @@ __all__ = [
     "write_text",
     "write_bytes",
     "write_json",
+    "finite_json",
     "write_csv",
     "save_npy",
     "sha256_file",
@@ -106,8 +107,22 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write `obj` as indented, key-sorted JSON atomically."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Write `obj` as indented, key-sorted JSON atomically; NaN and infinities become null (they are not JSON)."""
+    return write_text(path, json.dumps(finite_json(obj), indent=2, sort_keys=True, default=_json_default,
+                                       allow_nan=False) + "\n")
+
+
+def finite_json(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float (Python or NumPy, at any depth) replaced by None."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: finite_json(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(value) for value in obj]
+    if isinstance(obj, np.ndarray):
+        return finite_json(obj.tolist())
+    return obj
 
 
 def write_csv(path: str | os.PathLike, frame: Any, **kwargs: Any) -> Path:

@@ -142,3 +142,30 @@ def load_cache(folder: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     manifest = pd.read_csv(folder / "manifest.csv", dtype={"patient_id": str, "series_uid": str, "reader_slots": str})
     return (manifest, np.load(folder / "images.npy", allow_pickle=False),
             np.load(folder / "masks.npy", allow_pickle=False))
+
+
+def lidc_nodule_cache(folder: Path, *, side: int, patients: int = 12, per_patient: int = 4, lesion: int = 12,
+                      seed: int = 0) -> Path:
+    """A LIDC-layout cache of `side`-px crops, each with a bright `lesion`-px nodule at the centre in its masks;
+    every other sample of a patient is positive and the nodule of a positive is brighter."""
+    from ppi_cli.data.cache import write_cache_info
+    from ppi_cli.files import save_npy, write_csv
+
+    rng = np.random.default_rng(seed)
+    n = patients * per_patient
+    labels = np.arange(n) % 2
+    images = rng.normal(-800, 40, (n, side, side))
+    masks = np.zeros((n, 4, side, side), np.uint8)
+    start = (side - lesion) // 2
+    images[:, start:start + lesion, start:start + lesion] += (300 + 300 * labels)[:, None, None]
+    masks[:, :, start:start + lesion, start:start + lesion] = 1
+    subjects = [f"p{i // per_patient:02d}" for i in range(n)]
+    manifest = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "subject_id": subjects, "patient_id": subjects,
+                             "series_uid": ["1.2"] * n, "lesion_id": [0] * n, "z": np.zeros(n), "n_readers": [4] * n,
+                             "label": labels})
+    write_csv(folder / "manifest.csv", manifest)
+    save_npy(folder / "images.npy", images.astype(np.int16))
+    save_npy(folder / "masks.npy", masks)
+    write_cache_info(folder, "lidc", {"crop": side, "spacing": 0.5, "min_readers": 3, "annotations": "auto"}, n,
+                     ["manifest.csv", "images.npy", "masks.npy"])
+    return folder

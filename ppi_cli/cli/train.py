@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import typer
@@ -47,8 +48,11 @@ def train_cmd(
     if not res.is_main:  # other torchrun ranks: rank 0 reports
         return
     metric = run.recipe.eval.metric
+    best = f"{res.best_metric:.4f}" if math.isfinite(res.best_metric) else "none (no validation)"
     console.stdout.print(f"run         {res.out_dir}\nbest epoch  {res.best_epoch}\n"
-                         f"best val {metric:<4}{res.best_metric:.4f}\nbest model  {res.best_checkpoint}")
+                         f"best val {metric:<4}{best}\nbest model  {res.best_checkpoint}")
+    if run.test is not None:  # --fold k ends with its test result
+        console.stdout.print(run.test)
     console.paths(read=run.read, wrote=[res.out_dir / "recipe.yaml", res.out_dir / "split.json", res.metrics_csv,
                                         res.last_checkpoint, res.best_checkpoint])
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ppi_cli import __version__
 from ppi_cli.config.loader import config_hash
+from ppi_cli.data.fingerprint import write_fingerprint
 from ppi_cli.errors import CacheError
 from ppi_cli.files import sha256_file, write_json
 
@@ -84,8 +85,12 @@ def rebuild_hint(kind: str, folder: Path | None = None) -> str:
 
 def write_cache_info(folder: Path, kind: str, params: Mapping[str, Any], n_samples: int,
                      files: Iterable[str], extra: Mapping[str, Any] | None = None) -> CacheInfo:
-    """Hash the cache's files and write `cache.json` last, atomically: its presence marks a complete cache."""
+    """Hash the cache's files, write `fingerprint.json`, then `cache.json` last: its presence marks a complete cache.
+
+    The fingerprint (`data.fingerprint`) is derived from the files and kept out of the content hash.
+    """
     names = sorted(files)
+    write_fingerprint(folder, kind, dict(params))
     info = CacheInfo(
         kind=kind, params=dict(params), params_hash=config_hash(params), n_samples=int(n_samples),
         files={name: sha256_file(folder / name) for name in names},

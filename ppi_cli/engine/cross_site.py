@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from ppi_cli.config import Recipe
-from ppi_cli.console import log
+from ppi_cli.console import log, warn
 from ppi_cli.data.splits import Split, holdout_split
+from ppi_cli.engine.run_checks import check_study
 from ppi_cli.engine.study import StudyData, predict_rows, resolve_study, train_once, write_study_record
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.files import write_csv
 from ppi_cli.reports.cross_site import cross_site_matrix, site_gap, write_cross_site_tables
-from ppi_cli.reports.metrics import binary_metrics
+from ppi_cli.reports.metrics import binary_metrics, cell_flag
 from ppi_cli.reports.plots import heatmap_figure
 from ppi_cli.reports.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
 from ppi_cli.workspace import Workspace
@@ -112,6 +113,10 @@ def run_cross_site(cfg: CrossSiteConfig) -> CrossSiteOutcome:
     record = {"command": "cross-site", "dataset": cfg.data.kind, "data_hash": cfg.data.data_hash, "seed": cfg.seed,
               "holdout_fraction": holdout, "val_fraction": cfg.recipe.data.val_fraction, "sites": sites}
     written = write_study_record(cfg.out, record, {})
+    hold_outs = {f"site {t} hold-out": site_split(cfg.data, t, holdout, cfg.recipe.data.val_fraction, cfg.seed).test
+                 for t in trains}
+    check_study(cfg.recipe, cfg.data, hold_outs | {f"site {t}": np.flatnonzero(cfg.data.sites == t)
+                                                   for t in tests if t not in trains})
     ran = []
     for variant, recipe in variants_of(cfg.recipe, cfg.baseline).items():
         written += write_study_record(cfg.out / variant, {"variant": variant}, {variant: recipe})
@@ -160,7 +165,12 @@ def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
         for part, cell in frame.groupby("part", sort=True):
             train_site, _, test_site = str(part).partition(">")
             metrics = binary_metrics(cell["label"].to_numpy(), cell["score"].to_numpy())
-            rows.append({"variant": variant, "train_site": train_site, "test_site": test_site} | metrics.to_dict())
+            flag = cell_flag(metrics.auc, metrics.n, metrics.n_positive)
+            if flag:
+                warn(f"{variant}: cell {train_site}>{test_site} AUC {metrics.auc:.3f} on {metrics.n} cases is flagged "
+                     f"({flag})")
+            rows.append({"variant": variant, "train_site": train_site, "test_site": test_site} | metrics.to_dict()
+                        | {"flag": flag})
     if not rows:
         raise DataError(f"{out}: no finished cross-site cell here", hint="run `ppi cross-site --out DIR --train A` "
                         "first")
@@ -174,7 +184,10 @@ def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
             matrices[variant] = cross_site_matrix(part[["train_site", "test_site", "auc"]], sites)
     written += write_cross_site_tables(matrices, out)
     titles = {"ppi": "with PPI", "baseline": "no PPI"}
-    written.append(heatmap_figure({titles[v]: m[sites] for v, m in matrices.items()}, out / "heatmap.png"))
+    flags = {titles[v]: {(r.train_site, r.test_site) for r in cells[cells["variant"] == v].itertuples() if r.flag}
+             for v in matrices}
+    written.append(heatmap_figure({titles[v]: m[sites] for v, m in matrices.items()}, out / "heatmap.png",
+                                  flags=flags))
     if len(matrices) == 2 and parts["ppi"] == parts["baseline"]:
         from ppi_cli.reports.compare import compare_runs
 

@@ -17,9 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from ppi_cli.config import Recipe
-from ppi_cli.console import log
+from ppi_cli.console import log, warn
 from ppi_cli.data.splits import Split
-from ppi_cli.engine.study import StudyData, fold_splits, predict_rows, resolve_study, train_once, write_study_record
+from ppi_cli.engine.run_checks import check_study
+from ppi_cli.engine.study import (
+    StudyData,
+    fold_splits,
+    predict_rows,
+    resolve_study,
+    test_summary,
+    train_once,
+    write_study_record,
+)
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.files import write_csv, write_json
 from ppi_cli.reports.crossval_report import write_crossval_report
@@ -68,6 +77,7 @@ def _run_fold(cfg: CrossvalConfig, split: Split) -> list[Path]:
     best = train_once(cfg.recipe, cfg.data, split, fold_dir, device=cfg.device)
     indices, _, scores = predict_rows(best, cfg.recipe, cfg.data, split.test, device=cfg.device)
     path = write_predictions(fold_dir / PREDICTIONS_FILE, f"fold-{k}", indices, cfg.data.labels[indices], scores)
+    log(f"fold {k}: {test_summary(cfg.data.labels[indices], scores)}")
     return [fold_dir, path]
 
 
@@ -112,6 +122,9 @@ def collect_crossval(out: Path, *, bootstrap: int = 2000, compare: Path | None =
     written = [write_csv(out / PREDICTIONS_FILE, frame, float_format="%.8g")]
     summary = write_crossval_report(frame, out, title=record.get("title", out.name), n_boot=bootstrap,
                                     seed=int(record.get("seed", 0)))
+    for row in summary.folds.itertuples():
+        if getattr(row, "flag", ""):
+            warn(f"{out.name}: {row.fold} test AUC {row.auc:.3f} on {row.n} cases is flagged ({row.flag})")
     outcome = CrossvalOutcome(out, [], summary, written=written + summary.written)
     if compare is not None:
         from ppi_cli.reports.compare import compare_runs
@@ -141,6 +154,8 @@ def run_crossval(cfg: CrossvalConfig) -> CrossvalOutcome:
     written = write_study_record(cfg.out, record, {"main": cfg.recipe})
     splits = fold_splits(cfg.data, cfg.folds, cfg.seed, cfg.recipe.data.val_fraction)
     written.append(write_json(cfg.out / "folds.json", {f"fold-{s.fold}": s.test.tolist() for s in splits}))
+    check_study(cfg.recipe, cfg.data, {f"fold {s.fold}": s.test for s in splits
+                                       if cfg.fold is None or s.fold == cfg.fold})
     ran = []
     for k in [cfg.fold] if cfg.fold is not None else range(cfg.folds):
         if (_fold_dir(cfg.out, k) / PREDICTIONS_FILE).is_file():

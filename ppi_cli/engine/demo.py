@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ppi_cli.config import load_recipe
-from ppi_cli.console import log, warn
+from ppi_cli.console import log, log_prefix, warn
 from ppi_cli.data.ga.prepare import GaPrepareConfig, prepare_ga
 from ppi_cli.data.lidc.prepare import LidcPrepareConfig, prepare_lidc
 from ppi_cli.data.synth.ga import SynthGaConfig, synth_ga
@@ -149,7 +149,9 @@ def _cross_site_job(cfg: DemoConfig, dataset: str, variant: str, cache: Path) ->
 def _run_job(name: str, cfg: DemoConfig, dataset: str, variant: str, cache: Path) -> float:
     """A worker's entry point: run one job by name (module-level, so spawn can pickle it) and time it."""
     t0 = time.monotonic()
-    {"_crossval_job": _crossval_job, "_cross_site_job": _cross_site_job}[name](cfg, dataset, variant, cache)
+    study = {"_crossval_job": "crossval", "_cross_site_job": "cross-site"}[name]
+    with log_prefix(f"{dataset} {study} {variant}"):  # two workers share one terminal
+        {"_crossval_job": _crossval_job, "_cross_site_job": _cross_site_job}[name](cfg, dataset, variant, cache)
     return time.monotonic() - t0
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ppi_cli.console import log
+from ppi_cli.console import log, log_prefix
 from ppi_cli.errors import ConfigError
 
 __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep",
@@ -130,9 +130,10 @@ def _job(recipe_ref: str, data: str, out: str, train: str, overrides: dict[str, 
     from ppi_cli.engine.cross_site import CrossSiteConfig, run_cross_site
     from ppi_cli.engine.study import resolve_study
 
-    recipe, study_data = resolve_study(recipe_ref, data=Path(data), overrides={**overrides, "seed": seed})
-    outcome = run_cross_site(CrossSiteConfig(recipe, study_data, Path(out), train_sites=(train,), seed=seed,
-                                             device=device, bootstrap=0))
+    with log_prefix(f"{Path(out).parent.name} seed {seed}"):  # which study a worker's lines belong to
+        recipe, study_data = resolve_study(recipe_ref, data=Path(data), overrides={**overrides, "seed": seed})
+        outcome = run_cross_site(CrossSiteConfig(recipe, study_data, Path(out), train_sites=(train,), seed=seed,
+                                                 device=device, bootstrap=0))
     matrix = next(iter(outcome.matrices.values()))
     return [{"train_site": train, "test_site": str(site), "auc": float(matrix.loc[train, site])}
             for site in matrix.columns if site not in ("Mean", "STD") and np.isfinite(matrix.loc[train, site])]

@@ -16,7 +16,8 @@ from typing import Any
 from ppi_cli.config.recipe import Recipe, resolve_recipe_path
 from ppi_cli.data.splits import Split
 from ppi_cli.engine.distributed import init_distributed, shutdown_distributed
-from ppi_cli.engine.study import resolve_study, study_split
+from ppi_cli.engine.run_checks import check_study
+from ppi_cli.engine.study import predict_rows, resolve_study, study_split, test_summary
 from ppi_cli.engine.trainer import TrainResult, fit
 from ppi_cli.errors import ConfigError
 from ppi_cli.workspace import Workspace
@@ -49,6 +50,7 @@ class TrainRun:
     cache_dir: Path | None
     split: Split
     read: list[Path]
+    test: str | None = None  # with --fold k: the best model's result on fold k's test rows
 
 
 def train(request: TrainRequest) -> TrainRun:
@@ -77,9 +79,15 @@ def train(request: TrainRequest) -> TrainRun:
             out = ctx.broadcast(ws.new_run("train", kind, recipe.name))
         split = study_split(data, fold=request.fold, folds=recipe.eval.folds, seed=recipe.seed,
                             val_fraction=recipe.data.val_fraction)
+        if ctx.is_main:
+            check_study(recipe, data, {f"fold {request.fold}": split.test} if request.fold is not None else {})
         result = fit(recipe, cache_dir=cache_dir, split=split, out_dir=Path(out), device=request.device,
                      resume=request.resume)
+        test = None
+        if request.fold is not None and result.is_main and split.test.size:
+            _, labels, scores = predict_rows(result.best_checkpoint, recipe, data, split.test, device=request.device)
+            test = f"fold {request.fold}: {test_summary(labels, scores)}"
         read = [resolve_recipe_path(request.recipe or recipe.name), *([cache_dir] if cache_dir is not None else [])]
-        return TrainRun(result=result, recipe=recipe, cache_dir=cache_dir, split=split, read=read)
+        return TrainRun(result=result, recipe=recipe, cache_dir=cache_dir, split=split, read=read, test=test)
     finally:
         shutdown_distributed(ctx)

@@ -43,6 +43,7 @@ from ppi_cli.engine.distributed import (
 )
 from ppi_cli.engine.evaluate import Predictions, model_inputs, operating_threshold, predict, validation_metric
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
+from ppi_cli.engine.run_checks import check_training
 from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.errors import ConfigError, ModelError
@@ -189,7 +190,10 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
             last_plot = _report_epoch(out_dir, recipe, state["rows"], last_plot)
         ctx.barrier()
     if ctx.is_main:
-        log(f"best epoch {state['best_epoch']}: val {recipe.eval.metric} {state['best_metric']:.4f}")
+        best = state["best_metric"]
+        log(f"best epoch {state['best_epoch']}: val {recipe.eval.metric} {best:.4f}" if math.isfinite(best) else
+            f"kept epoch {state['best_epoch']}: no validation metric (no validation rows, or one class in them)")
+        _report_findings(out_dir, check_training(recipe, state["rows"], state["best_epoch"]))
     return TrainResult(out_dir=out_dir, best_checkpoint=out_dir / BEST, last_checkpoint=out_dir / LAST,
                        best_epoch=state["best_epoch"], best_metric=float(state["best_metric"]),
                        metrics_csv=out_dir / METRICS, is_main=ctx.is_main)
@@ -228,6 +232,15 @@ def _report_epoch(out_dir: Path, recipe: Recipe, rows: list[dict[str, Any]], las
         training_figure(rows, out_dir / TRAINING_PNG, title=f"{recipe.name}: {out_dir.name}")
         return now
     return last_plot
+
+
+def _report_findings(out_dir: Path, findings: list[str]) -> None:
+    """Each finding about the finished run as a warning on stderr and a `warning:` line at the end of train.log."""
+    for line in findings:
+        warn(line)
+    if findings and (out_dir / TRAIN_LOG).is_file():
+        text = (out_dir / TRAIN_LOG).read_text(encoding="utf-8")
+        write_text(out_dir / TRAIN_LOG, text + "".join(f"warning: {line}\n" for line in findings))
 
 
 def _fresh() -> dict[str, Any]:

@@ -17,6 +17,7 @@ from ppi_cli.files import write_json, write_text
 from ppi_cli.reports.metrics import (
     binary_metrics,
     bootstrap_mean_auc_interval,
+    cell_flag,
     mean_std,
     multiclass_metrics,
     roc_auc,
@@ -82,7 +83,9 @@ def fold_table(predictions: Any) -> Any:
     for part, frame in sorted(predictions.groupby("part"), key=lambda item: (_fold_number(item[0]), item[0])):
         y = frame["label"].to_numpy()
         if columns == ["score"]:
-            rows.append({"fold": part} | binary_metrics(y, frame["score"].to_numpy()).to_dict())
+            metrics = binary_metrics(y, frame["score"].to_numpy())
+            rows.append({"fold": part} | metrics.to_dict() | {"flag": cell_flag(metrics.auc, metrics.n,
+                                                                                metrics.n_positive)})
         else:
             rows.append({"fold": part} | multiclass_metrics(y, frame[columns].to_numpy()))
     return pd.DataFrame(rows)
@@ -119,6 +122,10 @@ def write_crossval_report(predictions: Any, out: Path, *, title: str, n_boot: in
                      f"point: accuracy {format_mean_std(folds['accuracy'])}, sensitivity "
                      f"{format_mean_std(folds['sensitivity'])}, specificity {format_mean_std(folds['specificity'])}."
                      "\n")
+        flagged = folds[folds["flag"] != ""]
+        if len(flagged):
+            lines.append("**Flagged folds** (not to be read at face value): " + "; ".join(
+                f"{row.fold}: {row.flag}" for row in flagged.itertuples()) + ".\n")
         curves = {title: per_fold}
         written.append(roc_figure(curves, out / "roc.png", title="ROC per fold"))
         lines.append("![ROC curves per fold](roc.png)\n")

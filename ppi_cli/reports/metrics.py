@@ -19,6 +19,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from ppi_cli.errors import DataError
 
 __all__ = [
+    "MIN_CASES",
+    "cell_flag",
     "BinaryMetrics", "roc_auc", "roc_points", "youden_point", "binary_metrics", "multiclass_metrics",
     "bootstrap_auc_interval", "bootstrap_mean_auc_interval", "mean_std",
 ]
@@ -43,6 +45,29 @@ class BinaryMetrics:
     def to_dict(self) -> dict[str, float | int]:
         """Plain data for a CSV row."""
         return asdict(self)
+
+
+MIN_CASES = 5  # positives and negatives a test set needs before its AUC is worth reading
+
+
+def cell_flag(auc: float, n: int, n_positive: int, *, minimum: int = MIN_CASES) -> str:
+    """Why a report cell (a fold, a cross-site cell) should not be read at face value; "" when nothing is wrong.
+
+    Example:
+        >>> cell_flag(0.48, 40, 2)
+        'AUC ≤ 0.5; 2 positives < 5'
+    """
+    reasons = []
+    if not np.isfinite(auc):
+        reasons.append("AUC undefined")
+    elif auc <= 0.5:
+        reasons.append("AUC ≤ 0.5")
+    negatives = n - n_positive
+    if n_positive < minimum:
+        reasons.append(f"{n_positive} positives < {minimum}")
+    if negatives < minimum:
+        reasons.append(f"{negatives} negatives < {minimum}")
+    return "; ".join(reasons)
 
 
 def _binary_arrays(labels: Sequence[float], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

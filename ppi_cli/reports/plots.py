@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ppi_cli.files import atomic_path
-from ppi_cli.reports.metrics import roc_auc, roc_points
+from ppi_cli.reports.metrics import MIN_CASES, roc_auc, roc_points
 
 __all__ = ["training_figure", "save_figure", "roc_figure", "heatmap_figure"]
 
@@ -68,7 +68,8 @@ def roc_figure(curves: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], pa
     return save_figure(fig, path)
 
 
-def heatmap_figure(matrices: Mapping[str, Any], path: str | Path, title: str = "Cross-site AUC") -> Path:
+def heatmap_figure(matrices: Mapping[str, Any], path: str | Path, title: str = "Cross-site AUC",
+                   flags: Mapping[str, set[tuple[str, str]]] | None = None) -> Path:
     """Cross-site AUC matrices side by side (rows = training site, columns = test site).
 
     Args:
@@ -76,6 +77,8 @@ def heatmap_figure(matrices: Mapping[str, Any], path: str | Path, title: str = "
             site columns are drawn (Mean/STD are left to the tables). One shared colour scale.
         path: The PNG to write.
         title: Figure title.
+        flags: `{panel name: {(train site, test site)}}`: degenerate cells (`reports.metrics.cell_flag`),
+            drawn with a red frame and a `!` after the value.
     """
     plt = _pyplot()
     names = list(matrices)
@@ -90,10 +93,16 @@ def heatmap_figure(matrices: Mapping[str, Any], path: str | Path, title: str = "
         ax.set_xticks(range(v.shape[1]), [str(c) for c in frame.columns])
         ax.set_yticks(range(v.shape[0]), [str(r) for r in frame.index])
         ax.set(xlabel="test site", ylabel="training site", title=name)
+        flagged = (flags or {}).get(name, set())
         for (i, j), cell in np.ndenumerate(v):
             text = "—" if not np.isfinite(cell) else f"{cell:.3f}"
             shade = "white" if np.isfinite(cell) and cell < (low + high) / 2 else "black"
+            if (str(frame.index[i]), str(frame.columns[j])) in flagged:
+                text += " !"
+                ax.add_patch(plt.Rectangle((j - 0.47, i - 0.47), 0.94, 0.94, fill=False, edgecolor="red", lw=2))
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color=shade)
+    if any(flags.values() if flags else ()):
+        fig.text(0.01, 0.01, f"! AUC ≤ 0.5, or fewer than {MIN_CASES} cases of a class", fontsize=7, color="red")
     fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="AUC")
     fig.suptitle(title)
     return save_figure(fig, path)

@@ -1,0 +1,166 @@
+# SPDX-License-Identifier: MIT
+"""Checks that stop silent failures: before the first epoch, after the last, and on report cells.
+
+Before training (`check_study`, called by `train`, `crossval` and `cross-site` through the study path)
+the recipe is held against the cache's fingerprint (`data.fingerprint`) and the split:
+
+- a random training window (`data.crop`) that holds the lesion centre in fewer than half of its draws
+  (the LIDC case: 40-px windows from 180-px crops) is refused; one smaller than the typical lesion warns;
+- an intensity window (`data.window`) that misses the cache's intensities (a CT recipe on other data)
+  is refused;
+- a test fold or site hold-out with fewer than `MIN_CASES` positives or negatives warns: its AUC says little.
+
+After training (`check_training`, from the rows of `metrics.csv`): the classification loss at chance
+(ln K) for the whole run, an `auto` loss weight at its cap (`ppi.auto_max`), and a kept PPI epoch whose
+validation metric is below a warm-up epoch's. Each finding is one line; the caller prints and logs it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ppi_cli.config.recipe import Recipe
+from ppi_cli.console import warn
+from ppi_cli.data.fingerprint import read_fingerprint
+from ppi_cli.errors import ConfigError
+from ppi_cli.reports.metrics import MIN_CASES
+
+__all__ = ["MIN_CASES", "few_cases", "window_findings", "check_study", "check_training"]
+
+_MIN_HIT_SHARE = 0.5  # refuse a training window that holds the lesion centre in fewer draws than this
+_CHANCE_TOLERANCE = 0.02  # a training loss this close to ln K for every epoch learned nothing
+_WEIGHT_COLUMNS = {"con": "alpha", "reg": "beta", "ad": "gamma"}  # metrics.csv columns of the loss weights
+
+
+def few_cases(name: str, labels: np.ndarray, *, minimum: int = MIN_CASES) -> str | None:
+    """A one-line warning when binary `labels` hold fewer than `minimum` positives or negatives, else None."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return None
+    positives = int(np.sum(labels == 1))
+    negatives = int(labels.size - positives)
+    if min(positives, negatives) >= minimum:
+        return None
+    return (f"{name} holds {positives} positive(s) and {negatives} negative(s), fewer than {minimum} of a class: "
+            "its AUC rests on too few cases to be read")
+
+
+def _hit_share(side: int, crop: int, offset: float) -> float:
+    """Share of uniform random crop×crop windows of a side×side image holding a point `offset` px off centre."""
+    shift = (side - crop) / 2.0  # the window centre moves uniformly in [-shift, shift] on each axis
+    if shift <= 0:
+        return 1.0
+    reach = max(crop / 2.0 - offset / math.sqrt(2.0), 0.0)  # how far the window centre may stray on each axis
+    return min(reach / shift, 1.0) ** 2
+
+
+def window_findings(crop: int, fingerprint: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(refusal, warning) for a training window of side `crop` on a 2-D cache with lesion masks."""
+    size = fingerprint.get("image_size") or []
+    lesion = fingerprint.get("lesion") or {}
+    sizes = lesion.get("size_px") or {}
+    if len(size) != 2 or not sizes:
+        return None, None
+    side = min(int(size[0]), int(size[1]))
+    offset = float((lesion.get("centre_offset_px") or {}).get("p50", 0.0))
+    share = _hit_share(side, crop, offset)
+    refusal = warning = None
+    if share < _MIN_HIT_SHARE:
+        needed = next(c for c in range(crop, side + 1) if _hit_share(side, c, offset) >= 0.9)
+        refusal = (f"data.crop {crop}: a random {crop}-px training window of the {side}-px cache images holds the "
+                   f"lesion centre in only {share:.0%} of draws, so most training samples miss the lesion")
+        refusal += (f"|--set data.crop={needed} (or more), or rebuild the cache with `ppi prepare lidc --crop "
+                    f"{math.ceil(crop * 1.2)}`")  # the demo's 40-px windows of 48-px crops
+    typical = float(sizes.get("p50", 0.0))
+    if typical > crop:
+        warning = (f"data.crop {crop}: the training window is smaller than the typical lesion "
+                   f"({typical:.0f} px across, median of the cache): the model sees part of it")
+    return refusal, warning
+
+
+def _intensity_refusal(recipe: Recipe, fingerprint: Mapping[str, Any]) -> str | None:
+    intensity = fingerprint.get("intensity") or {}
+    if recipe.data.dataset != "lidc" or "p01" not in intensity:
+        return None  # only LIDC reads raw values (HU) through data.window
+    low, high = recipe.data.window
+    if intensity["p99"] < low or intensity["p01"] > high:
+        return (f"data.window [{low:g}, {high:g}]: the cache's intensities lie in [{intensity['p01']:g}, "
+                f"{intensity['p99']:g}], outside the window, so every image maps to one value (a recipe meant for "
+                f"other data?)|set data.window to cover the cache's values, or use the recipe of this dataset")
+    return None
+
+
+def check_study(recipe: Recipe, data: Any, tests: Mapping[str, np.ndarray]) -> list[str]:
+    """Hold the recipe against the cache's fingerprint and the test rows, before the first epoch.
+
+    Args:
+        recipe: The resolved recipe.
+        data: The `StudyData` (its `cache_dir`, `kind`, `labels`).
+        tests: Test rows by name ("fold 2", "site B") whose class counts are checked.
+
+    Returns:
+        The warnings printed (one line each).
+
+    Raises:
+        ConfigError: A training window that mostly misses the lesion, or an intensity window outside the data.
+    """
+    fingerprint = read_fingerprint(data.cache_dir, data.kind) or {}
+    found: list[str] = []
+    refusals = [_intensity_refusal(recipe, fingerprint)]
+    if fingerprint:
+        refusal, warning = window_findings(recipe.data.crop, fingerprint)
+        refusals.append(refusal)
+        found += [warning] if warning else []
+    for refusal in refusals:
+        if refusal:
+            message, _, hint = refusal.partition("|")
+            raise ConfigError(f"{data.cache_dir}: {message}", hint=hint)
+    if recipe.model.num_classes == 1:
+        found += [w for name, rows in tests.items() if (w := few_cases(name, data.labels[rows]))]
+    for line in found:
+        warn(line)
+    return found
+
+
+def _series(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    return np.array([float(r.get(key, math.nan)) for r in rows], dtype=np.float64)
+
+
+def check_training(recipe: Recipe, rows: Sequence[Mapping[str, Any]], best_epoch: int) -> list[str]:
+    """Findings about a finished run from its epoch rows (`metrics.csv`); each one line, not printed here."""
+    found = []
+    classes = max(recipe.model.num_classes, 2)
+    chance = math.log(classes)
+    cls = _series(rows, "train_cls")
+    if len(rows) >= 2 and np.all(np.isfinite(cls)) and np.all(np.abs(cls - chance) <= _CHANCE_TOLERANCE):
+        found.append(f"the training loss stayed at chance (ln {classes} = {chance:.3f}) for all {len(rows)} epochs: "
+                     "the model learned nothing (check data.crop against the lesions, optim.lr, the labels)")
+    ppi = recipe.ppi
+    fixed = {"con": ppi.alpha, "reg": ppi.beta, "ad": ppi.gamma}
+    for term, value in fixed.items():
+        if value != "auto" or not ppi.enabled:
+            continue
+        column = _WEIGHT_COLUMNS[term]
+        for row in rows:
+            weight = float(row.get(column, math.nan))
+            if term == "reg" and int(row["epoch"]) - 1 >= ppi.reg_boost_epoch:
+                weight /= ppi.reg_boost  # the boost multiplies the capped weight
+            if int(row.get("ppi", 0)) and weight >= ppi.auto_max * (1 - 1e-9):
+                found.append(f"ppi.{column} is 'auto' and reached its cap ppi.auto_max = {ppi.auto_max:g} at epoch "
+                             f"{row['epoch']}: the term shrank towards zero and its weight ran away (set ppi.{column} "
+                             "to a number)")
+                break
+    metric = f"val_{recipe.eval.metric}"
+    if ppi.enabled and ppi.start_epoch > 0 and 1 <= best_epoch <= len(rows):
+        warm = [r for r in rows if not int(r.get("ppi", 0)) and math.isfinite(float(r.get(metric, math.nan)))]
+        kept = float(rows[best_epoch - 1].get(metric, math.nan))
+        if warm and math.isfinite(kept):
+            top = max(warm, key=lambda r: float(r[metric]))
+            if kept < float(top[metric]):
+                found.append(f"the kept epoch {best_epoch} (PPI) has {metric} {kept:.3f}, below warm-up epoch "
+                             f"{top['epoch']}'s {float(top[metric]):.3f}: PPI made validation worse")
+    return found

@@ -1,0 +1,158 @@
+# SPDX-License-Identifier: MIT
+"""Checks that stop silent failures: each gives its one-line warning or refusal (issue 17, item 2)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import lidc_nodule_cache
+
+from ppi_cli.config import load_recipe
+from ppi_cli.data.fingerprint import FINGERPRINT_FILE, compute_fingerprint, read_fingerprint
+from ppi_cli.engine.run_checks import check_study, check_training, few_cases
+from ppi_cli.engine.study import resolve_study
+from ppi_cli.errors import ConfigError
+from ppi_cli.reports.crossval_report import write_crossval_report
+from ppi_cli.reports.metrics import cell_flag
+
+
+def _one_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def test_prepare_writes_a_fingerprint_the_checks_read(tmp_path):
+    cache = lidc_nodule_cache(tmp_path / "cache", side=60, lesion=10)
+    written = json.loads((cache / FINGERPRINT_FILE).read_text(encoding="utf-8"))
+    assert written["image_size"] == [60, 60] and written["spacing_mm"] == 0.5
+    assert written["lesion"]["size_px"]["p50"] == 10 and written["lesion"]["centre_offset_px"]["p50"] <= 0.75
+    assert written["labels"]["all"] == {"0": 24, "1": 24} and written["sites"] == {"na": {"0": 24, "1": 24}}
+    assert -900 < written["intensity"]["p01"] < written["intensity"]["p99"] < 0
+    (cache / FINGERPRINT_FILE).unlink()  # a cache from before fingerprints: computed on demand, the same
+    assert read_fingerprint(cache, "lidc", {"spacing": 0.5}) == written == compute_fingerprint(cache, "lidc",
+                                                                                                {"spacing": 0.5})
+
+
+def test_a_40px_window_on_a_180px_lidc_cache_is_refused_in_one_line(tmp_path, cli):
+    cache = lidc_nodule_cache(tmp_path / "cache", side=180, patients=4, lesion=14)
+    result = cli("train", "--recipe", "demo-lidc-ppi-wbp", "--data", cache, "--epochs", "1")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    line = _one_line(result.stderr)
+    assert line.startswith("ppi: config error:") and "data.crop 40" in line and "180-px" in line
+    assert "(fix: --set data.crop=88 (or more), or rebuild the cache with `ppi prepare lidc --crop 48`)" in line
+    assert not (tmp_path / "ws" / "runs").exists() or not list((tmp_path / "ws" / "runs").glob("*/last.pt"))
+    # The paper's 128-px window of the same cache passes.
+    recipe, data = resolve_study("lidc-ppi-wbp-cpu", data=cache)
+    assert check_study(recipe, data, {}) == []
+
+
+def test_a_window_smaller_than_the_typical_lesion_warns(tmp_path, capsys):
+    cache = lidc_nodule_cache(tmp_path / "cache", side=48, patients=4, lesion=44)
+    recipe, data = resolve_study("demo-lidc-ppi-wbp", data=cache)
+    capsys.readouterr()
+    found = check_study(recipe, data, {})
+    assert len(found) == 1 and "smaller than the typical lesion (44 px" in found[0]
+    assert "warning:" in _one_line(capsys.readouterr().err)
+
+
+def test_a_ct_window_on_data_outside_it_is_refused(tmp_path):
+    cache = lidc_nodule_cache(tmp_path / "cache", side=48, patients=4)
+    recipe, data = resolve_study("demo-lidc-ppi-wbp", data=cache, overrides={"data.window": [1000, 2000]})
+    with pytest.raises(ConfigError, match=r"data.window \[1000, 2000\].*meant for other data"):
+        check_study(recipe, data, {})
+
+
+def test_a_fold_with_2_positives_warns_in_one_line(tmp_path, capsys):
+    cache = lidc_nodule_cache(tmp_path / "cache", side=48, patients=6)
+    recipe, data = resolve_study("demo-lidc-ppi-wbp", data=cache)
+    rows = np.concatenate([np.flatnonzero(data.labels == 1)[:2], np.flatnonzero(data.labels == 0)[:10]])
+    capsys.readouterr()
+    found = check_study(recipe, data, {"fold 3": rows, "fold 4": np.arange(len(data.labels))})
+    assert found == ["fold 3 holds 2 positive(s) and 10 negative(s), fewer than 5 of a class: its AUC rests on too "
+                     "few cases to be read"]
+    assert "fold 3 holds 2 positive(s)" in _one_line(capsys.readouterr().err)
+    assert few_cases("x", np.array([0, 1] * 5)) is None
+
+
+def _rows(cls, **columns):
+    n = len(cls)
+    base = {"ppi": [0] * n, "alpha": [1.0] * n, "beta": [0.1] * n, "gamma": [1.0] * n, "val_auc": [np.nan] * n}
+    base.update(columns)
+    return [{"epoch": i + 1, "train_cls": cls[i], **{k: v[i] for k, v in base.items()}} for i in range(n)]
+
+
+def test_a_training_loss_at_chance_for_the_whole_run_warns():
+    recipe = load_recipe("synthetic-baseline-cpu")
+    found = check_training(recipe, _rows([0.695, 0.693, 0.6931, 0.692]), 4)
+    assert len(found) == 1 and found[0].startswith("the training loss stayed at chance (ln 2 = 0.693) for all 4")
+    assert check_training(recipe, _rows([0.695, 0.693, 0.6, 0.5]), 4) == []  # it learned something
+
+
+def test_an_auto_weight_at_its_cap_warns():
+    recipe = load_recipe("synthetic-ppi-wbp-cpu", {"ppi.beta": "auto", "ppi.start_epoch": 1, "ppi.auto_max": 100})
+    rows = _rows([0.6, 0.5, 0.4], ppi=[0, 1, 1], beta=[1.0, 100.0, 100.0])
+    found = check_training(recipe, rows, 3)
+    assert found == ["ppi.beta is 'auto' and reached its cap ppi.auto_max = 100 at epoch 2: the term shrank towards "
+                     "zero and its weight ran away (set ppi.beta to a number)"]
+    assert check_training(recipe, _rows([0.6, 0.5, 0.4], ppi=[0, 1, 1], beta=[1.0, 40.0, 99.0]), 3) == []
+
+
+def test_a_kept_ppi_epoch_below_a_warm_up_epoch_warns():
+    recipe = load_recipe("synthetic-ppi-wbp-cpu", {"ppi.start_epoch": 2})
+    rows = _rows([0.6, 0.5, 0.4, 0.3], ppi=[0, 0, 1, 1], val_auc=[0.3, 0.417, 0.058, 0.05])
+    found = check_training(recipe, rows, 3)
+    assert found == ["the kept epoch 3 (PPI) has val_auc 0.058, below warm-up epoch 2's 0.417: PPI made validation "
+                     "worse"]
+    rows[2]["val_auc"] = 0.6
+    assert check_training(recipe, rows, 3) == []
+
+
+def test_a_report_cell_at_or_below_half_is_flagged(tmp_path):
+    assert cell_flag(0.5, 40, 20) == "AUC ≤ 0.5" and cell_flag(0.9, 40, 20) == ""
+    assert cell_flag(0.9, 12, 2) == "2 positives < 5"
+    rng = np.random.default_rng(0)
+    y = np.tile([0, 1], 20)
+    good = y + rng.normal(0, 0.3, y.size)
+    frame = pd.DataFrame({"part": ["fold-0"] * 40 + ["fold-1"] * 40, "index": np.arange(80),
+                          "label": np.concatenate([y, y]), "score": np.concatenate([good, -good])})
+    summary = write_crossval_report(frame, tmp_path, title="t", n_boot=0)
+    assert summary.folds["flag"].tolist() == ["", "AUC ≤ 0.5"]
+    assert "**Flagged folds** (not to be read at face value): fold-1: AUC ≤ 0.5." in (
+        tmp_path / "summary.md").read_text(encoding="utf-8")
+
+
+def test_worker_lines_carry_the_study_they_belong_to(capsys):
+    from ppi_cli.console import log, log_prefix, warn
+
+    with log_prefix("lidc crossval ppi-wbp"):
+        log("fold 0: training")
+        warn("fold 1 holds 2 positive(s)")
+    log("after")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["[lidc crossval ppi-wbp] fold 0: training", "[lidc crossval ppi-wbp] warning: fold 1 holds 2 "
+                     "positive(s)", "after"]
+
+
+def test_trained_json_holds_no_nan_and_fold_runs_print_their_test_auc(tmp_path, one_thread, capsys):
+    from ppi_cli.engine.crossval import CrossvalConfig, run_crossval
+
+    def strict(text):
+        def refuse(name):
+            raise ValueError(f"{name} is not JSON")
+        return json.loads(text, parse_constant=refuse)
+
+    cache = lidc_nodule_cache(tmp_path / "cache", side=48, patients=10)
+    recipe, data = resolve_study("demo-lidc-ppi-wbp", data=cache, overrides={"schedule.epochs": 2})
+    out = tmp_path / "cv"
+    outcome = run_crossval(CrossvalConfig(recipe, data, out, folds=2, fold=1, bootstrap=0))
+    trained = strict((out / "fold-1" / "trained.json").read_text(encoding="utf-8"))
+    assert trained["best_metric"] is None and trained["best_epoch"] == 2  # no validation rows: the last epoch
+    for path in out.rglob("*.json"):
+        strict(path.read_text(encoding="utf-8"))
+    assert outcome.ran == [1]
+    assert re.search(r"fold 1: test AUC [01]\.\d{3} on 20 cases \(10 positive\)", capsys.readouterr().err)
