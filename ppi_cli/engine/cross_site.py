@@ -119,7 +119,8 @@ def run_cross_site(cfg: CrossSiteConfig) -> CrossSiteOutcome:
                                                    for t in tests if t not in trains})
     ran = []
     for variant, recipe in variants_of(cfg.recipe, cfg.baseline).items():
-        written += write_study_record(cfg.out / variant, {"variant": variant}, {variant: recipe})
+        written += write_study_record(cfg.out / variant, {"variant": variant, "seed": cfg.seed,
+                                                          "data_hash": cfg.data.data_hash}, {variant: recipe})
         for train_site in trains:
             split = site_split(cfg.data, train_site, holdout, recipe.data.val_fraction, cfg.seed)
             train_dir = cfg.out / variant / f"train-{train_site}"

@@ -34,6 +34,7 @@ from ppi_cli.data.datasets import build_dataset, dataset_class
 from ppi_cli.data.splits import Split, holdout_split, subject_folds
 from ppi_cli.device import select_device
 from ppi_cli.engine.evaluate import predict
+from ppi_cli.engine.run_meta import RUN_RECORD, run_record
 from ppi_cli.engine.trainer import dataset_config, fit
 from ppi_cli.errors import CacheError, ConfigError, DataError
 from ppi_cli.files import write_json, write_text
@@ -225,13 +226,21 @@ def write_study_record(out: Path, record: Mapping[str, Any], recipes: Mapping[st
         if changed:
             raise ConfigError(f"{out}: this folder holds a study run with other settings ({', '.join(changed)})",
                               hint="use another --out, or repeat the original options")
-        return []
+        return [_write_study_run(out, record)]
     out.mkdir(parents=True, exist_ok=True)
-    written = [write_json(path, record)]
+    written = [write_json(path, record), _write_study_run(out, record)]
     for name, recipe in recipes.items():
         suffix = "" if len(recipes) == 1 else f"-{name}"
         written.append(write_text(out / f"recipe{suffix}.yaml", dump_yaml(recipe)))
     return written
+
+
+def _write_study_run(out: Path, record: Mapping[str, Any]) -> Path:
+    """`run.json` of a study folder: this invocation's command and environment, with the study's hashes."""
+    hashes = dict(record.get("recipes") or {})
+    recipe_hash = next(iter(hashes.values())) if len(hashes) == 1 else (hashes or None)
+    return write_json(out / RUN_RECORD, run_record(seed=record.get("seed"), recipe_hash=recipe_hash,
+                                                   data_hash=record.get("data_hash")))
 
 
 def train_once(recipe: Recipe, data: StudyData, split: Any, run_dir: Path, *, device: str) -> Path:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ppi_cli.checkpoint import load_checkpoint, save_checkpoint
-from ppi_cli.config.loader import dump_yaml, to_dict
+from ppi_cli.config.loader import config_hash, dump_yaml, to_dict
 from ppi_cli.config.recipe import Recipe
 from ppi_cli.console import log, progress, warn
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
@@ -44,7 +44,7 @@ from ppi_cli.engine.distributed import (
 from ppi_cli.engine.evaluate import Predictions, model_inputs, operating_threshold, predict, validation_metric
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
 from ppi_cli.engine.run_checks import check_training
-from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache
+from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache, write_run_record
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.errors import ConfigError, ModelError
 from ppi_cli.files import write_csv, write_text
@@ -110,6 +110,9 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
     kind, device = recipe.data.dataset, ctx.device
     cache = describe_cache(kind, cache_dir)
     _start_run_folder(out_dir, recipe, cache_dir, split, resume, ctx)
+    if ctx.is_main:
+        data_hash = cache.get("hash") or config_hash({"dataset": kind, "data": recipe.data})  # as StudyData's
+        write_run_record(out_dir, recipe, data_hash, device=device)
     seed_everything(recipe.seed)
     cuda = device.type == "cuda"
     if not cuda:

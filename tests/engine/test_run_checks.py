@@ -138,7 +138,13 @@ def test_worker_lines_carry_the_study_they_belong_to(capsys):
                      "positive(s)", "after"]
 
 
-def test_trained_json_holds_no_nan_and_fold_runs_print_their_test_auc(tmp_path, one_thread, capsys):
+RECORD_FIELDS = {"command", "toolkit_version", "git_commit", "python", "torch", "cuda", "cudnn", "device",
+                 "device_name", "host", "platform", "seed", "recipe_hash", "data_hash", "started"}
+
+
+def test_a_two_epoch_demo_run_is_watched_recorded_and_strict_json(tmp_path, one_thread, capsys):
+    """Issue 17's acceptance: epoch lines, train.log, training.png, a full run record, strict JSON."""
+    from ppi_cli.config import config_hash
     from ppi_cli.engine.crossval import CrossvalConfig, run_crossval
 
     def strict(text):
@@ -147,12 +153,25 @@ def test_trained_json_holds_no_nan_and_fold_runs_print_their_test_auc(tmp_path, 
         return json.loads(text, parse_constant=refuse)
 
     cache = lidc_nodule_cache(tmp_path / "cache", side=48, patients=10)
-    recipe, data = resolve_study("demo-lidc-ppi-wbp", data=cache, overrides={"schedule.epochs": 2})
+    recipe, data = resolve_study("demo-lidc-ppi-wbp", data=cache, overrides={"schedule.epochs": 2, "seed": 3})
     out = tmp_path / "cv"
-    outcome = run_crossval(CrossvalConfig(recipe, data, out, folds=2, fold=1, bootstrap=0))
-    trained = strict((out / "fold-1" / "trained.json").read_text(encoding="utf-8"))
+    outcome = run_crossval(CrossvalConfig(recipe, data, out, folds=2, seed=3, fold=1, bootstrap=0, device="cpu"))
+    err = capsys.readouterr().err
+    run = out / "fold-1"
+    assert outcome.ran == [1]
+    assert [line.split(": ", 1)[1].split(" |")[0] for line in err.splitlines() if ": epoch " in line] == [
+        "epoch 1/2", "epoch 2/2"]
+    log_lines = (run / "train.log").read_text(encoding="utf-8").splitlines()
+    assert [line.split(" |")[0] for line in log_lines[:2]] == ["epoch 1/2", "epoch 2/2"] and "cls " in log_lines[0]
+    assert (run / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert re.search(r"fold 1: test AUC [01]\.\d{3} on 20 cases \(10 positive\)", err)
+    trained = strict((run / "trained.json").read_text(encoding="utf-8"))
     assert trained["best_metric"] is None and trained["best_epoch"] == 2  # no validation rows: the last epoch
     for path in out.rglob("*.json"):
         strict(path.read_text(encoding="utf-8"))
-    assert outcome.ran == [1]
-    assert re.search(r"fold 1: test AUC [01]\.\d{3} on 20 cases \(10 positive\)", capsys.readouterr().err)
+    for folder in (run, out):
+        record = strict((folder / "run.json").read_text(encoding="utf-8"))
+        assert set(record) == RECORD_FIELDS
+        assert record["seed"] == 3 and record["data_hash"] == data.data_hash and record["host"]
+        assert record["recipe_hash"] == config_hash(recipe) and record["python"].count(".") == 2
+    assert strict((run / "run.json").read_text(encoding="utf-8"))["device"] == "cpu"

@@ -5,7 +5,8 @@ Stages: scan headers and reader XML (`lidc_scan`), pair series with outlines, cu
 samples (`lidc_series`, in parallel with `workers`), then merge. Each finished series is staged
 under `<out>/.staging/<series uid>/` (arrays, rows, then `done.json` last, each written
 atomically), so a killed run resumes where it stopped and a re-run skips finished series. The
-merge removes `cache.json` first and writes it last: a cache with `cache.json` is always complete.
+merge removes `cache.json` first and writes it last: a cache with `cache.json` is always complete;
+then the staging folder goes (`cache.json` keeps each series' marker, so a re-run still skips them).
 Bad series go to `errors.csv` and the run goes on, unless `strict`.
 """
 
@@ -241,8 +242,9 @@ def _prepare_locked(config: LidcPrepareConfig) -> PrepareSummary:
     staging.mkdir(parents=True, exist_ok=True)
     done: dict[str, dict[str, Any]] = {}
     pending: list[SeriesJob] = []
+    recorded = _recorded_series(config)  # the series of a finished cache, whose staging was removed
     for job in plan.jobs:
-        marker = _read_marker(staging / _staging_name(job.series_uid), params_hash)
+        marker = _read_marker(staging / _staging_name(job.series_uid), params_hash) or recorded.get(job.series_uid)
         if marker is not None:
             done[job.series_uid] = marker
         else:
@@ -290,9 +292,15 @@ def _prepare_locked(config: LidcPrepareConfig) -> PrepareSummary:
     if _up_to_date(config, digest):
         summary.up_to_date = True
         summary.wrote = [out / "errors.csv"]
+        shutil.rmtree(staging, ignore_errors=True)
         console.log("the cache is up to date; nothing to merge")
         return summary
-    _merge(config, finished, staging, summary, digest)
+    unstaged = [job for job in finished if _read_marker(staging / _staging_name(job.series_uid), params_hash) is None]
+    for job in unstaged:  # series of the previous cache that the merge needs again (their staging is gone)
+        (staging / _staging_name(job.series_uid)).mkdir(parents=True, exist_ok=True)
+        _run_job(job, params, staging / _staging_name(job.series_uid), params_hash)
+    _merge(config, finished, staging, summary, digest, {job.series_uid: done[job.series_uid] for job in finished})
+    shutil.rmtree(staging, ignore_errors=True)  # the cache is complete: its staging copy would double the disk used
     if not summary.samples:
         console.warn(f"no samples: {summary.series_without_annotations} CT series had no outlines from "
                      f"--annotations {config.annotations} and {summary.series_failed} failed")
@@ -325,8 +333,18 @@ def _up_to_date(config: LidcPrepareConfig, digest: str) -> bool:
     return info.extra.get("series_digest") == digest
 
 
+def _recorded_series(config: LidcPrepareConfig) -> dict[str, dict[str, Any]]:
+    """The series markers a complete cache with these parameters recorded (`cache.json` extra), else none."""
+    try:
+        info = open_cache(config.out, "lidc", config.rebuild_command(), params=config.cache_params())
+    except CacheError:
+        return {}
+    markers = info.extra.get("series_markers")
+    return {str(k): dict(v) for k, v in markers.items()} if isinstance(markers, dict) else {}
+
+
 def _merge(config: LidcPrepareConfig, finished: list[SeriesJob], staging: Path, summary: PrepareSummary,
-           digest: str) -> None:
+           digest: str, markers: dict[str, dict[str, Any]]) -> None:
     """Concatenate the staged series into the cache; `cache.json` goes last.
 
     The new arrays and manifest are written under `.staging/assembled/` and moved in together, so a
@@ -366,7 +384,7 @@ def _merge(config: LidcPrepareConfig, finished: list[SeriesJob], staging: Path, 
     assembled.rmdir()
     write_cache_info(out, "lidc", config.cache_params(), n, files,
                      extra={"series_digest": digest, "series": len(finished), "positives": summary.positives,
-                            "rebuild": config.rebuild_command()})
+                            "rebuild": config.rebuild_command(), "series_markers": markers})
 
 
 class _ErrorLog:

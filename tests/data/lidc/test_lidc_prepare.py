@@ -137,8 +137,10 @@ def test_killed_run_resumes_and_matches_a_clean_run(prepared, tmp_path, monkeypa
             pd.testing.assert_frame_equal(got, want)
         else:
             assert np.array_equal(got, want)
+    assert not (out / ".staging").exists()  # removed once the cache is complete
     again = prepare_lidc(resumed_config)
     assert again.up_to_date and again.series_resumed == 3 and again.series_prepared == 0
+    assert not (out / ".staging").exists()
 
 
 def test_changed_parameter_redoes_series_and_a_killed_merge_leaves_no_stale_cache(prepared, tmp_path, monkeypatch):
