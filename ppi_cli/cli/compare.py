@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from ppi_cli.cli.options import OutOpt, SeedOpt
-
 __all__ = ["register"]
 
 
@@ -17,10 +15,11 @@ def compare_cmd(
     run_a: Annotated[Path, typer.Argument(help="Run folder of model A (crossval, cross-site or train run).")],
     run_b: Annotated[Path, typer.Argument(help="Run folder of model B, evaluated on the same samples.")],
     *,
-    out: OutOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the comparison tables (default: "
+                                             "RUN_A/compare-<name of RUN_B>).", show_default=False)] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the interval of "
                                            "the difference (0 skips it).")] = 2000,
-    seed: SeedOpt = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resamples.")] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")] = False,
 ) -> None:
     """Compare two runs sample by sample: the mean per-fold AUC difference (A − B) with a 95% t-interval.
@@ -28,7 +27,7 @@ def compare_cmd(
     Predictions are paired by fold (or cross-site cell) and manifest row, so both runs must have been
     evaluated on the same split; DeLong's test and a bootstrap interval are given per fold or cell, never
     on predictions pooled over different models. Writes paired.csv/.md (the headline) and
-    comparison.csv/.md (per part) (default: RUN_A/compare-<RUN_B>).
+    comparison.csv/.md (per part) into --out.
     """
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     import json
@@ -37,7 +36,7 @@ def compare_cmd(
     from ppi_cli.reports.compare import compare_runs
 
     target = out or run_a / f"compare-{run_b.name}"
-    result = compare_runs(run_a, run_b, target, n_boot=bootstrap, seed=seed or 0)
+    result = compare_runs(run_a, run_b, target, n_boot=bootstrap, seed=seed)
     if json_:
         typer.echo(json.dumps(result.to_dict(), indent=2, allow_nan=False, default=str))
     else:

@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 from types import ModuleType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -52,17 +52,18 @@ _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Clic
 # GROUPS are groups of sub-commands, the others plain commands. Each verb module imports only Typer
 # and cli/options.py at module level and its domain module inside the command, so `ppi --help`
 # stays at Typer's own start-up time (measured in CHANGELOG.md, 0.2 s).
+# Listed in `ppi --help` in this order: the order of the workflow, then the rest.
 VERBS: dict[str, tuple[ModuleType, ...]] = {
     "prepare": (prepare_lidc, prepare_ga, prepare_folder),
     "train": (train,),
     "crossval": (crossval,),
-    "compare": (compare,),
     "cross-site": (cross_site,),
-    "sweep": (sweep,),
     "explain": (explain,),
     "predict": (predict,),
     "evaluate": (evaluate,),
     "segment-eval": (segment_eval,),
+    "compare": (compare,),
+    "sweep": (sweep,),
     "synth": (synth_lidc, synth_ga),
     "demo": (demo,),
     "bench": (bench_saliency, bench_train, bench_prepare_lidc),
@@ -113,10 +114,22 @@ _compose()
 _INTERRUPTED = "ppi: interrupted; finished outputs are intact and the command can resume"
 
 
+def _flags_without_placeholder(command: Any) -> Any:
+    """Show on/off flags as `--baseline`, not `--baseline <bool>`: they take no value."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False) and not getattr(param, "count", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _flags_without_placeholder(sub)
+    return command
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code instead of exiting (tests call this)."""
     debug = os.environ.get("PPI_DEBUG", "") not in ("", "0")
-    command = typer.main.get_command(app)
+    command = _flags_without_placeholder(typer.main.get_command(app))
+    commands = getattr(command, "commands", {})  # Typer lists groups after commands; keep the workflow's order
+    command.commands = {name: commands[name] for name in VERBS if name in commands} | commands  # type: ignore
     try:
         result = command.main(args=argv, prog_name="ppi", standalone_mode=False)
         if result == 130:  # Typer returns Ctrl-C as exit code 130, silently

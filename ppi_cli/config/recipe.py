@@ -9,6 +9,7 @@ it; values the paper does not give are marked "our decision" (see docs/ppi.md an
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,8 +208,10 @@ def resolve_recipe_path(ref: str | Path, relative_to: Path | None = None) -> Pat
     bundled = bundled_dir("recipes") / name
     if bundled.is_file() and len(ref_path.parts) == 1:
         return bundled
+    close = difflib.get_close_matches(Path(name).stem, list_recipes(), n=3, cutoff=0.6)
+    guess = f"did you mean {' or '.join(close)}? " if close else ""
     raise ConfigError(f"recipe '{ref}': no such file or bundled recipe",
-                      hint="give a path to a YAML file, or one of `ppi recipe list`")
+                      hint=f"{guess}give a path to a YAML file, or one of `ppi recipe list`")
 
 
 def load_recipe(ref: str | Path, overrides: Mapping[str, Any] | None = None) -> Recipe:
