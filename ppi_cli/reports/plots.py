@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Pictures where people would rather look: ROC curves and cross-site AUC heatmaps (PNG).
+"""Pictures where people would rather look: ROC curves and cross-site AUC heatmaps (300-dpi PNG and PDF).
 
 Matplotlib runs on the Agg backend (no display needed, safe in batch jobs) and every figure is
 written atomically, so an interrupted study never leaves a half-written PNG.
@@ -28,12 +28,16 @@ def _pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
+def save_figure(fig: Any, path: str | Path, dpi: int = 300, pdf: bool = True) -> Path:
+    """Save a matplotlib figure as PNG (300 dpi: print quality) and, with `pdf`, as a vector PDF beside it
+    (same name, `.pdf`), each atomically; then close it. Returns the PNG's path."""
     plt = _pyplot()
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        if pdf:
+            with atomic_path(Path(path).with_suffix(".pdf")) as tmp:
+                fig.savefig(tmp, format="pdf", bbox_inches="tight")
     finally:
         plt.close(fig)
     return Path(path)
@@ -151,4 +155,4 @@ def training_figure(rows: Sequence[Mapping[str, Any]], path: str | Path, title: 
             ax.legend(fontsize=7)
     fig.suptitle(title + (" (shaded: PPI epochs)" if ppi_epochs else ""))
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=120, pdf=False)  # redrawn every 10 s while training: a quick PNG

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ppi_cli.files import write_csv, write_text
 from ppi_cli.reports.metrics import mean_std
 
@@ -24,8 +26,8 @@ def format_value(value: Any, digits: int = DIGITS) -> str:
     """A cell for people: floats rounded to `digits`, NaN as an em dash, everything else as text."""
     if isinstance(value, bool) or value is None:
         return "" if value is None else str(value)
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (int, np.integer)):  # counts print as 40, not 40.000
+        return str(int(value))
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -175,3 +175,18 @@ def test_a_two_epoch_demo_run_is_watched_recorded_and_strict_json(tmp_path, one_
         assert record["seed"] == 3 and record["data_hash"] == data.data_hash and record["host"]
         assert record["recipe_hash"] == config_hash(recipe) and record["python"].count(".") == 2
     assert strict((run / "run.json").read_text(encoding="utf-8"))["device"] == "cpu"
+
+
+def test_report_figures_are_300_dpi_png_and_pdf_and_flag_degenerate_cells(tmp_path):
+    from PIL import Image
+
+    from ppi_cli.reports.plots import heatmap_figure
+    from ppi_cli.reports.tables import format_value
+
+    matrix = pd.DataFrame([[0.5, 0.9], [0.8, 0.95]], index=["A", "B"], columns=["A", "B"])
+    png = heatmap_figure({"with PPI": matrix}, tmp_path / "heatmap.png", flags={"with PPI": {("A", "A")}})
+    assert round(Image.open(png).info["dpi"][0]) == 300
+    assert (tmp_path / "heatmap.pdf").read_bytes()[:5] == b"%PDF-"
+    plain = heatmap_figure({"with PPI": matrix}, tmp_path / "plain.png")
+    assert Image.open(png).tobytes() != Image.open(plain).tobytes()  # the flag is drawn
+    assert format_value(np.int64(40)) == "40" and format_value(0.5) == "0.500"
