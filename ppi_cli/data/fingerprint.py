@@ -54,8 +54,18 @@ def _lesion_boxes(masks: np.ndarray, image_shape: tuple[int, ...]) -> tuple[np.n
     return np.asarray(sizes, dtype=np.float64), np.asarray(offsets, dtype=np.float64)
 
 
+def _label_name(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return str(int(number)) if number.is_integer() else str(value)
+
+
 def _counts(labels: Any) -> dict[str, int]:
-    values, counts = np.unique(np.asarray(labels).astype(np.int64), return_counts=True)
+    """Samples per label; a label that is no integer (refused when the cache is opened) is counted as written."""
+    names = np.array([_label_name(v) for v in np.asarray(labels, dtype=object)], dtype=str)
+    values, counts = np.unique(names, return_counts=True)
     return {str(v): int(c) for v, c in zip(values, counts, strict=True)}
 
 
