@@ -45,7 +45,8 @@ class MultiviewConfig:
 class ModelConfig:
     """Which network, how its input is adapted, and where its weights come from."""
 
-    name: str = param("tiny", "Model registry key: tiny, vgg11, vgg11_bn, inception_v3 or multiview.")
+    name: str = param("tiny", "Model: tiny, vgg11, vgg11_bn, inception_v3, multiview, or torchvision:NAME, "
+                              "timm:NAME, monai:NAME, module.path:factory (docs/recipes.md).")
     backbone: str = param("tiny", "Backbone of the multiview model (tiny or inception_v3); ignored otherwise.")
     weights: str = param("none", "Initial weights: none, imagenet, or a path to a state dict / ppi checkpoint.")
     in_channels: int = param(1, "Channels of the images in the cache (1 for CT and OCT, 3 for photos).", min=1)

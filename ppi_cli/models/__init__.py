@@ -8,6 +8,7 @@ channel adaptation and normalisation happen inside the wrapper. The multi-view m
 
 # The builders register themselves on import (each imports torchvision only when it builds a model);
 # the registry module never imports them back.
+from ppi_cli.models import external as _external  # noqa: F401  (torchvision:, timm:, monai:, module:factory)
 from ppi_cli.models import inception as _inception  # noqa: F401  (registers inception_v3)
 from ppi_cli.models import multiview as _multiview  # noqa: F401  (registers multiview)
 from ppi_cli.models import tiny as _tiny  # noqa: F401  (registers tiny)

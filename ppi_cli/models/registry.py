@@ -30,7 +30,7 @@ from ppi_cli.models.common import ImageClassifier, Preprocess, adapt_stem_channe
 from ppi_cli.models.weights import is_wrapper_state, load_into, read_state_dict
 
 __all__ = ["ModelEntry", "register_model", "model_entry", "model_names", "build_model", "load_model",
-           "assemble_classifier"]
+           "assemble_classifier", "register_resolver"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,14 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+# `source:name` model names (`torchvision:resnet18`, `module.path:factory`): the source's resolver
+# makes the entry when the name is used; `models/external.py` registers them ("" = a module path)
+_RESOLVERS: dict[str, Callable[[str, str], ModelEntry]] = {}
+
+
+def register_resolver(source: str, resolve: Callable[[str, str], ModelEntry]) -> None:
+    """Resolve `source:name` model names with `resolve(source, name) -> ModelEntry` ("" for any other source)."""
+    _RESOLVERS[source] = resolve
 
 
 def register_model(name: str, description: str, **spec: Any) -> Callable[[Callable], Callable]:
@@ -97,19 +105,27 @@ def model_entry(name: str) -> ModelEntry:
     Raises:
         ConfigError: Unknown name, listing the valid ones.
     """
+    if ":" in name and name not in _REGISTRY:
+        source, _, item = name.partition(":")
+        resolve = _RESOLVERS.get(source) or _RESOLVERS.get("")
+        if resolve is not None and item:
+            return resolve(source, item)
     if name not in _REGISTRY:
-        raise ConfigError(f"model.name: no model '{name}'", hint=f"use one of: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"model.name: no model '{name}'", hint=f"use one of: {', '.join(sorted(_REGISTRY))}, "
+                          "or torchvision:NAME, timm:NAME, monai:NAME, module.path:factory")
     return _REGISTRY[name]
 
 
-def assemble_classifier(cfg: ModelConfig, body: nn.Module, head: nn.Module, feature_dim: int) -> nn.Module:
+def assemble_classifier(cfg: ModelConfig, body: nn.Module, head: nn.Module, feature_dim: int,
+                        entry: ModelEntry | None = None) -> nn.Module:
     """Put `Preprocess`, a backbone and a head together as the registry entry of `cfg.name` describes.
 
     A one-channel image meets a three-channel stem as `cfg.input_adapt` says: `sum` replaces the stem
     by one whose kernel is the channel sum (normalised with the mean of the per-channel statistics),
-    `repeat` copies the grey channel. The choice is recorded as `model.input_adapt`.
+    `repeat` copies the grey channel. The choice is recorded as `model.input_adapt`. `entry`
+    overrides the registry's (a network whose stem and GradCAM layer are found once it is built).
     """
-    entry = model_entry(cfg.name)
+    entry = entry or model_entry(cfg.name)
     stem = entry.stem_channels or cfg.in_channels
     mean = entry.mean * stem if len(entry.mean) == 1 else entry.mean
     std = entry.std * stem if len(entry.std) == 1 else entry.std
