@@ -54,7 +54,7 @@ def wrap_network(cfg: ModelConfig, net: nn.Module, *, mean: tuple[float, ...], s
     """The `ImageClassifier` around `net`: last Linear → head, first/last Conv2d → stem/GradCAM layer."""
     for module in net.modules():
         if getattr(module, "inplace", False) is True:
-            module.inplace = False
+            setattr(module, "inplace", False)  # noqa: B010  (any module with the flag)
     classifier = _last(net, nn.Linear)
     stem = _first(net, nn.Conv2d)
     if classifier is None or stem is None:
