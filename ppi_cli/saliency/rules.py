@@ -22,7 +22,12 @@ forward values are unchanged. Every backward is written in differentiable torch 
 batch statistics (a loss on the map sees how they move with the parameters).
 
 Functions with h(0) != 0 (sigmoid, softplus, ...) are not activations in the sense of the rule
-table (h(x) = h~(x) x has no solution at 0); they keep their derivative, as does every other call.
+table (h(x) = h~(x) x has no solution at 0); they keep their derivative, as does every other call,
+with one exception, gating: a product `x * g` whose factor g is a sigmoid or hard-sigmoid output
+(squeeze-excitation, `x * torch.sigmoid(x)` swish) treats g as a constant scale in the WBP pass,
+like batch norm's statistics: W^l = W^{l+1} * g, nothing flows back through g. For swish that is
+exactly the secant x sigmoid(x) / x. Residual sums `x + f(x)` need no rule: the sum's transposed
+Jacobian adds the rows of both branches, which is WBP's rule for a sum of linear maps.
 """
 
 from __future__ import annotations
@@ -102,6 +107,21 @@ class _ConstantStatNormalise(torch.autograd.Function):
         grad_mean = -grad_x.sum(dims, keepdim=True)
         grad_inv_std = (grad_out * (x - mean)).sum(dims, keepdim=True)
         return grad_x, grad_mean, grad_inv_std, None
+
+
+class _ConstantGate(torch.autograd.Function):
+    """g forward; in the WBP pass nothing flows back through g (a constant scale), else the identity."""
+
+    @staticmethod
+    def forward(ctx, gate: torch.Tensor, phase: _Phase) -> torch.Tensor:
+        ctx.phase = phase
+        return gate.view_as(gate)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        if ctx.phase.active:
+            return torch.zeros_like(grad_out), None
+        return grad_out, None
 
 
 class _BatchNormOnBatch(torch.autograd.Function):
@@ -329,6 +349,35 @@ def _layer_norm(args: tuple, kwargs: dict, phase: _Phase) -> object:
     return y
 
 
+_GATE = "_ppi_wbp_gate"  # attribute marking a sigmoid output produced under the mode
+
+
+def _keeps_gate(result: object, args: tuple) -> None:
+    if isinstance(result, torch.Tensor) and args and getattr(args[0], _GATE, False):
+        setattr(result, _GATE, True)
+
+
+def _product(args: tuple, kwargs: dict, phase: _Phase) -> object:
+    """`x * g` with a marked gate g: g enters as a constant in the WBP pass (see the module doc)."""
+    if len(args) < 2 or kwargs.get("out") is not None:
+        return _PASS
+    a, b = args[0], args[1]
+    gated = [getattr(t, _GATE, False) and t.is_floating_point() for t in (a, b)]
+    if not any(gated) or all(gated):
+        return _PASS
+    if gated[0]:
+        a = _ConstantGate.apply(a, phase)
+    else:
+        b = _ConstantGate.apply(b, phase)
+    return torch.mul(a, b)
+
+
+_GATE_SOURCES = {torch.sigmoid, torch.Tensor.sigmoid, F.sigmoid, F.hardsigmoid, torch.special.expit}
+_GATE_SHAPES = {torch.Tensor.view, torch.Tensor.reshape, torch.reshape, torch.Tensor.view_as, torch.Tensor.expand,
+                torch.Tensor.expand_as, torch.Tensor.unsqueeze, torch.unsqueeze, torch.Tensor.flatten,
+                torch.flatten, torch.Tensor.reshape_as, torch.Tensor.squeeze, torch.squeeze}
+_PRODUCTS = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.multiply}
+
 _RULES: dict[object, Callable[[tuple, dict, _Phase], object]] = {
     F.silu: _unary("silu", F.silu),
     F.mish: _unary("mish", F.mish),
@@ -385,4 +434,14 @@ class WeightBackpropMode(TorchFunctionMode):
             if result is not _PASS:
                 self.rewritten += 1
                 return result
-        return func(*args, **kwargs)
+        if func in _PRODUCTS:
+            result = _product(args, kwargs, self._phase)
+            if result is not _PASS:
+                self.rewritten += 1
+                return result
+        result = func(*args, **kwargs)
+        if func in _GATE_SOURCES and isinstance(result, torch.Tensor):
+            setattr(result, _GATE, True)
+        elif func in _GATE_SHAPES:
+            _keeps_gate(result, args)
+        return result

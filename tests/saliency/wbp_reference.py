@@ -10,7 +10,12 @@ Independent of autograd and of `ppi_cli.saliency`: every rule is written out lit
 - Group, layer and instance norm: multiply by gamma/sqrt(var + eps) of the statistics each uses.
 - Max pool: move each entry to the arg-max of its window (found by a loop, first maximum wins).
 - Average pools: spread each entry, divided by the window size, over its window.
-Networks are trees of `nn.Sequential` and `Branches` (an Inception-style concatenation).
+- Residual sum x + f(x): the rows of both branches add, W = W^{l+1} + G_f(W^{l+1}).
+- Squeeze-excitation gate x * g(x) (g ends in a sigmoid): the gate is a constant per-channel scale,
+  W = W^{l+1} * g; nothing goes back through g (as batch norm's statistics).
+- Grouped (depthwise) conv: the conv rule per group.
+Networks are trees of `nn.Sequential`, `Branches` (an Inception-style concatenation), `Residual`
+and `Gate`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,29 @@ class Branches(nn.Module):
 
     def forward(self, x):
         return torch.cat([b(x) for b in self.branches], dim=1)
+
+
+class Residual(nn.Module):
+    """`shortcut(x) + body(x)` (ResNet's basic block before its last ReLU; MBConv with `shortcut=Identity`)."""
+
+    def __init__(self, body: nn.Module, shortcut: nn.Module | None = None):
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+
+    def forward(self, x):
+        return self.shortcut(x) + self.body(x)
+
+
+class Gate(nn.Module):
+    """Squeeze-excitation: `x * squeeze(x)`, the squeeze branch ending in a sigmoid."""
+
+    def __init__(self, squeeze: nn.Module):
+        super().__init__()
+        self.squeeze = squeeze
+
+    def forward(self, x):
+        return x * self.squeeze(x)
 
 
 class Elementwise(nn.Module):
@@ -84,6 +112,12 @@ def _walk(module: nn.Module, a: torch.Tensor) -> tuple[torch.Tensor, Backward]:
             outs, backs = zip(*(_walk(b, a) for b in module.branches), strict=True)
             sizes = [o.shape[1] for o in outs]
             return torch.cat(outs, 1), lambda v: sum(b(p) for b, p in zip(backs, v.split(sizes, 1), strict=True))
+        if isinstance(module, Residual):
+            (skip, skip_back), (body, body_back) = _walk(module.shortcut, a), _walk(module.body, a)
+            return skip + body, lambda v: skip_back(v) + body_back(v)
+        if isinstance(module, Gate):
+            gate = module.squeeze(a.clone())  # a constant scale: the squeeze branch is not walked
+            return a * gate, lambda v: v * gate
         out = module(a.clone())  # clone: an in-place activation must not overwrite the recorded input
         return out, _rule(module, a, out)
 
@@ -133,7 +167,19 @@ def _tuple(value, n: int) -> tuple[int, ...]:
 
 def _conv_rule(conv: nn.Module, v: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:
     n = v.ndim - 2
-    assert conv.groups == 1 and conv.padding_mode == "zeros"
+    assert conv.padding_mode == "zeros"
+    if conv.groups > 1:  # grouped / depthwise: each group is its own convolution
+        g = conv.groups
+        parts = []
+        for i, (vi, wi) in enumerate(zip(v.chunk(g, 1), conv.weight.chunk(g, 0), strict=True)):
+            part = nn.Conv2d(wi.shape[1], wi.shape[0], wi.shape[2:], conv.stride, conv.padding, conv.dilation,
+                             bias=False).to(wi.dtype) if n == 2 else None
+            assert part is not None, "the reference's grouped rule is 2-D"
+            part.weight.data = wi
+            in_part = (in_shape[0], in_shape[1] // g, *in_shape[2:])
+            parts.append(_conv_rule(part, vi, torch.Size(in_part)))
+            del i
+        return torch.cat(parts, 1)
     stride, dilation, pad = _tuple(conv.stride, n), _tuple(conv.dilation, n), _tuple(conv.padding, n)
     k = conv.weight.shape[2:]
     # dilate the upstream rows: stride - 1 zeros between neighbours
