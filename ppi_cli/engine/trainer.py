@@ -52,6 +52,7 @@ from ppi_cli.models import build_model, is_volume_model
 from ppi_cli.ppi.intervention import freeze_batch_norm
 from ppi_cli.ppi.losses import LossWeights
 from ppi_cli.reports.plots import training_figure
+from ppi_cli.saliency import check_wbp_supports
 
 __all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config", "epoch_line"]
 
@@ -118,6 +119,8 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
     if not cuda:
         keep_host_memory()
     model = build_model(recipe.model).to(device)
+    if recipe.ppi.enabled and recipe.ppi.saliency == "wbp":
+        check_wbp_supports(model, recipe.model.name)  # before any data is read or an epoch runs
     channels_last = recipe.schedule.channels_last if cuda else recipe.schedule.channels_last_cpu
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

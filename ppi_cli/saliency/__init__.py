@@ -20,9 +20,9 @@ from ppi_cli.saliency.core import (
     saliency_method,
 )
 from ppi_cli.saliency.gradients import gradcam_layer
-from ppi_cli.saliency.wbp import weight_backprop_rows
+from ppi_cli.saliency.wbp import check_wbp_supports, wbp_unsupported, weight_backprop_rows
 
 __all__ = [
     "saliency_map", "register_saliency", "saliency_method", "method_names", "SaliencyMethod",
-    "gradcam_layer", "weight_backprop_rows",
+    "gradcam_layer", "weight_backprop_rows", "check_wbp_supports", "wbp_unsupported",
 ]

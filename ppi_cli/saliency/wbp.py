@@ -12,10 +12,66 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ppi_cli.errors import ModelError
 from ppi_cli.saliency.core import Target, as_input, register_saliency, target_score
 from ppi_cli.saliency.rules import WeightBackpropMode
 
-__all__ = ["weight_backprop", "weight_backprop_rows", "map_from_rows"]
+__all__ = ["weight_backprop", "weight_backprop_rows", "map_from_rows", "wbp_unsupported", "check_wbp_supports"]
+
+# Leaf modules whose WBP rule is exact (rules.py): linear maps and pools by autograd's transposed
+# Jacobian, activations by their secant (the ReLU family by autograd), normalisation with constant
+# statistics, sigmoid gates as constant scales, and modules that only reshape, select or pass on.
+WBP_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
+    nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Mish, nn.Hardswish, nn.Tanh,
+    nn.Softsign, nn.ELU, nn.SELU, nn.CELU, nn.Hardtanh, nn.Sigmoid, nn.Hardsigmoid,
+    nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.ZeroPad2d, nn.ConstantPad2d,
+    nn.Embedding,  # indexed by positions, not by the image: no row flows through it
+)
+# Containers whose forward multiplies two image-dependent branches in a way no rule covers
+WBP_REFUSED: tuple[type[nn.Module], ...] = (nn.MultiheadAttention, nn.Transformer, nn.TransformerEncoderLayer,
+                                            nn.TransformerDecoderLayer)
+# Leaves of ppi's own and torchvision's models, by class name (no import of torchvision here)
+WBP_MODULE_NAMES = frozenset({"Preprocess", "StochasticDepth", "Permute"})
+
+
+def wbp_unsupported(model: nn.Module) -> list[str]:
+    """Type names of the leaf modules of `model` that no WBP rule covers (empty: WBP is exact on it).
+
+    Containers (modules with children) are not judged by type: the sums and gated products their
+    forward writes are covered by `rules.py`; every leaf they hold is checked.
+    """
+    found: list[str] = []
+    for module in model.modules():
+        if isinstance(module, WBP_REFUSED):
+            name = type(module).__name__
+            if name not in found:
+                found.append(name)
+            continue
+        if next(module.children(), None) is not None or isinstance(module, WBP_MODULES):
+            continue
+        name = type(module).__name__
+        if name not in WBP_MODULE_NAMES and name not in found:
+            found.append(name)
+    return found
+
+
+def check_wbp_supports(model: nn.Module, name: str) -> None:
+    """Stop, in one line, when `model` (the recipe's `model.name` = `name`) holds a layer WBP has no rule for.
+
+    Raises:
+        ModelError: Naming the first unsupported module type and the methods that do support it.
+    """
+    missing = wbp_unsupported(model)
+    if missing:
+        raise ModelError(f"ppi.saliency: wbp has no rule for the {missing[0]} module of {name}"
+                         + (f" (nor {', '.join(missing[1:])})" if missing[1:] else ""),
+                         hint="set ppi.saliency: gradient or gradcam, which support any module")
 
 
 def weight_backprop_rows(model: nn.Module, x: torch.Tensor, target: Target, *,

@@ -11,11 +11,14 @@ import torch
 from torch import nn
 
 from ppi_cli.checkpoint import save_checkpoint
-from ppi_cli.config.recipe import ModelConfig, PPIConfig
+from ppi_cli.config.recipe import ModelConfig, PPIConfig, load_recipe
 from ppi_cli.engine.step import TrainStep
-from ppi_cli.errors import ConfigError, MissingExtraError
+from ppi_cli.engine.study import load_study_data, study_split
+from ppi_cli.engine.trainer import fit
+from ppi_cli.errors import ConfigError, MissingExtraError, ModelError
 from ppi_cli.models import build_model, load_model
 from ppi_cli.ppi import LossWeights
+from ppi_cli.saliency import wbp_unsupported
 
 
 def factory(cfg: ModelConfig) -> nn.Module:
@@ -93,3 +96,26 @@ def test_monai_densenet121():
     pytest.importorskip("monai")  # optional extra `monai`: skipped where it is not installed (CI)
     model = build_model(ModelConfig(name="monai:DenseNet121", in_channels=1, num_classes=1, input_size=32))
     assert model(torch.rand(2, 1, 32, 32)).shape == (2, 1)
+
+
+def softmax_factory(cfg: ModelConfig) -> nn.Module:
+    """A network with a layer WBP has no rule for (a channel softmax)."""
+    return nn.Sequential(nn.Conv2d(cfg.in_channels, 4, 3), nn.Softmax(dim=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, cfg.num_classes))
+
+
+def test_unsupported_module_stops_wbp_training_in_one_line(tmp_path):
+    recipe = load_recipe("synthetic-ppi-wbp-cpu")
+    name = "tests.models.test_external_models:softmax_factory"
+    recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, name=name))
+    split = study_split(load_study_data(recipe, None), fold=None, folds=recipe.eval.folds, seed=recipe.seed,
+                        val_fraction=recipe.data.val_fraction)
+    with pytest.raises(ModelError) as exc:
+        fit(recipe, cache_dir=None, split=split, out_dir=tmp_path / "run", device="cpu")
+    line = exc.value.one_line()
+    assert "\n" not in line and "Softmax" in line and "gradient" in line and "gradcam" in line
+    assert not (tmp_path / "run" / "last.pt").exists()
+    # a transformer's attention is refused too; the torchvision CNNs pass
+    assert wbp_unsupported(build_model(ModelConfig(name="torchvision:vit_b_16", input_size=224))) == [
+        "MultiheadAttention"]
+    assert wbp_unsupported(build_model(ModelConfig(name="torchvision:resnet18", input_size=32))) == []
