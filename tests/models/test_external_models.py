@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-from torch import nn
 
 from ppi_cli.checkpoint import save_checkpoint
 from ppi_cli.config.recipe import ModelConfig, PPIConfig, load_recipe
@@ -20,11 +19,30 @@ from ppi_cli.models import build_model, load_model
 from ppi_cli.ppi import LossWeights
 from ppi_cli.saliency import wbp_unsupported
 
+USER_NETS = """
+from torch import nn
 
-def factory(cfg: ModelConfig) -> nn.Module:
-    """A user's own network (used as `tests.models.test_external_models:factory`)."""
+
+def factory(cfg):
+    # A user's own network.
     return nn.Sequential(nn.Conv2d(cfg.in_channels, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 7))
+
+
+def softmax_factory(cfg):
+    # A network with a layer WBP has no rule for (a channel softmax).
+    return nn.Sequential(nn.Conv2d(cfg.in_channels, 4, 3), nn.Softmax(dim=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, cfg.num_classes))
+"""
+
+
+@pytest.fixture
+def user_nets(tmp_path, monkeypatch):
+    """The user's own code as an importable module `ppi_user_nets` (written to a folder on sys.path)."""
+    (tmp_path / "ppi_user_nets.py").write_text(USER_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "ppi_user_nets", raising=False)
+    return "ppi_user_nets"
 
 
 def test_torchvision_resnet18_trains_one_ppi_wbp_step():
@@ -57,9 +75,8 @@ def test_torchvision_head_and_checkpoint_round_trip(tmp_path):
     assert torch.allclose(loaded(x), model(x))
 
 
-def test_module_path_factory_gets_the_model_config():
-    model = build_model(ModelConfig(name="tests.models.test_external_models:factory", in_channels=2, num_classes=2,
-                                    input_size=16))
+def test_module_path_factory_gets_the_model_config(user_nets):
+    model = build_model(ModelConfig(name=f"{user_nets}:factory", in_channels=2, num_classes=2, input_size=16))
     assert model(torch.rand(3, 2, 16, 16)).shape == (3, 2)
     assert (model.first_conv, model.gradcam_layer) == ("body.0", "body.2")
     assert not model.body[1].inplace
@@ -68,9 +85,9 @@ def test_module_path_factory_gets_the_model_config():
 @pytest.mark.parametrize(("name", "match"), [
     ("torchvision:nonet", "torchvision has no classification model 'nonet'"),
     ("no_such_module_xyz:f", "cannot import 'no_such_module_xyz'"),
-    ("tests.models.test_external_models:nothing", "has no function 'nothing'"),
+    ("ppi_user_nets:nothing", "has no function 'nothing'"),
 ])
-def test_bad_names_stop_with_one_line(name, match):
+def test_bad_names_stop_with_one_line(name, match, user_nets):
     with pytest.raises(ConfigError, match=match) as exc:
         build_model(ModelConfig(name=name))
     assert "\n" not in exc.value.one_line()
@@ -98,15 +115,9 @@ def test_monai_densenet121():
     assert model(torch.rand(2, 1, 32, 32)).shape == (2, 1)
 
 
-def softmax_factory(cfg: ModelConfig) -> nn.Module:
-    """A network with a layer WBP has no rule for (a channel softmax)."""
-    return nn.Sequential(nn.Conv2d(cfg.in_channels, 4, 3), nn.Softmax(dim=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(4, cfg.num_classes))
-
-
-def test_unsupported_module_stops_wbp_training_in_one_line(tmp_path):
+def test_unsupported_module_stops_wbp_training_in_one_line(tmp_path, user_nets):
     recipe = load_recipe("synthetic-ppi-wbp-cpu")
-    name = "tests.models.test_external_models:softmax_factory"
+    name = f"{user_nets}:softmax_factory"
     recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, name=name))
     split = study_split(load_study_data(recipe, None), fold=None, folds=recipe.eval.folds, seed=recipe.seed,
                         val_fraction=recipe.data.val_fraction)
