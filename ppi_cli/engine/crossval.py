@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ppi_cli.checkpoint import load_checkpoint
 from ppi_cli.config import Recipe
 from ppi_cli.console import log, warn
 from ppi_cli.data.splits import Split
+from ppi_cli.engine.evaluate import stored_threshold
 from ppi_cli.engine.run_checks import check_study
 from ppi_cli.engine.study import (
     StudyData,
@@ -29,14 +31,15 @@ from ppi_cli.engine.study import (
     train_once,
     write_study_record,
 )
-from ppi_cli.errors import ConfigError, DataError
+from ppi_cli.engine.trainer import BEST
+from ppi_cli.errors import ConfigError, DataError, ModelError
 from ppi_cli.files import write_csv, write_json
 from ppi_cli.reports.crossval_report import write_crossval_report
 from ppi_cli.reports.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
 from ppi_cli.workspace import Workspace
 
 __all__ = ["CrossvalConfig", "CrossvalOutcome", "CrossvalRequest", "run_crossval", "collect_crossval",
-           "crossval_study"]
+           "crossval_study", "fold_thresholds"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,24 @@ def _read_record(out: Path) -> dict[str, Any]:
     return record
 
 
+def fold_thresholds(out: Path, n_folds: int) -> dict[str, float]:
+    """`{"fold-k": threshold}`: the operating threshold each fold's `best.pt` stores (chosen on its validation
+    split); a fold whose checkpoint is gone or stores none is left out (and the report draws no confusion matrix)."""
+    thresholds = {}
+    for k in range(n_folds):
+        path = _fold_dir(out, k) / BEST
+        if not path.is_file():
+            continue
+        try:
+            meta = load_checkpoint(path)["meta"]
+        except ModelError:
+            continue
+        value, missing = stored_threshold(meta)
+        if missing is None:
+            thresholds[f"fold-{k}"] = value
+    return thresholds
+
+
 def collect_crossval(out: Path, *, bootstrap: int = 2000, compare: Path | None = None) -> CrossvalOutcome:
     """Merge every fold's predictions into `predictions.csv` and write the report; needs only the files.
 
@@ -121,7 +142,7 @@ def collect_crossval(out: Path, *, bootstrap: int = 2000, compare: Path | None =
                         "settings; re-run in a new --out")
     written = [write_csv(out / PREDICTIONS_FILE, frame, float_format="%.8g")]
     summary = write_crossval_report(frame, out, title=record.get("title", out.name), n_boot=bootstrap,
-                                    seed=int(record.get("seed", 0)))
+                                    seed=int(record.get("seed", 0)), thresholds=fold_thresholds(out, n_folds))
     for row in summary.folds.itertuples():
         if getattr(row, "flag", ""):
             warn(f"{out.name}: {row.fold} test AUC {row.auc:.3f} on {row.n} cases is flagged ({row.flag})")

@@ -1,5 +1,10 @@
 # SPDX-License-Identifier: MIT
-"""The cross-validation report: per-fold table, `summary.md` with `AUC 0.912 ± 0.034`, ROC curves.
+"""The cross-validation report: per-fold table, `summary.md` with `AUC 0.912 ± 0.034`, and the figures.
+
+Binary tasks get `roc.png` (each fold and pooled), `roc_mean.png` (the mean curve with its 95 % band),
+`calibration.png` (pooled test predictions) and, when each fold's operating threshold is known
+(chosen on its validation split and stored in its `best.pt`), `confusion.png` at those thresholds;
+each figure as a 300-dpi PNG and a PDF.
 
 Built from the collected predictions alone (`predictions.csv`, one part per fold), so it can be
 re-made anywhere from files. Binary tasks report AUC and, at each fold's Youden point, accuracy,
@@ -9,6 +14,7 @@ sensitivity and specificity; multi-class tasks report top-1 accuracy and macro o
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,7 @@ from ppi_cli.reports.metrics import (
     multiclass_metrics,
     roc_auc,
 )
-from ppi_cli.reports.plots import roc_figure
+from ppi_cli.reports.plots import calibration_figure, confusion_counts, confusion_figure, mean_roc_figure, roc_figure
 from ppi_cli.reports.predictions import score_columns
 from ppi_cli.reports.tables import format_interval, format_mean_std, format_value, markdown_table, write_table
 
@@ -91,9 +97,27 @@ def fold_table(predictions: Any) -> Any:
     return pd.DataFrame(rows)
 
 
+def _confusion(predictions: Any, out: Path, thresholds: Mapping[str, float], written: list[Path]) -> list[str]:
+    """`confusion.png`: every fold's test predictions called at that fold's own threshold, summed."""
+    parts = sorted(predictions.groupby("part"), key=lambda item: _fold_number(item[0]))
+    if not parts or any(part not in thresholds for part, _ in parts):
+        return ["No confusion matrix: not every fold's checkpoint stores an operating threshold.\n"]
+    counts = confusion_counts([(g["label"].to_numpy(), g["score"].to_numpy(), thresholds[part]) for part, g in parts])
+    (tn, fp), (fn, tp) = counts.tolist()
+    values = ", ".join(f"{thresholds[part]:.3f}" for part, _ in parts)
+    written.append(confusion_figure(counts, out / "confusion.png", title="Confusion matrix, all folds",
+                                    note=f"each fold at its validation threshold ({values})"))
+    sensitivity = tp / (tp + fn) if tp + fn else math.nan
+    specificity = tn / (tn + fp) if tn + fp else math.nan
+    return [f"At each fold's operating threshold chosen on its validation split ({values}), summed over the "
+            f"folds: {tp} true positives, {fn} false negatives, {tn} true negatives, {fp} false positives "
+            f"(sensitivity {format_value(sensitivity)}, specificity {format_value(specificity)}).\n",
+            "![Confusion matrix at the validation thresholds](confusion.png)\n"]
+
+
 def write_crossval_report(predictions: Any, out: Path, *, title: str, n_boot: int = 2000,
-                          seed: int = 0) -> CrossvalSummary:
-    """Write `folds.csv/.md`, `summary.md`, `summary.json` and `roc.png` (binary) into `out`.
+                          seed: int = 0, thresholds: Mapping[str, float] | None = None) -> CrossvalSummary:
+    """Write `folds.csv/.md`, `summary.md`, `summary.json` and, binary, the figures into `out`.
 
     Args:
         predictions: Collected predictions, one part per fold (see `reports.predictions`).
@@ -101,6 +125,8 @@ def write_crossval_report(predictions: Any, out: Path, *, title: str, n_boot: in
         title: What was cross-validated (recipe and data), for the headings.
         n_boot: Bootstrap resamples for the interval of the mean (0 skips it).
         seed: Bootstrap seed.
+        thresholds: `{part: operating threshold}` of each fold (its validation choice); with one for
+            every fold, `confusion.png` sums the folds' confusion matrices at their own thresholds.
 
     Example:
         >>> write_crossval_report(run_predictions(run), run, title="lidc-ppi-wbp on cache/lidc").headline
@@ -128,7 +154,15 @@ def write_crossval_report(predictions: Any, out: Path, *, title: str, n_boot: in
                 f"{row.fold}: {row.flag}" for row in flagged.itertuples()) + ".\n")
         curves = {title: per_fold}
         written.append(roc_figure(curves, out / "roc.png", title="ROC per fold"))
-        lines.append("![ROC curves per fold](roc.png)\n")
+        written.append(mean_roc_figure(curves, out / "roc_mean.png", title="Mean ROC across folds"))
+        lines += ["## Figures\n", "Each as a 300-dpi PNG and a PDF beside it.\n",
+                  "![ROC curves per fold](roc.png) ![Mean ROC across folds with its 95% band](roc_mean.png)\n"]
+        labels = predictions["label"].to_numpy()
+        if 0 < labels.sum() < len(labels):
+            written.append(calibration_figure(labels, predictions["score"].to_numpy(), out / "calibration.png",
+                                              title="Calibration (pooled test predictions)"))
+            lines.append("![Calibration of the pooled test predictions](calibration.png)\n")
+        lines += _confusion(predictions, out, thresholds or {}, written)
     lines += ["## Per fold\n", markdown_table(folds),
               "Files: [folds.csv](folds.csv), [predictions.csv](predictions.csv)."]
     written.append(write_text(out / "summary.md", "\n".join(lines) + "\n"))

@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: MIT
-"""Pictures where people would rather look: ROC curves and cross-site AUC heatmaps (300-dpi PNG and PDF).
+"""Pictures where people would rather look (300-dpi PNG and PDF): ROC curves per fold and their mean with a
+95 % band, a calibration plot, the confusion matrix at the operating threshold, cross-site AUC heatmaps,
+training curves and a case gallery.
 
 Matplotlib runs on the Agg backend (no display needed, safe in batch jobs) and every figure is
 written atomically, so an interrupted study never leaves a half-written PNG.
@@ -16,7 +18,8 @@ import numpy as np
 from ppi_cli.files import atomic_path
 from ppi_cli.reports.metrics import MIN_CASES, roc_auc, roc_points
 
-__all__ = ["training_figure", "save_figure", "roc_figure", "heatmap_figure"]
+__all__ = ["training_figure", "save_figure", "roc_figure", "heatmap_figure", "mean_roc", "mean_roc_figure",
+           "calibration_figure", "confusion_counts", "confusion_figure", "gallery_figure"]
 
 
 def _pyplot() -> Any:
@@ -69,6 +72,166 @@ def roc_figure(curves: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], pa
         ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 − specificity", ylabel="sensitivity", title=name, aspect="equal")
         ax.legend(loc="lower right", fontsize=7)
     fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def mean_roc(folds: Sequence[tuple[np.ndarray, np.ndarray]], grid: int = 201,
+             level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each fold's ROC curve on a common false-positive-rate grid, their mean and a `level` band.
+
+    A fold's true-positive rate at a grid point is the highest it reaches at that false-positive rate
+    or below (the step curve `roc_figure` draws). The band is mean ± t(k − 1) · sd / √k over the k
+    folds, clipped to [0, 1]; with one fold it is the curve itself. Folds with one class are skipped.
+
+    Returns:
+        `(fpr grid, mean tpr, band low, band high, per-fold tpr (k × grid))`.
+    """
+    from scipy import stats
+
+    fpr_grid = np.linspace(0.0, 1.0, grid)
+    rows = []
+    for y, s in folds:
+        y, s = np.asarray(y), np.asarray(s)
+        if not 0 < np.sum(y) < len(y):
+            continue
+        fpr, tpr, _ = roc_points(y, s)
+        upto = np.searchsorted(fpr, fpr_grid, side="right") - 1
+        rows.append(np.maximum.accumulate(tpr)[np.clip(upto, 0, None)])
+    tprs = np.asarray(rows, dtype=float).reshape(len(rows), grid)
+    if not len(rows):
+        empty = np.full(grid, np.nan)
+        return fpr_grid, empty, empty, empty, tprs
+    mean = tprs.mean(axis=0)
+    if len(rows) < 2:
+        return fpr_grid, mean, mean.copy(), mean.copy(), tprs
+    half = float(stats.t.ppf(0.5 + level / 2, len(rows) - 1)) * tprs.std(axis=0, ddof=1) / np.sqrt(len(rows))
+    return fpr_grid, mean, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1), tprs
+
+
+def mean_roc_figure(curves: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], path: str | Path,
+                    title: str = "Mean ROC across folds", level: float = 0.95) -> Path:
+    """The mean ROC curve over folds with its `level` band (`mean_roc`), one panel per run, folds faint.
+
+    Args:
+        curves: `{run name: [(labels, scores) per fold]}`.
+        path: The PNG to write (and a PDF beside it).
+        title: Figure title.
+        level: Coverage of the t-band of the mean curve.
+    """
+    plt = _pyplot()
+    names = list(curves)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        grid, mean, low, high, tprs = mean_roc(curves[name], level=level)
+        aucs = [roc_auc(y, s) for y, s in curves[name] if 0 < np.sum(y) < len(y)]
+        for row in tprs:
+            ax.plot(grid, row, lw=0.6, alpha=0.35, color="tab:blue")
+        if len(tprs):
+            spread = f" ± {np.std(aucs, ddof=1):.3f}" if len(aucs) > 1 else ""
+            ax.plot(grid, mean, lw=2.2, color="black", label=f"mean of {len(tprs)} folds (AUC {np.mean(aucs):.3f}"
+                    f"{spread})")
+            if len(tprs) > 1:
+                ax.fill_between(grid, low, high, color="grey", alpha=0.3, lw=0, label=f"{level:.0%} band of the mean")
+        ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=0.8)
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 − specificity", ylabel="sensitivity", title=name, aspect="equal")
+        ax.legend(loc="lower right", fontsize=7)
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def calibration_figure(labels: np.ndarray, scores: np.ndarray, path: str | Path, title: str = "Calibration",
+                       n_bins: int = 10) -> Path:
+    """Reliability diagram of pooled test predictions (scores are probabilities in [0, 1]).
+
+    Top: the observed share of positives against the mean predicted probability per bin of equal
+    width (scikit-learn's `calibration_curve`), with the diagonal of perfect calibration; bottom: how
+    many predictions fall in each bin. The Brier score is in the legend.
+    """
+    from sklearn.calibration import calibration_curve
+
+    plt = _pyplot()
+    y, s = np.asarray(labels, dtype=float), np.clip(np.asarray(scores, dtype=float), 0.0, 1.0)
+    observed, predicted = calibration_curve(y, s, n_bins=n_bins, strategy="uniform")
+    brier = float(np.mean((s - y) ** 2))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.2, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], ls=":", color="grey", lw=0.8, label="perfectly calibrated")
+    top.plot(predicted, observed, marker="o", color="black", lw=1.6, label=f"{len(y)} predictions (Brier {brier:.3f})")
+    top.set(xlim=(0, 1), ylim=(-0.02, 1.02), ylabel="observed share of positives", title=title)
+    top.legend(loc="upper left", fontsize=7)
+    bottom.hist(s, bins=np.linspace(0, 1, n_bins + 1), color="tab:blue", alpha=0.7)
+    bottom.set(xlabel="predicted probability", ylabel="count")
+    bottom.yaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def confusion_counts(folds: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> np.ndarray:
+    """The summed 2 × 2 confusion matrix `[[TN, FP], [FN, TP]]` (rows: truth) of folds called at their own
+    thresholds: `(labels, scores, threshold)` per fold, a score at or above its threshold is positive."""
+    total = np.zeros((2, 2), dtype=int)
+    for y, s, threshold in folds:
+        truth = np.asarray(y).astype(int)
+        called = (np.asarray(s, dtype=float) >= float(threshold)).astype(int)
+        np.add.at(total, (truth, called), 1)
+    return total
+
+
+def confusion_figure(matrix: np.ndarray, path: str | Path, title: str = "Confusion matrix",
+                     classes: Sequence[str] = ("negative", "positive"), note: str = "") -> Path:
+    """A confusion matrix as integer counts with row shares (rows: truth; columns: the call)."""
+    plt = _pyplot()
+    counts = np.asarray(matrix, dtype=int)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(3.8, 3.6))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), n in np.ndenumerate(counts):
+        ax.text(j, i, f"{n:d}\n({shares[i, j]:.0%})", ha="center", va="center", fontsize=10,
+                color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), [f"called {c}" for c in classes])
+    ax.set_yticks(range(len(classes)), [f"truly {c}" for c in classes])
+    ax.set_title(title, fontsize=10)
+    if note:
+        fig.text(0.01, 0.005, note, fontsize=7, color="grey")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def gallery_figure(cases: Sequence[Mapping[str, Any]], path: str | Path, title: str = "Cases") -> Path:
+    """One row per case: the raw image, the expert contour on it, and each saliency map on the image.
+
+    Args:
+        cases: Each `{"name": str, "image": 2-D array, "mask": 2-D array or None,
+            "maps": {column title: 2-D saliency array}}`; every case has the same map titles.
+        path: The PNG to write (and a PDF beside it).
+        title: Figure title.
+    """
+    plt = _pyplot()
+    titles = list(cases[0]["maps"]) if cases else []
+    columns = ["image", "expert contour", *titles]
+    fig, axes = plt.subplots(len(cases), len(columns), figsize=(2.2 * len(columns), 2.3 * len(cases)),
+                             squeeze=False)
+    for i, (row, case) in enumerate(zip(axes, cases, strict=True)):
+        image = np.asarray(case["image"], dtype=float)
+        mask = case.get("mask")
+        for ax, column in zip(row, columns, strict=True):
+            ax.imshow(image, cmap="gray")
+            if column == "expert contour":
+                if mask is not None and np.any(mask):
+                    ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors="red", linewidths=1.2)
+                else:
+                    ax.text(0.5, 0.5, "no mask", ha="center", va="center", color="yellow", transform=ax.transAxes)
+            elif column != "image":
+                heat = np.abs(np.asarray(case["maps"][column], dtype=float))
+                ax.imshow(heat / max(float(heat.max()), 1e-12), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+                if mask is not None and np.any(mask):
+                    ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors="white", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(column, fontsize=9)
+        row[0].set_ylabel(str(case.get("name", "")), fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
