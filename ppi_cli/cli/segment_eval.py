@@ -28,6 +28,8 @@ def segment_eval_cmd(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Score at most N masked samples (the first "
                                               "in the cache), for a quick look.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per saliency batch.")] = 16,
+    gallery: Annotated[int, typer.Option("--gallery", min=0, help="Draw the first N masked samples in gallery.png "
+                                         "(image, expert contour, each model's saliency); 0: none.")] = 4,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
@@ -39,7 +41,7 @@ def segment_eval_cmd(
 
     cfg = SegmentEvalConfig(model=model, compare=compare, data=data, out=out,
                             methods=tuple(parse_csv_list(methods, "--methods")), top_percent=top_percent,
-                            limit=limit, batch_size=batch_size, device=device, workspace=workspace)
+                            limit=limit, batch_size=batch_size, device=device, workspace=workspace, gallery=gallery)
     result = segment_eval(cfg)
     if json_out:
         import json

@@ -28,6 +28,7 @@ from ppi_cli.files import shareable_path, write_json
 from ppi_cli.models import is_volume_model, load_model
 from ppi_cli.reports.deletion import FRACTIONS, deletion_scores
 from ppi_cli.reports.localisation import POINTS, THRESHOLDS, TOP_PERCENT, sample_scores
+from ppi_cli.reports.plots import gallery_figure
 from ppi_cli.reports.segment_eval import format_cell, localisation_summary, write_localisation_report
 from ppi_cli.saliency import saliency_map, saliency_method
 from ppi_cli.workspace import Workspace
@@ -53,6 +54,7 @@ class SegmentEvalConfig:
     batch_size: int = 16
     device: str = "auto"
     workspace: Path | None = None
+    gallery: int = 4  # cases in gallery.png (image, expert contour, each model's saliency); 0: none
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, written as `config.json` beside the results (and compared on resume).
@@ -64,7 +66,7 @@ class SegmentEvalConfig:
         for key in ("model", "compare", "data"):
             data[key] = shareable_path(data[key]) if data[key] is not None else None
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()
-                if k not in ("device", "workspace", "out")}
+                if k not in ("device", "workspace", "out", "gallery")}  # gallery: a picture, not a result
 
 
 @dataclass
@@ -146,7 +148,30 @@ def segment_eval(cfg: SegmentEvalConfig) -> SegmentEvalResult:
                                       top_percent=cfg.top_percent, model=cfg.model, compare=cfg.compare,
                                       n_samples=len(samples), cache=samples.cache, kind=samples.kind)
     write_json(out / "config.json", cfg.to_dict())
+    wrote = list(wrote)
+    if cfg.gallery:
+        wrote.append(_gallery([(m, label) for (_, m, _, _), label in zip(loaded, labels, strict=True)], samples,
+                              cfg, device, out / "gallery.png"))
     return SegmentEvalResult(out, summary, len(samples), samples.cache, [out / "config.json", *wrote])
+
+
+def _gallery(models: list[tuple[Any, str]], samples: MaskedSamples, cfg: SegmentEvalConfig, device: Any,
+             path: Path) -> Path:
+    """`gallery.png` (and `.pdf`): the first `cfg.gallery` masked samples, each as the model's input image, the
+    expert contour, and each model's saliency map (the first method) with the contour over it."""
+    batch = next(samples.batches(cfg.gallery))
+    x = batch.images.to(device)
+    method = cfg.methods[0]
+    maps = {}
+    for model, label in models:
+        net = model.slice_classifier if is_volume_model(model) else model
+        target = net(x[:1]).shape[1] - 1
+        maps[label] = saliency_map(net, x, target, method=method)[:, 0].float().detach().cpu().numpy()
+    images = batch.images.float().mean(dim=1).cpu().numpy()
+    cases = [{"name": sample, "image": images[i], "mask": batch.masks[i],
+              "maps": {f"{label} ({method})": maps[label][i] for _, label in models}}
+             for i, sample in enumerate(batch.ids)]
+    return gallery_figure(cases, path, title="Cases: image, expert contour, saliency")
 
 
 def _score_pass(model, method: str, samples, cfg: SegmentEvalConfig, device, title: str) -> Any:

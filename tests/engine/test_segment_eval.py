@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from helpers import checkpoint_2d, checkpoint_volume
+from PIL import Image
 
 from ppi_cli.data.cache import load_array
 from ppi_cli.data.ga.normalise import preprocess_volume
@@ -99,6 +100,9 @@ def test_compare_puts_two_models_side_by_side_and_resumes(cli, tmp_path, ga_cach
     assert first.exit_code == 0, first.stderr
     table = pd.read_csv(out / "localisation.csv")
     assert list(table.columns) == ["metric", "wbp (plain)", "wbp (ppi)"]
+    with Image.open(out / "gallery.png") as im:  # 3 cases × (image, contour, plain, ppi), at print resolution
+        assert im.info["dpi"][0] == pytest.approx(300, abs=1) and im.width > im.height
+    assert (out / "gallery.pdf").read_bytes().startswith(b"%PDF")
     (out / "parts" / "ppi-wbp.csv").unlink()
     again = cli(*args)
     assert again.exit_code == 0 and "resume: plain-wbp.csv is done" in again.stderr
