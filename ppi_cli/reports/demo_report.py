@@ -55,6 +55,14 @@ def _crossval_section(dataset: str, pair: dict[str, Any], root: Path) -> tuple[l
                            _number(head["ci_low"]), _number(head["ci_high"]))
     pictures = " ".join(f"![{NAMES[v]} ROC]({_rel(run.out / 'roc.png', root)})" for v, run in pair.items())
     lines += [f"ROC curves per fold (left: baseline, right: PPI + WBP):\n\n{pictures}\n"]
+    figures = {"roc_mean.png": "Mean ROC across folds with its 95% band",
+               "calibration.png": "Calibration of the pooled test predictions",
+               "confusion.png": "Confusion matrix, each fold at the threshold chosen on its validation split"}
+    for name, caption in figures.items():
+        drawn = [(v, run.out / name) for v, run in pair.items() if (run.out / name).is_file()]
+        if drawn:
+            pictures = " ".join(f"![{NAMES[v]}: {caption}]({_rel(path, root)})" for v, path in drawn)
+            lines += [f"{caption} ({', '.join(NAMES[v] for v, _ in drawn)}; PDF beside each PNG):\n\n{pictures}\n"]
     return lines, reading
 
 
@@ -156,6 +164,10 @@ def _explain_section(explained: dict[str, Any] | None, localisation: Any, root: 
                   markdown_table(localisation.summary, index=True)]
         if md is not None:
             lines.append(f"Details: [segment-eval]({_rel(md, root)}).\n")
+        gallery = next((p for p in localisation.wrote if Path(p).name == "gallery.png"), None)
+        if gallery is not None:
+            lines.append("Case gallery (model input, expert contour, baseline and PPI + WBP saliency; PDF beside "
+                         f"it):\n\n![case gallery]({_rel(gallery, root)})\n")
     return lines
 
 

@@ -26,6 +26,8 @@ def test_demo_smoke_writes_a_report_whose_links_all_resolve(tmp_path, one_thread
     assert "PPI is expected to stop the model reading the sites' diffuse brightness ramp" in text  # the default data
     links = re.findall(r"\]\(([^)#]+)\)", text)
     assert len(links) > 10
+    for figure in ("roc_mean.png", "calibration.png", "confusion.png", "gallery.png"):  # issue 17's paper figures
+        assert any(link.endswith(figure) for link in links), figure
     for link in links:
         assert (cfg.out / link).is_file(), link
     for name in ("lidc-ppi-wbp", "lidc-baseline", "ga-ppi-wbp", "ga-baseline"):
