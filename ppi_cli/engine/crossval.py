@@ -97,9 +97,10 @@ def _read_record(out: Path) -> dict[str, Any]:
     return record
 
 
-def fold_thresholds(out: Path, n_folds: int) -> dict[str, float]:
-    """`{"fold-k": threshold}`: the operating threshold each fold's `best.pt` stores (chosen on its validation
-    split); a fold whose checkpoint is gone or stores none is left out (and the report draws no confusion matrix)."""
+def fold_thresholds(out: Path, n_folds: int) -> dict[str, tuple[float, str]]:
+    """`{"fold-k": (threshold, source)}`: the operating threshold each fold's `best.pt` stores (Youden's J on its
+    validation split, or the default 0.5 without one, as its source says); a fold whose checkpoint is gone or
+    stores none is left out (and the report draws no confusion matrix)."""
     thresholds = {}
     for k in range(n_folds):
         path = _fold_dir(out, k) / BEST
@@ -111,7 +112,7 @@ def fold_thresholds(out: Path, n_folds: int) -> dict[str, float]:
             continue
         value, missing = stored_threshold(meta)
         if missing is None:
-            thresholds[f"fold-{k}"] = value
+            thresholds[f"fold-{k}"] = (value, str(meta["threshold"].get("source", "stored")))
     return thresholds
 
 

@@ -2,8 +2,8 @@
 """The cross-validation report: per-fold table, `summary.md` with `AUC 0.912 ± 0.034`, and the figures.
 
 Binary tasks get `roc.png` (each fold and pooled), `roc_mean.png` (the mean curve with its 95 % band),
-`calibration.png` (pooled test predictions) and, when each fold's operating threshold is known
-(chosen on its validation split and stored in its `best.pt`), `confusion.png` at those thresholds;
+`calibration.png` (pooled test predictions) and, when each fold's `best.pt` stores its operating
+threshold (chosen on its validation split), `confusion.png` at those thresholds;
 each figure as a 300-dpi PNG and a PDF.
 
 Built from the collected predictions alone (`predictions.csv`, one part per fold), so it can be
@@ -97,26 +97,31 @@ def fold_table(predictions: Any) -> Any:
     return pd.DataFrame(rows)
 
 
-def _confusion(predictions: Any, out: Path, thresholds: Mapping[str, float], written: list[Path]) -> list[str]:
-    """`confusion.png`: every fold's test predictions called at that fold's own threshold, summed."""
+def _confusion(predictions: Any, out: Path, thresholds: Mapping[str, tuple[float, str]],
+               written: list[Path]) -> list[str]:
+    """`confusion.png`: every fold's test predictions called at that fold's own stored threshold, summed."""
     parts = sorted(predictions.groupby("part"), key=lambda item: _fold_number(item[0]))
     if not parts or any(part not in thresholds for part, _ in parts):
         return ["No confusion matrix: not every fold's checkpoint stores an operating threshold.\n"]
-    counts = confusion_counts([(g["label"].to_numpy(), g["score"].to_numpy(), thresholds[part]) for part, g in parts])
+    counts = confusion_counts([(g["label"].to_numpy(), g["score"].to_numpy(), thresholds[part][0])
+                               for part, g in parts])
     (tn, fp), (fn, tp) = counts.tolist()
-    values = ", ".join(f"{thresholds[part]:.3f}" for part, _ in parts)
+    values = ", ".join(f"{thresholds[part][0]:.3f}" for part, _ in parts)
+    sources = [thresholds[part][1] for part, _ in parts]
+    chosen = "; ".join(f"{source}: {sources.count(source)} of {len(sources)} folds"
+                       for source in dict.fromkeys(sources))
     written.append(confusion_figure(counts, out / "confusion.png", title="Confusion matrix, all folds",
-                                    note=f"each fold at its validation threshold ({values})"))
+                                    note=f"each fold at its own threshold ({values}; {chosen})"))
     sensitivity = tp / (tp + fn) if tp + fn else math.nan
     specificity = tn / (tn + fp) if tn + fp else math.nan
-    return [f"At each fold's operating threshold chosen on its validation split ({values}), summed over the "
+    return [f"At each fold's operating threshold stored in its checkpoint ({values}; {chosen}), summed over the "
             f"folds: {tp} true positives, {fn} false negatives, {tn} true negatives, {fp} false positives "
             f"(sensitivity {format_value(sensitivity)}, specificity {format_value(specificity)}).\n",
-            "![Confusion matrix at the validation thresholds](confusion.png)\n"]
+            "![Confusion matrix at each fold's operating threshold](confusion.png)\n"]
 
 
 def write_crossval_report(predictions: Any, out: Path, *, title: str, n_boot: int = 2000,
-                          seed: int = 0, thresholds: Mapping[str, float] | None = None) -> CrossvalSummary:
+                          seed: int = 0, thresholds: Mapping[str, tuple[float, str]] | None = None) -> CrossvalSummary:
     """Write `folds.csv/.md`, `summary.md`, `summary.json` and, binary, the figures into `out`.
 
     Args:
@@ -125,8 +130,9 @@ def write_crossval_report(predictions: Any, out: Path, *, title: str, n_boot: in
         title: What was cross-validated (recipe and data), for the headings.
         n_boot: Bootstrap resamples for the interval of the mean (0 skips it).
         seed: Bootstrap seed.
-        thresholds: `{part: operating threshold}` of each fold (its validation choice); with one for
-            every fold, `confusion.png` sums the folds' confusion matrices at their own thresholds.
+        thresholds: `{part: (operating threshold, its source)}` of each fold, as its checkpoint stores them
+            (normally Youden's J on its validation split); with one for every fold, `confusion.png` sums
+            the folds' confusion matrices, each at its own threshold.
 
     Example:
         >>> write_crossval_report(run_predictions(run), run, title="lidc-ppi-wbp on cache/lidc").headline

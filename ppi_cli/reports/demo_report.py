@@ -57,7 +57,7 @@ def _crossval_section(dataset: str, pair: dict[str, Any], root: Path) -> tuple[l
     lines += [f"ROC curves per fold (left: baseline, right: PPI + WBP):\n\n{pictures}\n"]
     figures = {"roc_mean.png": "Mean ROC across folds with its 95% band",
                "calibration.png": "Calibration of the pooled test predictions",
-               "confusion.png": "Confusion matrix, each fold at the threshold chosen on its validation split"}
+               "confusion.png": "Confusion matrix, each fold at its checkpoint's operating threshold"}
     for name, caption in figures.items():
         drawn = [(v, run.out / name) for v, run in pair.items() if (run.out / name).is_file()]
         if drawn:

@@ -81,16 +81,18 @@ def test_crossval_report_draws_the_confusion_matrix_at_the_folds_own_thresholds(
     folds = made_up_folds(rng, k=3, n=20)
     frame = pd.DataFrame([{"part": f"fold-{k}", "index": k * 100 + i, "label": int(y), "score": float(s)}
                           for k, (ys, ss) in enumerate(folds) for i, (y, s) in enumerate(zip(ys, ss, strict=True))])
-    thresholds = {"fold-0": 0.5, "fold-1": 0.6, "fold-2": 0.4}
+    thresholds = {"fold-0": (0.5, "validation Youden J"), "fold-1": (0.6, "validation Youden J"),
+                  "fold-2": (0.4, "default 0.5 (no validation split)")}
     write_crossval_report(frame, tmp_path, title="made up", n_boot=0, thresholds=thresholds)
     for name in ("roc_mean.png", "calibration.png", "confusion.png"):
         assert_png_and_pdf(tmp_path / name)
-    (tn, fp), (fn, tp) = confusion_counts([(y, s, thresholds[f"fold-{k}"]) for k, (y, s) in enumerate(folds)])
+    (tn, fp), (fn, tp) = confusion_counts([(y, s, thresholds[f"fold-{k}"][0]) for k, (y, s) in enumerate(folds)])
     summary = (tmp_path / "summary.md").read_text()
     assert f"{tp} true positives, {fn} false negatives, {tn} true negatives, {fp} false positives" in summary
+    assert "validation Youden J: 2 of 3 folds; default 0.5 (no validation split): 1 of 3 folds" in summary
     assert "](confusion.png)" in summary and "](roc_mean.png)" in summary and "](calibration.png)" in summary
     other = tmp_path / "partial"
-    write_crossval_report(frame, other, title="made up", n_boot=0, thresholds={"fold-0": 0.5})
+    write_crossval_report(frame, other, title="made up", n_boot=0, thresholds={"fold-0": (0.5, "validation Youden J")})
     assert not (other / "confusion.png").exists()
     assert "No confusion matrix" in (other / "summary.md").read_text()
 
@@ -101,4 +103,4 @@ def test_fold_thresholds_read_each_folds_best_checkpoint(tmp_path):
         save_checkpoint(tmp_path / f"fold-{k}" / "best.pt", {"w": torch.zeros(1)}, meta)
     (tmp_path / "fold-2").mkdir()
     (tmp_path / "fold-2" / "best.pt").write_text("not a checkpoint")
-    assert fold_thresholds(tmp_path, 4) == {"fold-0": pytest.approx(0.42)}
+    assert fold_thresholds(tmp_path, 4) == {"fold-0": (pytest.approx(0.42), "validation Youden J")}
