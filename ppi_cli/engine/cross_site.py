@@ -29,7 +29,7 @@ from ppi_cli.config import Recipe
 from ppi_cli.console import log, warn
 from ppi_cli.data.splits import Split, holdout_split
 from ppi_cli.engine.run_checks import check_study
-from ppi_cli.engine.study import StudyData, predict_rows, resolve_study, train_once, write_study_record
+from ppi_cli.engine.study import StudyClock, StudyData, predict_rows, resolve_study, train_once, write_study_record
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.files import write_csv
 from ppi_cli.reports.cross_site import cross_site_matrix, site_gap, write_cross_site_tables
@@ -118,7 +118,10 @@ def run_cross_site(cfg: CrossSiteConfig) -> CrossSiteOutcome:
     check_study(cfg.recipe, cfg.data, hold_outs | {f"site {t}": np.flatnonzero(cfg.data.sites == t)
                                                    for t in tests if t not in trains})
     ran = []
-    for variant, recipe in variants_of(cfg.recipe, cfg.baseline).items():
+    variants = variants_of(cfg.recipe, cfg.baseline)
+    clock = StudyClock(sum(any(not (cfg.out / v / f"train-{t}" / f"test-{s}" / PREDICTIONS_FILE).is_file()
+                               for s in {t, *tests}) for v in variants for t in trains))
+    for variant, recipe in variants.items():
         written += write_study_record(cfg.out / variant, {"variant": variant, "seed": cfg.seed,
                                                           "data_hash": cfg.data.data_hash}, {variant: recipe})
         for train_site in trains:
@@ -140,6 +143,8 @@ def run_cross_site(cfg: CrossSiteConfig) -> CrossSiteOutcome:
                 written.append(write_predictions(path, f"{train_site}>{test_site}", indices,
                                                  cfg.data.labels[indices], scores))
                 ran.append(f"{variant}:{train_site}>{test_site}")
+            if clock.total > 1:
+                log(clock.done())
     outcome = collect_cross_site(cfg.out, bootstrap=cfg.bootstrap)
     outcome.ran, outcome.written = ran, written + outcome.written
     return outcome

@@ -23,6 +23,7 @@ from ppi_cli.data.splits import Split
 from ppi_cli.engine.evaluate import stored_threshold
 from ppi_cli.engine.run_checks import check_study
 from ppi_cli.engine.study import (
+    StudyClock,
     StudyData,
     fold_splits,
     predict_rows,
@@ -179,12 +180,16 @@ def run_crossval(cfg: CrossvalConfig) -> CrossvalOutcome:
     check_study(cfg.recipe, cfg.data, {f"fold {s.fold}": s.test for s in splits
                                        if cfg.fold is None or s.fold == cfg.fold})
     ran = []
-    for k in [cfg.fold] if cfg.fold is not None else range(cfg.folds):
+    wanted = [cfg.fold] if cfg.fold is not None else list(range(cfg.folds))
+    clock = StudyClock(sum(not (_fold_dir(cfg.out, k) / PREDICTIONS_FILE).is_file() for k in wanted))
+    for k in wanted:
         if (_fold_dir(cfg.out, k) / PREDICTIONS_FILE).is_file():
             log(f"fold {k}: finished earlier, skipped")
             continue
         written += _run_fold(cfg, splits[k])
         ran.append(k)
+        if clock.total > 1:
+            log(clock.done())
     if cfg.fold is not None:
         log(f"fold {cfg.fold} done; when every fold is, merge them with `ppi crossval --out {cfg.out} --collect`")
         return CrossvalOutcome(cfg.out, ran, None, written=written)

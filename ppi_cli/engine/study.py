@@ -42,8 +42,9 @@ from ppi_cli.models import load_model
 from ppi_cli.reports.metrics import binary_metrics, cell_flag
 from ppi_cli.workspace import Workspace
 
-__all__ = ["StudyData", "resolve_study", "load_study_data", "default_recipe", "study_split", "fold_splits",
-           "write_study_record", "train_once", "predict_rows", "test_summary", "TRAINED_FILE", "DEFAULT_RECIPES"]
+__all__ = ["StudyClock", "StudyData", "resolve_study", "load_study_data", "default_recipe", "study_split",
+           "fold_splits", "write_study_record", "train_once", "predict_rows", "test_summary", "TRAINED_FILE",
+           "DEFAULT_RECIPES"]
 
 TRAINED_FILE = "trained.json"  # written after training finishes; its presence lets a re-run skip training
 CACHE_KINDS = ("lidc", "ga", "folder")
@@ -262,6 +263,32 @@ def train_once(recipe: Recipe, data: StudyData, split: Any, run_dir: Path, *, de
     write_json(marker, {"best_checkpoint": best.name if best.parent == run_dir else str(best),
                         "best_epoch": result.best_epoch, "best_metric": result.best_metric})
     return best
+
+
+class StudyClock:
+    """The whole study's ETA, one line per finished training: `study: 2 of 5 trainings done, 41 s; ETA 62 s`.
+
+    The estimate is the mean duration of the trainings finished in this call times the number left
+    (a resumed study counts only what it still has to train).
+
+    Example:
+        >>> clock = StudyClock(5); ...; clock.done()   # after each fold or cross-site row
+        'study: 1 of 5 trainings done, 20 s; ETA 80 s'
+    """
+
+    def __init__(self, total: int) -> None:
+        import time
+
+        self.total, self.finished, self._now = total, 0, time.monotonic
+        self.started = self._now()
+
+    def done(self) -> str:
+        """Count one finished training and return the study line."""
+        self.finished += 1
+        spent = self._now() - self.started
+        left = self.total - self.finished
+        eta = f"ETA {spent / self.finished * left:.0f} s" if left else "all trained"
+        return f"study: {self.finished} of {self.total} trainings done, {spent:.0f} s; {eta}"
 
 
 def test_summary(labels: Any, scores: Any) -> str:

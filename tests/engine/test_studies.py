@@ -235,3 +235,22 @@ def test_train_fold_k_is_crossval_fold_k(data, n_folds, seed, val_fraction):
         assert alone.to_dict() == split.to_dict()
     with pytest.raises(ConfigError, match=f"--fold {n_folds}"):
         study_split(data, fold=n_folds, folds=n_folds, seed=seed, val_fraction=val_fraction)
+
+
+def test_study_clock_estimates_the_rest_from_the_mean_training(monkeypatch):
+    ticks = iter([100.0, 110.0, 130.0, 160.0])
+    clock = study.StudyClock(3)
+    clock._now = lambda: next(ticks)  # started at 100 s
+    clock.started = clock._now()
+    assert clock.done() == "study: 1 of 3 trainings done, 10 s; ETA 20 s"
+    assert clock.done() == "study: 2 of 3 trainings done, 30 s; ETA 15 s"
+    assert clock.done() == "study: 3 of 3 trainings done, 60 s; all trained"
+
+
+def test_crossval_and_cross_site_print_a_study_eta_per_training(tmp_path, fake_training, capsys):
+    data = make_data(n_subjects=48)
+    cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "cv", folds=3, seed=0, bootstrap=0))
+    err = capsys.readouterr().err
+    assert "study: 1 of 3 trainings done" in err and "ETA" in err and "study: 3 of 3 trainings done" in err
+    xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "xs", ("A", "B"), ("C",), bootstrap=0))
+    assert "study: 2 of 2 trainings done" in capsys.readouterr().err
