@@ -229,7 +229,8 @@ def gallery_figure(cases: Sequence[Mapping[str, Any]], path: str | Path, title: 
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(column, fontsize=9)
-        row[0].set_ylabel(str(case.get("name", "")), fontsize=7)
+        name = str(case.get("name", ""))
+        row[0].set_ylabel(name if len(name) <= 22 else "…" + name[-21:], fontsize=7)  # DICOM UIDs are long
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
