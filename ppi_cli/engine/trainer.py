@@ -235,7 +235,8 @@ def _report_epoch(out_dir: Path, recipe: Recipe, rows: list[dict[str, Any]], las
     write_text(out_dir / TRAIN_LOG, "\n".join(lines) + "\n")
     now = time.monotonic()
     if now - last_plot >= PLOT_EVERY or int(row["epoch"]) == epochs:
-        training_figure(rows, out_dir / TRAINING_PNG, title=f"{recipe.name}: {out_dir.name}")
+        training_figure(rows, out_dir / TRAINING_PNG, title=f"{recipe.name}: {out_dir.name}",
+                        final=int(row["epoch"]) == epochs)
         return now
     return last_plot
 

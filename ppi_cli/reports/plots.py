@@ -276,8 +276,12 @@ def heatmap_figure(matrices: Mapping[str, Any], path: str | Path, title: str = "
     return save_figure(fig, path)
 
 
-def training_figure(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "Training") -> Path:
+def training_figure(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "Training", *,
+                    final: bool = True) -> Path:
     """Per-epoch curves of one run (the rows of metrics.csv): losses, intervention diagnostics, validation.
+
+    `final` writes the 300-dpi PNG and the PDF like every other figure; the redraws while a run
+    trains (`final=False`) are a quick 120-dpi PNG only.
 
     Left: every `train_*` loss term (log scale) with the PPI epochs shaded; middle: mask coverage,
     the lesion share removed, p(y | x*) and p(y | x'); right: the validation metric and loss.
@@ -319,4 +323,4 @@ def training_figure(rows: Sequence[Mapping[str, Any]], path: str | Path, title: 
             ax.legend(fontsize=7)
     fig.suptitle(title + (" (shaded: PPI epochs)" if ppi_epochs else ""))
     fig.tight_layout()
-    return save_figure(fig, path, dpi=120, pdf=False)  # redrawn every 10 s while training: a quick PNG
+    return save_figure(fig, path) if final else save_figure(fig, path, dpi=120, pdf=False)

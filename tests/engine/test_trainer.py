@@ -85,6 +85,7 @@ def test_fit_writes_a_self_describing_run(tmp_path, one_thread):
     assert [line.split(" |")[0] for line in log] == ["epoch 1/2", "epoch 2/2 PPI"]
     assert "cov " in log[1] and "lesion " in log[1] and "val auc" in log[1] and "lr " in log[1]
     assert (tmp_path / "run" / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "run" / "training.pdf").read_bytes()[:5] == b"%PDF-"  # the last epoch's print-quality copy
 
 
 def test_epoch_line_reads_every_term_and_skips_what_was_not_measured():
