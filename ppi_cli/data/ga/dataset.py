@@ -93,33 +93,27 @@ class GaDataset(Dataset):
     def __getitem__(self, item: int) -> dict[str, Any]:
         index = int(self.indices[item])
         volume = np.asarray(self.volumes[index])  # (n_bscans, H, W) uint8, read from the memory map
+        sample: dict[str, Any] = {"label": torch.tensor(float(self.labels[item]), dtype=torch.float32),
+                                  "index": index}
         if not self.train:
             image, positions = preprocess_volume(volume)
-        else:
-            generator = self._rng()
-            positions = sample_bscans(volume.shape[0], self.slices_per_volume, generator)  # (K,) in B-scan order
-            image, _ = preprocess_volume(volume[positions.numpy()])  # (K, 1, H, W)
-            masks = self.masks
-            lesion = None if masks is None else torch.from_numpy(np.array(masks[index][positions.numpy()]))[:, None]
-            flipped = bool(self.flips and torch.rand((), generator=generator) < 0.5)
-            if flipped:
-                image = image.flip(-1)  # the whole volume, so neighbouring B-scans stay aligned
-                lesion = None if lesion is None else lesion.flip(-1)
-            if self.noise_std > 0:
-                noise = torch.randn(image.shape, generator=generator) * self.noise_std
-                image = (image + noise).clamp_(0.0, 1.0)
-            extra: dict[str, Any] = {}
-            if lesion is not None:  # the training diagnostics' lesion share (engine/step.py)
-                extra["mask"] = lesion.to(torch.float32)
-            if self.cue_boxes is not None:  # and the share of the mask on a planted mark (synthetic data)
-                extra["cue"] = _box_mask(self.cue_boxes[item], image.shape)
-                if flipped:
-                    extra["cue"] = extra["cue"].flip(-1)
-            if extra:
-                return {"image": image, "positions": positions.to(torch.int64), **extra,
-                        "label": torch.tensor(float(self.labels[item]), dtype=torch.float32), "index": index}
-        return {"image": image, "positions": positions.to(torch.int64),
-                "label": torch.tensor(float(self.labels[item]), dtype=torch.float32), "index": index}
+            return sample | {"image": image, "positions": positions.to(torch.int64)}
+        generator = self._rng()
+        positions = sample_bscans(volume.shape[0], self.slices_per_volume, generator)  # (K,) in B-scan order
+        image, _ = preprocess_volume(volume[positions.numpy()])  # (K, 1, H, W)
+        # For the training diagnostics (engine/step.py): the lesion masks, and a planted mark's box.
+        regions: dict[str, torch.Tensor] = {}
+        if self.masks is not None:
+            regions["mask"] = torch.from_numpy(np.array(self.masks[index][positions.numpy()], np.float32))[:, None]
+        if self.cue_boxes is not None:
+            regions["cue"] = _box_mask(self.cue_boxes[item], image.shape)
+        if self.flips and torch.rand((), generator=generator) < 0.5:
+            image = image.flip(-1)  # the whole volume, so neighbouring B-scans stay aligned
+            regions = {k: v.flip(-1) for k, v in regions.items()}
+        if self.noise_std > 0:
+            noise = torch.randn(image.shape, generator=generator) * self.noise_std
+            image = (image + noise).clamp_(0.0, 1.0)
+        return sample | regions | {"image": image, "positions": positions.to(torch.int64)}
 
     def _rng(self) -> torch.Generator | None:
         # In a DataLoader worker the global torch generator is seeded per worker and per epoch; a
