@@ -57,6 +57,15 @@ def checkpoint_volume(path: Path, *, n_bscans: int = 10, bscan_size=(24, 40), se
     return save_checkpoint(path, model.state_dict(), meta)
 
 
+def decoder_installed(path: str | Path) -> bool:
+    """Whether an installed plugin decodes this DICOM file's transfer syntax (pylibjpeg of the `codecs` extra,
+    or pyjpegls, which highdicom of the `dicom-out` extra brings along for JPEG-LS)."""
+    from pydicom.pixels import get_decoder
+
+    syntax = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+    return bool(get_decoder(syntax).is_available)
+
+
 def ct_with_patient(path: Path) -> Path:
     """pydicom's CT_small with a patient name, ID and birth date planted."""
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))

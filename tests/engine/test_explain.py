@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from helpers import (
     checkpoint_volume,
     coloured,
     ct_with_patient,
+    decoder_installed,
     opt_with_patient,
     png_pixel,
 )
@@ -176,8 +176,9 @@ def test_explain_errors_are_one_line(cli, tmp_path, case):
 
 def test_compressed_input_names_the_codecs_extra_through_the_cli(cli, tmp_path):
     ckpt = checkpoint_2d(tmp_path / "lidc.pt")
-    result = cli("explain", get_testdata_file("JPEGLSNearLossless_08.dcm"), "-m", ckpt, "-o", tmp_path / "o.png")
-    if importlib.util.find_spec("pylibjpeg") is not None:  # decoders installed: the file explains
+    scan = get_testdata_file("JPEGLSNearLossless_08.dcm")
+    result = cli("explain", scan, "-m", ckpt, "-o", tmp_path / "o.png")
+    if decoder_installed(scan):  # a decoder installed: the file explains
         assert result.exit_code == 0, result.stderr
         return
     assert result.exit_code == 1 and "ppi-cli[codecs]" in result.stderr and "Traceback" not in result.stderr
