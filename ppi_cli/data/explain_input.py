@@ -24,10 +24,11 @@ from ppi_cli.data.dicom.headers import is_dicom_file, read_slice_hu
 from ppi_cli.data.dicom.images import read_dicom_header, read_dicom_image, series_files
 from ppi_cli.data.limits import check_volume_size, npy_shape, open_image
 from ppi_cli.data.oct.readers import read_volume
+from ppi_cli.data.voxel_grid import VoxelGrid, dicom_grid, nifti_grid
 from ppi_cli.errors import DataError
 from ppi_cli.files import IMAGE_SUFFIXES
 
-__all__ = ["LoadedInput", "load_input", "luma", "VOLUME_SUFFIXES"]
+__all__ = ["LoadedInput", "load_input", "source_headers", "luma", "VOLUME_SUFFIXES"]
 
 VOLUME_SUFFIXES = (".mat", ".npy", ".npz", ".nii", ".nii.gz")
 _OPT_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.5.4"  # Ophthalmic Tomography Image Storage
@@ -39,7 +40,8 @@ class LoadedInput:
 
     `pixels` is float32: (H, W) grey or (H, W, 3) colour for `kind="image"`; (S, H, W) for
     `kind="volume"`. `header` (DICOM inputs only) is kept for the secondary capture and is never
-    printed or written anywhere else.
+    printed or written anywhere else. `grid` is where the whole input (the stack, when one slice of
+    it is explained) lies in the patient, for NIfTI and DICOM inputs that say so.
     """
 
     pixels: np.ndarray
@@ -52,6 +54,7 @@ class LoadedInput:
     slice_index: int | None = None  # the slice of a stack a 2D image was taken from
     n_slices: int | None = None
     notes: list[str] = field(default_factory=list)
+    grid: VoxelGrid | None = None
 
 
 def load_input(path: str | Path, kind: Literal["image", "volume"] = "image",
@@ -80,9 +83,10 @@ def load_input(path: str | Path, kind: Literal["image", "volume"] = "image",
     if name.endswith(IMAGE_SUFFIXES):
         return _from_picture(path, kind)
     if name.endswith(VOLUME_SUFFIXES) and not is_dicom_file(path):
-        if kind == "volume":
-            return _from_oct_reader(path)
-        return _pick(_from_array_file(path), slice_index)
+        loaded = _from_oct_reader(path) if kind == "volume" else _pick(_from_array_file(path), slice_index)
+        if name.endswith((".nii", ".nii.gz")):
+            loaded.grid = nifti_grid(path)
+        return loaded
     return _from_dicom(path, kind, slice_index)
 
 
@@ -104,7 +108,8 @@ def _from_dicom(path: Path, kind: str, slice_index: int | None) -> LoadedInput:
         raise DataError(f"{path}: a single image, but this model explains volumes (OCT B-scan stacks)",
                         hint="pass the multi-frame file or the series folder")
     spacing = img.spacing_mm[-2:] if img.spacing_mm else None
-    return LoadedInput(img.pixels, "image", "dicom", spacing, img.modality, img.units, img.header)
+    return LoadedInput(img.pixels, "image", "dicom", spacing, img.modality, img.units, img.header,
+                       grid=dicom_grid([img.header], *img.pixels.shape[:2]))
 
 
 def _single_ct_slice(header: Any) -> bool:
@@ -119,8 +124,9 @@ def _from_ct_slice(path: Path, header: Any) -> LoadedInput:
         warnings.simplefilter("ignore")  # pydicom warnings may quote header values
         hu, spacing = read_slice_hu(path)
     known = header.get("PixelSpacing") is not None  # read_slice_hu reports 1 mm when the tag is absent
-    return LoadedInput(np.asarray(hu, dtype=np.float32), "image", "dicom", tuple(spacing) if known else None, "CT",
-                       "HU", header)
+    hu = np.asarray(hu, dtype=np.float32)
+    return LoadedInput(hu, "image", "dicom", tuple(spacing) if known else None, "CT", "HU", header,
+                       grid=dicom_grid([header], *hu.shape))
 
 
 def _from_folder(path: Path, kind: str, slice_index: int | None) -> LoadedInput:
@@ -141,6 +147,7 @@ def _from_series(path: Path, kind: str, slice_index: int | None) -> LoadedInput:
         index = _slice_choice(n, slice_index, path)
         loaded = _from_dicom(files[index][0], "image", None)
         loaded.source, loaded.slice_index, loaded.n_slices = "dicom-series", index, n
+        loaded.grid = dicom_grid([h for _, h in files], *loaded.pixels.shape[:2])
         if slice_index is None and n > 1:
             loaded.notes.append(f"slice {index} of {n} (the middle one; choose with --slice)")
         return loaded
@@ -153,7 +160,8 @@ def _from_series(path: Path, kind: str, slice_index: int | None) -> LoadedInput:
     step = _series_step([h for _, h in files])
     spacing = (step, *first.spacing_mm[-2:]) if step and first.spacing_mm else first.spacing_mm
     return LoadedInput(np.stack([im.pixels for im in images]), "volume", "dicom-series", spacing,
-                       first.modality, first.units, first.header, n_slices=n)
+                       first.modality, first.units, first.header, n_slices=n,
+                       grid=dicom_grid([h for _, h in files], *first.pixels.shape))
 
 
 def _from_picture(path: Path, kind: str) -> LoadedInput:
@@ -234,7 +242,20 @@ def _pick(loaded: LoadedInput, slice_index: int | None) -> LoadedInput:
     if slice_index is None and n > 1:
         notes.append(f"slice {index} of {n} (the middle one; choose with --slice)")
     return LoadedInput(loaded.pixels[index], "image", loaded.source, spacing, loaded.modality, loaded.units,
-                       loaded.header, index, n, notes)
+                       loaded.header, index, n, notes, loaded.grid)
+
+
+def source_headers(path: str | Path) -> list[Any]:
+    """The DICOM headers (no pixel data) of an input in the order its slices were stacked: a series
+    folder's files along the slice axis, or the one file. For objects that reference their sources.
+
+    Raises:
+        DataError: Not a DICOM file or series folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return [header for _, header in series_files(path)]
+    return [read_dicom_header(path)]
 
 
 def _slice_choice(n: int, slice_index: int | None, path: Path | None) -> int:
