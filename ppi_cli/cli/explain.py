@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""`ppi explain`: a clinician's view of one prediction (overlay PNG, JSON, DICOM secondary capture)."""
+"""`ppi explain`: a clinician's view of one prediction (overlay PNG, JSON, DICOM secondary capture) and the
+map for clinical viewers (NIfTI on the input's grid, DICOM Parametric Map and Segmentation)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ def explain_cmd(
     dicom_out: Annotated[Path | None, typer.Option("--dicom-out", help="Also write the overlay as a DICOM "
                                                    "Secondary Capture in the input's study (DICOM inputs only).",
                                                    show_default=False)] = None,
+    nifti_out: Annotated[Path | None, typer.Option("--nifti-out", help="Also write the saliency map as float32 "
+                                                   "NIfTI (.nii or .nii.gz) on the input's voxel grid, to overlay "
+                                                   "the input in 3D Slicer or ITK-SNAP.", show_default=False)] = None,
+    dicom_map: Annotated[Path | None, typer.Option("--dicom-map", help="Also write the map as a DICOM Parametric "
+                                                   "Map referencing the input's images (DICOM inputs; extra "
+                                                   "`dicom-out`).", show_default=False)] = None,
+    dicom_seg: Annotated[Path | None, typer.Option("--dicom-seg", help="Also write the map above --seg-threshold "
+                                                   "as a DICOM Segmentation referencing the input's images (DICOM "
+                                                   "inputs; extra `dicom-out`).", show_default=False)] = None,
+    seg_threshold: Annotated[float, typer.Option("--seg-threshold", help="--dicom-seg: keep pixels at or above "
+                                                 "this share of the map's maximum, in (0, 1].")] = 0.5,
     center: Annotated[str | None, typer.Option("--center", metavar="ROW,COL", help="2D models: explain the "
                                                "training-sized patch centred here (input pixels), e.g. a nodule; "
                                                "default: the whole image resized.", show_default=False)] = None,
@@ -42,13 +54,15 @@ def explain_cmd(
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Explain one prediction: overlay PNG of the saliency on what the model saw, plus JSON / DICOM on request."""
+    """Explain one prediction: overlay PNG of the saliency on what the model saw, plus JSON, DICOM and NIfTI on
+    request."""
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from ppi_cli import console
     from ppi_cli.engine.explain import ExplainConfig, explain
 
     cfg = ExplainConfig(input=input_path, model=model, out=out, method=method, json_out=json_path,
-                        dicom_out=dicom_out, center=parse_center(center), top_slices=top_slices,
+                        dicom_out=dicom_out, nifti_out=nifti_out, dicom_map=dicom_map, dicom_seg=dicom_seg,
+                        seg_threshold=seg_threshold, center=parse_center(center), top_slices=top_slices,
                         slice_index=slice_index, site=site, device=device, workspace=workspace)
     result = explain(cfg)
     console.stdout.print(result)

@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: MIT
-"""`ppi explain`: one prediction, its saliency overlay, a JSON record and optionally a DICOM capture.
+"""`ppi explain`: one prediction, its saliency overlay, a JSON record and optionally DICOM and NIfTI maps.
 
 The checkpoint alone decides the preprocessing (see `explain_inputs`). For a 2D model the map is
 taken with respect to the explained class (a binary head's single logit, else the predicted class);
 for the GA multi-view model it is taken per B-scan with respect to the slice logit on the most
-attended B-scans (paper appendix E.2; design.md "Saliency"). Nothing read from a DICOM header
-reaches the PNG, the JSON or the log: only the secondary capture carries the patient module.
+attended B-scans (paper appendix E.2; design.md "Saliency"). The map can also be written on the
+input's own voxels for clinical viewers (`explain_export`). Nothing read from a DICOM header reaches
+the PNG, the JSON, the NIfTI or the log: only the DICOM objects (secondary capture, Parametric Map,
+Segmentation) carry the patient module.
 """
 
 from __future__ import annotations
@@ -22,10 +24,18 @@ from ppi_cli.config.site import load_site_config, load_site_configs
 from ppi_cli.data.explain_input import load_input
 from ppi_cli.device import select_device
 from ppi_cli.engine.evaluate import stored_threshold
+from ppi_cli.engine.explain_export import (
+    check_exports,
+    dicom_sources,
+    export_maps,
+    image_source_map,
+    volume_source_map,
+)
 from ppi_cli.engine.explain_inputs import InputSpec, prepare_image, prepare_volume
 from ppi_cli.errors import ConfigError, DataError, ModelError
 from ppi_cli.files import check_outputs, write_json
 from ppi_cli.models import load_model
+from ppi_cli.reports.dicom_maps import require_highdicom
 from ppi_cli.reports.localisation import top_mass_bbox
 from ppi_cli.reports.overlay import caption_text, render_image_overlay, render_volume_overlay
 from ppi_cli.saliency import saliency_map
@@ -44,7 +54,11 @@ class ExplainConfig:
     out: Path | None = None  # overlay PNG, or a folder for it; None: a new run folder in the workspace
     method: str = "wbp"
     json_out: Path | None = None
-    dicom_out: Path | None = None
+    dicom_out: Path | None = None  # secondary capture of the overlay
+    nifti_out: Path | None = None  # the map on the input's voxel grid
+    dicom_map: Path | None = None  # DICOM Parametric Map (highdicom)
+    dicom_seg: Path | None = None  # DICOM Segmentation of the thresholded map (highdicom)
+    seg_threshold: float = 0.5  # --dicom-seg: share of the map's positive maximum
     center: tuple[float, float] | None = None  # (row, col) in source pixels
     top_slices: int = 6  # montage size for volumes
     slice_index: int | None = None  # 2D models on a stack: which slice (None: the middle one)
@@ -106,6 +120,10 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
 
     if cfg.top_slices < 1:
         raise ConfigError(f"--top-slices {cfg.top_slices}: must be at least 1", hint="--top-slices 6")
+    check_exports(cfg.nifti_out, cfg.seg_threshold)
+    for flag, path in (("--dicom-map", cfg.dicom_map), ("--dicom-seg", cfg.dicom_seg)):
+        if path is not None:
+            require_highdicom(flag)
     device = select_device(cfg.device)
     model, meta = load_model(cfg.model, device)
     spec = InputSpec.from_meta(meta, cfg.model)
@@ -117,20 +135,30 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
         share = float(np.mean(~np.isfinite(loaded.pixels)))
         raise DataError(f"{cfg.input.name}: {share:.0%} of the pixels are NaN or infinite; no score can be given",
                         hint="explain a scan whose pixel values are all finite")
-    if cfg.dicom_out is not None and loaded.header is None:
-        raise ConfigError(f"--dicom-out needs a DICOM input (the capture joins the input's study); {cfg.input} "
-                          "is not DICOM", hint="drop --dicom-out")
+    for flag, path in (("--dicom-out", cfg.dicom_out), ("--dicom-map", cfg.dicom_map), ("--dicom-seg", cfg.dicom_seg)):
+        if path is not None and loaded.header is None:
+            raise ConfigError(f"{flag} needs a DICOM input (the object joins the input's study); {cfg.input} "
+                              "is not DICOM", hint=f"drop {flag}")
+    sources = dicom_sources(cfg, loaded)
     describe = _model_description(meta)
     threshold, threshold_note = stored_threshold(meta)
     cfg = replace(cfg, out=_overlay_path(cfg, spec.dataset, (meta.get("recipe") or {}).get("name") or "model"))
     site_file = Path(cfg.site) if cfg.site and Path(cfg.site).suffix.lower() in (".yaml", ".yml") else None
-    check_outputs({"--out": cfg.out, "--json": cfg.json_out, "--dicom-out": cfg.dicom_out},
+    check_outputs({"--out": cfg.out, "--json": cfg.json_out, "--dicom-out": cfg.dicom_out,
+                   "--nifti-out": cfg.nifti_out, "--dicom-map": cfg.dicom_map, "--dicom-seg": cfg.dicom_seg},
                   {"the input": cfg.input, "the checkpoint (--model)": cfg.model,
                    "the site config (--site)": site_file})
     if spec.kind == "volume":
-        record, label, maps, layout = _explain_volume(model, loaded, spec, cfg, device, describe, threshold)
+        record, label, maps, layout, prepared = _explain_volume(model, loaded, spec, cfg, device, describe, threshold)
     else:
-        record, label, maps, layout = _explain_image(model, loaded, spec, cfg, device, describe, threshold)
+        record, label, maps, layout, prepared = _explain_image(model, loaded, spec, cfg, device, describe, threshold)
+    source = None
+    if cfg.nifti_out is not None or cfg.dicom_map is not None or cfg.dicom_seg is not None:
+        source = (volume_source_map(maps, prepared, loaded) if spec.kind == "volume"
+                  else image_source_map(maps[-1], prepared.geometry, loaded))
+        record["notes"].extend(source.notes)
+        record["source_map"] = {"explained_slices": source.explained, "shape": list(source.grid.shape),
+                                "seg_threshold": cfg.seg_threshold if cfg.dicom_seg is not None else None}
     if threshold_note:
         record["notes"].append(threshold_note)
     record.update({
@@ -154,6 +182,9 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
                        f"{record['score']:.3f}; made by ppi {__version__}")
         write_secondary_capture(cfg.dicom_out, read_png_rgb(cfg.out), loaded.header, description)
         wrote.append(cfg.dicom_out)
+    if source is not None:
+        wrote += export_maps(cfg, source, sources, f"{cfg.method} saliency of {describe}; {label} score "
+                             f"{record['score']:.3f}; ppi {__version__}")
     return ExplainResult(record, wrote, maps, layout)
 
 
@@ -181,7 +212,7 @@ def _explain_image(model, loaded, spec, cfg: ExplainConfig, device, describe: st
                      "positive_share": _positive_share(saliency)},
         "notes": prepared.notes,
     }
-    return record, label, {-1: saliency}, layout
+    return record, label, {-1: saliency}, layout, prepared
 
 
 def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: str, threshold: float) -> tuple:
@@ -216,7 +247,7 @@ def _explain_volume(model, loaded, spec, cfg: ExplainConfig, device, describe: s
         "saliency": {"top_percent": TOP_PERCENT, "target": "slice logit"},
         "notes": prepared.notes,
     }
-    return record, label, by_slice, layout
+    return record, label, by_slice, layout, prepared
 
 
 def _refuse_non_finite(cfg: ExplainConfig, score: float, arrays: list[np.ndarray]) -> None:
