@@ -87,16 +87,17 @@ def image_source_map(saliency: np.ndarray, geometry: Geometry, loaded: LoadedInp
 
     h, w = geometry.source_shape
     side_r, side_c = saliency.shape
-    rows = (np.arange(h) - geometry.row0) / geometry.row_step  # model coordinate of each source row
-    cols = (np.arange(w) - geometry.col0) / geometry.col_step
-    grid = np.meshgrid(rows, cols, indexing="ij")
+    rows = (np.arange(h) - geometry.row0) / geometry.row_step  # (H,) model coordinate of each source row
+    cols = (np.arange(w) - geometry.col0) / geometry.col_step  # (W,)
+    grid = np.meshgrid(rows, cols, indexing="ij")  # 2 x (H, W)
     sigma = [max(0.0, (1.0 / abs(step) - 1.0) / 2.0) for step in (geometry.row_step, geometry.col_step)]
     smooth = gaussian_filter(saliency.astype(np.float64), sigma, mode="nearest") if max(sigma) > 0 else saliency
     plane = map_coordinates(np.asarray(smooth, dtype=np.float64), grid, order=1, mode="nearest")
+    # (H, W): the source pixels the model's patch covers (to the outer edge of its border pixels)
     inside = ((rows >= -0.5) & (rows <= side_r - 0.5))[:, None] & ((cols >= -0.5) & (cols <= side_c - 0.5))[None, :]
     n = loaded.n_slices or 1
     index = loaded.slice_index or 0
-    stack = np.zeros((n, h, w), dtype=np.float32)
+    stack = np.zeros((n, h, w), dtype=np.float32)  # (S, H, W), the whole stack the slice came from
     stack[index] = np.where(inside, plane, 0.0)
     return _on_input_grid(stack, [index], loaded)
 
@@ -120,9 +121,9 @@ def volume_source_map(by_slice: dict[int, np.ndarray], prepared: PreparedVolume,
         if source in explained:
             continue
         mh, mw = saliency.shape
-        rows = (np.arange(h) + 0.5) * mh / h - 0.5
-        cols = (np.arange(left, left + w) + 0.5) * mw / padded_w - 0.5
-        grid = np.meshgrid(rows, cols, indexing="ij")
+        rows = (np.arange(h) + 0.5) * mh / h - 0.5  # (H,) model row of each source row
+        cols = (np.arange(left, left + w) + 0.5) * mw / padded_w - 0.5  # (W,) the unpadded columns only
+        grid = np.meshgrid(rows, cols, indexing="ij")  # 2 x (H, W)
         stack[source] = map_coordinates(saliency.astype(np.float64), grid, order=1, mode="nearest")
         explained.append(source)
     return _on_input_grid(stack, sorted(explained), loaded)
@@ -139,6 +140,9 @@ def seg_mask(source: SourceMap, threshold: float) -> np.ndarray:
 
 def export_maps(cfg: Any, source: SourceMap, headers: list[Any] | None, description: str) -> list[Path]:
     """Write what `cfg` asks for (`nifti_out`, `dicom_map`, `dicom_seg`); return the paths written.
+
+    Example:
+        >>> export_maps(cfg, image_source_map(saliency, prepared.geometry, loaded), dicom_sources(cfg, loaded), "wbp")
 
     Args:
         cfg: The explain config.
@@ -180,7 +184,7 @@ def _on_input_grid(stack: np.ndarray, explained: list[int], loaded: LoadedInput)
 
 
 def _nifti_order(stack: np.ndarray, grid: VoxelGrid) -> np.ndarray:
-    """(S, H, W) numpy to the grid's (x, y, z) voxel order and shape."""
+    """(S, H, W) numpy to the grid's (x, y, z) voxel order and shape ((W, H, S), or (W, H) for one image)."""
     return np.ascontiguousarray(stack.transpose(2, 1, 0)).reshape(grid.shape).astype(np.float32)
 
 

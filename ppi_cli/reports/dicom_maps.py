@@ -56,6 +56,9 @@ def write_parametric_map(path: str | Path, frames: np.ndarray, sources: Sequence
     Raises:
         MissingExtraError: highdicom is not installed.
         DataError: highdicom cannot derive a map from these sources (the message says why).
+
+    Example:
+        >>> write_parametric_map("map.dcm", saliency[None], [header], "wbp saliency of tiny (score 0.91)")
     """
     hd = require_highdicom("--dicom-map")
     frames = np.ascontiguousarray(frames, dtype=np.float32)
@@ -81,6 +84,9 @@ def write_segmentation(path: str | Path, mask: np.ndarray, sources: Sequence[Any
     Raises:
         MissingExtraError: highdicom is not installed.
         DataError: highdicom cannot derive a segmentation from these sources (the message says why).
+
+    Example:
+        >>> write_segmentation("seg.dcm", saliency[None] >= 0.5 * saliency.max(), [header], "wbp saliency")
     """
     hd = require_highdicom("--dicom-seg")
     from pydicom.sr.codedict import codes
