@@ -57,13 +57,21 @@ def checkpoint_volume(path: Path, *, n_bscans: int = 10, bscan_size=(24, 40), se
     return save_checkpoint(path, model.state_dict(), meta)
 
 
-def decoder_installed(path: str | Path) -> bool:
-    """Whether an installed plugin decodes this DICOM file's transfer syntax (pylibjpeg of the `codecs` extra,
-    or pyjpegls, which highdicom of the `dicom-out` extra brings along for JPEG-LS)."""
+def hide_decoders(monkeypatch, path: str | Path) -> None:
+    """Make pydicom find no decoder for this file's transfer syntax, and `pylibjpeg` look uninstalled.
+
+    Which decoders a machine has depends on its extras (pyjpegls comes with highdicom, pylibjpeg with
+    `codecs`), so the "no decoder installed" path is tested by hiding them, on every machine.
+    """
+    import importlib.util
+
     from pydicom.pixels import get_decoder
 
     syntax = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
-    return bool(get_decoder(syntax).is_available)
+    monkeypatch.setattr(get_decoder(syntax), "_available", {})
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "pylibjpeg" else find_spec(name, *args))
 
 
 def ct_with_patient(path: Path) -> Path:
