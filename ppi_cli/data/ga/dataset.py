@@ -47,9 +47,11 @@ class GaDataset(Dataset):
         >>> ds[0]["image"].shape  # (K, 1, H, W)
     """
 
+    kind = "ga"  # the cache kind it opens; `table` serves its volumes through this same class
+
     def __init__(self, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0,
                  slices_per_volume: int | None = None):
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else Workspace.resolve().cache("ga")
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else Workspace.resolve().cache(self.kind)
         data_cfg: DataConfig = getattr(cfg, "data", cfg)
         model_cfg = getattr(cfg, "model", None)
         default_k = model_cfg.multiview.slices_per_volume if model_cfg is not None \
@@ -59,7 +61,7 @@ class GaDataset(Dataset):
         self.noise_std = float(getattr(data_cfg, "noise_std", 0.0))
         self.train = train
         self.seed = seed
-        self.info = open_cache(self.cache_dir, "ga", rebuild_hint("ga", self.cache_dir))
+        self.info = open_cache(self.cache_dir, self.kind, rebuild_hint(self.kind, self.cache_dir))
         frame = read_manifest(self.cache_dir, required=("sample_id", "subject_id", "site", "label"))
         rows = np.arange(len(frame)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         if rows.size and (rows.min() < 0 or rows.max() >= len(frame)):

@@ -23,7 +23,7 @@ from ppi_cli.config.site import Intensity, Padding, SiteConfig
 from ppi_cli.errors import ConfigError, DataError
 
 __all__ = ["normalise_volume", "normalise_mask", "preprocess_volume", "parse_bscan_size", "percentile_uint8",
-           "bscan_indices"]
+           "bscan_indices", "resize_stack"]
 
 _NUMPY_PAD_MODE = {"edge-repeat": "edge", "reflect": "reflect", "zero": "constant"}
 
@@ -75,7 +75,7 @@ def normalise_volume(raw: np.ndarray, site_cfg: SiteConfig | None, n_bscans: int
     volume, left, right, pad_text = _pad(volume, site_cfg)
     height, width = parse_bscan_size(bscan_size)
     indices = bscan_indices(volume.shape[0], n_bscans)
-    out = _resize_stack(volume[indices], (height, width), nearest=False)
+    out = resize_stack(volume[indices], (height, width), nearest=False)
     record = {
         "orig_shape": "x".join(str(s) for s in raw.shape),
         "intensity": how, "intensity_low": low, "intensity_high": high,
@@ -111,7 +111,7 @@ def normalise_mask(raw_mask: np.ndarray, record: dict[str, Any], site_cfg: SiteC
         rule = site_cfg.padding.rule if site_cfg else "none"
         mask = np.pad(mask, ((0, 0), (0, 0), (left, right)), mode=_NUMPY_PAD_MODE[rule])
     height, width = parse_bscan_size(bscan_size)
-    return _resize_stack(mask[bscan_indices(mask.shape[0], n_bscans)], (height, width), nearest=True)
+    return resize_stack(mask[bscan_indices(mask.shape[0], n_bscans)], (height, width), nearest=True)
 
 
 def preprocess_volume(vol: np.ndarray) -> tuple[Any, Any]:
@@ -188,7 +188,8 @@ def _pad(volume: np.ndarray, site_cfg: SiteConfig | None) -> tuple[np.ndarray, i
     return padded, left, right, f"{padding.rule} {width}->{target} ({left} left, {right} right)"
 
 
-def _resize_stack(stack: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
+def resize_stack(stack: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
+    """Each uint8 slice of `(S, H, W)` resized to `size` (H', W'): bilinear, or nearest for masks."""
     from PIL import Image
 
     height, width = size

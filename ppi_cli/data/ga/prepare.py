@@ -24,14 +24,15 @@ from typing import Any
 import numpy as np
 
 from ppi_cli import console
-from ppi_cli.config.loader import config_hash, to_dict
+from ppi_cli.config.loader import to_dict
 from ppi_cli.config.resources import bundled_dir
 from ppi_cli.config.site import SiteConfig, load_site_configs
-from ppi_cli.data.cache import INFO_FILE, MANIFEST_FILE, cache_kind, open_cache, read_manifest, write_cache_info
+from ppi_cli.data.cache import INFO_FILE, MANIFEST_FILE, read_manifest, write_cache_info
 from ppi_cli.data.ga.manifest import ManifestRow, read_ga_manifest
 from ppi_cli.data.ga.normalise import normalise_mask, normalise_volume, preprocess_volume
 from ppi_cli.data.oct.readers import read_volume
-from ppi_cli.errors import CacheError, ConfigError, DataError, PpiError
+from ppi_cli.data.parts import PARTS_DIR, cache_up_to_date, install_staged, open_parts, part_key, per_site
+from ppi_cli.errors import ConfigError, DataError, PpiError
 from ppi_cli.files import (
     atomic_write,
     check_outputs,
@@ -41,14 +42,12 @@ from ppi_cli.files import (
     shareable_path,
     shareable_text,
     write_csv,
-    write_json,
     write_npy_rows,
 )
 
 __all__ = ["GaPrepareConfig", "GaPrepareResult", "prepare_ga", "resolve_sites_dir", "normalise_volume",
            "preprocess_volume", "rebuild_command", "PARTS_DIR"]
 
-PARTS_DIR = ".parts"
 VOLUMES_FILE = "volumes.npy"
 MASKS_FILE = "masks.npy"
 ERRORS_FILE = "errors.csv"
@@ -164,8 +163,8 @@ def _prepare_locked(cfg: GaPrepareConfig, rows: list[ManifestRow], extra_columns
         console.log(f"{out}: cache is up to date with {cfg.manifest.name} and these parameters; nothing to do")
         frame, failed_sites = _read_cache_tables(out)
         return GaPrepareResult(out, sites_dir, len(frame), len(failed_sites), len(frame), True,
-                               _per_site(frame, failed_sites))
-    parts = _open_parts(out, params)
+                               per_site(frame, failed_sites))
+    parts = open_parts(out, params)
     tasks = [_Task(r.path, r.mask_path, site_cfgs[r.site], cfg.n_bscans, (height, width),
                    parts / f"{_part_key(r)}.npz", cfg.manifest.parent) for r in rows]
     pending = [(r, t) for r, t in zip(rows, tasks, strict=True) if not t.part.is_file()]
@@ -279,15 +278,11 @@ def _assemble(cfg: GaPrepareConfig, rows: list[ManifestRow], tasks: list[_Task],
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
-    (out / INFO_FILE).unlink(missing_ok=True)  # from here until cache.json the folder reads as incomplete
-    for name in (MASKS_FILE, ERRORS_FILE):
-        (out / name).unlink(missing_ok=True)
-    for name in files:
-        os.replace(staged / name, out / name)
+    install_staged(out, staged, files, stale=(MASKS_FILE, ERRORS_FILE))
     write_cache_info(out, "ga", params, len(done), files, extra={
         "manifest": str(cfg.manifest), "manifest_sha256": manifest_hash, "sites_dir": str(sites_dir),
         "n_errors": len(failed), "rebuild": rebuild_command(cfg)})
-    return GaPrepareResult(out, sites_dir, len(done), len(failed), 0, False, _per_site(frame, [r.site for r in failed]),
+    return GaPrepareResult(out, sites_dir, len(done), len(failed), 0, False, per_site(frame, [r.site for r in failed]),
                            [out / f for f in files] + [out / INFO_FILE])
 
 
@@ -314,51 +309,12 @@ def _cache_manifest(done: list[tuple[ManifestRow, _Task]], records: list[dict[st
 
 
 def _up_to_date(cfg: GaPrepareConfig, params: dict[str, Any], manifest_hash: str) -> bool:
-    if not (cfg.out / INFO_FILE).is_file():
-        return False
-    kind = cache_kind(cfg.out)
-    if kind not in (None, "ga"):
-        raise CacheError(f"{cfg.out}: holds a '{kind}' cache, not a GA cache",
-                         hint="choose another --out for the GA cache")
-    try:
-        info = open_cache(cfg.out, "ga", rebuild_command(cfg), params=params)
-    except CacheError as exc:
-        console.log(f"rebuilding: {exc.message}")
-        return False
-    if info.extra.get("manifest_sha256") != manifest_hash:
-        console.log("rebuilding: the manifest changed since the cache was built")
-        return False
-    return True
-
-
-def _open_parts(out: Path, params: dict[str, Any]) -> Path:
-    """The resume folder; parts made with other parameters are discarded, never mixed in."""
-    parts = out / PARTS_DIR
-    stamp = parts / "params.json"
-    digest = config_hash(params)
-    if parts.is_dir():
-        try:
-            previous = json.loads(stamp.read_text(encoding="utf-8")).get("params_hash")
-        except (OSError, ValueError, AttributeError):
-            previous = None
-        if previous != digest:
-            console.log("discarding the parts of an interrupted run made with other parameters")
-            shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    if not stamp.is_file():
-        write_json(stamp, {"params_hash": digest, "params": params})
-    return parts
+    return cache_up_to_date(cfg.out, "ga", rebuild_command(cfg), params, manifest_hash)
 
 
 def _part_key(row: ManifestRow) -> str:
     """Names a part by what it depends on: the source (and its size and time), the mask and the site."""
-    def signature(path: Path | None) -> list[Any]:
-        if path is None:
-            return []
-        stat = path.stat()
-        return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
-
-    return config_hash({"volume": signature(row.path), "mask": signature(row.mask_path), "site": row.site})
+    return part_key({"volume": row.path, "mask": row.mask_path}, site=row.site)
 
 
 def _read_cache_tables(out: Path) -> tuple[Any, list[str]]:
@@ -369,14 +325,3 @@ def _read_cache_tables(out: Path) -> tuple[Any, list[str]]:
     errors_path = out / ERRORS_FILE
     failed = pd.read_csv(errors_path, dtype=str)["site"].tolist() if errors_path.is_file() else []
     return frame, failed
-
-
-def _per_site(frame: Any, failed_sites: list[str]) -> dict[str, dict[str, int]]:
-    table: dict[str, dict[str, int]] = {}
-    for site, label in zip(frame["site"].astype(str), frame["label"].astype(int), strict=True):
-        entry = table.setdefault(site, {"volumes": 0, "positives": 0, "errors": 0})
-        entry["volumes"] += 1
-        entry["positives"] += int(label)
-    for site in failed_sites:
-        table.setdefault(site, {"volumes": 0, "positives": 0, "errors": 0})["errors"] += 1
-    return dict(sorted(table.items()))
