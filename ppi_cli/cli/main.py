@@ -32,6 +32,7 @@ from ppi_cli.cli import (
     prepare_folder,
     prepare_ga,
     prepare_lidc,
+    prepare_table,
     recipe,
     segment_eval,
     sweep,
@@ -54,7 +55,7 @@ _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Clic
 # stays at Typer's own start-up time (measured in CHANGELOG.md, 0.2 s).
 # Listed in `ppi --help` in this order: the order of the workflow, then the rest.
 VERBS: dict[str, tuple[ModuleType, ...]] = {
-    "prepare": (prepare_lidc, prepare_ga, prepare_folder),
+    "prepare": (prepare_lidc, prepare_ga, prepare_folder, prepare_table),
     "train": (train,),
     "crossval": (crossval,),
     "cross-site": (cross_site,),

@@ -29,7 +29,7 @@ DataOpt = Annotated[
 ]
 DatasetOpt = Annotated[
     str | None,
-    typer.Option("--dataset", help="Which workspace cache to use when several exist: lidc, ga or folder.",
+    typer.Option("--dataset", help="Which workspace cache to use when several exist: lidc, ga, folder or table.",
                  show_default=False),
 ]
 OutOpt = Annotated[

@@ -62,7 +62,8 @@ class ModelConfig:
 class DataConfig:
     """Which cache, and how samples are read and augmented at training time."""
 
-    dataset: Literal["lidc", "ga", "folder", "synthetic"] = param("synthetic", "Kind of cache the recipe trains on.")
+    dataset: Literal["lidc", "ga", "folder", "table", "synthetic"] = param(
+        "synthetic", "Kind of cache the recipe trains on.")
     cache: str = param("", "Cache folder; empty means the workspace default for the dataset.")
     batch_size: int = param(32, "Samples per batch (volumes for the multiview model).", min=1)
     num_workers: int = param(0, "DataLoader worker processes (0 = in the main process).", min=0)

@@ -62,11 +62,11 @@ class CacheInfo:
 
 # How each kind of cache is built, for the hint of every error about one (the options it cannot know as `DIR`).
 _PREPARE = {"lidc": "ppi prepare lidc --root DIR", "ga": "ppi prepare ga --manifest labels.csv",
-            "folder": "ppi prepare folder --root DIR"}
+            "folder": "ppi prepare folder --root DIR", "table": "ppi prepare table --manifest cohort.csv"}
 
 
 def cache_kind(folder: Path) -> str | None:
-    """The kind `cache.json` records (`lidc`, `ga`, `folder`), or None when the folder holds no readable one.
+    """The kind `cache.json` records (`lidc`, `ga`, `folder`, `table`), or None when the folder holds no readable one.
 
     The one reader of "what kind of cache is this"; `open_cache` then checks the rest.
     """

@@ -27,6 +27,7 @@ from ppi_cli.data.ga import dataset as _ga  # noqa: F401  (registers ga)
 from ppi_cli.data.lidc import dataset as _lidc  # noqa: F401  (registers lidc)
 from ppi_cli.data.registry import MANIFEST_COLUMNS, dataset_class, dataset_kinds, register_dataset
 from ppi_cli.data.synth import dataset as _synthetic  # noqa: F401  (registers synthetic)
+from ppi_cli.data.table import dataset as _table  # noqa: F401  (registers table)
 from ppi_cli.workspace import Workspace
 
 __all__ = ["register_dataset", "build_dataset", "dataset_class", "dataset_kinds", "dataset_manifest",

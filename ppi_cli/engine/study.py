@@ -47,9 +47,9 @@ __all__ = ["StudyClock", "StudyData", "resolve_study", "load_study_data", "defau
            "DEFAULT_RECIPES"]
 
 TRAINED_FILE = "trained.json"  # written after training finishes; its presence lets a re-run skip training
-CACHE_KINDS = ("lidc", "ga", "folder")
+CACHE_KINDS = ("lidc", "ga", "folder", "table")
 # The default recipe of each dataset: PPI+WBP on the paper's backbone, with a `-cpu` twin for the CPU.
-DEFAULT_RECIPES = {"lidc": "lidc-ppi-wbp", "ga": "ga-ppi-wbp", "folder": "cub-ppi-wbp"}
+DEFAULT_RECIPES = {"lidc": "lidc-ppi-wbp", "ga": "ga-ppi-wbp", "folder": "cub-ppi-wbp", "table": "table-ppi-wbp"}
 SYNTHETIC_RECIPE = "synthetic-ppi-wbp-cpu"  # the generated task has only a CPU-sized recipe
 
 
@@ -57,7 +57,7 @@ SYNTHETIC_RECIPE = "synthetic-ppi-wbp-cpu"  # the generated task has only a CPU-
 class StudyData:
     """The rows a study splits: one label, subject and site per manifest row of the cache."""
 
-    kind: str  # dataset kind: lidc, ga, folder or synthetic
+    kind: str  # dataset kind: lidc, ga, folder, table or synthetic
     cache_dir: Path | None  # None for the in-memory synthetic dataset
     labels: np.ndarray  # (N,) int
     subjects: np.ndarray  # (N,) str: patient / eye; folds and hold-outs never split one
@@ -98,7 +98,7 @@ def _detect_dataset(workspace: Workspace, data: Path | None, wanted: str | None)
                           hint=f"choose with --dataset {' or --dataset '.join(present)}")
     if present:
         return present[0]
-    log(f"no prepared cache in {workspace.root} (cache/lidc, cache/ga, cache/folder): the generated task; "
+    log(f"no prepared cache in {workspace.root} (cache/lidc, cache/ga, cache/folder, cache/table): the generated task; "
         "prepare one with `ppi prepare ...` or pass --data")
     return "synthetic"
 
@@ -165,7 +165,7 @@ def _in_memory_data(recipe: Recipe) -> StudyData:
     manifest_of = getattr(cls, "manifest_without_cache", None)
     if manifest_of is None:
         raise ConfigError(f"data.dataset: '{recipe.data.dataset}' has no manifest to split",
-                          hint="use a prepared cache (lidc, ga, folder) or the synthetic dataset")
+                          hint="use a prepared cache (lidc, ga, folder, table) or the synthetic dataset")
     frame = manifest_of(recipe.data)
     return StudyData(recipe.data.dataset, None, frame["label"].to_numpy(dtype=np.int64),
                      frame["subject_id"].astype(str).to_numpy(), frame["site"].astype(str).to_numpy(),
