@@ -22,6 +22,13 @@ def folder_cmd(
                                              "side resized, centre crop). Default: the native size when every "
                                              "image is the same square, else 256.", show_default=False)] = None,
     channels: Annotated[int, typer.Option("--channels", min=1, max=3, help="3 stores RGB, 1 stores grey.")] = 3,
+    subject_regex: Annotated[str | None, typer.Option(
+        "--subject-regex", help="Group images by subject: a regular expression searched in each file name; its "
+        "first group (or the group named 'subject') is the subject id, e.g. '^(P\\d+)_'. Splits keep a "
+        "subject's images together. Default: each image is its own subject.", show_default=False)] = None,
+    subjects: Annotated[Path | None, typer.Option(
+        "--subjects", help="Group images by subject from a CSV with columns file, subject_id (file: the path under "
+        "--root, or the file name when unique).", show_default=False)] = None,
     strict: StrictOpt = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -32,10 +39,11 @@ def folder_cmd(
     from ppi_cli.workspace import Workspace
 
     target = out or Workspace.resolve(workspace).cache("folder")
-    result = prepare_folder(FolderPrepareConfig(root=root, out=target, size=size, channels=channels, strict=strict))
+    result = prepare_folder(FolderPrepareConfig(root=root, out=target, size=size, channels=channels, strict=strict,
+                                                subject_regex=subject_regex, subjects=subjects))
     stdout.print(f"{result.n_images} images, {len(result.classes)} classes, {result.size}×{result.size}, "
                  f"{result.n_errors} skipped -> {result.cache}")
-    paths(read=[root], wrote=result.written)
+    paths(read=[root] + ([subjects] if subjects is not None else []), wrote=result.written)
 
 
 def register(group: typer.Typer) -> None:

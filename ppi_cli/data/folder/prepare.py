@@ -10,6 +10,9 @@ Classes are the sorted class-folder names over all splits. Every image is conver
 with `channels=1`), its shorter side resized to `size` and centre-cropped to `size × size`, and stored
 in `images.npy` (N, C, size, size) uint8. With `size=None` a collection whose images all share one
 square size keeps it (CIFAR-10: 32), any other is brought to 256 (room for a 224 training crop).
+Each image is its own subject unless `subject_regex` (the first group, or the group named `subject`, of
+a file's name) or a `subjects` CSV (columns `file`, `subject_id`; `file` is the path under the root or,
+when unique, the file name) says which images share one: splits keep a subject's images together.
 Unreadable images go to `errors.csv` and are skipped (`strict` stops instead). An interrupted run
 resumes from `progress.json`. The new files are written into `.assembled/` and moved in together,
 then `cache.json` is written last: until then a previous cache in `out` stays valid and usable.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +39,14 @@ from ppi_cli.files import (
     output_lock,
     remove_stale_tmp,
     reserve_space,
+    sha256_bytes,
     shareable_text,
     write_csv,
     write_json,
     write_npy_rows,
 )
 
-__all__ = ["FolderPrepareConfig", "PreparedFolder", "prepare_folder", "scan_folder", "SPLITS"]
+__all__ = ["FolderPrepareConfig", "PreparedFolder", "prepare_folder", "scan_folder", "folder_subjects", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 DEFAULT_RESIZE = 256  # mixed-size collections: room for the usual 224 training crop (our decision)
@@ -60,6 +65,8 @@ class FolderPrepareConfig:
     size: int | None = None  # side of the stored square images; None: native if uniform and square, else 256
     channels: int = 3  # 3 stores RGB, 1 stores grey
     strict: bool = False  # stop at the first unreadable image instead of logging it to errors.csv
+    subject_regex: str | None = None  # the subject id from each file name: the first group, or the group `subject`
+    subjects: Path | None = None  # CSV with columns file, subject_id (file: path under the root, or file name)
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,80 @@ def scan_folder(root: Path) -> tuple[list[tuple[str, str, Path]], list[str]]:
         raise DataError(f"{root}: only one class folder ('{classes[0]}'); a classifier needs two or more",
                         hint="put each class's images in its own sub-folder")
     return items, classes
+
+
+def folder_subjects(items: list[tuple[str, str, Path]], root: Path, subject_regex: str | None = None,
+                    subjects: Path | None = None) -> list[str]:
+    """The subject of every image: from `subject_regex`, from a `subjects` CSV, else the image itself.
+
+    Raises:
+        ConfigError: Both or a bad regex given; an image the regex does not match or the CSV does not list
+            (the first named, with the count); a subject in two of the shipped train/val/test folders.
+    """
+    rel = [path.relative_to(root).as_posix() for _, _, path in items]
+    if subject_regex is not None and subjects is not None:
+        raise ConfigError("--subject-regex and --subjects both given", hint="give one of them")
+    if subject_regex is not None:
+        found = _subjects_by_regex(rel, [path.name for _, _, path in items], subject_regex)
+    elif subjects is not None:
+        found = _subjects_from_csv(rel, subjects)
+    else:  # each photo is its own subject: natural-image collections have no patients to group by
+        return [Path(r).with_suffix("").as_posix() for r in rel]
+    sides: dict[str, set[str]] = {}
+    for (split, _, _), subject in zip(items, found, strict=True):
+        sides.setdefault(subject, set()).add(split)
+    leaking = sorted(s for s, names in sides.items() if len(names) > 1)
+    if leaking:  # the value itself is not quoted: subject ids may be patient identifiers
+        raise ConfigError(f"{len(leaking)} subject(s) have images in more than one of the folders "
+                          f"{', '.join(sorted({n for s in leaking for n in sides[s]}))}: a split would leak them",
+                          hint="move each subject's images into one split folder, or check the grouping")
+    return found
+
+
+def _subjects_by_regex(rel: list[str], names: list[str], pattern: str) -> list[str]:
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"--subject-regex {pattern!r}: not a regular expression ({exc})",
+                          hint=r"e.g. --subject-regex '^(P\d+)_'") from None
+    if regex.groups == 0:
+        raise ConfigError(f"--subject-regex {pattern!r}: no group to take the subject id from",
+                          hint=r"put the subject part in parentheses, e.g. '^(P\d+)_' or '(?P<subject>P\d+)'")
+    group: int | str = "subject" if "subject" in regex.groupindex else 1
+    found: list[str] = []
+    missed: list[str] = []
+    for path, name in zip(rel, names, strict=True):
+        match = regex.search(name)
+        subject = match.group(group) if match else None
+        if not subject:
+            missed.append(path)
+        found.append(subject or "")
+    if missed:
+        raise ConfigError(f"--subject-regex {pattern!r} gives no subject for {len(missed)} of {len(rel)} file names "
+                          f"(first: {missed[0]})", hint="fix the regex, or list subjects with --subjects CSV")
+    return found
+
+
+def _subjects_from_csv(rel: list[str], path: Path) -> list[str]:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--subjects {path}: not a readable CSV ({str(exc).splitlines()[0]})",
+                          hint="columns: file, subject_id") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if not {"file", "subject_id"} <= set(frame.columns):
+        raise ConfigError(f"--subjects {path}: needs the columns file and subject_id", hint="columns: file, subject_id")
+    table = {str(f).strip(): str(s).strip() for f, s in zip(frame["file"], frame["subject_id"], strict=True)}
+    names = [Path(r).name for r in rel]
+    unique_names = {n for n in names if names.count(n) == 1}
+    found = [table.get(r) or (table.get(n, "") if n in unique_names else "") for r, n in zip(rel, names, strict=True)]
+    missed = [r for r, subject in zip(rel, found, strict=True) if not subject]
+    if missed:
+        raise ConfigError(f"--subjects {path}: no subject_id for {len(missed)} of {len(rel)} images (first: "
+                          f"{missed[0]})", hint="list every image under its path below --root (or its file name)")
+    return found
 
 
 def _load_image(path: Path, size: int, channels: int) -> np.ndarray:
@@ -142,16 +223,19 @@ def prepare_folder(config: FolderPrepareConfig) -> PreparedFolder:
         raise ConfigError("--out is the --root folder: the cache would be written among its images; nothing was "
                           "written", hint="choose another --out, e.g. cache/<name>")
     items, classes = scan_folder(config.root)
+    subjects = folder_subjects(items, config.root, config.subject_regex, config.subjects)
     size = _choose_size(items, config.size)
     params = {"root": str(config.root.resolve()), "size": size, "channels": config.channels,
               "n_files": len(items), "format": "folder-v1"}
+    if config.subject_regex is not None or config.subjects is not None:  # the grouping is part of the cache
+        params["subjects"] = sha256_bytes("\n".join(subjects).encode("utf-8"))
     with output_lock(config.out):
         if removed := remove_stale_tmp(config.out):
             log(f"removed {removed} temporary file(s) left by an interrupted run")
-        return _prepare_locked(config, items, classes, size, params)
+        return _prepare_locked(config, items, subjects, classes, size, params)
 
 
-def _prepare_locked(config: FolderPrepareConfig, items: list, classes: list[str], size: int,
+def _prepare_locked(config: FolderPrepareConfig, items: list, subjects: list[str], classes: list[str], size: int,
                     params: dict[str, Any]) -> PreparedFolder:
     import pandas as pd
 
@@ -186,9 +270,8 @@ def _prepare_locked(config: FolderPrepareConfig, items: list, classes: list[str]
     chunks = np.array_split(np.arange(keep.size), max(1, keep.size // 1024))  # the array may not fit in memory
     rel = [items[i][2].relative_to(config.root) for i in keep]
     manifest = pd.DataFrame({
-        # Each photo is its own subject: natural-image collections have no patients to group by.
         "sample_id": [p.with_suffix("").as_posix() for p in rel],
-        "subject_id": [p.with_suffix("").as_posix() for p in rel],
+        "subject_id": [subjects[i] for i in keep],  # folder_subjects: the image itself unless grouped
         "site": "na", "label": [class_index[items[i][1]] for i in keep], "class_name": [items[i][1] for i in keep],
         "split": [items[i][0] for i in keep], "source": [p.as_posix() for p in rel],
     })

@@ -14,7 +14,7 @@ from ppi_cli.config.recipe import DataConfig
 from ppi_cli.data.cache import open_cache
 from ppi_cli.data.datasets import build_dataset
 from ppi_cli.data.folder.dataset import predefined_split
-from ppi_cli.errors import DataError
+from ppi_cli.errors import ConfigError, DataError
 
 COLOURS = {"cat": (200, 10, 10), "dog": (10, 200, 10), "owl": (10, 10, 200)}
 
@@ -113,3 +113,43 @@ def test_dataset_samples_and_predefined_split(tmp_path):
     binary = build_dataset("folder", tmp_path / "cb", None, DataConfig(dataset="folder", crop=8), train=False)
     assert binary[3]["label"].dtype == torch.float32 and float(binary[3]["label"]) == 1.0
     assert predefined_split(tmp_path / "cb") is None
+
+
+def test_subject_regex_groups_a_patients_images(cli, tmp_path):
+    root = tmp_path / "xr"
+    for name, files in {"normal": ("P01_a.png", "P01_b.png", "P02_a.png"), "sick": ("P03_a.png", "P03_b.png")}.items():
+        (root / name).mkdir(parents=True)
+        for file in files:
+            Image.new("L", (8, 8), 90).save(root / name / file)
+    result = cli("prepare", "folder", "--root", root, "--out", tmp_path / "c", "--subject-regex", r"^(P\d+)_")
+    assert result.exit_code == 0, result.stderr
+    manifest = pd.read_csv(tmp_path / "c" / "manifest.csv")
+    assert manifest.set_index("source")["subject_id"].to_dict() == {
+        "normal/P01_a.png": "P01", "normal/P01_b.png": "P01", "normal/P02_a.png": "P02",
+        "sick/P03_a.png": "P03", "sick/P03_b.png": "P03"}
+    items, _ = fp.scan_folder(root)
+    assert fp.folder_subjects(items, root, r"(?P<site>x)?(?P<subject>P\d+)") == ["P01", "P01", "P02", "P03", "P03"]
+    assert fp.folder_subjects(items, root)[0] == "normal/P01_a"  # the default: each image its own subject
+    with pytest.raises(ConfigError, match=r"gives no subject for 2 of 5 file names \(first: normal/P01_a.png\)"):
+        fp.folder_subjects(items, root, r"^(P0[23])_")
+    with pytest.raises(ConfigError, match="no group"):
+        fp.folder_subjects(items, root, r"P\d+")
+
+
+def test_subjects_csv_and_a_subject_across_split_folders(tmp_path):
+    root = make_tree(tmp_path / "photos", per_class=2)  # train/{cat,dog}/{cat,dog}{0,1}.png and test/...
+    items, _ = fp.scan_folder(root)
+    rows = [(f"{split}/{name}/{name}{i}.png", f"{split}-{i}") for split in ("train", "test")
+            for name in ("cat", "dog") for i in range(2)]
+    table = tmp_path / "subjects.csv"
+    pd.DataFrame(rows, columns=["file", "subject_id"]).to_csv(table, index=False)
+    assert fp.folder_subjects(items, root, subjects=table) == ["test-0", "test-1", "test-0", "test-1",
+                                                               "train-0", "train-1", "train-0", "train-1"]
+    out = fp.prepare_folder(fp.FolderPrepareConfig(root, tmp_path / "c", size=8, subjects=table))
+    assert out.n_images == 8 and pd.read_csv(tmp_path / "c" / "manifest.csv")["subject_id"].nunique() == 4
+    pd.DataFrame([(f, "one") for f, _ in rows], columns=["file", "subject_id"]).to_csv(table, index=False)
+    with pytest.raises(ConfigError, match="1 subject.s. have images in more than one of the folders test, train"):
+        fp.folder_subjects(items, root, subjects=table)
+    pd.DataFrame(rows[:3], columns=["file", "subject_id"]).to_csv(table, index=False)
+    with pytest.raises(ConfigError, match="no subject_id for 5 of 8 images"):
+        fp.folder_subjects(items, root, subjects=table)
