@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ppi_cli.cli.options import StrictOpt, WorkersOpt, WorkspaceOpt
 
-__all__ = ["register", "prepare_ga_cmd"]
+__all__ = ["register", "prepare_ga_cmd", "site_table"]
 
 
 def prepare_ga_cmd(
@@ -58,15 +58,21 @@ def prepare_ga_cmd(
 
 
 def _table(result):
+    title = f"GA cache {result.out}" + (" (up to date)" if result.up_to_date else "")
+    return site_table(title, result.per_site, ("volumes", "GA"))
+
+
+def site_table(title: str, per_site: dict[str, dict[str, int]], names: tuple[str, str]) -> Any:
+    """The per-site summary of a prepared cache (`data.parts.per_site`), with an `all` row; `names` heads
+    the volume and positive columns."""
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     from rich.table import Table
 
-    title = f"GA cache {result.out}" + (" (up to date)" if result.up_to_date else "")
-    table = Table("site", "volumes", "GA", "errors", title=title, box=None, pad_edge=False)
-    for site, counts in result.per_site.items():
+    table = Table("site", *names, "errors", title=title, box=None, pad_edge=False)
+    for site, counts in per_site.items():
         table.add_row(site, str(counts["volumes"]), str(counts["positives"]), str(counts["errors"]))
-    table.add_row("all", str(result.n_volumes), str(sum(c["positives"] for c in result.per_site.values())),
-                  str(result.n_errors), style="bold")
+    table.add_row("all", *(str(sum(c[k] for c in per_site.values())) for k in ("volumes", "positives", "errors")),
+                  style="bold")
     return table
 
 

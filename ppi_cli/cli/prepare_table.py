@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ppi_cli.cli.options import OutOpt, StrictOpt, WorkspaceOpt
+from ppi_cli.cli.prepare_ga import site_table
 
 __all__ = ["register", "prepare_table_cmd"]
 
@@ -50,17 +51,9 @@ def prepare_table_cmd(
 
 
 def _table(result: Any) -> Any:
-    # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
-    from rich.table import Table
-
     title = (f"table cache {result.out}, {result.n_slices} slice(s) per sample"
              + (" (up to date)" if result.up_to_date else ""))
-    table = Table("site", "samples", "positive", "errors", title=title, box=None, pad_edge=False)
-    for site, counts in result.per_site.items():
-        table.add_row(site, str(counts["volumes"]), str(counts["positives"]), str(counts["errors"]))
-    table.add_row("all", str(result.n_samples), str(sum(c["positives"] for c in result.per_site.values())),
-                  str(result.n_errors), style="bold")
-    return table
+    return site_table(title, result.per_site, ("samples", "positive"))
 
 
 def register(group: typer.Typer) -> None:

@@ -13,19 +13,53 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ppi_cli.config.loader import config_hash
-from ppi_cli.console import log
-from ppi_cli.data.cache import INFO_FILE, cache_kind, open_cache
-from ppi_cli.errors import CacheError
-from ppi_cli.files import write_json
+import numpy as np
 
-__all__ = ["PARTS_DIR", "open_parts", "part_key", "install_staged", "cache_up_to_date", "per_site"]
+from ppi_cli.config.loader import config_hash
+from ppi_cli.console import log, progress
+from ppi_cli.data.cache import INFO_FILE, MANIFEST_FILE, cache_kind, open_cache
+from ppi_cli.errors import CacheError, DataError
+from ppi_cli.files import write_csv, write_json, write_npy_rows
+
+__all__ = ["PARTS_DIR", "VOLUMES_FILE", "MASKS_FILE", "ERRORS_FILE", "read_manifest_csv", "open_parts", "part_key",
+           "assemble_volumes", "install_staged", "cache_up_to_date", "per_site"]
 
 PARTS_DIR = ".parts"
+VOLUMES_FILE = "volumes.npy"
+MASKS_FILE = "masks.npy"
+ERRORS_FILE = "errors.csv"
+
+
+def read_manifest_csv(path: Path, required: Sequence[str], optional: Sequence[str], *, noun: str, example: str,
+                      row_hint: str, hint: str) -> tuple[Any, list[str]]:
+    """A manifest CSV as text columns (stripped names), checked for its `required` columns and for rows.
+
+    Returns:
+        The DataFrame and the names of the columns neither required nor optional (kept by the caller).
+
+    Raises:
+        DataError: No such file, not a CSV, a required column missing, or no rows.
+    """
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"{path}: no such {noun}", hint=f"pass --manifest {example} (columns: {', '.join(required)})")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})", hint=hint) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}",
+                        hint=f"the {noun} needs the columns {', '.join(required)}; {hint}")
+    if frame.empty:
+        raise DataError(f"{path}: the {noun} has no rows", hint=row_hint)
+    return frame, [c for c in frame.columns if c not in (*required, *optional)]
 
 
 def open_parts(out: Path, params: Mapping[str, Any]) -> Path:
@@ -56,6 +90,48 @@ def part_key(files: Mapping[str, Path | None], **other: Any) -> str:
         return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
 
     return config_hash({name: signature(path) for name, path in files.items()} | other)
+
+
+def assemble_volumes(out: Path, parts: Sequence[Path], shape: tuple[int, ...], with_masks: bool,
+                     manifest: Callable[[list[dict[str, Any]]], Any], errors: Any | None) -> tuple[list[str], Any]:
+    """Write `volumes.npy` (and `masks.npy`) from the part files, the manifest and errors.csv, and move them in.
+
+    Every part holds `volume` (S, H, W) or (1, H, W), repeated to S, its JSON `record` and optionally `mask`.
+    `manifest(records)` builds the cache manifest from the parts' records, in part order. `cache.json` is
+    the caller's to write next. Until then a previous cache in `out` stays as it was.
+
+    Returns:
+        The names of the files moved in, and the manifest frame.
+    """
+    records: list[dict[str, Any]] = []
+
+    def blocks(key: str) -> Iterator[np.ndarray]:  # one (1, S, H, W) block per part
+        for path in progress(parts, f"writing {key}s"):
+            with np.load(path, allow_pickle=False) as part:
+                if key == "volume":
+                    records.append(json.loads(str(part["record"])))
+                array = part[key] if key in part.files else np.zeros((1, *shape[2:]), np.uint8)
+            yield np.ascontiguousarray(np.broadcast_to(array, shape[1:]))[None]
+
+    # The new files are written beside the parts and moved in together: until they are all complete,
+    # a full disk or a kill leaves the previous cache (and its cache.json) as it was.
+    staged = out / PARTS_DIR / "assembled"
+    staged.mkdir(parents=True, exist_ok=True)
+    files = [MANIFEST_FILE, VOLUMES_FILE] + ([MASKS_FILE] if with_masks else []) + \
+        ([ERRORS_FILE] if errors is not None else [])
+    try:
+        write_npy_rows(staged / VOLUMES_FILE, shape, np.uint8, blocks("volume"))
+        if with_masks:
+            write_npy_rows(staged / MASKS_FILE, shape, np.uint8, blocks("mask"))
+        frame = manifest(records)
+        write_csv(staged / MANIFEST_FILE, frame)
+        if errors is not None:
+            write_csv(staged / ERRORS_FILE, errors)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    install_staged(out, staged, files, stale=(MASKS_FILE, ERRORS_FILE))
+    return files, frame
 
 
 def install_staged(out: Path, staged: Path, files: Iterable[str], stale: Iterable[str] = ()) -> None:

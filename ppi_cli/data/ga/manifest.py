@@ -16,6 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ppi_cli.data.parts import read_manifest_csv
 from ppi_cli.errors import DataError
 
 __all__ = ["ManifestRow", "read_ga_manifest", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "normalise_eye"]
@@ -69,23 +70,8 @@ def read_ga_manifest(path: Path, sites: Collection[str], *,
         DataError: Unreadable CSV, missing column, bad label/eye/site, missing file, a path outside the
             manifest's folder, duplicate volume or id.
     """
-    import pandas as pd
-
-    if not path.is_file():
-        raise DataError(f"{path}: no such manifest", hint="pass --manifest labels.csv (columns: "
-                        f"{', '.join(REQUIRED_COLUMNS)})")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})", hint=_HINT) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}",
-                        hint=f"the manifest needs the columns {', '.join(REQUIRED_COLUMNS)}; {_HINT}")
-    if frame.empty:
-        raise DataError(f"{path}: the manifest has no rows", hint="add one row per OCT volume")
-    extra_columns = [c for c in frame.columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    frame, extra_columns = read_manifest_csv(path, REQUIRED_COLUMNS, OPTIONAL_COLUMNS, noun="manifest",
+                                             example="labels.csv", row_hint="add one row per OCT volume", hint=_HINT)
     root = path.parent
     rows: list[ManifestRow] = []
     seen_paths: dict[str, int] = {}

@@ -31,7 +31,17 @@ from ppi_cli.data.cache import INFO_FILE, MANIFEST_FILE, read_manifest, write_ca
 from ppi_cli.data.ga.manifest import ManifestRow, read_ga_manifest
 from ppi_cli.data.ga.normalise import normalise_mask, normalise_volume, preprocess_volume
 from ppi_cli.data.oct.readers import read_volume
-from ppi_cli.data.parts import PARTS_DIR, cache_up_to_date, install_staged, open_parts, part_key, per_site
+from ppi_cli.data.parts import (
+    ERRORS_FILE,
+    MASKS_FILE,
+    PARTS_DIR,
+    VOLUMES_FILE,
+    assemble_volumes,
+    cache_up_to_date,
+    open_parts,
+    part_key,
+    per_site,
+)
 from ppi_cli.errors import ConfigError, DataError, PpiError
 from ppi_cli.files import (
     atomic_write,
@@ -42,15 +52,11 @@ from ppi_cli.files import (
     shareable_path,
     shareable_text,
     write_csv,
-    write_npy_rows,
 )
 
 __all__ = ["GaPrepareConfig", "GaPrepareResult", "prepare_ga", "resolve_sites_dir", "normalise_volume",
            "preprocess_volume", "rebuild_command", "PARTS_DIR"]
 
-VOLUMES_FILE = "volumes.npy"
-MASKS_FILE = "masks.npy"
-ERRORS_FILE = "errors.csv"
 
 
 @dataclass(frozen=True)
@@ -253,32 +259,10 @@ def _assemble(cfg: GaPrepareConfig, rows: list[ManifestRow], tasks: list[_Task],
     with_masks = any(r.mask_path is not None for r in rows)
     height, width = cfg.bscan_size
     shape = (len(done), cfg.n_bscans, height, width)
-    records: list[dict[str, Any]] = []
-
-    def blocks(key: str):  # one (1, n_bscans, H, W) block per volume, read from its part file
-        for _row, task in console.progress(done, f"writing {key}s"):
-            with np.load(task.part, allow_pickle=False) as part:
-                if key == "volume":
-                    records.append(json.loads(str(part["record"])))
-                yield part[key][None] if key in part.files else np.zeros((1, *shape[1:]), np.uint8)
-
-    # The new files are written beside the parts and moved in together: until they are all complete,
-    # a full disk or a kill leaves the previous cache (and its cache.json) as it was.
-    staged = out / PARTS_DIR / "assembled"
-    staged.mkdir(parents=True, exist_ok=True)
-    files = [MANIFEST_FILE, VOLUMES_FILE] + ([MASKS_FILE] if with_masks else []) + ([ERRORS_FILE] if failed else [])
-    try:
-        write_npy_rows(staged / VOLUMES_FILE, shape, np.uint8, blocks("volume"))
-        if with_masks:
-            write_npy_rows(staged / MASKS_FILE, shape, np.uint8, blocks("mask"))
-        frame = _cache_manifest(done, records, extra_columns, with_masks, any(r.visit for r in rows))
-        write_csv(staged / MANIFEST_FILE, frame)
-        if failed:
-            write_csv(staged / ERRORS_FILE, error_rows)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    install_staged(out, staged, files, stale=(MASKS_FILE, ERRORS_FILE))
+    files, frame = assemble_volumes(
+        out, [task.part for _row, task in done], shape, with_masks,
+        lambda records: _cache_manifest(done, records, extra_columns, with_masks, any(r.visit for r in rows)),
+        error_rows if failed else None)
     write_cache_info(out, "ga", params, len(done), files, extra={
         "manifest": str(cfg.manifest), "manifest_sha256": manifest_hash, "sites_dir": str(sites_dir),
         "n_errors": len(failed), "rebuild": rebuild_command(cfg)})

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ppi_cli.errors import DataError
+from ppi_cli.data.parts import read_manifest_csv
 
 __all__ = ["TableRow", "BadRow", "read_table_manifest", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS"]
 
@@ -57,23 +57,8 @@ def read_table_manifest(path: Path) -> tuple[list[TableRow], list[BadRow], list[
     Raises:
         DataError: No such file, not a CSV, a required column missing, or no rows at all.
     """
-    import pandas as pd
-
-    if not path.is_file():
-        raise DataError(f"{path}: no such cohort table", hint=f"pass --manifest cohort.csv (columns: "
-                        f"{', '.join(REQUIRED_COLUMNS)})")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})", hint=_HINT) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}",
-                        hint=f"the table needs the columns {', '.join(REQUIRED_COLUMNS)}; {_HINT}")
-    if frame.empty:
-        raise DataError(f"{path}: the table has no rows", hint="add one row per image")
-    extra_columns = [c for c in frame.columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    frame, extra_columns = read_manifest_csv(path, REQUIRED_COLUMNS, OPTIONAL_COLUMNS, noun="cohort table",
+                                             example="cohort.csv", row_hint="add one row per image", hint=_HINT)
     rows: list[TableRow] = []
     bad: list[BadRow] = []
     seen_paths: dict[str, int] = {}

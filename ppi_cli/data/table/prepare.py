@@ -24,8 +24,16 @@ from typing import Any
 import numpy as np
 
 from ppi_cli import console
-from ppi_cli.data.cache import INFO_FILE, MANIFEST_FILE, read_manifest, write_cache_info
-from ppi_cli.data.parts import PARTS_DIR, cache_up_to_date, install_staged, open_parts, part_key, per_site
+from ppi_cli.data.cache import INFO_FILE, read_manifest, write_cache_info
+from ppi_cli.data.parts import (
+    ERRORS_FILE,
+    VOLUMES_FILE,
+    assemble_volumes,
+    cache_up_to_date,
+    open_parts,
+    part_key,
+    per_site,
+)
 from ppi_cli.data.table.images import read_table_image
 from ppi_cli.data.table.manifest import BadRow, TableRow, read_table_manifest
 from ppi_cli.data.table.normalise import DEFAULT_PERCENTILES, normalise_image, normalise_image_mask
@@ -37,14 +45,10 @@ from ppi_cli.files import (
     sha256_file,
     shareable_text,
     write_csv,
-    write_npy_rows,
 )
 
 __all__ = ["TablePrepareConfig", "TablePrepareResult", "prepare_table", "rebuild_command", "ERRORS_FILE"]
 
-VOLUMES_FILE = "volumes.npy"
-MASKS_FILE = "masks.npy"
-ERRORS_FILE = "errors.csv"
 
 
 @dataclass(frozen=True)
@@ -176,31 +180,9 @@ def _assemble(cfg: TablePrepareConfig, rows: list[TableRow], keys: dict[int, Pat
     n_slices = cfg.n_slices if any(d > 1 for d in depths.values()) else 1
     with_masks = any(row.mask_path is not None for row in done)
     shape = (len(done), n_slices, cfg.size, cfg.size)
-    records: list[dict[str, Any]] = []
-
-    def blocks(key: str):  # one (1, S, size, size) block per image; a 2-D image is repeated S times
-        for row in console.progress(done, f"writing {key}s"):
-            with np.load(keys[row.line], allow_pickle=False) as part:
-                if key == "volume":
-                    records.append(json.loads(str(part["record"])))
-                array = part[key] if key in part.files else np.zeros((1, cfg.size, cfg.size), np.uint8)
-            yield np.broadcast_to(array, shape[1:])[None] if array.shape[0] == 1 else array[None]
-
-    staged = out / PARTS_DIR / "assembled"
-    staged.mkdir(parents=True, exist_ok=True)
-    files = [MANIFEST_FILE, VOLUMES_FILE] + ([MASKS_FILE] if with_masks else []) + ([ERRORS_FILE] if bad else [])
-    try:
-        write_npy_rows(staged / VOLUMES_FILE, shape, np.uint8, blocks("volume"))
-        if with_masks:
-            write_npy_rows(staged / MASKS_FILE, shape, np.uint8, blocks("mask"))
-        frame = _cache_manifest(done, records, extra_columns, with_masks)
-        write_csv(staged / MANIFEST_FILE, frame)
-        if bad:
-            write_csv(staged / ERRORS_FILE, error_rows)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    install_staged(out, staged, files, stale=(MASKS_FILE, ERRORS_FILE))
+    files, frame = assemble_volumes(out, [keys[row.line] for row in done], shape, with_masks,
+                                    lambda records: _cache_manifest(done, records, extra_columns, with_masks),
+                                    error_rows if bad else None)
     write_cache_info(out, "table", params, len(done), files, extra={
         "manifest": str(cfg.manifest), "manifest_sha256": manifest_hash, "n_errors": len(bad),
         "n_slices": n_slices, "size": cfg.size, "classes": ["negative", "positive"], "rebuild": rebuild_command(cfg),
