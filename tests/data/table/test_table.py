@@ -179,6 +179,11 @@ def test_reader_spacing_and_volume_axis(tmp_path):
     image = read_table_image(dicom_series(tmp_path / "ct", n=3, shape=(12, 10), spacing=(0.8, 1.6)))
     assert image.pixels.shape == (3, 12, 10) and image.spacing == pytest.approx((2.5, 0.8, 1.6))
     assert image.pixels[0, 0, 0] == -1024 and image.pixels[2, -1, -1] == 300 + 20  # rescaled to HU, sorted by z
+    single = read_table_image(tmp_path / "ct" / "001.dcm")  # one DICOM file: a 2-D image
+    assert single.pixels.shape == (1, 12, 10) and single.spacing[1:] == pytest.approx((0.8, 1.6))
+    assert single.source_format == "DICOM" and not single.is_volume
+    with pytest.raises(DataError, match="no DICOM series in this folder"):
+        read_table_image(tmp_path)
     rgb = tmp_path / "c.png"
     Image.new("RGB", (5, 4), (255, 0, 0)).save(rgb)
     picture = read_table_image(rgb)
@@ -217,3 +222,24 @@ def test_table_dataset_serves_the_multiview_layout(tmp_path):
     assert sample["image"].shape == (3, 1, 16, 16) and sample["positions"].tolist() == [0, 1, 2]
     evaluation = build_dataset("table", tmp_path / "cache", None, recipe, train=False)
     assert len(evaluation) == 11 and evaluation[5]["image"].shape == (3, 1, 16, 16)
+
+
+def test_masks_follow_their_image(tmp_path):
+    root = tmp_path / "raw"
+    root.mkdir()
+    for i in range(2):
+        png(root / f"{i}.png", 80, shape=(20, 40))
+        mask = np.zeros((20, 40), np.uint8)
+        mask[5:15, 10:20] = 255
+        Image.fromarray(mask).save(root / f"m{i}.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "small.png")
+    pd.DataFrame({"path": ["0.png", "1.png"], "subject_id": ["a", "b"], "label": [0, 1],
+                  "mask_path": ["m0.png", "small.png"]}).to_csv(root / "c.csv", index=False)
+    result = prepare_table(TablePrepareConfig(root / "c.csv", tmp_path / "cache", size=20))
+    assert result.n_samples == 1 and result.n_errors == 1
+    errors = pd.read_csv(tmp_path / "cache" / "errors.csv")
+    assert "mask shape (1, 8, 8) is not the image's (1, 20, 40)" in errors["reason"][0]
+    masks = np.load(tmp_path / "cache" / "masks.npy")  # 20 x 40 at 1 mm -> 10 x 20, rows 5..14 of 20
+    assert masks.shape == (1, 1, 20, 20) and masks[0, 0].sum() == 5 * 5 and masks[0, 0, 7:12, 5:10].all()
+    sample = build_dataset("table", tmp_path / "cache", None, load_recipe("table-ppi-wbp-cpu"), train=True)[0]
+    assert sample["mask"].shape == (1, 1, 20, 20)
