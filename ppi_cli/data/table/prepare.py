@@ -145,7 +145,7 @@ def _prepare_one(row: TableRow, part: Path, cfg: TablePrepareConfig) -> str | No
     try:
         image = read_table_image(row.path)
         array, record = normalise_image(image, cfg.n_slices, cfg.size, cfg.window, cfg.percentiles)
-        payload = {"volume": array, "record": np.array(json.dumps(record))}
+        payload: dict[str, Any] = {"volume": array, "record": np.array(json.dumps(record))}
         if row.mask_path is not None:
             payload["mask"] = normalise_image_mask(read_table_image(row.mask_path), image, cfg.n_slices, cfg.size)
     except PpiError as exc:
