@@ -103,7 +103,8 @@ def normalise_image(image: TableImage, n_slices: int, size: int, window: tuple[f
     record = {"source_format": image.source_format, "orig_shape": "x".join(str(s) for s in image.pixels.shape),
               "spacing_mm": "x".join(f"{s:g}" for s in image.spacing) if image.spacing is not None else "",
               "intensity": how, "intensity_low": low, "intensity_high": high,
-              "resample": f"slices {image.pixels.shape[0]}->{len(picks)} (nearest), in-plane {geometry}"}
+              "resample": f"slices {image.pixels.shape[0]}->{len(picks)} (nearest), in-plane {geometry}",
+              "slices": len(picks)}
     return out, record
 
 

@@ -97,7 +97,7 @@ def prepare_table(cfg: TablePrepareConfig) -> TablePrepareResult:
     """
     if cfg.size < 8 or cfg.n_slices < 1:
         raise ConfigError(f"--size {cfg.size} / --n-slices {cfg.n_slices}: at least 8 pixels and 1 slice",
-                          hint="--size 224 --n-slices 16")
+                          hint="--size 299 --n-slices 16")
     if os.path.realpath(cfg.out) == os.path.realpath(cfg.manifest.parent):
         raise ConfigError(f"--out is the folder of the table {cfg.manifest.name}: the cache would be written among "
                           "its images; nothing was written", hint="choose another --out, e.g. cache/table")
@@ -194,8 +194,9 @@ def _assemble(cfg: TablePrepareConfig, rows: list[TableRow], keys: dict[int, Pat
 
 
 def _part_depth(part: Path) -> int:
+    """Slices in a part (1 for a 2-D image), from its small record: the pixels are not decompressed."""
     with np.load(part, allow_pickle=False) as data:
-        return int(data["volume"].shape[0])
+        return int(json.loads(str(data["record"]))["slices"])
 
 
 def _cache_manifest(done: list[TableRow], records: list[dict[str, Any]], extra_columns: list[str],
