@@ -85,9 +85,13 @@ class PPIConfig:
 
     enabled: bool = param(True, "Train with PPI; false gives the plain classification baseline.")
     saliency: str = param("wbp", "Saliency method: wbp, gradient, gradcam or lrp-*.")
-    mask: Literal["soft", "soft-adaptive", "hard", "box", "top-k"] = param(
+    mask: Literal["soft", "soft-adaptive", "hard", "box", "top-k", "lesion"] = param(
         "soft", "Intervention mask: soft (fixed σ, or per image at the coverage quantile), soft-adaptive "
-        "(σ = mean + c·std), hard (s > c·std), box, or top-k (exactly top_k, or coverage × pixels, per image).")
+        "(σ = mean + c·std), hard (s > c·std), box, top-k (exactly top_k, or coverage × pixels, per image), or "
+        "lesion: the data's own lesion masks instead of the saliency's, an upper bound that shows what PPI does "
+        "when its masks find the lesion exactly (needs a cache with lesion masks; docs/ppi.md).")
+    dilate: int = param(0, "Grow every mask by this many pixels (a square neighbourhood; ours): a mask on part of "
+                        "a compact lesion then covers more of it (docs/ppi.md).", min=0)
     sigma: float = param(0.5, "Soft-mask threshold σ on max-normalised saliency (paper: not recovered; ours).")
     omega: float = param(20.0, "Soft-mask sigmoid steepness ω (paper: not recovered; ours).", min=0)
     c: float = param(1.0, "Multiplier of the saliency std for the adaptive, hard and box masks (ours).", min=0)
@@ -95,9 +99,11 @@ class PPIConfig:
                        "budget of the top-k mask.", min=0)
     coverage: float = param(0.0, "Share of each image's pixels a mask removes: the budget of the top-k mask (without "
                             "top_k) and, when > 0, the soft mask's per-image σ (ours; docs/ppi.md).", min=0, max=1)
-    fill: Literal["zero", "blur"] = param(
-        "zero", "What replaces a removed pixel in x* and x': zero (the paper's eq. 1) or blur, the image's own "
-        "Gaussian blur (std fill_sigma), which keeps its low-frequency look and drops the detail (ours; docs/ppi.md).")
+    fill: Literal["zero", "blur", "swap"] = param(
+        "zero", "What replaces a removed pixel in x* and x': zero (the paper's eq. 1), blur, the image's own "
+        "Gaussian blur (std fill_sigma), which keeps its low-frequency look and drops the detail, or swap, the same "
+        "pixel of an image of the other class in the batch, so x* is a positive's salient region over a negative "
+        "and x^k (ppi.keep) the positive's region pasted onto the negative (ours; docs/ppi.md).")
     fill_sigma: float = param(4.0, "Std in pixels of the blur fill (ours).", min=0.1)
     box_spread: float = param(2.0, "Box mask half-size in stds of the kept points' coordinates (paper: not "
                               "recovered; ours: ≥ 50% of the points inside by the union bound).", min=0)

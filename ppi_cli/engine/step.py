@@ -119,7 +119,7 @@ class TrainStep:
              generator: torch.Generator | None, lesion: torch.Tensor | None = None,
              cue: torch.Tensor | None = None) -> dict[str, float]:
         sync_off = self.net.no_sync if hasattr(self.net, "no_sync") else contextlib.nullcontext
-        l_cls, iv, deferred = self._clean_pass(x, labels, positions, generator, sync_off)
+        l_cls, iv, deferred = self._clean_pass(x, labels, positions, generator, sync_off, lesion)
         alpha, beta, gamma = (self.weights.weight(t, epoch) for t in ("con", "reg", "ad"))
         l_reg = saliency_regulariser(full_precision(iv.saliency))
         self._seen = {"con": [], "ad": [], "keep": []}
@@ -142,21 +142,32 @@ class TrainStep:
             values["out"] = float(l_out.detach())
             values["loss"] += self.cfg.delta * values["out"]
         if l_keep is not None:
-            values["keep"] = float(l_keep)
-            values["loss"] += self.cfg.keep * values["keep"]
+            values["keep"] = float(l_keep)  # NaN where the batch had no x^k: left out of the epoch's mean
+            if math.isfinite(l_keep):
+                values["loss"] += self.cfg.keep * values["keep"]
         return values | self._diagnostics(iv, lesion, cue)
 
     def _kept_pass(self, iv: Intervention, labels: torch.Tensor, positions: torch.Tensor | None,
                    sync_off: Any) -> float:
-        """L_keep on x^k (salient region kept, the rest blurred), back-propagated at once; the mask is a constant."""
+        """L_keep on x^k (salient region kept, the rest blurred), back-propagated at once; the mask is a constant.
+
+        With `ppi.fill: swap` the rest comes from an image of the other class, and x^k is made for the
+        L_con rows only (binary: a positive's salient region over a negative): a negative's region over a
+        positive would keep whatever of the positive's lesion lies outside it, under the label "no lesion".
+        """
         fill = iv.fill
         if fill is None:
             images = iv.x.flatten(0, 1) if positions is not None else iv.x
             fill = blurred(images.detach(), self.cfg.fill_sigma).view_as(iv.x)
+        rows = iv.rows if self.cfg.fill == "swap" else None
+        if rows is not None and rows.numel() == 0:
+            return math.nan  # no L_con row in this batch: nothing to paste
         with sync_off():
-            out = self._intervened(iv.kept_images(fill), positions, "x^k forward")
-            self._record("keep", out, labels)
-            l_keep = classification_loss(out, labels)
+            kept_labels = labels if rows is None else labels[rows]
+            kept_positions = positions[rows] if rows is not None and positions is not None else positions
+            out = self._intervened(iv.kept_images(fill, rows), kept_positions, "x^k forward")
+            self._record("keep", out, kept_labels)
+            l_keep = classification_loss(out, kept_labels)
             with phase("x^k backward"):
                 self._backward(self.cfg.keep * l_keep)
         return float(l_keep.detach())
@@ -188,8 +199,8 @@ class TrainStep:
         return found
 
     def _clean_pass(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None,
-                    generator: torch.Generator | None,
-                    sync_off: Any) -> tuple[torch.Tensor, Intervention, torch.Tensor | None]:
+                    generator: torch.Generator | None, sync_off: Any,
+                    lesion: torch.Tensor | None = None) -> tuple[torch.Tensor, Intervention, torch.Tensor | None]:
         """L_cls, the intervention, and what of L_cls is left to back-propagate with the last backward.
 
         L_cls is back-propagated here (its activations freed) unless the map's graph keeps the clean
@@ -204,7 +215,7 @@ class TrainStep:
             if shared.saliency is not None:
                 s = true_class_map(shared.saliency, labels)
                 with phase("masks"):
-                    iv = intervention_from_saliency(x, labels, s, cfg, binary=True, generator=generator)
+                    iv = intervention_from_saliency(x, labels, s, cfg, binary=True, generator=generator, lesion=lesion)
                 return l_cls, iv, shared.deferred
         else:
             with sync_off():
@@ -216,7 +227,7 @@ class TrainStep:
             del logits
         with phase("saliency and masks"), autocast(self.device, self.amp):
             iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
-                                     generator=generator)
+                                     generator=generator, lesion=lesion)
         return l_cls, iv, None
 
     def _intervened_pass(self, iv: Intervention, labels: torch.Tensor, alpha: float, gamma: float,

@@ -137,6 +137,9 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
     step = TrainStep(model=model, net=net, cfg=recipe.ppi, weights=weights, binary=binary, device=device, amp=amp,
                      scaler=scaler)
     data_cfg = dataset_config(recipe)
+    if recipe.ppi.enabled and recipe.ppi.mask == "lesion":
+        _require_lesion_masks(build_dataset(kind, cache_dir, split.train, data_cfg, train=True, seed=recipe.seed),
+                              cache_dir)
     val_set = build_dataset(kind, cache_dir, split.val, data_cfg, train=False, seed=recipe.seed)
     volume = is_volume_model(model)
     last_plot = -math.inf  # when training.png was last drawn (monotonic seconds)
@@ -157,7 +160,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
             labels = batch["label"].to(device)
             labels = labels.float() if binary else labels.long()
             optimizer.zero_grad(set_to_none=True)
-            lesion = batch.get("mask")  # lesion masks, where the data has them (diagnostics only)
+            lesion = batch.get("mask")  # lesion masks, where the data has them (diagnostics; ppi.mask: lesion)
             values = step(x, labels, positions, epoch=epoch, generator=generator, lesion=lesion,
                           cue=batch.get("cue"))
             if not math.isfinite(values["loss"]):
@@ -287,6 +290,13 @@ def _resume(out_dir: Path, recipe: Recipe, model: torch.nn.Module, optimizer: An
     state["rows"] = [dict(r) for r in payload["progress"]["rows"]]
     log(f"resuming {out_dir} after epoch {state['epoch']}")
     return state
+
+
+def _require_lesion_masks(dataset: Any, cache_dir: Path | None) -> None:
+    """`ppi.mask: lesion` takes its masks from the data: refuse, before the first epoch, data without them."""
+    if len(dataset) and "mask" not in dataset[0]:
+        raise ConfigError(f"ppi.mask: lesion needs lesion masks, and {cache_dir or 'this data'} has none",
+                          hint="prepare the cache from a manifest with mask_path, or choose another ppi.mask")
 
 
 def _train_batches(kind: str, cache_dir: Path | None, split: Split, recipe: Recipe, data_cfg: Any, seed: int,

@@ -37,12 +37,13 @@ from torch import nn
 
 from ppi_cli.autograd.double_backward import piecewise_linear_backward
 from ppi_cli.config.recipe import PPIConfig
+from ppi_cli.errors import ConfigError
 from ppi_cli.ppi.losses import mask_donors
-from ppi_cli.ppi.masks import blurred, broadcast_per_sample, intervene, intervention_mask
+from ppi_cli.ppi.masks import blurred, broadcast_per_sample, dilate, intervene, intervention_mask
 from ppi_cli.saliency import saliency_map
 
 __all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows",
-           "adversarial_follows_contrast", "true_class_sign",
+           "adversarial_follows_contrast", "true_class_sign", "other_class_donors",
            "true_class_map",
            "dropout_off", "intervened_normalisation", "freeze_batch_norm"]
 
@@ -92,10 +93,13 @@ class Intervention:
         pos = self.positions[rows] if self.positions is not None else None
         return intervene(self.x[rows], m[donors], self._fill(rows)), pos
 
-    def kept_images(self, fill: torch.Tensor) -> torch.Tensor:
-        """x^k = T ⊙ x + (1 − T) ⊙ fill of every row: each image's own salient region kept, the rest `fill`."""
+    def kept_images(self, fill: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """x^k = T ⊙ x + (1 − T) ⊙ fill of `rows` (default every row): each image's own salient region kept, the
+        rest `fill` (shaped like `x`)."""
         keep = 1 - self._per_sample(self.mask.detach())
-        return intervene(self.x, keep, fill)
+        if rows is None:
+            return intervene(self.x, keep, fill)
+        return intervene(self.x[rows], keep[rows], fill[rows])
 
     @property
     def inputs(self) -> torch.Tensor:
@@ -161,7 +165,7 @@ def contrast_rows(labels: torch.Tensor, binary: bool, contrast_on: str) -> torch
 
 def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, cfg: PPIConfig, *,
                         binary: bool, positions: torch.Tensor | None = None,
-                        generator: torch.Generator | None = None) -> Intervention:
+                        generator: torch.Generator | None = None, lesion: torch.Tensor | None = None) -> Intervention:
     """Saliency, masks and intervened images of a clean batch (paper eqs. 1, 4).
 
     Args:
@@ -172,6 +176,7 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
         binary: The model has one logit.
         positions: `(B, S)` B-scan positions for volume models.
         generator: CPU generator for the L_ad permutation (seeded by the trainer).
+        lesion: The batch's lesion masks, one channel, shaped like `x` (`ppi.mask: lesion` needs them).
 
     Returns:
         An `Intervention`; `saliency` and soft masks keep their graph when `cfg.create_graph`.
@@ -188,16 +193,28 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
         s = saliency_map(explained, images, target, method=cfg.saliency, create_graph=cfg.create_graph)
     if binary:
         s = true_class_map(s, labels, per_image)
-    return intervention_from_saliency(x, labels, s, cfg, binary=binary, positions=positions, generator=generator)
+    return intervention_from_saliency(x, labels, s, cfg, binary=binary, positions=positions, generator=generator,
+                                      lesion=lesion)
 
 
 def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: torch.Tensor, cfg: PPIConfig, *,
                                binary: bool, positions: torch.Tensor | None = None,
-                               generator: torch.Generator | None = None) -> Intervention:
-    """Masks, L_con rows and L_ad donors from true-class saliency maps `(N, 1, *spatial)` (eqs. 1, 4)."""
+                               generator: torch.Generator | None = None,
+                               lesion: torch.Tensor | None = None) -> Intervention:
+    """Masks, L_con rows and L_ad donors from true-class saliency maps `(N, 1, *spatial)` (eqs. 1, 4).
+
+    With `ppi.mask: lesion` the masks are the batch's `lesion` masks (the saliency still feeds L_reg).
+    """
     b = x.shape[0]
-    mask = intervention_mask(saliency, cfg.mask, sigma=cfg.sigma, omega=cfg.omega, c=cfg.c, top_k=cfg.top_k,
-                             spread=cfg.box_spread, coverage=cfg.coverage)
+    if cfg.mask == "lesion":
+        if lesion is None:
+            raise ConfigError("ppi.mask: lesion needs lesion masks, and this data has none",
+                              hint="prepare the cache with masks (a manifest's mask_path), or choose another ppi.mask")
+        mask = lesion.reshape(saliency.shape).to(saliency.device, saliency.dtype)
+    else:
+        mask = intervention_mask(saliency, cfg.mask, sigma=cfg.sigma, omega=cfg.omega, c=cfg.c, top_k=cfg.top_k,
+                                 spread=cfg.box_spread, coverage=cfg.coverage)
+    mask = dilate(mask, cfg.dilate)
     if not cfg.create_graph:
         mask = mask.detach()
     rows = contrast_rows(labels, binary, cfg.contrast_on)
@@ -211,8 +228,29 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
     if cfg.fill == "blur":
         images = x.flatten(0, 1) if positions is not None else x  # (N, C, H, W)
         fill = blurred(images.detach(), cfg.fill_sigma).view_as(x)
+    elif cfg.fill == "swap":
+        fill = x.detach()[other_class_donors(labels, generator).to(x.device)]
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
                         ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill)
+
+
+def other_class_donors(labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """`(B,)` int64: for each row, a random row of another class (the `swap` fill's source image).
+
+    A row whose class is the only one in the batch draws from the other rows, and a batch of one
+    row gets itself. Binary labels are float {0, 1}, multi-class ones int64 indices.
+    """
+    y = labels.detach().cpu()
+    n = y.numel()
+    draw = torch.rand(n, generator=generator)  # one uniform per row, whatever the batch holds
+    donors = torch.empty(n, dtype=torch.int64)
+    rows = torch.arange(n)
+    for i in range(n):
+        pool = rows[y != y[i]]
+        if pool.numel() == 0:
+            pool = rows[rows != i] if n > 1 else rows
+        donors[i] = pool[int(draw[i] * pool.numel())]
+    return donors
 
 
 def adversarial_follows_contrast(cfg: PPIConfig) -> bool:

@@ -15,6 +15,9 @@ over all its pixels; std is the population std.
   `spread` times their std along each axis (by the union bound at least 1 − d/spread² of the
   points lie inside, d the number of axes).
 
+`dilate` grows any of them by a square neighbourhood (`ppi.dilate`), and `lesion` masks are not
+computed here: they are the data's own (engine/step.py).
+
 Soft masks are differentiable in s; hard and box masks are constants (their gradient reaches the
 parameters only through the classifier's outputs on the masked images).
 """
@@ -27,9 +30,10 @@ from ppi_cli.autograd.tensors import broadcast_per_sample
 from ppi_cli.errors import ConfigError
 
 __all__ = ["normalise_saliency", "keep_top_k", "soft_mask", "adaptive_soft_mask", "hard_mask", "box_mask",
-           "intervention_mask", "intervene", "blurred", "broadcast_per_sample", "top_k_mask", "budget", "MASKS"]
+           "intervention_mask", "intervene", "blurred", "broadcast_per_sample", "top_k_mask", "budget", "dilate",
+           "MASKS"]
 
-MASKS = ("soft", "soft-adaptive", "hard", "box", "top-k")
+MASKS = ("soft", "soft-adaptive", "hard", "box", "top-k", "lesion")
 _EPS = 1e-12
 
 
@@ -152,6 +156,17 @@ def intervention_mask(s: torch.Tensor, kind: str, *, sigma: float = 0.5, omega: 
     if kind == "box":
         return box_mask(s, c, spread)
     raise ConfigError(f"ppi.mask: unknown mask '{kind}'", hint=f"use one of: {', '.join(MASKS)}")
+
+
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Grow masks `(B, 1, H, W)` by `radius` pixels: each pixel takes the largest value of its (2r + 1)² square.
+
+    A max filter, so a soft mask keeps its gradient (through the maximum) and a binary one stays binary.
+    """
+    if radius <= 0:
+        return mask
+    size = 2 * radius + 1
+    return torch.nn.functional.max_pool2d(mask, size, stride=1, padding=radius)
 
 
 def intervene(x: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:

@@ -190,3 +190,13 @@ def test_report_figures_are_300_dpi_png_and_pdf_and_flag_degenerate_cells(tmp_pa
     plain = heatmap_figure({"with PPI": matrix}, tmp_path / "plain.png")
     assert Image.open(png).tobytes() != Image.open(plain).tobytes()  # the flag is drawn
     assert format_value(np.int64(40)) == "40" and format_value(0.5) == "0.500"
+
+
+def test_lesion_masks_on_data_without_them_are_refused_before_training(tmp_path, cli):
+    cache = lidc_nodule_cache(tmp_path / "cache", side=48, patients=4)
+    result = cli("train", "--recipe", "demo-lidc-ppi-wbp", "--data", cache, "--epochs", "1",
+                 "--set", "ppi.mask=lesion", "--out", tmp_path / "run")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    line = _one_line(result.stderr)
+    assert "ppi.mask: lesion needs lesion masks" in line and "mask_path" in line
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -1,0 +1,99 @@
+# SPDX-License-Identifier: MIT
+"""The interventions beyond the paper's zero fill: grown masks, lesion masks and the swap fill, by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ppi_cli.config.recipe import ModelConfig, PPIConfig
+from ppi_cli.engine.step import TrainStep
+from ppi_cli.errors import ConfigError
+from ppi_cli.models import build_model
+from ppi_cli.ppi import LossWeights
+from ppi_cli.ppi.intervention import intervention_from_saliency, other_class_donors
+from ppi_cli.ppi.masks import dilate
+
+
+def _naive_dilate(mask: torch.Tensor, r: int) -> torch.Tensor:
+    out = torch.zeros_like(mask)
+    h, w = mask.shape[-2:]
+    for i in range(h):
+        for j in range(w):
+            out[..., i, j] = mask[..., max(0, i - r):i + r + 1, max(0, j - r):j + r + 1].amax(dim=(-2, -1))
+    return out
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_dilate_is_the_max_over_a_square_neighbourhood(radius):
+    g = torch.Generator().manual_seed(radius)
+    soft = torch.rand(3, 1, 9, 11, generator=g)
+    binary = (torch.rand(3, 1, 9, 11, generator=g) > 0.9).float()
+    for mask in (soft, binary):
+        assert torch.equal(dilate(mask, radius), _naive_dilate(mask, radius))
+    assert set(dilate(binary, radius).unique().tolist()) <= {0.0, 1.0}
+
+
+def test_other_class_donors_take_the_other_class_and_fall_back_to_another_row():
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0])
+    for seed in range(5):
+        donors = other_class_donors(y, torch.Generator().manual_seed(seed))
+        assert all(y[d] != y[i] for i, d in enumerate(donors.tolist()))
+    same = other_class_donors(torch.ones(3), torch.Generator().manual_seed(0))
+    assert all(d != i for i, d in enumerate(same.tolist()))  # one class only: another row
+    assert other_class_donors(torch.ones(1)).tolist() == [0]
+    a = other_class_donors(y, torch.Generator().manual_seed(3))
+    assert torch.equal(a, other_class_donors(y, torch.Generator().manual_seed(3)))  # seeded
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 8, 8, generator=g)
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    s = torch.rand(4, 1, 8, 8, generator=g)
+    lesion = torch.zeros(4, 1, 8, 8)
+    lesion[0, 0, 2:4, 2:5] = 1
+    lesion[2, 0, 5:7, 1:3] = 1
+    return x, y, s, lesion
+
+
+def test_lesion_masks_replace_the_saliency_masks_and_grow_with_dilate():
+    x, y, s, lesion = _batch()
+    iv = intervention_from_saliency(x, y, s, PPIConfig(mask="lesion", create_graph=False), binary=True, lesion=lesion)
+    assert torch.equal(iv.mask, lesion)
+    assert torch.equal(iv.contrast_images()[0], (x * (1 - lesion))[iv.rows])  # x*: the lesion gone, nothing else
+    grown = intervention_from_saliency(x, y, s, PPIConfig(mask="lesion", dilate=1, create_graph=False), binary=True,
+                                       lesion=lesion)
+    assert torch.equal(grown.mask, _naive_dilate(lesion, 1))
+    with pytest.raises(ConfigError, match="lesion masks"):
+        intervention_from_saliency(x, y, s, PPIConfig(mask="lesion"), binary=True)
+
+
+def test_swap_fill_takes_the_removed_pixels_from_an_image_of_the_other_class():
+    x, y, s, lesion = _batch()
+    cfg = PPIConfig(mask="lesion", fill="swap", create_graph=False)
+    g = torch.Generator().manual_seed(2)
+    iv = intervention_from_saliency(x, y, s, cfg, binary=True, lesion=lesion, generator=g)
+    donors = torch.tensor([next(j for j in range(4) if torch.equal(iv.fill[i], x[j])) for i in range(4)])
+    assert all(y[d] != y[i] for i, d in enumerate(donors.tolist()))  # each fill is an image of the other class
+    expected = (1 - lesion) * x + lesion * x[donors]
+    assert torch.allclose(iv.contrast_images()[0], expected[iv.rows])
+    kept = iv.kept_images(iv.fill, iv.rows)  # x^k: a positive's lesion pasted onto a negative
+    assert torch.allclose(kept, (lesion * x + (1 - lesion) * x[donors])[iv.rows])
+    assert all(y[donors[r]] == 0 for r in iv.rows.tolist())
+
+
+def test_l_keep_with_swap_classifies_the_pasted_positives_only():
+    x, y, _, lesion = _batch()
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="tiny", input_size=8, dropout=0.0)).train()
+    cfg = PPIConfig(mask="lesion", fill="swap", keep=1.0, create_graph=False)
+    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                     device=torch.device("cpu"))
+    values = step(x, y, epoch=0, generator=torch.Generator().manual_seed(0), lesion=lesion)
+    assert math.isfinite(values["keep"]) and values["p_keep"] >= 0
+    assert values["lesion_removed"] == pytest.approx(1.0)
+    none = step(x, torch.zeros(4), epoch=0, generator=torch.Generator().manual_seed(0), lesion=lesion)
+    assert math.isnan(none["keep"]) and math.isfinite(none["loss"])  # no positive: no x^k, and no NaN loss
