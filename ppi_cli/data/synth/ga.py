@@ -42,14 +42,22 @@ import numpy as np
 
 from ppi_cli import console
 from ppi_cli.data.oct.writers import write_bscan_folder, write_dicom_opt, write_duke_mat, write_nifti
+from ppi_cli.data.synth.cues import (
+    DIFFUSE_FORMS,
+    SHORTCUTS,
+    assign_cues,
+    box_text,
+    check_cue_options,
+    correlation_shares,
+    cue_form,
+    diffuse_profile,
+)
 from ppi_cli.errors import ConfigError
 from ppi_cli.files import save_npy, write_csv, write_text
 
 __all__ = ["SiteStyle", "SITE_STYLES", "SHORTCUTS", "DIFFUSE_FORMS", "DIFFUSE_CORRELATION", "SynthGaConfig",
            "SynthGaResult", "cue_shares", "synth_ga", "synth_volume"]
 
-SHORTCUTS = ("none", "mark", "diffuse")
-DIFFUSE_FORMS = ("ramp", "texture")
 # Per-site cue-label correlation of the diffuse benchmark: strong where a study would train (D),
 # half at B, independent of the label at A, reversed at C.
 DIFFUSE_CORRELATION = {"A": 0.0, "B": 0.5, "C": -0.9, "D": 0.9}
@@ -110,7 +118,7 @@ class SynthGaConfig:
 
     def cue_form(self) -> str:
         """What the planted cue is: `none`, `mark`, `ramp` or `texture`."""
-        return self.diffuse if self.shortcut == "diffuse" else self.shortcut
+        return cue_form(self.shortcut, self.diffuse)
 
 
 def cue_shares(style: SiteStyle, cfg: SynthGaConfig) -> tuple[float, float]:
@@ -122,7 +130,7 @@ def cue_shares(style: SiteStyle, cfg: SynthGaConfig) -> tuple[float, float]:
         r = DIFFUSE_CORRELATION.get(style.site, 0.0)
     if r is None:
         return style.cue_given_ga, style.cue_given_no_ga
-    return (1.0 + r) / 2.0, (1.0 - r) / 2.0
+    return correlation_shares(r)
 
 
 @dataclass
@@ -201,7 +209,7 @@ def synth_volume(rng: np.random.Generator, style: SiteStyle, n_bscans: int, size
     if cue and form == "mark":
         side = max(3, min(height, width) // 16)
         volume[:, 2:2 + side, 2:2 + side] = 255  # the scanner mark, on every B-scan
-        facts.update(cue_box=f"2:{2 + side},2:{2 + side}")  # rows, columns of the B-scan as written
+        facts.update(cue_box=box_text((2, 2 + side), (2, 2 + side)))  # rows, columns of the B-scan as written
     lesion_scans = np.flatnonzero(mask.any(axis=(1, 2)))
     facts.update(width=width, lesion_voxels=int(mask.sum()),
                  lesion_first_bscan=int(lesion_scans[0]) if lesion_scans.size else -1,
@@ -230,10 +238,7 @@ def synth_ga(cfg: SynthGaConfig) -> SynthGaResult:
                           hint="use e.g. --size 64x128")
     rng = np.random.default_rng(cfg.seed)
     spacing = (6.0 / cfg.n_bscans, 2.0 / height, 6.0 / width)  # mm: a 6 x 6 mm scan, 2 mm deep
-    if cfg.shortcut not in SHORTCUTS or cfg.diffuse not in DIFFUSE_FORMS:
-        raise ConfigError(f"--shortcut {cfg.shortcut} / --diffuse {cfg.diffuse}: unknown cue",
-                          hint=f"choose --shortcut from {', '.join(SHORTCUTS)}, "
-                               f"--diffuse from {', '.join(DIFFUSE_FORMS)}")
+    check_cue_options(cfg.shortcut, cfg.diffuse)
     bad = {s: r for s, r in (cfg.correlation or {}).items() if s not in cfg.sites or not -1.0 <= r <= 1.0}
     if bad:
         raise ConfigError(f"--correlation: {', '.join(f'{s}={r}' for s, r in bad.items())} is not a generated site "
@@ -270,20 +275,15 @@ def synth_ga(cfg: SynthGaConfig) -> SynthGaResult:
 
 def _diffuse_gain(form: str, x: np.ndarray) -> np.ndarray:
     """The per-column gain of a diffuse cue over lateral positions `x` in [0, 1] of the full field."""
-    if form == "ramp":
-        return (1.0 + RAMP_GAIN * (2.0 * x - 1.0)).astype(np.float32)
-    stripes = np.sign(np.sin(2.0 * np.pi * TEXTURE_CYCLES * x))
-    return (1.0 + TEXTURE_GAIN * stripes).astype(np.float32)
+    gain = RAMP_GAIN if form == "ramp" else TEXTURE_GAIN
+    return (1.0 + gain * diffuse_profile(form, x, TEXTURE_CYCLES)).astype(np.float32)
 
 
 def _site_plan(rng: np.random.Generator, shares: tuple[float, float], count: int) -> list[tuple[bool, bool]]:
     """Labels (half GA) and cues in exactly the site's proportions (P(cue | GA), P(cue | no GA)), in random order."""
     labels = np.zeros(count, dtype=bool)
     labels[: count // 2] = True
-    cue = np.zeros(count, dtype=bool)
-    for value, share in zip((True, False), shares, strict=True):
-        members = np.flatnonzero(labels == value)
-        cue[rng.permutation(members)[: int(round(share * members.size))]] = True
+    cue = assign_cues(rng, labels, shares)
     order = rng.permutation(count)
     return [(bool(labels[i]), bool(cue[i])) for i in order]
 
