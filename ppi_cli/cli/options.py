@@ -14,7 +14,7 @@ import typer
 
 __all__ = [
     "WorkspaceOpt", "DataOpt", "DatasetOpt", "OutOpt", "RecipeOpt", "SeedOpt", "DeviceOpt", "WorkersOpt", "StrictOpt",
-    "ModelOpt", "parse_csv_list", "parse_site_values",
+    "ModelOpt", "DiffuseOpt", "parse_csv_list", "parse_site_values",
 ]
 
 WorkspaceOpt = Annotated[
@@ -53,6 +53,11 @@ DeviceOpt = Annotated[
 WorkersOpt = Annotated[
     int,
     typer.Option("--workers", "-j", min=0, help="Parallel worker processes (0 = in this process)."),
+]
+DiffuseOpt = Annotated[
+    str,
+    typer.Option("--diffuse", help="The form of a diffuse cue: 'ramp' (a lateral ramp over the whole "
+                 "image) or 'texture' (periodic column stripes)."),
 ]
 VerifyOpt = Annotated[
     bool,

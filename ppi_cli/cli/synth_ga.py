@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ppi_cli.cli.options import WorkspaceOpt, parse_csv_list, parse_site_values
+from ppi_cli.cli.options import DiffuseOpt, WorkspaceOpt, parse_csv_list, parse_site_values
 
 __all__ = ["register", "synth_ga_cmd"]
 
@@ -26,8 +26,7 @@ def synth_ga_cmd(
     shortcut: Annotated[str, typer.Option("--shortcut", help="The planted spurious cue: 'mark' (a corner square as "
                                           "sparse as the lesion), 'diffuse' (over the whole B-scan, see --diffuse) "
                                           "or 'none'.")] = "mark",
-    diffuse: Annotated[str, typer.Option("--diffuse", help="The form of a diffuse cue: 'ramp' (a lateral gain ramp) "
-                                         "or 'texture' (periodic column stripes).")] = "ramp",
+    diffuse: DiffuseOpt = "ramp",
     correlation: Annotated[str | None, typer.Option("--correlation", help="Per-site cue-label correlation r in "
                                                     "[-1, 1], e.g. 'D=0.9,C=-0.9' (P(cue|GA) = (1+r)/2); sites not "
                                                     "named keep the shortcut's defaults.",

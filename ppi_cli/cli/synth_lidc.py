@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ppi_cli.cli.options import OutOpt, WorkspaceOpt
+from ppi_cli.cli.options import DiffuseOpt, OutOpt, WorkspaceOpt
 
 __all__ = ["register", "synth_lidc_cmd"]
 
@@ -21,6 +21,17 @@ def synth_lidc_cmd(
     size: Annotated[int, typer.Option("--size", min=32, help="Rows and columns of every CT slice.")] = 256,
     slices: Annotated[int, typer.Option("--slices", min=8, help="Slices per CT series.")] = 24,
     seed: Annotated[int, typer.Option("--seed", help="Seed of everything drawn.")] = 0,
+    shortcut: Annotated[str, typer.Option("--shortcut", help="A spurious cue planted per CT slice: 'mark' (a bright "
+                                          "square above each outlined nodule), 'diffuse' (over the whole slice, see "
+                                          "--diffuse) or 'none'.")] = "none",
+    diffuse: DiffuseOpt = "ramp",
+    correlation: Annotated[float | None, typer.Option("--correlation", min=-1.0, max=1.0, help="Cue-label "
+                                                      "correlation r of the shortcut: P(cue | positive slice) = "
+                                                      "(1+r)/2, P(cue | negative slice) = (1-r)/2 (default 0.9).",
+                                                      show_default=False)] = None,
+    lesion_strength: Annotated[float, typer.Option("--lesion-strength", min=0.0, help="Nodule contrast against the "
+                                                   "lung, 1 = default; smaller makes nodules harder to see than the "
+                                                   "cue (readers and labels do not change).")] = 1.0,
 ) -> None:
     """Write CT series with nodules, four simulated readers' XML and answer_key.csv (NBIA layout)."""
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
@@ -29,10 +40,15 @@ def synth_lidc_cmd(
     from ppi_cli.workspace import Workspace
 
     config = SynthLidcConfig(out=out or Workspace.resolve(workspace).synth("lidc"), patients=patients, size=size,
-                             slices=slices, seed=seed)
+                             slices=slices, seed=seed, shortcut=shortcut, diffuse=diffuse, correlation=correlation,
+                             lesion_strength=lesion_strength)
     result = synth_lidc(config)
     console.stdout.print(f"{result.patients} patients, {result.slices} CT slices, {result.samples} samples "
                          f"({result.positives} positive) in {result.root}")
+    if config.shortcut != "none":
+        console.stdout.print(f"cue ({config.cue_form()}) on the slices of {result.cued} samples: "
+                             f"{result.cue_given_positive:.0%} of the positive, {result.cue_given_negative:.0%} of "
+                             "the negative")
     console.stdout.print(f"next: ppi prepare lidc --root {result.root}")
     console.paths(wrote=[result.root, result.answer_key])
 
