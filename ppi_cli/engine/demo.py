@@ -61,7 +61,7 @@ class DemoConfig:
     ga_per_site: int = 40  # synthetic volumes per site (A–D), half with GA
     ga_shortcut: str = "diffuse"  # the planted cue: a lateral ramp (docs/ppi.md, "The shortcut benchmark")
     ga_diffuse: str = "ramp"
-    ga_lesion_strength: float = 0.5  # GA harder to read than the ramp: the baseline falls for the cue
+    ga_lesion_strength: float = 1.0  # headroom: the baseline reads GA at D, and falls for the ramp at C (docs/ppi.md)
     ga_bscans: int = 8  # B-scans per volume, generated and cached
     ga_size: tuple[int, int] = (64, 128)  # generated B-scan (H, W); site D's are narrower
     ga_bscan_size: int = 32  # cached B-scan side
