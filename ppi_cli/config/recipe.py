@@ -90,6 +90,9 @@ class PPIConfig:
         "(σ = mean + c·std), hard (s > c·std), box, top-k (exactly top_k, or coverage × pixels, per image), or "
         "lesion: the data's own lesion masks instead of the saliency's, an upper bound that shows what PPI does "
         "when its masks find the lesion exactly (needs a cache with lesion masks; docs/ppi.md).")
+    map_highpass: float = param(0.0, "Masks from the map minus its Gaussian blur of this std in pixels (ours; 0: off): "
+                                "evidence spread over the image (a site's ramp) has no local excess, a compact lesion "
+                                "has, so the mask prefers the lesion (docs/ppi.md).", min=0)
     dilate: int = param(0, "Grow every mask by this many pixels (a square neighbourhood; ours): a mask on part of "
                         "a compact lesion then covers more of it (docs/ppi.md).", min=0)
     sigma: float = param(0.5, "Soft-mask threshold σ on max-normalised saliency (paper: not recovered; ours).")

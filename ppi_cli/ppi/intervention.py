@@ -212,7 +212,10 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
                               hint="prepare the cache with masks (a manifest's mask_path), or choose another ppi.mask")
         mask = lesion.reshape(saliency.shape).to(saliency.device, saliency.dtype)
     else:
-        mask = intervention_mask(saliency, cfg.mask, sigma=cfg.sigma, omega=cfg.omega, c=cfg.c, top_k=cfg.top_k,
+        s = saliency
+        if cfg.map_highpass > 0:  # the local excess of the map over its smooth level (2-D maps)
+            s = saliency - blurred(saliency, cfg.map_highpass)
+        mask = intervention_mask(s, cfg.mask, sigma=cfg.sigma, omega=cfg.omega, c=cfg.c, top_k=cfg.top_k,
                                  spread=cfg.box_spread, coverage=cfg.coverage)
     mask = dilate(mask, cfg.dilate)
     if not cfg.create_graph:

@@ -14,7 +14,7 @@ from ppi_cli.errors import ConfigError
 from ppi_cli.models import build_model
 from ppi_cli.ppi import LossWeights
 from ppi_cli.ppi.intervention import intervention_from_saliency, other_class_donors
-from ppi_cli.ppi.masks import dilate
+from ppi_cli.ppi.masks import blurred, dilate
 
 
 def _naive_dilate(mask: torch.Tensor, r: int) -> torch.Tensor:
@@ -97,3 +97,20 @@ def test_l_keep_with_swap_classifies_the_pasted_positives_only():
     assert values["lesion_removed"] == pytest.approx(1.0)
     none = step(x, torch.zeros(4), epoch=0, generator=torch.Generator().manual_seed(0), lesion=lesion)
     assert math.isnan(none["keep"]) and math.isfinite(none["loss"])  # no positive: no x^k, and no NaN loss
+
+
+def test_highpass_masks_prefer_a_compact_peak_over_a_ramp_that_is_larger_everywhere_else():
+    h, w = 16, 32
+    ramp = torch.linspace(0.2, 1.0, w).expand(h, w).clone()  # diffuse evidence, largest at the right edge
+    s = ramp.clone()
+    s[6:9, 4:7] += 0.6  # a compact lesion on the left, where the ramp is low: peak 0.85 < the ramp's 1.0
+    s = s[None, None]
+    x, y = torch.rand(1, 1, h, w), torch.ones(1)
+    cfg = PPIConfig(mask="top-k", top_k=9, create_graph=False)
+    plain = intervention_from_saliency(x, y, s, cfg, binary=True).mask[0, 0]
+    local = intervention_from_saliency(x, y, s, PPIConfig(mask="top-k", top_k=9, map_highpass=3.0,
+                                                          create_graph=False), binary=True).mask[0, 0]
+    assert plain[6:9, 4:7].sum() == 0 and plain[:, -3:].sum() == 9  # the ramp's edge takes the budget
+    assert local[6:9, 4:7].sum() == 9  # the local excess finds the lesion
+    expected = intervention_from_saliency(x, y, s - blurred(s, 3.0), cfg, binary=True).mask
+    assert torch.equal(local, expected[0, 0])
