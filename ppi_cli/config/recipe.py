@@ -90,6 +90,10 @@ class PPIConfig:
         "(σ = mean + c·std), hard (s > c·std), box, top-k (exactly top_k, or coverage × pixels, per image), or "
         "lesion: the data's own lesion masks instead of the saliency's, an upper bound that shows what PPI does "
         "when its masks find the lesion exactly (needs a cache with lesion masks; docs/ppi.md).")
+    saliency_space: Literal["input", "normalised"] = param(
+        "input", "Where the training map is taken: input, the [0, 1] intensities the data holds (a black pixel "
+        "can never be salient, a saturated one is favoured), or normalised, the network's own input after its "
+        "mean/std normalisation (the map then resized to the image where the network resizes; ours; docs/ppi.md).")
     map_highpass: float = param(0.0, "Masks from the map minus its Gaussian blur of this std in pixels (ours; 0: off): "
                                 "evidence spread over the image (a site's ramp) has no local excess, a compact lesion "
                                 "has, so the mask prefers the lesion (docs/ppi.md).", min=0)

@@ -207,8 +207,9 @@ class TrainStep:
         forward alive anyway (`ClassificationWithMap.deferred`).
         """
         cfg = self.cfg
-        if shares_clean_pass(self.model, map_from=cfg.map_from, saliency=cfg.saliency, binary=self.binary,
-                             volume=positions is not None, scaled=self.scaler is not None):
+        if cfg.saliency_space == "input" and shares_clean_pass(
+                self.model, map_from=cfg.map_from, saliency=cfg.saliency, binary=self.binary,
+                volume=positions is not None, scaled=self.scaler is not None):
             with sync_off(), autocast(self.device, self.amp):
                 shared = classification_with_map(self.net, x, labels, create_graph=cfg.create_graph)
             l_cls = shared.loss

@@ -43,7 +43,7 @@ from ppi_cli.ppi.masks import blurred, broadcast_per_sample, dilate, intervene, 
 from ppi_cli.saliency import saliency_map
 
 __all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows",
-           "adversarial_follows_contrast", "true_class_sign", "other_class_donors",
+           "adversarial_follows_contrast", "true_class_sign", "other_class_donors", "normalised_space_map",
            "true_class_map",
            "dropout_off", "intervened_normalisation", "freeze_batch_norm"]
 
@@ -190,7 +190,10 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
     explained: nn.Module = model.slice_classifier if volume else model  # type: ignore[assignment]  # a submodule
     cheaper = piecewise_linear_backward() if cfg.create_graph else contextlib.nullcontext()
     with dropout_off(explained), cheaper:
-        s = saliency_map(explained, images, target, method=cfg.saliency, create_graph=cfg.create_graph)
+        if cfg.saliency_space == "normalised":
+            s = normalised_space_map(explained, images, target, method=cfg.saliency, create_graph=cfg.create_graph)
+        else:
+            s = saliency_map(explained, images, target, method=cfg.saliency, create_graph=cfg.create_graph)
     if binary:
         s = true_class_map(s, labels, per_image)
     return intervention_from_saliency(x, labels, s, cfg, binary=binary, positions=positions, generator=generator,
@@ -235,6 +238,40 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
         fill = x.detach()[other_class_donors(labels, generator).to(x.device)]
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
                         ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill)
+
+
+class _AfterPreprocess(nn.Module):
+    """An image classifier from its normalised input on: `head(body(z))`, z = `preprocess(x)`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.body: nn.Module = model.body  # type: ignore[assignment]  # an ImageClassifier's parts
+        self.head: nn.Module = model.head  # type: ignore[assignment]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(z))
+
+
+def normalised_space_map(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int, *, method: str,
+                         create_graph: bool) -> torch.Tensor:
+    """The saliency map with respect to the network's normalised input z = (x − mean) / std, `(N, 1, H, W)`.
+
+    For WBP, whose map is the input times its back-propagated weights, this is (x − mean) ⊙ ∂z/∂x
+    where the input-space map is x ⊙ ∂z/∂x: dark pixels (below the mean) carry evidence too. Where
+    the network resizes its input, the map is resized back to the image (bilinear).
+
+    Raises:
+        ConfigError: The model has no `preprocess`/`body`/`head` (not an `ImageClassifier`).
+    """
+    if not all(hasattr(model, name) for name in ("preprocess", "body", "head")):
+        raise ConfigError(f"ppi.saliency_space: normalised needs an image classifier with preprocess, body and "
+                          f"head; {type(model).__name__} has not", hint="set ppi.saliency_space: input")
+    preprocess: nn.Module = model.preprocess  # type: ignore[assignment]  # checked above
+    z = preprocess(images)  # (N, stem channels, S, S); buffers only, so no parameter in its graph
+    s = saliency_map(_AfterPreprocess(model), z, target, method=method, create_graph=create_graph)
+    if s.shape[-2:] != images.shape[-2:]:
+        s = torch.nn.functional.interpolate(s, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    return s
 
 
 def other_class_donors(labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

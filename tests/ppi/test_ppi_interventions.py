@@ -114,3 +114,36 @@ def test_highpass_masks_prefer_a_compact_peak_over_a_ramp_that_is_larger_everywh
     assert local[6:9, 4:7].sum() == 9  # the local excess finds the lesion
     expected = intervention_from_saliency(x, y, s - blurred(s, 3.0), cfg, binary=True).mask
     assert torch.equal(local, expected[0, 0])
+
+
+def test_normalised_space_wbp_is_the_input_minus_the_mean_times_the_gradient():
+    from ppi_cli.ppi.intervention import normalised_space_map
+    from ppi_cli.saliency import saliency_map
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="tiny", input_size=16, dropout=0.0)).double().eval()
+    x = torch.rand(3, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x)[:, 0].sum(), x)  # ∂z/∂x per sample (samples do not interact in eval)
+    mean = model.preprocess.mean.to(torch.float64)
+    plain = saliency_map(model, x.detach(), 0, method="wbp")
+    normalised = normalised_space_map(model, x.detach(), 0, method="wbp", create_graph=False)
+    assert torch.allclose(plain, x.detach() * grad, atol=1e-10)
+    assert torch.allclose(normalised, (x.detach() - mean) * grad, atol=1e-10)
+    black = torch.zeros(1, 1, 16, 16, dtype=torch.float64)
+    assert saliency_map(model, black, 0, method="wbp").abs().max() == 0  # in input space a black image has no map
+    assert normalised_space_map(model, black, 0, method="wbp", create_graph=False).abs().max() > 0  # here it has
+    other = normalised_space_map(model, torch.rand(2, 1, 20, 20, dtype=torch.float64), 0, method="wbp",
+                                 create_graph=False)
+    assert other.shape == (2, 1, 20, 20)  # taken at the network's 16 px, resized back to the image
+
+
+def test_a_ppi_step_with_the_normalised_map_trains():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="tiny", input_size=8, dropout=0.0)).train()
+    cfg = PPIConfig(saliency_space="normalised", mask="top-k", coverage=0.1)
+    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                     device=torch.device("cpu"))
+    x, y, _, _ = _batch()
+    values = step(x, y, epoch=0, generator=torch.Generator().manual_seed(0))
+    assert math.isfinite(values["loss"]) and values["coverage"] == pytest.approx(0.1, abs=0.02)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
