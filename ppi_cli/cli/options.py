@@ -64,6 +64,10 @@ VerifyOpt = Annotated[
     typer.Option("--verify", help="Re-hash every cache file against cache.json before training (slow on large "
                  "caches; by default sizes and the manifest's hash are checked)."),
 ]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print the summary as JSON instead of a table."),
+]
 StrictOpt = Annotated[
     bool,
     typer.Option("--strict", help="Stop at the first bad input instead of logging it to errors.csv."),

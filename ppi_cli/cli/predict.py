@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ppi_cli.cli.options import DeviceOpt, OutOpt, WorkspaceOpt
+from ppi_cli.cli.options import DeviceOpt, JsonOpt, OutOpt, WorkspaceOpt
 
 __all__ = ["register", "predict_cmd"]
 
@@ -37,7 +37,7 @@ def predict_cmd(
                                             "prepared cache.")] = 16,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Score many scans: predictions.csv with the score, the class at the stored threshold and the model ids."""
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ppi_cli.cli.options import StrictOpt, WorkersOpt, WorkspaceOpt
+from ppi_cli.cli.options import JsonOpt, StrictOpt, WorkersOpt, WorkspaceOpt
 
 __all__ = ["register", "prepare_ga_cmd", "site_table"]
 
@@ -30,7 +30,7 @@ def prepare_ga_cmd(
     allow_outside_root: Annotated[bool, typer.Option(
         "--allow-outside-root", help="Accept manifest paths outside the manifest's folder ('../', or absolute "
         "paths elsewhere); refused by default.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Read, normalise (per site config) and cache GA OCT volumes; resumes an interrupted run."""
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).

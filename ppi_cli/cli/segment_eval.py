@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ppi_cli.cli.options import DataOpt, DeviceOpt, ModelOpt, OutOpt, WorkspaceOpt, parse_csv_list
+from ppi_cli.cli.options import DataOpt, DeviceOpt, JsonOpt, ModelOpt, OutOpt, WorkspaceOpt, parse_csv_list
 
 __all__ = ["register", "segment_eval_cmd"]
 
@@ -32,7 +32,7 @@ def segment_eval_cmd(
                                          "(image, expert contour, each model's saliency); 0: none.")] = 4,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Score how well saliency maps localise expert masks (energy pointing game, Dice/IoU, deletion curves)."""
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ppi_cli.cli.options import DiffuseOpt, WorkspaceOpt, parse_csv_list, parse_site_values
+from ppi_cli.cli.options import DiffuseOpt, JsonOpt, WorkspaceOpt, parse_csv_list, parse_site_values
 
 __all__ = ["register", "synth_ga_cmd"]
 
@@ -33,7 +33,7 @@ def synth_ga_cmd(
                                                     show_default=False)] = None,
     lesion_strength: Annotated[float, typer.Option("--lesion-strength", min=0.0, help="Lesion contrast, 1 = default; "
                                                    "smaller makes GA harder to see than the cue.")] = 1.0,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Write OCT volumes in four real formats, their lesion masks, a manifest, an answer key and site configs."""
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
