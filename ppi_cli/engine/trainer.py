@@ -49,7 +49,7 @@ from ppi_cli.engine.step import TrainStep
 from ppi_cli.errors import ConfigError, ModelError
 from ppi_cli.files import write_csv, write_text
 from ppi_cli.models import build_model, is_volume_model
-from ppi_cli.ppi.intervention import freeze_batch_norm
+from ppi_cli.ppi.intervention import freeze_batch_norm, missing_lesion_masks
 from ppi_cli.ppi.losses import LossWeights
 from ppi_cli.reports.plots import training_figure
 from ppi_cli.saliency import check_wbp_supports
@@ -295,8 +295,7 @@ def _resume(out_dir: Path, recipe: Recipe, model: torch.nn.Module, optimizer: An
 def _require_lesion_masks(dataset: Any, cache_dir: Path | None) -> None:
     """`ppi.mask: lesion` takes its masks from the data: refuse, before the first epoch, data without them."""
     if len(dataset) and "mask" not in dataset[0]:
-        raise ConfigError(f"ppi.mask: lesion needs lesion masks, and {cache_dir or 'this data'} has none",
-                          hint="prepare the cache from a manifest with mask_path, or choose another ppi.mask")
+        raise missing_lesion_masks(cache_dir or "this data")
 
 
 def _train_batches(kind: str, cache_dir: Path | None, split: Split, recipe: Recipe, data_cfg: Any, seed: int,

@@ -44,6 +44,7 @@ from ppi_cli.saliency import saliency_map
 
 __all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows",
            "adversarial_follows_contrast", "true_class_sign", "other_class_donors", "normalised_space_map",
+           "missing_lesion_masks",
            "true_class_map",
            "dropout_off", "intervened_normalisation", "freeze_batch_norm"]
 
@@ -211,8 +212,7 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
     b = x.shape[0]
     if cfg.mask == "lesion":
         if lesion is None:
-            raise ConfigError("ppi.mask: lesion needs lesion masks, and this data has none",
-                              hint="prepare the cache with masks (a manifest's mask_path), or choose another ppi.mask")
+            raise missing_lesion_masks("this data")
         mask = lesion.reshape(saliency.shape).to(saliency.device, saliency.dtype)
     else:
         s = saliency
@@ -238,6 +238,12 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
         fill = x.detach()[other_class_donors(labels, generator).to(x.device)]
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
                         ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill)
+
+
+def missing_lesion_masks(source: object) -> ConfigError:
+    """The one-line refusal of `ppi.mask: lesion` on data (`source`, a cache folder) without lesion masks."""
+    return ConfigError(f"ppi.mask: lesion needs lesion masks, and {source} has none",
+                       hint="prepare the cache from a manifest with mask_path, or choose another ppi.mask")
 
 
 class _AfterPreprocess(nn.Module):

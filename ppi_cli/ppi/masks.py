@@ -16,7 +16,7 @@ over all its pixels; std is the population std.
   points lie inside, d the number of axes).
 
 `dilate` grows any of them by a square neighbourhood (`ppi.dilate`), and `lesion` masks are not
-computed here: they are the data's own (engine/step.py).
+computed here: they are the data's own (ppi/intervention.py).
 
 Soft masks are differentiable in s; hard and box masks are constants (their gradient reaches the
 parameters only through the classifier's outputs on the masked images).
