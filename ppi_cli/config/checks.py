@@ -48,9 +48,15 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
         unset: Where a key missing from `provenance` came from.
 
     Raises:
-        ConfigError: `ppi.saliency` is an LRP method while `ppi.create_graph` is true (PPI on).
+        ConfigError: `ppi.saliency` is an LRP method while `ppi.create_graph` is true (PPI on), or
+            `ppi.lesion_drop`/`ppi.lesion_extra` without `ppi.mask: lesion` (they would do nothing).
     """
     ppi = recipe.ppi
+    degrading = [name for name in ("lesion_drop", "lesion_extra") if getattr(ppi, name, 0) > 0]
+    if ppi.enabled and degrading and ppi.mask != "lesion":
+        where = provenance.get("", f"recipe '{recipe.name}'")
+        raise ConfigError(f"{where}: ppi.{degrading[0]} changes lesion masks, and ppi.mask is '{ppi.mask}'",
+                          hint="set ppi.mask: lesion (on a cache with lesion masks), or leave it at 0")
     if ppi.enabled and ppi.create_graph and keeps_no_graph(ppi.saliency):
         where = provenance.get("", f"recipe '{recipe.name}'")
         graph_from = provenance.get("ppi.create_graph", unset)

@@ -97,6 +97,22 @@ class PPIConfig:
     map_highpass: float = param(0.0, "Masks from the map minus its Gaussian blur of this std in pixels (ours; 0: off): "
                                 "evidence spread over the image (a site's ramp) has no local excess, a compact lesion "
                                 "has, so the mask prefers the lesion (docs/ppi.md).", min=0)
+    lesion_drop: float = param(0.0, "With mask: lesion, drop this share of the lesion masks' pixels at random (ours; a "
+                               "measurement: how much of the lesion a mask may miss; docs/ppi.md).", min=0, max=1)
+    lesion_extra: float = param(0.0, "With mask: lesion, add this share of each image's pixels, its saliency map's "
+                                "largest (ours; a measurement: how many false pixels a mask may hold; docs/ppi.md).",
+                                min=0, max=1)
+    mask_model: str = param(
+        "", "A ppi checkpoint whose maps give the masks instead of the model being trained (ours; empty: the model "
+        "itself): a converged, frozen model's maps, while a fresh model learns from the first PPI epoch; the maps "
+        "of the model in training still feed L_reg (docs/ppi.md).")
+    map_centre: Literal["none", "batch"] = param(
+        "none", "Masks from each map minus the mean map of the batch's images of its class (ours; none: off): "
+        "evidence every image of a class carries at the same place (a site's ramp or stripes) cancels, evidence "
+        "at a place of the image's own (a lesion) stays (docs/ppi.md).")
+    map_smooth: float = param(0.0, "Masks from the map blurred with a Gaussian of this std in pixels (ours; 0: off), "
+                              "after map_centre: a mask then takes a compact region of evidence rather than scattered "
+                              "pixels (docs/ppi.md).", min=0)
     dilate: int = param(0, "Grow every mask by this many pixels (a square neighbourhood; ours): a mask on part of "
                         "a compact lesion then covers more of it (docs/ppi.md).", min=0)
     sigma: float = param(0.5, "Soft-mask threshold σ on max-normalised saliency (paper: not recovered; ours).")

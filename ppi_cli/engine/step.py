@@ -43,6 +43,7 @@ from ppi_cli.ppi.intervention import (
     Intervention,
     intervened_normalisation,
     intervention_from_saliency,
+    mask_model_saliency,
     pseudo_intervention,
     true_class_map,
 )
@@ -79,6 +80,7 @@ class TrainStep:
         device: Where tensors live (for autocast).
         amp: Mixed precision on CUDA.
         scaler: float16 gradient scaler, or None.
+        mask_model: The frozen model of `ppi.mask_model` whose maps give the masks, or None.
     """
 
     model: nn.Module
@@ -89,6 +91,7 @@ class TrainStep:
     device: torch.device
     amp: bool = False
     scaler: torch.amp.GradScaler | None = None
+    mask_model: nn.Module | None = None
     _seen: dict[str, list[torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
 
     def uses_ppi(self, epoch: int, batch_size: int) -> bool:
@@ -216,7 +219,9 @@ class TrainStep:
             if shared.saliency is not None:
                 s = true_class_map(shared.saliency, labels)
                 with phase("masks"):
-                    iv = intervention_from_saliency(x, labels, s, cfg, binary=True, generator=generator, lesion=lesion)
+                    teacher = mask_model_saliency(self.mask_model, x, labels, cfg, binary=True, positions=None)
+                    iv = intervention_from_saliency(x, labels, s, cfg, binary=True, generator=generator, lesion=lesion,
+                                                    mask_saliency=teacher)
                 return l_cls, iv, shared.deferred
         else:
             with sync_off():
@@ -228,7 +233,7 @@ class TrainStep:
             del logits
         with phase("saliency and masks"), autocast(self.device, self.amp):
             iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
-                                     generator=generator, lesion=lesion)
+                                     generator=generator, lesion=lesion, mask_model=self.mask_model)
         return l_cls, iv, None
 
     def _intervened_pass(self, iv: Intervention, labels: torch.Tensor, alpha: float, gamma: float,

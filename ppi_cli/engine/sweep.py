@@ -31,7 +31,7 @@ import numpy as np
 from ppi_cli.console import log, log_prefix
 from ppi_cli.errors import ConfigError
 
-__all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep",
+__all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep", "seeded",
            "summarise_sweep", "paired_interval", "BASELINE"]
 
 BASELINE = "baseline"
@@ -124,6 +124,12 @@ def paired_interval(differences: Sequence[float], level: float = 0.95) -> tuple[
     return mean, mean - half, mean + half
 
 
+def seeded(overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """`overrides` with `{seed}` in a text value replaced by the study's seed, so a variant can name a file of
+    the same seed's earlier study (`ppi.mask_model=runs/baseline/seed-{seed}/baseline/train-D/best.pt`)."""
+    return {k: v.replace("{seed}", str(seed)) if isinstance(v, str) else v for k, v in overrides.items()}
+
+
 def _job(recipe_ref: str, data: str, out: str, train: str, overrides: dict[str, Any], seed: int,
          device: str) -> list[dict[str, Any]]:
     """One cross-site study of one variant and seed (module level, so a spawned worker can run it)."""
@@ -131,7 +137,8 @@ def _job(recipe_ref: str, data: str, out: str, train: str, overrides: dict[str, 
     from ppi_cli.engine.study import resolve_study
 
     with log_prefix(f"{Path(out).parent.name} seed {seed}"):  # which study a worker's lines belong to
-        recipe, study_data = resolve_study(recipe_ref, data=Path(data), overrides={**overrides, "seed": seed})
+        recipe, study_data = resolve_study(recipe_ref, data=Path(data),
+                                           overrides={**seeded(overrides, seed), "seed": seed})
         outcome = run_cross_site(CrossSiteConfig(recipe, study_data, Path(out), train_sites=(train,), seed=seed,
                                                  device=device, bootstrap=0))
     matrix = next(iter(outcome.matrices.values()))

@@ -48,7 +48,7 @@ from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache, write_run_r
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.errors import ConfigError, ModelError
 from ppi_cli.files import write_csv, write_text
-from ppi_cli.models import build_model, is_volume_model
+from ppi_cli.models import build_model, is_volume_model, load_model
 from ppi_cli.ppi.intervention import freeze_batch_norm, missing_lesion_masks
 from ppi_cli.ppi.losses import LossWeights
 from ppi_cli.reports.plots import training_figure
@@ -135,7 +135,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     binary = recipe.model.num_classes == 1
     step = TrainStep(model=model, net=net, cfg=recipe.ppi, weights=weights, binary=binary, device=device, amp=amp,
-                     scaler=scaler)
+                     scaler=scaler, mask_model=_mask_model(recipe, model, device))
     data_cfg = dataset_config(recipe)
     if recipe.ppi.enabled and recipe.ppi.mask == "lesion":
         _require_lesion_masks(build_dataset(kind, cache_dir, split.train, data_cfg, train=True, seed=recipe.seed),
@@ -290,6 +290,22 @@ def _resume(out_dir: Path, recipe: Recipe, model: torch.nn.Module, optimizer: An
     state["rows"] = [dict(r) for r in payload["progress"]["rows"]]
     log(f"resuming {out_dir} after epoch {state['epoch']}")
     return state
+
+
+def _mask_model(recipe: Recipe, model: torch.nn.Module, device: torch.device) -> torch.nn.Module | None:
+    """The frozen model of `ppi.mask_model`, in eval mode, or None; refused in one line where it cannot explain
+    the images the model in training sees (another input size, a volume model for an image one or back)."""
+    path = recipe.ppi.mask_model
+    if not (recipe.ppi.enabled and path):
+        return None
+    teacher, meta = load_model(Path(path).expanduser(), device)
+    spec, own = meta.get("model", {}), recipe.model
+    kind = "volumes" if is_volume_model(teacher) else "images"
+    if is_volume_model(teacher) != is_volume_model(model) or spec.get("input_size") != own.input_size:
+        raise ConfigError(f"ppi.mask_model: {Path(path).name} explains other images than this recipe's model "
+                          f"(input size {spec.get('input_size')}, {kind})",
+                          hint="give a checkpoint trained with this recipe on this data (e.g. the baseline's best.pt)")
+    return teacher.requires_grad_(False)
 
 
 def _require_lesion_masks(dataset: Any, cache_dir: Path | None) -> None:

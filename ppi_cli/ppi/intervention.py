@@ -39,13 +39,13 @@ from ppi_cli.autograd.double_backward import piecewise_linear_backward
 from ppi_cli.config.recipe import PPIConfig
 from ppi_cli.errors import ConfigError
 from ppi_cli.ppi.losses import mask_donors
-from ppi_cli.ppi.masks import blurred, broadcast_per_sample, dilate, intervene, intervention_mask
+from ppi_cli.ppi.masks import blurred, broadcast_per_sample, budget, dilate, intervene, intervention_mask, top_k_mask
 from ppi_cli.saliency import saliency_map
 
 __all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows",
            "adversarial_follows_contrast", "true_class_sign", "other_class_donors", "normalised_space_map",
-           "missing_lesion_masks",
-           "true_class_map",
+           "missing_lesion_masks", "class_centred", "degraded_lesion_masks", "true_class_saliency",
+           "mask_model_saliency", "true_class_map",
            "dropout_off", "intervened_normalisation", "freeze_batch_norm"]
 
 
@@ -166,7 +166,8 @@ def contrast_rows(labels: torch.Tensor, binary: bool, contrast_on: str) -> torch
 
 def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, cfg: PPIConfig, *,
                         binary: bool, positions: torch.Tensor | None = None,
-                        generator: torch.Generator | None = None, lesion: torch.Tensor | None = None) -> Intervention:
+                        generator: torch.Generator | None = None, lesion: torch.Tensor | None = None,
+                        mask_model: nn.Module | None = None) -> Intervention:
     """Saliency, masks and intervened images of a clean batch (paper eqs. 1, 4).
 
     Args:
@@ -178,36 +179,55 @@ def pseudo_intervention(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
         positions: `(B, S)` B-scan positions for volume models.
         generator: CPU generator for the L_ad permutation (seeded by the trainer).
         lesion: The batch's lesion masks, one channel, shaped like `x` (`ppi.mask: lesion` needs them).
+        mask_model: The frozen model of `ppi.mask_model`, whose maps give the masks (None: `model`'s).
 
     Returns:
         An `Intervention`; `saliency` and soft masks keep their graph when `cfg.create_graph`.
     """
 
+    s = true_class_saliency(model, x, labels, cfg, binary=binary, positions=positions, create_graph=cfg.create_graph)
+    return intervention_from_saliency(x, labels, s, cfg, binary=binary, positions=positions, generator=generator,
+                                      lesion=lesion, mask_saliency=mask_model_saliency(mask_model, x, labels, cfg,
+                                                                                       binary=binary,
+                                                                                       positions=positions))
+
+
+def true_class_saliency(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, cfg: PPIConfig, *, binary: bool,
+                        positions: torch.Tensor | None, create_graph: bool) -> torch.Tensor:
+    """The recipe's saliency map of each image (B-scan) for its sample's true class, `(N, 1, H, W)`."""
     volume = positions is not None
     b = x.shape[0]
     images = x.flatten(0, 1) if volume else x  # (N, C, H, W)
     per_image = images.shape[0] // b  # S B-scans per volume, or 1
     target: torch.Tensor | int = 0 if binary else labels.long()
     explained: nn.Module = model.slice_classifier if volume else model  # type: ignore[assignment]  # a submodule
-    cheaper = piecewise_linear_backward() if cfg.create_graph else contextlib.nullcontext()
+    cheaper = piecewise_linear_backward() if create_graph else contextlib.nullcontext()
     with dropout_off(explained), cheaper:
         if cfg.saliency_space == "normalised":
-            s = normalised_space_map(explained, images, target, method=cfg.saliency, create_graph=cfg.create_graph)
+            s = normalised_space_map(explained, images, target, method=cfg.saliency, create_graph=create_graph)
         else:
-            s = saliency_map(explained, images, target, method=cfg.saliency, create_graph=cfg.create_graph)
-    if binary:
-        s = true_class_map(s, labels, per_image)
-    return intervention_from_saliency(x, labels, s, cfg, binary=binary, positions=positions, generator=generator,
-                                      lesion=lesion)
+            s = saliency_map(explained, images, target, method=cfg.saliency, create_graph=create_graph)
+    return true_class_map(s, labels, per_image) if binary else s
+
+
+def mask_model_saliency(mask_model: nn.Module | None, x: torch.Tensor, labels: torch.Tensor, cfg: PPIConfig, *,
+                        binary: bool, positions: torch.Tensor | None) -> torch.Tensor | None:
+    """The maps of `ppi.mask_model` (a frozen model in eval mode) that give the masks, or None without one."""
+    if mask_model is None:
+        return None
+    return true_class_saliency(mask_model, x.detach(), labels, cfg, binary=binary, positions=positions,
+                               create_graph=False)
 
 
 def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: torch.Tensor, cfg: PPIConfig, *,
                                binary: bool, positions: torch.Tensor | None = None,
                                generator: torch.Generator | None = None,
-                               lesion: torch.Tensor | None = None) -> Intervention:
+                               lesion: torch.Tensor | None = None,
+                               mask_saliency: torch.Tensor | None = None) -> Intervention:
     """Masks, L_con rows and L_ad donors from true-class saliency maps `(N, 1, *spatial)` (eqs. 1, 4).
 
-    With `ppi.mask: lesion` the masks are the batch's `lesion` masks (the saliency still feeds L_reg).
+    With `ppi.mask: lesion` the masks are the batch's `lesion` masks, and with `mask_saliency` (the
+    maps of `ppi.mask_model`) they are made from those maps; `saliency` still feeds L_reg.
     """
     b = x.shape[0]
     if cfg.mask == "lesion":
@@ -215,12 +235,18 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
             raise missing_lesion_masks("this data")
         mask = lesion.reshape(saliency.shape).to(saliency.device, saliency.dtype)
     else:
-        s = saliency
+        s = saliency if mask_saliency is None else mask_saliency.to(saliency.dtype)
+        if cfg.map_centre == "batch":
+            s = class_centred(s, labels, s.shape[0] // b)
+        if cfg.map_smooth > 0:
+            s = blurred(s, cfg.map_smooth)
         if cfg.map_highpass > 0:  # the local excess of the map over its smooth level (2-D maps)
-            s = saliency - blurred(saliency, cfg.map_highpass)
+            s = s - blurred(s, cfg.map_highpass)
         mask = intervention_mask(s, cfg.mask, sigma=cfg.sigma, omega=cfg.omega, c=cfg.c, top_k=cfg.top_k,
                                  spread=cfg.box_spread, coverage=cfg.coverage)
     mask = dilate(mask, cfg.dilate)
+    if cfg.mask == "lesion":
+        mask = degraded_lesion_masks(mask, saliency, cfg, generator)
     if not cfg.create_graph:
         mask = mask.detach()
     rows = contrast_rows(labels, binary, cfg.contrast_on)
@@ -238,6 +264,39 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
         fill = x.detach()[other_class_donors(labels, generator).to(x.device)]
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
                         ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill)
+
+
+def class_centred(saliency: torch.Tensor, labels: torch.Tensor, per_image: int = 1) -> torch.Tensor:
+    """Each map `(N, 1, *spatial)` minus the mean map of the batch's images of its class (`ppi.map_centre: batch`).
+
+    What every image of a class shows at the same place (a site's brightness ramp, its stripes)
+    cancels; what one image shows at a place of its own (a lesion) stands out. A class with a single
+    image in the batch keeps its map as it is (its mean is itself). `labels` `(B,)` are per sample,
+    `per_image` maps per sample (B-scans per volume, else 1).
+    """
+    y = labels.detach().to(saliency.device).repeat_interleave(per_image)  # (N,)
+    out = saliency.clone()
+    for value in torch.unique(y):
+        members = y == value
+        if int(members.sum()) > 1:
+            out[members] = saliency[members] - saliency[members].mean(dim=0, keepdim=True)
+    return out
+
+
+def degraded_lesion_masks(mask: torch.Tensor, saliency: torch.Tensor, cfg: PPIConfig,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """Lesion masks made worse on purpose, to measure how good a saliency mask must be (`ppi.mask: lesion`).
+
+    `ppi.lesion_drop` removes that share of the mask's pixels at random (a mask that finds part of
+    the lesion: lower recall, no false pixel); `ppi.lesion_extra` adds that share of each image's
+    pixels, the largest values of its saliency map (the map's own false positives: lower precision).
+    """
+    if cfg.lesion_drop > 0:
+        kept = torch.rand(mask.shape, generator=generator) >= cfg.lesion_drop  # on the CPU generator
+        mask = mask * kept.to(mask.device, mask.dtype)
+    if cfg.lesion_extra > 0:
+        mask = torch.maximum(mask, top_k_mask(saliency, budget(saliency, 0, cfg.lesion_extra)).to(mask.dtype))
+    return mask
 
 
 def missing_lesion_masks(source: object) -> ConfigError:

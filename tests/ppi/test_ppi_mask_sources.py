@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: MIT
+"""Where masks come from: class-centred and smoothed maps, a frozen mask model, degraded lesion masks."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from ppi_cli.config.recipe import ModelConfig, PPIConfig, Recipe
+from ppi_cli.engine.step import TrainStep
+from ppi_cli.engine.sweep import seeded
+from ppi_cli.engine.trainer import _mask_model
+from ppi_cli.errors import ConfigError
+from ppi_cli.models import build_model
+from ppi_cli.ppi import LossWeights
+from ppi_cli.ppi.intervention import (
+    class_centred,
+    intervention_from_saliency,
+    pseudo_intervention,
+    true_class_saliency,
+)
+from ppi_cli.ppi.masks import blurred, dilate, top_k_mask
+from tests.helpers import checkpoint_2d
+
+
+def _naive_centred(s: torch.Tensor, y: torch.Tensor, per_image: int) -> torch.Tensor:
+    classes = [float(v) for v in y.tolist() for _ in range(per_image)]
+    out = s.clone()
+    for i, c in enumerate(classes):
+        mates = [j for j, d in enumerate(classes) if d == c]
+        if len(mates) > 1:
+            out[i] = s[i] - sum(s[j] for j in mates) / len(mates)
+    return out
+
+
+@pytest.mark.parametrize("per_image", [1, 3])
+def test_class_centred_subtracts_the_mean_map_of_the_images_of_the_same_class(per_image):
+    g = torch.Generator().manual_seed(per_image)
+    y = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+    s = torch.randn(5 * per_image, 1, 6, 7, generator=g)
+    assert torch.allclose(class_centred(s, y, per_image), _naive_centred(s, y, per_image), atol=1e-6)
+    lone = torch.tensor([1.0, 0.0, 0.0])  # one positive: its map has no class-mate and stays as it is
+    t = torch.randn(3, 1, 4, 4, generator=g)
+    assert torch.equal(class_centred(t, lone)[0], t[0])
+    assert torch.allclose(class_centred(t, lone)[1:].sum(dim=0), torch.zeros(1, 4, 4), atol=1e-6)
+
+
+def test_centred_smoothed_masks_find_lesions_that_a_shared_ramp_outweighs():
+    h, w = 16, 32
+    ramp = torch.linspace(0.2, 1.0, w).expand(h, w)  # evidence every positive shows, largest at the right edge
+    s = ramp.repeat(4, 1, 1, 1).clone()
+    spots = [(3, 1), (9, 5), (5, 8), (11, 3)]  # a compact lesion at a place of each image's own
+    for i, (r, c) in enumerate(spots):
+        s[i, 0, r:r + 3, c:c + 3] += 0.5  # its peak (< 0.96) below the ramp's edge, 1
+    x, y = torch.rand(4, 1, h, w), torch.ones(4)
+    plain = intervention_from_saliency(x, y, s, PPIConfig(mask="top-k", top_k=9, create_graph=False), binary=True)
+    cfg = PPIConfig(mask="top-k", top_k=9, map_centre="batch", map_smooth=1.0, create_graph=False)
+    found = intervention_from_saliency(x, y, s, cfg, binary=True)
+    for i, (r, c) in enumerate(spots):
+        assert plain.mask[i, 0, r:r + 3, c:c + 3].sum() == 0  # the ramp's edge takes the whole budget
+        assert found.mask[i, 0, r - 1:r + 4, c - 1:c + 4].sum() == 9  # every pixel on or next to the lesion
+    expected = top_k_mask(blurred(_naive_centred(s, y, 1), 1.0), 9)
+    assert torch.equal(found.mask, expected)
+
+
+def _tiny(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(name="tiny", input_size=8, dropout=0.0)).train()
+
+
+def test_a_mask_model_gives_the_masks_and_the_trained_model_still_gives_the_map():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(4, 1, 8, 8, generator=g), torch.tensor([1.0, 0.0, 1.0, 0.0])
+    student, teacher = _tiny(0), _tiny(1).eval().requires_grad_(False)
+    cfg = PPIConfig(mask="top-k", coverage=0.1, create_graph=False)
+    iv = pseudo_intervention(student, x, y, cfg, binary=True, mask_model=teacher)
+    own = true_class_saliency(student, x, y, cfg, binary=True, positions=None, create_graph=False)
+    theirs = true_class_saliency(teacher, x, y, cfg, binary=True, positions=None, create_graph=False)
+    assert torch.equal(iv.saliency, own)  # L_reg's map: the model in training
+    assert torch.equal(iv.mask, top_k_mask(theirs, 6))  # the masks: the mask model's map
+    assert not torch.equal(top_k_mask(own, 6), iv.mask)  # (the two models do differ here)
+    step = TrainStep(model=student, net=student, cfg=PPIConfig(mask="top-k", coverage=0.1), weights=LossWeights(cfg),
+                     binary=True, device=torch.device("cpu"), mask_model=teacher)
+    values = step(x, y, epoch=0, generator=torch.Generator().manual_seed(0))
+    assert math.isfinite(values["loss"]) and all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in student.parameters())
+
+
+def test_the_mask_model_is_loaded_frozen_and_refused_for_other_images(tmp_path):
+    path = checkpoint_2d(tmp_path / "teacher.pt", side=32)
+    recipe = Recipe(name="t", model=ModelConfig(name="tiny", input_size=32),
+                    ppi=PPIConfig(mask_model=str(path)))
+    teacher = _mask_model(recipe, build_model(recipe.model), torch.device("cpu"))
+    assert teacher is not None and not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert _mask_model(dataclasses.replace(recipe, ppi=PPIConfig()), build_model(recipe.model),
+                       torch.device("cpu")) is None
+    other = dataclasses.replace(recipe, model=ModelConfig(name="tiny", input_size=16))
+    with pytest.raises(ConfigError, match="ppi.mask_model: teacher.pt explains other images"):
+        _mask_model(other, build_model(other.model), torch.device("cpu"))
+
+
+def test_degraded_lesion_masks_drop_lesion_pixels_or_add_the_maps_largest():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 1, 16, 16, generator=g), torch.tensor([1.0, 0.0])
+    s = torch.rand(2, 1, 16, 16, generator=g)
+    lesion = torch.zeros(2, 1, 16, 16)
+    lesion[0, 0, 2:12, 3:13] = 1  # 100 pixels
+    lesion[1, 0, 8:10, 8:10] = 1
+    cfg = PPIConfig(mask="lesion", dilate=1, lesion_drop=0.3, create_graph=False)
+    g1 = torch.Generator().manual_seed(1)
+    iv = intervention_from_saliency(x, y, s, cfg, binary=True, lesion=lesion, generator=g1)
+    grown = dilate(lesion, 1)
+    assert bool((iv.mask <= grown).all())  # only pixels of the (grown) lesion mask, none added
+    kept = float(iv.mask.sum() / grown.sum())
+    assert 0.6 < kept < 0.8  # about 1 - 0.3 of them, at random
+    extra = PPIConfig(mask="lesion", lesion_extra=10 / 256, create_graph=False)
+    iv = intervention_from_saliency(x, y, s, extra, binary=True, lesion=lesion)
+    assert torch.equal(iv.mask, torch.maximum(lesion, top_k_mask(s, 10)))
+
+
+def test_degrading_lesion_masks_without_lesion_masks_is_refused_at_load():
+    from ppi_cli.config.recipe import load_recipe
+
+    with pytest.raises(ConfigError, match="ppi.lesion_drop changes lesion masks, and ppi.mask is 'soft'"):
+        load_recipe("demo-ga-site-ppi-wbp", {"ppi.lesion_drop": 0.4})
+    recipe = load_recipe("demo-ga-site-ppi-wbp", {"ppi.lesion_drop": 0.4, "ppi.mask": "lesion"})
+    assert recipe.ppi.lesion_drop == 0.4
+
+
+def test_a_sweep_variant_may_name_the_seed_of_its_study():
+    overrides = {"ppi.mask_model": "runs/baseline/seed-{seed}/best.pt", "ppi.coverage": 0.03, "ppi.fill": "swap"}
+    assert seeded(overrides, 4) == {"ppi.mask_model": "runs/baseline/seed-4/best.pt", "ppi.coverage": 0.03,
+                                    "ppi.fill": "swap"}
