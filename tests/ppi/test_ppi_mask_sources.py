@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers import checkpoint_2d
 
 from ppi_cli.config.recipe import ModelConfig, PPIConfig, Recipe
 from ppi_cli.engine.step import TrainStep
@@ -23,7 +24,6 @@ from ppi_cli.ppi.intervention import (
     true_class_saliency,
 )
 from ppi_cli.ppi.masks import blurred, dilate, top_k_mask
-from tests.helpers import checkpoint_2d
 
 
 def _naive_centred(s: torch.Tensor, y: torch.Tensor, per_image: int) -> torch.Tensor:
