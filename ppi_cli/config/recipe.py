@@ -127,6 +127,13 @@ class PPIConfig:
         "Gaussian blur (std fill_sigma), which keeps its low-frequency look and drops the detail, or swap, the same "
         "pixel of an image of the other class in the batch, so x* is a positive's salient region over a negative "
         "and x^k (ppi.keep) the positive's region pasted onto the negative (ours; docs/ppi.md).")
+    swap_look: Literal["none", "blur", "columns"] = param(
+        "none", "With fill: swap, carry each image's look with it (ours; none: off): the donor's pixels fill x* in "
+        "the positive's look and x^k's pasted region takes the donor's, so a site effect stays with its image. The "
+        "look is the image's Gaussian blur (blur, std look_sigma: a smooth gain ramp) or its column profile "
+        "(columns, the mean over rows of each column, an OCT A-scan's gain: a ramp or column stripes; docs/ppi.md).")
+    look_sigma: float = param(8.0, "Std in pixels of the blur that is an image's look (ppi.swap_look: blur; ours).",
+                              min=0.1)
     fill_sigma: float = param(4.0, "Std in pixels of the blur fill (ours).", min=0.1)
     box_spread: float = param(2.0, "Box mask half-size in stds of the kept points' coordinates (paper: not "
                               "recovered; ours: ≥ 50% of the points inside by the union bound).", min=0)

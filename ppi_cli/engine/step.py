@@ -158,7 +158,7 @@ class TrainStep:
         L_con rows only (binary: a positive's salient region over a negative): a negative's region over a
         positive would keep whatever of the positive's lesion lies outside it, under the label "no lesion".
         """
-        fill = iv.fill
+        fill = iv.keep_fill if iv.keep_fill is not None else iv.fill
         if fill is None:
             images = iv.x.flatten(0, 1) if positions is not None else iv.x
             fill = blurred(images.detach(), self.cfg.fill_sigma).view_as(iv.x)

@@ -44,8 +44,8 @@ from ppi_cli.saliency import saliency_map
 
 __all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows",
            "adversarial_follows_contrast", "true_class_sign", "other_class_donors", "normalised_space_map",
-           "missing_lesion_masks", "class_centred", "degraded_lesion_masks", "true_class_saliency",
-           "mask_model_saliency", "true_class_map",
+           "missing_lesion_masks", "class_centred", "degraded_lesion_masks", "swapped_looks", "image_look",
+           "true_class_saliency", "mask_model_saliency", "true_class_map",
            "dropout_off", "intervened_normalisation", "freeze_batch_norm"]
 
 
@@ -62,6 +62,8 @@ class Intervention:
         ad_rows: int64 `(A,)` batch rows L_ad applies to.
         donors: int64 `(A,)` the image whose mask each of `ad_rows` takes (never the row itself).
         fill: What replaces removed pixels, shaped like `x` (`ppi.fill: blur`), or None for zeros.
+        keep_fill: x^k's background where it is not `fill` (`ppi.swap_look`: the donors as they are), or None.
+        kept: What x^k keeps inside the mask where it is not `x` (`ppi.swap_look`: `x` in the donor's look), or None.
     """
 
     x: torch.Tensor
@@ -72,6 +74,8 @@ class Intervention:
     ad_rows: torch.Tensor
     donors: torch.Tensor
     fill: torch.Tensor | None = None
+    keep_fill: torch.Tensor | None = None
+    kept: torch.Tensor | None = None
 
     def _fill(self, rows: torch.Tensor) -> torch.Tensor | None:
         return None if self.fill is None else self.fill[rows]
@@ -98,9 +102,10 @@ class Intervention:
         """x^k = T ⊙ x + (1 − T) ⊙ fill of `rows` (default every row): each image's own salient region kept, the
         rest `fill` (shaped like `x`)."""
         keep = 1 - self._per_sample(self.mask.detach())
+        source = self.x if self.kept is None else self.kept
         if rows is None:
-            return intervene(self.x, keep, fill)
-        return intervene(self.x[rows], keep[rows], fill[rows])
+            return intervene(source, keep, fill)
+        return intervene(source[rows], keep[rows], fill[rows])
 
     @property
     def inputs(self) -> torch.Tensor:
@@ -256,14 +261,42 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
     ad_rows, donors = mask_donors(b, pool, generator, receivers=receivers)
     if ad_rows.numel() == 0:  # the pool had no image but the receivers' own: every image lends its mask
         ad_rows, donors = mask_donors(b, every, generator, receivers=receivers)
-    fill = None
+    fill = keep_fill = kept = None
     if cfg.fill == "blur":
         images = x.flatten(0, 1) if positions is not None else x  # (N, C, H, W)
         fill = blurred(images.detach(), cfg.fill_sigma).view_as(x)
     elif cfg.fill == "swap":
         fill = x.detach()[other_class_donors(labels, generator).to(x.device)]
+        if cfg.swap_look != "none":
+            keep_fill = fill
+            fill, kept = swapped_looks(x.detach(), fill, cfg.swap_look, cfg.look_sigma)
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
-                        ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill)
+                        ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill, keep_fill=keep_fill,
+                        kept=kept)
+
+
+def image_look(images: torch.Tensor, kind: str, sigma: float) -> torch.Tensor:
+    """An image's look `(N, C, H, W)`: its Gaussian blur of std `sigma` (`blur`) or its column profile, the mean
+    over rows of each column, broadcast down the rows (`columns`); floored at 0.02."""
+    look = blurred(images, sigma) if kind == "blur" else images.mean(dim=-2, keepdim=True).expand_as(images)
+    return look.clamp_min(0.02)
+
+
+def swapped_looks(x: torch.Tensor, donor: torch.Tensor, kind: str = "blur",
+                  sigma: float = 8.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's pixels in the other's look (`ppi.swap_look`): `(donor in x's look, x in donor's look)`.
+
+    An image's look is `image_look` (a smooth gain field such as a site's brightness ramp, or a
+    column profile such as stripes of A-scan gain); an image in another's look is its pixels times
+    the ratio of the two looks (kept within [1/4, 4]), clipped to [0, 1]. So the donor's pixels that
+    fill x* carry x's site effect, the region x^k pastes onto the donor carries the donor's, and the
+    site effect stays with the image it belongs to. Images `(B, C, H, W)` or `(B, S, C, H, W)`.
+    """
+    flat_x, flat_d = (t.flatten(0, -4) for t in (x, donor))  # (N, C, H, W)
+    ratio = (image_look(flat_x, kind, sigma) / image_look(flat_d, kind, sigma)).clamp(0.25, 4.0)
+    into_x = (flat_d * ratio).clamp(0.0, 1.0).view_as(donor)
+    into_d = (flat_x / ratio).clamp(0.0, 1.0).view_as(x)
+    return into_x, into_d
 
 
 def class_centred(saliency: torch.Tensor, labels: torch.Tensor, per_image: int = 1) -> torch.Tensor:

@@ -103,13 +103,18 @@ def test_the_mask_model_is_loaded_frozen_and_refused_for_other_images(tmp_path):
         _mask_model(other, build_model(other.model), torch.device("cpu"))
 
 
-def test_degraded_lesion_masks_drop_lesion_pixels_or_add_the_maps_largest():
+def _lesion_batch():
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(2, 1, 16, 16, generator=g), torch.tensor([1.0, 0.0])
     s = torch.rand(2, 1, 16, 16, generator=g)
     lesion = torch.zeros(2, 1, 16, 16)
     lesion[0, 0, 2:12, 3:13] = 1  # 100 pixels
     lesion[1, 0, 8:10, 8:10] = 1
+    return x, y, s, lesion
+
+
+def test_degraded_lesion_masks_drop_lesion_pixels_or_add_the_maps_largest():
+    x, y, s, lesion = _lesion_batch()
     cfg = PPIConfig(mask="lesion", dilate=1, lesion_drop=0.3, create_graph=False)
     g1 = torch.Generator().manual_seed(1)
     iv = intervention_from_saliency(x, y, s, cfg, binary=True, lesion=lesion, generator=g1)
@@ -126,8 +131,8 @@ def test_degrading_lesion_masks_without_lesion_masks_is_refused_at_load():
     from ppi_cli.config.recipe import load_recipe
 
     with pytest.raises(ConfigError, match="ppi.lesion_drop changes lesion masks, and ppi.mask is 'soft'"):
-        load_recipe("demo-ga-site-ppi-wbp", {"ppi.lesion_drop": 0.4})
-    recipe = load_recipe("demo-ga-site-ppi-wbp", {"ppi.lesion_drop": 0.4, "ppi.mask": "lesion"})
+        load_recipe("demo-ga-ppi-wbp", {"ppi.lesion_drop": 0.4})
+    recipe = load_recipe("demo-ga-ppi-wbp", {"ppi.lesion_drop": 0.4, "ppi.mask": "lesion"})
     assert recipe.ppi.lesion_drop == 0.4
 
 
@@ -135,3 +140,90 @@ def test_a_sweep_variant_may_name_the_seed_of_its_study():
     overrides = {"ppi.mask_model": "runs/baseline/seed-{seed}/best.pt", "ppi.coverage": 0.03, "ppi.fill": "swap"}
     assert seeded(overrides, 4) == {"ppi.mask_model": "runs/baseline/seed-4/best.pt", "ppi.coverage": 0.03,
                                     "ppi.fill": "swap"}
+
+
+def test_swapped_looks_carry_each_images_smooth_gain_with_it():
+    from ppi_cli.ppi.intervention import swapped_looks
+
+    g = torch.Generator().manual_seed(0)
+    h, w = 24, 32
+    gain = torch.linspace(0.6, 1.4, w)  # a lateral gain ramp: x's look, not the donor's
+    x = (0.4 + 0.1 * torch.rand(2, 1, h, w, generator=g)) * gain
+    donor = 0.4 + 0.1 * torch.rand(2, 1, h, w, generator=g)
+    into_x, into_d = swapped_looks(x, donor, "blur", 4.0)
+    ratio = (blurred(x, 4.0).clamp_min(0.02) / blurred(donor, 4.0).clamp_min(0.02)).clamp(0.25, 4.0)
+    assert torch.allclose(into_x, (donor * ratio).clamp(0, 1)) and torch.allclose(into_d, (x / ratio).clamp(0, 1))
+    def rise(images, a, b):  # mean of columns a..a+3 over mean of columns b..b+3
+        columns = images.mean(dim=(0, 1, 2))
+        return float(columns[b:b + 4].mean() / columns[a:a + 4].mean())
+
+    assert rise(x, 6, 22) > 1.5 and rise(into_x, 6, 22) > 1.5  # away from the edges: the donor's pixels rise too
+    assert 0.95 < rise(into_d, 6, 22) < 1.05  # x's pixels in the donor's look: the ramp is gone
+    assert rise(into_d, 0, 28) < 1.2 < 2.0 < rise(x, 0, 28)  # at the edges, where the blur reflects, mostly gone
+    volumes = swapped_looks(x.view(1, 2, 1, h, w), donor.view(1, 2, 1, h, w), "blur", 4.0)
+    assert torch.allclose(volumes[0].view_as(into_x), into_x)  # volumes: per B-scan
+
+
+def test_swap_look_fills_x_star_in_the_positives_look_and_pastes_onto_the_donor_as_it_is():
+    x, y, s, lesion = _lesion_batch()
+    plain = PPIConfig(mask="lesion", fill="swap", create_graph=False)
+    looked = dataclasses.replace(plain, swap_look="blur", look_sigma=3.0)
+    a = intervention_from_saliency(x, y, s, plain, binary=True, lesion=lesion,
+                                   generator=torch.Generator().manual_seed(2))
+    b = intervention_from_saliency(x, y, s, looked, binary=True, lesion=lesion,
+                                   generator=torch.Generator().manual_seed(2))
+    assert a.keep_fill is None and a.kept is None  # off: the swap as before
+    from ppi_cli.ppi.intervention import swapped_looks
+
+    into_x, into_d = swapped_looks(x, a.fill, "blur", 3.0)  # the same donors (same generator)
+    assert torch.allclose(b.fill, into_x) and torch.equal(b.keep_fill, a.fill)
+    assert torch.allclose(b.contrast_images()[0], ((1 - lesion) * x + lesion * into_x)[b.rows])
+    assert torch.allclose(b.kept_images(b.keep_fill, b.rows), (lesion * into_d + (1 - lesion) * a.fill)[b.rows])
+
+
+def test_a_ppi_step_with_the_looked_swap_pastes_onto_the_donor_as_it_is(monkeypatch):
+    from ppi_cli.ppi.intervention import Intervention
+
+    x, y, s, lesion = _lesion_batch()
+    x, y, lesion = torch.cat([x, x.flip(-1)]), torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.cat([lesion, lesion])
+    model = _tiny(0)
+    cfg = PPIConfig(mask="lesion", fill="swap", keep=1.0, swap_look="blur", look_sigma=3.0,
+                    create_graph=False)
+    seen = []
+    original = Intervention.kept_images
+
+    def spy(self, fill, rows=None):
+        seen.append((self, fill))
+        return original(self, fill, rows)
+
+    monkeypatch.setattr(Intervention, "kept_images", spy)
+    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                     device=torch.device("cpu"))
+    values = step(x.view(4, 1, 16, 16)[:, :, :8, :8].contiguous(), y, epoch=0,
+                  generator=torch.Generator().manual_seed(0), lesion=lesion[:, :, :8, :8].contiguous())
+    assert math.isfinite(values["keep"]) and math.isfinite(values["loss"])
+    iv, fill = seen[0]
+    assert fill is iv.keep_fill and not torch.equal(iv.keep_fill, iv.fill)  # x^k's background: the donor as it is
+
+
+def test_the_column_look_carries_column_stripes_that_a_blur_would_smooth_away():
+    from ppi_cli.ppi.intervention import image_look, swapped_looks
+
+    g = torch.Generator().manual_seed(1)
+    h, w = 16, 32
+    stripes = 1 + 0.3 * torch.tensor([1.0, 1.0, -1.0, -1.0]).repeat(w // 4)  # four columns a cycle
+    x = (0.4 + 0.1 * torch.rand(2, 1, h, w, generator=g)) * stripes
+    donor = 0.4 + 0.1 * torch.rand(2, 1, h, w, generator=g)
+    look = image_look(x, "columns", 8.0)
+    assert torch.allclose(look, x.mean(dim=-2, keepdim=True).expand_as(x))  # each column's mean, down the rows
+    into_x, into_d = swapped_looks(x, donor, "columns")
+    ratio = (look / image_look(donor, "columns", 8.0)).clamp(0.25, 4.0)
+    assert torch.allclose(into_x, (donor * ratio).clamp(0, 1)) and torch.allclose(into_d, (x / ratio).clamp(0, 1))
+
+    def contrast(images):  # striped columns' mean over the others'
+        columns = images.mean(dim=(0, 1, 2))
+        return float(columns[stripes > 1].mean() / columns[stripes < 1].mean())
+
+    assert contrast(x) > 1.7 and contrast(into_x) > 1.7  # the donor's pixels take x's stripes
+    assert abs(contrast(into_d) - contrast(donor)) < 0.02  # x's pixels take the donor's flat profile
+    assert contrast(swapped_looks(x, donor, "blur", 8.0)[1]) > 1.5  # a blur look leaves the stripes in place
