@@ -100,7 +100,8 @@ class Intervention:
 
     def kept_images(self, fill: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """x^k = T ⊙ x + (1 − T) ⊙ fill of `rows` (default every row): each image's own salient region kept, the
-        rest `fill` (shaped like `x`)."""
+        rest `fill` (shaped like `x`); with `kept` (`ppi.swap_look`) the region is taken from it, x in the
+        donor's look, instead of from x."""
         keep = 1 - self._per_sample(self.mask.detach())
         source = self.x if self.kept is None else self.kept
         if rows is None:
