@@ -134,6 +134,10 @@ class PPIConfig:
         "(columns, the mean over rows of each column, an OCT A-scan's gain: a ramp or column stripes; docs/ppi.md).")
     look_sigma: float = param(8.0, "Std in pixels of the blur that is an image's look (ppi.swap_look: blur; ours).",
                               min=0.1)
+    look_from: Literal["image", "outside"] = param(
+        "image", "With swap_look, the pixels an image's look is taken from: the whole image, or outside the mask "
+        "being swapped (ours), so the lesion the mask holds does not enter the look: a GA lesion brightens whole "
+        "A-scans, and a column look taken over it would move the lesion's columns with the look (docs/ppi.md).")
     fill_sigma: float = param(4.0, "Std in pixels of the blur fill (ours).", min=0.1)
     box_spread: float = param(2.0, "Box mask half-size in stds of the kept points' coordinates (paper: not "
                               "recovered; ours: ≥ 50% of the points inside by the union bound).", min=0)

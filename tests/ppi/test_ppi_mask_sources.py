@@ -227,3 +227,64 @@ def test_the_column_look_carries_column_stripes_that_a_blur_would_smooth_away():
     assert contrast(x) > 1.7 and contrast(into_x) > 1.7  # the donor's pixels take x's stripes
     assert abs(contrast(into_d) - contrast(donor)) < 0.02  # x's pixels take the donor's flat profile
     assert contrast(swapped_looks(x, donor, "blur", 8.0)[1]) > 1.5  # a blur look leaves the stripes in place
+
+
+def test_a_column_look_taken_outside_the_mask_leaves_the_lesions_columns_behind():
+    from ppi_cli.ppi.intervention import image_look, swapped_looks
+
+    g = torch.Generator().manual_seed(3)
+    h, w = 16, 32
+    stripes = 1 + 0.3 * torch.tensor([1.0, 1.0, -1.0, -1.0]).repeat(w // 4)
+    x = (0.3 + 0.1 * torch.rand(2, 1, h, w, generator=g)) * stripes
+    outside = torch.ones(2, 1, h, w)
+    outside[:, :, 6:12, 8:16] = 0  # the mask: a lesion 6 rows deep over columns 8-15
+    x = torch.where(outside == 0, torch.full_like(x, 0.9), x)  # the lesion brightens its columns
+    donor = 0.3 + 0.1 * torch.rand(2, 1, h, w, generator=g)
+    look = image_look(x, "columns", 8.0, outside)
+    naive = torch.empty_like(x)
+    for n in range(2):
+        for j in range(w):
+            keep = outside[n, 0, :, j] > 0
+            naive[n, 0, :, j] = x[n, 0, keep, j].mean()
+    assert torch.allclose(look, naive.clamp_min(0.02), atol=1e-6)
+    plain_into_x = swapped_looks(x, donor, "columns")[0]
+    into_x, into_d = swapped_looks(x, donor, "columns", outside=outside)
+
+    def lesion_columns_over_the_rest(images):  # the stripes' mean ratio removed: columns 8-15 against 16-23
+        columns = images.mean(dim=(0, 1, 2))
+        return float(columns[8:16].mean() / columns[16:24].mean())
+
+    assert lesion_columns_over_the_rest(plain_into_x) > 1.3  # the plain look moves the lesion's columns
+    assert abs(lesion_columns_over_the_rest(into_x) - 1) < 0.05  # taken outside the mask, it does not
+    stripe = into_x.mean(dim=(0, 1, 2))
+    assert float(stripe[stripes > 1].mean() / stripe[stripes < 1].mean()) > 1.7  # and the stripes still go across
+    assert torch.equal(swapped_looks(x, donor, "columns", outside=torch.ones_like(outside))[1],
+                       swapped_looks(x, donor, "columns")[1])  # nothing masked: the plain look
+
+
+def test_a_blur_look_taken_outside_the_mask_is_not_brightened_by_the_lesion():
+    from ppi_cli.ppi.intervention import image_look
+
+    x = torch.full((1, 1, 32, 32), 0.3)
+    outside = torch.ones_like(x)
+    outside[:, :, 12:20, 12:20] = 0
+    x[outside == 0] = 0.9
+    plain, masked = image_look(x, "blur", 4.0), image_look(x, "blur", 4.0, outside)
+    assert float(plain[0, 0, 16, 22]) > 0.4  # next to the lesion the plain blur is lifted by it
+    assert torch.allclose(masked[outside > 0], torch.full_like(masked[outside > 0], 0.3), atol=1e-4)
+    assert torch.allclose(masked[outside == 0], torch.full_like(masked[outside == 0], 0.3), atol=1e-4)  # filled in
+
+
+def test_look_from_outside_takes_the_looks_outside_each_images_mask_in_an_intervention():
+    from ppi_cli.ppi.intervention import swapped_looks
+
+    x, y, s, lesion = _lesion_batch()
+    cfg = PPIConfig(mask="lesion", fill="swap", swap_look="columns", look_from="outside", create_graph=False)
+    plain = dataclasses.replace(cfg, look_from="image")
+    a = intervention_from_saliency(x, y, s, plain, binary=True, lesion=lesion,
+                                   generator=torch.Generator().manual_seed(2))
+    b = intervention_from_saliency(x, y, s, cfg, binary=True, lesion=lesion,
+                                   generator=torch.Generator().manual_seed(2))
+    into_x, into_d = swapped_looks(x, a.keep_fill, "columns", outside=1 - lesion)
+    assert torch.allclose(b.fill, into_x) and torch.allclose(b.kept, into_d)
+    assert not torch.allclose(a.fill, b.fill)
