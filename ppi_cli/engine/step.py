@@ -13,7 +13,8 @@ The PPI step, arranged so nothing is computed twice and little is held at once:
 3. with `create_graph` (the map's graph alive meanwhile): x* (rows L_con applies to) forward →
    α·L_con backward, the gradient reaching the mask kept on a stand-in leaf, then the first half
    of x' the same way; batch norm on the running statistics of clean images
-   (`ppi.intervened_norm: running`), so x* and x' need not share a forward;
+   (`ppi.intervened_norm: running`; `clean`: the statistics step 1's clean batch was normalised with),
+   so x* and x' need not share a forward;
 4. the rest of x' forward → γ·L_ad + β·L_reg + ⟨T, ∂(α·L_con)/∂T⟩ backward: the saliency graph is
    traversed once, and under DDP this is the one synchronised backward.
 
@@ -40,11 +41,13 @@ from ppi_cli.autograd.shared_map import classification_with_map, shares_clean_pa
 from ppi_cli.config.recipe import PPIConfig
 from ppi_cli.engine.evaluate import autocast
 from ppi_cli.ppi.intervention import (
+    BatchStatistics,
     Intervention,
     intervened_normalisation,
     intervention_from_saliency,
     mask_model_saliency,
     pseudo_intervention,
+    recorded_batch_statistics,
     true_class_map,
 )
 from ppi_cli.ppi.losses import (
@@ -93,6 +96,13 @@ class TrainStep:
     scaler: torch.amp.GradScaler | None = None
     mask_model: nn.Module | None = None
     _seen: dict[str, list[torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
+    _clean_stats: BatchStatistics | None = field(default=None, init=False, repr=False)
+
+    def _recording(self) -> contextlib.AbstractContextManager[BatchStatistics | None]:
+        """Record the clean batch's batch-norm statistics when `ppi.intervened_norm: clean` needs them."""
+        if self.cfg.intervened_norm == "clean":
+            return recorded_batch_statistics(self.model)
+        return contextlib.nullcontext()
 
     def uses_ppi(self, epoch: int, batch_size: int) -> bool:
         """PPI is on, past its warm-up, and the batch has another image for L_ad's masks."""
@@ -213,7 +223,7 @@ class TrainStep:
         if cfg.saliency_space == "input" and shares_clean_pass(
                 self.model, map_from=cfg.map_from, saliency=cfg.saliency, binary=self.binary,
                 volume=positions is not None, scaled=self.scaler is not None):
-            with sync_off(), autocast(self.device, self.amp):
+            with sync_off(), autocast(self.device, self.amp), self._recording() as self._clean_stats:
                 shared = classification_with_map(self.net, x, labels, create_graph=cfg.create_graph)
             l_cls = shared.loss
             if shared.saliency is not None:
@@ -225,7 +235,8 @@ class TrainStep:
                 return l_cls, iv, shared.deferred
         else:
             with sync_off():
-                with phase("clean forward"), autocast(self.device, self.amp):
+                with phase("clean forward"), autocast(self.device, self.amp), \
+                        self._recording() as self._clean_stats:
                     logits = forward(self.net, x, positions)
                 l_cls = classification_loss(full_precision(logits), labels)
                 with phase("L_cls backward"):
@@ -246,7 +257,7 @@ class TrainStep:
         # with the last part (one pass through the saliency graph, one DDP reduction). Without a graph
         # x* and x' share one forward and one backward (one gradient accumulation fewer).
         l_con = torch.zeros((), device=iv.x.device)
-        if self.cfg.intervened_norm == "running" and iv.rows.numel() > 0 and iv.mask.requires_grad:
+        if self.cfg.intervened_norm in ("running", "clean") and iv.rows.numel() > 0 and iv.mask.requires_grad:
             stand_in = iv.mask.detach().requires_grad_(True)
             with sync_off():
                 images, pos = iv.contrast_images(stand_in)
@@ -291,6 +302,6 @@ class TrainStep:
             self._seen[term].append(true_label_probability(logits, labels).cpu())
 
     def _intervened(self, images: torch.Tensor, positions: torch.Tensor | None, name: str) -> torch.Tensor:
-        norm = intervened_normalisation(self.model, self.cfg.intervened_norm)
+        norm = intervened_normalisation(self.model, self.cfg.intervened_norm, self._clean_stats)
         with phase(name), autocast(self.device, self.amp), norm:
             return full_precision(forward(self.net, images, positions))

@@ -46,7 +46,8 @@ __all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", 
            "adversarial_follows_contrast", "true_class_sign", "other_class_donors", "normalised_space_map",
            "missing_lesion_masks", "class_centred", "degraded_lesion_masks", "swapped_looks", "image_look",
            "true_class_saliency", "mask_model_saliency", "true_class_map",
-           "dropout_off", "intervened_normalisation", "freeze_batch_norm"]
+           "dropout_off", "intervened_normalisation", "recorded_batch_statistics", "BatchStatistics",
+           "freeze_batch_norm"]
 
 
 @dataclass
@@ -127,24 +128,62 @@ def dropout_off(model: nn.Module) -> Iterator[None]:
             layer.train()
 
 
+BatchStatistics = dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]
+
+
 @contextmanager
-def intervened_normalisation(model: nn.Module, mode: str = "running") -> Iterator[None]:
+def recorded_batch_statistics(model: nn.Module) -> Iterator[BatchStatistics]:
+    """Record, for each train-mode batch-norm layer, the batch mean and (biased) variance its first call in
+    the block normalises with: the clean batch's statistics, for `intervened_normalisation(..., "clean")`."""
+    stats: BatchStatistics = {}
+
+    def record(layer: nn.Module, args: tuple) -> None:
+        if layer not in stats:
+            x = args[0].detach()
+            x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # autocast: statistics in float32
+            var, mean = torch.var_mean(x, dim=[d for d in range(x.ndim) if d != 1], correction=0)
+            stats[layer] = (mean, var)
+
+    handles = [m.register_forward_pre_hook(record) for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    try:
+        yield stats
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def intervened_normalisation(model: nn.Module, mode: str = "running",
+                             clean: BatchStatistics | None = None) -> Iterator[None]:
     """How train-mode batch norm treats the intervened images; running statistics never move.
 
     `running` (default) normalises x* and x' with the running statistics of clean images, as the
     model would classify them at test time; `batch` uses the statistics of the intervened batch
-    itself (without updating the running ones). See docs/ppi.md for why `running` is the default.
+    itself (without updating the running ones); `clean` the statistics of the clean batch that L_cls
+    was normalised with (`clean`, from `recorded_batch_statistics`; a layer without them uses the
+    running ones), so L_cls and the intervened terms train one function of the image. See docs/ppi.md.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
              for m in norms]
+    swapped: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []  # layers and their own running buffers
     for m in norms:
         m.momentum = 0.0  # running = (1 − 0)·running + 0·batch
-        if mode == "running":
+        if mode in ("running", "clean"):
             m.eval()
+        if mode == "clean" and clean is not None and m in clean and m.running_mean is not None \
+                and m.running_var is not None:
+            # new tensors in the buffers' place, not copies into them: the backward of the intervened
+            # forward holds the statistics it normalised with, and the layer's own buffers stay untouched
+            swapped.append((m, m.running_mean, m.running_var))
+            mean, var = clean[m]
+            m.running_mean, m.running_var = mean.to(m.running_mean.dtype), var.to(m.running_var.dtype)
     try:
         yield
     finally:
+        for layer, running_mean, running_var in swapped:
+            layer.running_mean, layer.running_var = running_mean, running_var
         for m, (momentum, tracked) in zip(norms, saved, strict=True):
             m.momentum = momentum
             m.train()

@@ -19,7 +19,7 @@ from ppi_cli.ppi import (
     pseudo_intervention,
     saliency_regulariser,
 )
-from ppi_cli.ppi.intervention import intervened_normalisation
+from ppi_cli.ppi.intervention import intervened_normalisation, recorded_batch_statistics
 from ppi_cli.ppi.masks import blurred
 
 
@@ -27,11 +27,12 @@ def _naive_gradients(model, x, y, positions, cfg, seed):
     """L = L_cls + α·L_con + β·L_reg + γ·L_ad in one expression, one backward (no staging, no stand-in)."""
     model.zero_grad(set_to_none=True)
     run = (lambda v, p: model(v)) if positions is None else (lambda v, p: model(v, p))
-    l_cls = classification_loss(run(x, positions), y)
+    with recorded_batch_statistics(model) as clean:
+        l_cls = classification_loss(run(x, positions), y)
     iv = pseudo_intervention(model, x, y, cfg, binary=True, positions=positions,
                              generator=torch.Generator().manual_seed(seed))
     (xs, ps), (xa, pa) = iv.contrast_images(), iv.adversarial_images()
-    with intervened_normalisation(model, cfg.intervened_norm):
+    with intervened_normalisation(model, cfg.intervened_norm, clean):
         l_con = contrast_loss(run(xs, ps), y[iv.rows])
         l_ad = adversarial_loss(run(xa, pa), y[iv.ad_rows])
         l_keep = 0.0
@@ -46,10 +47,12 @@ def _naive_gradients(model, x, y, positions, cfg, seed):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize(("volume", "mask", "create_graph", "keep"),
-                         [(False, "soft", True, 0.0), (True, "box", True, 0.0), (False, "soft", False, 0.0),
-                          (True, "soft", False, 0.0), (False, "soft", True, 0.7), (True, "top-k", True, 0.7)])
-def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask, create_graph, keep):
+@pytest.mark.parametrize(("volume", "mask", "create_graph", "keep", "norm"),
+                         [(False, "soft", True, 0.0, "running"), (True, "box", True, 0.0, "running"),
+                          (False, "soft", False, 0.0, "running"), (True, "soft", False, 0.0, "running"),
+                          (False, "soft", True, 0.7, "running"), (True, "top-k", True, 0.7, "running"),
+                          (False, "soft", True, 0.7, "clean"), (True, "top-k", False, 0.7, "clean")])
+def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask, create_graph, keep, norm):
     torch.manual_seed(0)
     if volume:
         cfg_model = ModelConfig(name="multiview", backbone="tiny", input_size=16, dropout=0.0,
@@ -62,7 +65,7 @@ def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask, create_g
     reference = copy.deepcopy(model)
     y = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0][: x.shape[0]], dtype=torch.float64)
     cfg = PPIConfig(saliency="wbp", mask=mask, alpha=0.7, beta=0.3, gamma=1.3, create_graph=create_graph,
-                    start_epoch=0, keep=keep, coverage=0.2 if keep else 0.0)
+                    start_epoch=0, keep=keep, coverage=0.2 if keep else 0.0, intervened_norm=norm)
     step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
                      device=torch.device("cpu"))
     model.zero_grad(set_to_none=True)
@@ -78,3 +81,35 @@ def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask, create_g
     for a, b in zip(model.buffers(), reference.buffers(), strict=True):
         assert torch.equal(a, b)
 
+
+
+def test_clean_normalisation_classifies_with_the_clean_batchs_statistics_and_leaves_the_buffers():
+    torch.manual_seed(1)
+    model = build_model(ModelConfig(name="tiny", input_size=16, dropout=0.0)).double().train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    x, other = torch.rand(6, 1, 16, 16, dtype=torch.float64), torch.rand(3, 1, 16, 16, dtype=torch.float64)
+    seen = []  # the first batch norm's input: the output of the convolution before it
+    hook = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).register_forward_hook(
+        lambda _m, _i, out: seen.append(out.detach()))
+    with recorded_batch_statistics(model) as clean:
+        train_mode = model(x)  # batch norm on the batch's own statistics, running buffers updated once
+    hook.remove()
+    assert set(clean) == set(norms)
+    first, conv = norms[0], seen[0]
+    assert torch.allclose(clean[first][0], conv.mean(dim=(0, 2, 3)))
+    assert torch.allclose(clean[first][1], conv.var(dim=(0, 2, 3), unbiased=False))
+    buffers = [b.clone() for b in model.buffers()]
+    with intervened_normalisation(model, "clean", clean):
+        again, shifted = model(x), model(other)
+    assert torch.allclose(again, train_mode)  # the same function L_cls trained, for any image
+    for a, b in zip(model.buffers(), buffers, strict=True):
+        assert torch.equal(a, b)  # running statistics as they were, and the buffers are the layer's own again
+    with intervened_normalisation(model, "running"):
+        on_running = model(other)
+    assert not torch.allclose(shifted, on_running)  # not the running statistics
+    assert all(m.training for m in norms)
+    reference = copy.deepcopy(model).eval()
+    for m, r in zip(norms, (m for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)), strict=True):
+        r.running_mean.copy_(clean[m][0])
+        r.running_var.copy_(clean[m][1])
+    assert torch.allclose(shifted, reference(other))  # eval mode on the clean batch's statistics
