@@ -44,13 +44,18 @@ def cross_site_cmd(
 
     from ppi_cli.console import paths, stdout
     from ppi_cli.engine.cross_site import CrossSiteRequest, cross_site_study
+    from ppi_cli.reports.cross_site import ppi_reading
 
     outcome = cross_site_study(CrossSiteRequest(train=train, test=test, recipe=recipe, data=data, dataset=dataset,
                                                 out=out, baseline=baseline, collect=collect, seed=seed,
                                                 device=device, bootstrap=bootstrap, workspace=workspace, verify=verify))
+    reading = ppi_reading(outcome.matrices)
     if json_:
         payload = {"out": str(outcome.out), "cells_run": outcome.ran,
                    "matrices": {v: json.loads(m.to_json(orient="index")) for v, m in outcome.matrices.items()}}
+        if reading is not None:
+            payload["ppi_reading"] = {"rows": json.loads(reading[0].to_json(orient="records")),
+                                      "summary": reading[1]}
         typer.echo(json.dumps(payload, indent=2))
     else:
         from rich.table import Table
@@ -63,6 +68,14 @@ def cross_site_cmd(
             for site, row in matrix.iterrows():
                 table.add_row(str(site), *(format_value(v) for v in row))
             stdout.print(table)
+        if reading is not None:
+            rows, summary = reading
+            table = Table(*map(str, rows.columns), title="did PPI help here? (PPI − baseline)", box=None,
+                          pad_edge=False)
+            for row in rows.itertuples(index=False):
+                table.add_row(*(format_value(v) for v in row))
+            stdout.print(table)
+            stdout.print(summary)
     paths(read=[p for p in (data,) if p], wrote=outcome.written)
 
 

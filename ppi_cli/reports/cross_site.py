@@ -20,7 +20,7 @@ from ppi_cli.files import write_text
 from ppi_cli.reports.metrics import mean_std
 from ppi_cli.reports.tables import markdown_table, write_table
 
-__all__ = ["cross_site_matrix", "site_gap", "write_cross_site_tables"]
+__all__ = ["cross_site_matrix", "site_gap", "ppi_reading", "write_cross_site_tables"]
 
 
 def cross_site_matrix(cells: Any, sites: Sequence[str] | None = None) -> Any:
@@ -113,10 +113,97 @@ def write_cross_site_tables(matrices: Mapping[str, Any], folder: Path) -> list[P
     for variant, matrix in matrices.items():
         sections += [f"## {variant}\n", markdown_table(matrix, index=True)]
     sections += ["## In-site vs cross-site gap\n", markdown_table(gap)]
+    reading = ppi_reading(matrices)
+    if reading is not None:
+        table, summary = reading
+        sections += ["## Did PPI help here?\n", markdown_table(table), summary + "\n", _READING_NOTE + "\n"]
     side_by_side = folder / "cross_site.md"
     write_text(side_by_side, "\n".join(sections))
     return [*written, side_by_side]
 
+
+# What one training row of PPI against its baseline reads as. A cell is one model scored on one site's
+# cases, one seed: differences this small are within a seed's spread on small sites, so the reading says
+# what moved, not that it would move again (`ppi sweep` pairs seeds and gives intervals).
+CLEAR_GAIN = 0.02  # cross-site mean up by this much, in-site not down by more than this
+CELL_LOSS = 0.05  # ... and no other site down by more than this
+OPPOSITE = 0.10  # one site up and another down by this much: a site-dependent cue read differently
+
+
+def ppi_reading(matrices: Mapping[str, Any]) -> tuple[Any, str] | None:
+    """Whether PPI helped, row by row, when a study ran both variants: the table and a one-line summary.
+
+    Per training row with both variants: Δ in-site, Δ cross-site (the mean over the other sites), the
+    largest fall and rise of one other site, and the reading:
+    - `opposite moves` when one other site rose by `OPPOSITE` or more and another fell by as much: PPI changed
+      how the model reads something that differs between sites (a cue learnt in reverse can look like this);
+    - `helped` when the cross-site mean rose by `CLEAR_GAIN` or more, in-site fell by less than that and no
+      other site fell by more than `CELL_LOSS`;
+    - `trade-off` when the cross-site mean rose by `CLEAR_GAIN` or more and in-site fell by as much;
+    - `cost` when the cross-site mean fell by `CLEAR_GAIN` or more, or in-site did;
+    - `no clear change` otherwise.
+
+    Returns:
+        `(table, summary)`, or None without both a `ppi` and a `baseline` matrix or a row they share.
+    """
+    import pandas as pd
+
+    if not {"ppi", "baseline"} <= set(matrices):
+        return None
+    ppi, base = matrices["ppi"], matrices["baseline"]
+    sites = [c for c in ppi.columns if c not in ("Mean", "STD") and c in base.columns]
+    rows = []
+    for train in [s for s in ppi.index if s in base.index]:
+        delta = ppi.loc[train, sites].astype(float) - base.loc[train, sites].astype(float)
+        others = delta[[s for s in sites if s != train]].dropna()
+        if others.empty:
+            continue
+        d_in = float(delta[train]) if train in delta.index else np.nan
+        d_cross = float(others.mean())
+        low, high = float(others.min()), float(others.max())
+        if high >= OPPOSITE and low <= -OPPOSITE:
+            reading = "opposite moves"
+        elif d_cross >= CLEAR_GAIN and not d_in <= -CLEAR_GAIN and low >= -CELL_LOSS:
+            reading = "helped"
+        elif d_cross >= CLEAR_GAIN and d_in <= -CLEAR_GAIN:
+            reading = "trade-off"
+        elif d_cross <= -CLEAR_GAIN or d_in <= -CLEAR_GAIN:
+            reading = "cost"
+        else:
+            reading = "no clear change"
+        rows.append({"train_site": train, "delta_in_site": d_in, "delta_cross_site": d_cross,
+                     "worst_site": f"{others.idxmin()} {low:+.3f}", "best_site": f"{others.idxmax()} {high:+.3f}",
+                     "reading": reading})
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    counts = table["reading"].value_counts()
+    n = len(table)
+    mean_cross = float(table["delta_cross_site"].mean())
+    if counts.get("helped", 0) == n:
+        advice = ("PPI helped on every training row here; one seed, so confirm it with `ppi sweep` (paired seeds, "
+                  "intervals) before relying on it.")
+    elif counts.get("helped", 0) == 0:
+        advice = ("PPI is not shown to help on these data: keep the baseline's models unless `ppi sweep` over "
+                  "seeds shows a gain.")
+    else:
+        advice = ("PPI helped on some training rows and not on others: keep the baseline's models unless `ppi "
+                  "sweep` over seeds shows a gain on the rows you need.")
+    if counts.get("opposite moves", 0):
+        advice += (" Rows marked `opposite moves` may read a site-dependent cue in reverse rather than ignore it "
+                   "(docs/ppi.md).")
+    parts = ", ".join(f"{k} {counts[k]}" for k in ("helped", "trade-off", "no clear change", "cost", "opposite moves")
+                      if counts.get(k, 0))
+    summary = (f"PPI − baseline, mean over the {n} training row(s) of the cross-site AUC change: {mean_cross:+.3f} "
+               f"({parts}). {advice}")
+    return table, summary
+
+
+_READING_NOTE = (f"Readings (one seed; `ppi sweep` gives paired seeds and intervals): `helped` = cross-site mean "
+                 f"up ≥ {CLEAR_GAIN}, in-site not down by as much, no other site down > {CELL_LOSS}; "
+                 f"`trade-off` = cross-site mean up and in-site down, each by ≥ {CLEAR_GAIN}; `cost` = cross-site "
+                 f"mean or in-site down ≥ {CLEAR_GAIN}; `opposite moves` = one other site up ≥ {OPPOSITE} and "
+                 f"another down ≥ {OPPOSITE}. Per-cell DeLong tests: compare/comparison.md.")
 
 _NOTE = ("Rows: training site; columns: test site (the diagonal is the training site's own hold-out). "
          "Mean and STD: row mean and sample std over the test-site cells, as in the paper's Table 3.")

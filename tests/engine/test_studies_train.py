@@ -70,6 +70,11 @@ def test_cross_site_cli_on_the_synthetic_sites(tmp_path, tiny_recipe, cli):
     assert np.array_equal(np.sort(preds.loc[preds["part"] == "A>A", "index"]), held)
     assert "cross-site AUC (ppi)" in result.stdout and (tmp_path / "xs" / "heatmap.png").is_file()
     assert (tmp_path / "xs" / "compare" / "comparison.md").is_file()
+    # The reading of PPI against its baseline: printed, and in cross_site.md, from the two matrices' row A.
+    assert "did PPI help here?" in result.stdout and "training row(s)" in result.stdout
+    matrices = {v: pd.read_csv(tmp_path / "xs" / f"matrix-{v}.csv", index_col=0) for v in ("ppi", "baseline")}
+    delta = matrices["ppi"].loc["A", "B"] - matrices["baseline"].loc["A", "B"]
+    assert f"{delta:+.3f} (" in (tmp_path / "xs" / "cross_site.md").read_text()
 
 
 @pytest.mark.slow

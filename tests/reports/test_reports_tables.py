@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ppi_cli.errors import DataError
-from ppi_cli.reports.cross_site import cross_site_matrix, site_gap, write_cross_site_tables
+from ppi_cli.reports.cross_site import cross_site_matrix, ppi_reading, site_gap, write_cross_site_tables
 from ppi_cli.reports.plots import heatmap_figure, roc_figure
 from ppi_cli.reports.tables import format_mean_std, markdown_table, write_table
 
@@ -71,6 +71,51 @@ def test_write_cross_site_tables_side_by_side(tmp_path):
     assert back.loc["C", "D"] == pytest.approx(0.931)
     text = (tmp_path / "cross_site.md").read_text()
     assert "## ppi" in text and "## baseline" in text and "| D | 0.748 | 0.792 | 0.836 | 0.961 |" in text
+    # Table 3, PPI − baseline: rows A and C lift every other site (A: +0.052 +0.045 +0.038); B's cross-site
+    # mean moves +0.019, under the 0.02 of `helped`; D lifts every other site (+0.049) but loses 0.057 in-site.
+    assert "## Did PPI help here?" in text and "| D | -0.057 | 0.049 | C +0.017 | A +0.076 | trade-off |" in text
+    assert "helped 2, trade-off 1, no clear change 1" in text
+
+
+def _matrix(rows):
+    cells = pd.DataFrame([(train, test, auc) for train, aucs in rows.items()
+                          for test, auc in zip(SITES, aucs, strict=True)], columns=["train_site", "test_site", "auc"])
+    return cross_site_matrix(cells, SITES)
+
+
+def test_ppi_reading_row_by_row_against_hand_computed_changes():
+    base = {"A": [0.90, 0.70, 0.70, 0.70], "B": [0.70, 0.90, 0.70, 0.70], "C": [0.70, 0.70, 0.90, 0.70],
+            "D": [0.60, 0.80, 0.20, 0.95]}
+    ppi = {"A": [0.90, 0.75, 0.73, 0.74],  # others +0.05 +0.03 +0.04: helped
+           "B": [0.67, 0.90, 0.68, 0.66],  # others −0.03 −0.02 −0.04: cost
+           "C": [0.71, 0.70, 0.90, 0.70],  # +0.01 over the others: no clear change
+           "D": [0.70, 0.65, 0.50, 0.94]}  # A +0.10, B −0.15, C +0.30: opposite moves
+    table, summary = ppi_reading({"ppi": _matrix(ppi), "baseline": _matrix(base)})
+    table = table.set_index("train_site")
+    assert table["reading"].to_dict() == {"A": "helped", "B": "cost", "C": "no clear change", "D": "opposite moves"}
+    assert table.loc["A", "delta_cross_site"] == pytest.approx(np.mean([0.05, 0.03, 0.04]))
+    assert table.loc["D", "delta_cross_site"] == pytest.approx(np.mean([0.10, -0.15, 0.30]))
+    assert table.loc["D", "delta_in_site"] == pytest.approx(-0.01)
+    assert table.loc["D", "worst_site"] == "B -0.150" and table.loc["D", "best_site"] == "C +0.300"
+    mean = np.mean([0.04, -0.03, 0.01 / 3, 0.25 / 3])
+    assert f"{mean:+.3f}" in summary and "helped 1, no clear change 1, cost 1, opposite moves 1" in summary
+    assert "some training rows" in summary and "in reverse" in summary
+
+
+def test_ppi_reading_thresholds_and_missing_variants():
+    base = {"A": [0.90, 0.70, 0.70, 0.70]}
+    # The cross-site mean up by +0.05, but one site down by 0.06: not `helped` (no site may fall > 0.05).
+    dipped = ppi_reading({"ppi": _matrix({"A": [0.90, 0.64, 0.80, 0.81]}), "baseline": _matrix(base)})
+    assert dipped is not None and dipped[0]["reading"].tolist() == ["no clear change"]
+    # Every other site up, in-site down by 0.02: `trade-off`; in-site down alone: `cost`, the baseline kept.
+    traded = ppi_reading({"ppi": _matrix({"A": [0.88, 0.80, 0.80, 0.80]}), "baseline": _matrix(base)})
+    assert traded is not None and traded[0]["reading"].tolist() == ["trade-off"]
+    fell = ppi_reading({"ppi": _matrix({"A": [0.88, 0.70, 0.70, 0.71]}), "baseline": _matrix(base)})
+    assert fell is not None and fell[0]["reading"].tolist() == ["cost"] and "not shown to help" in fell[1]
+    rose = ppi_reading({"ppi": _matrix({"A": [0.90, 0.80, 0.80, 0.80]}), "baseline": _matrix(base)})
+    assert rose is not None and rose[0]["reading"].tolist() == ["helped"] and "every training row" in rose[1]
+    assert ppi_reading({"ppi": _matrix(base)}) is None
+    assert ppi_reading({"baseline": _matrix(base)}) is None
 
 
 def test_format_mean_std_and_markdown(tmp_path):
