@@ -32,7 +32,7 @@ from ppi_cli.console import log, log_prefix
 from ppi_cli.errors import ConfigError
 
 __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep", "seeded",
-           "summarise_sweep", "paired_interval", "BASELINE"]
+           "summarise_sweep", "sweep_reading", "paired_interval", "BASELINE"]
 
 BASELINE = "baseline"
 CROSS_SITE = "cross-site mean"
@@ -234,6 +234,41 @@ def summarise_sweep(runs: Any, train: str) -> Any:
     return pd.DataFrame(rows, columns=["variant", "site", "n", "mean", "delta", "low", "high", "pairs"])
 
 
+def sweep_reading(part: Any) -> str:
+    """What one variant's paired intervals say, in the words of `ppi cross-site`'s reading (a site "rose" or
+    "fell" only when its 95 % interval is clear of 0):
+
+    - `opposite moves`: one other site rose and another fell (a site-dependent cue read differently, e.g.
+      learnt in reverse);
+    - `helped`: the mean over the other sites rose and no site fell, in-site included;
+    - `trade-off`: the mean over the other sites rose and in-site fell;
+    - `cost`: the mean over the other sites fell, or a site did;
+    - `not shown`: no interval clear of 0 says either.
+
+    Args:
+        part: The variant's rows of `summarise_sweep`, with `site`, `delta`, `low`, `high`.
+    """
+    by_site = part.set_index("site")
+    others = [s for s in by_site.index if s not in ("in-site", CROSS_SITE)]
+    rose = [s for s in others if by_site.loc[s, "low"] > 0]
+    fell = [s for s in others if by_site.loc[s, "high"] < 0]
+    cross_up, cross_down = by_site.loc[CROSS_SITE, "low"] > 0, by_site.loc[CROSS_SITE, "high"] < 0
+    in_down = "in-site" in by_site.index and by_site.loc["in-site", "high"] < 0
+
+    def said(sites: Sequence[str]) -> str:
+        return ", ".join(f"{s} {by_site.loc[s, 'delta']:+.3f}" for s in sites)
+
+    if rose and fell:
+        return f"opposite moves: {said(rose)} rose while {said(fell)} fell"
+    if cross_up and not fell:
+        return (f"trade-off: the other sites rose ({said([CROSS_SITE])}) and in-site fell ({said(['in-site'])})"
+                if in_down else f"helped: {said([CROSS_SITE])}" + (f" ({said(rose)})" if rose else ""))
+    if cross_down or fell or in_down:
+        return "cost: " + said([s for s in (CROSS_SITE, *fell, "in-site") if s in by_site.index
+                                 and (by_site.loc[s, "high"] < 0)] or [CROSS_SITE])
+    return f"not shown: {said([CROSS_SITE])}, its interval across 0"
+
+
 def _write_tables(cfg: SweepConfig, runs: Any, summary: Any) -> list[Path]:
     from ppi_cli.files import write_csv, write_text
 
@@ -250,6 +285,10 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any) -> list[Path]:
             lines.append("| Δ vs baseline | " + " | ".join(
                 f"{by_site.loc[s, 'delta']:+.3f} [{by_site.loc[s, 'low']:+.3f}, {by_site.loc[s, 'high']:+.3f}]"
                 for s in sites) + " |")
+    if "delta" in summary and summary["delta"].notna().any():
+        lines += ["", "Readings (a site rose or fell when its interval is clear of 0; docs/ppi.md):", ""]
+        lines += [f"- `{variant}`: {sweep_reading(part)}" for variant, part in summary.groupby("variant", sort=False)
+                  if variant != BASELINE and part["delta"].notna().all()]
     overrides = {v.name: dict(v.overrides) for v in cfg.variants}
     lines += ["", "Variants (recipe overrides):", ""]
     if cfg.common:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ppi_cli.engine.sweep import BASELINE, CROSS_SITE, parse_seeds, parse_variant, summarise_sweep
+from ppi_cli.engine.sweep import BASELINE, CROSS_SITE, parse_seeds, parse_variant, summarise_sweep, sweep_reading
 from ppi_cli.errors import ConfigError
 
 
@@ -44,3 +44,49 @@ def test_summary_pairs_each_seed_with_the_baseline_and_gives_a_t_interval():
                                                                       diffs.mean() + half))
     assert summary.loc[("ppi", "in-site"), "delta"] == pytest.approx(np.mean([-0.05, -0.02, -0.02]))
     assert np.isnan(summary.loc[(BASELINE, "C"), "delta"]) and row["pairs"] == 3
+
+
+def _part(**intervals):
+    """A variant's summary rows: site -> (delta, low, high); `cross` is the mean over the other sites."""
+    names = {"cross": CROSS_SITE, "in_site": "in-site"}
+    return pd.DataFrame([{"variant": "v", "site": names.get(k, k), "delta": d, "low": lo, "high": hi}
+                         for k, (d, lo, hi) in intervals.items()])
+
+
+@pytest.mark.parametrize(("intervals", "expected"), [
+    # The ramp at 40 epochs: C and A up, B down, each interval clear of 0, the mean up too.
+    ({"in_site": (0.008, -0.018, 0.034), "A": (0.139, 0.106, 0.173), "B": (-0.138, -0.259, -0.017),
+      "C": (0.308, 0.205, 0.411), "cross": (0.103, 0.055, 0.151)},
+     "opposite moves: A +0.139, C +0.308 rose while B -0.138 fell"),
+    ({"in_site": (0.0, -0.02, 0.02), "A": (0.05, 0.01, 0.09), "B": (0.01, -0.03, 0.05),
+      "cross": (0.03, 0.01, 0.05)}, "helped: cross-site mean +0.030 (A +0.050)"),
+    ({"in_site": (-0.05, -0.08, -0.02), "A": (0.05, -0.01, 0.11), "cross": (0.04, 0.01, 0.07)},
+     "trade-off: the other sites rose (cross-site mean +0.040) and in-site fell (in-site -0.050)"),
+    ({"in_site": (0.0, -0.02, 0.02), "A": (0.05, 0.01, 0.09), "B": (-0.04, -0.07, -0.01),
+      "cross": (0.005, -0.03, 0.04)}, "opposite moves: A +0.050 rose while B -0.040 fell"),
+    ({"in_site": (-0.03, -0.05, -0.01), "A": (-0.02, -0.06, 0.02), "cross": (-0.02, -0.06, 0.02)},
+     "cost: in-site -0.030"),
+    ({"in_site": (0.0, -0.02, 0.02), "A": (-0.06, -0.09, -0.03), "cross": (-0.06, -0.09, -0.03)},
+     "cost: cross-site mean -0.060, A -0.060"),
+    ({"in_site": (0.0, -0.02, 0.02), "A": (0.02, -0.03, 0.07), "cross": (0.02, -0.03, 0.07)},
+     "not shown: cross-site mean +0.020, its interval across 0"),
+])
+def test_sweep_reading_says_what_the_intervals_clear_of_zero_say(intervals, expected):
+    assert sweep_reading(_part(**intervals)) == expected
+
+
+def test_summary_md_carries_each_variants_reading(tmp_path):
+    from ppi_cli.engine.sweep import SweepConfig, SweepVariant, _write_tables
+
+    base = {0: (0.90, 0.60, 0.20), 1: (0.92, 0.70, 0.30), 2: (0.88, 0.65, 0.10)}
+    lifted = {s: (d, a + 0.10 + 0.01 * s, c + 0.20) for s, (d, a, c) in base.items()}  # A and C up in every seed
+    runs = pd.DataFrame([{"variant": v, "seed": s, "train_site": "D", "test_site": site, "auc": value}
+                         for v, seeds in ((BASELINE, base), ("lift", lifted)) for s, values in seeds.items()
+                         for site, value in zip("DAC", values, strict=True)])
+    cfg = SweepConfig("demo", tmp_path, tmp_path, "D", (SweepVariant("lift"),), seeds=(0, 1, 2))
+    summary = summarise_sweep(runs, "D")
+    _write_tables(cfg, runs, summary)
+    text = (tmp_path / "summary.md").read_text()
+    expected = sweep_reading(summary[summary["variant"] == "lift"])
+    assert expected == "helped: cross-site mean +0.155 (A +0.110, C +0.200)" and f"- `lift`: {expected}" in text
+    assert f"`{BASELINE}`:" not in text.split("Readings")[1].split("Variants")[0]
