@@ -138,6 +138,11 @@ class PPIConfig:
         "image", "With swap_look, the pixels an image's look is taken from: the whole image, or outside the mask "
         "being swapped (ours), so the lesion the mask holds does not enter the look: a GA lesion brightens whole "
         "A-scans, and a column look taken over it would move the lesion's columns with the look (docs/ppi.md).")
+    look_to: Literal["own", "random"] = param(
+        "own", "With swap_look, the look the intervened images are given: own, the look of the image each pixel "
+        "came from (x* and x' in x's, x^k in the donor's, so each counterfactual's look goes with the class its "
+        "label is not), or random, one look per row from an image of the batch drawn whatever its class, so the "
+        "look of x*, x' and x^k says nothing of their labels (ours; docs/ppi.md).")
     fill_sigma: float = param(4.0, "Std in pixels of the blur fill (ours).", min=0.1)
     box_spread: float = param(2.0, "Box mask half-size in stds of the kept points' coordinates (paper: not "
                               "recovered; ours: ≥ 50% of the points inside by the union bound).", min=0)

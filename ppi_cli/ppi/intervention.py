@@ -65,6 +65,7 @@ class Intervention:
         fill: What replaces removed pixels, shaped like `x` (`ppi.fill: blur`), or None for zeros.
         keep_fill: x^k's background where it is not `fill` (`ppi.swap_look`: the donors as they are), or None.
         kept: What x^k keeps inside the mask where it is not `x` (`ppi.swap_look`: `x` in the donor's look), or None.
+        base: What x* and x' are made from where it is not `x` (`ppi.look_to: random`: `x` in a drawn look), or None.
     """
 
     x: torch.Tensor
@@ -77,6 +78,10 @@ class Intervention:
     fill: torch.Tensor | None = None
     keep_fill: torch.Tensor | None = None
     kept: torch.Tensor | None = None
+    base: torch.Tensor | None = None
+
+    def _source(self, rows: torch.Tensor) -> torch.Tensor:
+        return (self.x if self.base is None else self.base)[rows]
 
     def _fill(self, rows: torch.Tensor) -> torch.Tensor | None:
         return None if self.fill is None else self.fill[rows]
@@ -89,7 +94,7 @@ class Intervention:
         """x* of `rows` (eq. 1) and their positions, from `mask` (default: `self.mask`)."""
         m = self._per_sample(self.mask if mask is None else mask)
         pos = self.positions[self.rows] if self.positions is not None else None
-        return intervene(self.x[self.rows], m[self.rows], self._fill(self.rows)), pos
+        return intervene(self._source(self.rows), m[self.rows], self._fill(self.rows)), pos
 
     def adversarial_images(self, mask: torch.Tensor | None = None,
                            part: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -97,7 +102,7 @@ class Intervention:
         m = self._per_sample(self.mask if mask is None else mask)
         rows, donors = self.ad_rows[part], self.donors[part]
         pos = self.positions[rows] if self.positions is not None else None
-        return intervene(self.x[rows], m[donors], self._fill(rows)), pos
+        return intervene(self._source(rows), m[donors], self._fill(rows)), pos
 
     def kept_images(self, fill: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """x^k = T ⊙ x + (1 − T) ⊙ fill of `rows` (default every row): each image's own salient region kept, the
@@ -301,19 +306,25 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
     ad_rows, donors = mask_donors(b, pool, generator, receivers=receivers)
     if ad_rows.numel() == 0:  # the pool had no image but the receivers' own: every image lends its mask
         ad_rows, donors = mask_donors(b, every, generator, receivers=receivers)
-    fill = keep_fill = kept = None
+    fill = keep_fill = kept = base = None
     if cfg.fill == "blur":
         images = x.flatten(0, 1) if positions is not None else x  # (N, C, H, W)
         fill = blurred(images.detach(), cfg.fill_sigma).view_as(x)
     elif cfg.fill == "swap":
         fill = x.detach()[other_class_donors(labels, generator).to(x.device)]
         if cfg.swap_look != "none":
-            keep_fill = fill
             outside = 1 - mask.detach() if cfg.look_from == "outside" else None
-            fill, kept = swapped_looks(x.detach(), fill, cfg.swap_look, cfg.look_sigma, outside)
+            if cfg.look_to == "random":  # every intervened image of a row in the look of one drawn image
+                looks = x.detach()[torch.randint(b, (b,), generator=generator).to(x.device)]
+                base, _ = swapped_looks(looks, x.detach(), cfg.swap_look, cfg.look_sigma, outside)
+                fill, _ = swapped_looks(looks, fill, cfg.swap_look, cfg.look_sigma, outside)
+                keep_fill, kept = fill, base
+            else:
+                keep_fill = fill
+                fill, kept = swapped_looks(x.detach(), fill, cfg.swap_look, cfg.look_sigma, outside)
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
                         ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill, keep_fill=keep_fill,
-                        kept=kept)
+                        kept=kept, base=base)
 
 
 def image_look(images: torch.Tensor, kind: str, sigma: float, weight: torch.Tensor | None = None) -> torch.Tensor:

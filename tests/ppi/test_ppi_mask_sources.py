@@ -181,13 +181,14 @@ def test_swap_look_fills_x_star_in_the_positives_look_and_pastes_onto_the_donor_
     assert torch.allclose(b.kept_images(b.keep_fill, b.rows), (lesion * into_d + (1 - lesion) * a.fill)[b.rows])
 
 
-def test_a_ppi_step_with_the_looked_swap_pastes_onto_the_donor_as_it_is(monkeypatch):
+@pytest.mark.parametrize("look_to", ["own", "random"])
+def test_a_ppi_step_with_the_looked_swap_pastes_onto_the_donor_as_it_is(monkeypatch, look_to):
     from ppi_cli.ppi.intervention import Intervention
 
     x, y, s, lesion = _lesion_batch()
     x, y, lesion = torch.cat([x, x.flip(-1)]), torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.cat([lesion, lesion])
     model = _tiny(0)
-    cfg = PPIConfig(mask="lesion", fill="swap", keep=1.0, swap_look="blur", look_sigma=3.0,
+    cfg = PPIConfig(mask="lesion", fill="swap", keep=1.0, swap_look="blur", look_sigma=3.0, look_to=look_to,
                     create_graph=False)
     seen = []
     original = Intervention.kept_images
@@ -203,7 +204,10 @@ def test_a_ppi_step_with_the_looked_swap_pastes_onto_the_donor_as_it_is(monkeypa
                   generator=torch.Generator().manual_seed(0), lesion=lesion[:, :, :8, :8].contiguous())
     assert math.isfinite(values["keep"]) and math.isfinite(values["loss"])
     iv, fill = seen[0]
-    assert fill is iv.keep_fill and not torch.equal(iv.keep_fill, iv.fill)  # x^k's background: the donor as it is
+    if look_to == "own":
+        assert fill is iv.keep_fill and not torch.equal(iv.keep_fill, iv.fill)  # x^k's background: the donor as it is
+    else:
+        assert fill is iv.keep_fill is iv.fill and iv.base is not None  # the donor in the row's drawn look
 
 
 def test_the_column_look_carries_column_stripes_that_a_blur_would_smooth_away():
@@ -288,3 +292,66 @@ def test_look_from_outside_takes_the_looks_outside_each_images_mask_in_an_interv
     into_x, into_d = swapped_looks(x, a.keep_fill, "columns", outside=1 - lesion)
     assert torch.allclose(b.fill, into_x) and torch.allclose(b.kept, into_d)
     assert not torch.allclose(a.fill, b.fill)
+
+
+def _striped_batch(n: int, seed: int):
+    """n images, each its own column gain (a lateral ramp of its own slope) times a row pattern near 1."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = 8, 16
+    slopes = torch.linspace(-0.2, 0.2, n)
+    gains = 0.5 + slopes[:, None] * torch.linspace(-1, 1, w)  # (n, w), in [0.3, 0.7]
+    rows = 0.95 + 0.1 * torch.rand(n, 1, h, 1, generator=g)
+    x = (gains[:, None, None, :] * rows).contiguous()  # (n, 1, h, w)
+    y = torch.tensor([1.0, 0.0] * (n // 2))
+    return x, y, gains
+
+
+def _whose_gain(images: torch.Tensor, gains: torch.Tensor) -> tuple[list[int], float]:
+    """For each image, the batch image whose column gain its column profile is proportional to, and the worst fit."""
+    profile = images.mean(dim=(1, 2))  # (n, w)
+    unit = profile / profile.norm(dim=1, keepdim=True)
+    ref = gains / gains.norm(dim=1, keepdim=True)
+    fit = unit @ ref.T  # cosine: 1 for proportional profiles
+    return fit.argmax(dim=1).tolist(), float(1 - fit.max(dim=1).values.min())
+
+
+def test_look_to_random_puts_every_intervened_image_of_a_row_in_one_drawn_images_look():
+    from ppi_cli.ppi.intervention import swapped_looks
+
+    x, y, gains = _striped_batch(8, 0)
+    s = torch.rand(8, 1, 8, 16, generator=torch.Generator().manual_seed(1))
+    own = PPIConfig(mask="top-k", coverage=0.25, fill="swap", swap_look="columns", keep=1.0, create_graph=False)
+    drawn = dataclasses.replace(own, look_to="random")
+    a = intervention_from_saliency(x, y, s, own, binary=True, generator=torch.Generator().manual_seed(3))
+    b = intervention_from_saliency(x, y, s, drawn, binary=True, generator=torch.Generator().manual_seed(3))
+    assert a.base is None and not torch.equal(a.fill, b.fill)
+    # The same donors (drawn first from the same generator), then one look per row.
+    donors = a.keep_fill
+    base_of, misfit = _whose_gain(b.base, gains)
+    assert misfit < 1e-4 and _whose_gain(b.fill, gains)[0] == base_of  # x and its donor in the same drawn look
+    looks = x[torch.tensor(base_of)]
+    assert torch.allclose(b.base, swapped_looks(looks, x, "columns")[0], atol=1e-6)
+    assert torch.allclose(b.fill, swapped_looks(looks, donors, "columns")[0], atol=1e-6)
+    assert b.kept is b.base and b.keep_fill is b.fill  # x^k: x's region on the donor, both in the drawn look
+    m = b.mask
+    assert torch.allclose(b.contrast_images()[0], ((1 - m) * b.base + m * b.fill)[b.rows])
+    x_ad, _ = b.adversarial_images()
+    assert torch.allclose(x_ad, ((1 - m[b.donors]) * b.base[b.ad_rows] + m[b.donors] * b.fill[b.ad_rows]))
+    assert torch.allclose(b.kept_images(b.keep_fill), m * b.base + (1 - m) * b.fill)
+    # With `own` x* is in x's look and x^k in the donor's, whose class is the other one.
+    assert _whose_gain(a.fill, gains)[0] == list(range(8))
+    donor_of = _whose_gain(a.keep_fill, gains)[0]
+    assert all(y[i] != y[j] for i, j in enumerate(donor_of))
+
+
+def test_look_to_random_draws_looks_whatever_the_class():
+    x, y, gains = _striped_batch(8, 0)
+    s = torch.rand(8, 1, 8, 16, generator=torch.Generator().manual_seed(1))
+    cfg = PPIConfig(mask="top-k", coverage=0.25, fill="swap", swap_look="columns", look_to="random",
+                    create_graph=False)
+    same = []
+    for seed in range(100):
+        iv = intervention_from_saliency(x, y, s, cfg, binary=True, generator=torch.Generator().manual_seed(seed))
+        same += [bool(y[i] == y[j]) for i, j in enumerate(_whose_gain(iv.base, gains)[0])]
+    share = sum(same) / len(same)  # 800 draws; the same class half the time (binomial sd 0.018)
+    assert 0.44 < share < 0.56
