@@ -261,6 +261,8 @@ def write_npy_rows(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any, 
                 count = 0
                 for block in rows:
                     block = np.ascontiguousarray(block, dtype=dtype)  # (n_i, *shape[1:])
+                    if block.size == 0:  # a series with no sample: a memoryview of it cannot be cast
+                        continue
                     fh.write(memoryview(block).cast("B"))
                     count += len(block)
                 fh.flush()

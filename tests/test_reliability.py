@@ -371,6 +371,16 @@ def test_the_cache_round_trips_through_the_buffered_writer(tmp_path, rng):
     assert np.array_equal(np.load(tmp_path / "a.npy"), array)
 
 
+def test_the_buffered_writer_takes_empty_blocks(tmp_path, rng):
+    # A LIDC series whose slices hold no sample gives a (0, crop, crop) block; it once crashed the merge.
+    from ppi_cli.files import write_npy_rows
+
+    array = rng.integers(-1000, 400, size=(3, 4, 4)).astype(np.int16)
+    blocks = [array[:0], array[:2], np.empty((0, 4, 4), np.int16), array[2:], array[:0]]
+    write_npy_rows(tmp_path / "a.npy", array.shape, np.int16, iter(blocks))
+    assert np.array_equal(np.load(tmp_path / "a.npy"), array)
+
+
 # --- header values never reach a message ------------------------------------------------------------------------
 
 
