@@ -22,7 +22,7 @@ import yaml
 
 from ppi_cli.errors import ConfigError
 
-__all__ = ["param", "build", "to_dict", "config_hash", "read_yaml", "dump_yaml", "field_help"]
+__all__ = ["param", "build", "to_dict", "config_hash", "changed_settings", "read_yaml", "dump_yaml", "field_help"]
 
 C = TypeVar("C")
 _MISSING = dataclasses.MISSING
@@ -85,6 +85,50 @@ def config_hash(obj: Any) -> str:
     """A short, stable hash of a config object or mapping (keys sorted), used to key caches."""
     text = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def changed_settings(recorded: Mapping[str, Any], config: Any) -> list[str]:
+    """The dotted keys in which `config` differs from a `recorded` `to_dict` of a config of its class.
+
+    A key the record lacks is a field added to the toolkit since it was written: it counts only when
+    `config` moves it off the field's default, so a study or a run started before an upgrade resumes
+    after it. A recorded key the class no longer has counts as a change.
+
+    Example:
+        >>> changed_settings(yaml.safe_load(open("runs/x/recipe.yaml")), recipe)  # [] when it may resume
+    """
+    now, before = _flat(to_dict(config)), _flat(recorded)
+    changed = []
+    for key in sorted(set(now) | set(before)):
+        if key in before:
+            if key not in now or before[key] != now[key]:
+                changed.append(key)
+        elif now[key] != _field_default(config, key):
+            changed.append(key)
+    return changed
+
+
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        out.update(_flat(value, path) if isinstance(value, Mapping) and value else {path: value})
+    return out
+
+
+def _field_default(config: Any, dotted: str) -> Any:
+    """The default of the field at `dotted` in `config`'s class, as `to_dict` writes it (`_MISSING` if none)."""
+    *parents, name = dotted.split(".")
+    for part in parents:
+        config = getattr(config, part, None)
+    if not dataclasses.is_dataclass(config):
+        return _MISSING
+    field = next((f for f in dataclasses.fields(config) if f.name == name), None)
+    if field is None:
+        return _MISSING
+    if field.default is not _MISSING:
+        return to_dict(field.default)
+    return to_dict(field.default_factory()) if field.default_factory is not _MISSING else _MISSING
 
 
 def build(cls: type[C], data: Mapping[str, Any], *, source: str | Mapping[str, str], prefix: str = "") -> C:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ppi_cli.config import Recipe, config_hash, dump_yaml, load_recipe
+from ppi_cli.config.loader import changed_settings, read_yaml
 from ppi_cli.console import log
 from ppi_cli.data.cache import INFO_FILE, cache_kind, open_cache, read_manifest, rebuild_hint
 from ppi_cli.data.datasets import build_dataset, dataset_class
@@ -224,6 +225,8 @@ def write_study_record(out: Path, record: Mapping[str, Any], recipes: Mapping[st
         except ValueError:
             old = {}
         changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+        if changed == ["recipes"] and _same_recipes(out, recipes):  # fields added since, at their defaults
+            changed = []
         if changed:
             raise ConfigError(f"{out}: this folder holds a study run with other settings ({', '.join(changed)})",
                               hint="use another --out, or repeat the original options")
@@ -231,9 +234,24 @@ def write_study_record(out: Path, record: Mapping[str, Any], recipes: Mapping[st
     out.mkdir(parents=True, exist_ok=True)
     written = [write_json(path, record), _write_study_run(out, record)]
     for name, recipe in recipes.items():
-        suffix = "" if len(recipes) == 1 else f"-{name}"
-        written.append(write_text(out / f"recipe{suffix}.yaml", dump_yaml(recipe)))
+        written.append(write_text(_recipe_file(out, name, recipes), dump_yaml(recipe)))
     return written
+
+
+def _recipe_file(out: Path, name: str, recipes: Mapping[str, Recipe]) -> Path:
+    return out / ("recipe.yaml" if len(recipes) == 1 else f"recipe-{name}.yaml")
+
+
+def _same_recipes(out: Path, recipes: Mapping[str, Recipe]) -> bool:
+    """Whether the recipes a study folder recorded (its recipe YAMLs) are these, up to fields added since."""
+    for name, recipe in recipes.items():
+        try:
+            recorded = read_yaml(_recipe_file(out, name, recipes))
+        except ConfigError:
+            return False
+        if changed_settings(recorded, recipe):
+            return False
+    return True
 
 
 def _write_study_run(out: Path, record: Mapping[str, Any]) -> Path:

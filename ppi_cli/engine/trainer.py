@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ppi_cli.checkpoint import load_checkpoint, save_checkpoint
-from ppi_cli.config.loader import config_hash, dump_yaml, to_dict
+from ppi_cli.config.loader import changed_settings, config_hash, dump_yaml
 from ppi_cli.config.recipe import Recipe
 from ppi_cli.console import log, progress, warn
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
@@ -277,7 +277,7 @@ def _resume(out_dir: Path, recipe: Recipe, model: torch.nn.Module, optimizer: An
         warn(f"--resume: {out_dir} holds no {LAST} (no epoch finished there yet); starting from epoch 1")
         return _fresh()
     payload = load_checkpoint(path)
-    if payload["meta"].get("recipe") != to_dict(recipe):
+    if changed_settings(payload["meta"].get("recipe") or {}, recipe):
         raise ConfigError(f"{path}: was trained with another recipe (or overrides) than this one",
                           hint=f"resume with the same recipe as {out_dir / RECIPE}, or choose another --out")
     model.load_state_dict(payload["state_dict"])

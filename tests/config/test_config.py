@@ -182,3 +182,27 @@ def test_site_configs_a_to_d_load_and_are_validated(tmp_path):
 def test_config_hash_tracks_values():
     a, b = Recipe(), Recipe().replace(**{"optim.lr": 0.5})
     assert config_hash(a) == config_hash(Recipe()) and config_hash(a) != config_hash(b)
+
+
+def test_changed_settings_names_moved_keys_and_lets_added_fields_at_their_default_pass():
+    from ppi_cli.config.loader import changed_settings, to_dict
+
+    recipe = load_recipe("ga-ppi-wbp-cpu")
+    recorded = to_dict(recipe)
+    assert changed_settings(recorded, recipe) == []
+    older = to_dict(recipe)
+    del older["ppi"]["look_to"], older["ppi"]["look_from"]  # fields the toolkit gained since
+    assert changed_settings(older, recipe) == []
+    moved = recipe.replace(**{"ppi.look_to": "random", "optim.lr": 0.5})
+    assert changed_settings(older, moved) == ["optim.lr", "ppi.look_to"]
+    assert changed_settings(recorded, moved) == ["optim.lr", "ppi.look_to"]
+    # A whole section the record lacks: only its values off their defaults count (this recipe sets two).
+    no_section = to_dict(recipe)
+    del no_section["model"]["multiview"]
+    assert changed_settings(no_section, recipe) == ["model.multiview.bias_epochs", "model.multiview.slices_per_volume"]
+    plain = to_dict(Recipe())
+    del plain["model"]["multiview"]
+    assert changed_settings(plain, Recipe()) == []
+    gone = to_dict(recipe) | {"retired": 1}
+    gone["ppi"] = dict(gone["ppi"], old_knob=True)
+    assert changed_settings(gone, recipe) == ["ppi.old_knob", "retired"]  # a key the toolkit lost is a change

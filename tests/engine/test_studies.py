@@ -129,6 +129,27 @@ def test_resume_skips_finished_folds_and_refuses_other_settings(tmp_path, fake_t
         cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "s", folds=3, seed=1))
 
 
+def test_a_study_begun_before_a_field_was_added_resumes_unless_the_field_is_moved(tmp_path, fake_training):
+    import yaml
+
+    from ppi_cli.config import config_hash
+
+    data = make_data()
+    cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "s", folds=3, seed=0, fold=1))
+    # As an older toolkit wrote it: its recipe had no `ppi.look_to`, so its hash was another.
+    recorded = yaml.safe_load((tmp_path / "s" / "recipe.yaml").read_text())
+    del recorded["ppi"]["look_to"]
+    (tmp_path / "s" / "recipe.yaml").write_text(yaml.safe_dump(recorded))
+    record = json.loads((tmp_path / "s" / "study.json").read_text())
+    record["recipes"] = {name: config_hash(recorded) for name in record["recipes"]}
+    (tmp_path / "s" / "study.json").write_text(json.dumps(record))
+    moved = RECIPE.replace(**{"ppi.look_to": "random"})
+    with pytest.raises(ConfigError, match=r"other settings \(recipes\)"):
+        cv.run_crossval(cv.CrossvalConfig(moved, data, tmp_path / "s", folds=3, seed=0, bootstrap=0))
+    again = cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "s", folds=3, seed=0, bootstrap=0))
+    assert again.ran == [0, 2]  # the new field at its default: the same study
+
+
 def test_crossval_compare_pairs_two_recipes_on_the_same_folds(tmp_path, fake_training):
     data = make_data()
     base = RECIPE.replace(**{"ppi.enabled": False})
