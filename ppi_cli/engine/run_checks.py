@@ -8,7 +8,9 @@ the recipe is held against the cache's fingerprint (`data.fingerprint`) and the 
   (the LIDC case: 40-px windows from 180-px crops) is refused; one smaller than the typical lesion warns;
 - an intensity window (`data.window`) that misses the cache's intensities (a CT recipe on other data)
   is refused;
-- a test fold or site hold-out with fewer than `MIN_CASES` positives or negatives warns: its AUC says little.
+- a test fold or site hold-out with fewer than `MIN_CASES` positives or negatives warns: its AUC says little;
+- `ppi.fill: swap` on images that all hold a centred lesion, of either class (LIDC crops), warns: its
+  counterfactuals there teach the label in reverse.
 
 After training (`check_training`, from the rows of `metrics.csv`): the classification loss at chance
 (ln K) for the whole run, an `auto` loss weight at its cap (`ppi.auto_max`), and a kept PPI epoch whose
@@ -29,7 +31,7 @@ from ppi_cli.data.fingerprint import read_fingerprint
 from ppi_cli.errors import ConfigError
 from ppi_cli.reports.metrics import MIN_CASES
 
-__all__ = ["MIN_CASES", "few_cases", "window_findings", "check_study", "check_training"]
+__all__ = ["MIN_CASES", "few_cases", "window_findings", "swap_finding", "check_study", "check_training"]
 
 _MIN_HIT_SHARE = 0.5  # refuse a training window that holds the lesion centre in fewer draws than this
 _CHANCE_TOLERANCE = 0.02  # a training loss this close to ln K for every epoch learned nothing
@@ -94,6 +96,27 @@ def _intensity_refusal(recipe: Recipe, fingerprint: Mapping[str, Any]) -> str | 
     return None
 
 
+def swap_finding(recipe: Recipe, fingerprint: Mapping[str, Any]) -> str | None:
+    """A warning for `ppi.fill: swap` on data where every image, of either class, holds its lesion at the centre.
+
+    The swap's counterfactuals assume the other class lacks the evidence where the mask lies (GA: a
+    negative has no atrophy there). Where both classes hold a lesion at the same place (LIDC: a crop
+    around every nodule, benign or not), a mask that misses part of it gives x* the positive's lesion
+    under "no" and x^k the negative's under "yes": the label in reverse (docs/ppi.md, LIDC).
+    """
+    lesion, counts = fingerprint.get("lesion") or {}, (fingerprint.get("labels") or {}).get("all") or {}
+    side = min(fingerprint.get("image_size") or [0])
+    if not (recipe.ppi.enabled and recipe.ppi.fill == "swap" and lesion and counts and side):
+        return None
+    every_class = int(lesion.get("n", 0)) >= int(sum(counts.values()))
+    centred = float((lesion.get("centre_offset_px") or {}).get("p90", side)) <= 0.1 * side
+    if not (every_class and centred):
+        return None
+    return ("ppi.fill: swap on images that all hold a lesion at their centre, whatever their class: where a mask "
+            "misses part of it, x* keeps the positive's lesion under 'no' and x^k gets the negative's under 'yes', "
+            "the label in reverse (synthetic LIDC: AUC 0.11; docs/ppi.md); fill: zero or blur does not do this")
+
+
 def check_study(recipe: Recipe, data: Any, tests: Mapping[str, np.ndarray]) -> list[str]:
     """Hold the recipe against the cache's fingerprint and the test rows, before the first epoch.
 
@@ -114,7 +137,7 @@ def check_study(recipe: Recipe, data: Any, tests: Mapping[str, np.ndarray]) -> l
     if fingerprint:
         refusal, warning = window_findings(recipe.data.crop, fingerprint)
         refusals.append(refusal)
-        found += [warning] if warning else []
+        found += [w for w in (warning, swap_finding(recipe, fingerprint)) if w]
     for refusal in refusals:
         if refusal:
             message, _, hint = refusal.partition("|")

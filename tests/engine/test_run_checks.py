@@ -200,3 +200,23 @@ def test_lesion_masks_on_data_without_them_are_refused_before_training(tmp_path,
     line = _one_line(result.stderr)
     assert "ppi.mask: lesion needs lesion masks" in line and "mask_path" in line
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_swap_fill_on_crops_centred_on_every_lesion_warns(tmp_path, capsys):
+    from ppi_cli.engine.run_checks import swap_finding
+
+    cache = lidc_nodule_cache(tmp_path / "cache", side=48, patients=4)  # a centred nodule in every crop, both classes
+    recipe, data = resolve_study("demo-lidc-ppi-wbp", data=cache, overrides={"ppi.fill": "swap"})
+    capsys.readouterr()
+    found = check_study(recipe, data, {})
+    assert len(found) == 1 and found[0].startswith("ppi.fill: swap on images that all hold a lesion at their centre")
+    assert "warning: ppi.fill: swap" in _one_line(capsys.readouterr().err)
+    plain, _ = resolve_study("demo-lidc-ppi-wbp", data=cache)
+    assert check_study(plain, data, {}) == []  # the zero fill: nothing to say
+    fingerprint = read_fingerprint(cache, "lidc")
+    assert swap_finding(recipe, fingerprint) == found[0]
+    # Lesions in the positives only (GA: a negative has no atrophy), or away from the centre: no warning.
+    positives_only = fingerprint | {"lesion": fingerprint["lesion"] | {"n": fingerprint["labels"]["all"]["1"]}}
+    assert swap_finding(recipe, positives_only) is None
+    scattered = fingerprint | {"lesion": fingerprint["lesion"] | {"centre_offset_px": {"p50": 9.0, "p90": 15.0}}}
+    assert swap_finding(recipe, scattered) is None
