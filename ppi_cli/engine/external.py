@@ -76,13 +76,16 @@ def read_labels(path: Path) -> dict[str, int]:
         DataError: Missing columns, a label other than 0 or 1, or one path with two labels.
     """
     frame = _read_csv(path, "labels file", "pass --labels with a CSV of `path,label` (e.g. the manifest)")
-    missing = [c for c in ("path", "label") if c not in frame.columns]
+    # A LIDC cache's manifest has no `path`: `ppi predict` names its rows by `sample_id`, and so does this.
+    column = "sample_id" if "path" not in frame.columns and "sample_id" in frame.columns else "path"
+    missing = [c for c in (column, "label") if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: no column(s) {', '.join(missing)}",
                         hint="the labels file names each scan in `path` (as predictions.csv does) with its `label`")
     labels: dict[str, int] = {}
-    for line, (name, value) in enumerate(zip(frame["path"], frame["label"], strict=True), start=2):
-        name = shareable_path(path.parent / str(name).strip(), path.parent)  # as `ppi predict` names a manifest row
+    for line, (name, value) in enumerate(zip(frame[column], frame["label"], strict=True), start=2):
+        name = (str(name).strip() if column == "sample_id"  # as `ppi predict` names a cache row or a manifest row
+                else shareable_path(path.parent / str(name).strip(), path.parent))
         text = str(value).strip()
         if text not in ("0", "1", "0.0", "1.0"):
             raise DataError(f"{path}:{line}: column 'label' is not 0 or 1",

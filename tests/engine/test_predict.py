@@ -136,3 +136,19 @@ def test_errors_csv_names_inputs_without_their_folders(tmp_path, cli):
     assert result.exit_code == 1 and "none of the 2 input(s)" in result.stderr
     assert "DOE_JOHN" not in (tmp_path / "errors.csv").read_text()
     assert pd.read_csv(tmp_path / "errors.csv")["path"].tolist() == ["scan.png", "missing.png"]
+
+
+def test_evaluate_takes_a_lidc_cache_manifest_as_labels(tmp_path, cli):
+    from helpers import lidc_nodule_cache
+    from sklearn.metrics import roc_auc_score
+
+    cache = lidc_nodule_cache(tmp_path / "cache", side=48, patients=4)  # its manifest: sample_id, no path
+    manifest = pd.read_csv(cache / "manifest.csv")
+    assert "path" not in manifest.columns
+    scores = np.linspace(0.1, 0.9, len(manifest))[::-1]
+    pd.DataFrame({"path": manifest["sample_id"], "score": scores, "class": "x", "threshold": 0.5,
+                  "models": "m"}).to_csv(tmp_path / "p.csv", index=False)  # predictions.csv's columns
+    result = cli("evaluate", tmp_path / "p.csv", "--labels", cache / "manifest.csv", "--json", "--bootstrap", "0",
+                 "--out", tmp_path / "ev")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["auc"] == pytest.approx(roc_auc_score(manifest["label"], scores))
