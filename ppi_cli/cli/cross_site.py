@@ -44,7 +44,7 @@ def cross_site_cmd(
 
     from ppi_cli.console import paths, stdout
     from ppi_cli.engine.cross_site import CrossSiteRequest, cross_site_study
-    from ppi_cli.reports.cross_site import ppi_reading
+    from ppi_cli.reports.cross_site import ppi_reading, reading_for_display
 
     outcome = cross_site_study(CrossSiteRequest(train=train, test=test, recipe=recipe, data=data, dataset=dataset,
                                                 out=out, baseline=baseline, collect=collect, seed=seed,
@@ -69,7 +69,7 @@ def cross_site_cmd(
                 table.add_row(str(site), *(format_value(v) for v in row))
             stdout.print(table)
         if reading is not None:
-            rows, summary = reading
+            rows, summary = reading_for_display(reading[0]), reading[1]
             table = Table(*map(str, rows.columns), title="did PPI help here? (PPI − baseline)", box=None,
                           pad_edge=False)
             for row in rows.itertuples(index=False):

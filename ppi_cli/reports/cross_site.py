@@ -20,7 +20,7 @@ from ppi_cli.files import write_text
 from ppi_cli.reports.metrics import mean_std
 from ppi_cli.reports.tables import markdown_table, write_table
 
-__all__ = ["cross_site_matrix", "site_gap", "ppi_reading", "write_cross_site_tables"]
+__all__ = ["cross_site_matrix", "site_gap", "ppi_reading", "reading_for_display", "write_cross_site_tables"]
 
 
 def cross_site_matrix(cells: Any, sites: Sequence[str] | None = None) -> Any:
@@ -116,7 +116,8 @@ def write_cross_site_tables(matrices: Mapping[str, Any], folder: Path) -> list[P
     reading = ppi_reading(matrices)
     if reading is not None:
         table, summary = reading
-        sections += ["## Did PPI help here?\n", markdown_table(table), summary + "\n", _READING_NOTE + "\n"]
+        sections += ["## Did PPI help here?\n", markdown_table(reading_for_display(table)), summary + "\n",
+                     _READING_NOTE + "\n"]
     side_by_side = folder / "cross_site.md"
     write_text(side_by_side, "\n".join(sections))
     return [*written, side_by_side]
@@ -197,6 +198,13 @@ def ppi_reading(matrices: Mapping[str, Any]) -> tuple[Any, str] | None:
     summary = (f"PPI − baseline, mean over the {n} training row(s) of the cross-site AUC change: {mean_cross:+.3f} "
                f"({parts}). {advice}")
     return table, summary
+
+
+def reading_for_display(table: Any) -> Any:
+    """`ppi_reading`'s table for people: the headers in words (the changes are PPI − baseline)."""
+    return table.rename(columns={"train_site": "train", "delta_in_site": "Δ in-site",
+                                 "delta_cross_site": "Δ other sites", "worst_site": "fell most",
+                                 "best_site": "rose most"})
 
 
 _READING_NOTE = (f"Readings (one seed; `ppi sweep` gives paired seeds and intervals): `helped` = cross-site mean "

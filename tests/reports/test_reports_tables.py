@@ -74,6 +74,7 @@ def test_write_cross_site_tables_side_by_side(tmp_path):
     # Table 3, PPI − baseline: rows A and C lift every other site (A: +0.052 +0.045 +0.038); B's cross-site
     # mean moves +0.019, under the 0.02 of `helped`; D lifts every other site (+0.049) but loses 0.057 in-site.
     assert "## Did PPI help here?" in text and "| D | -0.057 | 0.049 | C +0.017 | A +0.076 | trade-off |" in text
+    assert "| train | Δ in-site | Δ other sites | fell most | rose most | reading |" in text
     assert "helped 2, trade-off 1, no clear change 1" in text
 
 
