@@ -24,6 +24,7 @@ def test_demo_smoke_writes_a_report_whose_links_all_resolve(tmp_path, one_thread
     assert re.search(r"\| baseline \(no PPI\) \| (\d\.\d{3} ± \d\.\d{3}|—)", text)
     assert re.search(r"\| PPI \+ WBP \| (\d\.\d{3} ± \d\.\d{3}|—)", text)
     assert "PPI is expected to stop the model reading the sites' diffuse brightness ramp" in text  # the default data
+    assert re.search(r"Row by row \(\[cross_site\.md\]\([^)]+\)\): PPI − baseline, mean over the 4 training", text)
     links = re.findall(r"\]\(([^)#]+)\)", text)
     assert len(links) > 10
     for figure in ("roc_mean.png", "calibration.png", "confusion.png", "gallery.png"):  # issue 17's paper figures
