@@ -44,12 +44,12 @@ def cross_site_cmd(
 
     from ppi_cli.console import paths, stdout
     from ppi_cli.engine.cross_site import CrossSiteRequest, cross_site_study
-    from ppi_cli.reports.cross_site import ppi_reading, reading_for_display
+    from ppi_cli.reports.cross_site import reading_for_display
 
     outcome = cross_site_study(CrossSiteRequest(train=train, test=test, recipe=recipe, data=data, dataset=dataset,
                                                 out=out, baseline=baseline, collect=collect, seed=seed,
                                                 device=device, bootstrap=bootstrap, workspace=workspace, verify=verify))
-    reading = ppi_reading(outcome.matrices)
+    reading = outcome.reading
     if json_:
         payload = {"out": str(outcome.out), "cells_run": outcome.ran,
                    "matrices": {v: json.loads(m.to_json(orient="index")) for v, m in outcome.matrices.items()}}

@@ -32,7 +32,7 @@ from ppi_cli.engine.run_checks import check_study
 from ppi_cli.engine.study import StudyClock, StudyData, predict_rows, resolve_study, train_once, write_study_record
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.files import write_csv
-from ppi_cli.reports.cross_site import cross_site_matrix, site_gap, write_cross_site_tables
+from ppi_cli.reports.cross_site import cross_site_matrix, ppi_reading, site_gap, write_cross_site_tables
 from ppi_cli.reports.metrics import binary_metrics, cell_flag
 from ppi_cli.reports.plots import heatmap_figure
 from ppi_cli.reports.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
@@ -68,6 +68,7 @@ class CrossSiteOutcome:
     matrices: dict[str, Any]  # variant -> matrix DataFrame (Table 3 layout)
     gap: Any | None = None
     written: list[Path] = field(default_factory=list)
+    reading: tuple[Any, str] | None = None  # `ppi_reading(matrices)`: did PPI help, row by row (with --baseline)
 
 
 def variants_of(recipe: Recipe, baseline: bool) -> dict[str, Recipe]:
@@ -188,7 +189,8 @@ def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
         part = cells[cells["variant"] == variant]
         if len(part):
             matrices[variant] = cross_site_matrix(part[["train_site", "test_site", "auc"]], sites)
-    written += write_cross_site_tables(matrices, out)
+    reading = ppi_reading(matrices)
+    written += write_cross_site_tables(matrices, out, reading)
     titles = {"ppi": "with PPI", "baseline": "no PPI"}
     flags = {titles[v]: {(r.train_site, r.test_site) for r in cells[cells["variant"] == v].itertuples() if r.flag}
              for v in matrices}
@@ -201,7 +203,7 @@ def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
     elif len(matrices) == 2:
         log("the PPI and baseline studies cover different cells; the paired comparison waits until they match")
     gap = pd.concat([site_gap(m).assign(variant=v) for v, m in matrices.items()], ignore_index=True)
-    return CrossSiteOutcome(out, [], matrices, gap, written)
+    return CrossSiteOutcome(out, [], matrices, gap, written, reading)
 
 
 def _recorded_sites(out: Path) -> list[str]:

@@ -315,9 +315,9 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
         if cfg.swap_look != "none":
             outside = 1 - mask.detach() if cfg.look_from == "outside" else None
             if cfg.look_to == "random":  # every intervened image of a row in the look of one drawn image
-                looks = x.detach()[torch.randint(b, (b,), generator=generator).to(x.device)]
-                base, _ = swapped_looks(looks, x.detach(), cfg.swap_look, cfg.look_sigma, outside)
-                fill, _ = swapped_looks(looks, fill, cfg.swap_look, cfg.look_sigma, outside)
+                drawn = x.detach()[torch.randint(b, (b,), generator=generator).to(x.device)]
+                look = image_look(drawn.flatten(0, -4), cfg.swap_look, cfg.look_sigma, outside)
+                base, fill = (relooked(t, look, cfg.swap_look, cfg.look_sigma, outside) for t in (x.detach(), fill))
                 keep_fill, kept = fill, base
             else:
                 keep_fill = fill
@@ -359,10 +359,22 @@ def swapped_looks(x: torch.Tensor, donor: torch.Tensor, kind: str = "blur", sigm
     outside x's mask.
     """
     flat_x, flat_d = (t.flatten(0, -4) for t in (x, donor))  # (N, C, H, W)
-    ratio = (image_look(flat_x, kind, sigma, outside) / image_look(flat_d, kind, sigma, outside)).clamp(0.25, 4.0)
+    ratio = _look_ratio(image_look(flat_x, kind, sigma, outside), image_look(flat_d, kind, sigma, outside))
     into_x = (flat_d * ratio).clamp(0.0, 1.0).view_as(donor)
     into_d = (flat_x / ratio).clamp(0.0, 1.0).view_as(x)
     return into_x, into_d
+
+
+def relooked(images: torch.Tensor, look: torch.Tensor, kind: str = "blur", sigma: float = 8.0,
+             outside: torch.Tensor | None = None) -> torch.Tensor:
+    """`images` in the given `look` `(N, C, H, W)` (`ppi.look_to: random`): what `swapped_looks` makes of a donor
+    put into the look's image, with that look computed once for every image that takes it."""
+    flat = images.flatten(0, -4)
+    return (flat * _look_ratio(look, image_look(flat, kind, sigma, outside))).clamp(0.0, 1.0).view_as(images)
+
+
+def _look_ratio(to: torch.Tensor, of: torch.Tensor) -> torch.Tensor:
+    return (to / of).clamp(0.25, 4.0)  # a look changes an image's gain by at most four times either way
 
 
 def class_centred(saliency: torch.Tensor, labels: torch.Tensor, per_image: int = 1) -> torch.Tensor:

@@ -89,12 +89,14 @@ def site_gap(matrix: Any) -> Any:
     return pd.DataFrame(rows)
 
 
-def write_cross_site_tables(matrices: Mapping[str, Any], folder: Path) -> list[Path]:
+def write_cross_site_tables(matrices: Mapping[str, Any], folder: Path, reading: tuple[Any, str] | None) -> list[Path]:
     """Write each variant's matrix and the gap table as CSV + markdown, and a side-by-side `cross_site.md`.
 
     Args:
         matrices: `{variant: matrix}` in display order, e.g. `{"ppi": m1, "baseline": m0}`.
         folder: Output folder.
+        reading: `ppi_reading(matrices)`, computed once by the study, which also returns it; None writes no
+            "Did PPI help here?" section.
 
     Returns:
         Every path written.
@@ -113,7 +115,6 @@ def write_cross_site_tables(matrices: Mapping[str, Any], folder: Path) -> list[P
     for variant, matrix in matrices.items():
         sections += [f"## {variant}\n", markdown_table(matrix, index=True)]
     sections += ["## In-site vs cross-site gap\n", markdown_table(gap)]
-    reading = ppi_reading(matrices)
     if reading is not None:
         table, summary = reading
         sections += ["## Did PPI help here?\n", markdown_table(reading_for_display(table)), summary + "\n",

@@ -18,7 +18,6 @@ import numpy as np
 from ppi_cli import __version__
 from ppi_cli.device import select_device
 from ppi_cli.files import write_csv, write_text
-from ppi_cli.reports.cross_site import ppi_reading
 from ppi_cli.reports.tables import format_interval, format_mean_std, format_value, markdown_table
 
 __all__ = ["write_demo_report", "shortcut_verdict"]
@@ -111,7 +110,7 @@ def _cross_site_section(cross_site: Any, root: Path) -> tuple[list[str], str]:
                    f"the in-site − cross-site gap is {p['gap']:.3f} with PPI and {b['gap']:.3f} without ({smaller} "
                    "with PPI). The diagonal cells rest on small hold-outs, so single cells are noisy; the per-cell "
                    "DeLong table says which differences stand out.")
-    judged = ppi_reading(cross_site.matrices)
+    judged = cross_site.reading
     if judged is not None:  # the row-by-row reading of `ppi cross-site --baseline`, as cross_site.md has it
         reading += f" Row by row ([cross_site.md]({_rel(out / 'cross_site.md', root)})): {judged[1]}"
     return lines, reading

@@ -64,7 +64,7 @@ def test_partial_matrix_and_duplicate_cell():
 
 def test_write_cross_site_tables_side_by_side(tmp_path):
     matrices = {v: cross_site_matrix(cells_of(v), SITES) for v in ("ppi", "baseline")}
-    written = write_cross_site_tables(matrices, tmp_path)
+    written = write_cross_site_tables(matrices, tmp_path, ppi_reading(matrices))
     names = {p.name for p in written}
     assert {"matrix-ppi.csv", "matrix-ppi.md", "matrix-baseline.csv", "gap.csv", "gap.md", "cross_site.md"} <= names
     back = pd.read_csv(tmp_path / "matrix-ppi.csv", index_col=0)
