@@ -161,6 +161,13 @@ class PPIConfig:
                         "blur(x), each image's salient region kept and the rest smoothed (std fill_sigma): a "
                         "fine-grained cue outside the mask is gone from x^k, the lesion inside is not (docs/ppi.md).",
                         min=0)
+    invariance: float = param(0.0, "Weight of L_inv (ours, off by default): each image with the pixels outside its "
+                              "mask put in the look (swap_look; blur when none) of an image of the other class must be "
+                              "classified as the image itself is (its own prediction, held fixed), so a cue carried by "
+                              "the look is penalised whichever way the model reads it (docs/ppi.md).", min=0)
+    invariance_region: Literal["outside", "all"] = param(
+        "outside", "With invariance, what L_inv changes the look of: the pixels outside the mask (the salient region "
+        "keeps its own), or the whole image, no mask (ours).")
     delta: float = param(0.0, "Weight of L_out (ours, off by default): the squared evidence each map puts outside its "
                          "own mask, which a diffuse cue cannot avoid (docs/ppi.md).", min=0)
     auto_momentum: float = param(0.9, "Momentum of the running loss magnitudes that 'auto' weights use (ours).",

@@ -54,6 +54,7 @@ from ppi_cli.ppi.losses import (
     LossWeights,
     adversarial_loss,
     classification_loss,
+    consistency_loss,
     contrast_loss,
     full_precision,
     outside_evidence,
@@ -137,6 +138,7 @@ class TrainStep:
         l_reg = saliency_regulariser(full_precision(iv.saliency))
         self._seen = {"con": [], "ad": [], "keep": []}
         l_keep = self._kept_pass(iv, labels, positions, sync_off) if self.cfg.keep > 0 else None
+        l_inv = self._invariance_pass(iv, positions, sync_off) if self.cfg.invariance > 0 else None
         l_con, l_ad, total = self._intervened_pass(iv, labels, alpha, gamma, sync_off)
         if l_reg.requires_grad:  # without create_graph the map is a constant: L_reg is reported, not trained
             total = total + beta * l_reg
@@ -158,6 +160,9 @@ class TrainStep:
             values["keep"] = float(l_keep)  # NaN where the batch had no x^k: left out of the epoch's mean
             if math.isfinite(l_keep):
                 values["loss"] += self.cfg.keep * values["keep"]
+        if l_inv is not None:
+            values["inv"] = l_inv
+            values["loss"] += self.cfg.invariance * l_inv
         return values | self._diagnostics(iv, lesion, cue)
 
     def _kept_pass(self, iv: Intervention, labels: torch.Tensor, positions: torch.Tensor | None,
@@ -184,6 +189,19 @@ class TrainStep:
             with phase("x^k backward"):
                 self._backward(self.cfg.keep * l_keep)
         return float(l_keep.detach())
+
+    def _invariance_pass(self, iv: Intervention, positions: torch.Tensor | None, sync_off: Any) -> float:
+        """L_inv on every row, back-propagated at once: the prediction on x with the pixels outside its mask (or
+        all) in another class's look, against the prediction on x itself, taken without a gradient and under the
+        same batch-norm treatment, so the two differ only by the look."""
+        with sync_off():
+            with torch.no_grad():
+                target = self._intervened(iv.x, positions, "x forward (L_inv's target)")
+            out = self._intervened(iv.invariant_images(self.cfg.invariance_region), positions, "x^inv forward")
+            l_inv = consistency_loss(out, target)
+            with phase("x^inv backward"):
+                self._backward(self.cfg.invariance * l_inv)
+        return float(l_inv.detach())
 
     def _diagnostics(self, iv: Intervention, lesion: torch.Tensor | None = None,
                      cue: torch.Tensor | None = None) -> dict[str, float]:

@@ -66,6 +66,7 @@ class Intervention:
         keep_fill: x^k's background where it is not `fill` (`ppi.swap_look`: the donors as they are), or None.
         kept: What x^k keeps inside the mask where it is not `x` (`ppi.swap_look`: `x` in the donor's look), or None.
         base: What x* and x' are made from where it is not `x` (`ppi.look_to: random`: `x` in a drawn look), or None.
+        relooked: Each image in the look of an image of the other class (`ppi.invariance`), or None.
     """
 
     x: torch.Tensor
@@ -79,6 +80,7 @@ class Intervention:
     keep_fill: torch.Tensor | None = None
     kept: torch.Tensor | None = None
     base: torch.Tensor | None = None
+    relooked: torch.Tensor | None = None
 
     def _source(self, rows: torch.Tensor) -> torch.Tensor:
         return (self.x if self.base is None else self.base)[rows]
@@ -113,6 +115,15 @@ class Intervention:
         if rows is None:
             return intervene(source, keep, fill)
         return intervene(source[rows], keep[rows], fill[rows])
+
+    def invariant_images(self, region: str = "outside") -> torch.Tensor:
+        """L_inv's images, every row: x with the pixels outside its mask (`region: all`: every pixel) in `relooked`'s
+        look; the salient region keeps x's own."""
+        if self.relooked is None:
+            raise ValueError("this intervention was made without ppi.invariance: no relooked images")
+        if region == "all":
+            return self.relooked
+        return intervene(self.relooked, self._per_sample(self.mask.detach()), self.x)
 
     @property
     def inputs(self) -> torch.Tensor:
@@ -322,9 +333,17 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
             else:
                 keep_fill = fill
                 fill, kept = swapped_looks(x.detach(), fill, cfg.swap_look, cfg.look_sigma, outside)
+    relooked = None
+    if cfg.invariance > 0:
+        if kept is not None and cfg.look_to == "own":
+            relooked = kept  # x in its swap donor's look, an image of the other class
+        else:
+            donor = x.detach()[other_class_donors(labels, generator).to(x.device)]
+            kind = "blur" if cfg.swap_look == "none" else cfg.swap_look
+            relooked = swapped_looks(donor, x.detach(), kind, cfg.look_sigma)[0]
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
                         ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill, keep_fill=keep_fill,
-                        kept=kept, base=base)
+                        kept=kept, base=base, relooked=relooked)
 
 
 def image_look(images: torch.Tensor, kind: str, sigma: float, weight: torch.Tensor | None = None) -> torch.Tensor:

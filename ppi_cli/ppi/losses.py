@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from ppi_cli.autograd.tensors import full_precision
 from ppi_cli.config.recipe import PPIConfig
 
-__all__ = ["classification_loss", "contrast_loss", "saliency_regulariser", "adversarial_loss", "derangement",
-           "mask_donors", "full_precision", "true_label_probability", "outside_evidence",
+__all__ = ["classification_loss", "consistency_loss", "contrast_loss", "saliency_regulariser", "adversarial_loss",
+           "derangement", "mask_donors", "full_precision", "true_label_probability", "outside_evidence",
            "LossWeights", "TERMS"]
 
 TERMS = ("cls", "con", "reg", "ad")
@@ -35,6 +35,20 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     if logits.shape[1] == 1:
         return F.binary_cross_entropy_with_logits(logits.squeeze(1), labels.to(logits.dtype))
     return F.cross_entropy(logits, labels.long())
+
+
+def consistency_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L_inv: mean KL divergence from the prediction `target` (logits, no gradient) to the prediction `logits`.
+
+    `(B, 1)` logits are read as Bernoulli, `(B, K)` as categorical; 0 where the two predictions agree.
+    """
+    target = target.detach()
+    if logits.shape[1] == 1:
+        z, t = logits.squeeze(1), target.squeeze(1)
+        p = torch.sigmoid(t)
+        return (F.binary_cross_entropy_with_logits(z, p) - F.binary_cross_entropy_with_logits(t, p))
+    return F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(target, dim=1), reduction="batchmean",
+                    log_target=True)
 
 
 def true_label_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

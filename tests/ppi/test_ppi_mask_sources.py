@@ -355,3 +355,71 @@ def test_look_to_random_draws_looks_whatever_the_class():
         same += [bool(y[i] == y[j]) for i, j in enumerate(_whose_gain(iv.base, gains)[0])]
     share = sum(same) / len(same)  # 800 draws; the same class half the time (binomial sd 0.018)
     assert 0.44 < share < 0.56
+
+
+def test_consistency_loss_is_the_kl_divergence_from_the_held_prediction():
+    from ppi_cli.ppi.losses import consistency_loss
+
+    g = torch.Generator().manual_seed(0)
+    z, t = torch.randn(6, 1, generator=g, requires_grad=True), torch.randn(6, 1, generator=g, requires_grad=True)
+    p, q = torch.sigmoid(t.detach()), torch.sigmoid(z.detach())
+    by_hand = (p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).mean()
+    loss = consistency_loss(z, t)
+    assert float(loss.detach()) == pytest.approx(float(by_hand), abs=1e-6)
+    loss.backward()
+    assert t.grad is None and torch.allclose(z.grad, (q - p).view(6, 1) / 6, atol=1e-6)  # the target is held
+    assert float(consistency_loss(t.detach(), t.detach())) == pytest.approx(0.0, abs=1e-7)
+    z3, t3 = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    P, Q = t3.softmax(1), z3.softmax(1)
+    assert float(consistency_loss(z3, t3)) == pytest.approx(float((P * (P / Q).log()).sum(1).mean()), abs=1e-6)
+
+
+@pytest.mark.parametrize("fill", ["zero", "swap"])
+def test_invariance_puts_each_image_outside_its_mask_in_the_look_of_an_image_of_the_other_class(fill):
+    x, y, gains = _striped_batch(8, 0)
+    s = torch.rand(8, 1, 8, 16, generator=torch.Generator().manual_seed(1))
+    cfg = PPIConfig(mask="top-k", coverage=0.25, fill=fill, swap_look="columns", keep=1.0, invariance=1.0,
+                    create_graph=False)
+    iv = intervention_from_saliency(x, y, s, cfg, binary=True, generator=torch.Generator().manual_seed(3))
+    look_of, misfit = _whose_gain(iv.relooked, gains)
+    assert misfit < 1e-4 and all(y[i] != y[j] for i, j in enumerate(look_of))  # the other class's look, row by row
+    if fill == "swap":
+        assert iv.relooked is iv.kept  # the swap's donor lends it: x in its donor's look
+    m = iv.mask
+    assert torch.allclose(iv.invariant_images(), m * x + (1 - m) * iv.relooked)  # the salient region keeps x's look
+    assert iv.invariant_images("all") is iv.relooked
+    plain = intervention_from_saliency(x, y, s, dataclasses.replace(cfg, invariance=0.0), binary=True,
+                                       generator=torch.Generator().manual_seed(3))
+    assert plain.relooked is None
+    with pytest.raises(ValueError, match="without ppi.invariance"):
+        plain.invariant_images()
+
+
+def test_a_ppi_step_with_invariance_reports_l_inv_against_the_models_own_predictions(monkeypatch):
+    from ppi_cli.ppi.intervention import Intervention
+    from ppi_cli.ppi.losses import consistency_loss
+
+    x, y, _ = _striped_batch(4, 1)
+    x = x[:, :, :8, :8].contiguous()
+    model = _tiny(0)
+    cfg = PPIConfig(mask="top-k", coverage=0.25, swap_look="blur", look_sigma=2.0, invariance=2.0,
+                    create_graph=False)
+    seen = []
+    original = Intervention.invariant_images
+
+    def spy(self, region="outside"):
+        images = original(self, region)
+        seen.append(images)
+        return images
+
+    monkeypatch.setattr(Intervention, "invariant_images", spy)
+    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                     device=torch.device("cpu"))
+    values = step(x, y, epoch=0, generator=torch.Generator().manual_seed(0))
+    model.eval()  # x* and x^inv are classified with the running statistics the clean pass left
+    with torch.no_grad():
+        by_hand = consistency_loss(model(seen[0]), model(x))
+    assert values["inv"] == pytest.approx(float(by_hand), rel=1e-5) and values["inv"] > 0
+    without = {k: v for k, v in values.items() if k != "inv"}
+    rest = without["cls"] + without["con"] + 0.1 * without["reg"] + without["ad"]
+    assert values["loss"] == pytest.approx(rest + 2.0 * values["inv"], rel=1e-6)
