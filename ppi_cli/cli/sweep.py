@@ -31,6 +31,11 @@ def sweep_cmd(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Sweep folder (default: a new run folder in the "
                                              "workspace); finished studies in it are skipped.",
                                              show_default=False)] = None,
+    twin: Annotated[Path | None, typer.Option(
+        "--twin", help="A twin of --data: the same rows prepared from data without the cue at the training site "
+        "(ppi synth ga with the same options and seed, and --shortcut none or --correlation D=0). Adds the "
+        "'ceiling' row: the baseline trained on the twin and tested on --data, what a model that never leant on "
+        "the cue gets.", show_default=False)] = None,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -49,11 +54,11 @@ def sweep_cmd(
     folder = out or Workspace.resolve(workspace).new_run("sweep", "ga", Path(recipe_ref).stem)
     common = parse_variant("set:" + ",".join(set_ or [])).overrides
     outcome = run_sweep(SweepConfig(recipe_ref, data, folder, train, variants, parse_seeds(seeds), workers, device,
-                                    common))
+                                    common, twin))
     from rich.markdown import Markdown
 
     stdout.print(Markdown((outcome.out / "summary.md").read_text(encoding="utf-8")))
-    paths(read=[data], wrote=outcome.written)
+    paths(read=[data, *([twin] if twin else [])], wrote=outcome.written)
 
 
 def register(app: typer.Typer) -> None:

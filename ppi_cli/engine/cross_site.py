@@ -29,7 +29,15 @@ from ppi_cli.config import Recipe
 from ppi_cli.console import log, warn
 from ppi_cli.data.splits import Split, holdout_split
 from ppi_cli.engine.run_checks import check_study
-from ppi_cli.engine.study import StudyClock, StudyData, predict_rows, resolve_study, train_once, write_study_record
+from ppi_cli.engine.study import (
+    StudyClock,
+    StudyData,
+    check_twin,
+    predict_rows,
+    resolve_study,
+    train_once,
+    write_study_record,
+)
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.files import write_csv
 from ppi_cli.reports.cross_site import cross_site_matrix, ppi_reading, site_gap, write_cross_site_tables
@@ -57,6 +65,7 @@ class CrossSiteConfig:
     seed: int = 0  # seeds the hold-outs (training uses the recipe's seed)
     device: str = "auto"
     bootstrap: int = 2000  # resamples for the paired comparison of the two variants
+    train_data: StudyData | None = None  # where the models train if not on `data`: its twin (`ppi sweep --twin`)
 
 
 @dataclass
@@ -113,6 +122,10 @@ def run_cross_site(cfg: CrossSiteConfig) -> CrossSiteOutcome:
     holdout = cfg.recipe.eval.holdout_fraction
     record = {"command": "cross-site", "dataset": cfg.data.kind, "data_hash": cfg.data.data_hash, "seed": cfg.seed,
               "holdout_fraction": holdout, "val_fraction": cfg.recipe.data.val_fraction, "sites": sites}
+    fit_data = cfg.data
+    if cfg.train_data is not None:  # trained on the twin's rows (the same split), tested on `data`'s
+        check_twin(cfg.data, cfg.train_data)
+        fit_data, record["train_data_hash"] = cfg.train_data, cfg.train_data.data_hash
     written = write_study_record(cfg.out, record, {})
     hold_outs = {f"site {t} hold-out": site_split(cfg.data, t, holdout, cfg.recipe.data.val_fraction, cfg.seed).test
                  for t in trains}
@@ -137,7 +150,7 @@ def run_cross_site(cfg: CrossSiteConfig) -> CrossSiteOutcome:
                 continue
             log(f"{variant}: training on site {train_site} ({split.train.size} rows, {split.val.size} for validation, "
                 f"{split.test.size} held out)")
-            best = train_once(recipe, cfg.data, split, train_dir, device=cfg.device)
+            best = train_once(recipe, fit_data, split, train_dir, device=cfg.device)
             for test_site, rows in pending.items():
                 indices, _, scores = predict_rows(best, recipe, cfg.data, rows, device=cfg.device)
                 path = train_dir / f"test-{test_site}" / PREDICTIONS_FILE

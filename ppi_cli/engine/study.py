@@ -161,6 +161,24 @@ def load_study_data(recipe: Recipe, cache_dir: Path | None, verify: bool = False
                      sites, info.content_hash)
 
 
+def check_twin(data: StudyData, twin: StudyData) -> None:
+    """Refuse a twin (`ppi sweep --twin`) whose rows are not `data`'s: the same count, and row by row the same
+    label, subject and site, so a split of one is the same split of the other.
+
+    Raises:
+        DataError: Naming the twin and the first row or field that differs.
+    """
+    name, hint = twin.name, ("make the twin with the same `ppi synth` options and seed, changing only --shortcut "
+                             "or --correlation, and prepare it as --data was prepared")
+    if twin.labels.shape != data.labels.shape:
+        raise DataError(f"{name}: {twin.labels.size} rows where {data.name} has {data.labels.size}", hint=hint)
+    for field_name in ("labels", "subjects", "sites"):
+        differs = np.flatnonzero(np.asarray(getattr(twin, field_name)) != np.asarray(getattr(data, field_name)))
+        if differs.size:
+            raise DataError(f"{name}: row {int(differs[0]) + 1} has another {field_name[:-1]} than in {data.name}",
+                            hint=hint)
+
+
 def _in_memory_data(recipe: Recipe) -> StudyData:
     cls = dataset_class(recipe.data.dataset)
     manifest_of = getattr(cls, "manifest_without_cache", None)

@@ -11,6 +11,7 @@ Layout of the sweep folder:
 
     sweep.json                               what was asked (recipe, data, sites, variants, seeds)
     <variant>/seed-<s>/                      one `ppi cross-site` study (train-X/, test-Y/ …)
+    ceiling/seed-<s>/                        with --twin: the baseline trained on the twin, tested on the data
     runs.csv                                 one row per variant, seed and test site: the AUC
     summary.csv, summary.md                  per variant: mean AUC per site; paired Δ with its interval
 
@@ -32,9 +33,10 @@ from ppi_cli.console import log, log_prefix
 from ppi_cli.errors import ConfigError
 
 __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep", "seeded",
-           "summarise_sweep", "sweep_reading", "paired_interval", "BASELINE"]
+           "summarise_sweep", "sweep_reading", "paired_interval", "BASELINE", "CEILING"]
 
 BASELINE = "baseline"
+CEILING = "ceiling"  # the baseline trained on the twin without the cue (--twin), tested on --data
 CROSS_SITE = "cross-site mean"
 
 
@@ -59,6 +61,7 @@ class SweepConfig:
     workers: int = 1  # studies side by side, each in its own process on one thread
     device: str = "auto"
     common: Mapping[str, Any] = field(default_factory=dict)  # overrides of every variant, the baseline's too
+    twin: Path | None = None  # `--twin`: the ceiling row, the baseline trained on this twin of `data`
 
 
 @dataclass
@@ -131,16 +134,19 @@ def seeded(overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
 
 
 def _job(recipe_ref: str, data: str, out: str, train: str, overrides: dict[str, Any], seed: int,
-         device: str) -> list[dict[str, Any]]:
-    """One cross-site study of one variant and seed (module level, so a spawned worker can run it)."""
+         device: str, twin: str | None = None) -> list[dict[str, Any]]:
+    """One cross-site study of one variant and seed (module level, so a spawned worker can run it); with `twin`
+    the model trains on the twin's rows and is tested on `data`'s."""
     from ppi_cli.engine.cross_site import CrossSiteConfig, run_cross_site
     from ppi_cli.engine.study import resolve_study
 
     with log_prefix(f"{Path(out).parent.name} seed {seed}"):  # which study a worker's lines belong to
-        recipe, study_data = resolve_study(recipe_ref, data=Path(data),
-                                           overrides={**seeded(overrides, seed), "seed": seed})
+        recipe_overrides = {**seeded(overrides, seed), "seed": seed}
+        recipe, study_data = resolve_study(recipe_ref, data=Path(data), overrides=recipe_overrides)
+        twin_data = None if twin is None else resolve_study(recipe_ref, data=Path(twin),
+                                                            overrides=recipe_overrides)[1]
         outcome = run_cross_site(CrossSiteConfig(recipe, study_data, Path(out), train_sites=(train,), seed=seed,
-                                                 device=device, bootstrap=0))
+                                                 device=device, bootstrap=0, train_data=twin_data))
     matrix = next(iter(outcome.matrices.values()))
     return [{"train_site": train, "test_site": str(site), "auc": float(matrix.loc[train, site])}
             for site in matrix.columns if site not in ("Mean", "STD") and np.isfinite(matrix.loc[train, site])]
@@ -161,20 +167,23 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     """
     from ppi_cli.files import write_text
 
+    ceiling = (SweepVariant(CEILING, {"ppi.enabled": False}),) if cfg.twin is not None else ()
     variants = tuple(SweepVariant(v.name, {**cfg.common, **v.overrides})
-                     for v in (SweepVariant(BASELINE, {"ppi.enabled": False}), *cfg.variants))
+                     for v in (SweepVariant(BASELINE, {"ppi.enabled": False}), *cfg.variants, *ceiling))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ConfigError(f"--variant: names must differ ({', '.join(names)})", hint="give each variant its own NAME")
     cfg.out.mkdir(parents=True, exist_ok=True)
     written = [write_text(cfg.out / "sweep.json", json.dumps(
         {"recipe": cfg.recipe, "data": str(cfg.data), "train": cfg.train, "seeds": list(cfg.seeds),
-         "variants": {v.name: dict(v.overrides) for v in variants}}, indent=2) + "\n")]
+         "variants": {v.name: dict(v.overrides) for v in variants}}
+        | ({"twin": str(cfg.twin)} if cfg.twin is not None else {}), indent=2) + "\n")]
     jobs = [(v, s) for s in cfg.seeds for v in variants]
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
     started = time.monotonic()
     args = {(v.name, s): (cfg.recipe, str(cfg.data), str(cfg.out / v.name / f"seed-{s}"), cfg.train,
-                          dict(v.overrides), s, cfg.device) for v, s in jobs}
+                          dict(v.overrides), s, cfg.device, str(cfg.twin) if v.name == CEILING else None)
+            for v, s in jobs}
     if cfg.workers <= 1:
         for key in args:
             results[key] = _job(*args[key])
@@ -269,6 +278,16 @@ def sweep_reading(part: Any) -> str:
     return f"not shown: {said([CROSS_SITE])}, its interval across 0"
 
 
+def _ceiling_reading(part: Any) -> str:
+    """The ceiling row's line: not a method to judge, the yardstick of the others."""
+    by_site = part.set_index("site")
+    row = by_site.loc[CROSS_SITE]
+    return (f"the baseline trained on the twin, where the training site has no cue, and tested on these sites: "
+            f"{row['delta']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] over the other sites, in-site "
+            f"{by_site.loc['in-site', 'delta']:+.3f}. What a model that never leant on the cue gains here; read "
+            "each variant's Δ against it")
+
+
 def _write_tables(cfg: SweepConfig, runs: Any, summary: Any) -> list[Path]:
     from ppi_cli.files import write_csv, write_text
 
@@ -287,9 +306,12 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any) -> list[Path]:
                 for s in sites) + " |")
     if "delta" in summary and summary["delta"].notna().any():
         lines += ["", "Readings (a site rose or fell when its interval is clear of 0; docs/ppi.md):", ""]
-        lines += [f"- `{variant}`: {sweep_reading(part)}" for variant, part in summary.groupby("variant", sort=False)
+        lines += [f"- `{variant}`: {_ceiling_reading(part) if variant == CEILING else sweep_reading(part)}"
+                  for variant, part in summary.groupby("variant", sort=False)
                   if variant != BASELINE and part["delta"].notna().all()]
     overrides = {v.name: dict(v.overrides) for v in cfg.variants}
+    if cfg.twin is not None:
+        overrides[CEILING] = {"ppi.enabled": False, "trained on": str(cfg.twin)}
     lines += ["", "Variants (recipe overrides):", ""]
     if cfg.common:
         lines += ["Every variant and the baseline: " + ", ".join(f"`{k}={v}`" for k, v in cfg.common.items()), ""]

@@ -275,3 +275,29 @@ def test_crossval_and_cross_site_print_a_study_eta_per_training(tmp_path, fake_t
     assert "study: 1 of 3 trainings done" in err and "ETA" in err and "study: 3 of 3 trainings done" in err
     xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "xs", ("A", "B"), ("C",), bootstrap=0))
     assert "study: 2 of 2 trainings done" in capsys.readouterr().err
+
+
+def test_cross_site_trains_on_a_twin_and_tests_on_the_data(tmp_path, fake_training, monkeypatch):
+    import dataclasses
+
+    data = make_data(n_subjects=24, sites=("A", "B"))  # in memory: named "synthetic"
+    twin = dataclasses.replace(data, cache_dir=tmp_path / "twin", data_hash="hash-twin")
+    fits, fake_fit = [], study.fit
+    monkeypatch.setattr(study, "fit", lambda recipe, **kw: (fits.append(kw["cache_dir"]), fake_fit(recipe, **kw))[1])
+    outcome = xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "xs", ("A",), ("B",), bootstrap=0,
+                                                   train_data=twin))
+    assert fits == [tmp_path / "twin"] and outcome.ran == ["ppi:A>A", "ppi:A>B"]
+    assert json.loads((tmp_path / "xs" / "study.json").read_text())["train_data_hash"] == "hash-twin"
+    split = load_split(tmp_path / "xs" / "ppi" / "train-A" / "split.json")
+    assert np.array_equal(split.test, xs.site_split(data, "A", RECIPE.eval.holdout_fraction,
+                                                    RECIPE.data.val_fraction, 0).test)  # the data's own split
+    preds = pd.read_csv(tmp_path / "xs" / "ppi" / "predictions.csv", dtype={"part": str})
+    assert set(preds[preds["part"] == "A>B"]["index"]) == set(np.flatnonzero(data.sites == "B"))
+    relabelled = dataclasses.replace(twin, labels=np.r_[data.labels[:3], 1 - data.labels[3], data.labels[4:]])
+    with pytest.raises(DataError, match="twin: row 4 has another label than in synthetic"):
+        xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "x2", ("A",), bootstrap=0,
+                                             train_data=relabelled))
+    shorter = dataclasses.replace(twin, labels=data.labels[:-1], subjects=data.subjects[:-1], sites=data.sites[:-1])
+    with pytest.raises(DataError, match=f"twin: {data.labels.size - 1} rows where synthetic has {data.labels.size}"):
+        xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "x3", ("A",), bootstrap=0, train_data=shorter))
+    assert not (tmp_path / "x2").exists()  # refused before anything was written

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -90,3 +92,33 @@ def test_summary_md_carries_each_variants_reading(tmp_path):
     expected = sweep_reading(summary[summary["variant"] == "lift"])
     assert expected == "helped: cross-site mean +0.155 (A +0.110, C +0.200)" and f"- `lift`: {expected}" in text
     assert f"`{BASELINE}`:" not in text.split("Readings")[1].split("Variants")[0]
+
+
+def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeypatch):
+    import ppi_cli.engine.sweep as sweep
+    from ppi_cli.engine.sweep import CEILING, SweepConfig, SweepVariant, run_sweep
+
+    calls = []
+    level = {BASELINE: 0.6, "demo": 0.62, CEILING: 0.9}
+
+    def job(recipe_ref, data, out, train, overrides, seed, device, twin=None):
+        name = out.split("/")[-2]
+        calls.append((name, seed, twin, overrides.get("ppi.enabled", True)))
+        return [{"train_site": train, "test_site": site, "auc": level[name] + 0.01 * seed + (0.05 if site == train
+                                                                                            else 0.0)}
+                for site in ("A", "D")]
+
+    monkeypatch.setattr(sweep, "_job", job)
+    outcome = run_sweep(SweepConfig("demo", tmp_path / "cache", tmp_path / "sw", "D", (SweepVariant("demo"),),
+                                    seeds=(0, 1, 2), twin=tmp_path / "twin"))
+    assert {(n, t, e) for n, _, t, e in calls} == {(BASELINE, None, False), ("demo", None, True),
+                                                   (CEILING, str(tmp_path / "twin"), False)}
+    row = outcome.summary[(outcome.summary["variant"] == CEILING) & (outcome.summary["site"] == "A")].iloc[0]
+    assert row["delta"] == pytest.approx(0.30) and row["pairs"] == 3
+    text = (tmp_path / "sw" / "summary.md").read_text()
+    assert f"- `{CEILING}`: the baseline trained on the twin" in text and "+0.300 [+0.300, +0.300]" in text
+    assert f"`trained on={tmp_path / 'twin'}`" in text
+    assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["twin"] == str(tmp_path / "twin")
+    with pytest.raises(ConfigError, match="names must differ"):
+        run_sweep(SweepConfig("demo", tmp_path / "cache", tmp_path / "sw2", "D", (SweepVariant(CEILING),),
+                              twin=tmp_path / "twin"))
