@@ -168,14 +168,15 @@ def check_twin(data: StudyData, twin: StudyData) -> None:
     Raises:
         DataError: Naming the twin and the first row or field that differs.
     """
-    name, hint = twin.name, ("make the twin with the same `ppi synth` options and seed, changing only --shortcut "
+    name, other = (str(d.cache_dir) if d.cache_dir is not None else d.name for d in (twin, data))
+    hint = ("make the twin with the same `ppi synth` options and seed, changing only --shortcut "
                              "or --correlation, and prepare it as --data was prepared")
     if twin.labels.shape != data.labels.shape:
-        raise DataError(f"{name}: {twin.labels.size} rows where {data.name} has {data.labels.size}", hint=hint)
+        raise DataError(f"{name}: {twin.labels.size} rows where {other} has {data.labels.size}", hint=hint)
     for field_name in ("labels", "subjects", "sites"):
         differs = np.flatnonzero(np.asarray(getattr(twin, field_name)) != np.asarray(getattr(data, field_name)))
         if differs.size:
-            raise DataError(f"{name}: row {int(differs[0]) + 1} has another {field_name[:-1]} than in {data.name}",
+            raise DataError(f"{name}: row {int(differs[0]) + 1} has another {field_name[:-1]} than in {other}",
                             hint=hint)
 
 

@@ -173,6 +173,8 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ConfigError(f"--variant: names must differ ({', '.join(names)})", hint="give each variant its own NAME")
+    if cfg.twin is not None:
+        _check_twin_early(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
     written = [write_text(cfg.out / "sweep.json", json.dumps(
         {"recipe": cfg.recipe, "data": str(cfg.data), "train": cfg.train, "seeds": list(cfg.seeds),
@@ -205,6 +207,20 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     summary = summarise_sweep(runs, cfg.train)
     written += _write_tables(cfg, runs, summary)
     return SweepOutcome(cfg.out, runs, summary, written)
+
+
+def _check_twin_early(cfg: SweepConfig) -> None:
+    """Refuse a twin that is no twin of the data before any study trains, naming --twin."""
+    from ppi_cli.engine.study import check_twin, resolve_study
+    from ppi_cli.errors import CacheError, DataError
+
+    _, data = resolve_study(cfg.recipe, data=cfg.data, overrides=dict(cfg.common))
+    try:
+        _, twin = resolve_study(cfg.recipe, data=cfg.twin, overrides=dict(cfg.common))
+        check_twin(data, twin)
+    except (CacheError, DataError) as error:
+        raise DataError(f"--twin {error.message}", hint="make the twin with the same `ppi synth` options and seed "
+                        "as --data, changing only --shortcut or --correlation, and prepare it the same way") from None
 
 
 def _runs_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: Sequence[str],

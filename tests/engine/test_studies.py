@@ -294,10 +294,10 @@ def test_cross_site_trains_on_a_twin_and_tests_on_the_data(tmp_path, fake_traini
     preds = pd.read_csv(tmp_path / "xs" / "ppi" / "predictions.csv", dtype={"part": str})
     assert set(preds[preds["part"] == "A>B"]["index"]) == set(np.flatnonzero(data.sites == "B"))
     relabelled = dataclasses.replace(twin, labels=np.r_[data.labels[:3], 1 - data.labels[3], data.labels[4:]])
-    with pytest.raises(DataError, match="twin: row 4 has another label than in synthetic"):
+    with pytest.raises(DataError, match=f"{tmp_path / 'twin'}: row 4 has another label than in synthetic"):
         xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "x2", ("A",), bootstrap=0,
                                              train_data=relabelled))
     shorter = dataclasses.replace(twin, labels=data.labels[:-1], subjects=data.subjects[:-1], sites=data.sites[:-1])
-    with pytest.raises(DataError, match=f"twin: {data.labels.size - 1} rows where synthetic has {data.labels.size}"):
+    with pytest.raises(DataError, match=f"{tmp_path / 'twin'}: {data.labels.size - 1} rows where synthetic"):
         xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "x3", ("A",), bootstrap=0, train_data=shorter))
     assert not (tmp_path / "x2").exists()  # refused before anything was written

@@ -109,10 +109,12 @@ def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeyp
                 for site in ("A", "D")]
 
     monkeypatch.setattr(sweep, "_job", job)
+    monkeypatch.setattr(sweep, "_check_twin_early", lambda cfg: calls.append(("check", None, cfg.twin, None)))
     outcome = run_sweep(SweepConfig("demo", tmp_path / "cache", tmp_path / "sw", "D", (SweepVariant("demo"),),
                                     seeds=(0, 1, 2), twin=tmp_path / "twin"))
-    assert {(n, t, e) for n, _, t, e in calls} == {(BASELINE, None, False), ("demo", None, True),
-                                                   (CEILING, str(tmp_path / "twin"), False)}
+    assert calls[0] == ("check", None, tmp_path / "twin", None)  # the twin is checked before any study
+    assert {(n, t, e) for n, _, t, e in calls[1:]} == {(BASELINE, None, False), ("demo", None, True),
+                                                       (CEILING, str(tmp_path / "twin"), False)}
     row = outcome.summary[(outcome.summary["variant"] == CEILING) & (outcome.summary["site"] == "A")].iloc[0]
     assert row["delta"] == pytest.approx(0.30) and row["pairs"] == 3
     text = (tmp_path / "sw" / "summary.md").read_text()
@@ -122,3 +124,21 @@ def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeyp
     with pytest.raises(ConfigError, match="names must differ"):
         run_sweep(SweepConfig("demo", tmp_path / "cache", tmp_path / "sw2", "D", (SweepVariant(CEILING),),
                               twin=tmp_path / "twin"))
+
+
+def test_a_twin_with_other_rows_is_refused_in_one_line_before_any_study(cli, tmp_path):
+    from ppi_cli.data.ga.prepare import GaPrepareConfig, prepare_ga
+    from ppi_cli.data.synth.ga import SynthGaConfig, synth_ga
+
+    for name, per_site in (("data", 2), ("twin", 4)):
+        raw = synth_ga(SynthGaConfig(out=tmp_path / name / "raw", sites=("A", "D"), per_site=per_site, n_bscans=2,
+                                     size=(16, 16), shortcut="diffuse"))
+        prepare_ga(GaPrepareConfig(manifest=raw.manifest, out=tmp_path / name / "cache", bscan_size=(16, 16),
+                                   n_bscans=2))
+    result = cli("sweep", "--recipe", "demo-ga-site-ppi-wbp", "--data", tmp_path / "data" / "cache", "--twin",
+                 tmp_path / "twin" / "cache", "--train", "D", "--seeds", "0-1", "--out", tmp_path / "sw")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("ppi:")]
+    assert result.exit_code == 1 and len(lines) == 1 and "Traceback" not in result.stderr
+    assert f"--twin {tmp_path / 'twin' / 'cache'}: 8 rows where {tmp_path / 'data' / 'cache'} has 4" in lines[0]
+    assert "same `ppi synth` options" in lines[0]
+    assert not (tmp_path / "sw").exists()
