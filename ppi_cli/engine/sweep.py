@@ -36,7 +36,7 @@ __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "pars
            "summarise_sweep", "sweep_reading", "paired_interval", "BASELINE", "CEILING"]
 
 BASELINE = "baseline"
-CEILING = "ceiling"  # the baseline trained on the twin without the cue (--twin), tested on --data
+CEILING = "ceiling"  # the baseline trained on the twin (--twin: no cue, or one unrelated to the label)
 CROSS_SITE = "cross-site mean"
 
 
@@ -298,7 +298,8 @@ def _ceiling_reading(part: Any) -> str:
     """The ceiling row's line: not a method to judge, the yardstick of the others."""
     by_site = part.set_index("site")
     row = by_site.loc[CROSS_SITE]
-    return (f"the baseline trained on the twin, where the training site has no cue, and tested on these sites: "
+    return (f"the baseline trained on the twin, whose training site has no cue or one independent of the label, and "
+            f"tested on these sites: "
             f"{row['delta']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] over the other sites, in-site "
             f"{by_site.loc['in-site', 'delta']:+.3f}. What a model that never leant on the cue gains here; read "
             "each variant's Δ against it")
