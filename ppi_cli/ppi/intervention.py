@@ -333,17 +333,17 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
             else:
                 keep_fill = fill
                 fill, kept = swapped_looks(x.detach(), fill, cfg.swap_look, cfg.look_sigma, outside)
-    relooked = None
+    other_look = None  # x in the look of an image of the other class, for L_inv
     if cfg.invariance > 0:
         if kept is not None and cfg.look_to == "own":
-            relooked = kept  # x in its swap donor's look, an image of the other class
+            other_look = kept  # x in its swap donor's look, an image of the other class
         else:
             donor = x.detach()[other_class_donors(labels, generator).to(x.device)]
             kind = "blur" if cfg.swap_look == "none" else cfg.swap_look
-            relooked = swapped_looks(donor, x.detach(), kind, cfg.look_sigma)[0]
+            other_look = swapped_looks(donor, x.detach(), kind, cfg.look_sigma)[0]
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
                         ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill, keep_fill=keep_fill,
-                        kept=kept, base=base, relooked=relooked)
+                        kept=kept, base=base, relooked=other_look)
 
 
 def image_look(images: torch.Tensor, kind: str, sigma: float, weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -374,17 +374,19 @@ def test_consistency_loss_is_the_kl_divergence_from_the_held_prediction():
     assert float(consistency_loss(z3, t3)) == pytest.approx(float((P * (P / Q).log()).sum(1).mean()), abs=1e-6)
 
 
-@pytest.mark.parametrize("fill", ["zero", "swap"])
-def test_invariance_puts_each_image_outside_its_mask_in_the_look_of_an_image_of_the_other_class(fill):
+@pytest.mark.parametrize(("fill", "look_to"), [("zero", "own"), ("swap", "own"), ("swap", "random")])
+def test_invariance_puts_each_image_outside_its_mask_in_the_look_of_an_image_of_the_other_class(fill, look_to):
     x, y, gains = _striped_batch(8, 0)
     s = torch.rand(8, 1, 8, 16, generator=torch.Generator().manual_seed(1))
     cfg = PPIConfig(mask="top-k", coverage=0.25, fill=fill, swap_look="columns", keep=1.0, invariance=1.0,
-                    create_graph=False)
+                    look_to=look_to, create_graph=False)
     iv = intervention_from_saliency(x, y, s, cfg, binary=True, generator=torch.Generator().manual_seed(3))
     look_of, misfit = _whose_gain(iv.relooked, gains)
     assert misfit < 1e-4 and all(y[i] != y[j] for i, j in enumerate(look_of))  # the other class's look, row by row
-    if fill == "swap":
+    if fill == "swap" and look_to == "own":
         assert iv.relooked is iv.kept  # the swap's donor lends it: x in its donor's look
+    if look_to == "random":
+        assert iv.base is not None and iv.relooked is not iv.kept  # the drawn look may be of either class
     m = iv.mask
     assert torch.allclose(iv.invariant_images(), m * x + (1 - m) * iv.relooked)  # the salient region keeps x's look
     assert iv.invariant_images("all") is iv.relooked
