@@ -45,7 +45,7 @@ from ppi_cli.workspace import Workspace
 
 __all__ = ["StudyClock", "StudyData", "resolve_study", "load_study_data", "default_recipe", "study_split",
            "fold_splits", "write_study_record", "train_once", "predict_rows", "test_summary", "TRAINED_FILE",
-           "DEFAULT_RECIPES"]
+           "DEFAULT_RECIPES", "check_twin", "TWIN_HINT"]
 
 TRAINED_FILE = "trained.json"  # written after training finishes; its presence lets a re-run skip training
 CACHE_KINDS = ("lidc", "ga", "folder", "table")
@@ -161,6 +161,10 @@ def load_study_data(recipe: Recipe, cache_dir: Path | None, verify: bool = False
                      sites, info.content_hash)
 
 
+TWIN_HINT = ("make the twin with the same `ppi synth` options and seed as --data, changing only --shortcut or "
+             "--correlation, and prepare it the same way")
+
+
 def check_twin(data: StudyData, twin: StudyData) -> None:
     """Refuse a twin (`ppi sweep --twin`) whose rows are not `data`'s: the same count, and row by row the same
     label, subject and site, so a split of one is the same split of the other.
@@ -169,8 +173,7 @@ def check_twin(data: StudyData, twin: StudyData) -> None:
         DataError: Naming the twin and the first row or field that differs.
     """
     name, other = (str(d.cache_dir) if d.cache_dir is not None else d.name for d in (twin, data))
-    hint = ("make the twin with the same `ppi synth` options and seed, changing only --shortcut "
-                             "or --correlation, and prepare it as --data was prepared")
+    hint = TWIN_HINT
     if twin.labels.shape != data.labels.shape:
         raise DataError(f"{name}: {twin.labels.size} rows where {other} has {data.labels.size}", hint=hint)
     for field_name in ("labels", "subjects", "sites"):

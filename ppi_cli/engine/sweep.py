@@ -211,7 +211,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
 
 def _check_twin_early(cfg: SweepConfig) -> None:
     """Refuse a twin that is no twin of the data before any study trains, naming --twin."""
-    from ppi_cli.engine.study import check_twin, resolve_study
+    from ppi_cli.engine.study import TWIN_HINT, check_twin, resolve_study
     from ppi_cli.errors import CacheError, DataError
 
     _, data = resolve_study(cfg.recipe, data=cfg.data, overrides=dict(cfg.common))
@@ -219,8 +219,7 @@ def _check_twin_early(cfg: SweepConfig) -> None:
         _, twin = resolve_study(cfg.recipe, data=cfg.twin, overrides=dict(cfg.common))
         check_twin(data, twin)
     except (CacheError, DataError) as error:
-        raise DataError(f"--twin {error.message}", hint="make the twin with the same `ppi synth` options and seed "
-                        "as --data, changing only --shortcut or --correlation, and prepare it the same way") from None
+        raise DataError(f"--twin {error.message}", hint=TWIN_HINT) from None
 
 
 def _runs_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: Sequence[str],
