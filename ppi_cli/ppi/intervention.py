@@ -38,13 +38,14 @@ from torch import nn
 from ppi_cli.autograd.double_backward import piecewise_linear_backward
 from ppi_cli.config.recipe import PPIConfig
 from ppi_cli.errors import ConfigError
+from ppi_cli.ppi.looks import image_look, relooked, swapped_looks
 from ppi_cli.ppi.losses import mask_donors
 from ppi_cli.ppi.masks import blurred, broadcast_per_sample, budget, dilate, intervene, intervention_mask, top_k_mask
 from ppi_cli.saliency import saliency_map
 
 __all__ = ["Intervention", "pseudo_intervention", "intervention_from_saliency", "contrast_rows",
            "adversarial_follows_contrast", "true_class_sign", "other_class_donors", "normalised_space_map",
-           "missing_lesion_masks", "class_centred", "degraded_lesion_masks", "swapped_looks", "image_look",
+           "missing_lesion_masks", "class_centred", "degraded_lesion_masks",
            "true_class_saliency", "mask_model_saliency", "true_class_map",
            "dropout_off", "intervened_normalisation", "recorded_batch_statistics", "BatchStatistics",
            "freeze_batch_norm"]
@@ -340,60 +341,11 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
         else:
             donor = x.detach()[other_class_donors(labels, generator).to(x.device)]
             kind = "blur" if cfg.swap_look == "none" else cfg.swap_look
-            other_look = swapped_looks(donor, x.detach(), kind, cfg.look_sigma)[0]
+            other_look = relooked(x.detach(), image_look(donor.flatten(0, -4), kind, cfg.look_sigma), kind,
+                                  cfg.look_sigma)
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
                         ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill, keep_fill=keep_fill,
                         kept=kept, base=base, relooked=other_look)
-
-
-def image_look(images: torch.Tensor, kind: str, sigma: float, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """An image's look `(N, C, H, W)`: its Gaussian blur of std `sigma` (`blur`) or its column profile, the mean
-    over rows of each column, broadcast down the rows (`columns`); floored at 0.02.
-
-    With `weight` `(N, 1, H, W)` in [0, 1] (`ppi.look_from: outside`: 1 outside the mask) the look is the
-    weighted mean instead (a normalised convolution for `blur`), so weight-0 pixels do not enter it; where
-    almost no weight is near (under 5 % of the blur's mass, or of a column's rows) the plain look stands.
-    """
-    plain = blurred(images, sigma) if kind == "blur" else images.mean(dim=-2, keepdim=True)
-    if weight is not None:
-        w = weight.expand_as(images)
-        if kind == "blur":
-            mass, total = blurred(w, sigma), blurred(images * w, sigma)
-        else:
-            mass, total = w.mean(dim=-2, keepdim=True), (images * w).mean(dim=-2, keepdim=True)
-        plain = torch.where(mass > 0.05, total / mass.clamp_min(0.05), plain)
-    return plain.expand_as(images).clamp_min(0.02)
-
-
-def swapped_looks(x: torch.Tensor, donor: torch.Tensor, kind: str = "blur", sigma: float = 8.0,
-                  outside: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each image's pixels in the other's look (`ppi.swap_look`): `(donor in x's look, x in donor's look)`.
-
-    An image's look is `image_look` (a smooth gain field such as a site's brightness ramp, or a
-    column profile such as stripes of A-scan gain); an image in another's look is its pixels times
-    the ratio of the two looks (kept within [1/4, 4]), clipped to [0, 1]. So the donor's pixels that
-    fill x* carry x's site effect, the region x^k pastes onto the donor carries the donor's, and the
-    site effect stays with the image it belongs to. Images `(B, C, H, W)` or `(B, S, C, H, W)`; `outside`
-    `(N, 1, H, W)`, N = B or B·S (`ppi.look_from: outside`): both looks are taken from the pixels where it is 1,
-    outside x's mask.
-    """
-    flat_x, flat_d = (t.flatten(0, -4) for t in (x, donor))  # (N, C, H, W)
-    ratio = _look_ratio(image_look(flat_x, kind, sigma, outside), image_look(flat_d, kind, sigma, outside))
-    into_x = (flat_d * ratio).clamp(0.0, 1.0).view_as(donor)
-    into_d = (flat_x / ratio).clamp(0.0, 1.0).view_as(x)
-    return into_x, into_d
-
-
-def relooked(images: torch.Tensor, look: torch.Tensor, kind: str = "blur", sigma: float = 8.0,
-             outside: torch.Tensor | None = None) -> torch.Tensor:
-    """`images` in the given `look` `(N, C, H, W)` (`ppi.look_to: random`): what `swapped_looks` makes of a donor
-    put into the look's image, with that look computed once for every image that takes it."""
-    flat = images.flatten(0, -4)
-    return (flat * _look_ratio(look, image_look(flat, kind, sigma, outside))).clamp(0.0, 1.0).view_as(images)
-
-
-def _look_ratio(to: torch.Tensor, of: torch.Tensor) -> torch.Tensor:
-    return (to / of).clamp(0.25, 4.0)  # a look changes an image's gain by at most four times either way
 
 
 def class_centred(saliency: torch.Tensor, labels: torch.Tensor, per_image: int = 1) -> torch.Tensor:

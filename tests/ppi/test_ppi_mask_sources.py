@@ -143,7 +143,7 @@ def test_a_sweep_variant_may_name_the_seed_of_its_study():
 
 
 def test_swapped_looks_carry_each_images_smooth_gain_with_it():
-    from ppi_cli.ppi.intervention import swapped_looks
+    from ppi_cli.ppi.looks import swapped_looks
 
     g = torch.Generator().manual_seed(0)
     h, w = 24, 32
@@ -173,7 +173,7 @@ def test_swap_look_fills_x_star_in_the_positives_look_and_pastes_onto_the_donor_
     b = intervention_from_saliency(x, y, s, looked, binary=True, lesion=lesion,
                                    generator=torch.Generator().manual_seed(2))
     assert a.keep_fill is None and a.kept is None  # off: the swap as before
-    from ppi_cli.ppi.intervention import swapped_looks
+    from ppi_cli.ppi.looks import swapped_looks
 
     into_x, into_d = swapped_looks(x, a.fill, "blur", 3.0)  # the same donors (same generator)
     assert torch.allclose(b.fill, into_x) and torch.equal(b.keep_fill, a.fill)
@@ -211,7 +211,7 @@ def test_a_ppi_step_with_the_looked_swap_pastes_onto_the_donor_as_it_is(monkeypa
 
 
 def test_the_column_look_carries_column_stripes_that_a_blur_would_smooth_away():
-    from ppi_cli.ppi.intervention import image_look, swapped_looks
+    from ppi_cli.ppi.looks import image_look, swapped_looks
 
     g = torch.Generator().manual_seed(1)
     h, w = 16, 32
@@ -234,7 +234,7 @@ def test_the_column_look_carries_column_stripes_that_a_blur_would_smooth_away():
 
 
 def test_a_column_look_taken_outside_the_mask_leaves_the_lesions_columns_behind():
-    from ppi_cli.ppi.intervention import image_look, swapped_looks
+    from ppi_cli.ppi.looks import image_look, swapped_looks
 
     g = torch.Generator().manual_seed(3)
     h, w = 16, 32
@@ -267,7 +267,7 @@ def test_a_column_look_taken_outside_the_mask_leaves_the_lesions_columns_behind(
 
 
 def test_a_blur_look_taken_outside_the_mask_is_not_brightened_by_the_lesion():
-    from ppi_cli.ppi.intervention import image_look
+    from ppi_cli.ppi.looks import image_look
 
     x = torch.full((1, 1, 32, 32), 0.3)
     outside = torch.ones_like(x)
@@ -280,7 +280,7 @@ def test_a_blur_look_taken_outside_the_mask_is_not_brightened_by_the_lesion():
 
 
 def test_look_from_outside_takes_the_looks_outside_each_images_mask_in_an_intervention():
-    from ppi_cli.ppi.intervention import swapped_looks
+    from ppi_cli.ppi.looks import swapped_looks
 
     x, y, s, lesion = _lesion_batch()
     cfg = PPIConfig(mask="lesion", fill="swap", swap_look="columns", look_from="outside", create_graph=False)
@@ -316,7 +316,7 @@ def _whose_gain(images: torch.Tensor, gains: torch.Tensor) -> tuple[list[int], f
 
 
 def test_look_to_random_puts_every_intervened_image_of_a_row_in_one_drawn_images_look():
-    from ppi_cli.ppi.intervention import swapped_looks
+    from ppi_cli.ppi.looks import swapped_looks
 
     x, y, gains = _striped_batch(8, 0)
     s = torch.rand(8, 1, 8, 16, generator=torch.Generator().manual_seed(1))
