@@ -40,7 +40,7 @@ from ppi_cli.engine.study import (
 )
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.files import write_csv
-from ppi_cli.reports.cross_site import cross_site_matrix, ppi_reading, site_gap, write_cross_site_tables
+from ppi_cli.reports.cross_site import cross_site_matrix, ppi_reading, site_gaps, write_cross_site_tables
 from ppi_cli.reports.metrics import binary_metrics, cell_flag
 from ppi_cli.reports.plots import heatmap_figure
 from ppi_cli.reports.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
@@ -75,7 +75,7 @@ class CrossSiteOutcome:
     out: Path
     ran: list[str]  # cells run now, as "variant:X>Y"
     matrices: dict[str, Any]  # variant -> matrix DataFrame (Table 3 layout)
-    gap: Any | None = None
+    gap: Any | None = None  # `site_gaps(matrices)`: in-site vs cross-site per variant and training site
     written: list[Path] = field(default_factory=list)
     reading: tuple[Any, str] | None = None  # `ppi_reading(matrices)`: did PPI help, row by row (with --baseline)
 
@@ -202,8 +202,8 @@ def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
         part = cells[cells["variant"] == variant]
         if len(part):
             matrices[variant] = cross_site_matrix(part[["train_site", "test_site", "auc"]], sites)
-    reading = ppi_reading(matrices)
-    written += write_cross_site_tables(matrices, out, reading)
+    reading, gap = ppi_reading(matrices), site_gaps(matrices)
+    written += write_cross_site_tables(matrices, out, reading, gap)
     titles = {"ppi": "with PPI", "baseline": "no PPI"}
     flags = {titles[v]: {(r.train_site, r.test_site) for r in cells[cells["variant"] == v].itertuples() if r.flag}
              for v in matrices}
@@ -215,7 +215,6 @@ def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
         written += compare_runs(out / "ppi", out / "baseline", out / "compare", n_boot=bootstrap).written
     elif len(matrices) == 2:
         log("the PPI and baseline studies cover different cells; the paired comparison waits until they match")
-    gap = pd.concat([site_gap(m).assign(variant=v) for v, m in matrices.items()], ignore_index=True)
     return CrossSiteOutcome(out, [], matrices, gap, written, reading)
 
 

@@ -173,14 +173,13 @@ def check_twin(data: StudyData, twin: StudyData) -> None:
         DataError: Naming the twin and the first row or field that differs.
     """
     name, other = (str(d.cache_dir) if d.cache_dir is not None else d.name for d in (twin, data))
-    hint = TWIN_HINT
     if twin.labels.shape != data.labels.shape:
-        raise DataError(f"{name}: {twin.labels.size} rows where {other} has {data.labels.size}", hint=hint)
+        raise DataError(f"{name}: {twin.labels.size} rows where {other} has {data.labels.size}", hint=TWIN_HINT)
     for field_name in ("labels", "subjects", "sites"):
         differs = np.flatnonzero(np.asarray(getattr(twin, field_name)) != np.asarray(getattr(data, field_name)))
         if differs.size:
             raise DataError(f"{name}: row {int(differs[0]) + 1} has another {field_name[:-1]} than in {other}",
-                            hint=hint)
+                            hint=TWIN_HINT)
 
 
 def _in_memory_data(recipe: Recipe) -> StudyData:

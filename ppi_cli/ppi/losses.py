@@ -46,7 +46,7 @@ def consistency_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     if logits.shape[1] == 1:
         z, t = logits.squeeze(1), target.squeeze(1)
         p = torch.sigmoid(t)
-        return (F.binary_cross_entropy_with_logits(z, p) - F.binary_cross_entropy_with_logits(t, p))
+        return F.binary_cross_entropy_with_logits(z, p) - F.binary_cross_entropy_with_logits(t, p)
     return F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(target, dim=1), reduction="batchmean",
                     log_target=True)
 

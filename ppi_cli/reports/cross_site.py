@@ -20,7 +20,8 @@ from ppi_cli.files import write_text
 from ppi_cli.reports.metrics import mean_std
 from ppi_cli.reports.tables import markdown_table, write_table
 
-__all__ = ["cross_site_matrix", "site_gap", "ppi_reading", "reading_for_display", "write_cross_site_tables"]
+__all__ = ["cross_site_matrix", "site_gap", "site_gaps", "ppi_reading", "reading_for_display",
+           "write_cross_site_tables"]
 
 
 def cross_site_matrix(cells: Any, sites: Sequence[str] | None = None) -> Any:
@@ -89,7 +90,16 @@ def site_gap(matrix: Any) -> Any:
     return pd.DataFrame(rows)
 
 
-def write_cross_site_tables(matrices: Mapping[str, Any], folder: Path, reading: tuple[Any, str] | None) -> list[Path]:
+def site_gaps(matrices: Mapping[str, Any]) -> Any:
+    """`site_gap` of every variant's matrix, one table: variant, train_site, in_site, cross_site, gap."""
+    import pandas as pd
+
+    gaps = [site_gap(matrix).assign(variant=variant) for variant, matrix in matrices.items()]
+    return pd.concat(gaps, ignore_index=True)[["variant", "train_site", "in_site", "cross_site", "gap"]]
+
+
+def write_cross_site_tables(matrices: Mapping[str, Any], folder: Path, reading: tuple[Any, str] | None,
+                            gap: Any) -> list[Path]:
     """Write each variant's matrix and the gap table as CSV + markdown, and a side-by-side `cross_site.md`.
 
     Args:
@@ -97,19 +107,15 @@ def write_cross_site_tables(matrices: Mapping[str, Any], folder: Path, reading: 
         folder: Output folder.
         reading: `ppi_reading(matrices)`, computed once by the study, which also returns it; None writes no
             "Did PPI help here?" section.
+        gap: `site_gaps(matrices)`, likewise computed once by the study.
 
     Returns:
         Every path written.
     """
-    import pandas as pd
-
     written: list[Path] = []
-    gaps = []
     for variant, matrix in matrices.items():
         written += write_table(matrix, folder / f"matrix-{variant}", index=True,
                                title=f"Cross-site AUC ({variant})", note=_NOTE)
-        gaps.append(site_gap(matrix).assign(variant=variant))
-    gap = pd.concat(gaps, ignore_index=True)[["variant", "train_site", "in_site", "cross_site", "gap"]]
     written += write_table(gap, folder / "gap", title="In-site vs cross-site AUC")
     sections = ["# Cross-site AUC\n", _NOTE + "\n"]
     for variant, matrix in matrices.items():

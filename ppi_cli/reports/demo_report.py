@@ -96,8 +96,7 @@ def _cross_site_section(cross_site: Any, root: Path) -> tuple[list[str], str]:
     for variant in ("ppi", "baseline"):
         if variant in cross_site.matrices:
             lines += [f"### {titles[variant]}\n", markdown_table(cross_site.matrices[variant], index=True)]
-    gap = cross_site.gap[["variant", "train_site", "in_site", "cross_site", "gap"]]
-    lines += ["### In-site vs cross-site gap\n", markdown_table(gap),
+    lines += ["### In-site vs cross-site gap\n", markdown_table(cross_site.gap),
               f"![cross-site AUC heatmaps]({_rel(out / 'heatmap.png', root)})\n",
               f"Tables: [both matrices]({_rel(out / 'cross_site.md', root)}), [cells]({_rel(out / 'cells.csv', root)}),"
               f" [per-cell DeLong comparison]({_rel(out / 'compare' / 'comparison.md', root)}).\n"]

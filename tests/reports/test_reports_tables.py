@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ppi_cli.errors import DataError
-from ppi_cli.reports.cross_site import cross_site_matrix, ppi_reading, site_gap, write_cross_site_tables
+from ppi_cli.reports.cross_site import cross_site_matrix, ppi_reading, site_gap, site_gaps, write_cross_site_tables
 from ppi_cli.reports.plots import heatmap_figure, roc_figure
 from ppi_cli.reports.tables import format_mean_std, markdown_table, write_table
 
@@ -64,7 +64,7 @@ def test_partial_matrix_and_duplicate_cell():
 
 def test_write_cross_site_tables_side_by_side(tmp_path):
     matrices = {v: cross_site_matrix(cells_of(v), SITES) for v in ("ppi", "baseline")}
-    written = write_cross_site_tables(matrices, tmp_path, ppi_reading(matrices))
+    written = write_cross_site_tables(matrices, tmp_path, ppi_reading(matrices), site_gaps(matrices))
     names = {p.name for p in written}
     assert {"matrix-ppi.csv", "matrix-ppi.md", "matrix-baseline.csv", "gap.csv", "gap.md", "cross_site.md"} <= names
     back = pd.read_csv(tmp_path / "matrix-ppi.csv", index_col=0)
