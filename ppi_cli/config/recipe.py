@@ -110,6 +110,10 @@ class PPIConfig:
         "none", "Masks from each map minus the mean map of the batch's images of its class (ours; none: off): "
         "evidence every image of a class carries at the same place (a site's ramp or stripes) cancels, evidence "
         "at a place of the image's own (a lesion) stays (docs/ppi.md).")
+    map_sign: Literal["evidence", "magnitude"] = param(
+        "evidence", "Which values of the (centred) map masks take: evidence, the largest evidence for the true "
+        "class; or magnitude, the largest evidence either way, so a lesion the model reads against the class (its "
+        "map there negative) is masked too (ours; docs/ppi.md).")
     map_smooth: float = param(0.0, "Masks from the map blurred with a Gaussian of this std in pixels (ours; 0: off), "
                               "after map_centre: a mask then takes a compact region of evidence rather than scattered "
                               "pixels (docs/ppi.md).", min=0)

@@ -300,6 +300,8 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
         s = saliency if mask_saliency is None else mask_saliency.to(saliency.dtype)
         if cfg.map_centre == "batch":
             s = class_centred(s, labels, s.shape[0] // b)
+        if cfg.map_sign == "magnitude":
+            s = s.abs()
         if cfg.map_smooth > 0:
             s = blurred(s, cfg.map_smooth)
         if cfg.map_highpass > 0:  # the local excess of the map over its smooth level (2-D maps)

@@ -66,6 +66,21 @@ def test_centred_smoothed_masks_find_lesions_that_a_shared_ramp_outweighs():
     assert torch.equal(found.mask, expected)
 
 
+
+def test_magnitude_masks_take_a_lesion_the_model_reads_against_the_class():
+    h, w = 16, 32
+    s = torch.full((2, 1, h, w), 0.1)  # weak evidence for the class everywhere
+    s[:, 0, 0:2, 20:24] = 0.4  # a patch of the true class's evidence (8 pixels)
+    s[:, 0, 8:11, 4:7] = -1.0  # the lesion, read as evidence against the class (9 pixels)
+    x, y = torch.rand(2, 1, h, w), torch.ones(2)
+    signed = intervention_from_saliency(x, y, s, PPIConfig(mask="top-k", top_k=9, create_graph=False), binary=True)
+    cfg = PPIConfig(mask="top-k", top_k=9, map_sign="magnitude", create_graph=False)
+    either = intervention_from_saliency(x, y, s, cfg, binary=True)
+    assert signed.mask[:, 0, 8:11, 4:7].sum() == 0  # the evidence map passes over the lesion
+    assert signed.mask[:, 0, 0:2, 20:24].sum() == 2 * 8
+    assert torch.equal(either.mask, top_k_mask(s.abs(), 9))  # a reference: the top of |s|
+    assert either.mask[:, 0, 8:11, 4:7].sum() == 2 * 9  # every lesion pixel of both images
+
 def _tiny(seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     return build_model(ModelConfig(name="tiny", input_size=8, dropout=0.0)).train()
