@@ -66,7 +66,6 @@ def test_centred_smoothed_masks_find_lesions_that_a_shared_ramp_outweighs():
     assert torch.equal(found.mask, expected)
 
 
-
 def test_magnitude_masks_take_a_lesion_the_model_reads_against_the_class():
     h, w = 16, 32
     s = torch.full((2, 1, h, w), 0.1)  # weak evidence for the class everywhere
@@ -80,6 +79,7 @@ def test_magnitude_masks_take_a_lesion_the_model_reads_against_the_class():
     assert signed.mask[:, 0, 0:2, 20:24].sum() == 2 * 8
     assert torch.equal(either.mask, top_k_mask(s.abs(), 9))  # a reference: the top of |s|
     assert either.mask[:, 0, 8:11, 4:7].sum() == 2 * 9  # every lesion pixel of both images
+
 
 def _tiny(seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
