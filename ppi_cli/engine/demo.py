@@ -58,7 +58,7 @@ class DemoConfig:
     lidc_size: int = 96  # CT slice side (px)
     lidc_slices: int = 12
     lidc_crop: int = 48  # cached patch side (px) around each lesion
-    ga_per_site: int = 40  # synthetic volumes per site (A–D), half with GA
+    ga_per_site: int = 80  # synthetic volumes per site (A–D), half with GA; about 20 held out per diagonal cell
     ga_shortcut: str = "diffuse"  # the planted cue: a lateral ramp (docs/ppi.md, "The shortcut benchmark")
     ga_diffuse: str = "ramp"
     ga_lesion_strength: float = 1.0  # headroom: the baseline reads GA at D, and falls for the ramp at C (docs/ppi.md)

@@ -138,8 +138,8 @@ def shortcut_verdict(matrices: dict[str, Any], train: str = "D", reversed_site: 
              f"without ({reversed_site} {p[reversed_site]:.3f} vs {b[reversed_site]:.3f}, {independent} "
              f"{p[independent]:.3f} vs {b[independent]:.3f}, {follows} {p[follows]:.3f} vs {b[follows]:.3f})")
     if mean_p - mean_b >= 0.05 and p[independent] >= b[independent] - 0.02:
-        verdict = (f"Here it did: {facts}; this is one seed, and the five-seed table of docs/ppi.md "
-                   "(\"The shortcut benchmark\") is the evidence.")
+        verdict = (f"Here it did: {facts}; this is one seed, and the ten- and twenty-seed tables of docs/ppi.md "
+                   "(\"The shortcut benchmark\") are the evidence.")
     elif p[reversed_site] > b[reversed_site] and p[follows] < b[follows] - 0.1:
         verdict = (f"Here it did not: {facts}; the gain at {reversed_site} and the loss at {follows} mean the "
                    "model learnt the ramp in reverse (docs/ppi.md, \"The shortcut benchmark\").")
