@@ -145,7 +145,9 @@ def test_degraded_lesion_masks_drop_lesion_pixels_or_add_the_maps_largest():
 def test_degrading_lesion_masks_without_lesion_masks_is_refused_at_load():
     from ppi_cli.config.recipe import load_recipe
 
-    with pytest.raises(ConfigError, match="ppi.lesion_drop changes lesion masks, and ppi.mask is 'soft'"):
+    mask = load_recipe("demo-ga-ppi-wbp").ppi.mask
+    assert mask != "lesion"
+    with pytest.raises(ConfigError, match=f"ppi.lesion_drop changes lesion masks, and ppi.mask is '{mask}'"):
         load_recipe("demo-ga-ppi-wbp", {"ppi.lesion_drop": 0.4})
     recipe = load_recipe("demo-ga-ppi-wbp", {"ppi.lesion_drop": 0.4, "ppi.mask": "lesion"})
     assert recipe.ppi.lesion_drop == 0.4
