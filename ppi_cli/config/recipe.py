@@ -55,6 +55,8 @@ class ModelConfig:
     input_adapt: Literal["sum", "repeat"] = param(
         "sum", "How a 1-channel image meets a 3-channel stem: sum the stem's kernels, or repeat the grey channel.")
     dropout: float = param(0.5, "Dropout before the classifier head.", min=0, max=1)
+    tiny_blocks: int = param(3, "Conv blocks of the tiny backbone, a 2x max-pool between each: 3 see 18 px of "
+                                "its input, 4 see 38 px (ours; docs/ppi.md). Ignored by other models.", min=2, max=6)
     multiview: MultiviewConfig = param(default_factory=MultiviewConfig, help="Multiview model settings.")
 
 

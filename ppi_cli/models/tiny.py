@@ -1,23 +1,27 @@
 # SPDX-License-Identifier: MIT
-"""`tiny`: a three-block CNN (conv-BN-ReLU, max-pool) so every recipe has a CPU-sized twin.
+"""`tiny`: a small CNN of conv-BN-ReLU blocks and max-pools so every recipe has a CPU-sized twin.
 
-About 24 k parameters: it trains in seconds on a laptop, yet has every layer kind WBP has a rule
-for (convolution, batch norm, ReLU, max-pool, average-pool, linear).
+Three blocks by default (about 24 k parameters): it trains in seconds on a laptop, yet has every
+layer kind WBP has a rule for (convolution, batch norm, ReLU, max-pool, average-pool, linear).
+Each block after the first follows a 2x max-pool, so `model.tiny_blocks` sets how far a unit of
+the last block sees: 18 px of the input with 3 blocks, 38 px with 4 (each further block adds
+2^(n-1)·4 px). The GA CPU twins read 64-px B-scans with 4 (docs/ppi.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 
 from torch import nn
 
 from ppi_cli.config.recipe import ModelConfig
 from ppi_cli.errors import ConfigError
-from ppi_cli.models.registry import assemble_classifier, register_model
+from ppi_cli.models.registry import assemble_classifier, model_entry, register_model
 
 __all__ = ["tiny", "TINY_WIDTHS"]
 
-TINY_WIDTHS = (16, 32, 64)
+TINY_WIDTHS = (16, 32, 64)  # the first three blocks; any further block keeps the last width
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -25,19 +29,25 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
 
-@register_model("tiny", "three conv-BN-ReLU blocks, 24 k parameters (CPU twin of every recipe)",
-                first_conv="body.block1.0", gradcam_layer="body.block3")
+@register_model("tiny", "conv-BN-ReLU blocks (3 by default, model.tiny_blocks), 24 k parameters "
+                "(CPU twin of every recipe)", first_conv="body.block1.0", gradcam_layer="body.block3")
 def tiny(cfg: ModelConfig) -> nn.Module:
-    """The tiny CNN: `(B, C, H, W)` → 16 → 32 → 64 channels → global average → `(B, K)` logits."""
-    w1, w2, w3 = TINY_WIDTHS
-    body = nn.Sequential(OrderedDict(
-        block1=_block(cfg.in_channels, w1), pool1=nn.MaxPool2d(2),
-        block2=_block(w1, w2), pool2=nn.MaxPool2d(2),
-        block3=_block(w2, w3),
-        pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1),  # (B, 64)
-    ))
-    head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(w3, cfg.num_classes))
+    """The tiny CNN: `(B, C, H, W)` → 16 → 32 → 64 (→ 64 …) channels → global average → `(B, K)` logits."""
     if cfg.weights == "imagenet":
         raise ConfigError("model.weights: imagenet: the tiny model has no ImageNet weights",
                           hint="use weights: none or a path")
-    return assemble_classifier(cfg, body, head, w3)
+    n = cfg.tiny_blocks
+    widths = TINY_WIDTHS[:n] + TINY_WIDTHS[-1:] * max(0, n - len(TINY_WIDTHS))
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    c_in = cfg.in_channels
+    for i, width in enumerate(widths, start=1):
+        if i > 1:
+            layers[f"pool{i - 1}"] = nn.MaxPool2d(2)
+        layers[f"block{i}"] = _block(c_in, width)
+        c_in = width
+    layers["pool"] = nn.AdaptiveAvgPool2d(1)
+    layers["flatten"] = nn.Flatten(1)  # (B, last width)
+    head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(c_in, cfg.num_classes))
+    # GradCAM's layer is the last block, whatever the depth
+    entry = dataclasses.replace(model_entry("tiny"), gradcam_layer=f"body.block{n}")
+    return assemble_classifier(cfg, nn.Sequential(layers), head, c_in, entry=entry)

@@ -34,10 +34,11 @@ def _randomise_statistics(model):
     return model
 
 
+@pytest.mark.parametrize("blocks", [3, 4])
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-def test_every_method_on_the_tiny_backbone(train):
-    model = _randomise_statistics(build_model(ModelConfig(name="tiny", in_channels=1, num_classes=3,
-                                                          input_size=16, dropout=0.0))).double().train(train)
+def test_every_method_on_the_tiny_backbone(train, blocks):
+    model = _randomise_statistics(build_model(ModelConfig(name="tiny", in_channels=1, num_classes=3, input_size=16,
+                                                          dropout=0.0, tiny_blocks=blocks))).double().train(train)
     x, target = torch.rand(2, 1, 16, 16, dtype=torch.float64), torch.tensor([0, 2])
     wbp = saliency_map(model, x, target)
     # conv, ReLU, pools, linear and eval-mode BN: WBP is gradient x input; train-mode BN is not
