@@ -4,8 +4,8 @@
 Three blocks by default (about 24 k parameters): it trains in seconds on a laptop, yet has every
 layer kind WBP has a rule for (convolution, batch norm, ReLU, max-pool, average-pool, linear).
 Each block after the first follows a 2x max-pool, so `model.tiny_blocks` sets how far a unit of
-the last block sees: 18 px of the input with 3 blocks, 38 px with 4 (each further block adds
-2^(n-1)·4 px). The GA CPU twins read 64-px B-scans with 4 (docs/ppi.md).
+the last block sees: 18 px of the input with 3 blocks, 38 px with 4 (block n adds 5·2^(n-2) px:
+its pool and its convolution). The GA CPU twins read 64-px B-scans with 4 (docs/ppi.md).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
 
-@register_model("tiny", "conv-BN-ReLU blocks (3 by default, model.tiny_blocks), 24 k parameters "
+@register_model("tiny", "conv-BN-ReLU blocks (3 by default, model.tiny_blocks), 24 k parameters with 3 "
                 "(CPU twin of every recipe)", first_conv="body.block1.0", gradcam_layer="body.block3")
 def tiny(cfg: ModelConfig) -> nn.Module:
     """The tiny CNN: `(B, C, H, W)` → 16 → 32 → 64 (→ 64 …) channels → global average → `(B, K)` logits."""
