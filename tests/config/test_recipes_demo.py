@@ -34,8 +34,11 @@ def test_the_ga_cpu_study_recipes_carry_the_setting_measured_at_64_px(name):
     assert {key: getattr(recipe.ppi, key) for key in MEASURED_64} == MEASURED_64
     assert (recipe.model.backbone, recipe.model.tiny_blocks, recipe.model.input_size) == ("tiny", 4, 64)
     assert (recipe.schedule.epochs, recipe.model.multiview.bias_epochs) == (40, 2)
-    baseline = load_recipe("ga-baseline-cpu")
-    assert not baseline.ppi.enabled and baseline.model == load_recipe("ga-ppi-wbp-cpu").model
+
+
+def test_the_ga_cpu_baseline_is_the_same_network_and_schedule_without_ppi():
+    recipe, baseline = load_recipe("ga-ppi-wbp-cpu"), load_recipe("ga-baseline-cpu")
+    assert not baseline.ppi.enabled and baseline.model == recipe.model
     assert baseline.schedule == recipe.schedule
 
 
@@ -51,9 +54,14 @@ def test_recipes_where_the_setting_does_not_transfer_keep_the_papers_soft_masks(
     assert (ppi.mask, ppi.fill, ppi.alpha, ppi.gamma) == ("soft", "zero", 1.0, 1.0)
 
 
-def test_docs_list_the_fields_the_demo_recipe_sets():
+def _docs_section(heading: str) -> str:
+    """The docs/ppi.md section whose heading starts with `heading`, its whitespace collapsed."""
     text = (Path(__file__).resolve().parents[2] / "docs" / "ppi.md").read_text(encoding="utf-8")
-    section = " ".join(text.split("### The outside look in the demo", 1)[1].split("\n### ", 1)[0].split())
+    return " ".join(text.split(f"### {heading}", 1)[1].split("\n### ", 1)[0].split())
+
+
+def test_docs_list_the_fields_the_demo_recipe_sets():
+    section = _docs_section("The outside look in the demo")
     listed = ["`ppi.mask: top-k`", "`coverage: 0.30`", "`map_centre: batch`", "`map_smooth: 2`",
               "`map_sign: magnitude`", "`fill: swap`", "`swap_look: blur`", "`look_from: outside`",
               "α = `keep` = 0.25, β = 0.1, γ = 0, PPI from epoch 5"]
@@ -61,8 +69,7 @@ def test_docs_list_the_fields_the_demo_recipe_sets():
 
 
 def test_docs_list_what_the_cpu_study_recipe_sets():
-    text = (Path(__file__).resolve().parents[2] / "docs" / "ppi.md").read_text(encoding="utf-8")
-    section = " ".join(text.split("### The CPU study recipe", 1)[1].split("\n### ", 1)[0].split())
+    section = _docs_section("The CPU study recipe")
     recipe = load_recipe("ga-ppi-wbp-cpu")
     listed = ["`model.tiny_blocks` (new, default 3)", f"`map_smooth: {recipe.ppi.map_smooth:g}`",
               f"`look_sigma: {recipe.ppi.look_sigma:g}`", f"trains {recipe.schedule.epochs} epochs",
