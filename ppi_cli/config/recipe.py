@@ -227,6 +227,9 @@ class EvalConfig:
     """How runs are scored and studies are split."""
 
     metric: Literal["auc", "accuracy"] = param("auc", "Model-selection metric on the validation split.")
+    select: Literal["metric", "loss", "last"] = param(
+        "metric", "The epoch best.pt keeps: the best validation metric (ties: the lower validation loss), the lowest "
+        "validation loss (ties: the better metric), or the last epoch.")
     folds: int = param(5, "Cross-validation folds (paper: 5).", min=2)
     bootstrap: int = param(2000, "Bootstrap resamples for confidence intervals.", min=0)
     holdout_fraction: float = param(0.2, "Cross-site: share of the training site's subjects held out.", min=0.05,

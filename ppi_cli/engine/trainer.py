@@ -73,6 +73,19 @@ class TrainResult:
     is_main: bool = True  # False on torchrun ranks other than 0, which write nothing
 
 
+def selection_key(select: str, metric: float, val_loss: float, epoch: int) -> tuple[float, float]:
+    """An epoch's rank for model selection under `eval.select`: the larger key wins, a tie keeps the earlier."""
+
+    def finite(value: float) -> float:
+        return value if math.isfinite(value) else -math.inf
+
+    if select == "last":
+        return (float(epoch), 0.0)
+    if select == "loss":
+        return (finite(-val_loss), finite(metric))
+    return (finite(metric), finite(-val_loss))
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of everything random in one epoch (a function of the recipe seed and the epoch alone)."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
@@ -184,7 +197,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
                "alpha": weights.weight("con", epoch), "beta": weights.weight("reg", epoch),
                "gamma": weights.weight("ad", epoch),
                f"val_{recipe.eval.metric}": metric, "val_loss": val_loss, "seconds": time.monotonic() - started}
-        key = (metric if math.isfinite(metric) else -math.inf, -val_loss if math.isfinite(val_loss) else -math.inf)
+        key = selection_key(recipe.eval.select, metric, val_loss, epoch)
         # A PPI run's best.pt must be a PPI model: its first PPI epoch replaces any warm-up epoch.
         first_ppi_epoch = recipe.ppi.enabled and epoch == recipe.ppi.start_epoch > 0
         improved = (state["best_epoch"] < 1 or first_ppi_epoch or key > tuple(state["best_key"])
@@ -200,7 +213,8 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         ctx.barrier()
     if ctx.is_main:
         best = state["best_metric"]
-        log(f"best epoch {state['best_epoch']}: val {recipe.eval.metric} {best:.4f}" if math.isfinite(best) else
+        rule = {"metric": "", "loss": " (lowest val loss)", "last": " (the last)"}[recipe.eval.select]
+        log(f"best epoch {state['best_epoch']}{rule}: val {recipe.eval.metric} {best:.4f}" if math.isfinite(best) else
             f"kept epoch {state['best_epoch']}: no validation metric (no validation rows, or one class in them)")
         _report_findings(out_dir, check_training(recipe, state["rows"], state["best_epoch"]))
     return TrainResult(out_dir=out_dir, best_checkpoint=out_dir / BEST, last_checkpoint=out_dir / LAST,

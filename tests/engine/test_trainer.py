@@ -234,3 +234,18 @@ def test_best_checkpoint_of_a_ppi_run_is_never_a_warm_up_epoch(tmp_path, monkeyp
                  device="cpu")
     assert (result.best_epoch, result.best_metric) == (3, 0.7)
     assert load_checkpoint(result.best_checkpoint)["meta"]["epoch"] == 3
+
+
+@pytest.mark.parametrize(("select", "kept"), [("metric", 2), ("loss", 4), ("last", 5)])
+def test_eval_select_chooses_the_epoch_best_pt_keeps(tmp_path, monkeypatch, one_thread, select, kept):
+    """Validation (AUC, loss) per epoch; epoch 1 is warm-up. metric: AUC first, the loss breaks the tie of
+    epochs 2 and 3; loss: the lowest loss, the AUC breaks the tie of epochs 4 and 5; last: the last epoch."""
+    import ppi_cli.engine.trainer as trainer
+
+    scores = iter([(0.95, 0.1), (0.9, 0.5), (0.9, 0.6), (0.8, 0.3), (0.7, 0.3)])
+    threshold = {"value": 0.5, "source": "test"}
+    monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (*next(scores), threshold))
+    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=5, extra=f"eval:\n  select: {select}\n"))
+    result = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=tmp_path / "run", device="cpu")
+    assert result.best_epoch == kept
+    assert load_checkpoint(result.best_checkpoint)["meta"]["epoch"] == kept
