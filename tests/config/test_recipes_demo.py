@@ -34,12 +34,13 @@ def test_the_ga_cpu_study_recipes_carry_the_setting_measured_at_64_px(name):
     assert {key: getattr(recipe.ppi, key) for key in MEASURED_64} == MEASURED_64
     assert (recipe.model.backbone, recipe.model.tiny_blocks, recipe.model.input_size) == ("tiny", 4, 64)
     assert (recipe.schedule.epochs, recipe.model.multiview.bias_epochs) == (40, 2)
+    assert recipe.eval.select == "loss"  # "Keeping the epoch of the lowest validation loss"
 
 
 def test_the_ga_cpu_baseline_is_the_same_network_and_schedule_without_ppi():
     recipe, baseline = load_recipe("ga-ppi-wbp-cpu"), load_recipe("ga-baseline-cpu")
     assert not baseline.ppi.enabled and baseline.model == recipe.model
-    assert baseline.schedule == recipe.schedule
+    assert baseline.schedule == recipe.schedule and baseline.eval == recipe.eval  # the same model selection
 
 
 def test_the_site_recipe_is_the_sweeps_schedule_and_its_baseline_differs_only_by_ppi():
@@ -77,3 +78,9 @@ def test_docs_list_what_the_cpu_study_recipe_sets():
     assert [field for field in listed if field not in section] == []
     # the batch-norm mode the table chose, and the one it measured against
     assert recipe.ppi.intervened_norm == "running" and "`ppi.intervened_norm: clean`" in section
+
+
+def test_docs_name_the_selection_rule_the_cpu_study_recipe_keeps():
+    section = _docs_section("Keeping the epoch of the lowest validation loss")
+    recipe = load_recipe("ga-ppi-wbp-cpu")
+    assert f"`eval.select: {recipe.eval.select}`" in section and "`eval.select: metric`" in section
