@@ -213,7 +213,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         ctx.barrier()
     if ctx.is_main:
         best = state["best_metric"]
-        rule = {"metric": "", "loss": " (lowest val loss)", "last": " (the last)"}[recipe.eval.select]
+        rule = {"metric": "", "loss": " (lowest val loss)", "last": " (the last epoch)"}[recipe.eval.select]
         log(f"best epoch {state['best_epoch']}{rule}: val {recipe.eval.metric} {best:.4f}" if math.isfinite(best) else
             f"kept epoch {state['best_epoch']}: no validation metric (no validation rows, or one class in them)")
         _report_findings(out_dir, check_training(recipe, state["rows"], state["best_epoch"]))
