@@ -57,6 +57,10 @@ class ModelConfig:
     dropout: float = param(0.5, "Dropout before the classifier head.", min=0, max=1)
     tiny_blocks: int = param(3, "Conv blocks of the tiny backbone, a 2x max-pool between each: 3 see 18 px of "
                                 "its input, 4 see 38 px (ours; docs/ppi.md). Ignored by other models.", min=2, max=6)
+    tiny_norm: Literal["batch", "group"] = param(
+        "batch", "Normalisation in the tiny backbone's blocks: batch (batch statistics in training, running ones "
+                 "in evaluation) or group (GroupNorm, 8 channels a group: each image normalised by its own "
+                 "statistics, one function in training and evaluation; ours, docs/ppi.md). Ignored by other models.")
     multiview: MultiviewConfig = param(default_factory=MultiviewConfig, help="Multiview model settings.")
 
 

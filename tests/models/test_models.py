@@ -66,6 +66,24 @@ def test_tiny_blocks_set_the_depth_and_what_a_unit_sees(blocks, grid, params):
     assert seen <= limit and seen > {2: 3, 3: 8, 4: 18}[blocks]
 
 
+def test_tiny_group_norm_makes_each_image_its_own_function():
+    torch.manual_seed(0)
+    group = build_model(_tiny(input_size=32, tiny_blocks=4, tiny_norm="group", dropout=0.0))
+    batch = build_model(_tiny(input_size=32, tiny_blocks=4, dropout=0.0))
+    norms = [m for m in group.modules() if isinstance(m, torch.nn.GroupNorm)]
+    # one per block, 8 channels a group; the same parameter count as batch norm (a scale and a shift per channel)
+    assert [(m.num_groups, m.num_channels) for m in norms] == [(2, 16), (4, 32), (8, 64), (8, 64)]
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in group.modules())
+    assert sum(p.numel() for p in group.parameters()) == sum(p.numel() for p in batch.parameters())
+    x = torch.rand(6, 1, 32, 32)
+    alone = group.train()(x[:1])
+    # an image's logit depends neither on the batch it is in nor on train/eval mode
+    torch.testing.assert_close(group(x)[:1], alone)
+    torch.testing.assert_close(group.eval()(x)[:1], alone)
+    # batch norm's does (the reason for the field)
+    assert not torch.allclose(batch.train()(x)[:1], batch.train()(x[:2])[:1])
+
+
 def test_preprocess_resizes_then_normalises():
     model = build_model(_tiny())
     x = torch.rand(2, 1, 8, 8)

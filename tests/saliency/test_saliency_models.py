@@ -53,6 +53,34 @@ def test_every_method_on_the_tiny_backbone(train, blocks):
                                saliency_map(model, x, target, method="gradcam", layer=model.gradcam_layer))
 
 
+def test_wbp_on_the_group_norm_tiny_is_gradient_times_input_with_frozen_statistics():
+    model = build_model(ModelConfig(name="tiny", in_channels=1, num_classes=1, input_size=16, dropout=0.0,
+                                    tiny_blocks=3, tiny_norm="group")).double().train()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    x, target = torch.rand(3, 1, 16, 16, dtype=torch.float64), torch.tensor([0, 0, 0])
+    wbp = saliency_map(model, x, target)
+
+    def frozen(m, args, out):
+        # the same affine map with each image's group statistics held constant (WBP's rule, written out)
+        (h,) = args
+        g = h.view(h.shape[0], m.num_groups, -1)
+        mean, var = g.mean(-1, keepdim=True).detach(), g.var(-1, unbiased=False, keepdim=True).detach()
+        normed = ((g - mean) / torch.sqrt(var + m.eps)).view_as(h)
+        return normed * m.weight[None, :, None, None] + m.bias[None, :, None, None]
+
+    hooks = [m.register_forward_hook(frozen) for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    reference = _gradient_times_input(model, x, target)
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(wbp, reference)
+    # and not the plain gradient x input, which differentiates through the statistics
+    assert float((wbp - _gradient_times_input(model, x, target)).abs().max()) > 1e-6 * float(wbp.abs().max())
+
+
 def test_multiview_slice_classifier_gives_per_bscan_maps_of_the_slice_logit():
     volume_model = build_model(ModelConfig(name="multiview", backbone="tiny", in_channels=1, num_classes=1,
                                            input_size=24, dropout=0.0)).double().train()
