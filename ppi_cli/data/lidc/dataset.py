@@ -21,7 +21,7 @@ from ppi_cli.data.cache import load_array, open_cache, read_manifest, rebuild_hi
 from ppi_cli.data.registry import register_dataset
 from ppi_cli.errors import ConfigError
 
-__all__ = ["LidcDataset", "preprocess_patch", "augment_patch", "window_hu", "REQUIRED_COLUMNS"]
+__all__ = ["LidcDataset", "preprocess_patch", "augment_patch", "augment_mask", "window_hu", "REQUIRED_COLUMNS"]
 
 REQUIRED_COLUMNS = ("sample_id", "subject_id", "patient_id", "series_uid", "lesion_id", "z", "n_readers", "label")
 
@@ -76,9 +76,25 @@ def augment_patch(hu: np.ndarray, window: tuple[float, float], crop: int, *, top
     Returns:
         float32 tensor (1, crop, crop), windowed to [0, 1].
     """
+    view = _view(_pad_to(np.asarray(hu, np.float32), crop, window[0]), crop, top, left, angle, flip_rows, flip_cols)
+    return torch.from_numpy(window_hu(view, window))[None]  # (1, crop, crop)
+
+
+def augment_mask(mask: np.ndarray, crop: int, *, top: int, left: int, angle: float = 0.0, flip_rows: bool = False,
+                 flip_cols: bool = False) -> torch.Tensor:
+    """The same view of a `(H, W)` lesion mask as `augment_patch` takes of its patch: float32 `(1, crop, crop)`, 0 or 1.
+
+    Sampled bilinearly like the image, a pixel is in the lesion when at least half of it is.
+    """
+    view = _view(_pad_to(np.asarray(mask, np.float32), crop, 0.0), crop, top, left, angle, flip_rows, flip_cols)
+    return torch.from_numpy((view >= 0.5).astype(np.float32))[None]
+
+
+def _view(array: np.ndarray, crop: int, top: int, left: int, angle: float, flip_rows: bool,
+          flip_cols: bool) -> np.ndarray:
+    """The affine view of a padded `(H, W)` float32 array both `augment_*` take: one bilinear resampling."""
     from scipy.ndimage import affine_transform
 
-    hu = _pad_to(np.asarray(hu, np.float32), crop, window[0])
     theta = math.radians(angle)
     rotate = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     flip = np.diag([-1.0 if flip_rows else 1.0, -1.0 if flip_cols else 1.0])
@@ -86,8 +102,7 @@ def augment_patch(hu: np.ndarray, window: tuple[float, float], crop: int, *, top
     half = (crop - 1) / 2.0
     centre_in = np.array([top + half, left + half])
     offset = centre_in - matrix @ np.array([half, half])
-    view = affine_transform(hu, matrix, offset=offset, output_shape=(crop, crop), order=1, mode="nearest")
-    return torch.from_numpy(window_hu(view, window))[None]  # (1, crop, crop)
+    return affine_transform(array, matrix, offset=offset, output_shape=(crop, crop), order=1, mode="nearest")
 
 
 @register_dataset("lidc")
@@ -124,6 +139,7 @@ class LidcDataset(torch.utils.data.Dataset):
         self.train, self.flips, self.rotation = bool(train), bool(cfg.flips), float(cfg.rotation)
         self.seed = int(seed)
         self._images: np.ndarray | None = None
+        self._mask_array: np.ndarray | None = None
         self._rng: np.random.Generator | None = None
         self._rng_key: object = None
 
@@ -137,7 +153,7 @@ class LidcDataset(torch.utils.data.Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_images"] = None  # each worker maps the file itself instead of receiving a copy
+        state["_images"] = state["_mask_array"] = None  # each worker maps the files itself instead of receiving a copy
         state["_rng"] = None
         return state
 
@@ -145,6 +161,12 @@ class LidcDataset(torch.utils.data.Dataset):
         if self._images is None:
             self._images = load_array(self.cache_dir, "images.npy", mmap=True)  # (N, S, S) int16, memory-mapped
         return self._images
+
+    def _masks(self) -> np.ndarray | None:
+        """The memory-mapped `(N, readers, S, S)` uint8 reader masks, or None for a cache without them."""
+        if self._mask_array is None and (self.cache_dir / "masks.npy").is_file():
+            self._mask_array = load_array(self.cache_dir, "masks.npy", mmap=True)
+        return self._mask_array
 
     def _generator(self) -> np.random.Generator:
         """This process's augmentation stream: the dataset seed here, the worker's own seed in a DataLoader worker."""
@@ -158,13 +180,17 @@ class LidcDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = int(self.indices[i])
         hu = np.asarray(self._array()[row])  # (S, S) int16 HU
-        if self.train:
-            rng = self._generator()
-            span_r, span_c = max(hu.shape[0] - self.crop, 0), max(hu.shape[1] - self.crop, 0)
-            image = augment_patch(
-                hu, self.window, self.crop, top=int(rng.integers(0, span_r + 1)), left=int(rng.integers(0, span_c + 1)),
-                angle=float(rng.uniform(-self.rotation, self.rotation)) if self.rotation else 0.0,
-                flip_rows=bool(self.flips and rng.random() < 0.5), flip_cols=bool(self.flips and rng.random() < 0.5))
-        else:
-            image = preprocess_patch(hu, self.window, self.crop)
-        return {"image": image, "label": torch.tensor(self._labels[row], dtype=torch.float32), "index": row}
+        sample = {"label": torch.tensor(self._labels[row], dtype=torch.float32), "index": row}
+        if not self.train:
+            return sample | {"image": preprocess_patch(hu, self.window, self.crop)}
+        rng = self._generator()
+        span_r, span_c = max(hu.shape[0] - self.crop, 0), max(hu.shape[1] - self.crop, 0)
+        view = dict(top=int(rng.integers(0, span_r + 1)), left=int(rng.integers(0, span_c + 1)),
+                    angle=float(rng.uniform(-self.rotation, self.rotation)) if self.rotation else 0.0,
+                    flip_rows=bool(self.flips and rng.random() < 0.5),
+                    flip_cols=bool(self.flips and rng.random() < 0.5))
+        sample["image"] = augment_patch(hu, self.window, self.crop, **view)
+        masks = self._masks()
+        if masks is not None:  # the union of the readers' masks, in the same view (diagnostics; ppi.mask: lesion)
+            sample["mask"] = augment_mask(np.asarray(masks[row]).any(axis=0), self.crop, **view)
+        return sample

@@ -13,7 +13,7 @@ import torch
 from ppi_cli.config.recipe import DataConfig
 from ppi_cli.data.cache import write_cache_info
 from ppi_cli.data.datasets import build_dataset
-from ppi_cli.data.lidc.dataset import augment_patch, preprocess_patch
+from ppi_cli.data.lidc.dataset import augment_mask, augment_patch, preprocess_patch
 from ppi_cli.errors import CacheError, ConfigError
 from ppi_cli.files import save_npy, write_csv
 
@@ -90,6 +90,58 @@ def test_augment_patch_flips_and_quarter_turns_match_numpy(rng):
                        atol=1e-6)
     turned = augment_patch(hu, WINDOW, 10, **base, angle=90.0)[0].numpy()
     assert np.allclose(turned, _window(np.rot90(crop, k=-1)), atol=1e-5)
+
+
+@pytest.mark.parametrize("angle,flip_rows,flip_cols", [(0.0, False, False), (90.0, False, False), (17.0, True, False),
+                                                      (-12.5, False, True)])
+def test_augment_mask_takes_the_view_its_patch_takes(angle, flip_rows, flip_cols):
+    rows, cols = np.mgrid[:16, :16]
+    mask = ((rows - 6.5) ** 2 + (cols - 9) ** 2 <= 12).astype(np.uint8)  # an off-centre disc
+    hu = np.where(mask > 0, WINDOW[1], WINDOW[0]).astype(np.float32)  # windowed: the mask itself
+    view = dict(top=2, left=3, angle=angle, flip_rows=flip_rows, flip_cols=flip_cols)
+    got = augment_mask(mask, 10, **view)
+    assert got.shape == (1, 10, 10) and got.dtype == torch.float32 and set(got.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(got, (augment_patch(hu, WINDOW, 10, **view) >= 0.5).float())
+    if angle == 90.0:  # against NumPy, as the image is
+        assert np.array_equal(got[0].numpy(), np.rot90(mask[2:12, 3:13], k=-1))
+
+
+def test_training_samples_carry_the_readers_union_mask_in_the_image_view(tmp_path, rng):
+    folder = tmp_path / "masked"
+    n = 4
+    masks = np.zeros((n, 4, SIDE, SIDE), np.uint8)
+    masks[:, 1, 6:10, 7:12] = 1  # reader 2
+    masks[:, 3, 9:14, 5:9] = 1  # reader 4: the union is the two blocks
+    union = masks.any(axis=1)
+    images = np.where(union, 400, -1000).astype(np.int16)
+    manifest = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "subject_id": list("aabb"),
+                             "patient_id": list("aabb"), "series_uid": ["1.2"] * n, "lesion_id": [0] * n,
+                             "z": np.arange(n, dtype=float), "n_readers": [2] * n, "label": [0, 1, 1, 0]})
+    write_csv(folder / "manifest.csv", manifest)
+    save_npy(folder / "images.npy", images)
+    save_npy(folder / "masks.npy", masks)
+    write_cache_info(folder, "lidc", {"crop": SIDE, "spacing": 0.5, "min_readers": 1, "annotations": "auto"}, n,
+                     ["manifest.csv", "images.npy", "masks.npy"])
+    ds = build_dataset("lidc", folder, None, _cfg(), train=True, seed=5)
+    for i in range(n):
+        sample = ds[i]
+        assert sample["mask"].shape == sample["image"].shape == (1, 12, 12)
+        # the image is its mask, windowed: both went through the same random view
+        assert torch.equal(sample["mask"], (sample["image"] >= 0.5).float())
+        assert 0 < float(sample["mask"].sum()) < 144
+    # the same draws as without masks: the images do not change
+    plain = folder.parent / "plain"
+    plain.mkdir()
+    for name in ("manifest.csv", "images.npy"):
+        (plain / name).write_bytes((folder / name).read_bytes())
+    write_cache_info(plain, "lidc", {"crop": SIDE, "spacing": 0.5, "min_readers": 1, "annotations": "auto"}, n,
+                     ["manifest.csv", "images.npy"])
+    bare = build_dataset("lidc", plain, None, _cfg(), train=True, seed=5)
+    again = build_dataset("lidc", folder, None, _cfg(), train=True, seed=5)
+    for i in range(n):
+        sample = bare[i]
+        assert "mask" not in sample and torch.equal(sample["image"], again[i]["image"])
+    assert "mask" not in build_dataset("lidc", folder, None, _cfg(), train=False)[0]
 
 
 def test_augmentation_is_seeded(cache):
