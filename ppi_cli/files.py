@@ -37,6 +37,7 @@ __all__ = [
     "write_text",
     "write_bytes",
     "write_json",
+    "json_text",
     "finite_json",
     "write_csv",
     "save_npy",
@@ -108,8 +109,12 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write `obj` as indented, key-sorted JSON atomically; NaN and infinities become null (they are not JSON)."""
-    return write_text(path, json.dumps(finite_json(obj), indent=2, sort_keys=True, default=_json_default,
-                                       allow_nan=False) + "\n")
+    return write_text(path, json_text(obj, sort_keys=True) + "\n")
+
+
+def json_text(obj: Any, *, sort_keys: bool = False) -> str:
+    """`obj` as indented, strict JSON (what `--json` prints): NaN and infinities become null, paths strings."""
+    return json.dumps(finite_json(obj), indent=2, sort_keys=sort_keys, default=_json_default, allow_nan=False)
 
 
 def finite_json(obj: Any) -> Any:

@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from ppi_cli.files import atomic_write, save_npy, sha256_file, write_json, write_text
+from ppi_cli.files import atomic_write, json_text, save_npy, sha256_file, write_json, write_text
 
 
 def test_write_replaces_content(tmp_path):
@@ -70,3 +70,20 @@ def test_written_files_get_normal_permissions(tmp_path):
     os.umask(mask)
     path = write_text(tmp_path / "shared.txt", "x")
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_json_text_is_strict_json_with_null_for_nan_and_infinities(tmp_path):
+    import json
+    from pathlib import Path
+
+    def refuse(name):
+        raise AssertionError(f"{name} is not JSON")
+
+    obj = {"b": [float("inf"), np.float32("nan"), np.float64(0.25)], "a": {"t": -float("inf")}, "p": Path("x/y"),
+           "n": np.int64(3), "arr": np.array([1.0, np.inf])}
+    text = json_text(obj)
+    # what `--json` prints parses under a strict reader (a fold's Youden threshold can be inf)
+    assert json.loads(text, parse_constant=refuse) == {"b": [None, None, 0.25], "a": {"t": None}, "p": "x/y",
+                                                      "n": 3, "arr": [1.0, None]}
+    assert list(json.loads(text)) == ["b", "a", "p", "n", "arr"]  # the caller's order unless asked
+    assert list(json.loads(json_text(obj, sort_keys=True))) == ["a", "arr", "b", "n", "p"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -38,14 +37,14 @@ def saliency_cmd(
 
     from ppi_cli import console
     from ppi_cli.bench.saliency import SaliencyBenchConfig, bench_saliency
-    from ppi_cli.files import write_csv, write_json, write_text
+    from ppi_cli.files import json_text, write_csv, write_json, write_text
 
     config = SaliencyBenchConfig(model=model, batch=batch, size=size, repeats=repeats, warmup=warmup,
                                  device=device, methods=tuple(parse_csv_list(methods, "--methods")), compare=compare)
     result = bench_saliency(config)
     rows = result.rows()
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json_text(result.to_dict()))
     else:
         table = Table(title=f"{model}, batch {batch}: seconds per batch, median of {repeats}", box=None)
         table.add_column("method", no_wrap=True)

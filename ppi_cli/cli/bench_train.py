@@ -42,12 +42,11 @@ def bench_train_cmd(
 ) -> None:
     """Measure the plain training step and the PPI step (create_graph on and off) side by side."""
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
-    import json
-
     from rich.table import Table
 
     from ppi_cli import console
     from ppi_cli.bench.train import BenchConfig, bench_train, profile_step
+    from ppi_cli.files import json_text
 
     if contrast_on not in ("all", "positives"):
         raise typer.BadParameter(f"'{contrast_on}' is not all or positives", param_hint="--contrast-on")
@@ -59,7 +58,7 @@ def bench_train_cmd(
     if profile:
         found = profile_step(cfg, "ppi no graph" if no_graph else "ppi create_graph")
         if json_:
-            typer.echo(json.dumps(found, indent=2))
+            typer.echo(json_text(found))
         else:
             table = Table("operator", "calls", "self ms", "share", box=None, pad_edge=False,
                           title=f"{model}, {found['step']}: operators (last round)")
@@ -79,7 +78,7 @@ def bench_train_cmd(
         return
     result = bench_train(cfg)
     if json_:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json_text(result.to_dict()))
     else:
         title = (f"{model}, batch {batch}, L_con on {contrast_on}, L_ad on {adversarial_on}, {result.device}, "
                  f"{result.threads} threads, median of {rounds}")

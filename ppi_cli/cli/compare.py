@@ -30,15 +30,14 @@ def compare_cmd(
     comparison.csv/.md (per part) into --out.
     """
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
-    import json
-
     from ppi_cli.console import paths, stdout
+    from ppi_cli.files import json_text
     from ppi_cli.reports.compare import compare_runs
 
     target = out or run_a / f"compare-{run_b.name}"
     result = compare_runs(run_a, run_b, target, n_boot=bootstrap, seed=seed)
     if json_:
-        typer.echo(json.dumps(result.to_dict(), indent=2, allow_nan=False, default=str))
+        typer.echo(json_text(result.to_dict()))
     else:
         stdout.print(result)
         stdout.print(result.summary)

@@ -44,6 +44,7 @@ def cross_site_cmd(
 
     from ppi_cli.console import paths, stdout
     from ppi_cli.engine.cross_site import CrossSiteRequest, cross_site_study
+    from ppi_cli.files import json_text
     from ppi_cli.reports.cross_site import reading_for_display
 
     outcome = cross_site_study(CrossSiteRequest(train=train, test=test, recipe=recipe, data=data, dataset=dataset,
@@ -56,7 +57,7 @@ def cross_site_cmd(
         if reading is not None:
             payload["ppi_reading"] = {"rows": json.loads(reading[0].to_json(orient="records")),
                                       "summary": reading[1]}
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(json_text(payload))
     else:
         from rich.table import Table
 

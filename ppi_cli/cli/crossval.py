@@ -42,10 +42,9 @@ def crossval_cmd(
     Without options it uses the workspace's prepared cache and that dataset's PPI+WBP recipe.
     """
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
-    import json
-
     from ppi_cli.console import paths, stdout
     from ppi_cli.engine.crossval import CrossvalRequest, crossval_study
+    from ppi_cli.files import json_text
 
     outcome = crossval_study(CrossvalRequest(recipe=recipe, data=data, dataset=dataset, out=out, folds=folds,
                                              seed=seed, fold=fold, collect=collect, compare=compare, device=device,
@@ -55,14 +54,14 @@ def crossval_cmd(
             payload = outcome.summary.to_dict() | {"out": str(outcome.out)}
             if outcome.comparison is not None:
                 payload["comparison"] = outcome.comparison.to_dict()
-            typer.echo(json.dumps(payload, indent=2, allow_nan=False))
+            typer.echo(json_text(payload))
         else:
             stdout.print(outcome.summary)
             if outcome.comparison is not None:
                 stdout.print(outcome.comparison)
                 stdout.print(outcome.comparison.summary)
     elif json_:
-        typer.echo(json.dumps({"out": str(outcome.out), "ran_folds": outcome.ran}))
+        typer.echo(json_text({"out": str(outcome.out), "ran_folds": outcome.ran}))
     else:
         stdout.print(f"fold(s) {', '.join(map(str, outcome.ran)) or 'none (already finished)'} -> {outcome.out}")
     paths(read=[p for p in (data,) if p], wrote=outcome.written)

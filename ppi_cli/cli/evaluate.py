@@ -35,9 +35,9 @@ def evaluate_cmd(
     result = run_evaluate(EvaluateConfig(predictions=predictions, labels=labels, out=out, bootstrap=bootstrap,
                                          seed=seed))
     if json_out:
-        import json
+        from ppi_cli.files import json_text
 
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json_text(result.to_dict()))
     else:
         console.stdout.print(result)
     console.paths(read=[p for p in (predictions, labels) if p is not None], wrote=result.wrote)

@@ -48,9 +48,9 @@ def predict_cmd(
                         sites=sites, batch_size=batch_size, device=device, workspace=workspace)
     result = run_predict(cfg)
     if json_out:
-        import json
+        from ppi_cli.files import json_text
 
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json_text(result.to_dict()))
     else:
         console.stdout.print(result)
     console.paths(read=[*inputs, *model], wrote=result.wrote)

@@ -46,9 +46,9 @@ def prepare_ga_cmd(
     )
     result = prepare_ga(cfg)
     if json_out:
-        import json
+        from ppi_cli.files import json_text
 
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json_text(result.to_dict()))
     else:
         console.stdout.print(_table(result))
     if result.up_to_date:

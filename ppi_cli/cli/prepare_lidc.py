@@ -36,10 +36,9 @@ def prepare_lidc_cmd(
 ) -> None:
     """Find CT series and reader outlines under --root and cut one crop per lesion per slice into the cache."""
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
-    import json
-
     from ppi_cli import console
     from ppi_cli.data.lidc.prepare import LidcPrepareConfig, prepare_lidc
+    from ppi_cli.files import json_text
     from ppi_cli.workspace import Workspace
 
     config = LidcPrepareConfig(root=root, out=out or Workspace.resolve(workspace).cache("lidc"),
@@ -47,7 +46,7 @@ def prepare_lidc_cmd(
                                workers=workers, strict=strict)
     summary = prepare_lidc(config)
     if json_output:
-        typer.echo(json.dumps(summary.to_dict(), indent=2))
+        typer.echo(json_text(summary.to_dict()))
     else:
         console.stdout.print(summary)
     if summary.series_failed or summary.bad_files:

@@ -44,9 +44,9 @@ def segment_eval_cmd(
                             limit=limit, batch_size=batch_size, device=device, workspace=workspace, gallery=gallery)
     result = segment_eval(cfg)
     if json_out:
-        import json
+        from ppi_cli.files import json_text
 
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json_text(result.to_dict()))
     else:
         console.stdout.print(result)
     console.paths(read=[p for p in (model, compare, result.cache) if p is not None], wrote=result.wrote)

@@ -48,9 +48,9 @@ def synth_ga_cmd(
                         lesion_strength=lesion_strength)
     result = synth_ga(cfg)
     if json_out:
-        import json
+        from ppi_cli.files import json_text
 
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json_text(result.to_dict()))
     else:
         from rich.table import Table
 
