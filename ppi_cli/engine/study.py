@@ -36,7 +36,7 @@ from ppi_cli.data.splits import Split, holdout_split, subject_folds
 from ppi_cli.device import select_device
 from ppi_cli.engine.evaluate import predict
 from ppi_cli.engine.run_meta import RUN_RECORD, run_record
-from ppi_cli.engine.trainer import dataset_config, fit
+from ppi_cli.engine.trainer import dataset_config, fit, has_last_checkpoint
 from ppi_cli.errors import CacheError, ConfigError, DataError
 from ppi_cli.files import write_json, write_text
 from ppi_cli.models import load_model
@@ -296,7 +296,7 @@ def train_once(recipe: Recipe, data: StudyData, split: Any, run_dir: Path, *, de
             log(f"{run_dir.name}: already trained, reusing {best.name}")
             return best
     run_dir.mkdir(parents=True, exist_ok=True)
-    resume = (run_dir / "last.pt").is_file()
+    resume = has_last_checkpoint(run_dir)
     result = fit(recipe, cache_dir=data.cache_dir, split=split, out_dir=run_dir, device=device, resume=resume)
     best = Path(result.best_checkpoint)
     write_json(marker, {"best_checkpoint": best.name if best.parent == run_dir else str(best),

@@ -17,11 +17,13 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -47,14 +49,14 @@ from ppi_cli.engine.run_checks import check_training
 from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache, write_run_record
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.errors import ConfigError, ModelError
-from ppi_cli.files import write_csv, write_text
+from ppi_cli.files import atomic_path, write_csv, write_json, write_text
 from ppi_cli.models import build_model, is_volume_model, load_model
 from ppi_cli.ppi.intervention import freeze_batch_norm, missing_lesion_masks
 from ppi_cli.ppi.losses import LossWeights
 from ppi_cli.reports.plots import training_figure
 from ppi_cli.saliency import check_wbp_supports
 
-__all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config", "epoch_line"]
+__all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config", "epoch_line", "has_last_checkpoint"]
 
 LAST, BEST, METRICS, RECIPE, SPLIT = "last.pt", "best.pt", "metrics.csv", "recipe.yaml", "split.json"
 TRAIN_LOG, TRAINING_PNG = "train.log", "training.png"
@@ -71,6 +73,7 @@ class TrainResult:
     best_metric: float
     metrics_csv: Path
     is_main: bool = True  # False on torchrun ranks other than 0, which write nothing
+    best_key: tuple[float, ...] = ()  # the kept epoch's `selection_key` (how runs of one recipe are compared)
 
 
 def selection_key(select: str, metric: float, val_loss: float, epoch: int) -> tuple[float, float]:
@@ -112,11 +115,65 @@ def fit(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, 
         ConfigError: `out_dir` already holds a run and `resume` is off, or it holds another recipe's run.
         ModelError: Training diverged (a loss became NaN or infinite).
     """
+    if recipe.ppi.enabled and recipe.ppi.intervened_norm == "select":
+        return _fit_each_norm(recipe, cache_dir=cache_dir, split=split, out_dir=Path(out_dir), device=device,
+                              resume=resume)
     ctx = init_distributed(device)
     try:
         return _fit(recipe, Path(cache_dir) if cache_dir is not None else None, split, Path(out_dir), ctx, resume)
     finally:
         shutdown_distributed(ctx)
+
+
+def has_last_checkpoint(out_dir: Path) -> bool:
+    """Whether `out_dir` holds a training run to resume: its `last.pt`, or one of `intervened_norm: select`'s."""
+    return (out_dir / LAST).is_file() or any((out_dir / f"norm-{m}" / LAST).is_file() for m in NORM_CHOICES)
+
+
+# what `ppi.intervened_norm: select` trains, in this order (a tie keeps the first)
+NORM_CHOICES: tuple[Literal["running"], Literal["clean"]] = ("running", "clean")
+NORM_CHOICE_FILE = "norm-select.json"
+
+
+def _fit_each_norm(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, device: str,
+                   resume: bool) -> TrainResult:
+    """`ppi.intervened_norm: select`: train once per batch-norm mode of NORM_CHOICES, each in `norm-<mode>/`,
+    and keep the run whose kept epoch ranks higher on the validation split under `eval.select`.
+
+    The winner's `best.pt` is copied to `out_dir/best.pt`; `norm-select.json` records both keys. Each
+    run resumes from its own `last.pt` with `resume`, so an interrupted choice continues where it stopped.
+    """
+    if len(split.val) == 0:
+        raise ConfigError("ppi.intervened_norm: select chooses on the validation split, and this run has none",
+                          hint="set data.val_fraction above 0, or choose running or clean")
+    results: dict[str, TrainResult] = {}
+    for mode in NORM_CHOICES:
+        sub = out_dir / f"norm-{mode}"
+        variant = dataclasses.replace(recipe, ppi=dataclasses.replace(recipe.ppi, intervened_norm=mode))
+        log(f"ppi.intervened_norm: select: training with {mode} batch norm on intervened images")
+        results[mode] = fit(variant, cache_dir=cache_dir, split=split, out_dir=sub, device=device,
+                            resume=resume and (sub / LAST).is_file())
+    chosen = max(NORM_CHOICES, key=lambda m: (tuple(results[m].best_key), -NORM_CHOICES.index(m)))
+    won = results[chosen]
+    if not won.is_main:
+        return won
+    with atomic_path(out_dir / BEST) as staged:
+        shutil.copyfile(won.best_checkpoint, staged)
+    write_text(out_dir / RECIPE, dump_yaml(recipe))
+    write_json(out_dir / NORM_CHOICE_FILE, {"chosen": chosen, "select": recipe.eval.select,
+                                            "keys": {m: list(r.best_key) for m, r in results.items()},
+                                            "best_epochs": {m: r.best_epoch for m, r in results.items()}})
+    log(f"ppi.intervened_norm: select: kept {chosen} (epoch {won.best_epoch}; validation under eval.select: "
+        f"{recipe.eval.select}; {', '.join(f'{m} {_key_text(results[m].best_key, recipe)}' for m in NORM_CHOICES)})")
+    return dataclasses.replace(won, out_dir=out_dir, best_checkpoint=out_dir / BEST)
+
+
+def _key_text(key: tuple[float, ...], recipe: Recipe) -> str:
+    if recipe.eval.select == "loss" and key:
+        return f"val loss {-key[0]:.4f}"
+    if recipe.eval.select == "metric" and key:
+        return f"val {recipe.eval.metric} {key[0]:.4f}"
+    return "last epoch"
 
 
 def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ctx: DistContext,
@@ -219,7 +276,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         _report_findings(out_dir, check_training(recipe, state["rows"], state["best_epoch"]))
     return TrainResult(out_dir=out_dir, best_checkpoint=out_dir / BEST, last_checkpoint=out_dir / LAST,
                        best_epoch=state["best_epoch"], best_metric=float(state["best_metric"]),
-                       metrics_csv=out_dir / METRICS, is_main=ctx.is_main)
+                       metrics_csv=out_dir / METRICS, is_main=ctx.is_main, best_key=tuple(state["best_key"]))
 
 
 _LINE_TERMS = (("cls", "cls"), ("con", "con"), ("reg", "reg"), ("ad", "ad"), ("out", "out"))

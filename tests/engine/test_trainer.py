@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from ppi_cli.engine.distributed import init_distributed, weights_digest
 from ppi_cli.engine.evaluate import predict
 from ppi_cli.engine.study import load_study_data, study_split
 from ppi_cli.engine.trainer import fit
+from ppi_cli.errors import ConfigError
 from ppi_cli.models import load_model
 from ppi_cli.reports.metrics import youden_point
 
@@ -249,3 +251,36 @@ def test_eval_select_chooses_the_epoch_best_pt_keeps(tmp_path, monkeypatch, one_
     result = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=tmp_path / "run", device="cpu")
     assert result.best_epoch == kept
     assert load_checkpoint(result.best_checkpoint)["meta"]["epoch"] == kept
+
+
+@pytest.mark.parametrize(("clean_loss", "chosen"), [(0.2, "clean"), (0.45, "running")])
+def test_intervened_norm_select_trains_both_modes_and_keeps_the_better_validated(tmp_path, monkeypatch, one_thread,
+                                                                                 clean_loss, chosen):
+    """`ppi.intervened_norm: select` under `eval.select: loss`: the running run's kept epoch has validation loss
+    0.4; the clean run's 0.2 (clean wins) or 0.45 (running wins). Epoch 1 is warm-up in both."""
+    import ppi_cli.engine.trainer as trainer
+
+    scores = iter([(0.9, 0.1), (0.8, 0.4), (0.85, 0.5),  # running: kept epoch 2
+                   (0.9, 0.1), (0.7, 0.6), (0.9, clean_loss)])  # clean: kept epoch 3
+    threshold = {"value": 0.5, "source": "test"}
+    monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (*next(scores), threshold))
+    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=3,
+                                      extra="eval:\n  select: loss\nppi:\n  intervened_norm: select\n"))
+    out = tmp_path / "run"
+    result = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu")
+    record = json.loads((out / "norm-select.json").read_text())
+    assert record["chosen"] == chosen and record["best_epochs"] == {"running": 2, "clean": 3}
+    assert record["keys"]["running"][0] == -0.4 and record["keys"]["clean"][0] == -clean_loss
+    for mode in ("running", "clean"):  # each mode trained in its own folder, with its own recipe
+        assert load_recipe(out / f"norm-{mode}" / "recipe.yaml").ppi.intervened_norm == mode
+    assert result.best_checkpoint == out / "best.pt" and result.best_epoch == {"running": 2, "clean": 3}[chosen]
+    assert (out / "best.pt").read_bytes() == (out / f"norm-{chosen}" / "best.pt").read_bytes()
+    assert load_checkpoint(out / "best.pt")["meta"]["epoch"] == result.best_epoch
+    # a study finds the runs to resume, and the folder says what was asked for
+    assert trainer.has_last_checkpoint(out) and not (out / "last.pt").exists()
+    assert load_recipe(out / "recipe.yaml").ppi.intervened_norm == "select"
+    # no validation rows, nothing to choose on: refused before any training
+    bare = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, val_fraction=0.0))
+    with pytest.raises(ConfigError, match="intervened_norm: select chooses on the validation split"):
+        fit(bare, cache_dir=None, split=_split(bare), out_dir=tmp_path / "bare", device="cpu")
+    assert not (tmp_path / "bare").exists()
