@@ -84,3 +84,11 @@ def test_docs_name_the_selection_rule_the_cpu_study_recipe_keeps():
     section = _docs_section("Keeping the epoch of the lowest validation loss")
     recipe = load_recipe("ga-ppi-wbp-cpu")
     assert f"`eval.select: {recipe.eval.select}`" in section and "`eval.select: metric`" in section
+
+
+def test_docs_say_which_batch_norm_mode_the_cpu_study_recipe_keeps():
+    section = _docs_section("Batch norm chosen on the training site's validation split")
+    recipe = load_recipe("ga-ppi-wbp-cpu")
+    # the section measured `select` and says the recipes keep their mode: the recipe must carry that mode
+    assert f"the recipes keep `{recipe.ppi.intervened_norm}`" in section
+    assert "`ppi.intervened_norm: select`" in section and "`model.tiny_norm: group`" in section
