@@ -162,9 +162,10 @@ def load_cache(folder: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
 
 
 def lidc_nodule_cache(folder: Path, *, side: int, patients: int = 12, per_patient: int = 4, lesion: int = 12,
-                      seed: int = 0) -> Path:
-    """A LIDC-layout cache of `side`-px crops, each with a bright `lesion`-px nodule at the centre in its masks;
-    every other sample of a patient is positive and the nodule of a positive is brighter."""
+                      seed: int = 0, with_masks: bool = True) -> Path:
+    """A LIDC-layout cache of `side`-px crops, each with a bright `lesion`-px nodule at the centre in its masks
+    (no `masks.npy` without `with_masks`); every other sample of a patient is positive and the nodule of a
+    positive is brighter."""
     from ppi_cli.data.cache import write_cache_info
     from ppi_cli.files import save_npy, write_csv
 
@@ -182,7 +183,8 @@ def lidc_nodule_cache(folder: Path, *, side: int, patients: int = 12, per_patien
                              "label": labels})
     write_csv(folder / "manifest.csv", manifest)
     save_npy(folder / "images.npy", images.astype(np.int16))
-    save_npy(folder / "masks.npy", masks)
+    if with_masks:
+        save_npy(folder / "masks.npy", masks)
     write_cache_info(folder, "lidc", {"crop": side, "spacing": 0.5, "min_readers": 3, "annotations": "auto"}, n,
-                     ["manifest.csv", "images.npy", "masks.npy"])
+                     ["manifest.csv", "images.npy"] + (["masks.npy"] if with_masks else []))
     return folder

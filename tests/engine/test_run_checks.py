@@ -193,13 +193,25 @@ def test_report_figures_are_300_dpi_png_and_pdf_and_flag_degenerate_cells(tmp_pa
 
 
 def test_lesion_masks_on_data_without_them_are_refused_before_training(tmp_path, cli):
-    cache = lidc_nodule_cache(tmp_path / "cache", side=48, patients=4)
+    cache = lidc_nodule_cache(tmp_path / "cache", side=48, patients=4, with_masks=False)
     result = cli("train", "--recipe", "demo-lidc-ppi-wbp", "--data", cache, "--epochs", "1",
                  "--set", "ppi.mask=lesion", "--out", tmp_path / "run")
     assert result.exit_code == 1 and "Traceback" not in result.stderr
     line = _one_line(result.stderr)
     assert "ppi.mask: lesion needs lesion masks" in line and "mask_path" in line
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_lesion_masks_of_a_lidc_cache_are_the_masks_ppi_removes(tmp_path, cli):
+    """A LIDC cache holds the readers' masks: `ppi.mask: lesion` trains on them and removes all of each nodule."""
+    cache = lidc_nodule_cache(tmp_path / "cache", side=48, patients=4)
+    result = cli("train", "--recipe", "demo-lidc-ppi-wbp", "--data", cache, "--epochs", "1",
+                 "--set", "ppi.mask=lesion", "--set", "ppi.start_epoch=0", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
+    # the masks are the nodules (12 x 12 of a 40-px view: 9 %), so they remove every lesion pixel and no more
+    assert row["ppi"] == 1 and row["train_lesion_removed"] == pytest.approx(1.0)
+    assert row["train_coverage"] == pytest.approx(144 / 1600, abs=0.02)
 
 
 def test_a_swap_fill_on_crops_centred_on_every_lesion_warns(tmp_path, capsys):
