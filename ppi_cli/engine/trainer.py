@@ -125,14 +125,14 @@ def fit(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, 
         shutdown_distributed(ctx)
 
 
-def has_last_checkpoint(out_dir: Path) -> bool:
-    """Whether `out_dir` holds a training run to resume: its `last.pt`, or one of `intervened_norm: select`'s."""
-    return (out_dir / LAST).is_file() or any((out_dir / f"norm-{m}" / LAST).is_file() for m in NORM_CHOICES)
-
-
 # what `ppi.intervened_norm: select` trains, in this order (a tie keeps the first)
 NORM_CHOICES: tuple[Literal["running"], Literal["clean"]] = ("running", "clean")
 NORM_CHOICE_FILE = "norm-select.json"
+
+
+def has_last_checkpoint(out_dir: Path) -> bool:
+    """Whether `out_dir` holds a training run to resume: its `last.pt`, or one of `intervened_norm: select`'s."""
+    return (out_dir / LAST).is_file() or any((out_dir / f"norm-{m}" / LAST).is_file() for m in NORM_CHOICES)
 
 
 def _fit_each_norm(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, device: str,
