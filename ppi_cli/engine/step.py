@@ -99,6 +99,11 @@ class TrainStep:
     _seen: dict[str, list[torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
     _clean_stats: BatchStatistics | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.cfg.enabled and self.cfg.intervened_norm == "select":
+            # a choice between whole runs (engine.trainer.fit trains each mode); a step has to be one of them
+            raise ValueError("ppi.intervened_norm: select reached a training step: give it running or clean")
+
     def _recording(self) -> contextlib.AbstractContextManager[BatchStatistics | None]:
         """Record the clean batch's batch-norm statistics when `ppi.intervened_norm: clean` needs them."""
         if self.cfg.intervened_norm == "clean":

@@ -11,6 +11,7 @@ import torch
 
 from ppi_cli.config import list_recipes, load_recipe
 from ppi_cli.engine.step import TrainStep
+from ppi_cli.engine.trainer import NORM_CHOICES
 from ppi_cli.models import build_model
 from ppi_cli.ppi import LossWeights
 
@@ -24,13 +25,32 @@ def test_every_lrp_recipe_has_a_cpu_twin():
     assert gpu and sorted(f"{name}-cpu" for name in gpu) == sorted(LRP_TWINS)
 
 
+def _step_modes(recipe) -> list[str]:
+    """The batch-norm modes the recipe's training steps run with (`select` trains each of NORM_CHOICES)."""
+    mode = recipe.ppi.intervened_norm
+    return list(NORM_CHOICES) if mode == "select" else [mode]
+
+
 @pytest.mark.parametrize("name", LRP_TWINS)
 def test_lrp_recipe_trains_one_ppi_step_with_finite_losses(name, one_thread):
     recipe = load_recipe(name)
     assert recipe.ppi.saliency.startswith("lrp-") and not recipe.ppi.create_graph
+    for mode in _step_modes(recipe):
+        _one_ppi_step(recipe, mode)
+
+
+def test_a_step_refuses_select_which_chooses_between_whole_runs():
+    cfg = dataclasses.replace(load_recipe("ga-ppi-wbp-cpu").ppi, intervened_norm="select")
+    with pytest.raises(ValueError, match="select reached a training step"):
+        TrainStep(model=torch.nn.Linear(2, 1), net=torch.nn.Linear(2, 1), cfg=cfg, weights=LossWeights(cfg),
+                  binary=True, device=torch.device("cpu"))
+
+
+def _one_ppi_step(recipe, mode: str) -> None:
     model_cfg = dataclasses.replace(recipe.model, input_size=16,
                                     multiview=dataclasses.replace(recipe.model.multiview, num_positions=4))
-    cfg = dataclasses.replace(recipe.ppi, start_epoch=0)  # the recipe's PPI section, from the first step
+    # the recipe's PPI section, from the first step, in one of the batch-norm modes its runs train with
+    cfg = dataclasses.replace(recipe.ppi, start_epoch=0, intervened_norm=mode)
     torch.manual_seed(0)
     model = build_model(model_cfg).train()
     batch, channels = 4, model_cfg.in_channels
