@@ -39,13 +39,6 @@ def test_lrp_recipe_trains_one_ppi_step_with_finite_losses(name, one_thread):
         _one_ppi_step(recipe, mode)
 
 
-def test_a_step_refuses_select_which_chooses_between_whole_runs():
-    cfg = dataclasses.replace(load_recipe("ga-ppi-wbp-cpu").ppi, intervened_norm="select")
-    with pytest.raises(ValueError, match="select reached a training step"):
-        TrainStep(model=torch.nn.Linear(2, 1), net=torch.nn.Linear(2, 1), cfg=cfg, weights=LossWeights(cfg),
-                  binary=True, device=torch.device("cpu"))
-
-
 def _one_ppi_step(recipe, mode: str) -> None:
     model_cfg = dataclasses.replace(recipe.model, input_size=16,
                                     multiview=dataclasses.replace(recipe.model.multiview, num_positions=4))

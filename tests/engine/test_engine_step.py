@@ -113,3 +113,16 @@ def test_clean_normalisation_classifies_with_the_clean_batchs_statistics_and_lea
         r.running_mean.copy_(clean[m][0])
         r.running_var.copy_(clean[m][1])
     assert torch.allclose(shifted, reference(other))  # eval mode on the clean batch's statistics
+
+
+def test_a_step_refuses_select_which_chooses_between_whole_runs():
+    # `select` is fit's choice between two runs; a step handed it would fall through to batch statistics
+    cfg = PPIConfig(intervened_norm="select")
+    with pytest.raises(ValueError, match="select reached a training step"):
+        TrainStep(model=torch.nn.Linear(2, 1), net=torch.nn.Linear(2, 1), cfg=cfg, weights=LossWeights(cfg),
+                  binary=True, device=torch.device("cpu"))
+    for mode in ("running", "clean"):  # the modes it trains are accepted
+        TrainStep(model=torch.nn.Linear(2, 1), net=torch.nn.Linear(2, 1),
+                  cfg=PPIConfig(intervened_norm=mode), weights=LossWeights(cfg), binary=True,
+                  device=torch.device("cpu"))
+
