@@ -130,9 +130,14 @@ NORM_CHOICES: tuple[Literal["running"], Literal["clean"]] = ("running", "clean")
 NORM_CHOICE_FILE = "norm-select.json"
 
 
+def _norm_dir(out_dir: Path, mode: str) -> Path:
+    """Where `intervened_norm: select` trains its run with batch-norm mode `mode`."""
+    return out_dir / f"norm-{mode}"
+
+
 def has_last_checkpoint(out_dir: Path) -> bool:
     """Whether `out_dir` holds a training run to resume: its `last.pt`, or one of `intervened_norm: select`'s."""
-    return (out_dir / LAST).is_file() or any((out_dir / f"norm-{m}" / LAST).is_file() for m in NORM_CHOICES)
+    return (out_dir / LAST).is_file() or any((_norm_dir(out_dir, m) / LAST).is_file() for m in NORM_CHOICES)
 
 
 def _fit_each_norm(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, device: str,
@@ -148,7 +153,7 @@ def _fit_each_norm(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_
                           hint="set data.val_fraction above 0, or choose running or clean")
     results: dict[str, TrainResult] = {}
     for mode in NORM_CHOICES:
-        sub = out_dir / f"norm-{mode}"
+        sub = _norm_dir(out_dir, mode)
         variant = dataclasses.replace(recipe, ppi=dataclasses.replace(recipe.ppi, intervened_norm=mode))
         log(f"ppi.intervened_norm: select: training with {mode} batch norm on intervened images")
         results[mode] = fit(variant, cache_dir=cache_dir, split=split, out_dir=sub, device=device,
