@@ -1,14 +1,20 @@
 # SPDX-License-Identifier: MIT
 """The dataset registry: one Dataset class per cache kind, one constructor, one sample layout.
 
-Every registered class is built as `cls(cache_dir, indices, cfg, train=..., seed=...)` where
-`indices` are manifest row numbers and `cfg` is the recipe's `DataConfig`. Samples are dicts:
+Every registered class is built as `cls(cache_dir, indices, cfg, train=..., seed=..., regions=...)`
+where `indices` are manifest row numbers and `cfg` is the recipe's `DataConfig`. Samples are dicts:
 
     "image"      float32 tensor, intensities windowed to [0, 1]
                  2D datasets: (C, H, W); volume datasets: (S, C, H, W), S B-scans
     "positions"  volume datasets only: int64 (S,), the B-scan position ids
     "label"      float32 scalar for binary tasks, int64 scalar for multi-class
     "index"      int, the manifest row
+    "mask"       where the data has lesion masks and `regions` is true (training samples; the generated
+                 `synthetic` task in evaluation too): float32, shaped like "image" with one channel
+    "cue"        GA caches of a planted mark, training samples with `regions`: the mark's box, likewise
+
+`regions` (default true) asks for the answer key's regions; the trainer asks only in epochs whose step
+reads them (PPI epochs: the diagnostics and `ppi.mask: lesion`), so other epochs skip reading masks.
 
 Model-specific normalisation (e.g. ImageNet mean/std) happens inside the model wrapper, so a
 masked pixel is 0 here and saliency is taken with respect to these [0, 1] intensities.
@@ -34,9 +40,10 @@ __all__ = ["register_dataset", "build_dataset", "dataset_class", "dataset_kinds"
            "MANIFEST_COLUMNS"]
 
 
-def build_dataset(kind: str, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0) -> Any:
-    """Build the Dataset of `kind` over manifest rows `indices` of the cache at `cache_dir`."""
-    return dataset_class(kind)(cache_dir, indices, cfg, train=train, seed=seed)
+def build_dataset(kind: str, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0,
+                  regions: bool = True) -> Any:
+    """Build the Dataset of `kind` over manifest rows `indices` of the cache at `cache_dir` (`regions`: see above)."""
+    return dataset_class(kind)(cache_dir, indices, cfg, train=train, seed=seed, regions=regions)
 
 
 def dataset_manifest(kind: str, cache_dir: Path | None, cfg: Any) -> Any:

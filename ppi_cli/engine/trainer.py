@@ -230,7 +230,9 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
             freeze_batch_norm(model)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        for batch in _train_batches(kind, cache_dir, split, recipe, data_cfg, seed, ctx, epoch):
+        # the answer key's regions (lesion masks, a mark's box) only where the step reads them: PPI epochs
+        regions = step.uses_ppi(epoch, recipe.data.batch_size)
+        for batch in _train_batches(kind, cache_dir, split, recipe, data_cfg, seed, ctx, epoch, regions):
             x, positions = model_inputs(batch, device, non_blocking=cuda, channels_last=channels_last)
             labels = batch["label"].to(device)
             labels = labels.float() if binary else labels.long()
@@ -391,10 +393,10 @@ def _require_lesion_masks(dataset: Any, cache_dir: Path | None) -> None:
 
 
 def _train_batches(kind: str, cache_dir: Path | None, split: Split, recipe: Recipe, data_cfg: Any, seed: int,
-                   ctx: DistContext, epoch: int) -> Any:
+                   ctx: DistContext, epoch: int, regions: bool) -> Any:
     from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-    dataset = build_dataset(kind, cache_dir, split.train, data_cfg, train=True, seed=seed + ctx.rank)
+    dataset = build_dataset(kind, cache_dir, split.train, data_cfg, train=True, seed=seed + ctx.rank, regions=regions)
     if ctx.enabled:
         sampler: Any = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
     else:

@@ -76,6 +76,9 @@ def test_synthetic_task_plants_cue_by_site():
     assert positive["mask"].sum() > 0 and negative["mask"].sum() == 0
     inside = positive["image"][positive["mask"] > 0].mean() - positive["image"][positive["mask"] == 0].mean()
     assert inside > 0.02  # the blob is brighter than its surroundings
+    unasked = build_dataset("synthetic", None, np.arange(400), cfg, train=False, regions=False)
+    sample = unasked[int(np.flatnonzero(label)[0])]
+    assert "mask" not in sample and torch.equal(sample["image"], positive["image"])
 
 
 def test_predict_and_metrics():

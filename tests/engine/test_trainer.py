@@ -238,6 +238,32 @@ def test_best_checkpoint_of_a_ppi_run_is_never_a_warm_up_epoch(tmp_path, monkeyp
     assert load_checkpoint(result.best_checkpoint)["meta"]["epoch"] == 3
 
 
+def test_only_ppi_epochs_read_the_answer_keys_regions(tmp_path, monkeypatch, one_thread):
+    """Warm-up epochs (and a baseline's) build their training data without lesion masks; PPI epochs with them."""
+    import ppi_cli.engine.trainer as trainer
+
+    asked: list[bool] = []
+    served: list[bool] = []
+
+    def spy(*args, **kwargs):
+        dataset = build_dataset(*args, **kwargs)
+        if kwargs.get("train"):
+            asked.append(kwargs.get("regions", True))
+            served.append("mask" in dataset[0])
+        return dataset
+
+    monkeypatch.setattr(trainer, "build_dataset", spy)
+    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=3))
+    assert recipe.ppi.enabled and recipe.ppi.start_epoch == 1
+    fit(recipe, cache_dir=None, split=_split(recipe), out_dir=tmp_path / "ppi", device="cpu")
+    assert asked == served == [False, True, True]  # epoch 1 warms up; the generated task has masks
+    asked.clear()
+    served.clear()
+    baseline = dataclasses.replace(recipe, ppi=dataclasses.replace(recipe.ppi, enabled=False))
+    fit(baseline, cache_dir=None, split=_split(baseline), out_dir=tmp_path / "baseline", device="cpu")
+    assert asked == served == [False, False, False]
+
+
 @pytest.mark.parametrize(("select", "kept"), [("metric", 2), ("loss", 4), ("last", 5)])
 def test_eval_select_chooses_the_epoch_best_pt_keeps(tmp_path, monkeypatch, one_thread, select, kept):
     """Validation (AUC, loss) per epoch; epoch 1 is warm-up. metric: AUC first, the loss breaks the tie of

@@ -40,13 +40,16 @@ class FolderDataset(Dataset):
         cfg: The recipe or its `DataConfig` (`crop`, `flips`, `rotation`).
         train: Random crop, flip and rotation; otherwise the centre crop.
         seed: Seeds augmentation when read in the main process.
+        regions: Accepted for the registry's constructor; a folder cache has no answer-key regions.
 
     Example:
         >>> ds = FolderDataset(Path("cache/cub"), None, recipe.data, train=False)
         >>> ds[0]["image"].shape  # (3, crop, crop)
     """
 
-    def __init__(self, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0):
+    def __init__(self, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0,
+                 regions: bool = True):
+        del regions  # nothing to serve
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Workspace.resolve().cache("folder")
         data_cfg = getattr(cfg, "data", cfg)
         self.info = _open(self.cache_dir)

@@ -41,6 +41,9 @@ class GaDataset(Dataset):
         seed: Seeds sampling and augmentation when read in the main process; DataLoader workers use
             the per-worker torch seed, which differs per epoch.
         slices_per_volume: Overrides K.
+        regions: Add the answer key's regions to training samples: `mask` (the lesion masks, where the
+            cache has them) and `cue` (a planted mark's box, where the manifest has one). Only a PPI
+            step reads them (its diagnostics, `ppi.mask: lesion`); other epochs leave them out.
 
     Example:
         >>> ds = GaDataset(Path("cache/ga"), None, recipe, train=True)
@@ -50,7 +53,7 @@ class GaDataset(Dataset):
     kind = "ga"  # the cache kind it opens; `table` serves its volumes through this same class
 
     def __init__(self, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0,
-                 slices_per_volume: int | None = None):
+                 regions: bool = True, slices_per_volume: int | None = None):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Workspace.resolve().cache(self.kind)
         data_cfg: DataConfig = getattr(cfg, "data", cfg)
         model_cfg = getattr(cfg, "model", None)
@@ -70,9 +73,11 @@ class GaDataset(Dataset):
         self.indices = rows
         self.manifest = frame.iloc[rows].reset_index(drop=True)
         self.labels = frame["label"].to_numpy(dtype=np.float32)[rows]
+        self.regions = bool(regions) and train
         self.cue_boxes = _cue_boxes(self.manifest, self.info)  # (n, 4) rows and columns in the cache, or None
         self._volumes: np.ndarray | None = None  # opened lazily, once per process (memory-mapped)
         self._masks: np.ndarray | None = None
+        self._has_masks = (self.cache_dir / "masks.npy").is_file()  # asked once, not once per sample
         self._generator = torch.Generator().manual_seed(int(seed))
 
     @property
@@ -85,7 +90,7 @@ class GaDataset(Dataset):
     @property
     def masks(self) -> np.ndarray | None:
         """The memory-mapped `(N, n_bscans, H, W)` uint8 lesion masks, or None for a cache without them."""
-        if self._masks is None and (self.cache_dir / "masks.npy").is_file():
+        if self._masks is None and self._has_masks:
             self._masks = load_array(self.cache_dir, "masks.npy")
         return self._masks
 
@@ -105,9 +110,9 @@ class GaDataset(Dataset):
         image, _ = preprocess_volume(volume[positions.numpy()])  # (K, 1, H, W)
         # For the training diagnostics (engine/step.py): the lesion masks, and a planted mark's box.
         regions: dict[str, torch.Tensor] = {}
-        if self.masks is not None:
+        if self.regions and self.masks is not None:
             regions["mask"] = torch.from_numpy(np.array(self.masks[index][positions.numpy()], np.float32))[:, None]
-        if self.cue_boxes is not None:
+        if self.regions and self.cue_boxes is not None:
             regions["cue"] = _box_mask(self.cue_boxes[item], image.shape)
         if self.flips and torch.rand((), generator=generator) < 0.5:
             image = image.flip(-1)  # the whole volume, so neighbouring B-scans stay aligned

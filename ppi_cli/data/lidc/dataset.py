@@ -115,9 +115,13 @@ class LidcDataset(torch.utils.data.Dataset):
         cfg: The recipe's `DataConfig` (crop, window, flips, rotation).
         train: Random views when True, the centre view otherwise.
         seed: Seed of the augmentation in the main process; DataLoader workers use their own seeds.
+        regions: Add `mask`, the union of the readers' masks in the sample's view, to training samples
+            of a cache prepared with masks. Only a PPI step reads it (its diagnostics,
+            `ppi.mask: lesion`); other epochs leave it out.
     """
 
-    def __init__(self, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0):
+    def __init__(self, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0,
+                 regions: bool = True):
         if cache_dir is None:
             from ppi_cli.workspace import Workspace
 
@@ -140,6 +144,8 @@ class LidcDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self._images: np.ndarray | None = None
         self._mask_array: np.ndarray | None = None
+        self.regions = bool(regions) and self.train
+        self._has_masks = (self.cache_dir / "masks.npy").is_file()  # asked once, not once per sample
         self._rng: np.random.Generator | None = None
         self._rng_key: object = None
 
@@ -164,7 +170,7 @@ class LidcDataset(torch.utils.data.Dataset):
 
     def _masks(self) -> np.ndarray | None:
         """The memory-mapped `(N, readers, S, S)` uint8 reader masks, or None for a cache without them."""
-        if self._mask_array is None and (self.cache_dir / "masks.npy").is_file():
+        if self._mask_array is None and self._has_masks:
             self._mask_array = load_array(self.cache_dir, "masks.npy", mmap=True)
         return self._mask_array
 
@@ -190,7 +196,7 @@ class LidcDataset(torch.utils.data.Dataset):
                     flip_rows=bool(self.flips and rng.random() < 0.5),
                     flip_cols=bool(self.flips and rng.random() < 0.5))
         sample["image"] = augment_patch(hu, self.window, self.crop, **view)
-        masks = self._masks()
+        masks = self._masks() if self.regions else None
         if masks is not None:  # the union of the readers' masks, in the same view (diagnostics; ppi.mask: lesion)
             sample["mask"] = augment_mask(np.asarray(masks[row]).any(axis=0), self.crop, **view)
         return sample

@@ -93,9 +93,11 @@ class SyntheticDataset(Dataset):
             `noise_std`).
         train: Apply flips and noise.
         seed: Seeds the augmentation.
+        regions: Add `mask` to the samples (False leaves it out, as for epochs whose step reads none).
     """
 
-    def __init__(self, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0) -> None:
+    def __init__(self, cache_dir: Path | None, indices: Any, cfg: Any, *, train: bool, seed: int = 0,
+                 regions: bool = True) -> None:
         data = _data_section(cfg)
         self.slices = int(getattr(data, "synthetic_slices", 0))
         model = getattr(cfg, "model", None)  # the whole recipe for volume models: K B-scans per training sample
@@ -107,6 +109,7 @@ class SyntheticDataset(Dataset):
         self.flips = bool(data.flips) and train
         self.noise_std = float(data.noise_std) if train else 0.0
         self.generator = torch.Generator().manual_seed(int(seed))
+        self.regions = bool(regions)
 
     @staticmethod
     def manifest_without_cache(cfg: Any) -> Any:
@@ -137,8 +140,9 @@ class SyntheticDataset(Dataset):
             image, mask = image.flip(-1), mask.flip(-1)
         if self.noise_std > 0:
             image = (image + self.noise_std * torch.randn(image.shape, generator=generator)).clamp(0, 1)
-        sample = {"image": image, "mask": mask, "label": torch.tensor(float(self.data.labels[index])),
-                  "index": index}
+        sample = {"image": image, "label": torch.tensor(float(self.data.labels[index])), "index": index}
+        if self.regions:
+            sample["mask"] = mask
         if self.slices:
             sample["positions"] = positions
         return sample

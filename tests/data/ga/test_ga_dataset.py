@@ -98,6 +98,13 @@ def test_training_samples_carry_their_lesion_masks_through_sampling_and_flips(ca
         assert flipped == image_flipped  # the mask is flipped exactly when its image is
         flips.append(flipped)
     assert any(flips) and not all(flips)
+    # regions=False (epochs whose step reads no mask): the same images and B-scans, no mask
+    without = GaDataset(folder, None, recipe(k=4, flips=True), train=True, seed=2, regions=False)
+    again = GaDataset(folder, None, recipe(k=4, flips=True), train=True, seed=2)
+    for _ in range(5):
+        bare, full = without[1], again[1]
+        assert "mask" not in bare and "mask" in full
+        assert torch.equal(bare["image"], full["image"]) and torch.equal(bare["positions"], full["positions"])
     assert "mask" not in GaDataset(folder, None, recipe(), train=False)[0]  # evaluation: images only
 
 

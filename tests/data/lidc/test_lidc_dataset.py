@@ -142,6 +142,11 @@ def test_training_samples_carry_the_readers_union_mask_in_the_image_view(tmp_pat
         sample = bare[i]
         assert "mask" not in sample and torch.equal(sample["image"], again[i]["image"])
     assert "mask" not in build_dataset("lidc", folder, None, _cfg(), train=False)[0]
+    unasked = build_dataset("lidc", folder, None, _cfg(), train=True, seed=5, regions=False)
+    again = build_dataset("lidc", folder, None, _cfg(), train=True, seed=5)
+    for i in range(n):
+        sample = unasked[i]
+        assert "mask" not in sample and torch.equal(sample["image"], again[i]["image"])
 
 
 def test_augmentation_is_seeded(cache):

@@ -210,3 +210,5 @@ def test_the_marks_box_reaches_the_cached_training_samples(tmp_path):
             # bilinear resizing blends the mark's edge column: its core is near white, the box well above the rest
             assert float(inside.max()) > 0.85 and float(inside.mean()) > float(sample["image"].mean()) + 0.3
     assert marked >= 4
+    unasked = GaDataset(tmp_path / "c", None, recipe, train=True, seed=0, regions=False)
+    assert not {"cue", "mask"} & set(unasked[0])  # epochs whose step reads no region get none
