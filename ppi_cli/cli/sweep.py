@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""`ppi sweep`: recipe variants × seeds on one cross-site row, each paired against the baseline."""
+"""`ppi sweep`: recipe variants × seeds on one cross-site row or a cross-validation, each paired against the
+baseline."""
 
 from __future__ import annotations
 
@@ -15,8 +16,15 @@ __all__ = ["register"]
 
 def sweep_cmd(
     *,
-    train: Annotated[str, typer.Option("--train", help="The training site (one cross-site row).")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="A prepared multi-site cache.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="A prepared cache: multi-site with --train, any "
+                                       "without.")],
+    train: Annotated[str | None, typer.Option(
+        "--train", help="The training site (one cross-site row). Without it each study is a cross-validation of "
+        "--data (the recipe's eval.folds), paired by seed and fold.", show_default=False)] = None,
+    test: Annotated[list[Path] | None, typer.Option(
+        "--test", help="Without --train: another prepared cache every fold's model is scored on whole (e.g. a "
+        "cohort whose cue goes the other way); repeat for more. They are the summary's other sites.",
+        show_default=False)] = None,
     recipe: RecipeOpt = None,
     variant: Annotated[list[str] | None, typer.Option(
         "--variant", help="NAME:key=value[,key=value], recipe overrides; repeat for more. The recipe as it is and "
@@ -33,13 +41,13 @@ def sweep_cmd(
                                              show_default=False)] = None,
     twin: Annotated[Path | None, typer.Option(
         "--twin", help="A twin of --data: the same rows prepared from data without the cue at the training site "
-        "(ppi synth ga with the same options and seed, and --shortcut none or --correlation D=0). Adds the "
-        "'ceiling' row: the baseline trained on the twin and tested on --data, what a model that never leant on "
-        "the cue gets.", show_default=False)] = None,
+        "(ppi synth ga or lidc with the same options and seed, and --shortcut none or --correlation D=0). Adds "
+        "the 'ceiling' row: the baseline trained on the twin and tested on --data, what a model that never leant "
+        "on the cue gets.", show_default=False)] = None,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Train the recipe, its variants and its baseline on one site over several seeds: paired ΔAUC with 95 % intervals.
+    """Train the recipe, its variants and its baseline over seeds, on one site or cross-validated: paired ΔAUC.
 
     Writes runs.csv, summary.csv and summary.md; docs/ppi.md's shortcut tables came from it.
     """
@@ -51,14 +59,14 @@ def sweep_cmd(
     if recipe is None:
         log(f"recipe: {recipe_ref} (the default of ppi sweep; choose another with --recipe)")
     variants = (SweepVariant(Path(recipe_ref).stem), *(parse_variant(v) for v in variant or []))
-    folder = out or Workspace.resolve(workspace).new_run("sweep", "ga", Path(recipe_ref).stem)
+    folder = out or Workspace.resolve(workspace).new_run("sweep", "ga" if train else data.name, Path(recipe_ref).stem)
     common = parse_variant("set:" + ",".join(set_ or [])).overrides
     outcome = run_sweep(SweepConfig(recipe_ref, data, folder, train, variants, parse_seeds(seeds), workers, device,
-                                    common, twin))
+                                    common, twin, tuple(test or ())))
     from rich.markdown import Markdown
 
     stdout.print(Markdown((outcome.out / "summary.md").read_text(encoding="utf-8")))
-    paths(read=[data, *([twin] if twin else [])], wrote=outcome.written)
+    paths(read=[data, *([twin] if twin else []), *(test or [])], wrote=outcome.written)
 
 
 def register(app: typer.Typer) -> None:

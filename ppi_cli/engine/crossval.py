@@ -40,7 +40,7 @@ from ppi_cli.reports.predictions import PREDICTIONS_FILE, read_predictions, writ
 from ppi_cli.workspace import Workspace
 
 __all__ = ["CrossvalConfig", "CrossvalOutcome", "CrossvalRequest", "run_crossval", "collect_crossval",
-           "crossval_study", "fold_thresholds"]
+           "crossval_study", "fold_checkpoint", "fold_thresholds"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,11 @@ class CrossvalOutcome:
 
 def _fold_dir(out: Path, k: int) -> Path:
     return out / f"fold-{k}"
+
+
+def fold_checkpoint(out: Path, k: int) -> Path:
+    """The checkpoint fold `k` of the cross-validation in `out` tested (`fold-k/best.pt`)."""
+    return _fold_dir(out, k) / BEST
 
 
 def _run_fold(cfg: CrossvalConfig, split: Split) -> list[Path]:
@@ -104,7 +109,7 @@ def fold_thresholds(out: Path, n_folds: int) -> dict[str, tuple[float, str]]:
     stores none is left out (and the report draws no confusion matrix)."""
     thresholds = {}
     for k in range(n_folds):
-        path = _fold_dir(out, k) / BEST
+        path = fold_checkpoint(out, k)
         if not path.is_file():
             continue
         try:

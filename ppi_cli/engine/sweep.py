@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""`ppi sweep`: recipe variants × seeds on one cross-site row, paired against the baseline.
+"""`ppi sweep`: recipe variants × seeds on one cross-site row (or a five-fold cross-validation), paired
+against the baseline.
 
 A claim about the method is an experiment: every variant (a set of recipe overrides) trains on
 the same site with the same seeds as the baseline (the recipe with `ppi.enabled: false`), so the
@@ -7,12 +8,17 @@ seed fixes the hold-out, the initialisation and the batches of both, and each se
 paired difference. The summary is the mean of those differences with a 95 % t-interval over the
 seeds, for the in-site hold-out, each other site and the mean over the other sites.
 
+Without a training site the study is a cross-validation of the whole cache (LIDC's cohorts): each
+(seed, fold) gives a pair, `in-site` is the fold's test rows and the "other sites" are the caches
+given as `tests` (e.g. a cohort whose cue is reversed), on which every fold's model is scored whole.
+
 Layout of the sweep folder:
 
     sweep.json                               what was asked (recipe, data, sites, variants, seeds)
-    <variant>/seed-<s>/                      one `ppi cross-site` study (train-X/, test-Y/ …)
+    <variant>/seed-<s>/                      one `ppi cross-site` study (train-X/, test-Y/ …), or one
+                                             `ppi crossval` study (fold-k/ …) without a training site
     ceiling/seed-<s>/                        with --twin: the baseline trained on the twin, tested on the data
-    runs.csv                                 one row per variant, seed and test site: the AUC
+    runs.csv                                 one row per variant, seed (and fold) and test site: the AUC
     summary.csv, summary.md                  per variant: mean AUC per site; paired Δ with its interval
 
 Finished studies are skipped, so an interrupted sweep resumes where it stopped.
@@ -55,13 +61,19 @@ class SweepConfig:
     recipe: str  # a bundled name or a path
     data: Path
     out: Path
-    train: str  # the training site (the cross-site row)
+    train: str | None  # the training site (the cross-site row); None: a cross-validation of the whole cache
     variants: tuple[SweepVariant, ...]  # the recipe as it is is always the first non-baseline variant
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     workers: int = 1  # studies side by side, each in its own process on one thread
     device: str = "auto"
     common: Mapping[str, Any] = field(default_factory=dict)  # overrides of every variant, the baseline's too
     twin: Path | None = None  # `--twin`: the ceiling row, the baseline trained on this twin of `data`
+    tests: tuple[Path, ...] = ()  # cross-validation only: further caches every fold's model is scored on
+
+    @property
+    def trained_on(self) -> str:
+        """The name the in-site rows carry: the training site, or the cross-validated cache's folder."""
+        return self.train if self.train is not None else self.data.name
 
 
 @dataclass
@@ -69,7 +81,7 @@ class SweepOutcome:
     """What a sweep found: one row per run and test site, and the paired summary."""
 
     out: Path
-    runs: Any  # DataFrame: variant, seed, train_site, test_site, auc
+    runs: Any  # DataFrame: variant, seed, [fold,] train_site, test_site, auc
     summary: Any  # DataFrame: variant, site, n, mean, delta, low, high
     written: list[Path] = field(default_factory=list)
 
@@ -133,10 +145,11 @@ def seeded(overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
     return {k: v.replace("{seed}", str(seed)) if isinstance(v, str) else v for k, v in overrides.items()}
 
 
-def _job(recipe_ref: str, data: str, out: str, train: str, overrides: dict[str, Any], seed: int,
-         device: str, twin: str | None = None) -> list[dict[str, Any]]:
-    """One cross-site study of one variant and seed (module level, so a spawned worker can run it); with `twin`
-    the model trains on the twin's rows and is tested on `data`'s."""
+def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dict[str, Any], seed: int,
+         device: str, twin: str | None = None, tests: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """One study of one variant and seed (module level, so a spawned worker can run it): a cross-site row, or
+    without `train` a cross-validation; with `twin` the model trains on the twin's rows and is tested on
+    `data`'s."""
     from ppi_cli.engine.cross_site import CrossSiteConfig, run_cross_site
     from ppi_cli.engine.study import resolve_study
 
@@ -145,11 +158,35 @@ def _job(recipe_ref: str, data: str, out: str, train: str, overrides: dict[str, 
         recipe, study_data = resolve_study(recipe_ref, data=Path(data), overrides=recipe_overrides)
         twin_data = None if twin is None else resolve_study(recipe_ref, data=Path(twin),
                                                             overrides=recipe_overrides)[1]
+        if train is None:
+            others = [resolve_study(recipe_ref, data=Path(t), overrides=recipe_overrides)[1] for t in tests]
+            return _crossval_cells(recipe, study_data, twin_data, others, Path(out), seed, device)
         outcome = run_cross_site(CrossSiteConfig(recipe, study_data, Path(out), train_sites=(train,), seed=seed,
                                                  device=device, bootstrap=0, train_data=twin_data))
     matrix = next(iter(outcome.matrices.values()))
     return [{"train_site": train, "test_site": str(site), "auc": float(matrix.loc[train, site])}
             for site in matrix.columns if site not in ("Mean", "STD") and np.isfinite(matrix.loc[train, site])]
+
+
+def _crossval_cells(recipe: Any, data: Any, twin: Any, others: Sequence[Any], out: Path, seed: int,
+                    device: str) -> list[dict[str, Any]]:
+    """A cross-validation of `data` (trained on `twin`'s same rows when given), each fold's model scored on its
+    test rows of `data` (`in-site`) and on every row of each of `others`."""
+    from ppi_cli.engine.crossval import CrossvalConfig, fold_checkpoint, run_crossval
+    from ppi_cli.engine.study import fold_splits, predict_rows
+    from ppi_cli.reports.metrics import binary_metrics
+
+    folds = recipe.eval.folds
+    run_crossval(CrossvalConfig(recipe, twin if twin is not None else data, out, folds=folds, seed=seed,
+                                device=device, bootstrap=0))
+    cells = []
+    for split in fold_splits(data, folds, seed, recipe.data.val_fraction):  # the twin's folds: the same rows
+        best = fold_checkpoint(out, int(split.fold))
+        for test, rows in ((data, split.test), *((o, np.arange(len(o.labels))) for o in others)):
+            _, labels, scores = predict_rows(best, recipe, test, rows, device=device)
+            cells.append({"fold": int(split.fold), "train_site": data.name, "test_site": test.name,
+                          "auc": float(binary_metrics(labels.tolist(), scores.tolist()).auc)})
+    return cells
 
 
 def _worker_init() -> None:
@@ -167,6 +204,14 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     """
     from ppi_cli.files import write_text
 
+    if cfg.tests and cfg.train is not None:
+        raise ConfigError("--test: further test caches belong to a cross-validation sweep",
+                          hint="drop --train to cross-validate --data, or drop --test (a cross-site row is "
+                               "tested on every other site already)")
+    names_of_tests = [cfg.data.name, *(t.name for t in cfg.tests)]
+    if len(set(names_of_tests)) != len(names_of_tests):
+        raise ConfigError(f"--test: the caches' folder names must differ from each other and from --data's "
+                          f"({', '.join(names_of_tests)})", hint="name each cache's folder after its cohort")
     ceiling = (SweepVariant(CEILING, {"ppi.enabled": False}),) if cfg.twin is not None else ()
     variants = tuple(SweepVariant(v.name, {**cfg.common, **v.overrides})
                      for v in (SweepVariant(BASELINE, {"ppi.enabled": False}), *cfg.variants, *ceiling))
@@ -179,12 +224,14 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     written = [write_text(cfg.out / "sweep.json", json.dumps(
         {"recipe": cfg.recipe, "data": str(cfg.data), "train": cfg.train, "seeds": list(cfg.seeds),
          "variants": {v.name: dict(v.overrides) for v in variants}}
-        | ({"twin": str(cfg.twin)} if cfg.twin is not None else {}), indent=2) + "\n")]
+        | ({"twin": str(cfg.twin)} if cfg.twin is not None else {})
+        | ({"tests": [str(t) for t in cfg.tests]} if cfg.tests else {}), indent=2) + "\n")]
     jobs = [(v, s) for s in cfg.seeds for v in variants]
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
     started = time.monotonic()
     args = {(v.name, s): (cfg.recipe, str(cfg.data), str(cfg.out / v.name / f"seed-{s}"), cfg.train,
-                          dict(v.overrides), s, cfg.device, str(cfg.twin) if v.name == CEILING else None)
+                          dict(v.overrides), s, cfg.device, str(cfg.twin) if v.name == CEILING else None,
+                          tuple(str(t) for t in cfg.tests))
             for v, s in jobs}
     if cfg.workers <= 1:
         for key in args:
@@ -203,8 +250,8 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
                 results[key] = future.result()
                 log(f"[sweep] {key[0]} seed {key[1]}: done ({len(results)}/{len(args)}, "
                     f"{time.monotonic() - started:.0f} s)")
-    runs = _runs_frame(results, names, cfg.seeds)
-    summary = summarise_sweep(runs, cfg.train)
+    runs = _runs_frame(results, names, cfg.seeds, folds=cfg.train is None)
+    summary = summarise_sweep(runs, cfg.trained_on)
     written += _write_tables(cfg, runs, summary)
     return SweepOutcome(cfg.out, runs, summary, written)
 
@@ -223,24 +270,27 @@ def _check_twin_early(cfg: SweepConfig) -> None:
 
 
 def _runs_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: Sequence[str],
-                seeds: Sequence[int]) -> Any:
+                seeds: Sequence[int], *, folds: bool = False) -> Any:
     import pandas as pd
 
     rows = [{"variant": name, "seed": seed, **cell} for name in names for seed in seeds
             for cell in results.get((name, seed), [])]
-    return pd.DataFrame(rows, columns=["variant", "seed", "train_site", "test_site", "auc"])
+    return pd.DataFrame(rows, columns=["variant", "seed", *(["fold"] if folds else []), "train_site", "test_site",
+                                       "auc"])
 
 
 def summarise_sweep(runs: Any, train: str) -> Any:
     """Per variant and site (each test site, `in-site`, and the mean over the other sites): the mean AUC
-    over seeds and, against the baseline, the mean paired difference with its 95 % t-interval."""
+    over seeds and, against the baseline, the mean paired difference with its 95 % t-interval. Runs with a
+    `fold` column (a cross-validation sweep) pair by seed and fold."""
     import pandas as pd
 
+    pair = ["seed", *(["fold"] if "fold" in runs.columns else [])]
     frame = runs.copy()
     frame["site"] = np.where(frame["test_site"] == train, "in-site", frame["test_site"])
-    others = frame[frame["test_site"] != train].groupby(["variant", "seed"], as_index=False)["auc"].mean()
-    frame = pd.concat([frame[["variant", "seed", "site", "auc"]], others.assign(site=CROSS_SITE)], ignore_index=True)
-    table = frame.pivot_table(index=["variant", "seed"], columns="site", values="auc")
+    others = frame[frame["test_site"] != train].groupby(["variant", *pair], as_index=False)["auc"].mean()
+    frame = pd.concat([frame[["variant", *pair, "site", "auc"]], others.assign(site=CROSS_SITE)], ignore_index=True)
+    table = frame.pivot_table(index=["variant", *pair], columns="site", values="auc")
     sites = ["in-site", *sorted(s for s in table.columns if s not in ("in-site", CROSS_SITE)), CROSS_SITE]
     rows = []
     variants = list(dict.fromkeys(runs["variant"]))
@@ -309,9 +359,16 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any) -> list[Path]:
 
     written = [write_csv(cfg.out / "runs.csv", runs), write_csv(cfg.out / "summary.csv", summary)]
     sites = list(dict.fromkeys(summary["site"]))
-    lines = [f"# Sweep: {cfg.recipe} trained on site {cfg.train}, seeds {', '.join(map(str, cfg.seeds))}", "",
-             "Mean AUC over seeds; below each variant's mean, its paired difference from the baseline "
-             "(same seeds, same splits) with the 95 % t-interval over seeds.", "",
+    seeds = ", ".join(map(str, cfg.seeds))
+    if cfg.train is not None:
+        title, pairs = f"trained on site {cfg.train}, seeds {seeds}", "seeds"
+    else:
+        title = (f"cross-validated on {cfg.data.name}, seeds {seeds}; in-site: each fold's test rows"
+                 + (f"; other sites: {', '.join(t.name for t in cfg.tests)}, scored whole" if cfg.tests else ""))
+        pairs = "seeds and folds"
+    lines = [f"# Sweep: {cfg.recipe} {title}", "",
+             f"Mean AUC over {pairs}; below each variant's mean, its paired difference from the baseline "
+             f"(same {pairs}, same splits) with the 95 % t-interval over {pairs}.", "",
              "| variant | " + " | ".join(sites) + " |", "|---|" + "---|" * len(sites)]
     for variant, part in summary.groupby("variant", sort=False):
         by_site = part.set_index("site")

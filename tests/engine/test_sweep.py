@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import lidc_nodule_cache
 from scipy import stats
 
 from ppi_cli.engine.sweep import BASELINE, CROSS_SITE, parse_seeds, parse_variant, summarise_sweep, sweep_reading
@@ -101,7 +102,7 @@ def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeyp
     calls = []
     level = {BASELINE: 0.6, "demo": 0.62, CEILING: 0.9}
 
-    def job(recipe_ref, data, out, train, overrides, seed, device, twin=None):
+    def job(recipe_ref, data, out, train, overrides, seed, device, twin=None, tests=()):
         name = out.split("/")[-2]
         calls.append((name, seed, twin, overrides.get("ppi.enabled", True)))
         return [{"train_site": train, "test_site": site, "auc": level[name] + 0.01 * seed + (0.05 if site == train
@@ -142,3 +143,53 @@ def test_a_twin_with_other_rows_is_refused_in_one_line_before_any_study(cli, tmp
     assert f"--twin {tmp_path / 'twin' / 'cache'}: 8 rows where {tmp_path / 'data' / 'cache'} has 4" in lines[0]
     assert "same `ppi synth` options" in lines[0]
     assert not (tmp_path / "sw").exists()
+
+
+def test_a_crossval_sweep_pairs_by_seed_and_fold_and_scores_every_fold_model_on_the_test_caches(tmp_path,
+                                                                                                one_thread):
+    """Without a training site each study is a cross-validation: in-site cells are the folds' own test AUCs, the
+    test caches are scored whole by every fold's model, and the ceiling trains on the twin and is scored on the
+    data's test rows of each fold."""
+    from ppi_cli.engine.crossval import fold_checkpoint
+    from ppi_cli.engine.study import predict_rows, resolve_study
+    from ppi_cli.engine.sweep import CEILING, SweepConfig, SweepVariant, run_sweep
+    from ppi_cli.reports.metrics import binary_metrics
+
+    data = lidc_nodule_cache(tmp_path / "cohort", side=48, patients=6)
+    other = lidc_nodule_cache(tmp_path / "reversed", side=48, patients=4, seed=1)
+    twin = lidc_nodule_cache(tmp_path / "twin", side=48, patients=6, seed=5)  # the same rows, other pixels
+    common = {"schedule.epochs": 2, "eval.folds": 2, "ppi.start_epoch": 1}
+    cfg = SweepConfig("demo-lidc-ppi-wbp", data, tmp_path / "sw", None, (SweepVariant("demo-lidc-ppi-wbp"),),
+                      seeds=(0, 1), common=common, twin=twin, tests=(other,))
+    outcome = run_sweep(cfg)
+    runs = outcome.runs
+    assert list(runs.columns) == ["variant", "seed", "fold", "train_site", "test_site", "auc"]
+    assert len(runs) == 3 * 2 * 2 * 2  # (baseline, recipe, ceiling) × seeds × folds × (cohort, reversed)
+    for seed in (0, 1):
+        study = tmp_path / "sw" / "demo-lidc-ppi-wbp" / f"seed-{seed}"
+        folds = pd.read_csv(study / "folds.csv").set_index("fold")["auc"]
+        mine = runs[(runs["variant"] == "demo-lidc-ppi-wbp") & (runs["seed"] == seed)]
+        in_site = mine[mine["test_site"] == "cohort"].set_index("fold")["auc"]
+        assert in_site.to_dict() == pytest.approx({k: folds[f"fold-{k}"] for k in (0, 1)})  # crossval's own
+        recipe, reversed_data = resolve_study("demo-lidc-ppi-wbp", data=other, overrides={**common, "seed": seed})
+        _, labels, scores = predict_rows(fold_checkpoint(study, 1), recipe, reversed_data,
+                                         np.arange(len(reversed_data.labels)), device="cpu")
+        scored = mine[(mine["test_site"] == "reversed") & (mine["fold"] == 1)]["auc"].item()
+        assert scored == pytest.approx(binary_metrics(labels.tolist(), scores.tolist()).auc)
+    # the ceiling's folds trained on the twin; its in-site cells score the data's test rows of the same fold
+    study = tmp_path / "sw" / CEILING / "seed-0"
+    recipe, cohort = resolve_study("demo-lidc-ppi-wbp", data=data, overrides={**common, "seed": 0})
+    twin_hash = resolve_study("demo-lidc-ppi-wbp", data=twin, overrides=common)[1].data_hash
+    assert json.loads((study / "study.json").read_text())["data_hash"] == twin_hash != cohort.data_hash
+    rows = np.asarray(json.loads((study / "folds.json").read_text())["fold-0"])
+    _, labels, scores = predict_rows(fold_checkpoint(study, 0), recipe, cohort, rows, device="cpu")
+    ceiling = runs[(runs["variant"] == CEILING) & (runs["seed"] == 0) & (runs["fold"] == 0)]
+    assert ceiling[ceiling["test_site"] == "cohort"]["auc"].item() == pytest.approx(
+        binary_metrics(labels.tolist(), scores.tolist()).auc)
+    summary = outcome.summary
+    row = summary[(summary["variant"] == CEILING) & (summary["site"] == CROSS_SITE)].iloc[0]
+    assert row["pairs"] == 4  # two seeds × two folds
+    text = (tmp_path / "sw" / "summary.md").read_text()
+    assert "cross-validated on cohort" in text and "other sites: reversed, scored whole" in text
+    with pytest.raises(ConfigError, match="--test: further test caches belong to a cross-validation sweep"):
+        run_sweep(SweepConfig("demo-lidc-ppi-wbp", data, tmp_path / "sw2", "A", (), tests=(other,)))
