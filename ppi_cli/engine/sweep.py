@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""`ppi sweep`: recipe variants × seeds on one cross-site row (or a five-fold cross-validation), paired
-against the baseline.
+"""`ppi sweep`: recipe variants × seeds on one cross-site row (or a cross-validation), paired against the
+baseline.
 
 A claim about the method is an experiment: every variant (a set of recipe overrides) trains on
 the same site with the same seeds as the baseline (the recipe with `ppi.enabled: false`), so the
