@@ -220,6 +220,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
         raise ConfigError(f"--variant: names must differ ({', '.join(names)})", hint="give each variant its own NAME")
     if cfg.twin is not None:
         _check_twin_early(cfg)
+    _check_tests_early(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
     written = [write_text(cfg.out / "sweep.json", json.dumps(
         {"recipe": cfg.recipe, "data": str(cfg.data), "train": cfg.train, "seeds": list(cfg.seeds),
@@ -267,6 +268,18 @@ def _check_twin_early(cfg: SweepConfig) -> None:
         check_twin(data, twin)
     except (CacheError, DataError) as error:
         raise DataError(f"--twin {error.message}", hint=TWIN_HINT) from None
+
+
+def _check_tests_early(cfg: SweepConfig) -> None:
+    """Refuse a `--test` cache the recipe cannot read before any study trains, naming --test."""
+    from ppi_cli.engine.study import resolve_study
+    from ppi_cli.errors import CacheError, DataError
+
+    for test in cfg.tests:
+        try:
+            resolve_study(cfg.recipe, data=test, overrides=dict(cfg.common))
+        except (CacheError, DataError) as error:
+            raise DataError(f"--test {error.message}", hint=error.hint) from None
 
 
 def _runs_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: Sequence[str],

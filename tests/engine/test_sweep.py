@@ -12,7 +12,7 @@ from helpers import lidc_nodule_cache
 from scipy import stats
 
 from ppi_cli.engine.sweep import BASELINE, CROSS_SITE, parse_seeds, parse_variant, summarise_sweep, sweep_reading
-from ppi_cli.errors import ConfigError
+from ppi_cli.errors import ConfigError, DataError
 
 
 def test_variants_and_seeds_parse_and_bad_ones_are_refused():
@@ -193,3 +193,7 @@ def test_a_crossval_sweep_pairs_by_seed_and_fold_and_scores_every_fold_model_on_
     assert "cross-validated on cohort" in text and "other sites: reversed, scored whole" in text
     with pytest.raises(ConfigError, match="--test: further test caches belong to a cross-validation sweep"):
         run_sweep(SweepConfig("demo-lidc-ppi-wbp", data, tmp_path / "sw2", "A", (), tests=(other,)))
+    (tmp_path / "raw").mkdir()  # not a cache: refused before any study trains or the sweep folder exists
+    with pytest.raises(DataError, match=f"^--test {tmp_path / 'raw'}"):
+        run_sweep(SweepConfig("demo-lidc-ppi-wbp", data, tmp_path / "sw3", None, (), tests=(tmp_path / "raw",)))
+    assert not (tmp_path / "sw3").exists()
