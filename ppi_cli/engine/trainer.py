@@ -226,13 +226,13 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         if volume:
             model.set_attention_bias(attention_bias(epoch, recipe.model.multiview))  # type: ignore[operator]
         model.train()
-        if recipe.ppi.intervened_norm == "frozen" and step.uses_ppi(epoch, 2):
+        ppi_epoch = step.uses_ppi(epoch, 2)  # past the warm-up, for batches of two or more
+        if recipe.ppi.intervened_norm == "frozen" and ppi_epoch:
             freeze_batch_norm(model)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         # the answer key's regions (lesion masks, a mark's box) only where the step reads them: PPI epochs
-        regions = step.uses_ppi(epoch, recipe.data.batch_size)
-        for batch in _train_batches(kind, cache_dir, split, recipe, data_cfg, seed, ctx, epoch, regions):
+        for batch in _train_batches(kind, cache_dir, split, recipe, data_cfg, seed, ctx, epoch, ppi_epoch):
             x, positions = model_inputs(batch, device, non_blocking=cuda, channels_last=channels_last)
             labels = batch["label"].to(device)
             labels = labels.float() if binary else labels.long()
@@ -256,7 +256,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         scheduler.step()
         ranks = _check_ranks_agree(ctx, model)
         metric, val_loss, threshold = _validate(model, val_set, recipe, ctx, device, amp)
-        row = {"epoch": epoch + 1, "ppi": int(step.uses_ppi(epoch, 2)), "lr": lr,
+        row = {"epoch": epoch + 1, "ppi": int(ppi_epoch), "lr": lr,
                **{f"train_{k}": v / counts[k] for k, v in sums.items()},
                "alpha": weights.weight("con", epoch), "beta": weights.weight("reg", epoch),
                "gamma": weights.weight("ad", epoch),
