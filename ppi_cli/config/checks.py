@@ -49,7 +49,8 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
 
     Raises:
         ConfigError: `ppi.saliency` is an LRP method while `ppi.create_graph` is true (PPI on), or
-            `ppi.lesion_drop`/`ppi.lesion_extra` without `ppi.mask: lesion` (they would do nothing).
+            `ppi.lesion_drop`/`ppi.lesion_extra` without `ppi.mask: lesion` (they would do nothing), or
+            `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`.
     """
     ppi = recipe.ppi
     degrading = [name for name in ("lesion_drop", "lesion_extra") if getattr(ppi, name, 0) > 0]
@@ -57,6 +58,13 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
         where = provenance.get("", f"recipe '{recipe.name}'")
         raise ConfigError(f"{where}: ppi.{degrading[0]} changes lesion masks, and ppi.mask is '{ppi.mask}'",
                           hint="set ppi.mask: lesion (on a cache with lesion masks), or leave it at 0")
+    swap_region = getattr(ppi, "swap_region", "mask")
+    if ppi.enabled and swap_region == "image" and (ppi.fill != "swap" or ppi.swap_look == "none"):
+        where = provenance.get("", f"recipe '{recipe.name}'")
+        raise ConfigError(f"{where}: ppi.swap_region: image swaps whole images between the classes, and needs "
+                          f"ppi.fill: swap with a ppi.swap_look (fill is '{ppi.fill}', swap_look '{ppi.swap_look}'): "
+                          "without a look to carry, x* would be the donor itself",
+                          hint="set ppi.fill: swap and ppi.swap_look: blur or columns, or ppi.swap_region: mask")
     if ppi.enabled and ppi.create_graph and keeps_no_graph(ppi.saliency):
         where = provenance.get("", f"recipe '{recipe.name}'")
         graph_from = provenance.get("ppi.create_graph", unset)

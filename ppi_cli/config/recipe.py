@@ -153,6 +153,11 @@ class PPIConfig:
         "came from (x* and x' in x's, x^k in the donor's, so each counterfactual's look goes with the class its "
         "label is not), or random, one look per row from an image of the batch drawn whatever its class, so the "
         "look of x*, x' and x^k says nothing of their labels (ours; docs/ppi.md).")
+    swap_region: Literal["mask", "image"] = param(
+        "mask", "With fill: swap, what is swapped: the masked pixels (mask), or the whole image (image, ours): x* is "
+        "the donor in x's look and x^k is x in the donor's look, so the content goes with its label and the look "
+        "with the other class; the mask then only says where the looks are not measured (look_from: outside), so a "
+        "lesion does not enter them (docs/ppi.md).")
     fill_sigma: float = param(4.0, "Std in pixels of the blur fill (ours).", min=0.1)
     box_spread: float = param(2.0, "Box mask half-size in stds of the kept points' coordinates (paper: not "
                               "recovered; ours: ≥ 50% of the points inside by the union bound).", min=0)

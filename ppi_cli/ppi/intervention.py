@@ -68,6 +68,8 @@ class Intervention:
         kept: What x^k keeps inside the mask where it is not `x` (`ppi.swap_look`: `x` in the donor's look), or None.
         base: What x* and x' are made from where it is not `x` (`ppi.look_to: random`: `x` in a drawn look), or None.
         relooked: Each image in the look of an image of the other class (`ppi.invariance`), or None.
+        whole: x*, x' and x^k are made from the whole image, not the masked pixels (`ppi.swap_region: image`):
+            x* and x' are `fill` throughout, x^k is `kept`; `mask` still says where the looks were not measured.
     """
 
     x: torch.Tensor
@@ -82,6 +84,11 @@ class Intervention:
     kept: torch.Tensor | None = None
     base: torch.Tensor | None = None
     relooked: torch.Tensor | None = None
+    whole: bool = False
+
+    def _swapped(self, mask: torch.Tensor) -> torch.Tensor:
+        """The region x*, x' and x^k take from elsewhere: the mask, or every pixel (`whole`)."""
+        return torch.ones_like(mask.detach()) if self.whole else mask
 
     def _source(self, rows: torch.Tensor) -> torch.Tensor:
         return (self.x if self.base is None else self.base)[rows]
@@ -95,14 +102,14 @@ class Intervention:
 
     def contrast_images(self, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x* of `rows` (eq. 1) and their positions, from `mask` (default: `self.mask`)."""
-        m = self._per_sample(self.mask if mask is None else mask)
+        m = self._per_sample(self._swapped(self.mask if mask is None else mask))
         pos = self.positions[self.rows] if self.positions is not None else None
         return intervene(self._source(self.rows), m[self.rows], self._fill(self.rows)), pos
 
     def adversarial_images(self, mask: torch.Tensor | None = None,
                            part: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x' of `ad_rows[part]`, each with its donor's mask (eq. 4), and their positions."""
-        m = self._per_sample(self.mask if mask is None else mask)
+        m = self._per_sample(self._swapped(self.mask if mask is None else mask))
         rows, donors = self.ad_rows[part], self.donors[part]
         pos = self.positions[rows] if self.positions is not None else None
         return intervene(self._source(rows), m[donors], self._fill(rows)), pos
@@ -111,7 +118,7 @@ class Intervention:
         """x^k = T ⊙ x + (1 − T) ⊙ fill of `rows` (default every row): each image's own salient region kept, the
         rest `fill` (shaped like `x`); with `kept` (`ppi.swap_look`) the region is taken from it, x in the
         donor's look, instead of from x."""
-        keep = 1 - self._per_sample(self.mask.detach())
+        keep = 1 - self._per_sample(self._swapped(self.mask.detach()))
         source = self.x if self.kept is None else self.kept
         if rows is None:
             return intervene(source, keep, fill)
@@ -347,7 +354,8 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
                                   cfg.look_sigma)
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
                         ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill, keep_fill=keep_fill,
-                        kept=kept, base=base, relooked=other_look)
+                        kept=kept, base=base, relooked=other_look,
+                        whole=cfg.fill == "swap" and cfg.swap_region == "image")
 
 
 def class_centred(saliency: torch.Tensor, labels: torch.Tensor, per_image: int = 1) -> torch.Tensor:

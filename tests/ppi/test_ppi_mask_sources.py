@@ -311,6 +311,48 @@ def test_look_from_outside_takes_the_looks_outside_each_images_mask_in_an_interv
     assert not torch.allclose(a.fill, b.fill)
 
 
+def test_swap_region_image_swaps_whole_images_with_looks_taken_outside_the_mask():
+    from ppi_cli.ppi.looks import swapped_looks
+
+    x, y, s, lesion = _lesion_batch()
+    cfg = PPIConfig(mask="lesion", fill="swap", swap_look="columns", look_from="outside", swap_region="image",
+                    keep=1.0, create_graph=False)
+    iv = intervention_from_saliency(x, y, s, cfg, binary=True, lesion=lesion,
+                                    generator=torch.Generator().manual_seed(2))
+    into_x, into_d = swapped_looks(x, iv.keep_fill, "columns", outside=1 - lesion)  # looks still outside the lesion
+    x_star, _ = iv.contrast_images()
+    assert torch.allclose(x_star, into_x[iv.rows])  # x*: the whole donor in x's look, nothing of x's own pixels
+    assert torch.allclose(iv.kept_images(iv.keep_fill), into_d)  # x^k: the whole of x in the donor's look
+    assert torch.equal(iv.mask, lesion)  # still the mask (the diagnostics' coverage and lesion share)
+    masked = intervention_from_saliency(x, y, s, dataclasses.replace(cfg, swap_region="mask"), binary=True,
+                                        lesion=lesion, generator=torch.Generator().manual_seed(2))
+    assert not torch.allclose(masked.contrast_images()[0], x_star)  # the default swaps the lesion's pixels only
+
+
+def test_a_ppi_step_with_whole_images_swapped_reports_the_masks_own_coverage_and_lesion_share():
+    x, y, s, lesion = _lesion_batch()
+    x, y, lesion = torch.cat([x, x.flip(-1)]), torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.cat([lesion, lesion])
+    x, lesion = x[:, :, :8, :8].contiguous(), lesion[:, :, :8, :8].contiguous()
+    model = _tiny(0)
+    cfg = PPIConfig(mask="lesion", fill="swap", keep=0.5, alpha=0.5, gamma=0.0, swap_look="columns",
+                    look_from="outside", swap_region="image", create_graph=False)
+    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                     device=torch.device("cpu"))
+    values = step(x, y, epoch=0, generator=torch.Generator().manual_seed(0), lesion=lesion)
+    assert all(math.isfinite(values[k]) for k in ("cls", "con", "keep", "loss"))
+    assert values["coverage"] == pytest.approx(float(lesion.mean()))  # the mask, not the whole swapped image
+    assert values["lesion_removed"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("fields", [{"ppi.fill": "zero"}, {"ppi.swap_look": "none"}])
+def test_swap_region_image_without_a_swapped_look_is_refused_at_load(fields):
+    from ppi_cli.config.recipe import load_recipe
+
+    with pytest.raises(ConfigError, match="ppi.swap_region: image swaps whole images"):
+        load_recipe("ga-ppi-wbp-cpu", {"ppi.swap_region": "image", **fields})
+    assert load_recipe("ga-ppi-wbp-cpu", {"ppi.swap_region": "image"}).ppi.swap_region == "image"
+
+
 def _striped_batch(n: int, seed: int):
     """n images, each its own column gain (a lateral ramp of its own slope) times a row pattern near 1."""
     g = torch.Generator().manual_seed(seed)
