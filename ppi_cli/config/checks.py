@@ -50,7 +50,7 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
     Raises:
         ConfigError: `ppi.saliency` is an LRP method while `ppi.create_graph` is true (PPI on), or
             `ppi.lesion_drop`/`ppi.lesion_extra` without `ppi.mask: lesion` (they would do nothing), or
-            `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`.
+            `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`, or with L_ad (`ppi.gamma`).
     """
     ppi = recipe.ppi
     degrading = [name for name in ("lesion_drop", "lesion_extra") if getattr(ppi, name, 0) > 0]
@@ -65,6 +65,11 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
                           f"ppi.fill: swap with a ppi.swap_look (fill is '{ppi.fill}', swap_look '{ppi.swap_look}'): "
                           "without a look to carry, x* would be the donor itself",
                           hint="set ppi.fill: swap and ppi.swap_look: blur or columns, or ppi.swap_region: mask")
+    if ppi.enabled and swap_region == "image" and ppi.gamma != 0:
+        where = provenance.get("", f"recipe '{recipe.name}'")
+        raise ConfigError(f"{where}: ppi.swap_region: image with ppi.gamma {ppi.gamma}: with whole images swapped, "
+                          "x' is the donor itself in x's look, x*'s very image, and L_ad would give it x's label",
+                          hint="set ppi.gamma: 0 (L_keep, ppi.keep, gives x^k the label instead)")
     if ppi.enabled and ppi.create_graph and keeps_no_graph(ppi.saliency):
         where = provenance.get("", f"recipe '{recipe.name}'")
         graph_from = provenance.get("ppi.create_graph", unset)

@@ -351,6 +351,8 @@ def test_swap_region_image_without_a_swapped_look_is_refused_at_load(fields):
     with pytest.raises(ConfigError, match="ppi.swap_region: image swaps whole images"):
         load_recipe("ga-ppi-wbp-cpu", {"ppi.swap_region": "image", **fields})
     assert load_recipe("ga-ppi-wbp-cpu", {"ppi.swap_region": "image"}).ppi.swap_region == "image"
+    with pytest.raises(ConfigError, match="ppi.swap_region: image with ppi.gamma 1"):
+        load_recipe("ga-ppi-wbp-cpu", {"ppi.swap_region": "image", "ppi.gamma": 1})
 
 
 def _striped_batch(n: int, seed: int):
