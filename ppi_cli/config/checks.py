@@ -53,25 +53,24 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
             `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`, or with L_ad (`ppi.gamma`).
     """
     ppi = recipe.ppi
+    if not ppi.enabled:
+        return  # a baseline trains whatever its PPI fields say
+    where = provenance.get("", f"recipe '{recipe.name}'")
     degrading = [name for name in ("lesion_drop", "lesion_extra") if getattr(ppi, name, 0) > 0]
-    if ppi.enabled and degrading and ppi.mask != "lesion":
-        where = provenance.get("", f"recipe '{recipe.name}'")
+    if degrading and ppi.mask != "lesion":
         raise ConfigError(f"{where}: ppi.{degrading[0]} changes lesion masks, and ppi.mask is '{ppi.mask}'",
                           hint="set ppi.mask: lesion (on a cache with lesion masks), or leave it at 0")
-    swap_region = getattr(ppi, "swap_region", "mask")
-    if ppi.enabled and swap_region == "image" and (ppi.fill != "swap" or ppi.swap_look == "none"):
-        where = provenance.get("", f"recipe '{recipe.name}'")
-        raise ConfigError(f"{where}: ppi.swap_region: image swaps whole images between the classes, and needs "
-                          f"ppi.fill: swap with a ppi.swap_look (fill is '{ppi.fill}', swap_look '{ppi.swap_look}'): "
-                          "without a look to carry, x* would be the donor itself",
-                          hint="set ppi.fill: swap and ppi.swap_look: blur or columns, or ppi.swap_region: mask")
-    if ppi.enabled and swap_region == "image" and ppi.gamma != 0:
-        where = provenance.get("", f"recipe '{recipe.name}'")
-        raise ConfigError(f"{where}: ppi.swap_region: image with ppi.gamma {ppi.gamma}: with whole images swapped, "
-                          "x' is the donor itself in x's look, x*'s very image, and L_ad would give it x's label",
-                          hint="set ppi.gamma: 0 (L_keep, ppi.keep, gives x^k the label instead)")
-    if ppi.enabled and ppi.create_graph and keeps_no_graph(ppi.saliency):
-        where = provenance.get("", f"recipe '{recipe.name}'")
+    if getattr(ppi, "swap_region", "mask") == "image":
+        if ppi.fill != "swap" or ppi.swap_look == "none":
+            raise ConfigError(f"{where}: ppi.swap_region: image swaps whole images between the classes, and needs "
+                              f"ppi.fill: swap with a ppi.swap_look (fill is '{ppi.fill}', swap_look "
+                              f"'{ppi.swap_look}'): without a look to carry, x* would be the donor itself",
+                              hint="set ppi.fill: swap and ppi.swap_look: blur or columns, or ppi.swap_region: mask")
+        if ppi.gamma != 0:
+            raise ConfigError(f"{where}: ppi.swap_region: image with ppi.gamma {ppi.gamma}: with whole images "
+                              "swapped, x' is the donor itself in x's look, x*'s very image, and L_ad would give it "
+                              "x's label", hint="set ppi.gamma: 0 (L_keep, ppi.keep, gives x^k the label instead)")
+    if ppi.create_graph and keeps_no_graph(ppi.saliency):
         graph_from = provenance.get("ppi.create_graph", unset)
         raise ConfigError(
             f"{where}: ppi.saliency '{ppi.saliency}' with ppi.create_graph: true (from {graph_from}): zennit's "
