@@ -38,6 +38,9 @@ class _Recipe(Protocol):
     @property
     def ppi(self) -> Any: ...
 
+    @property
+    def eval(self) -> Any: ...
+
 
 def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str = "the default") -> None:
     """Refuse field combinations that cannot train.
@@ -50,12 +53,17 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
     Raises:
         ConfigError: `ppi.saliency` is an LRP method while `ppi.create_graph` is true (PPI on), or
             `ppi.lesion_drop`/`ppi.lesion_extra` without `ppi.mask: lesion` (they would do nothing), or
-            `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`, or with L_ad (`ppi.gamma`).
+            `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`, or with L_ad (`ppi.gamma`),
+            or `eval.select_on: looks` without a `ppi.swap_look` (baselines too).
     """
     ppi = recipe.ppi
+    where = provenance.get("", f"recipe '{recipe.name}'")
+    if recipe.eval.select_on == "looks" and ppi.swap_look == "none":
+        raise ConfigError(f"{where}: eval.select_on: looks puts validation images in each other's look, and "
+                          "ppi.swap_look is 'none'", hint="set ppi.swap_look: blur or columns (a baseline reads it "
+                          "too), or eval.select_on: clean")
     if not ppi.enabled:
         return  # a baseline trains whatever its PPI fields say
-    where = provenance.get("", f"recipe '{recipe.name}'")
     degrading = [name for name in ("lesion_drop", "lesion_extra") if getattr(ppi, name, 0) > 0]
     if degrading and ppi.mask != "lesion":
         raise ConfigError(f"{where}: ppi.{degrading[0]} changes lesion masks, and ppi.mask is '{ppi.mask}'",

@@ -241,6 +241,11 @@ class EvalConfig:
     select: Literal["metric", "loss", "last"] = param(
         "metric", "The epoch best.pt keeps: the best validation metric (ties: the lower validation loss), the lowest "
         "validation loss (ties: the better metric), or the last epoch.")
+    select_on: Literal["clean", "looks"] = param(
+        "clean", "The validation images eval.select ranks epochs on: clean, the validation split as it is, or looks: "
+        "those and each of them again in the look (ppi.swap_look, ppi.look_sigma) of a validation image of another "
+        "class, metric and loss over both, so a model that reads the look, either way round, loses on one half "
+        "(ours; the operating threshold is still chosen on the clean images).")
     folds: int = param(5, "Cross-validation folds (paper: 5).", min=2)
     bootstrap: int = param(2000, "Bootstrap resamples for confidence intervals.", min=0)
     holdout_fraction: float = param(0.2, "Cross-site: share of the training site's subjects held out.", min=0.05,

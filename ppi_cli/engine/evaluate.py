@@ -20,10 +20,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ppi_cli.ppi.looks import swapped_looks
 from ppi_cli.reports.metrics import youden_point
 
-__all__ = ["Predictions", "predict", "validation_metric", "model_inputs", "autocast", "operating_threshold",
-           "stored_threshold", "DEFAULT_THRESHOLD"]
+__all__ = ["Predictions", "predict", "predict_in_other_looks", "joined", "validation_metric", "model_inputs",
+           "autocast", "operating_threshold", "stored_threshold", "DEFAULT_THRESHOLD"]
 
 DEFAULT_THRESHOLD = 0.5  # without a validation split to choose on (and for checkpoints older than the choice)
 
@@ -104,6 +105,74 @@ def predict(model: nn.Module, dataset: Dataset, *, device: str | torch.device = 
         return Predictions(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
     return Predictions(scores=np.concatenate(scores).astype(np.float64), labels=np.concatenate(labels),
                        indices=np.concatenate(indices).astype(np.int64))
+
+
+DONOR_POOL = 16  # samples per class kept as donors of looks (the first of each class, in dataset order)
+
+
+@torch.no_grad()
+def predict_in_other_looks(model: nn.Module, dataset: Dataset, *, kind: str, sigma: float,
+                           device: str | torch.device = "cpu", batch_size: int = 32, num_workers: int = 0,
+                           amp: bool = False) -> Predictions:
+    """`predict` on each sample put in the look of a sample of another class, with its own label
+    (`eval.select_on: looks`).
+
+    The donors are the first `DONOR_POOL` samples of each class in dataset order; the i-th sample of the
+    dataset takes the (i mod n)-th of the n donors whose class differs from its own. A look is
+    `ppi.looks.image_look` of the whole image (`kind` blur with std `sigma`, or columns); the sample keeps its
+    content and its positions. Samples with no donor of another class (one class only) are left out.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    donors: list[tuple[int, torch.Tensor]] = []
+    kept: dict[int, int] = {}
+    for batch in loader:
+        for image, label in zip(batch["image"], batch["label"].tolist(), strict=True):
+            if kept.get(int(label), 0) < DONOR_POOL:
+                kept[int(label)] = kept.get(int(label), 0) + 1
+                donors.append((int(label), image.float()))
+    scores, labels, indices = [], [], []
+    seen = 0
+    try:
+        for batch in loader:
+            x, positions = model_inputs(batch, device)
+            label = batch["label"].tolist()
+            picks, rows = [], []
+            for j, y in enumerate(label):
+                others = [image for cls, image in donors if cls != int(y)]
+                if others:
+                    picks.append(others[(seen + j) % len(others)])
+                    rows.append(j)
+            seen += len(label)
+            if not rows:
+                continue
+            keep = torch.tensor(rows)
+            _, relooked = swapped_looks(x[keep], torch.stack(picks).to(device), kind=kind, sigma=sigma)
+            with autocast(device, amp):
+                logits = model(relooked) if positions is None else model(relooked, positions[keep])
+            logits = logits.float()
+            prob = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+            scores.append(prob.cpu().numpy())
+            labels.append(batch["label"][keep].numpy())
+            indices.append(np.asarray(batch["index"])[rows])
+    finally:
+        model.train(was_training)
+    if not scores:
+        return Predictions(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
+    return Predictions(scores=np.concatenate(scores).astype(np.float64), labels=np.concatenate(labels),
+                       indices=np.concatenate(indices).astype(np.int64))
+
+
+def joined(*parts: Predictions) -> Predictions:
+    """Several predictions as one (a metric or loss over all of them)."""
+    kept = [p for p in parts if p.labels.size]
+    if not kept:
+        return parts[0]
+    return Predictions(scores=np.concatenate([p.scores for p in kept]),
+                       labels=np.concatenate([p.labels for p in kept]),
+                       indices=np.concatenate([p.indices for p in kept]))
 
 
 def validation_metric(pred: Predictions, metric: str) -> float:

@@ -43,7 +43,15 @@ from ppi_cli.engine.distributed import (
     shutdown_distributed,
     weights_digest,
 )
-from ppi_cli.engine.evaluate import Predictions, model_inputs, operating_threshold, predict, validation_metric
+from ppi_cli.engine.evaluate import (
+    Predictions,
+    joined,
+    model_inputs,
+    operating_threshold,
+    predict,
+    predict_in_other_looks,
+    validation_metric,
+)
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
 from ppi_cli.engine.run_checks import check_training
 from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache, write_run_record
@@ -411,12 +419,18 @@ def _train_batches(kind: str, cache_dir: Path | None, split: Split, recipe: Reci
 
 def _validate(model: torch.nn.Module, dataset: Any, recipe: Recipe, ctx: DistContext, device: torch.device,
               amp: bool) -> tuple[float, float, dict[str, Any]]:
-    """The validation metric and loss, and the operating threshold chosen on these predictions."""
+    """The validation metric and loss (over the clean images, and with `eval.select_on: looks` over them in each
+    other's looks too), and the operating threshold chosen on the clean predictions."""
     result = None
     if ctx.is_main and len(dataset):
         pred = predict(model, dataset, device=device, batch_size=recipe.data.batch_size,
                        num_workers=recipe.data.num_workers, amp=amp)
-        result = (validation_metric(pred, recipe.eval.metric), _log_loss(pred), operating_threshold(pred))
+        ranked = pred
+        if recipe.eval.select_on == "looks":  # the clean images and each in another class's look
+            ranked = joined(pred, predict_in_other_looks(
+                model, dataset, kind=recipe.ppi.swap_look, sigma=recipe.ppi.look_sigma, device=device,
+                batch_size=recipe.data.batch_size, num_workers=recipe.data.num_workers, amp=amp))
+        result = (validation_metric(ranked, recipe.eval.metric), _log_loss(ranked), operating_threshold(pred))
     result = ctx.broadcast(result)
     return result if result is not None else (math.nan, math.nan, operating_threshold(None))
 
