@@ -19,7 +19,16 @@ Layout of the sweep folder:
                                              `ppi crossval` study (fold-k/ …) without a training site
     ceiling/seed-<s>/                        with --twin: the baseline trained on the twin, tested on the data
     runs.csv                                 one row per variant, seed (and fold) and test site: the AUC
+    cue_effect.csv                           with --twin and a training site: per variant, seed, site and label,
+                                             the cue's effect on the kept model's logit (below)
     summary.csv, summary.md                  per variant: mean AUC per site; paired Δ with its interval
+
+The cue's effect (with `--twin` and a training site): the twin holds the very images of the data without
+the cue (or with it drawn apart from the label), so the images that differ between the two caches are the
+ones that carry the cue, and logit(p(data image)) − logit(p(twin image)) is what the cue itself does to the
+model's answer there. Per site: 0, the model ignores the cue; > 0, it reads the cue as the positive class
+(the shortcut); < 0, as the negative one (at a site where the cue follows the label, that costs AUC;
+at the site where it is independent of the label, a sign it was learnt in reverse).
 
 Finished studies are skipped, so an interrupted sweep resumes where it stopped.
 """
@@ -39,8 +48,10 @@ from ppi_cli.console import log, log_prefix
 from ppi_cli.errors import ConfigError
 
 __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep", "seeded",
-           "summarise_sweep", "sweep_reading", "paired_interval", "BASELINE", "CEILING"]
+           "summarise_sweep", "sweep_reading", "paired_interval", "cue_effects", "summarise_effects", "BASELINE",
+           "CEILING", "EFFECTS_FILE"]
 
+EFFECTS_FILE = "cue_effect.csv"
 BASELINE = "baseline"
 CEILING = "ceiling"  # the baseline trained on the twin (--twin: no cue, or one unrelated to the label)
 CROSS_SITE = "cross-site mean"
@@ -146,10 +157,12 @@ def seeded(overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
 
 
 def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dict[str, Any], seed: int,
-         device: str, twin: str | None = None, tests: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+         device: str, twin: str | None = None, tests: tuple[str, ...] = (),
+         effects_twin: str | None = None) -> list[dict[str, Any]]:
     """One study of one variant and seed (module level, so a spawned worker can run it): a cross-site row, or
     without `train` a cross-validation; with `twin` the model trains on the twin's rows and is tested on
-    `data`'s."""
+    `data`'s. With `effects_twin` (a cross-site row) the cells also hold the cue's effect on the kept model
+    (`cue_effects`), each with an `effect` key instead of `auc`."""
     from ppi_cli.engine.cross_site import CrossSiteConfig, run_cross_site
     from ppi_cli.engine.study import resolve_study
 
@@ -163,9 +176,63 @@ def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dic
             return _crossval_cells(recipe, study_data, twin_data, others, Path(out), seed, device)
         outcome = run_cross_site(CrossSiteConfig(recipe, study_data, Path(out), train_sites=(train,), seed=seed,
                                                  device=device, bootstrap=0, train_data=twin_data))
+        effects = []
+        if effects_twin is not None:
+            variant = "ppi" if recipe.ppi.enabled else "baseline"
+            cue_twin = resolve_study(recipe_ref, data=Path(effects_twin), overrides=recipe_overrides)[1]
+            effects = [{"train_site": train, **cell} for cell in cue_effects(
+                Path(out) / variant / f"train-{train}" / "best.pt", recipe, study_data, cue_twin, device=device)]
     matrix = next(iter(outcome.matrices.values()))
     return [{"train_site": train, "test_site": str(site), "auc": float(matrix.loc[train, site])}
-            for site in matrix.columns if site not in ("Mean", "STD") and np.isfinite(matrix.loc[train, site])]
+            for site in matrix.columns if site not in ("Mean", "STD") and np.isfinite(matrix.loc[train, site])
+            ] + effects
+
+
+def cue_effects(checkpoint: Path, recipe: Any, data: Any, twin: Any, *, device: str) -> list[dict[str, Any]]:
+    """The cue's effect on a binary model's answer, per site and label: over the rows whose images differ
+    between `data` and its `twin` (the rows that carry the cue), the mean of logit(p(data's image)) −
+    logit(p(twin's image)), probabilities clipped to [1e-6, 1 − 1e-6].
+
+    Returns:
+        One dict per (site, label) with carrying rows: `test_site`, `label`, `n` (rows) and `effect`.
+    """
+    from ppi_cli.data.datasets import build_dataset
+    from ppi_cli.engine.study import predict_rows
+    from ppi_cli.engine.trainer import dataset_config
+
+    rows = np.arange(len(data.labels))
+    config = dataset_config(recipe)
+    with_cue, without = (build_dataset(d.kind, d.cache_dir, rows, config, train=False, seed=recipe.seed)
+                         for d in (data, twin))
+    carries = np.array([not _same_image(with_cue[i]["image"], without[i]["image"]) for i in rows], dtype=bool)
+    if not carries.any():
+        return []
+    kept = rows[carries]
+    _, labels, scores = predict_rows(checkpoint, recipe, data, kept, device=device)
+    _, _, twin_scores = predict_rows(checkpoint, recipe, twin, kept, device=device)
+    if np.ndim(scores) != 1:
+        return []  # multi-class: no one logit to compare
+
+    def logit(p: np.ndarray) -> np.ndarray:
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        return np.log(p / (1 - p))
+
+    shift = logit(scores) - logit(twin_scores)
+    sites = np.asarray(data.sites)[kept]
+    cells = []
+    for site in sorted(set(sites.tolist())):
+        for label in sorted(set(labels[sites == site].astype(int).tolist())):
+            chosen = (sites == site) & (labels.astype(int) == label)
+            cells.append({"test_site": str(site), "label": int(label), "n": int(chosen.sum()),
+                          "effect": float(shift[chosen].mean())})
+    return cells
+
+
+def _same_image(a: Any, b: Any) -> bool:
+    """Whether two samples' images are the same tensor values (shape and every element)."""
+    import torch
+
+    return bool(a.shape == b.shape and torch.equal(a, b))
 
 
 def _crossval_cells(recipe: Any, data: Any, twin: Any, others: Sequence[Any], out: Path, seed: int,
@@ -230,9 +297,10 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     jobs = [(v, s) for s in cfg.seeds for v in variants]
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
     started = time.monotonic()
+    effects_twin = str(cfg.twin) if cfg.twin is not None and cfg.train is not None else None
     args = {(v.name, s): (cfg.recipe, str(cfg.data), str(cfg.out / v.name / f"seed-{s}"), cfg.train,
                           dict(v.overrides), s, cfg.device, str(cfg.twin) if v.name == CEILING else None,
-                          tuple(str(t) for t in cfg.tests))
+                          tuple(str(t) for t in cfg.tests), effects_twin)
             for v, s in jobs}
     if cfg.workers <= 1:
         for key in args:
@@ -253,7 +321,8 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
                     f"{time.monotonic() - started:.0f} s)")
     runs = _runs_frame(results, names, cfg.seeds, folds=cfg.train is None)
     summary = summarise_sweep(runs, cfg.trained_on)
-    written += _write_tables(cfg, runs, summary)
+    effects = _effects_frame(results, names, cfg.seeds) if effects_twin is not None else None
+    written += _write_tables(cfg, runs, summary, effects)
     return SweepOutcome(cfg.out, runs, summary, written)
 
 
@@ -287,9 +356,34 @@ def _runs_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: 
     import pandas as pd
 
     rows = [{"variant": name, "seed": seed, **cell} for name in names for seed in seeds
-            for cell in results.get((name, seed), [])]
+            for cell in results.get((name, seed), []) if "auc" in cell]
     return pd.DataFrame(rows, columns=["variant", "seed", *(["fold"] if folds else []), "train_site", "test_site",
                                        "auc"])
+
+
+def _effects_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: Sequence[str],
+                   seeds: Sequence[int]) -> Any:
+    import pandas as pd
+
+    rows = [{"variant": name, "seed": seed, **cell} for name in names for seed in seeds
+            for cell in results.get((name, seed), []) if "effect" in cell]
+    return pd.DataFrame(rows, columns=["variant", "seed", "train_site", "test_site", "label", "n", "effect"])
+
+
+def summarise_effects(effects: Any) -> Any:
+    """Per variant and site: the cue's mean effect over the site's carrying images (both labels, each seed's
+    mean weighted by its rows), its mean over seeds and the 95 % t-interval over seeds."""
+    import pandas as pd
+
+    frame = effects.assign(total=effects["effect"] * effects["n"])
+    per_seed = frame.groupby(["variant", "seed", "test_site"], sort=False)[["total", "n"]].sum()
+    per_seed = (per_seed["total"] / per_seed["n"]).rename("effect").reset_index()
+    rows = []
+    for (variant, site), part in per_seed.groupby(["variant", "test_site"], sort=False):
+        mean, low, high = paired_interval(part["effect"].to_numpy())
+        rows.append({"variant": variant, "site": site, "n": int(part.shape[0]), "effect": mean, "low": low,
+                     "high": high})
+    return pd.DataFrame(rows, columns=["variant", "site", "n", "effect", "low", "high"])
 
 
 def summarise_sweep(runs: Any, train: str) -> Any:
@@ -304,7 +398,8 @@ def summarise_sweep(runs: Any, train: str) -> Any:
     others = frame[frame["test_site"] != train].groupby(["variant", *pair], as_index=False)["auc"].mean()
     frame = pd.concat([frame[["variant", *pair, "site", "auc"]], others.assign(site=CROSS_SITE)], ignore_index=True)
     table = frame.pivot_table(index=["variant", *pair], columns="site", values="auc")
-    sites = ["in-site", *sorted(s for s in table.columns if s not in ("in-site", CROSS_SITE)), CROSS_SITE]
+    sites = [*(["in-site"] if "in-site" in table.columns else []),  # none when every hold-out held one class
+             *sorted(s for s in table.columns if s not in ("in-site", CROSS_SITE)), CROSS_SITE]
     rows = []
     variants = list(dict.fromkeys(runs["variant"]))
     for variant in variants:
@@ -367,10 +462,12 @@ def _ceiling_reading(part: Any) -> str:
             "each variant's Δ against it")
 
 
-def _write_tables(cfg: SweepConfig, runs: Any, summary: Any) -> list[Path]:
+def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None) -> list[Path]:
     from ppi_cli.files import write_csv, write_text
 
     written = [write_csv(cfg.out / "runs.csv", runs), write_csv(cfg.out / "summary.csv", summary)]
+    if effects is not None:
+        written.append(write_csv(cfg.out / EFFECTS_FILE, effects))
     sites = list(dict.fromkeys(summary["site"]))
     seeds = ", ".join(map(str, cfg.seeds))
     if cfg.train is not None:
@@ -395,6 +492,8 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any) -> list[Path]:
         lines += [f"- `{variant}`: {_ceiling_reading(part) if variant == CEILING else sweep_reading(part)}"
                   for variant, part in summary.groupby("variant", sort=False)
                   if variant != BASELINE and part["delta"].notna().all()]
+    if effects is not None and len(effects):
+        lines += _effect_lines(summarise_effects(effects))
     overrides = {v.name: dict(v.overrides) for v in cfg.variants}
     if cfg.twin is not None:
         overrides[CEILING] = {"ppi.enabled": False, "trained on": str(cfg.twin)}
@@ -405,3 +504,17 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any) -> list[Path]:
               for name, o in overrides.items()]
     written.append(write_text(cfg.out / "summary.md", "\n".join(lines) + "\n"))
     return written
+
+
+def _effect_lines(table: Any) -> list[str]:
+    sites = sorted(dict.fromkeys(table["site"]))
+    lines = ["", "The cue's effect on the kept model's logit, per site: the mean over the images that carry it of "
+             "logit(p) on the image minus logit(p) on the same image in the twin (0: the cue is ignored; > 0: read "
+             "as the positive class; < 0: as the negative one), mean over seeds with the 95 % t-interval:", "",
+             "| variant | " + " | ".join(sites) + " |", "|---|" + "---|" * len(sites)]
+    for variant, part in table.groupby("variant", sort=False):
+        by_site = part.set_index("site")
+        lines.append(f"| {variant} | " + " | ".join(
+            f"{by_site.loc[s, 'effect']:+.2f} [{by_site.loc[s, 'low']:+.2f}, {by_site.loc[s, 'high']:+.2f}]"
+            if s in by_site.index else "" for s in sites) + " |")
+    return lines

@@ -47,6 +47,10 @@ def test_summary_pairs_each_seed_with_the_baseline_and_gives_a_t_interval():
                                                                       diffs.mean() + half))
     assert summary.loc[("ppi", "in-site"), "delta"] == pytest.approx(np.mean([-0.05, -0.02, -0.02]))
     assert np.isnan(summary.loc[(BASELINE, "C"), "delta"]) and row["pairs"] == 3
+    # a hold-out of one class has no AUC: without any in-site cell the other sites are still summarised
+    other = summarise_sweep(runs[runs["test_site"] != "D"], "D").set_index(["variant", "site"])
+    assert list(other.loc[BASELINE].index) == ["A", "C", CROSS_SITE]
+    assert other.loc[("ppi", CROSS_SITE), "delta"] == pytest.approx(diffs.mean())
 
 
 def _part(**intervals):
@@ -102,12 +106,14 @@ def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeyp
     calls = []
     level = {BASELINE: 0.6, "demo": 0.62, CEILING: 0.9}
 
-    def job(recipe_ref, data, out, train, overrides, seed, device, twin=None, tests=()):
+    def job(recipe_ref, data, out, train, overrides, seed, device, twin=None, tests=(), effects_twin=None):
         name = out.split("/")[-2]
         calls.append((name, seed, twin, overrides.get("ppi.enabled", True)))
+        assert effects_twin == str(tmp_path / "twin")  # every variant's model is measured on the twin
         return [{"train_site": train, "test_site": site, "auc": level[name] + 0.01 * seed + (0.05 if site == train
                                                                                             else 0.0)}
-                for site in ("A", "D")]
+                for site in ("A", "D")] + [{"train_site": train, "test_site": "A", "label": label, "n": 1 + label,
+                                            "effect": level[name] * (1 + label) + seed} for label in (0, 1)]
 
     monkeypatch.setattr(sweep, "_job", job)
     monkeypatch.setattr(sweep, "_check_twin_early", lambda cfg: calls.append(("check", None, cfg.twin, None)))
@@ -122,6 +128,11 @@ def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeyp
     assert f"- `{CEILING}`: the baseline trained on the twin" in text and "+0.300 [+0.300, +0.300]" in text
     assert f"`trained on={tmp_path / 'twin'}`" in text
     assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["twin"] == str(tmp_path / "twin")
+    # the cue's effect: per seed the rows' weighted mean at A (0.6·1 + 1.2·2) / 3 + seed = 1.0 + seed for the
+    # baseline; over seeds 0-2 the mean 2.0 with the t-interval 2 ± 4.303 · 1 / √3
+    effects = pd.read_csv(tmp_path / "sw" / "cue_effect.csv")
+    assert len(effects) == 3 * 3 * 2 and set(effects["variant"]) == {BASELINE, "demo", CEILING}
+    assert "| baseline | +2.00 [-0.48, +4.48] |" in text.split("The cue's effect")[1]
     with pytest.raises(ConfigError, match="names must differ"):
         run_sweep(SweepConfig("demo", tmp_path / "cache", tmp_path / "sw2", "D", (SweepVariant(CEILING),),
                               twin=tmp_path / "twin"))
@@ -197,3 +208,45 @@ def test_a_crossval_sweep_pairs_by_seed_and_fold_and_scores_every_fold_model_on_
     with pytest.raises(DataError, match=f"^--test {tmp_path / 'raw'}"):
         run_sweep(SweepConfig("demo-lidc-ppi-wbp", data, tmp_path / "sw3", None, (), tests=(tmp_path / "raw",)))
     assert not (tmp_path / "sw3").exists()
+
+
+def test_the_cue_effect_is_each_kept_models_logit_shift_on_the_images_that_carry_the_cue(tmp_path, one_thread):
+    """On a diffuse-ramp cohort and its twin without the cue (the same synth options and seed): the rows whose
+    images differ are the answer key's cue rows, and each cell is the mean logit shift a hand computation gives
+    with the study's own best.pt."""
+    from ppi_cli.data.ga.prepare import GaPrepareConfig, prepare_ga
+    from ppi_cli.data.synth.ga import SynthGaConfig, synth_ga
+    from ppi_cli.engine.study import predict_rows, resolve_study
+    from ppi_cli.engine.sweep import CEILING, EFFECTS_FILE, SweepConfig, SweepVariant, run_sweep
+
+    caches = {}
+    for name, shortcut in (("data", "diffuse"), ("twin", "none")):
+        raw = synth_ga(SynthGaConfig(out=tmp_path / name / "raw", sites=("A", "D"), per_site=4, n_bscans=2,
+                                     size=(16, 16), shortcut=shortcut))
+        caches[name] = prepare_ga(GaPrepareConfig(manifest=raw.manifest, out=tmp_path / name / "cache",
+                                                  bscan_size=(16, 16), n_bscans=2)).out
+    key = pd.read_csv(tmp_path / "data" / "raw" / "answer_key.csv")
+    common = {"schedule.epochs": 2, "ppi.start_epoch": 1}
+    run_sweep(SweepConfig("demo-ga-site-ppi-wbp", caches["data"], tmp_path / "sw", "D",
+                          (SweepVariant("demo-ga-site-ppi-wbp"),), seeds=(0, 1), common=common, twin=caches["twin"]))
+    effects = pd.read_csv(tmp_path / "sw" / EFFECTS_FILE)
+    assert set(effects["variant"]) == {BASELINE, "demo-ga-site-ppi-wbp", CEILING}
+    manifest = pd.read_csv(caches["data"] / "manifest.csv")
+    cue = manifest["path"].map(key.set_index("path")["cue"]).to_numpy().astype(bool)
+    assert 0 < cue.sum() < len(cue)
+    for variant, sub in ((BASELINE, "baseline"), ("demo-ga-site-ppi-wbp", "ppi"), (CEILING, "baseline")):
+        recipe, data = resolve_study("demo-ga-site-ppi-wbp", data=caches["data"], overrides={**common, "seed": 1})
+        twin = resolve_study("demo-ga-site-ppi-wbp", data=caches["twin"], overrides={**common, "seed": 1})[1]
+        best = tmp_path / "sw" / variant / "seed-1" / sub / "train-D" / "best.pt"
+        rows = np.flatnonzero(cue)
+        _, labels, with_cue = predict_rows(best, recipe, data, rows, device="cpu")
+        _, _, without = predict_rows(best, recipe, twin, rows, device="cpu")
+        p, q = (np.clip(v, 1e-6, 1 - 1e-6) for v in (with_cue, without))
+        shift = np.log(p / (1 - p)) - np.log(q / (1 - q))
+        mine = effects[(effects["variant"] == variant) & (effects["seed"] == 1)]
+        for (site, label), part in pd.DataFrame({"site": data.sites[rows], "label": labels.astype(int),
+                                                 "shift": shift}).groupby(["site", "label"]):
+            cell = mine[(mine["test_site"] == site) & (mine["label"] == label)].iloc[0]
+            assert cell["n"] == len(part) and cell["effect"] == pytest.approx(part["shift"].mean(), abs=1e-5)
+        assert mine["n"].sum() == cue.sum()  # no row without the cue is counted
+    assert "The cue's effect on the kept model's logit" in (tmp_path / "sw" / "summary.md").read_text()
