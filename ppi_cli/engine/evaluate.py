@@ -92,15 +92,25 @@ def predict(model: nn.Module, dataset: Dataset, *, device: str | torch.device = 
     try:
         for batch in loader:
             x, positions = model_inputs(batch, device)
-            with autocast(device, amp):
-                logits = model(x) if positions is None else model(x, positions)
-            logits = logits.float()
-            prob = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-            scores.append(prob.cpu().numpy())
+            scores.append(_probabilities(model, x, positions, device, amp))
             labels.append(batch["label"].numpy())
             indices.append(np.asarray(batch["index"]))
     finally:
         model.train(was_training)
+    return _collected(scores, labels, indices)
+
+
+def _probabilities(model: nn.Module, x: torch.Tensor, positions: torch.Tensor | None, device: torch.device,
+                   amp: bool) -> np.ndarray:
+    """The positive-class probability (one logit) or the softmax rows of one batch."""
+    with autocast(device, amp):
+        logits = model(x) if positions is None else model(x, positions)
+    logits = logits.float()
+    prob = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+    return prob.cpu().numpy()
+
+
+def _collected(scores: list[np.ndarray], labels: list[np.ndarray], indices: list[np.ndarray]) -> Predictions:
     if not scores:
         return Predictions(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
     return Predictions(scores=np.concatenate(scores).astype(np.float64), labels=np.concatenate(labels),
@@ -150,19 +160,13 @@ def predict_in_other_looks(model: nn.Module, dataset: Dataset, *, kind: str, sig
                 continue
             keep = torch.tensor(rows)
             _, relooked = swapped_looks(x[keep], torch.stack(picks).to(device), kind=kind, sigma=sigma)
-            with autocast(device, amp):
-                logits = model(relooked) if positions is None else model(relooked, positions[keep])
-            logits = logits.float()
-            prob = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-            scores.append(prob.cpu().numpy())
+            scores.append(_probabilities(model, relooked, None if positions is None else positions[keep], device,
+                                         amp))
             labels.append(batch["label"][keep].numpy())
             indices.append(np.asarray(batch["index"])[rows])
     finally:
         model.train(was_training)
-    if not scores:
-        return Predictions(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
-    return Predictions(scores=np.concatenate(scores).astype(np.float64), labels=np.concatenate(labels),
-                       indices=np.concatenate(indices).astype(np.int64))
+    return _collected(scores, labels, indices)
 
 
 def joined(*parts: Predictions) -> Predictions:
