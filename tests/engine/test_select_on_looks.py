@@ -37,9 +37,9 @@ def _column_look(image: torch.Tensor) -> torch.Tensor:
     return (total / h).clamp_min(0.02)
 
 
-def _recipe(tmp_path, extra: str = ""):
+def _recipe(tmp_path):
     path = tmp_path / "small.yaml"
-    path.write_text(SMALL + extra)
+    path.write_text(SMALL)
     return load_recipe(path)
 
 
@@ -98,7 +98,7 @@ def test_fit_ranks_epochs_on_clean_and_relooked_images_and_thresholds_on_the_cle
 
 
 @pytest.mark.parametrize("ppi_enabled", [True, False])
-def test_select_on_looks_without_a_look_is_refused_at_load_for_baselines_too(tmp_path, ppi_enabled):
+def test_select_on_looks_without_a_look_is_refused_at_load_for_baselines_too(ppi_enabled):
     with pytest.raises(ConfigError, match="eval.select_on: looks puts validation images in each other's look") as err:
         load_recipe("ga-ppi-wbp-cpu", {"eval.select_on": "looks", "ppi.swap_look": "none",
                                        "ppi.enabled": ppi_enabled, "ppi.fill": "zero"})
