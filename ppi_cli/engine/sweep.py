@@ -20,15 +20,9 @@ Layout of the sweep folder:
     ceiling/seed-<s>/                        with --twin: the baseline trained on the twin, tested on the data
     runs.csv                                 one row per variant, seed (and fold) and test site: the AUC
     cue_effect.csv                           with --twin and a training site: per variant, seed, site and label,
-                                             the cue's effect on the kept model's logit (below)
+                                             the cue's effect on the kept model's logit
+                                             (engine/cue_effect.py)
     summary.csv, summary.md                  per variant: mean AUC per site; paired Δ with its interval
-
-The cue's effect (with `--twin` and a training site): the twin holds the very images of the data without
-the cue (or with it drawn apart from the label), so the images that differ between the two caches are the
-ones that carry the cue, and logit(p(data image)) − logit(p(twin image)) is what the cue itself does to the
-model's answer there. Per site: 0, the model ignores the cue; > 0, it reads the cue as the positive class
-(the shortcut); < 0, as the negative one (at a site where the cue follows the label, that costs AUC;
-at the site where it is independent of the label, a sign it was learnt in reverse).
 
 Finished studies are skipped, so an interrupted sweep resumes where it stopped.
 """
@@ -45,13 +39,12 @@ from typing import Any
 import numpy as np
 
 from ppi_cli.console import log, log_prefix
+from ppi_cli.engine.cue_effect import EFFECTS_FILE, cue_effects, cue_rows, effects_frame
 from ppi_cli.errors import ConfigError
 
 __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep", "seeded",
-           "summarise_sweep", "sweep_reading", "paired_interval", "cue_effects", "summarise_effects", "BASELINE",
-           "CEILING", "EFFECTS_FILE"]
+           "summarise_sweep", "sweep_reading", "paired_interval", "summarise_effects", "BASELINE", "CEILING"]
 
-EFFECTS_FILE = "cue_effect.csv"
 BASELINE = "baseline"
 CEILING = "ceiling"  # the baseline trained on the twin (--twin: no cue, or one unrelated to the label)
 CROSS_SITE = "cross-site mean"
@@ -158,11 +151,11 @@ def seeded(overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
 
 def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dict[str, Any], seed: int,
          device: str, twin: str | None = None, tests: tuple[str, ...] = (),
-         effects_twin: str | None = None) -> list[dict[str, Any]]:
+         effects_twin: str | None = None, carrying: tuple[int, ...] = ()) -> list[dict[str, Any]]:
     """One study of one variant and seed (module level, so a spawned worker can run it): a cross-site row, or
     without `train` a cross-validation; with `twin` the model trains on the twin's rows and is tested on
     `data`'s. With `effects_twin` (a cross-site row) the cells also hold the cue's effect on the kept model
-    (`cue_effects`), each with an `effect` key instead of `auc`."""
+    over the `carrying` rows (`cue_effect.cue_effects`), each with an `effect` key instead of `auc`."""
     from ppi_cli.engine.cross_site import CrossSiteConfig, run_cross_site
     from ppi_cli.engine.study import resolve_study
 
@@ -181,58 +174,12 @@ def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dic
             variant = "ppi" if recipe.ppi.enabled else "baseline"
             cue_twin = resolve_study(recipe_ref, data=Path(effects_twin), overrides=recipe_overrides)[1]
             effects = [{"train_site": train, **cell} for cell in cue_effects(
-                Path(out) / variant / f"train-{train}" / "best.pt", recipe, study_data, cue_twin, device=device)]
+                Path(out) / variant / f"train-{train}" / "best.pt", recipe, study_data, cue_twin, carrying,
+                device=device)]
     matrix = next(iter(outcome.matrices.values()))
     return [{"train_site": train, "test_site": str(site), "auc": float(matrix.loc[train, site])}
             for site in matrix.columns if site not in ("Mean", "STD") and np.isfinite(matrix.loc[train, site])
             ] + effects
-
-
-def cue_effects(checkpoint: Path, recipe: Any, data: Any, twin: Any, *, device: str) -> list[dict[str, Any]]:
-    """The cue's effect on a binary model's answer, per site and label: over the rows whose images differ
-    between `data` and its `twin` (the rows that carry the cue), the mean of logit(p(data's image)) −
-    logit(p(twin's image)), probabilities clipped to [1e-6, 1 − 1e-6].
-
-    Returns:
-        One dict per (site, label) with carrying rows: `test_site`, `label`, `n` (rows) and `effect`.
-    """
-    from ppi_cli.data.datasets import build_dataset
-    from ppi_cli.engine.study import predict_rows
-    from ppi_cli.engine.trainer import dataset_config
-
-    rows = np.arange(len(data.labels))
-    config = dataset_config(recipe)
-    with_cue, without = (build_dataset(d.kind, d.cache_dir, rows, config, train=False, seed=recipe.seed)
-                         for d in (data, twin))
-    carries = np.array([not _same_image(with_cue[i]["image"], without[i]["image"]) for i in rows], dtype=bool)
-    if not carries.any():
-        return []
-    kept = rows[carries]
-    _, labels, scores = predict_rows(checkpoint, recipe, data, kept, device=device)
-    _, _, twin_scores = predict_rows(checkpoint, recipe, twin, kept, device=device)
-    if np.ndim(scores) != 1:
-        return []  # multi-class: no one logit to compare
-
-    def logit(p: np.ndarray) -> np.ndarray:
-        p = np.clip(p, 1e-6, 1 - 1e-6)
-        return np.log(p / (1 - p))
-
-    shift = logit(scores) - logit(twin_scores)
-    sites = np.asarray(data.sites)[kept]
-    cells = []
-    for site in sorted(set(sites.tolist())):
-        for label in sorted(set(labels[sites == site].astype(int).tolist())):
-            chosen = (sites == site) & (labels.astype(int) == label)
-            cells.append({"test_site": str(site), "label": int(label), "n": int(chosen.sum()),
-                          "effect": float(shift[chosen].mean())})
-    return cells
-
-
-def _same_image(a: Any, b: Any) -> bool:
-    """Whether two samples' images are the same tensor values (shape and every element)."""
-    import torch
-
-    return bool(a.shape == b.shape and torch.equal(a, b))
 
 
 def _crossval_cells(recipe: Any, data: Any, twin: Any, others: Sequence[Any], out: Path, seed: int,
@@ -298,9 +245,10 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
     started = time.monotonic()
     effects_twin = str(cfg.twin) if cfg.twin is not None and cfg.train is not None else None
+    carrying = _carrying_rows(cfg) if effects_twin is not None else ()  # one data pair: the same rows for all
     args = {(v.name, s): (cfg.recipe, str(cfg.data), str(cfg.out / v.name / f"seed-{s}"), cfg.train,
                           dict(v.overrides), s, cfg.device, str(cfg.twin) if v.name == CEILING else None,
-                          tuple(str(t) for t in cfg.tests), effects_twin)
+                          tuple(str(t) for t in cfg.tests), effects_twin, carrying)
             for v, s in jobs}
     if cfg.workers <= 1:
         for key in args:
@@ -321,9 +269,18 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
                     f"{time.monotonic() - started:.0f} s)")
     runs = _runs_frame(results, names, cfg.seeds, folds=cfg.train is None)
     summary = summarise_sweep(runs, cfg.trained_on)
-    effects = _effects_frame(results, names, cfg.seeds) if effects_twin is not None else None
+    effects = effects_frame(results, names, cfg.seeds) if effects_twin is not None else None
     written += _write_tables(cfg, runs, summary, effects)
     return SweepOutcome(cfg.out, runs, summary, written)
+
+
+def _carrying_rows(cfg: SweepConfig) -> tuple[int, ...]:
+    """The rows whose images differ between --data and --twin (the rows carrying the cue), once per sweep."""
+    from ppi_cli.engine.study import resolve_study
+
+    recipe, data = resolve_study(cfg.recipe, data=cfg.data, overrides=dict(cfg.common))
+    twin = resolve_study(cfg.recipe, data=cfg.twin, overrides=dict(cfg.common))[1]
+    return tuple(int(r) for r in cue_rows(recipe, data, twin))
 
 
 def _check_twin_early(cfg: SweepConfig) -> None:
@@ -359,15 +316,6 @@ def _runs_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: 
             for cell in results.get((name, seed), []) if "auc" in cell]
     return pd.DataFrame(rows, columns=["variant", "seed", *(["fold"] if folds else []), "train_site", "test_site",
                                        "auc"])
-
-
-def _effects_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: Sequence[str],
-                   seeds: Sequence[int]) -> Any:
-    import pandas as pd
-
-    rows = [{"variant": name, "seed": seed, **cell} for name in names for seed in seeds
-            for cell in results.get((name, seed), []) if "effect" in cell]
-    return pd.DataFrame(rows, columns=["variant", "seed", "train_site", "test_site", "label", "n", "effect"])
 
 
 def summarise_effects(effects: Any) -> Any:

@@ -106,10 +106,12 @@ def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeyp
     calls = []
     level = {BASELINE: 0.6, "demo": 0.62, CEILING: 0.9}
 
-    def job(recipe_ref, data, out, train, overrides, seed, device, twin=None, tests=(), effects_twin=None):
+    def job(recipe_ref, data, out, train, overrides, seed, device, twin=None, tests=(), effects_twin=None,
+            carrying=()):
         name = out.split("/")[-2]
         calls.append((name, seed, twin, overrides.get("ppi.enabled", True)))
         assert effects_twin == str(tmp_path / "twin")  # every variant's model is measured on the twin
+        assert carrying == (0, 3)  # on the rows found once for the whole sweep
         return [{"train_site": train, "test_site": site, "auc": level[name] + 0.01 * seed + (0.05 if site == train
                                                                                             else 0.0)}
                 for site in ("A", "D")] + [{"train_site": train, "test_site": "A", "label": label, "n": 1 + label,
@@ -117,6 +119,7 @@ def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeyp
 
     monkeypatch.setattr(sweep, "_job", job)
     monkeypatch.setattr(sweep, "_check_twin_early", lambda cfg: calls.append(("check", None, cfg.twin, None)))
+    monkeypatch.setattr(sweep, "_carrying_rows", lambda cfg: (0, 3))  # the rows carrying the cue, found once
     outcome = run_sweep(SweepConfig("demo", tmp_path / "cache", tmp_path / "sw", "D", (SweepVariant("demo"),),
                                     seeds=(0, 1, 2), twin=tmp_path / "twin"))
     assert calls[0] == ("check", None, tmp_path / "twin", None)  # the twin is checked before any study
@@ -216,8 +219,9 @@ def test_the_cue_effect_is_each_kept_models_logit_shift_on_the_images_that_carry
     with the study's own best.pt."""
     from ppi_cli.data.ga.prepare import GaPrepareConfig, prepare_ga
     from ppi_cli.data.synth.ga import SynthGaConfig, synth_ga
+    from ppi_cli.engine.cue_effect import EFFECTS_FILE
     from ppi_cli.engine.study import predict_rows, resolve_study
-    from ppi_cli.engine.sweep import CEILING, EFFECTS_FILE, SweepConfig, SweepVariant, run_sweep
+    from ppi_cli.engine.sweep import CEILING, SweepConfig, SweepVariant, run_sweep
 
     caches = {}
     for name, shortcut in (("data", "diffuse"), ("twin", "none")):
