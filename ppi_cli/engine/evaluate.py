@@ -123,13 +123,14 @@ DONOR_POOL = 16  # samples per class kept as donors of looks (the first of each 
 @torch.no_grad()
 def predict_in_other_looks(model: nn.Module, dataset: Dataset, *, kind: str, sigma: float,
                            device: str | torch.device = "cpu", batch_size: int = 32, num_workers: int = 0,
-                           amp: bool = False) -> Predictions:
+                           amp: bool = False, level: str = "swap") -> Predictions:
     """`predict` on each sample put in the look of a sample of another class, with its own label
     (`eval.select_on: looks`).
 
     The donors are the first `DONOR_POOL` samples of each class in dataset order; the i-th sample of the
     dataset takes the (i mod n)-th of the n donors whose class differs from its own. A look is
-    `ppi.looks.image_look` of the whole image (`kind` blur with std `sigma`, or columns); the sample keeps its
+    `ppi.looks.image_look` of the whole image (`kind` blur with std `sigma`, or columns; `level` as
+    `ppi.look_level`); the sample keeps its
     content and its positions. Samples with no donor of another class (one class only) are left out.
     """
     device = torch.device(device)
@@ -159,7 +160,7 @@ def predict_in_other_looks(model: nn.Module, dataset: Dataset, *, kind: str, sig
             if not rows:
                 continue
             keep = torch.tensor(rows)
-            _, relooked = swapped_looks(x[keep], torch.stack(picks).to(device), kind=kind, sigma=sigma)
+            _, relooked = swapped_looks(x[keep], torch.stack(picks).to(device), kind=kind, sigma=sigma, level=level)
             scores.append(_probabilities(model, relooked, None if positions is None else positions[keep], device,
                                          amp))
             labels.append(batch["label"][keep].numpy())

@@ -337,12 +337,13 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
             outside = 1 - mask.detach() if cfg.look_from == "outside" else None
             if cfg.look_to == "random":  # every intervened image of a row in the look of one drawn image
                 drawn = x.detach()[torch.randint(b, (b,), generator=generator).to(x.device)]
-                look = image_look(drawn.flatten(0, -4), cfg.swap_look, cfg.look_sigma, outside)
-                base, fill = (relooked(t, look, cfg.swap_look, cfg.look_sigma, outside) for t in (x.detach(), fill))
+                look = image_look(drawn.flatten(0, -4), cfg.swap_look, cfg.look_sigma, outside, cfg.look_level)
+                base, fill = (relooked(t, look, cfg.swap_look, cfg.look_sigma, outside, cfg.look_level)
+                              for t in (x.detach(), fill))
                 keep_fill, kept = fill, base
             else:
                 keep_fill = fill
-                fill, kept = swapped_looks(x.detach(), fill, cfg.swap_look, cfg.look_sigma, outside)
+                fill, kept = swapped_looks(x.detach(), fill, cfg.swap_look, cfg.look_sigma, outside, cfg.look_level)
     other_look = None  # x in the look of an image of the other class, for L_inv
     if cfg.invariance > 0:
         if kept is not None and cfg.look_to == "own":
@@ -350,8 +351,9 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
         else:
             donor = x.detach()[other_class_donors(labels, generator).to(x.device)]
             kind = "blur" if cfg.swap_look == "none" else cfg.swap_look
-            other_look = relooked(x.detach(), image_look(donor.flatten(0, -4), kind, cfg.look_sigma), kind,
-                                  cfg.look_sigma)
+            other_look = relooked(x.detach(), image_look(donor.flatten(0, -4), kind, cfg.look_sigma,
+                                                         level=cfg.look_level),
+                                  kind, cfg.look_sigma, level=cfg.look_level)
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
                         ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill, keep_fill=keep_fill,
                         kept=kept, base=base, relooked=other_look,

@@ -16,9 +16,12 @@ from ppi_cli.ppi.masks import blurred
 __all__ = ["image_look", "swapped_looks", "relooked"]
 
 
-def image_look(images: torch.Tensor, kind: str, sigma: float, weight: torch.Tensor | None = None) -> torch.Tensor:
+def image_look(images: torch.Tensor, kind: str, sigma: float, weight: torch.Tensor | None = None,
+               level: str = "swap") -> torch.Tensor:
     """An image's look `(N, C, H, W)`: its Gaussian blur of std `sigma` (`blur`) or its column profile, the mean
-    over rows of each column, broadcast down the rows (`columns`); floored at 0.02.
+    over rows of each column, broadcast down the rows (`columns`); floored at 0.02. With `level` `keep`
+    (`ppi.look_level`) the look is divided by its mean over the image, so it holds only the look's shape (a
+    ramp's slope, stripes) and an image put in another's look keeps its own overall brightness.
 
     With `weight` `(N, 1, H, W)` in [0, 1] (`ppi.look_from: outside`: 1 outside the mask) the look is the
     weighted mean instead (a normalised convolution for `blur`), so weight-0 pixels do not enter it; where
@@ -32,11 +35,12 @@ def image_look(images: torch.Tensor, kind: str, sigma: float, weight: torch.Tens
         else:
             mass, total = w.mean(dim=-2, keepdim=True), (images * w).mean(dim=-2, keepdim=True)
         plain = torch.where(mass > 0.05, total / mass.clamp_min(0.05), plain)
-    return plain.expand_as(images).clamp_min(0.02)
+    look = plain.expand_as(images).clamp_min(0.02)
+    return look / look.mean(dim=(-2, -1), keepdim=True) if level == "keep" else look
 
 
 def swapped_looks(x: torch.Tensor, donor: torch.Tensor, kind: str = "blur", sigma: float = 8.0,
-                  outside: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  outside: torch.Tensor | None = None, level: str = "swap") -> tuple[torch.Tensor, torch.Tensor]:
     """Each image's pixels in the other's look (`ppi.swap_look`): `(donor in x's look, x in donor's look)`.
 
     An image's look is `image_look` (a smooth gain field such as a site's brightness ramp, or a
@@ -45,21 +49,23 @@ def swapped_looks(x: torch.Tensor, donor: torch.Tensor, kind: str = "blur", sigm
     fill x* carry x's site effect, the region x^k pastes onto the donor carries the donor's, and the
     site effect stays with the image it belongs to. Images `(B, C, H, W)` or `(B, S, C, H, W)`; `outside`
     `(N, 1, H, W)`, N = B or B·S (`ppi.look_from: outside`): both looks are taken from the pixels where it is 1,
-    outside x's mask.
+    outside x's mask. `level`: as in `image_look`.
     """
     flat_x, flat_d = (t.flatten(0, -4) for t in (x, donor))  # (N, C, H, W)
-    ratio = _look_ratio(image_look(flat_x, kind, sigma, outside), image_look(flat_d, kind, sigma, outside))
+    ratio = _look_ratio(*(image_look(t, kind, sigma, outside, level) for t in (flat_x, flat_d)))
     into_x = (flat_d * ratio).clamp(0.0, 1.0).view_as(donor)
     into_d = (flat_x / ratio).clamp(0.0, 1.0).view_as(x)
     return into_x, into_d
 
 
 def relooked(images: torch.Tensor, look: torch.Tensor, kind: str = "blur", sigma: float = 8.0,
-             outside: torch.Tensor | None = None) -> torch.Tensor:
+             outside: torch.Tensor | None = None, level: str = "swap") -> torch.Tensor:
     """`images` in the given `look` `(N, C, H, W)` (`ppi.look_to: random`): what `swapped_looks` makes of a donor
-    put into the look's image, with that look computed once for every image that takes it."""
+    put into the look's image, with that look computed once for every image that takes it (`look` from
+    `image_look` with the same `level`)."""
     flat = images.flatten(0, -4)
-    return (flat * _look_ratio(look, image_look(flat, kind, sigma, outside))).clamp(0.0, 1.0).view_as(images)
+    ratio = _look_ratio(look, image_look(flat, kind, sigma, outside, level))
+    return (flat * ratio).clamp(0.0, 1.0).view_as(images)
 
 
 def _look_ratio(to: torch.Tensor, of: torch.Tensor) -> torch.Tensor:

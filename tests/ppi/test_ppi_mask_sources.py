@@ -250,6 +250,36 @@ def test_the_column_look_carries_column_stripes_that_a_blur_would_smooth_away():
     assert contrast(swapped_looks(x, donor, "blur", 8.0)[1]) > 1.5  # a blur look leaves the stripes in place
 
 
+def test_a_look_kept_at_its_level_moves_the_shape_and_leaves_each_images_brightness():
+    from ppi_cli.ppi.looks import image_look, relooked, swapped_looks
+
+    g = torch.Generator().manual_seed(2)
+    h, w = 16, 32
+    ramp = torch.linspace(0.6, 1.4, w)  # a lateral gain ramp, mean 1
+    x = (0.3 + 0.1 * torch.rand(2, 1, h, w, generator=g)) * ramp  # x: the ramp
+    donor = 0.5 * (0.3 + 0.1 * torch.rand(2, 1, h, w, generator=g))  # the donor: flat and half as bright
+    columns = x.mean(dim=-2, keepdim=True)
+    by_hand = (columns / columns.mean(dim=-1, keepdim=True)).expand_as(x)  # each column's mean over the image's
+    assert torch.allclose(image_look(x, "columns", 8.0, level="keep"), by_hand, atol=1e-6)
+    into_x, into_d = swapped_looks(x, donor, "columns", level="keep")
+    ratio = (by_hand / image_look(donor, "columns", 8.0, level="keep")).clamp(0.25, 4.0)
+    assert torch.allclose(into_x, (donor * ratio).clamp(0, 1), atol=1e-6)
+    assert torch.allclose(relooked(donor, image_look(x, "columns", 8.0, level="keep"), "columns", level="keep"),
+                          into_x, atol=1e-6)
+    for moved, own in ((into_x, donor), (into_d, x)):  # each keeps its brightness to within 2 %
+        assert abs(float(moved.mean() / own.mean()) - 1) < 0.02
+    assert float(swapped_looks(x, donor, "columns")[0].mean() / donor.mean()) > 1.8  # swap: x's brightness too
+
+    def slope(images):  # right third's mean over the left third's
+        c = images.mean(dim=(0, 1, 2))
+        return float(c[-w // 3:].mean() / c[: w // 3].mean())
+
+    assert slope(x) > 1.6 and abs(slope(into_x) / slope(x) - 1) < 0.05  # the ramp moves with the look either way
+    assert abs(slope(into_d) - 1) < 0.05
+    # images whose looks differ only in level are left as they are
+    assert torch.allclose(swapped_looks(x, 0.5 * x, "columns", level="keep")[0], 0.5 * x, atol=1e-6)
+
+
 def test_a_column_look_taken_outside_the_mask_leaves_the_lesions_columns_behind():
     from ppi_cli.ppi.looks import image_look, swapped_looks
 
