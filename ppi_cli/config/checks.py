@@ -54,7 +54,8 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
         ConfigError: `ppi.saliency` is an LRP method while `ppi.create_graph` is true (PPI on), or
             `ppi.lesion_drop`/`ppi.lesion_extra` without `ppi.mask: lesion` (they would do nothing), or
             `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`, or with L_ad (`ppi.gamma`),
-            or `eval.select_on: looks` without a `ppi.swap_look` (baselines too).
+            or `eval.select_on: looks` without a `ppi.swap_look` (baselines too), or `ppi.look_level: select`
+            without a swapped look.
     """
     ppi = recipe.ppi
     where = provenance.get("", f"recipe '{recipe.name}'")
@@ -68,6 +69,10 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
     if degrading and ppi.mask != "lesion":
         raise ConfigError(f"{where}: ppi.{degrading[0]} changes lesion masks, and ppi.mask is '{ppi.mask}'",
                           hint="set ppi.mask: lesion (on a cache with lesion masks), or leave it at 0")
+    if getattr(ppi, "look_level", "swap") == "select" and (ppi.fill != "swap" or ppi.swap_look == "none"):
+        raise ConfigError(f"{where}: ppi.look_level: select trains twice to choose how a swapped look is carried, "
+                          f"and no look is swapped (fill '{ppi.fill}', swap_look '{ppi.swap_look}')",
+                          hint="set ppi.fill: swap and ppi.swap_look: blur or columns, or ppi.look_level: swap")
     if getattr(ppi, "swap_region", "mask") == "image":
         if ppi.fill != "swap" or ppi.swap_look == "none":
             raise ConfigError(f"{where}: ppi.swap_region: image swaps whole images between the classes, and needs "

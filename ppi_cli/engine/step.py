@@ -100,9 +100,10 @@ class TrainStep:
     _clean_stats: BatchStatistics | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.cfg.enabled and self.cfg.intervened_norm == "select":
-            # a choice between whole runs (engine.trainer.fit trains each mode); a step has to be one of them
-            raise ValueError("ppi.intervened_norm: select reached a training step: give it running or clean")
+        for name in ("intervened_norm", "look_level"):
+            if self.cfg.enabled and getattr(self.cfg, name) == "select":
+                # a choice between whole runs (engine.trainer.fit trains each); a step has to be one of them
+                raise ValueError(f"ppi.{name}: select reached a training step: give it one of its choices")
 
     def _recording(self) -> contextlib.AbstractContextManager[BatchStatistics | None]:
         """Record the clean batch's batch-norm statistics when `ppi.intervened_norm: clean` needs them."""

@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,9 +123,10 @@ def fit(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, 
         ConfigError: `out_dir` already holds a run and `resume` is off, or it holds another recipe's run.
         ModelError: Training diverged (a loss became NaN or infinite).
     """
-    if recipe.ppi.enabled and recipe.ppi.intervened_norm == "select":
-        return _fit_each_norm(recipe, cache_dir=cache_dir, split=split, out_dir=Path(out_dir), device=device,
-                              resume=resume)
+    field = _selected_field(recipe)
+    if field is not None:
+        return _fit_each_choice(recipe, field, cache_dir=cache_dir, split=split, out_dir=Path(out_dir),
+                                device=device, resume=resume)
     ctx = init_distributed(device)
     try:
         return _fit(recipe, Path(cache_dir) if cache_dir is not None else None, split, Path(out_dir), ctx, resume)
@@ -133,51 +134,68 @@ def fit(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, 
         shutdown_distributed(ctx)
 
 
-# what `ppi.intervened_norm: select` trains, in this order (a tie keeps the first)
-NORM_CHOICES: tuple[Literal["running"], Literal["clean"]] = ("running", "clean")
+# the PPI fields a recipe may set to `select`: each choice trained in order (a tie keeps the first) in a folder
+# `<prefix>-<choice>/`, and the run the validation split ranks higher kept; the choice recorded in
+# `<prefix>-select.json`. With both set, each batch-norm run chooses its look level.
+RUN_CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
+    "intervened_norm": (("running", "clean"), "norm"),
+    "look_level": (("swap", "keep"), "level"),
+}
+NORM_CHOICES = RUN_CHOICES["intervened_norm"][0]
 NORM_CHOICE_FILE = "norm-select.json"
 
 
-def _norm_dir(out_dir: Path, mode: str) -> Path:
-    """Where `intervened_norm: select` trains its run with batch-norm mode `mode`."""
-    return out_dir / f"norm-{mode}"
+def _selected_field(recipe: Recipe) -> str | None:
+    """The first PPI field of RUN_CHOICES that `recipe` leaves to `select` (None: no choice, or no PPI)."""
+    if not recipe.ppi.enabled:
+        return None
+    return next((name for name in RUN_CHOICES if getattr(recipe.ppi, name) == "select"), None)
+
+
+def _choice_dir(out_dir: Path, field: str, choice: str) -> Path:
+    """Where a `select` of `field` trains its run with `choice`."""
+    return out_dir / f"{RUN_CHOICES[field][1]}-{choice}"
 
 
 def has_last_checkpoint(out_dir: Path) -> bool:
-    """Whether `out_dir` holds a training run to resume: its `last.pt`, or one of `intervened_norm: select`'s."""
-    return (out_dir / LAST).is_file() or any((_norm_dir(out_dir, m) / LAST).is_file() for m in NORM_CHOICES)
+    """Whether `out_dir` holds a training run to resume: its `last.pt`, or one of a `select`'s runs."""
+    runs = [_choice_dir(out_dir, name, choice) for name, (choices, _) in RUN_CHOICES.items() for choice in choices]
+    return (out_dir / LAST).is_file() or any(has_last_checkpoint(run) for run in runs if run.is_dir())
 
 
-def _fit_each_norm(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, device: str,
-                   resume: bool) -> TrainResult:
-    """`ppi.intervened_norm: select`: train once per batch-norm mode of NORM_CHOICES, each in `norm-<mode>/`,
-    and keep the run whose kept epoch ranks higher on the validation split under `eval.select`.
+def _fit_each_choice(recipe: Recipe, field: str, *, cache_dir: Path | None, split: Split, out_dir: Path,
+                     device: str, resume: bool) -> TrainResult:
+    """`ppi.<field>: select` (`ppi.intervened_norm`, `ppi.look_level`): train once per choice of RUN_CHOICES, each
+    in `<prefix>-<choice>/`, and keep the run whose kept epoch ranks higher on the validation split under
+    `eval.select`.
 
-    The winner's `best.pt` is copied to `out_dir/best.pt`; `norm-select.json` records both keys. Each
+    The winner's `best.pt` is copied to `out_dir/best.pt`; `<prefix>-select.json` records every key. Each
     run resumes from its own `last.pt` with `resume`, so an interrupted choice continues where it stopped.
     """
+    choices, prefix = RUN_CHOICES[field]
     if len(split.val) == 0:
-        raise ConfigError("ppi.intervened_norm: select chooses on the validation split, and this run has none",
-                          hint="set data.val_fraction above 0, or choose running or clean")
+        raise ConfigError(f"ppi.{field}: select chooses on the validation split, and this run has none",
+                          hint=f"set data.val_fraction above 0, or choose {' or '.join(choices)}")
     results: dict[str, TrainResult] = {}
-    for mode in NORM_CHOICES:
-        sub = _norm_dir(out_dir, mode)
-        variant = dataclasses.replace(recipe, ppi=dataclasses.replace(recipe.ppi, intervened_norm=mode))
-        log(f"ppi.intervened_norm: select: training with {mode} batch norm on intervened images")
-        results[mode] = fit(variant, cache_dir=cache_dir, split=split, out_dir=sub, device=device,
-                            resume=resume and (sub / LAST).is_file())
-    chosen = max(NORM_CHOICES, key=lambda m: (tuple(results[m].best_key), -NORM_CHOICES.index(m)))
+    for choice in choices:
+        sub = _choice_dir(out_dir, field, choice)
+        settings: dict[str, Any] = {field: choice}
+        variant = dataclasses.replace(recipe, ppi=dataclasses.replace(recipe.ppi, **settings))
+        log(f"ppi.{field}: select: training with {choice}")
+        results[choice] = fit(variant, cache_dir=cache_dir, split=split, out_dir=sub, device=device,
+                              resume=resume and has_last_checkpoint(sub))
+    chosen = max(choices, key=lambda c: (tuple(results[c].best_key), -choices.index(c)))
     won = results[chosen]
     if not won.is_main:
         return won
     with atomic_path(out_dir / BEST) as staged:
         shutil.copyfile(won.best_checkpoint, staged)
     write_text(out_dir / RECIPE, dump_yaml(recipe))
-    write_json(out_dir / NORM_CHOICE_FILE, {"chosen": chosen, "select": recipe.eval.select,
-                                            "keys": {m: list(r.best_key) for m, r in results.items()},
-                                            "best_epochs": {m: r.best_epoch for m, r in results.items()}})
-    log(f"ppi.intervened_norm: select: kept {chosen} (epoch {won.best_epoch}; validation under eval.select: "
-        f"{recipe.eval.select}; {', '.join(f'{m} {_key_text(results[m].best_key, recipe)}' for m in NORM_CHOICES)})")
+    write_json(out_dir / f"{prefix}-select.json", {"chosen": chosen, "select": recipe.eval.select,
+                                                   "keys": {c: list(r.best_key) for c, r in results.items()},
+                                                   "best_epochs": {c: r.best_epoch for c, r in results.items()}})
+    log(f"ppi.{field}: select: kept {chosen} (epoch {won.best_epoch}; validation under eval.select: "
+        f"{recipe.eval.select}; {', '.join(f'{c} {_key_text(results[c].best_key, recipe)}' for c in choices)})")
     return dataclasses.replace(won, out_dir=out_dir, best_checkpoint=out_dir / BEST)
 
 

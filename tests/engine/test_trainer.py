@@ -310,3 +310,38 @@ def test_intervened_norm_select_trains_both_modes_and_keeps_the_better_validated
     with pytest.raises(ConfigError, match="intervened_norm: select chooses on the validation split"):
         fit(bare, cache_dir=None, split=_split(bare), out_dir=tmp_path / "bare", device="cpu")
     assert not (tmp_path / "bare").exists()
+
+
+def test_look_level_select_under_norm_select_chooses_a_level_in_each_norm_run(tmp_path, monkeypatch, one_thread):
+    """`ppi.look_level: select` with `ppi.intervened_norm: select`: each batch-norm run trains both look levels in its
+    own folder and keeps the level of the lower validation loss; the norm choice is then made between the two
+    kept runs. Validation losses at the kept epochs: running/swap 0.4, running/keep 0.3, clean/swap 0.25,
+    clean/keep 0.5, so running keeps `keep`, clean keeps `swap`, and clean/swap (0.25) wins."""
+    import ppi_cli.engine.trainer as trainer
+
+    losses = iter([0.4, 0.3, 0.25, 0.5])  # one epoch each, in training order
+    threshold = {"value": 0.5, "source": "test"}
+    monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (0.9, next(losses), threshold))
+    look = "eval:\n  select: loss\nppi:\n  intervened_norm: select\n  look_level: select\n  fill: swap\n" \
+           "  swap_look: columns\n  start_epoch: 0\n"
+    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=1, extra=look))
+    out = tmp_path / "run"
+    fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu")
+    for norm, kept, keys in (("running", "keep", (-0.4, -0.3)), ("clean", "swap", (-0.25, -0.5))):
+        record = json.loads((out / f"norm-{norm}" / "level-select.json").read_text())
+        assert record["chosen"] == kept and (record["keys"]["swap"][0], record["keys"]["keep"][0]) == keys
+        for level in ("swap", "keep"):
+            trained = load_recipe(out / f"norm-{norm}" / f"level-{level}" / "recipe.yaml").ppi
+            assert (trained.intervened_norm, trained.look_level) == (norm, level)
+        assert (out / f"norm-{norm}" / "best.pt").read_bytes() == \
+            (out / f"norm-{norm}" / f"level-{kept}" / "best.pt").read_bytes()
+    record = json.loads((out / "norm-select.json").read_text())
+    assert record["chosen"] == "clean" and (record["keys"]["running"][0], record["keys"]["clean"][0]) == (-0.3, -0.25)
+    assert (out / "best.pt").read_bytes() == (out / "norm-clean" / "level-swap" / "best.pt").read_bytes()
+    assert trainer.has_last_checkpoint(out)  # the nested runs are found to resume
+
+
+def test_look_level_select_without_a_swapped_look_exits_1_in_one_line(tmp_path):
+    path = _recipe_file(tmp_path, size=32, epochs=1, extra="ppi:\n  look_level: select\n")
+    with pytest.raises(ConfigError, match="look_level: select trains twice .* no look is swapped"):
+        load_recipe(path)
