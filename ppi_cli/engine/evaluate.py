@@ -130,8 +130,8 @@ def predict_in_other_looks(model: nn.Module, dataset: Dataset, *, kind: str, sig
     The donors are the first `DONOR_POOL` samples of each class in dataset order; the i-th sample of the
     dataset takes the (i mod n)-th of the n donors whose class differs from its own. A look is
     `ppi.looks.image_look` of the whole image (`kind` blur with std `sigma`, or columns; `level` as
-    `ppi.look_level`); the sample keeps its
-    content and its positions. Samples with no donor of another class (one class only) are left out.
+    `ppi.look_level`); the sample keeps its content and its positions. Samples with no donor of another
+    class (one class only) are left out.
     """
     device = torch.device(device)
     was_training = model.training

@@ -447,8 +447,7 @@ def _validate(model: torch.nn.Module, dataset: Any, recipe: Recipe, ctx: DistCon
         if recipe.eval.select_on == "looks":  # the clean images and each in another class's look
             ranked = joined(pred, predict_in_other_looks(
                 model, dataset, kind=recipe.ppi.swap_look, sigma=recipe.ppi.look_sigma, level=recipe.ppi.look_level,
-                device=device,
-                batch_size=recipe.data.batch_size, num_workers=recipe.data.num_workers, amp=amp))
+                device=device, batch_size=recipe.data.batch_size, num_workers=recipe.data.num_workers, amp=amp))
         result = (validation_metric(ranked, recipe.eval.metric), _log_loss(ranked), operating_threshold(pred))
     result = ctx.broadcast(result)
     return result if result is not None else (math.nan, math.nan, operating_threshold(None))
