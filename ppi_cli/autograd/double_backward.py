@@ -204,12 +204,25 @@ def _adaptive_avg_pool(args: tuple, kwargs: dict, mode: piecewise_linear_backwar
     return _AdaptiveAvgPool2d.apply(x, size)
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast runs a convolution in on `device_type`, or None when autocast is off there."""
+    try:
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    except (AttributeError, TypeError):  # torch < 2.4 has no per-device query: no cast, as before
+        return None
+
+
 def _conv2d(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:
     x, weight = args[0], call_arg(args, kwargs, 1, "weight", None)
+    bias = call_arg(args, kwargs, 2, "bias", None)
     padding = call_arg(args, kwargs, 4, "padding", 0)
     if x.ndim != 4 or not isinstance(weight, torch.Tensor) or isinstance(padding, str):
         return None  # 'same'/'valid' padding and unbatched input: autograd's own convolution
-    return _Conv2d.apply(x, weight, call_arg(args, kwargs, 2, "bias", None),
+    dtype = _autocast_dtype(x.device.type)
+    if dtype is not None:  # autocast's cast, made here so the Function saves and differentiates one dtype
+        x, weight = x.to(dtype), weight.to(dtype)  # (CUDA refuses a backward over mixed input and weight types)
+        bias = None if bias is None else bias.to(dtype)
+    return _Conv2d.apply(x, weight, bias,
                          pair(call_arg(args, kwargs, 3, "stride", 1)), pair(padding),
                          pair(call_arg(args, kwargs, 5, "dilation", 1)), int(call_arg(args, kwargs, 6, "groups", 1)),
                          mode)

@@ -252,3 +252,39 @@ def test_outside_evidence_by_hand():
     value.backward()
     assert torch.allclose(s.grad[0, 0], torch.tensor([[-0.5, -0.5], [0.0, -0.5]]))  # d/ds of (Σ(1−T)s)²/2
     assert torch.allclose(s.grad[1, 0], torch.full((2, 2), 0.75))
+
+
+def test_the_cheaper_double_backward_under_autocast_saves_one_dtype_and_matches_autograds_own():
+    """Under autocast the convolution's Function gets autocast's casts first: every tensor it saves for the
+    backward is bfloat16 (CUDA refuses a convolution backward over bfloat16 gradients and float32 weights), and
+    the PPI-style loss (output plus the map's mean magnitude, create_graph) and its weight gradients equal
+    autograd's own under the same autocast."""
+    import torch.nn as nn
+
+    from ppi_cli.autograd.double_backward import piecewise_linear_backward
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
+    x = torch.rand(2, 1, 8, 8, requires_grad=True)
+    saved: list[torch.dtype] = []
+
+    def run(cheaper: bool) -> tuple[float, list[torch.Tensor]]:
+        net.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if cheaper:
+                with piecewise_linear_backward(), torch.autograd.graph.saved_tensors_hooks(
+                        lambda t: saved.append(t.dtype) or t, lambda t: t):
+                    out = net(x).float().sum()
+            else:
+                out = net(x).float().sum()
+            (s,) = torch.autograd.grad(out, x, create_graph=True)
+            loss = out + s.abs().mean()
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in net.parameters()]
+
+    own, cheaper = run(False), run(True)
+    floats = [d for d in saved if d.is_floating_point]
+    assert floats and set(floats) == {torch.bfloat16}  # before the cast: the convolutions' float32 x and weight
+    assert own[0] == cheaper[0]
+    assert all(torch.equal(a, b) for a, b in zip(own[1], cheaper[1], strict=True))
