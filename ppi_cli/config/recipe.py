@@ -22,7 +22,7 @@ from ppi_cli.errors import ConfigError
 
 __all__ = [
     "ModelConfig", "MultiviewConfig", "DataConfig", "PPIConfig", "OptimConfig", "ScheduleConfig", "EvalConfig",
-    "Recipe", "load_recipe", "resolve_recipe_path", "list_recipes", "apply_overrides",
+    "Recipe", "load_recipe", "resolve_recipe_path", "list_recipes", "apply_overrides", "SELECT_CHOICES",
 ]
 
 Weight = float | Literal["auto"]
@@ -83,6 +83,11 @@ class DataConfig:
     synthetic_size: int = param(256, "Samples in the generated in-memory dataset (dataset: synthetic).", min=8)
     synthetic_slices: int = param(0, "dataset: synthetic: 0 gives images; n > 0 gives volumes of n B-scans "
                                   "(for the multiview model).", min=0)
+
+
+# the PPI fields a recipe may set to `select`, a choice between whole runs (engine.trainer.fit trains each, in this
+# order; a tie keeps the first), and what each trains
+SELECT_CHOICES: dict[str, tuple[str, ...]] = {"intervened_norm": ("running", "clean"), "look_level": ("swap", "keep")}
 
 
 @dataclass(frozen=True)

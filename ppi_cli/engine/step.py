@@ -38,7 +38,7 @@ from torch import nn
 
 from ppi_cli.autograd.phases import phase
 from ppi_cli.autograd.shared_map import classification_with_map, shares_clean_pass
-from ppi_cli.config.recipe import PPIConfig
+from ppi_cli.config.recipe import SELECT_CHOICES, PPIConfig
 from ppi_cli.engine.evaluate import autocast
 from ppi_cli.ppi.intervention import (
     BatchStatistics,
@@ -100,7 +100,7 @@ class TrainStep:
     _clean_stats: BatchStatistics | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("intervened_norm", "look_level"):
+        for name in SELECT_CHOICES:
             if self.cfg.enabled and getattr(self.cfg, name) == "select":
                 # a choice between whole runs (engine.trainer.fit trains each); a step has to be one of them
                 raise ValueError(f"ppi.{name}: select reached a training step: give it one of its choices")

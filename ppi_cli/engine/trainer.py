@@ -30,7 +30,7 @@ import torch
 
 from ppi_cli.checkpoint import load_checkpoint, save_checkpoint
 from ppi_cli.config.loader import changed_settings, config_hash, dump_yaml
-from ppi_cli.config.recipe import Recipe
+from ppi_cli.config.recipe import SELECT_CHOICES, Recipe
 from ppi_cli.console import log, progress, warn
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
 from ppi_cli.data.splits import Split, save_split
@@ -134,45 +134,40 @@ def fit(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, 
         shutdown_distributed(ctx)
 
 
-# the PPI fields a recipe may set to `select`: each choice trained in order (a tie keeps the first) in a folder
-# `<prefix>-<choice>/`, and the run the validation split ranks higher kept; the choice recorded in
-# `<prefix>-select.json`. With both set, each batch-norm run chooses its look level.
-RUN_CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
-    "intervened_norm": (("running", "clean"), "norm"),
-    "look_level": (("swap", "keep"), "level"),
-}
-NORM_CHOICES = RUN_CHOICES["intervened_norm"][0]
-NORM_CHOICE_FILE = "norm-select.json"
+# a `select` of each field of SELECT_CHOICES trains each choice in `<prefix>-<choice>/` and records the pick in
+# `<prefix>-select.json`; with both set, each batch-norm run chooses its look level
+_CHOICE_PREFIX = {"intervened_norm": "norm", "look_level": "level"}
+NORM_CHOICES = SELECT_CHOICES["intervened_norm"]
 
 
 def _selected_field(recipe: Recipe) -> str | None:
-    """The first PPI field of RUN_CHOICES that `recipe` leaves to `select` (None: no choice, or no PPI)."""
+    """The first PPI field of SELECT_CHOICES that `recipe` leaves to `select` (None: no choice, or no PPI)."""
     if not recipe.ppi.enabled:
         return None
-    return next((name for name in RUN_CHOICES if getattr(recipe.ppi, name) == "select"), None)
+    return next((name for name in SELECT_CHOICES if getattr(recipe.ppi, name) == "select"), None)
 
 
 def _choice_dir(out_dir: Path, field: str, choice: str) -> Path:
     """Where a `select` of `field` trains its run with `choice`."""
-    return out_dir / f"{RUN_CHOICES[field][1]}-{choice}"
+    return out_dir / f"{_CHOICE_PREFIX[field]}-{choice}"
 
 
 def has_last_checkpoint(out_dir: Path) -> bool:
     """Whether `out_dir` holds a training run to resume: its `last.pt`, or one of a `select`'s runs."""
-    runs = [_choice_dir(out_dir, name, choice) for name, (choices, _) in RUN_CHOICES.items() for choice in choices]
+    runs = [_choice_dir(out_dir, name, choice) for name, choices in SELECT_CHOICES.items() for choice in choices]
     return (out_dir / LAST).is_file() or any(has_last_checkpoint(run) for run in runs if run.is_dir())
 
 
 def _fit_each_choice(recipe: Recipe, field: str, *, cache_dir: Path | None, split: Split, out_dir: Path,
                      device: str, resume: bool) -> TrainResult:
-    """`ppi.<field>: select` (`ppi.intervened_norm`, `ppi.look_level`): train once per choice of RUN_CHOICES, each
-    in `<prefix>-<choice>/`, and keep the run whose kept epoch ranks higher on the validation split under
+    """`ppi.<field>: select` (`ppi.intervened_norm`, `ppi.look_level`): train once per choice of SELECT_CHOICES,
+    each in `<prefix>-<choice>/`, and keep the run whose kept epoch ranks higher on the validation split under
     `eval.select`.
 
     The winner's `best.pt` is copied to `out_dir/best.pt`; `<prefix>-select.json` records every key. Each
     run resumes from its own `last.pt` with `resume`, so an interrupted choice continues where it stopped.
     """
-    choices, prefix = RUN_CHOICES[field]
+    choices, prefix = SELECT_CHOICES[field], _CHOICE_PREFIX[field]
     if len(split.val) == 0:
         raise ConfigError(f"ppi.{field}: select chooses on the validation split, and this run has none",
                           hint=f"set data.val_fraction above 0, or choose {' or '.join(choices)}")
