@@ -206,10 +206,14 @@ def _adaptive_avg_pool(args: tuple, kwargs: dict, mode: piecewise_linear_backwar
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
     """The dtype autocast runs a convolution in on `device_type`, or None when autocast is off there."""
-    try:
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4: one query for every device type
         return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-    except (AttributeError, TypeError):  # torch < 2.4 has no per-device query: no cast, as before
+    legacy = {"cuda": ("is_autocast_enabled", "get_autocast_gpu_dtype"),  # torch 2.2-2.3: one pair per device
+              "cpu": ("is_autocast_cpu_enabled", "get_autocast_cpu_dtype")}.get(device_type)
+    if legacy is None:
         return None
+    enabled, dtype = (getattr(torch, name) for name in legacy)
+    return dtype() if enabled() else None
 
 
 def _conv2d(args: tuple, kwargs: dict, mode: piecewise_linear_backward) -> torch.Tensor | None:

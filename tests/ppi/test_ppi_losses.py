@@ -281,10 +281,29 @@ def test_the_cheaper_double_backward_under_autocast_saves_one_dtype_and_matches_
             (s,) = torch.autograd.grad(out, x, create_graph=True)
             loss = out + s.abs().mean()
         loss.backward()
-        return float(loss), [p.grad.clone() for p in net.parameters()]
+        return float(loss.detach()), [p.grad.clone() for p in net.parameters()]
 
     own, cheaper = run(False), run(True)
     floats = [d for d in saved if d.is_floating_point]
     assert floats and set(floats) == {torch.bfloat16}  # before the cast: the convolutions' float32 x and weight
     assert own[0] == cheaper[0]
     assert all(torch.equal(a, b) for a, b in zip(own[1], cheaper[1], strict=True))
+
+
+@pytest.mark.filterwarnings("ignore:torch.is_autocast_cpu_enabled:DeprecationWarning",
+                            "ignore:torch.get_autocast_cpu_dtype:DeprecationWarning")
+def test_the_autocast_query_falls_back_to_the_per_device_calls_of_older_torch(monkeypatch):
+    """torch 2.2-2.3 (the project's range) have no `get_autocast_dtype(device)`: the cast the cheaper convolution
+    makes then comes from the per-device calls, so the CUDA fix holds there too; off autocast, or on a device
+    those calls do not cover, nothing is cast."""
+    from ppi_cli.autograd.double_backward import _autocast_dtype
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        current = _autocast_dtype("cpu")
+        monkeypatch.delattr(torch, "get_autocast_dtype")  # inside: autocast itself calls it on entry and exit
+        legacy, other = _autocast_dtype("cpu"), _autocast_dtype("mps")
+        monkeypatch.undo()
+    assert legacy == current == torch.bfloat16
+    assert other is None
+    monkeypatch.delattr(torch, "get_autocast_dtype")
+    assert _autocast_dtype("cpu") is None
