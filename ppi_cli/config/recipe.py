@@ -78,6 +78,9 @@ class DataConfig:
     flips: bool = param(True, "Random horizontal (and, for CT, vertical) flips in training.")
     rotation: float = param(20.0, "Random rotation range in degrees, ± (LoTeNet: 20).", min=0, max=180)
     noise_std: float = param(0.0, "Std of additive Gaussian noise in training, on [0, 1] intensities.", min=0)
+    blur: float = param(0.0, "GA volumes: blur each training volume's B-scans with a Gaussian of std drawn "
+                        "uniformly from [0, blur] pixels (ours; 0: off), a scanner's softer focus, so a site's "
+                        "blur does not read as a lesion (docs/ppi.md).", min=0)
     val_fraction: float = param(0.2, "Share of the training subjects held out for validation / model selection.",
                                 min=0, max=0.9)
     synthetic_size: int = param(256, "Samples in the generated in-memory dataset (dataset: synthetic).", min=8)

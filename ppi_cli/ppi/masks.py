@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from ppi_cli.autograd.tensors import broadcast_per_sample
+from ppi_cli.data.bscans import blurred
 from ppi_cli.errors import ConfigError
 
 __all__ = ["normalise_saliency", "keep_top_k", "soft_mask", "adaptive_soft_mask", "hard_mask", "box_mask",
@@ -183,21 +184,3 @@ def intervene(x: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor | None = N
     return (1 - t) * x + t * fill
 
 
-def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A Gaussian blur of `(N, C, H, W)` images with std `sigma` pixels (separable, reflect padding).
-
-    The `blur` fill of `ppi.fill`: a removed pixel takes its neighbourhood's smooth level, so the
-    image keeps its low-frequency look (a site's brightness ramp, its overall gain) and loses the
-    detail inside the mask, instead of a black hole the classifier can learn to see.
-    """
-    n, c, h, w = x.shape
-    out = x.reshape(n * c, 1, h, w)
-    for axis, size in ((2, h), (3, w)):
-        radius = max(0, min(int(round(3 * sigma)), size - 1))  # reflect padding needs radius < size
-        taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-        kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-        shape = (1, 1, -1, 1) if axis == 2 else (1, 1, 1, -1)
-        pad = (0, 0, radius, radius) if axis == 2 else (radius, radius, 0, 0)
-        out = torch.nn.functional.conv2d(torch.nn.functional.pad(out, pad, mode="reflect"),
-                                         (kernel / kernel.sum()).view(shape))
-    return out.view(n, c, h, w)

@@ -3,7 +3,8 @@
 
 Training samples K B-scans per volume (`model.multiview.slices_per_volume`), kept in B-scan order
 with their position ids, and applies the paper's augmentation: a horizontal flip of the whole
-volume and additive Gaussian noise (`data.flips`, `data.noise_std`; paper appendix E.2).
+volume and additive Gaussian noise (`data.flips`, `data.noise_std`; paper appendix E.2), and, ours, a
+Gaussian blur of random width (`data.blur`) before the noise.
 Evaluation returns every B-scan, unflipped, so the volume score sums over all slices. Rotation
 (`data.rotation`) is a CT augmentation and is not applied to OCT.
 """
@@ -18,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ppi_cli.config.recipe import DataConfig, MultiviewConfig
-from ppi_cli.data.bscans import sample_bscans
+from ppi_cli.data.bscans import blurred, sample_bscans
 from ppi_cli.data.cache import CacheInfo, load_array, open_cache, read_manifest, rebuild_hint
 from ppi_cli.data.ga.normalise import preprocess_volume
 from ppi_cli.data.registry import register_dataset
@@ -62,6 +63,7 @@ class GaDataset(Dataset):
         self.slices_per_volume = int(slices_per_volume or default_k)
         self.flips = bool(getattr(data_cfg, "flips", False))
         self.noise_std = float(getattr(data_cfg, "noise_std", 0.0))
+        self.blur = float(getattr(data_cfg, "blur", 0.0))
         self.train = train
         self.seed = seed
         self.info = open_cache(self.cache_dir, self.kind, rebuild_hint(self.kind, self.cache_dir))
@@ -117,6 +119,10 @@ class GaDataset(Dataset):
         if self.flips and torch.rand((), generator=generator) < 0.5:
             image = image.flip(-1)  # the whole volume, so neighbouring B-scans stay aligned
             regions = {k: v.flip(-1) for k, v in regions.items()}
+        if self.blur > 0:  # drawn only when on, so the runs without it keep their random stream
+            sigma = float(torch.rand((), generator=generator)) * self.blur
+            if sigma > 0.05:  # narrower than a twentieth of a pixel: the kernel is a single tap
+                image = blurred(image, sigma)
         if self.noise_std > 0:
             noise = torch.randn(image.shape, generator=generator) * self.noise_std
             image = (image + noise).clamp_(0.0, 1.0)

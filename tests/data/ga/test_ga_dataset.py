@@ -132,3 +132,27 @@ def test_pickles_without_the_array_and_missing_cache_names_the_command(cache, tm
     with pytest.raises(CacheError) as err:
         GaDataset(tmp_path / "absent", None, recipe(), train=False)
     assert "ppi prepare ga --manifest" in err.value.one_line()
+
+
+def test_blur_is_a_gaussian_of_random_width_equal_to_scipys_and_off_by_default(cache):
+    """`data.blur`: each training volume's B-scans blurred in-plane with σ drawn from [0, blur] (one σ per read),
+    equal to scipy's Gaussian filter (mirror edges, 3σ radius) at the σ the dataset's generator draws after the
+    B-scans; with blur 0 nothing is drawn, so the volumes a recipe without it reads are unchanged."""
+    from scipy.ndimage import gaussian_filter
+
+    folder, volumes = cache
+    blurry = GaDataset(folder, None, recipe(k=10).replace(**{"data.blur": 2.0}), train=True, seed=3)
+    plain = GaDataset(folder, None, recipe(k=10), train=True, seed=3)
+    reference = torch.Generator().manual_seed(3)
+    clean = volumes[1].astype(np.float32) / 255
+    sigmas = []
+    for _ in range(6):
+        image = blurry[1]["image"][:, 0].numpy()
+        torch.randperm(10, generator=reference)  # the B-scans drawn first (all ten, in order)
+        sigma = float(torch.rand((), generator=reference)) * 2.0
+        sigmas.append(sigma)
+        expected = gaussian_filter(clean, sigma=(0, sigma, sigma), mode="mirror", truncate=3.0) if sigma > 0.05 \
+            else clean
+        np.testing.assert_allclose(image, expected, atol=2e-6)
+        assert np.allclose(plain[1]["image"][:, 0].numpy(), clean)  # off: the volume as it is, every read
+    assert len({round(s, 6) for s in sigmas}) == 6 and max(sigmas) > 0.5  # a new width each read, not all tiny
