@@ -1,0 +1,63 @@
+# SPDX-License-Identifier: MIT
+"""scripts/blur_effect.py, the diagnostic behind docs/ppi.md's "A site's blur read as GA"."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import ROOT, checkpoint_volume
+
+from ppi_cli.data.bscans import blurred
+from ppi_cli.data.cache import write_cache_info
+from ppi_cli.files import save_npy, write_csv
+from ppi_cli.models.registry import load_model
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("blur_effect", ROOT / "scripts" / "blur_effect.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_blur_equals_the_packages_own_gaussian_when_both_widths_agree(script, rng):
+    volume = torch.from_numpy(rng.random((3, 1, 12, 20), dtype=np.float32))
+    assert torch.allclose(script.blurred_volume(volume, 1.3, 1.3), blurred(volume, 1.3), atol=1e-6)
+    across_only = script.blurred_volume(volume, 0.0, 1.0)  # no blur down: each row blurred on its own, so
+    order = torch.randperm(12)  # shuffling the rows before or after gives the same
+    assert torch.allclose(script.blurred_volume(volume[:, :, order], 0.0, 1.0), across_only[:, :, order], atol=1e-6)
+    assert not torch.allclose(across_only, volume, atol=1e-3)
+
+
+def test_mean_logits_are_the_models_own_on_the_hold_out_by_class(script, tmp_path, rng):
+    cache = tmp_path / "cache"
+    volumes = rng.integers(0, 256, size=(6, 10, 24, 40), dtype=np.uint8)
+    save_npy(cache / "volumes.npy", volumes)
+    write_csv(cache / "manifest.csv", pd.DataFrame({"sample_id": [f"D-{k}" for k in range(6)],
+                                                   "subject_id": [f"s{k}" for k in range(6)], "site": ["D"] * 6,
+                                                   "label": [0, 1, 0, 1, 1, 0]}))
+    write_cache_info(cache, "ga", {"n_bscans": 10}, 6, ["manifest.csv", "volumes.npy"])
+    run = tmp_path / "train-D"
+    checkpoint_volume(run / "best.pt")
+    (run / "split.json").write_text(json.dumps({"train": [0, 1], "val": [2], "test": [3, 4, 5]}))
+    got = script.mean_logits(run, cache, 0.7, 0.35)
+    model, _ = load_model(run / "best.pt")
+    model.eval()
+    positions = torch.arange(10)[None]
+
+    def logit(row: int, blur: bool) -> float:
+        x = torch.from_numpy(volumes[row]).float()[:, None] / 255
+        x = script.blurred_volume(x, 0.7, 0.35) if blur else x
+        with torch.no_grad():
+            return float(model(x[None], positions).reshape(-1)[0])
+
+    assert got["ga"] == pytest.approx(np.mean([logit(3, False), logit(4, False)]), abs=1e-5)
+    assert got["no_ga"] == pytest.approx(logit(5, False), abs=1e-5)
+    assert got["no_ga_blurred"] == pytest.approx(logit(5, True), abs=1e-5)
+    assert got["ga_blurred"] != pytest.approx(got["ga"], abs=1e-7)
