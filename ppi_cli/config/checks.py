@@ -69,12 +69,13 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
     if degrading and ppi.mask != "lesion":
         raise ConfigError(f"{where}: ppi.{degrading[0]} changes lesion masks, and ppi.mask is '{ppi.mask}'",
                           hint="set ppi.mask: lesion (on a cache with lesion masks), or leave it at 0")
-    if getattr(ppi, "look_level", "swap") == "select" and (ppi.fill != "swap" or ppi.swap_look == "none"):
+    swaps_a_look = ppi.fill == "swap" and ppi.swap_look != "none"  # what look_level and swap_region: image need
+    if getattr(ppi, "look_level", "swap") == "select" and not swaps_a_look:
         raise ConfigError(f"{where}: ppi.look_level: select trains twice to choose how a swapped look is carried, "
                           f"and no look is swapped (fill '{ppi.fill}', swap_look '{ppi.swap_look}')",
                           hint="set ppi.fill: swap and ppi.swap_look: blur or columns, or ppi.look_level: swap")
     if getattr(ppi, "swap_region", "mask") == "image":
-        if ppi.fill != "swap" or ppi.swap_look == "none":
+        if not swaps_a_look:
             raise ConfigError(f"{where}: ppi.swap_region: image swaps whole images between the classes, and needs "
                               f"ppi.fill: swap with a ppi.swap_look (fill is '{ppi.fill}', swap_look "
                               f"'{ppi.swap_look}'): without a look to carry, x* would be the donor itself",

@@ -137,7 +137,6 @@ def fit(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, 
 # a `select` of each field of SELECT_CHOICES trains each choice in `<prefix>-<choice>/` and records the pick in
 # `<prefix>-select.json`; with both set, each batch-norm run chooses its look level
 _CHOICE_PREFIX = {"intervened_norm": "norm", "look_level": "level"}
-NORM_CHOICES = SELECT_CHOICES["intervened_norm"]
 
 
 def _selected_field(recipe: Recipe) -> str | None:

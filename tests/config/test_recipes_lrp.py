@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ppi_cli.config import list_recipes, load_recipe
+from ppi_cli.config.recipe import SELECT_CHOICES
 from ppi_cli.engine.step import TrainStep
-from ppi_cli.engine.trainer import NORM_CHOICES
 from ppi_cli.models import build_model
 from ppi_cli.ppi import LossWeights
 
@@ -26,9 +26,9 @@ def test_every_lrp_recipe_has_a_cpu_twin():
 
 
 def _step_modes(recipe) -> list[str]:
-    """The batch-norm modes the recipe's training steps run with (`select` trains each of NORM_CHOICES)."""
+    """The batch-norm modes the recipe's training steps run with (`select` trains each of its choices)."""
     mode = recipe.ppi.intervened_norm
-    return list(NORM_CHOICES) if mode == "select" else [mode]
+    return list(SELECT_CHOICES["intervened_norm"]) if mode == "select" else [mode]
 
 
 @pytest.mark.parametrize("name", LRP_TWINS)
