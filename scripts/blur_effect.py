@@ -6,7 +6,7 @@ GA").
 
 Each RUN is a cross-site training folder (`.../train-D`, holding best.pt and split.json); its hold-out rows
 (split.json's `test`) are read from CACHE whole, every B-scan, as evaluation reads them. The blur is a Gaussian
-of std `--down` pixels along the B-scan's rows and `--across` along its columns (mirror edges, 3 std radius):
+of std `--down` pixels along the B-scan's rows and `--across` along its columns (`data.bscans.blurred`):
 `ppi synth ga`'s site B blurs by 0.7 px at 64x128, that is 0.7 down and 0.35 across once resampled to 64x64.
 
 Usage, from the repository root:
@@ -22,19 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ppi_cli.config.recipe import Recipe  # noqa: E402
+from ppi_cli.data.bscans import blurred  # noqa: E402
 from ppi_cli.data.ga.dataset import GaDataset  # noqa: E402
 from ppi_cli.models.registry import load_model  # noqa: E402
-
-
-def blurred_volume(volume: torch.Tensor, down: float, across: float) -> torch.Tensor:
-    """`(S, 1, H, W)` B-scans blurred by a Gaussian of std `down` along H and `across` along W."""
-    return torch.from_numpy(gaussian_filter(volume.numpy(), sigma=(0, 0, down, across), mode="mirror",
-                                            truncate=3.0))
 
 
 def mean_logits(run: Path, cache: Path, down: float, across: float) -> dict[str, float]:
@@ -48,7 +42,7 @@ def mean_logits(run: Path, cache: Path, down: float, across: float) -> dict[str,
         for item in range(len(data)):
             sample = data[item]
             name = "ga" if float(sample["label"]) == 1 else "no_ga"
-            for suffix, volume in (("", sample["image"]), ("_blurred", blurred_volume(sample["image"], down, across))):
+            for suffix, volume in (("", sample["image"]), ("_blurred", blurred(sample["image"], (down, across)))):
                 logits[name + suffix].append(float(model(volume[None], sample["positions"][None]).reshape(-1)[0]))
     return {key: float(np.mean(values)) for key, values in logits.items()}
 

@@ -23,8 +23,9 @@ def sample_bscans(n: int, k: int, generator: torch.Generator | None = None) -> t
     return torch.randperm(n, generator=generator)[: min(k, n)].sort().values
 
 
-def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A Gaussian blur of `(N, C, H, W)` images with std `sigma` pixels (separable, reflect padding).
+def blurred(x: torch.Tensor, sigma: float | tuple[float, float]) -> torch.Tensor:
+    """A Gaussian blur of `(N, C, H, W)` images with std `sigma` pixels (separable, reflect padding), or
+    `(down, across)` stds along H and W; an axis of std 0 is left as it is.
 
     As `ppi.fill: blur` a removed pixel takes its neighbourhood's smooth level, so the image keeps its
     low-frequency look (a site's brightness ramp, its overall gain) and loses the detail inside the mask,
@@ -32,7 +33,10 @@ def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """
     n, c, h, w = x.shape
     out = x.reshape(n * c, 1, h, w)
-    for axis, size in ((2, h), (3, w)):
+    down, across = sigma if isinstance(sigma, tuple) else (sigma, sigma)
+    for axis, size, sigma in ((2, h, down), (3, w, across)):
+        if sigma <= 0:
+            continue
         radius = max(0, min(int(round(3 * sigma)), size - 1))  # reflect padding needs radius < size
         taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
         kernel = torch.exp(-0.5 * (taps / sigma) ** 2)

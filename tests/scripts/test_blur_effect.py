@@ -26,13 +26,17 @@ def script():
     return module
 
 
-def test_the_blur_equals_the_packages_own_gaussian_when_both_widths_agree(script, rng):
+def test_the_blur_down_and_across_is_scipys_gaussian_filter_with_those_widths(rng):
+    """`data.bscans.blurred` with `(down, across)`, the blur the script applies: SciPy's filter with the two
+    widths (mirror edges, 3 std radius); a width of 0 leaves that axis alone, and equal widths are the plain call."""
+    from scipy.ndimage import gaussian_filter
+
     volume = torch.from_numpy(rng.random((3, 1, 12, 20), dtype=np.float32))
-    assert torch.allclose(script.blurred_volume(volume, 1.3, 1.3), blurred(volume, 1.3), atol=1e-6)
-    across_only = script.blurred_volume(volume, 0.0, 1.0)  # no blur down: each row blurred on its own, so
-    order = torch.randperm(12)  # shuffling the rows before or after gives the same
-    assert torch.allclose(script.blurred_volume(volume[:, :, order], 0.0, 1.0), across_only[:, :, order], atol=1e-6)
-    assert not torch.allclose(across_only, volume, atol=1e-3)
+    for down, across in ((0.7, 0.35), (0.0, 1.0), (1.3, 0.0)):
+        expected = gaussian_filter(volume.numpy(), sigma=(0, 0, down, across), mode="mirror", truncate=3.0)
+        np.testing.assert_allclose(blurred(volume, (down, across)).numpy(), expected, atol=1e-6)
+    assert torch.equal(blurred(volume, (1.3, 1.3)), blurred(volume, 1.3))
+    assert torch.equal(blurred(volume, (0.0, 0.0)), volume)
 
 
 def test_mean_logits_are_the_models_own_on_the_hold_out_by_class(script, tmp_path, rng):
@@ -53,7 +57,7 @@ def test_mean_logits_are_the_models_own_on_the_hold_out_by_class(script, tmp_pat
 
     def logit(row: int, blur: bool) -> float:
         x = torch.from_numpy(volumes[row]).float()[:, None] / 255
-        x = script.blurred_volume(x, 0.7, 0.35) if blur else x
+        x = blurred(x, (0.7, 0.35)) if blur else x
         with torch.no_grad():
             return float(model(x[None], positions).reshape(-1)[0])
 
