@@ -206,6 +206,9 @@ class PPIConfig:
     reg_boost: float = param(1.0, "Factor on β from reg_boost_epoch on (CUB: ×100 after epoch 20).", min=0)
     reg_boost_epoch: int = param(0, "Epoch from which reg_boost applies.", min=0)
     start_epoch: int = param(0, "Warm-up: PPI losses join from this epoch on.", min=0)
+    fade_in: int = param(0, "Epochs over which every PPI term's weight (α, β, γ, keep, invariance, delta) grows "
+                         "linearly to its full value from start_epoch on: 1/fade_in of it in the first PPI epoch, all "
+                         "of it from the fade_in-th; 0 or 1: full from the first (ours; docs/ppi.md).", min=0)
     create_graph: bool = param(True, "Differentiate through the saliency map (needed for L_reg to train θ).")
     map_from: Literal["auto", "separate"] = param(
         "auto", "Where the WBP map comes from (ours): auto takes it from L_cls's own backward where that is exact "

@@ -140,17 +140,18 @@ class TrainStep:
              cue: torch.Tensor | None = None) -> dict[str, float]:
         sync_off = self.net.no_sync if hasattr(self.net, "no_sync") else contextlib.nullcontext
         l_cls, iv, deferred = self._clean_pass(x, labels, positions, generator, sync_off, lesion)
-        alpha, beta, gamma = (self.weights.weight(t, epoch) for t in ("con", "reg", "ad"))
+        alpha, beta, gamma, keep, invariance, delta = (
+            self.weights.weight(t, epoch) for t in ("con", "reg", "ad", "keep", "invariance", "delta"))
         l_reg = saliency_regulariser(full_precision(iv.saliency))
         self._seen = {"con": [], "ad": [], "keep": []}
-        l_keep = self._kept_pass(iv, labels, positions, sync_off) if self.cfg.keep > 0 else None
-        l_inv = self._invariance_pass(iv, positions, sync_off) if self.cfg.invariance > 0 else None
+        l_keep = self._kept_pass(iv, labels, positions, sync_off, keep) if self.cfg.keep > 0 else None
+        l_inv = self._invariance_pass(iv, positions, sync_off, invariance) if self.cfg.invariance > 0 else None
         l_con, l_ad, total = self._intervened_pass(iv, labels, alpha, gamma, sync_off)
         if l_reg.requires_grad:  # without create_graph the map is a constant: L_reg is reported, not trained
             total = total + beta * l_reg
         l_out = outside_evidence(full_precision(iv.saliency), iv.mask) if self.cfg.delta > 0 else None
         if l_out is not None and l_out.requires_grad:
-            total = total + self.cfg.delta * l_out
+            total = total + delta * l_out
         if deferred is not None:  # L_cls's gradient, from the traversal of the clean graph this backward makes anyway
             total = total + deferred
         with phase("last backward"):
@@ -161,18 +162,18 @@ class TrainStep:
         values["loss"] = values["cls"] + alpha * values["con"] + beta * values["reg"] + gamma * values["ad"]
         if l_out is not None:
             values["out"] = float(l_out.detach())
-            values["loss"] += self.cfg.delta * values["out"]
+            values["loss"] += delta * values["out"]
         if l_keep is not None:
             values["keep"] = float(l_keep)  # NaN where the batch had no x^k: left out of the epoch's mean
             if math.isfinite(l_keep):
-                values["loss"] += self.cfg.keep * values["keep"]
+                values["loss"] += keep * values["keep"]
         if l_inv is not None:
             values["inv"] = l_inv
-            values["loss"] += self.cfg.invariance * l_inv
+            values["loss"] += invariance * l_inv
         return values | self._diagnostics(iv, lesion, cue)
 
     def _kept_pass(self, iv: Intervention, labels: torch.Tensor, positions: torch.Tensor | None,
-                   sync_off: Any) -> float:
+                   sync_off: Any, weight: float) -> float:
         """L_keep on x^k (salient region kept, the rest blurred), back-propagated at once; the mask is a constant.
 
         With `ppi.fill: swap` the rest comes from an image of the other class, and x^k is made for the
@@ -193,10 +194,11 @@ class TrainStep:
             self._record("keep", out, kept_labels)
             l_keep = classification_loss(out, kept_labels)
             with phase("x^k backward"):
-                self._backward(self.cfg.keep * l_keep)
+                self._backward(weight * l_keep)
         return float(l_keep.detach())
 
-    def _invariance_pass(self, iv: Intervention, positions: torch.Tensor | None, sync_off: Any) -> float:
+    def _invariance_pass(self, iv: Intervention, positions: torch.Tensor | None, sync_off: Any,
+                         weight: float) -> float:
         """L_inv on every row, back-propagated at once: the prediction on x with the pixels outside its mask (or
         all) in another class's look, against the prediction on x itself, taken without a gradient and under the
         same batch-norm treatment, so the two differ only by the look."""
@@ -206,7 +208,7 @@ class TrainStep:
             out = self._intervened(iv.invariant_images(self.cfg.invariance_region), positions, "x^inv forward")
             l_inv = consistency_loss(out, target)
             with phase("x^inv backward"):
-                self._backward(self.cfg.invariance * l_inv)
+                self._backward(weight * l_inv)
         return float(l_inv.detach())
 
     def _diagnostics(self, iv: Intervention, lesion: torch.Tensor | None = None,

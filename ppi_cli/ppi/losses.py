@@ -165,7 +165,8 @@ class LossWeights:
 
     def __init__(self, cfg: PPIConfig) -> None:
         self.cfg = cfg
-        self.fixed = {"con": cfg.alpha, "reg": cfg.beta, "ad": cfg.gamma}
+        self.fixed = {"con": cfg.alpha, "reg": cfg.beta, "ad": cfg.gamma, "keep": cfg.keep,
+                      "invariance": cfg.invariance, "delta": cfg.delta}
         self.momentum = cfg.auto_momentum
         self.running: dict[str, float] = {}
 
@@ -178,8 +179,15 @@ class LossWeights:
             old = self.running.get(name)
             self.running[name] = value if old is None else self.momentum * old + (1 - self.momentum) * value
 
+    def fade(self, epoch: int) -> float:
+        """The share of every PPI term's weight at `epoch` under `ppi.fade_in`: 1/fade_in in the first PPI
+        epoch (`ppi.start_epoch`), growing by as much each epoch, 1 from the fade_in-th PPI epoch on."""
+        if self.cfg.fade_in <= 1:
+            return 1.0
+        return min(1.0, max(epoch - self.cfg.start_epoch + 1, 1) / self.cfg.fade_in)
+
     def weight(self, term: str, epoch: int) -> float:
-        """The weight of `con`, `reg` or `ad` at `epoch`."""
+        """The weight of `con`, `reg`, `ad`, `keep`, `invariance` or `delta` at `epoch`, faded in by `fade`."""
         fixed = self.fixed[term]
         if fixed == "auto":
             cls, own = self.running.get("cls"), self.running.get(term)
@@ -188,7 +196,7 @@ class LossWeights:
             value = float(fixed)
         if term == "reg" and epoch >= self.cfg.reg_boost_epoch:
             value *= self.cfg.reg_boost
-        return value
+        return value * self.fade(epoch)
 
     def state_dict(self) -> dict[str, float]:
         """The running magnitudes (saved in checkpoints so a resumed run continues exactly)."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -81,6 +82,27 @@ def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask, create_g
     for a, b in zip(model.buffers(), reference.buffers(), strict=True):
         assert torch.equal(a, b)
 
+
+
+def test_faded_step_trains_the_total_with_every_ppi_weight_scaled():
+    """ppi.fade_in: in the second of four fade-in epochs the step's gradient is the naive total's with α, β,
+    γ and keep at half their values."""
+    torch.manual_seed(2)
+    model = build_model(ModelConfig(name="tiny", input_size=16, dropout=0.0)).double().train()
+    reference = copy.deepcopy(model)
+    x, y = torch.rand(5, 1, 16, 16, dtype=torch.float64), torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    cfg = PPIConfig(saliency="wbp", mask="top-k", coverage=0.2, alpha=0.7, beta=0.3, gamma=1.3, keep=0.7,
+                    start_epoch=2, fade_in=4, intervened_norm="clean")
+    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                     device=torch.device("cpu"))
+    model.zero_grad(set_to_none=True)
+    values = step(x, y, None, epoch=3, generator=torch.Generator().manual_seed(4))
+    halved = dataclasses.replace(cfg, alpha=0.35, beta=0.15, gamma=0.65, keep=0.35, fade_in=0)
+    expected = _naive_gradients(reference, x, y, None, halved, seed=4)
+    for name, grad in expected.items():
+        assert torch.allclose(model.get_parameter(name).grad, grad, rtol=1e-8, atol=1e-12), name
+    assert values["loss"] == pytest.approx(values["cls"] + 0.35 * values["con"] + 0.15 * values["reg"]
+                                           + 0.65 * values["ad"] + 0.35 * values["keep"])
 
 
 def test_clean_normalisation_classifies_with_the_clean_batchs_statistics_and_leaves_the_buffers():

@@ -87,6 +87,23 @@ def test_auto_weights_follow_running_magnitudes_and_boost():
     assert restored.weight("con", 3) == weights.weight("con", 3)
 
 
+def test_fade_in_grows_every_ppi_weight_linearly_from_the_start_epoch():
+    cfg = PPIConfig(alpha=0.8, beta=0.2, gamma=0.0, keep=0.5, invariance=0.3, delta=0.1, start_epoch=3, fade_in=4,
+                    reg_boost=10.0, reg_boost_epoch=5)
+    weights = LossWeights(cfg)
+    for epoch, share in [(3, 0.25), (4, 0.5), (5, 0.75), (6, 1.0), (20, 1.0)]:
+        assert weights.fade(epoch) == share
+        assert weights.weight("con", epoch) == pytest.approx(0.8 * share)
+        assert weights.weight("keep", epoch) == pytest.approx(0.5 * share)
+        assert weights.weight("invariance", epoch) == pytest.approx(0.3 * share)
+        assert weights.weight("delta", epoch) == pytest.approx(0.1 * share)
+        assert weights.weight("reg", epoch) == pytest.approx(0.2 * share * (10.0 if epoch >= 5 else 1.0))
+        assert weights.weight("ad", epoch) == 0.0
+    for off in (0, 1):  # no fade: the full weight from the first PPI epoch
+        plain = LossWeights(PPIConfig(alpha=0.8, keep=0.5, start_epoch=3, fade_in=off))
+        assert plain.weight("con", 3) == 0.8 and plain.weight("keep", 3) == 0.5
+
+
 def test_auto_weight_is_capped_when_a_term_collapses():
     weights = LossWeights(PPIConfig(beta="auto", auto_momentum=0.0, auto_max=50.0))
     weights.update({"cls": 0.7, "reg": 0.07})
