@@ -29,6 +29,7 @@ from ppi_cli.config.recipe import Recipe
 from ppi_cli.console import warn
 from ppi_cli.data.fingerprint import read_fingerprint
 from ppi_cli.errors import ConfigError
+from ppi_cli.ppi.losses import LossWeights
 from ppi_cli.reports.metrics import MIN_CASES
 
 __all__ = ["MIN_CASES", "few_cases", "window_findings", "swap_finding", "check_study", "check_training"]
@@ -165,14 +166,14 @@ def check_training(recipe: Recipe, rows: Sequence[Mapping[str, Any]], best_epoch
                      "the model learned nothing (check data.crop against the lesions, optim.lr, the labels)")
     ppi = recipe.ppi
     fixed = {"con": ppi.alpha, "reg": ppi.beta, "ad": ppi.gamma}
+    weights = LossWeights(ppi)
     for term, value in fixed.items():
         if value != "auto" or not ppi.enabled:
             continue
         column = _WEIGHT_COLUMNS[term]
         for row in rows:
-            weight = float(row.get(column, math.nan))
-            if term == "reg" and int(row["epoch"]) - 1 >= ppi.reg_boost_epoch:
-                weight /= ppi.reg_boost  # the boost multiplies the capped weight
+            scale = weights.scale(term, int(row["epoch"]) - 1)  # the boost and the fade multiply the capped weight
+            weight = float(row.get(column, math.nan)) / scale if scale > 0 else math.nan
             if int(row.get("ppi", 0)) and weight >= ppi.auto_max * (1 - 1e-9):
                 found.append(f"ppi.{column} is 'auto' and reached its cap ppi.auto_max = {ppi.auto_max:g} at epoch "
                              f"{row['epoch']}: the term shrank towards zero and its weight ran away (set ppi.{column} "

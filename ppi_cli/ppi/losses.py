@@ -194,9 +194,13 @@ class LossWeights:
             value = 1.0 if cls is None or not own else min(cls / own, self.cfg.auto_max)
         else:
             value = float(fixed)
-        if term == "reg" and epoch >= self.cfg.reg_boost_epoch:
-            value *= self.cfg.reg_boost
-        return value * self.fade(epoch)
+        return value * self.scale(term, epoch)
+
+    def scale(self, term: str, epoch: int) -> float:
+        """What `weight` multiplies a term's own value (fixed or `auto`) by at `epoch`: `ppi.reg_boost` for
+        `reg` from `ppi.reg_boost_epoch` on, times `fade`."""
+        boost = self.cfg.reg_boost if term == "reg" and epoch >= self.cfg.reg_boost_epoch else 1.0
+        return boost * self.fade(epoch)
 
     def state_dict(self) -> dict[str, float]:
         """The running magnitudes (saved in checkpoints so a resumed run continues exactly)."""

@@ -100,6 +100,10 @@ def test_an_auto_weight_at_its_cap_warns():
     assert found == ["ppi.beta is 'auto' and reached its cap ppi.auto_max = 100 at epoch 2: the term shrank towards "
                      "zero and its weight ran away (set ppi.beta to a number)"]
     assert check_training(recipe, _rows([0.6, 0.5, 0.4], ppi=[0, 1, 1], beta=[1.0, 40.0, 99.0]), 3) == []
+    # faded in (ppi.fade_in), the column holds the capped weight times the fade: a quarter of it in the first PPI epoch
+    faded = recipe.replace(**{"ppi.fade_in": 4})
+    assert check_training(faded, _rows([0.6, 0.5, 0.4], ppi=[0, 1, 1], beta=[1.0, 25.0, 40.0]), 3) == found
+    assert check_training(faded, _rows([0.6, 0.5, 0.4], ppi=[0, 1, 1], beta=[1.0, 24.0, 49.0]), 3) == []
 
 
 def test_a_kept_ppi_epoch_below_a_warm_up_epoch_warns():
