@@ -67,6 +67,7 @@ from ppi_cli.saliency import check_wbp_supports
 __all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config", "epoch_line", "has_last_checkpoint"]
 
 LAST, BEST, METRICS, RECIPE, SPLIT = "last.pt", "best.pt", "metrics.csv", "recipe.yaml", "split.json"
+WARMUP, REJECTED = "warmup.pt", "ppi-rejected.json"  # ppi.fallback_drop: the warm-up's best model, and why it won
 TRAIN_LOG, TRAINING_PNG = "train.log", "training.png"
 
 
@@ -284,6 +285,10 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         key = selection_key(recipe.eval.select, metric, val_loss, epoch)
         # A PPI run's best.pt must be a PPI model: its first PPI epoch replaces any warm-up epoch.
         first_ppi_epoch = recipe.ppi.enabled and epoch == recipe.ppi.start_epoch > 0
+        keep_warmup = first_ppi_epoch and recipe.ppi.fallback_drop is not None and state["best_epoch"] >= 1
+        if keep_warmup:  # the warm-up's best, kept aside for ppi.fallback_drop before best.pt turns to PPI
+            state["warmup"] = {"epoch": state["best_epoch"], "key": list(state["best_key"]),
+                               "metric": state["best_metric"]}
         improved = (state["best_epoch"] < 1 or first_ppi_epoch or key > tuple(state["best_key"])
                     or len(split.val) == 0)
         if improved:
@@ -292,15 +297,21 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         state["epoch"] = epoch + 1
         if ctx.is_main:
             _save_epoch(out_dir, recipe, model, cache, split, state, row, improved, optimizer, scheduler, weights,
-                        scaler, ranks, threshold)
+                        scaler, ranks, threshold, keep_warmup=keep_warmup)
             last_plot = _report_epoch(out_dir, recipe, state["rows"], last_plot)
         ctx.barrier()
+    rejected = _fall_back(recipe, state)
     if ctx.is_main:
+        if rejected:
+            _keep_warmup_model(out_dir, state, rejected)
+        else:
+            (out_dir / REJECTED).unlink(missing_ok=True)  # a marker from an earlier run in this folder
         best = state["best_metric"]
         rule = {"metric": "", "loss": " (lowest val loss)", "last": " (the last epoch)"}[recipe.eval.select]
         log(f"best epoch {state['best_epoch']}{rule}: val {recipe.eval.metric} {best:.4f}" if math.isfinite(best) else
             f"kept epoch {state['best_epoch']}: no validation metric (no validation rows, or one class in them)")
-        _report_findings(out_dir, check_training(recipe, state["rows"], state["best_epoch"]))
+        _report_findings(out_dir, ([rejected] if rejected else [])
+                         + check_training(recipe, state["rows"], state["best_epoch"]))
     return TrainResult(out_dir=out_dir, best_checkpoint=out_dir / BEST, last_checkpoint=out_dir / LAST,
                        best_epoch=state["best_epoch"], best_metric=float(state["best_metric"]),
                        metrics_csv=out_dir / METRICS, is_main=ctx.is_main, best_key=tuple(state["best_key"]))
@@ -352,7 +363,33 @@ def _report_findings(out_dir: Path, findings: list[str]) -> None:
 
 
 def _fresh() -> dict[str, Any]:
-    return {"epoch": 0, "best_epoch": 0, "best_key": [-math.inf, -math.inf], "best_metric": math.nan, "rows": []}
+    return {"epoch": 0, "best_epoch": 0, "best_key": [-math.inf, -math.inf], "best_metric": math.nan, "rows": [],
+            "warmup": None}
+
+
+def _fall_back(recipe: Recipe, state: dict[str, Any]) -> str:
+    """Under `ppi.fallback_drop`, why the run keeps its warm-up model: its kept PPI epoch's validation metric is
+    more than the drop below the best warm-up epoch's (a collapse); "" when the PPI model stays. On a match `state`
+    takes the warm-up epoch as its kept one."""
+    drop, warm = recipe.ppi.fallback_drop, state.get("warmup")
+    if drop is None or not warm or not recipe.ppi.enabled:
+        return ""
+    kept, before = float(state["best_metric"]), float(warm["metric"])
+    if not (math.isfinite(kept) and math.isfinite(before)) or kept >= before - drop:
+        return ""
+    why = (f"PPI rejected: the kept PPI epoch {state['best_epoch']} has val {recipe.eval.metric} {kept:.3f}, more "
+           f"than ppi.fallback_drop {drop:g} below warm-up epoch {warm['epoch']}'s {before:.3f}; best.pt is that "
+           f"warm-up model ({WARMUP}), not a PPI one")
+    state.update(best_epoch=warm["epoch"], best_key=list(warm["key"]), best_metric=warm["metric"])
+    return why
+
+
+def _keep_warmup_model(out_dir: Path, state: dict[str, Any], why: str) -> None:
+    """best.pt becomes the warm-up model, and ppi-rejected.json says why (reports flag the run's cells)."""
+    with atomic_path(out_dir / BEST) as staged:
+        shutil.copyfile(out_dir / WARMUP, staged)
+    write_json(out_dir / REJECTED, {"reason": why, "warmup_epoch": state["warmup"]["epoch"],
+                                    "warmup_metric": state["warmup"]["metric"]})
 
 
 def _start_run_folder(out_dir: Path, recipe: Recipe, cache_dir: Path | None, split: Split, resume: bool,
@@ -385,6 +422,7 @@ def _resume(out_dir: Path, recipe: Recipe, model: torch.nn.Module, optimizer: An
     if scaler is not None and payload.get("scaler"):
         scaler.load_state_dict(payload["scaler"])
     state = dict(payload["progress"])
+    state.setdefault("warmup", None)  # checkpoints from before ppi.fallback_drop
     state["rows"] = [dict(r) for r in payload["progress"]["rows"]]
     log(f"resuming {out_dir} after epoch {state['epoch']}")
     return state
@@ -470,7 +508,8 @@ def _log_loss(pred: Predictions) -> float:
 
 def _save_epoch(out_dir: Path, recipe: Recipe, model: torch.nn.Module, cache: Any, split: Split,
                 state: dict[str, Any], row: dict[str, Any], improved: bool, optimizer: Any, scheduler: Any,
-                weights: LossWeights, scaler: Any, ranks: dict[str, Any] | None, threshold: dict[str, Any]) -> None:
+                weights: LossWeights, scaler: Any, ranks: dict[str, Any] | None, threshold: dict[str, Any], *,
+                keep_warmup: bool = False) -> None:
     import pandas as pd
 
     metrics = {k: float(v) for k, v in row.items() if k.startswith(("val_", "train_"))}
@@ -479,9 +518,12 @@ def _save_epoch(out_dir: Path, recipe: Recipe, model: torch.nn.Module, cache: An
     if ranks is not None:
         meta["distributed"] = ranks
     weights_now = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if keep_warmup and (out_dir / BEST).is_file():
+        with atomic_path(out_dir / WARMUP) as staged:
+            shutil.copyfile(out_dir / BEST, staged)
     if improved:
         save_checkpoint(out_dir / BEST, weights_now, meta)
-    progress_state = {k: state[k] for k in ("epoch", "best_epoch", "best_key", "best_metric", "rows")}
+    progress_state = {k: state.get(k) for k in ("epoch", "best_epoch", "best_key", "best_metric", "rows", "warmup")}
     save_checkpoint(out_dir / LAST, weights_now, meta, optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), loss_weights=weights.state_dict(),
                     scaler=scaler.state_dict() if scaler is not None else {}, progress=progress_state)

@@ -14,7 +14,7 @@ sensitivity and specificity; multi-class tasks report top-1 accuracy and macro o
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,8 +80,9 @@ def _fold_number(part: str) -> int:
     return int(part.rsplit("-", 1)[-1]) if part.rsplit("-", 1)[-1].isdigit() else -1
 
 
-def fold_table(predictions: Any) -> Any:
-    """One row of metrics per fold (part) of collected predictions, in fold order."""
+def fold_table(predictions: Any, rejected: Collection[str] = ()) -> Any:
+    """One row of metrics per fold (part) of collected predictions, in fold order; the folds in `rejected` kept
+    their warm-up model (`ppi.fallback_drop`) and say so in their flag."""
     import pandas as pd
 
     columns = score_columns(predictions)
@@ -90,8 +91,10 @@ def fold_table(predictions: Any) -> Any:
         y = frame["label"].to_numpy()
         if columns == ["score"]:
             metrics = binary_metrics(y, frame["score"].to_numpy())
-            rows.append({"fold": part} | metrics.to_dict() | {"flag": cell_flag(metrics.auc, metrics.n,
-                                                                                metrics.n_positive)})
+            flag = cell_flag(metrics.auc, metrics.n, metrics.n_positive)
+            if part in rejected:
+                flag = "; ".join(filter(None, [flag, "PPI rejected: warm-up model"]))
+            rows.append({"fold": part} | metrics.to_dict() | {"flag": flag})
         else:
             rows.append({"fold": part} | multiclass_metrics(y, frame[columns].to_numpy()))
     return pd.DataFrame(rows)
@@ -121,7 +124,8 @@ def _confusion(predictions: Any, out: Path, thresholds: Mapping[str, tuple[float
 
 
 def write_crossval_report(predictions: Any, out: Path, *, title: str, n_boot: int = 2000,
-                          seed: int = 0, thresholds: Mapping[str, tuple[float, str]] | None = None) -> CrossvalSummary:
+                          seed: int = 0, thresholds: Mapping[str, tuple[float, str]] | None = None,
+                          rejected: Collection[str] = ()) -> CrossvalSummary:
     """Write `folds.csv/.md`, `summary.md`, `summary.json` and, binary, the figures into `out`.
 
     Args:
@@ -133,12 +137,13 @@ def write_crossval_report(predictions: Any, out: Path, *, title: str, n_boot: in
         thresholds: `{part: (operating threshold, its source)}` of each fold, as its checkpoint stores them
             (normally Youden's J on its validation split); with one for every fold, `confusion.png` sums
             the folds' confusion matrices, each at its own threshold.
+        rejected: The folds (parts) whose run kept its warm-up model under `ppi.fallback_drop`: flagged.
 
     Example:
         >>> write_crossval_report(run_predictions(run), run, title="lidc-ppi-wbp on cache/lidc").headline
         'AUC 0.912 ± 0.034 (95% bootstrap interval [0.871, 0.944])'
     """
-    folds = fold_table(predictions)
+    folds = fold_table(predictions, rejected)
     binary = score_columns(predictions) == ["score"]
     metric = "auc" if binary else "accuracy"
     mean, std = mean_std(folds[metric])

@@ -111,6 +111,12 @@ def test_single_folds_plus_collect_equal_one_full_run(tmp_path, fake_training):
     mean, std = folds["auc"].mean(), folds["auc"].std(ddof=1)
     assert f"AUC {mean:.3f} ± {std:.3f} (95% bootstrap interval [" in summary and "![ROC" in summary
     assert (tmp_path / "full" / "roc.png").is_file()
+    # a fold that kept its warm-up model (ppi.fallback_drop) is flagged, in folds.csv and in the summary
+    (tmp_path / "full" / "fold-2" / "ppi-rejected.json").write_text("{}")
+    cv.collect_crossval(tmp_path / "full", bootstrap=0)
+    folds = pd.read_csv(tmp_path / "full" / "folds.csv", keep_default_na=False)
+    assert [f for f, flag in zip(folds["fold"], folds["flag"]) if "PPI rejected: warm-up model" in flag] == ["fold-2"]
+    assert "fold-2: PPI rejected: warm-up model" in (tmp_path / "full" / "summary.md").read_text()
 
 
 def part_rows(preds, k):
@@ -188,6 +194,13 @@ def test_cross_site_cells_alone_then_full_matrix_with_baseline(tmp_path, fake_tr
         assert (tmp_path / "xs" / name).is_file(), name
     again = xs.collect_cross_site(tmp_path / "xs", bootstrap=0)
     assert again.matrices["baseline"].equals(full.matrices["baseline"])
+    # a PPI run that kept its warm-up model (ppi.fallback_drop) flags its own cells and no other
+    (tmp_path / "xs" / "ppi" / "train-C" / "ppi-rejected.json").write_text("{}")
+    xs.collect_cross_site(tmp_path / "xs", bootstrap=0)
+    cells = pd.read_csv(tmp_path / "xs" / "cells.csv", keep_default_na=False)
+    rejected = cells["flag"].str.contains("PPI rejected: warm-up model")
+    assert set(cells[rejected]["variant"] + ":" + cells[rejected]["train_site"]) == {"ppi:C"}
+    assert rejected.sum() == 4
 
 
 def test_cross_site_errors(tmp_path, fake_training):
