@@ -285,10 +285,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         key = selection_key(recipe.eval.select, metric, val_loss, epoch)
         # A PPI run's best.pt must be a PPI model: its first PPI epoch replaces any warm-up epoch.
         first_ppi_epoch = recipe.ppi.enabled and epoch == recipe.ppi.start_epoch > 0
-        keep_warmup = first_ppi_epoch and recipe.ppi.fallback_drop is not None and state["best_epoch"] >= 1
-        if keep_warmup:  # the warm-up's best, kept aside for ppi.fallback_drop before best.pt turns to PPI
-            state["warmup"] = {"epoch": state["best_epoch"], "key": list(state["best_key"]),
-                               "metric": state["best_metric"]}
+        keep_warmup = _best_warmup_yet(recipe, state, epoch, ppi_epoch, metric, val_loss, key)
         improved = (state["best_epoch"] < 1 or first_ppi_epoch or key > tuple(state["best_key"])
                     or len(split.val) == 0)
         if improved:
@@ -365,6 +362,20 @@ def _report_findings(out_dir: Path, findings: list[str]) -> None:
 def _fresh() -> dict[str, Any]:
     return {"epoch": 0, "best_epoch": 0, "best_key": [-math.inf, -math.inf], "best_metric": math.nan, "rows": [],
             "warmup": None}
+
+
+def _best_warmup_yet(recipe: Recipe, state: dict[str, Any], epoch: int, ppi_epoch: bool, metric: float,
+                     val_loss: float, key: tuple[float, ...]) -> bool:
+    """Under `ppi.fallback_drop`, whether this warm-up epoch has the best validation metric of the warm-up so far
+    (ties: the lower loss); `state["warmup"]` then records it, and the caller keeps its model aside (warmup.pt)."""
+    if recipe.ppi.fallback_drop is None or not recipe.ppi.enabled or ppi_epoch or epoch >= recipe.ppi.start_epoch:
+        return False
+    rank = selection_key("metric", metric, val_loss, epoch)
+    warm = state.get("warmup")
+    if warm is not None and rank <= tuple(warm["rank"]):
+        return False
+    state["warmup"] = {"epoch": epoch + 1, "rank": list(rank), "key": list(key), "metric": metric}
+    return True
 
 
 def _fall_back(recipe: Recipe, state: dict[str, Any]) -> str:
@@ -518,9 +529,8 @@ def _save_epoch(out_dir: Path, recipe: Recipe, model: torch.nn.Module, cache: An
     if ranks is not None:
         meta["distributed"] = ranks
     weights_now = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if keep_warmup and (out_dir / BEST).is_file():
-        with atomic_path(out_dir / WARMUP) as staged:
-            shutil.copyfile(out_dir / BEST, staged)
+    if keep_warmup:
+        save_checkpoint(out_dir / WARMUP, weights_now, meta)
     if improved:
         save_checkpoint(out_dir / BEST, weights_now, meta)
     progress_state = {k: state.get(k) for k in ("epoch", "best_epoch", "best_key", "best_metric", "rows", "warmup")}

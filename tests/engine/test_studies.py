@@ -115,7 +115,7 @@ def test_single_folds_plus_collect_equal_one_full_run(tmp_path, fake_training):
     (tmp_path / "full" / "fold-2" / "ppi-rejected.json").write_text("{}")
     cv.collect_crossval(tmp_path / "full", bootstrap=0)
     folds = pd.read_csv(tmp_path / "full" / "folds.csv", keep_default_na=False)
-    assert [f for f, flag in zip(folds["fold"], folds["flag"]) if "PPI rejected: warm-up model" in flag] == ["fold-2"]
+    assert folds.loc[folds["flag"].str.contains("PPI rejected: warm-up model"), "fold"].tolist() == ["fold-2"]
     assert "fold-2: PPI rejected: warm-up model" in (tmp_path / "full" / "summary.md").read_text()
 
 

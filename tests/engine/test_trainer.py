@@ -241,29 +241,30 @@ def test_best_checkpoint_of_a_ppi_run_is_never_a_warm_up_epoch(tmp_path, monkeyp
 @pytest.mark.parametrize(("last_auc", "falls_back"), [(0.74, True), (0.76, False)])
 def test_fallback_drop_keeps_the_warm_up_model_when_ppi_lowers_validation_past_it(tmp_path, monkeypatch, one_thread,
                                                                                   last_auc, falls_back):
-    """`ppi.fallback_drop: 0.2`, warm-up epochs 1-2 (best: epoch 2, AUC 0.95), PPI epochs 3-4 (kept: epoch 4).
-    Epoch 4 at 0.74 is 0.21 below the warm-up's best: best.pt becomes epoch 2's model, byte for byte, and the
-    run says PPI was rejected; at 0.76 (0.19 below) the PPI model stays."""
+    """`ppi.fallback_drop: 0.2` under `eval.select: loss`: warm-up epochs 1-2 (the best AUC: epoch 1, 0.95; the
+    lower loss: epoch 2), PPI epochs 3-4 (kept: epoch 4, the lower loss). Epoch 4 at AUC 0.74 is 0.21 below the
+    warm-up's best: best.pt becomes epoch 1's model, byte for byte, and the run says PPI was rejected; at 0.76
+    (0.19 below) the PPI model stays."""
     import ppi_cli.engine.trainer as trainer
 
-    scores = iter([(0.8, 0.5), (0.95, 0.4), (0.7, 0.6), (last_auc, 0.5)])
+    scores = iter([(0.95, 0.5), (0.9, 0.4), (0.7, 0.6), (last_auc, 0.3)])
     threshold = {"value": 0.5, "source": "test"}
     monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (*next(scores), threshold))
-    guard = "ppi:\n  start_epoch: 2\n  fallback_drop: 0.2\n"
+    guard = "eval:\n  select: loss\nppi:\n  start_epoch: 2\n  fallback_drop: 0.2\n"
     recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=4, extra=guard))
     out = tmp_path / "run"
     result = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu")
-    assert load_checkpoint(out / "warmup.pt")["meta"]["epoch"] == 2  # the warm-up's best, kept aside
+    assert load_checkpoint(out / "warmup.pt")["meta"]["epoch"] == 1  # the warm-up's best AUC, kept aside
     log = (out / "train.log").read_text()
     if falls_back:
-        assert (result.best_epoch, result.best_metric) == (2, 0.95)
+        assert (result.best_epoch, result.best_metric) == (1, 0.95)
         assert (out / "best.pt").read_bytes() == (out / "warmup.pt").read_bytes()
         record = json.loads((out / "ppi-rejected.json").read_text())
-        assert (record["warmup_epoch"], record["warmup_metric"]) == (2, 0.95)
+        assert (record["warmup_epoch"], record["warmup_metric"]) == (1, 0.95)
         assert "warning: PPI rejected: the kept PPI epoch 4 has val auc 0.740" in log
         assert "PPI made validation worse" not in log  # the kept model is the warm-up's: nothing to compare
         again = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu", resume=True)
-        assert again.best_epoch == 2 and (out / "best.pt").read_bytes() == (out / "warmup.pt").read_bytes()
+        assert again.best_epoch == 1 and (out / "best.pt").read_bytes() == (out / "warmup.pt").read_bytes()
     else:
         assert (result.best_epoch, result.best_metric) == (4, last_auc)
         assert load_checkpoint(out / "best.pt")["meta"]["epoch"] == 4 and not (out / "ppi-rejected.json").exists()
