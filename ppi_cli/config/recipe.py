@@ -211,8 +211,9 @@ class PPIConfig:
                          "of it from the fade_in-th; 0 or 1: full from the first (ours; docs/ppi.md).", min=0)
     fallback_drop: float | None = param(
         None, "Collapse guard (ours): when the kept PPI epoch's validation metric (eval.metric) is more than this "
-        "below the best warm-up epoch's, best.pt is that warm-up epoch's model (warmup.pt) and the run reports PPI "
-        "as rejected (train.log, cells' flag); null: off. Needs start_epoch > 0 (docs/ppi.md).", min=0)
+        "below the best warm-up epoch's, the PPI model is rejected: the same recipe trains without PPI in "
+        "<run>/baseline-fallback/, its best.pt becomes the run's, and the run says so (train.log, "
+        "ppi-rejected.json, a flag on its cells and folds); null: off. Needs start_epoch > 0 (docs/ppi.md).", min=0)
     create_graph: bool = param(True, "Differentiate through the saliency map (needed for L_reg to train θ).")
     map_from: Literal["auto", "separate"] = param(
         "auto", "Where the WBP map comes from (ours): auto takes it from L_cls's own backward where that is exact "

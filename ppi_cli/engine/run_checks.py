@@ -180,8 +180,7 @@ def check_training(recipe: Recipe, rows: Sequence[Mapping[str, Any]], best_epoch
                              "to a number)")
                 break
     metric = f"val_{recipe.eval.metric}"
-    kept_ppi = 1 <= best_epoch <= len(rows) and int(rows[best_epoch - 1].get("ppi", 0))  # not a fallen-back run
-    if ppi.enabled and ppi.start_epoch > 0 and kept_ppi:
+    if ppi.enabled and ppi.start_epoch > 0 and 1 <= best_epoch <= len(rows):
         warm = [r for r in rows if not int(r.get("ppi", 0)) and math.isfinite(float(r.get(metric, math.nan)))]
         kept = float(rows[best_epoch - 1].get(metric, math.nan))
         if warm and math.isfinite(kept):

@@ -67,7 +67,7 @@ from ppi_cli.saliency import check_wbp_supports
 __all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config", "epoch_line", "has_last_checkpoint"]
 
 LAST, BEST, METRICS, RECIPE, SPLIT = "last.pt", "best.pt", "metrics.csv", "recipe.yaml", "split.json"
-WARMUP, REJECTED = "warmup.pt", "ppi-rejected.json"  # ppi.fallback_drop: the warm-up's best model, and why it won
+FALLBACK, REJECTED = "baseline-fallback", "ppi-rejected.json"  # ppi.fallback_drop: the run without PPI, and why
 TRAIN_LOG, TRAINING_PNG = "train.log", "training.png"
 
 
@@ -83,6 +83,7 @@ class TrainResult:
     metrics_csv: Path
     is_main: bool = True  # False on torchrun ranks other than 0, which write nothing
     best_key: tuple[float, ...] = ()  # the kept epoch's `selection_key` (how runs of one recipe are compared)
+    rejected: str = ""  # ppi.fallback_drop: why the PPI model was rejected (best.pt was then trained without PPI)
 
 
 def selection_key(select: str, metric: float, val_loss: float, epoch: int) -> tuple[float, float]:
@@ -130,9 +131,34 @@ def fit(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, 
                                 device=device, resume=resume)
     ctx = init_distributed(device)
     try:
-        return _fit(recipe, Path(cache_dir) if cache_dir is not None else None, split, Path(out_dir), ctx, resume)
+        result = _fit(recipe, Path(cache_dir) if cache_dir is not None else None, split, Path(out_dir), ctx, resume)
     finally:
         shutdown_distributed(ctx)
+    return _fall_back(recipe, result, cache_dir=cache_dir, split=split, device=device, resume=resume)
+
+
+def _fall_back(recipe: Recipe, result: TrainResult, *, cache_dir: Path | None, split: Split, device: str,
+               resume: bool) -> TrainResult:
+    """`ppi.fallback_drop`: a rejected PPI run trains its recipe without PPI in `<run>/baseline-fallback/`, whose
+    best.pt becomes the run's, and `ppi-rejected.json` says why (reports flag the run's cells); a run that stands
+    keeps its own best.pt (and loses a marker an earlier run in its folder left)."""
+    out_dir = result.out_dir
+    if not result.rejected:
+        if result.is_main:
+            (out_dir / REJECTED).unlink(missing_ok=True)
+        return result
+    sub = out_dir / FALLBACK
+    log(f"{out_dir.name}: training {recipe.name} without PPI in {sub}")
+    plain = dataclasses.replace(recipe, ppi=dataclasses.replace(recipe.ppi, enabled=False))
+    kept = fit(plain, cache_dir=cache_dir, split=split, out_dir=sub, device=device,
+               resume=resume and has_last_checkpoint(sub))
+    if kept.is_main:
+        with atomic_path(out_dir / BEST) as staged:
+            shutil.copyfile(kept.best_checkpoint, staged)
+        write_json(out_dir / REJECTED, {"reason": result.rejected, "ppi_best_epoch": result.best_epoch,
+                                        "ppi_best_metric": result.best_metric, "fallback": FALLBACK,
+                                        "fallback_best_epoch": kept.best_epoch})
+    return dataclasses.replace(kept, out_dir=out_dir, best_checkpoint=out_dir / BEST, rejected=result.rejected)
 
 
 # a `select` of each field of SELECT_CHOICES trains each choice in `<prefix>-<choice>/` and records the pick in
@@ -185,6 +211,10 @@ def _fit_each_choice(recipe: Recipe, field: str, *, cache_dir: Path | None, spli
         return won
     with atomic_path(out_dir / BEST) as staged:
         shutil.copyfile(won.best_checkpoint, staged)
+    if won.rejected:  # the winner's own marker, where reports look for it
+        write_text(out_dir / REJECTED, (won.out_dir / REJECTED).read_text(encoding="utf-8"))
+    else:
+        (out_dir / REJECTED).unlink(missing_ok=True)
     write_text(out_dir / RECIPE, dump_yaml(recipe))
     write_json(out_dir / f"{prefix}-select.json", {"chosen": chosen, "select": recipe.eval.select,
                                                    "keys": {c: list(r.best_key) for c, r in results.items()},
@@ -285,7 +315,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         key = selection_key(recipe.eval.select, metric, val_loss, epoch)
         # A PPI run's best.pt must be a PPI model: its first PPI epoch replaces any warm-up epoch.
         first_ppi_epoch = recipe.ppi.enabled and epoch == recipe.ppi.start_epoch > 0
-        keep_warmup = _best_warmup_yet(recipe, state, epoch, ppi_epoch, metric, val_loss, key)
+        _note_warmup(recipe, state, epoch, ppi_epoch, metric, val_loss)
         improved = (state["best_epoch"] < 1 or first_ppi_epoch or key > tuple(state["best_key"])
                     or len(split.val) == 0)
         if improved:
@@ -294,15 +324,11 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         state["epoch"] = epoch + 1
         if ctx.is_main:
             _save_epoch(out_dir, recipe, model, cache, split, state, row, improved, optimizer, scheduler, weights,
-                        scaler, ranks, threshold, keep_warmup=keep_warmup)
+                        scaler, ranks, threshold)
             last_plot = _report_epoch(out_dir, recipe, state["rows"], last_plot)
         ctx.barrier()
-    rejected = _fall_back(recipe, state)
+    rejected = _rejection(recipe, state)
     if ctx.is_main:
-        if rejected:
-            _keep_warmup_model(out_dir, state, rejected)
-        else:
-            (out_dir / REJECTED).unlink(missing_ok=True)  # a marker from an earlier run in this folder
         best = state["best_metric"]
         rule = {"metric": "", "loss": " (lowest val loss)", "last": " (the last epoch)"}[recipe.eval.select]
         log(f"best epoch {state['best_epoch']}{rule}: val {recipe.eval.metric} {best:.4f}" if math.isfinite(best) else
@@ -311,7 +337,8 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
                          + check_training(recipe, state["rows"], state["best_epoch"]))
     return TrainResult(out_dir=out_dir, best_checkpoint=out_dir / BEST, last_checkpoint=out_dir / LAST,
                        best_epoch=state["best_epoch"], best_metric=float(state["best_metric"]),
-                       metrics_csv=out_dir / METRICS, is_main=ctx.is_main, best_key=tuple(state["best_key"]))
+                       metrics_csv=out_dir / METRICS, is_main=ctx.is_main, best_key=tuple(state["best_key"]),
+                       rejected=rejected)
 
 
 _LINE_TERMS = (("cls", "cls"), ("con", "con"), ("reg", "reg"), ("ad", "ad"), ("out", "out"))
@@ -364,43 +391,30 @@ def _fresh() -> dict[str, Any]:
             "warmup": None}
 
 
-def _best_warmup_yet(recipe: Recipe, state: dict[str, Any], epoch: int, ppi_epoch: bool, metric: float,
-                     val_loss: float, key: tuple[float, ...]) -> bool:
-    """Under `ppi.fallback_drop`, whether this warm-up epoch has the best validation metric of the warm-up so far
-    (ties: the lower loss); `state["warmup"]` then records it, and the caller keeps its model aside (warmup.pt)."""
+def _note_warmup(recipe: Recipe, state: dict[str, Any], epoch: int, ppi_epoch: bool, metric: float,
+                 val_loss: float) -> None:
+    """Under `ppi.fallback_drop`, record in `state["warmup"]` the warm-up epoch of the best validation metric so
+    far (ties: the lower loss): what the kept PPI epoch is compared with."""
     if recipe.ppi.fallback_drop is None or not recipe.ppi.enabled or ppi_epoch or epoch >= recipe.ppi.start_epoch:
-        return False
+        return
     rank = selection_key("metric", metric, val_loss, epoch)
     warm = state.get("warmup")
-    if warm is not None and rank <= tuple(warm["rank"]):
-        return False
-    state["warmup"] = {"epoch": epoch + 1, "rank": list(rank), "key": list(key), "metric": metric}
-    return True
+    if warm is None or rank > tuple(warm["rank"]):
+        state["warmup"] = {"epoch": epoch + 1, "rank": list(rank), "metric": metric}
 
 
-def _fall_back(recipe: Recipe, state: dict[str, Any]) -> str:
-    """Under `ppi.fallback_drop`, why the run keeps its warm-up model: its kept PPI epoch's validation metric is
-    more than the drop below the best warm-up epoch's (a collapse); "" when the PPI model stays. On a match `state`
-    takes the warm-up epoch as its kept one."""
+def _rejection(recipe: Recipe, state: dict[str, Any]) -> str:
+    """Under `ppi.fallback_drop`, why the run's PPI model is rejected: its kept epoch's validation metric is more
+    than the drop below the best warm-up epoch's (a collapse); "" when it stands."""
     drop, warm = recipe.ppi.fallback_drop, state.get("warmup")
     if drop is None or not warm or not recipe.ppi.enabled:
         return ""
     kept, before = float(state["best_metric"]), float(warm["metric"])
     if not (math.isfinite(kept) and math.isfinite(before)) or kept >= before - drop:
         return ""
-    why = (f"PPI rejected: the kept PPI epoch {state['best_epoch']} has val {recipe.eval.metric} {kept:.3f}, more "
-           f"than ppi.fallback_drop {drop:g} below warm-up epoch {warm['epoch']}'s {before:.3f}; best.pt is that "
-           f"warm-up model ({WARMUP}), not a PPI one")
-    state.update(best_epoch=warm["epoch"], best_key=list(warm["key"]), best_metric=warm["metric"])
-    return why
-
-
-def _keep_warmup_model(out_dir: Path, state: dict[str, Any], why: str) -> None:
-    """best.pt becomes the warm-up model, and ppi-rejected.json says why (reports flag the run's cells)."""
-    with atomic_path(out_dir / BEST) as staged:
-        shutil.copyfile(out_dir / WARMUP, staged)
-    write_json(out_dir / REJECTED, {"reason": why, "warmup_epoch": state["warmup"]["epoch"],
-                                    "warmup_metric": state["warmup"]["metric"]})
+    return (f"PPI rejected: the kept PPI epoch {state['best_epoch']} has val {recipe.eval.metric} {kept:.3f}, more "
+            f"than ppi.fallback_drop {drop:g} below warm-up epoch {warm['epoch']}'s {before:.3f}; best.pt is the "
+            f"same recipe trained without PPI ({FALLBACK}/)")
 
 
 def _start_run_folder(out_dir: Path, recipe: Recipe, cache_dir: Path | None, split: Split, resume: bool,
@@ -519,8 +533,7 @@ def _log_loss(pred: Predictions) -> float:
 
 def _save_epoch(out_dir: Path, recipe: Recipe, model: torch.nn.Module, cache: Any, split: Split,
                 state: dict[str, Any], row: dict[str, Any], improved: bool, optimizer: Any, scheduler: Any,
-                weights: LossWeights, scaler: Any, ranks: dict[str, Any] | None, threshold: dict[str, Any], *,
-                keep_warmup: bool = False) -> None:
+                weights: LossWeights, scaler: Any, ranks: dict[str, Any] | None, threshold: dict[str, Any]) -> None:
     import pandas as pd
 
     metrics = {k: float(v) for k, v in row.items() if k.startswith(("val_", "train_"))}
@@ -529,8 +542,6 @@ def _save_epoch(out_dir: Path, recipe: Recipe, model: torch.nn.Module, cache: An
     if ranks is not None:
         meta["distributed"] = ranks
     weights_now = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if keep_warmup:
-        save_checkpoint(out_dir / WARMUP, weights_now, meta)
     if improved:
         save_checkpoint(out_dir / BEST, weights_now, meta)
     progress_state = {k: state.get(k) for k in ("epoch", "best_epoch", "best_key", "best_metric", "rows", "warmup")}

@@ -239,35 +239,42 @@ def test_best_checkpoint_of_a_ppi_run_is_never_a_warm_up_epoch(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize(("last_auc", "falls_back"), [(0.74, True), (0.76, False)])
-def test_fallback_drop_keeps_the_warm_up_model_when_ppi_lowers_validation_past_it(tmp_path, monkeypatch, one_thread,
-                                                                                  last_auc, falls_back):
+def test_fallback_drop_rejects_a_ppi_run_that_validates_past_it_below_its_warm_up(tmp_path, monkeypatch, one_thread,
+                                                                                   last_auc, falls_back):
     """`ppi.fallback_drop: 0.2` under `eval.select: loss`: warm-up epochs 1-2 (the best AUC: epoch 1, 0.95; the
     lower loss: epoch 2), PPI epochs 3-4 (kept: epoch 4, the lower loss). Epoch 4 at AUC 0.74 is 0.21 below the
-    warm-up's best: best.pt becomes epoch 1's model, byte for byte, and the run says PPI was rejected; at 0.76
-    (0.19 below) the PPI model stays."""
+    warm-up's best (against epoch 2's 0.9 it would be 0.16): PPI is rejected, the recipe trains without PPI in
+    baseline-fallback/ (its kept epoch: 3) and that best.pt becomes the run's, byte for byte; at 0.76 (0.19
+    below) the PPI model stays."""
     import ppi_cli.engine.trainer as trainer
 
-    scores = iter([(0.95, 0.5), (0.9, 0.4), (0.7, 0.6), (last_auc, 0.3)])
+    scores = iter([(0.95, 0.5), (0.9, 0.4), (0.7, 0.6), (last_auc, 0.3),  # the PPI run
+                   (0.9, 0.5), (0.92, 0.3), (0.93, 0.2), (0.91, 0.25)])  # the fallback's
     threshold = {"value": 0.5, "source": "test"}
     monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (*next(scores), threshold))
     guard = "eval:\n  select: loss\nppi:\n  start_epoch: 2\n  fallback_drop: 0.2\n"
     recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=4, extra=guard))
     out = tmp_path / "run"
     result = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu")
-    assert load_checkpoint(out / "warmup.pt")["meta"]["epoch"] == 1  # the warm-up's best AUC, kept aside
     log = (out / "train.log").read_text()
     if falls_back:
-        assert (result.best_epoch, result.best_metric) == (1, 0.95)
-        assert (out / "best.pt").read_bytes() == (out / "warmup.pt").read_bytes()
+        fallback = out / "baseline-fallback"
+        assert result.rejected.startswith("PPI rejected: the kept PPI epoch 4 has val auc 0.740, more than "
+                                          "ppi.fallback_drop 0.2 below warm-up epoch 1's 0.950")
+        assert f"warning: {result.rejected}" in log
+        assert not load_recipe(fallback / "recipe.yaml").ppi.enabled
+        assert pd.read_csv(fallback / "metrics.csv")["ppi"].tolist() == [0, 0, 0, 0]
+        assert (result.best_checkpoint, result.best_epoch) == (out / "best.pt", 3)
+        assert (out / "best.pt").read_bytes() == (fallback / "best.pt").read_bytes()
         record = json.loads((out / "ppi-rejected.json").read_text())
-        assert (record["warmup_epoch"], record["warmup_metric"]) == (1, 0.95)
-        assert "warning: PPI rejected: the kept PPI epoch 4 has val auc 0.740" in log
-        assert "PPI made validation worse" not in log  # the kept model is the warm-up's: nothing to compare
+        assert (record["ppi_best_epoch"], record["fallback_best_epoch"]) == (4, 3)
         again = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu", resume=True)
-        assert again.best_epoch == 1 and (out / "best.pt").read_bytes() == (out / "warmup.pt").read_bytes()
+        assert again.rejected == result.rejected and again.best_epoch == 3  # finished: nothing trains again
+        assert (out / "best.pt").read_bytes() == (fallback / "best.pt").read_bytes()
     else:
-        assert (result.best_epoch, result.best_metric) == (4, last_auc)
-        assert load_checkpoint(out / "best.pt")["meta"]["epoch"] == 4 and not (out / "ppi-rejected.json").exists()
+        assert (result.best_epoch, result.best_metric, result.rejected) == (4, last_auc, "")
+        assert load_checkpoint(out / "best.pt")["meta"]["epoch"] == 4
+        assert not (out / "ppi-rejected.json").exists() and not (out / "baseline-fallback").exists()
         assert "PPI rejected" not in log and "PPI made validation worse" in log  # still below: still reported
 
 
