@@ -187,8 +187,8 @@ def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
             train_site, _, test_site = str(part).partition(">")
             metrics = binary_metrics(cell["label"].to_numpy(), cell["score"].to_numpy())
             flag = cell_flag(metrics.auc, metrics.n, metrics.n_positive)
-            if (out / variant / f"train-{train_site}" / REJECTED).is_file():  # ppi.fallback_drop kept the warm-up
-                flag = "; ".join(filter(None, [flag, "PPI rejected: warm-up model"]))
+            if (out / variant / f"train-{train_site}" / REJECTED).is_file():  # ppi.fallback_drop: trained without PPI
+                flag = "; ".join(filter(None, [flag, "PPI rejected: trained without PPI"]))
             if flag:
                 warn(f"{variant}: cell {train_site}>{test_site} AUC {metrics.auc:.3f} on {metrics.n} cases is flagged "
                      f"({flag})")

@@ -82,7 +82,7 @@ def _fold_number(part: str) -> int:
 
 def fold_table(predictions: Any, rejected: Collection[str] = ()) -> Any:
     """One row of metrics per fold (part) of collected predictions, in fold order; the folds in `rejected` kept
-    their warm-up model (`ppi.fallback_drop`) and say so in their flag."""
+    the recipe trained without PPI (`ppi.fallback_drop` rejected PPI) and say so in their flag."""
     import pandas as pd
 
     columns = score_columns(predictions)
@@ -93,7 +93,7 @@ def fold_table(predictions: Any, rejected: Collection[str] = ()) -> Any:
             metrics = binary_metrics(y, frame["score"].to_numpy())
             flag = cell_flag(metrics.auc, metrics.n, metrics.n_positive)
             if part in rejected:
-                flag = "; ".join(filter(None, [flag, "PPI rejected: warm-up model"]))
+                flag = "; ".join(filter(None, [flag, "PPI rejected: trained without PPI"]))
             rows.append({"fold": part} | metrics.to_dict() | {"flag": flag})
         else:
             rows.append({"fold": part} | multiclass_metrics(y, frame[columns].to_numpy()))
@@ -137,7 +137,7 @@ def write_crossval_report(predictions: Any, out: Path, *, title: str, n_boot: in
         thresholds: `{part: (operating threshold, its source)}` of each fold, as its checkpoint stores them
             (normally Youden's J on its validation split); with one for every fold, `confusion.png` sums
             the folds' confusion matrices, each at its own threshold.
-        rejected: The folds (parts) whose run kept its warm-up model under `ppi.fallback_drop`: flagged.
+        rejected: The folds (parts) whose PPI model `ppi.fallback_drop` rejected (trained without PPI): flagged.
 
     Example:
         >>> write_crossval_report(run_predictions(run), run, title="lidc-ppi-wbp on cache/lidc").headline

@@ -111,12 +111,12 @@ def test_single_folds_plus_collect_equal_one_full_run(tmp_path, fake_training):
     mean, std = folds["auc"].mean(), folds["auc"].std(ddof=1)
     assert f"AUC {mean:.3f} ± {std:.3f} (95% bootstrap interval [" in summary and "![ROC" in summary
     assert (tmp_path / "full" / "roc.png").is_file()
-    # a fold that kept its warm-up model (ppi.fallback_drop) is flagged, in folds.csv and in the summary
+    # a fold whose PPI model ppi.fallback_drop rejected is flagged, in folds.csv and in the summary
     (tmp_path / "full" / "fold-2" / "ppi-rejected.json").write_text("{}")
     cv.collect_crossval(tmp_path / "full", bootstrap=0)
     folds = pd.read_csv(tmp_path / "full" / "folds.csv", keep_default_na=False)
-    assert folds.loc[folds["flag"].str.contains("PPI rejected: warm-up model"), "fold"].tolist() == ["fold-2"]
-    assert "fold-2: PPI rejected: warm-up model" in (tmp_path / "full" / "summary.md").read_text()
+    assert folds.loc[folds["flag"].str.contains("PPI rejected: trained without PPI"), "fold"].tolist() == ["fold-2"]
+    assert "fold-2: PPI rejected: trained without PPI" in (tmp_path / "full" / "summary.md").read_text()
 
 
 def part_rows(preds, k):
@@ -194,11 +194,11 @@ def test_cross_site_cells_alone_then_full_matrix_with_baseline(tmp_path, fake_tr
         assert (tmp_path / "xs" / name).is_file(), name
     again = xs.collect_cross_site(tmp_path / "xs", bootstrap=0)
     assert again.matrices["baseline"].equals(full.matrices["baseline"])
-    # a PPI run that kept its warm-up model (ppi.fallback_drop) flags its own cells and no other
+    # a PPI run that ppi.fallback_drop rejected flags its own cells and no other
     (tmp_path / "xs" / "ppi" / "train-C" / "ppi-rejected.json").write_text("{}")
     xs.collect_cross_site(tmp_path / "xs", bootstrap=0)
     cells = pd.read_csv(tmp_path / "xs" / "cells.csv", keep_default_na=False)
-    rejected = cells["flag"].str.contains("PPI rejected: warm-up model")
+    rejected = cells["flag"].str.contains("PPI rejected: trained without PPI")
     assert set(cells[rejected]["variant"] + ":" + cells[rejected]["train_site"]) == {"ppi:C"}
     assert rejected.sum() == 4
 
