@@ -205,7 +205,8 @@ def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
         part = cells[cells["variant"] == variant]
         if len(part):
             matrices[variant] = cross_site_matrix(part[["train_site", "test_site", "auc"]], sites)
-    reading, gap = ppi_reading(matrices), site_gaps(matrices)
+    rejected = {site for site in sites if (out / "ppi" / f"train-{site}" / REJECTED).is_file()}
+    reading, gap = ppi_reading(matrices, rejected), site_gaps(matrices)
     written += write_cross_site_tables(matrices, out, reading, gap)
     titles = {"ppi": "with PPI", "baseline": "no PPI"}
     flags = {titles[v]: {(r.train_site, r.test_site) for r in cells[cells["variant"] == v].itertuples() if r.flag}

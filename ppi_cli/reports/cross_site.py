@@ -9,7 +9,7 @@ reproduces from its cells (paper §4.3, Table 3; checked in tests/test_reports_c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ CELL_LOSS = 0.05  # ... and no other site down by more than this
 OPPOSITE = 0.10  # one site up and another down by this much: a site-dependent cue read differently
 
 
-def ppi_reading(matrices: Mapping[str, Any]) -> tuple[Any, str] | None:
+def ppi_reading(matrices: Mapping[str, Any], rejected: Collection[str] = ()) -> tuple[Any, str] | None:
     """Whether PPI helped, row by row, when a study ran both variants: the table and a one-line summary.
 
     Per training row with both variants: Δ in-site, Δ cross-site (the mean over the other sites), the
@@ -149,7 +149,9 @@ def ppi_reading(matrices: Mapping[str, Any]) -> tuple[Any, str] | None:
       other site fell by more than `CELL_LOSS`;
     - `trade-off` when the cross-site mean rose by `CLEAR_GAIN` or more and in-site fell by as much;
     - `cost` when the cross-site mean fell by `CLEAR_GAIN` or more, or in-site did;
-    - `no clear change` otherwise.
+    - `no clear change` otherwise;
+    - `PPI rejected` whatever the changes, for a training site in `rejected`: `ppi.fallback_drop` rejected its
+      PPI model, and the row compares the recipe trained without PPI with the baseline.
 
     Returns:
         `(table, summary)`, or None without both a `ppi` and a `baseline` matrix or a row they share.
@@ -169,7 +171,9 @@ def ppi_reading(matrices: Mapping[str, Any]) -> tuple[Any, str] | None:
         d_in = float(delta[train]) if train in delta.index else np.nan
         d_cross = float(others.mean())
         low, high = float(others.min()), float(others.max())
-        if high >= OPPOSITE and low <= -OPPOSITE:
+        if train in rejected:
+            reading = "PPI rejected"
+        elif high >= OPPOSITE and low <= -OPPOSITE:
             reading = "opposite moves"
         elif d_cross >= CLEAR_GAIN and not d_in <= -CLEAR_GAIN and low >= -CELL_LOSS:
             reading = "helped"
@@ -200,8 +204,11 @@ def ppi_reading(matrices: Mapping[str, Any]) -> tuple[Any, str] | None:
     if counts.get("opposite moves", 0):
         advice += (" Rows marked `opposite moves` may read a site-dependent cue in reverse rather than ignore it "
                    "(docs/ppi.md).")
-    parts = ", ".join(f"{k} {counts[k]}" for k in ("helped", "trade-off", "no clear change", "cost", "opposite moves")
-                      if counts.get(k, 0))
+    if counts.get("PPI rejected", 0):
+        advice += (" Rows marked `PPI rejected` validated worse with PPI than in its warm-up (ppi.fallback_drop): "
+                   "their PPI column holds the recipe trained without PPI.")
+    parts = ", ".join(f"{k} {counts[k]}" for k in ("helped", "trade-off", "no clear change", "cost", "opposite moves",
+                                                    "PPI rejected") if counts.get(k, 0))
     summary = (f"PPI − baseline, mean over the {n} training row(s) of the cross-site AUC change: {mean_cross:+.3f} "
                f"({parts}). {advice}")
     return table, summary
@@ -218,7 +225,8 @@ _READING_NOTE = (f"Readings (one seed; `ppi sweep` gives paired seeds and interv
                  f"up ≥ {CLEAR_GAIN}, in-site not down by as much, no other site down > {CELL_LOSS}; "
                  f"`trade-off` = cross-site mean up and in-site down, each by ≥ {CLEAR_GAIN}; `cost` = cross-site "
                  f"mean or in-site down ≥ {CLEAR_GAIN}; `opposite moves` = one other site up ≥ {OPPOSITE} and "
-                 f"another down ≥ {OPPOSITE}. Per-cell DeLong tests: compare/comparison.md.")
+                 f"another down ≥ {OPPOSITE}; `PPI rejected` = ppi.fallback_drop rejected the row's PPI model, "
+                 "which the recipe trained without PPI replaced. Per-cell DeLong tests: compare/comparison.md.")
 
 _NOTE = ("Rows: training site; columns: test site (the diagonal is the training site's own hold-out). "
          "Mean and STD: row mean and sample std over the test-site cells, as in the paper's Table 3.")

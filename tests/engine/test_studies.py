@@ -201,6 +201,10 @@ def test_cross_site_cells_alone_then_full_matrix_with_baseline(tmp_path, fake_tr
     rejected = cells["flag"].str.contains("PPI rejected: trained without PPI")
     assert set(cells[rejected]["variant"] + ":" + cells[rejected]["train_site"]) == {"ppi:C"}
     assert rejected.sum() == 4
+    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip()
+            for line in (tmp_path / "xs" / "cross_site.md").read_text().splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip() in "ABCD"}
+    assert rows["C"] == "PPI rejected" and "PPI rejected" not in (rows["A"], rows["B"], rows["D"])
 
 
 def test_cross_site_errors(tmp_path, fake_training):

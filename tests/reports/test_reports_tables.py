@@ -101,6 +101,11 @@ def test_ppi_reading_row_by_row_against_hand_computed_changes():
     mean = np.mean([0.04, -0.03, 0.01 / 3, 0.25 / 3])
     assert f"{mean:+.3f}" in summary and "helped 1, no clear change 1, cost 1, opposite moves 1" in summary
     assert "some training rows" in summary and "in reverse" in summary
+    # a training site whose PPI model ppi.fallback_drop rejected reads so, whatever its changes
+    table, summary = ppi_reading({"ppi": _matrix(ppi), "baseline": _matrix(base)}, rejected={"A"})
+    assert table.set_index("train_site")["reading"].to_dict() == {"A": "PPI rejected", "B": "cost",
+                                                                   "C": "no clear change", "D": "opposite moves"}
+    assert "PPI rejected 1" in summary and "trained without PPI" in summary
 
 
 def test_ppi_reading_thresholds_and_missing_variants():
