@@ -70,9 +70,9 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
         raise ConfigError(f"{where}: ppi.{degrading[0]} changes lesion masks, and ppi.mask is '{ppi.mask}'",
                           hint="set ppi.mask: lesion (on a cache with lesion masks), or leave it at 0")
     if getattr(ppi, "fallback_drop", None) is not None and ppi.start_epoch == 0:
-        raise ConfigError(f"{where}: ppi.fallback_drop {ppi.fallback_drop:g} falls back to the best warm-up epoch, "
-                          "and ppi.start_epoch is 0: there is no warm-up", hint="set ppi.start_epoch to the warm-up's "
-                          "length (e.g. 5), or ppi.fallback_drop: null")
+        raise ConfigError(f"{where}: ppi.fallback_drop {ppi.fallback_drop:g} compares the kept PPI epoch with the "
+                          "best warm-up epoch, and ppi.start_epoch is 0: there is no warm-up",
+                          hint="set ppi.start_epoch to the warm-up's length (e.g. 5), or ppi.fallback_drop: null")
     swaps_a_look = ppi.fill == "swap" and ppi.swap_look != "none"  # what look_level and swap_region: image need
     if getattr(ppi, "look_level", "swap") == "select" and not swaps_a_look:
         raise ConfigError(f"{where}: ppi.look_level: select trains twice to choose how a swapped look is carried, "

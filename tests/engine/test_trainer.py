@@ -280,8 +280,8 @@ def test_fallback_drop_rejects_a_ppi_run_that_validates_past_it_below_its_warm_u
 
 def test_fallback_drop_without_a_warm_up_is_refused_at_load(tmp_path):
     path = _recipe_file(tmp_path, size=32, epochs=1, extra="ppi:\n  start_epoch: 0\n  fallback_drop: 0.2\n")
-    with pytest.raises(ConfigError, match="ppi.fallback_drop 0.2 falls back to the best warm-up epoch, and "
-                                          "ppi.start_epoch is 0"):
+    with pytest.raises(ConfigError, match="ppi.fallback_drop 0.2 compares the kept PPI epoch with the best warm-up "
+                                          "epoch, and ppi.start_epoch is 0"):
         load_recipe(path)
 
 
