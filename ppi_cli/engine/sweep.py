@@ -40,6 +40,7 @@ import numpy as np
 
 from ppi_cli.console import log, log_prefix
 from ppi_cli.engine.cue_effect import EFFECTS_FILE, cue_effects, cue_rows, effects_frame
+from ppi_cli.engine.trainer import REJECTED
 from ppi_cli.errors import ConfigError
 
 __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep", "seeded",
@@ -177,7 +178,8 @@ def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dic
                 Path(out) / variant / f"train-{train}" / "best.pt", recipe, study_data, cue_twin, carrying,
                 device=device)]
     matrix = next(iter(outcome.matrices.values()))
-    return [{"train_site": train, "test_site": str(site), "auc": float(matrix.loc[train, site])}
+    rejected = (Path(out) / "ppi" / f"train-{train}" / REJECTED).is_file()  # ppi.fallback_drop: trained without
+    return [{"train_site": train, "test_site": str(site), "auc": float(matrix.loc[train, site]), "rejected": rejected}
             for site in matrix.columns if site not in ("Mean", "STD") and np.isfinite(matrix.loc[train, site])
             ] + effects
 
@@ -196,10 +198,11 @@ def _crossval_cells(recipe: Any, data: Any, twin: Any, others: Sequence[Any], ou
     cells = []
     for split in fold_splits(data, folds, seed, recipe.data.val_fraction):  # the twin's folds: the same rows
         best = fold_checkpoint(out, int(split.fold))
+        rejected = (best.parent / REJECTED).is_file()
         for test, rows in ((data, split.test), *((o, np.arange(len(o.labels))) for o in others)):
             _, labels, scores = predict_rows(best, recipe, test, rows, device=device)
             cells.append({"fold": int(split.fold), "train_site": data.name, "test_site": test.name,
-                          "auc": float(binary_metrics(labels.tolist(), scores.tolist()).auc)})
+                          "auc": float(binary_metrics(labels.tolist(), scores.tolist()).auc), "rejected": rejected})
     return cells
 
 
@@ -315,7 +318,7 @@ def _runs_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: 
     rows = [{"variant": name, "seed": seed, **cell} for name in names for seed in seeds
             for cell in results.get((name, seed), []) if "auc" in cell]
     return pd.DataFrame(rows, columns=["variant", "seed", *(["fold"] if folds else []), "train_site", "test_site",
-                                       "auc"])
+                                       "auc", "rejected"]).fillna({"rejected": False})
 
 
 def summarise_effects(effects: Any) -> Any:
@@ -440,6 +443,7 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None
         lines += [f"- `{variant}`: {_ceiling_reading(part) if variant == CEILING else sweep_reading(part)}"
                   for variant, part in summary.groupby("variant", sort=False)
                   if variant != BASELINE and part["delta"].notna().all()]
+    lines += _rejected_lines(runs)
     if effects is not None and len(effects):
         lines += _effect_lines(summarise_effects(effects))
     overrides = {v.name: dict(v.overrides) for v in cfg.variants}
@@ -452,6 +456,22 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None
               for name, o in overrides.items()]
     written.append(write_text(cfg.out / "summary.md", "\n".join(lines) + "\n"))
     return written
+
+
+def _rejected_lines(runs: Any) -> list[str]:
+    """Which runs `ppi.fallback_drop` rejected, per variant: their rows hold the recipe trained without PPI."""
+    if "rejected" not in runs.columns:
+        return []
+    keys = ["seed", *(["fold"] if "fold" in runs.columns else [])]
+    lines = []
+    for variant, part in runs[runs["rejected"].astype(bool)].groupby("variant", sort=False):
+        which = sorted({tuple(int(v) for v in row) for row in part[keys].itertuples(index=False)})
+        listed = ", ".join(" fold ".join(map(str, key)) for key in which)
+        lines.append(f"- `{variant}`: {len(which)} run(s), seed {listed}")
+    if not lines:
+        return []
+    return ["", "PPI rejected (`ppi.fallback_drop`: the kept PPI epoch validated too far below the warm-up); these "
+            "runs' rows hold the recipe trained without PPI, and the means above include them:", "", *lines]
 
 
 def _effect_lines(table: Any) -> list[str]:

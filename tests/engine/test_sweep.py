@@ -97,6 +97,12 @@ def test_summary_md_carries_each_variants_reading(tmp_path):
     expected = sweep_reading(summary[summary["variant"] == "lift"])
     assert expected == "helped: cross-site mean +0.155 (A +0.110, C +0.200)" and f"- `lift`: {expected}" in text
     assert f"`{BASELINE}`:" not in text.split("Readings")[1].split("Variants")[0]
+    assert "PPI rejected" not in text
+    # a run that ppi.fallback_drop rejected is named under the table (its rows hold the recipe without PPI)
+    runs["rejected"] = (runs["variant"] == "lift") & (runs["seed"] == 1)
+    _write_tables(cfg, runs, summary)
+    text = (tmp_path / "summary.md").read_text()
+    assert "PPI rejected (`ppi.fallback_drop`" in text and "- `lift`: 1 run(s), seed 1\n" in text
 
 
 def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeypatch):
@@ -177,7 +183,8 @@ def test_a_crossval_sweep_pairs_by_seed_and_fold_and_scores_every_fold_model_on_
                       seeds=(0, 1), common=common, twin=twin, tests=(other,))
     outcome = run_sweep(cfg)
     runs = outcome.runs
-    assert list(runs.columns) == ["variant", "seed", "fold", "train_site", "test_site", "auc"]
+    assert list(runs.columns) == ["variant", "seed", "fold", "train_site", "test_site", "auc", "rejected"]
+    assert not runs["rejected"].any()  # no run here has ppi.fallback_drop
     assert len(runs) == 3 * 2 * 2 * 2  # (baseline, recipe, ceiling) × seeds × folds × (cohort, reversed)
     for seed in (0, 1):
         study = tmp_path / "sw" / "demo-lidc-ppi-wbp" / f"seed-{seed}"
