@@ -38,7 +38,7 @@ from ppi_cli.engine.study import (
     train_once,
     write_study_record,
 )
-from ppi_cli.engine.trainer import REJECTED
+from ppi_cli.engine.trainer import ppi_rejected
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.files import write_csv
 from ppi_cli.reports.cross_site import cross_site_matrix, ppi_reading, site_gaps, write_cross_site_tables
@@ -165,6 +165,11 @@ def run_cross_site(cfg: CrossSiteConfig) -> CrossSiteOutcome:
     return outcome
 
 
+def rejected_sites(out: Path) -> set[str]:
+    """The training sites of the cross-site study in `out` whose PPI model `ppi.fallback_drop` rejected."""
+    return {run.name.removeprefix("train-") for run in (out / "ppi").glob("train-*") if ppi_rejected(run)}
+
+
 def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
     """Merge every finished cell into the matrices, the gap table, the heatmap and, with both variants, a
     paired per-cell comparison of PPI against the baseline (DeLong). Needs only the files.
@@ -176,6 +181,7 @@ def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
 
     rows, written, matrices, parts = [], [], {}, {}
     variants = [v for v in VARIANT_ORDER if (out / v).is_dir()]
+    rejected = rejected_sites(out)
     for variant in variants:
         files = sorted((out / variant).glob(f"train-*/test-*/{PREDICTIONS_FILE}"))
         if not files:
@@ -186,9 +192,8 @@ def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
         for part, cell in frame.groupby("part", sort=True):
             train_site, _, test_site = str(part).partition(">")
             metrics = binary_metrics(cell["label"].to_numpy(), cell["score"].to_numpy())
-            flag = cell_flag(metrics.auc, metrics.n, metrics.n_positive)
-            if (out / variant / f"train-{train_site}" / REJECTED).is_file():  # ppi.fallback_drop: trained without PPI
-                flag = "; ".join(filter(None, [flag, "PPI rejected: trained without PPI"]))
+            flag = cell_flag(metrics.auc, metrics.n, metrics.n_positive,
+                             rejected=variant == "ppi" and train_site in rejected)
             if flag:
                 warn(f"{variant}: cell {train_site}>{test_site} AUC {metrics.auc:.3f} on {metrics.n} cases is flagged "
                      f"({flag})")
@@ -205,7 +210,6 @@ def collect_cross_site(out: Path, *, bootstrap: int = 2000) -> CrossSiteOutcome:
         part = cells[cells["variant"] == variant]
         if len(part):
             matrices[variant] = cross_site_matrix(part[["train_site", "test_site", "auc"]], sites)
-    rejected = {site for site in sites if (out / "ppi" / f"train-{site}" / REJECTED).is_file()}
     reading, gap = ppi_reading(matrices, rejected), site_gaps(matrices)
     written += write_cross_site_tables(matrices, out, reading, gap)
     titles = {"ppi": "with PPI", "baseline": "no PPI"}

@@ -32,7 +32,7 @@ from ppi_cli.engine.study import (
     train_once,
     write_study_record,
 )
-from ppi_cli.engine.trainer import BEST, REJECTED
+from ppi_cli.engine.trainer import BEST, ppi_rejected
 from ppi_cli.errors import ConfigError, DataError, ModelError
 from ppi_cli.files import write_csv, write_json
 from ppi_cli.reports.crossval_report import write_crossval_report
@@ -150,8 +150,7 @@ def collect_crossval(out: Path, *, bootstrap: int = 2000, compare: Path | None =
     written = [write_csv(out / PREDICTIONS_FILE, frame, float_format="%.8g")]
     summary = write_crossval_report(frame, out, title=record.get("title", out.name), n_boot=bootstrap,
                                     seed=int(record.get("seed", 0)), thresholds=fold_thresholds(out, n_folds),
-                                    rejected={f"fold-{k}" for k in range(n_folds)
-                                              if (_fold_dir(out, k) / REJECTED).is_file()})
+                                    rejected={f"fold-{k}" for k in range(n_folds) if ppi_rejected(_fold_dir(out, k))})
     for row in summary.folds.itertuples():
         if getattr(row, "flag", ""):
             warn(f"{out.name}: {row.fold} test AUC {row.auc:.3f} on {row.n} cases is flagged ({row.flag})")

@@ -32,7 +32,8 @@ from ppi_cli.errors import ConfigError
 from ppi_cli.ppi.losses import LossWeights
 from ppi_cli.reports.metrics import MIN_CASES
 
-__all__ = ["MIN_CASES", "few_cases", "window_findings", "swap_finding", "check_study", "check_training"]
+__all__ = ["MIN_CASES", "few_cases", "window_findings", "swap_finding", "check_study", "check_training",
+           "ppi_rejection"]
 
 _MIN_HIT_SHARE = 0.5  # refuse a training window that holds the lesion centre in fewer draws than this
 _CHANCE_TOLERANCE = 0.02  # a training loss this close to ln K for every epoch learned nothing
@@ -181,11 +182,37 @@ def check_training(recipe: Recipe, rows: Sequence[Mapping[str, Any]], best_epoch
                 break
     metric = f"val_{recipe.eval.metric}"
     if ppi.enabled and ppi.start_epoch > 0 and 1 <= best_epoch <= len(rows):
-        warm = [r for r in rows if not int(r.get("ppi", 0)) and math.isfinite(float(r.get(metric, math.nan)))]
+        top = _best_warmup_row(rows, metric)
         kept = float(rows[best_epoch - 1].get(metric, math.nan))
-        if warm and math.isfinite(kept):
-            top = max(warm, key=lambda r: float(r[metric]))
-            if kept < float(top[metric]):
-                found.append(f"the kept epoch {best_epoch} (PPI) has {metric} {kept:.3f}, below warm-up epoch "
-                             f"{top['epoch']}'s {float(top[metric]):.3f}: PPI made validation worse")
+        if top is not None and math.isfinite(kept) and kept < float(top[metric]):
+            found.append(f"the kept epoch {best_epoch} (PPI) has {metric} {kept:.3f}, below warm-up epoch "
+                         f"{top['epoch']}'s {float(top[metric]):.3f}: PPI made validation worse")
     return found
+
+
+def _best_warmup_row(rows: Sequence[Mapping[str, Any]], metric: str) -> Mapping[str, Any] | None:
+    """The warm-up (non-PPI) epoch row of the best validation `metric` (ties: the lower loss, then the earlier);
+    None without one that has the metric."""
+    warm = [r for r in rows if not int(r.get("ppi", 0)) and math.isfinite(float(r.get(metric, math.nan)))]
+
+    def rank(row: Mapping[str, Any]) -> tuple[float, float]:
+        loss = float(row.get("val_loss", math.nan))
+        return float(row[metric]), -loss if math.isfinite(loss) else -math.inf
+
+    return max(warm, key=rank) if warm else None
+
+
+def ppi_rejection(recipe: Recipe, rows: Sequence[Mapping[str, Any]], best_epoch: int, *, fallback: str) -> str:
+    """Under `ppi.fallback_drop`, why a finished run's PPI model is rejected: its kept epoch's validation metric
+    is more than the drop below the best warm-up epoch's (a collapse); "" when it stands. `fallback` names the
+    folder the recipe then trains without PPI in."""
+    drop, metric = recipe.ppi.fallback_drop, f"val_{recipe.eval.metric}"
+    if drop is None or not recipe.ppi.enabled or not 1 <= best_epoch <= len(rows):
+        return ""
+    warm = _best_warmup_row(rows, metric)
+    kept = float(rows[best_epoch - 1].get(metric, math.nan))
+    if warm is None or not math.isfinite(kept) or kept >= float(warm[metric]) - drop:
+        return ""
+    return (f"PPI rejected: the kept PPI epoch {best_epoch} has val {recipe.eval.metric} {kept:.3f}, more than "
+            f"ppi.fallback_drop {drop:g} below warm-up epoch {warm['epoch']}'s {float(warm[metric]):.3f}; best.pt is "
+            f"the same recipe trained without PPI ({fallback}/)")

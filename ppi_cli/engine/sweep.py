@@ -40,7 +40,6 @@ import numpy as np
 
 from ppi_cli.console import log, log_prefix
 from ppi_cli.engine.cue_effect import EFFECTS_FILE, cue_effects, cue_rows, effects_frame
-from ppi_cli.engine.trainer import REJECTED
 from ppi_cli.errors import ConfigError
 
 __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep", "seeded",
@@ -157,7 +156,7 @@ def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dic
     without `train` a cross-validation; with `twin` the model trains on the twin's rows and is tested on
     `data`'s. With `effects_twin` (a cross-site row) the cells also hold the cue's effect on the kept model
     over the `carrying` rows (`cue_effect.cue_effects`), each with an `effect` key instead of `auc`."""
-    from ppi_cli.engine.cross_site import CrossSiteConfig, run_cross_site
+    from ppi_cli.engine.cross_site import CrossSiteConfig, rejected_sites, run_cross_site
     from ppi_cli.engine.study import resolve_study
 
     with log_prefix(f"{Path(out).parent.name} seed {seed}"):  # which study a worker's lines belong to
@@ -178,7 +177,7 @@ def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dic
                 Path(out) / variant / f"train-{train}" / "best.pt", recipe, study_data, cue_twin, carrying,
                 device=device)]
     matrix = next(iter(outcome.matrices.values()))
-    rejected = (Path(out) / "ppi" / f"train-{train}" / REJECTED).is_file()  # ppi.fallback_drop: trained without
+    rejected = train in rejected_sites(Path(out))  # ppi.fallback_drop: the row holds the recipe without PPI
     return [{"train_site": train, "test_site": str(site), "auc": float(matrix.loc[train, site]), "rejected": rejected}
             for site in matrix.columns if site not in ("Mean", "STD") and np.isfinite(matrix.loc[train, site])
             ] + effects
@@ -190,6 +189,7 @@ def _crossval_cells(recipe: Any, data: Any, twin: Any, others: Sequence[Any], ou
     test rows of `data` (`in-site`) and on every row of each of `others`."""
     from ppi_cli.engine.crossval import CrossvalConfig, fold_checkpoint, run_crossval
     from ppi_cli.engine.study import fold_splits, predict_rows
+    from ppi_cli.engine.trainer import ppi_rejected
     from ppi_cli.reports.metrics import binary_metrics
 
     folds = recipe.eval.folds
@@ -198,7 +198,7 @@ def _crossval_cells(recipe: Any, data: Any, twin: Any, others: Sequence[Any], ou
     cells = []
     for split in fold_splits(data, folds, seed, recipe.data.val_fraction):  # the twin's folds: the same rows
         best = fold_checkpoint(out, int(split.fold))
-        rejected = (best.parent / REJECTED).is_file()
+        rejected = ppi_rejected(best.parent)
         for test, rows in ((data, split.test), *((o, np.arange(len(o.labels))) for o in others)):
             _, labels, scores = predict_rows(best, recipe, test, rows, device=device)
             cells.append({"fold": int(split.fold), "train_site": data.name, "test_site": test.name,

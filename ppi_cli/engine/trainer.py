@@ -53,7 +53,7 @@ from ppi_cli.engine.evaluate import (
     validation_metric,
 )
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
-from ppi_cli.engine.run_checks import check_training
+from ppi_cli.engine.run_checks import check_training, ppi_rejection
 from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache, write_run_record
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.errors import ConfigError, ModelError
@@ -64,7 +64,7 @@ from ppi_cli.ppi.losses import LossWeights
 from ppi_cli.reports.plots import training_figure
 from ppi_cli.saliency import check_wbp_supports
 
-__all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config", "epoch_line", "has_last_checkpoint"]
+__all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config", "epoch_line", "has_last_checkpoint", "ppi_rejected"]
 
 LAST, BEST, METRICS, RECIPE, SPLIT = "last.pt", "best.pt", "metrics.csv", "recipe.yaml", "split.json"
 FALLBACK, REJECTED = "baseline-fallback", "ppi-rejected.json"  # ppi.fallback_drop: the run without PPI, and why
@@ -176,6 +176,12 @@ def _selected_field(recipe: Recipe) -> str | None:
 def _choice_dir(out_dir: Path, field: str, choice: str) -> Path:
     """Where a `select` of `field` trains its run with `choice`."""
     return out_dir / f"{_CHOICE_PREFIX[field]}-{choice}"
+
+
+def ppi_rejected(run_dir: Path) -> bool:
+    """Whether `ppi.fallback_drop` rejected the PPI model of the run in `run_dir`, whose best.pt is then the recipe
+    trained without PPI."""
+    return (Path(run_dir) / REJECTED).is_file()
 
 
 def has_last_checkpoint(out_dir: Path) -> bool:
@@ -315,7 +321,6 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         key = selection_key(recipe.eval.select, metric, val_loss, epoch)
         # A PPI run's best.pt must be a PPI model: its first PPI epoch replaces any warm-up epoch.
         first_ppi_epoch = recipe.ppi.enabled and epoch == recipe.ppi.start_epoch > 0
-        _note_warmup(recipe, state, epoch, ppi_epoch, metric, val_loss)
         improved = (state["best_epoch"] < 1 or first_ppi_epoch or key > tuple(state["best_key"])
                     or len(split.val) == 0)
         if improved:
@@ -327,7 +332,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
                         scaler, ranks, threshold)
             last_plot = _report_epoch(out_dir, recipe, state["rows"], last_plot)
         ctx.barrier()
-    rejected = _rejection(recipe, state)
+    rejected = ppi_rejection(recipe, state["rows"], state["best_epoch"], fallback=FALLBACK)
     if ctx.is_main:
         best = state["best_metric"]
         rule = {"metric": "", "loss": " (lowest val loss)", "last": " (the last epoch)"}[recipe.eval.select]
@@ -387,34 +392,7 @@ def _report_findings(out_dir: Path, findings: list[str]) -> None:
 
 
 def _fresh() -> dict[str, Any]:
-    return {"epoch": 0, "best_epoch": 0, "best_key": [-math.inf, -math.inf], "best_metric": math.nan, "rows": [],
-            "warmup": None}
-
-
-def _note_warmup(recipe: Recipe, state: dict[str, Any], epoch: int, ppi_epoch: bool, metric: float,
-                 val_loss: float) -> None:
-    """Under `ppi.fallback_drop`, record in `state["warmup"]` the warm-up epoch of the best validation metric so
-    far (ties: the lower loss): what the kept PPI epoch is compared with."""
-    if recipe.ppi.fallback_drop is None or not recipe.ppi.enabled or ppi_epoch or epoch >= recipe.ppi.start_epoch:
-        return
-    rank = selection_key("metric", metric, val_loss, epoch)
-    warm = state.get("warmup")
-    if warm is None or rank > tuple(warm["rank"]):
-        state["warmup"] = {"epoch": epoch + 1, "rank": list(rank), "metric": metric}
-
-
-def _rejection(recipe: Recipe, state: dict[str, Any]) -> str:
-    """Under `ppi.fallback_drop`, why the run's PPI model is rejected: its kept epoch's validation metric is more
-    than the drop below the best warm-up epoch's (a collapse); "" when it stands."""
-    drop, warm = recipe.ppi.fallback_drop, state.get("warmup")
-    if drop is None or not warm or not recipe.ppi.enabled:
-        return ""
-    kept, before = float(state["best_metric"]), float(warm["metric"])
-    if not (math.isfinite(kept) and math.isfinite(before)) or kept >= before - drop:
-        return ""
-    return (f"PPI rejected: the kept PPI epoch {state['best_epoch']} has val {recipe.eval.metric} {kept:.3f}, more "
-            f"than ppi.fallback_drop {drop:g} below warm-up epoch {warm['epoch']}'s {before:.3f}; best.pt is the "
-            f"same recipe trained without PPI ({FALLBACK}/)")
+    return {"epoch": 0, "best_epoch": 0, "best_key": [-math.inf, -math.inf], "best_metric": math.nan, "rows": []}
 
 
 def _start_run_folder(out_dir: Path, recipe: Recipe, cache_dir: Path | None, split: Split, resume: bool,
@@ -447,7 +425,6 @@ def _resume(out_dir: Path, recipe: Recipe, model: torch.nn.Module, optimizer: An
     if scaler is not None and payload.get("scaler"):
         scaler.load_state_dict(payload["scaler"])
     state = dict(payload["progress"])
-    state.setdefault("warmup", None)  # checkpoints from before ppi.fallback_drop
     state["rows"] = [dict(r) for r in payload["progress"]["rows"]]
     log(f"resuming {out_dir} after epoch {state['epoch']}")
     return state
@@ -544,7 +521,7 @@ def _save_epoch(out_dir: Path, recipe: Recipe, model: torch.nn.Module, cache: An
     weights_now = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if improved:
         save_checkpoint(out_dir / BEST, weights_now, meta)
-    progress_state = {k: state.get(k) for k in ("epoch", "best_epoch", "best_key", "best_metric", "rows", "warmup")}
+    progress_state = {k: state[k] for k in ("epoch", "best_epoch", "best_key", "best_metric", "rows")}
     save_checkpoint(out_dir / LAST, weights_now, meta, optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), loss_weights=weights.state_dict(),
                     scaler=scaler.state_dict() if scaler is not None else {}, progress=progress_state)

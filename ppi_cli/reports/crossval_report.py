@@ -91,9 +91,7 @@ def fold_table(predictions: Any, rejected: Collection[str] = ()) -> Any:
         y = frame["label"].to_numpy()
         if columns == ["score"]:
             metrics = binary_metrics(y, frame["score"].to_numpy())
-            flag = cell_flag(metrics.auc, metrics.n, metrics.n_positive)
-            if part in rejected:
-                flag = "; ".join(filter(None, [flag, "PPI rejected: trained without PPI"]))
+            flag = cell_flag(metrics.auc, metrics.n, metrics.n_positive, rejected=part in rejected)
             rows.append({"fold": part} | metrics.to_dict() | {"flag": flag})
         else:
             rows.append({"fold": part} | multiclass_metrics(y, frame[columns].to_numpy()))

@@ -50,8 +50,9 @@ class BinaryMetrics:
 MIN_CASES = 5  # positives and negatives a test set needs before its AUC is worth reading
 
 
-def cell_flag(auc: float, n: int, n_positive: int, *, minimum: int = MIN_CASES) -> str:
+def cell_flag(auc: float, n: int, n_positive: int, *, minimum: int = MIN_CASES, rejected: bool = False) -> str:
     """Why a report cell (a fold, a cross-site cell) should not be read at face value; "" when nothing is wrong.
+    `rejected`: the cell's model is the recipe trained without PPI, `ppi.fallback_drop` having rejected PPI's.
 
     Example:
         >>> cell_flag(0.48, 40, 2)
@@ -67,6 +68,8 @@ def cell_flag(auc: float, n: int, n_positive: int, *, minimum: int = MIN_CASES) 
         reasons.append(f"{n_positive} positives < {minimum}")
     if negatives < minimum:
         reasons.append(f"{negatives} negatives < {minimum}")
+    if rejected:
+        reasons.append("PPI rejected: trained without PPI")
     return "; ".join(reasons)
 
 

@@ -119,6 +119,7 @@ def test_a_kept_ppi_epoch_below_a_warm_up_epoch_warns():
 def test_a_report_cell_at_or_below_half_is_flagged(tmp_path):
     assert cell_flag(0.5, 40, 20) == "AUC ≤ 0.5" and cell_flag(0.9, 40, 20) == ""
     assert cell_flag(0.9, 12, 2) == "2 positives < 5"
+    assert cell_flag(0.4, 40, 20, rejected=True) == "AUC ≤ 0.5; PPI rejected: trained without PPI"
     rng = np.random.default_rng(0)
     y = np.tile([0, 1], 20)
     good = y + rng.normal(0, 0.3, y.size)
