@@ -56,19 +56,18 @@ from ppi_cli.engine.optim import attention_bias, build_optimizer, build_schedule
 from ppi_cli.engine.run_checks import check_training, ppi_rejection
 from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache, write_run_record
 from ppi_cli.engine.step import TrainStep
+from ppi_cli.engine.train_log import report_epoch, report_findings
 from ppi_cli.errors import ConfigError, ModelError
 from ppi_cli.files import atomic_path, write_csv, write_json, write_text
 from ppi_cli.models import build_model, is_volume_model, load_model
 from ppi_cli.ppi.intervention import freeze_batch_norm, missing_lesion_masks
 from ppi_cli.ppi.losses import LossWeights
-from ppi_cli.reports.plots import training_figure
 from ppi_cli.saliency import check_wbp_supports
 
-__all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config", "epoch_line", "has_last_checkpoint", "ppi_rejected"]
+__all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config", "has_last_checkpoint", "ppi_rejected"]
 
 LAST, BEST, METRICS, RECIPE, SPLIT = "last.pt", "best.pt", "metrics.csv", "recipe.yaml", "split.json"
 FALLBACK, REJECTED = "baseline-fallback", "ppi-rejected.json"  # ppi.fallback_drop: the run without PPI, and why
-TRAIN_LOG, TRAINING_PNG = "train.log", "training.png"
 
 
 @dataclass(frozen=True)
@@ -330,7 +329,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         if ctx.is_main:
             _save_epoch(out_dir, recipe, model, cache, split, state, row, improved, optimizer, scheduler, weights,
                         scaler, ranks, threshold)
-            last_plot = _report_epoch(out_dir, recipe, state["rows"], last_plot)
+            last_plot = report_epoch(out_dir, recipe, state["rows"], last_plot)
         ctx.barrier()
     rejected = ppi_rejection(recipe, state["rows"], state["best_epoch"], fallback=FALLBACK)
     if ctx.is_main:
@@ -338,57 +337,12 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         rule = {"metric": "", "loss": " (lowest val loss)", "last": " (the last epoch)"}[recipe.eval.select]
         log(f"best epoch {state['best_epoch']}{rule}: val {recipe.eval.metric} {best:.4f}" if math.isfinite(best) else
             f"kept epoch {state['best_epoch']}: no validation metric (no validation rows, or one class in them)")
-        _report_findings(out_dir, ([rejected] if rejected else [])
+        report_findings(out_dir, ([rejected] if rejected else [])
                          + check_training(recipe, state["rows"], state["best_epoch"]))
     return TrainResult(out_dir=out_dir, best_checkpoint=out_dir / BEST, last_checkpoint=out_dir / LAST,
                        best_epoch=state["best_epoch"], best_metric=float(state["best_metric"]),
                        metrics_csv=out_dir / METRICS, is_main=ctx.is_main, best_key=tuple(state["best_key"]),
                        rejected=rejected)
-
-
-_LINE_TERMS = (("cls", "cls"), ("con", "con"), ("reg", "reg"), ("ad", "ad"), ("out", "out"))
-_LINE_DIAGNOSTICS = (("coverage", "cov"), ("lesion_removed", "lesion"), ("mask_on_cue", "on cue"), ("p_con", "p*"),
-                     ("p_ad", "p'"))
-PLOT_EVERY = 10.0  # seconds between redraws of training.png (always drawn after the last epoch)
-
-
-def epoch_line(row: dict[str, Any], epochs: int, eta: float) -> str:
-    """One epoch as one line: loss terms, intervention diagnostics, validation, learning rate, time and ETA."""
-
-    def part(pairs: tuple[tuple[str, str], ...]) -> str:
-        return "  ".join(f"{label} {row[f'train_{key}']:.3f}" for key, label in pairs
-                         if math.isfinite(row.get(f"train_{key}", math.nan)))
-
-    val = [f"{k.removeprefix('val_')} {v:.3f}" for k, v in row.items() if k.startswith("val_") and math.isfinite(v)]
-    pieces = [f"epoch {row['epoch']}/{epochs}" + (" PPI" if row.get("ppi") else ""), part(_LINE_TERMS),
-              part(_LINE_DIAGNOSTICS), ("val " + "  ".join(val)) if val else "no validation",
-              f"lr {row['lr']:.2g}", f"{row['seconds']:.1f} s" + (f", ETA {eta:.0f} s" if eta > 0 else "")]
-    return " | ".join(p for p in pieces if p)
-
-
-def _report_epoch(out_dir: Path, recipe: Recipe, rows: list[dict[str, Any]], last_plot: float) -> float:
-    """The epoch's line on stderr and in train.log, and training.png every PLOT_EVERY seconds and at the end."""
-    epochs = recipe.schedule.epochs
-    row = rows[-1]
-    eta = float(np.mean([r["seconds"] for r in rows])) * (epochs - int(row["epoch"]))
-    lines = [epoch_line(r, epochs, 0.0) for r in rows[:-1]] + [epoch_line(row, epochs, eta)]
-    log(f"{out_dir.name}: {lines[-1]}")
-    write_text(out_dir / TRAIN_LOG, "\n".join(lines) + "\n")
-    now = time.monotonic()
-    if now - last_plot >= PLOT_EVERY or int(row["epoch"]) == epochs:
-        training_figure(rows, out_dir / TRAINING_PNG, title=f"{recipe.name}: {out_dir.name}",
-                        final=int(row["epoch"]) == epochs)
-        return now
-    return last_plot
-
-
-def _report_findings(out_dir: Path, findings: list[str]) -> None:
-    """Each finding about the finished run as a warning on stderr and a `warning:` line at the end of train.log."""
-    for line in findings:
-        warn(line)
-    if findings and (out_dir / TRAIN_LOG).is_file():
-        text = (out_dir / TRAIN_LOG).read_text(encoding="utf-8")
-        write_text(out_dir / TRAIN_LOG, text + "".join(f"warning: {line}\n" for line in findings))
 
 
 def _fresh() -> dict[str, Any]:

@@ -91,7 +91,7 @@ def test_fit_writes_a_self_describing_run(tmp_path, one_thread):
 
 
 def test_epoch_line_reads_every_term_and_skips_what_was_not_measured():
-    from ppi_cli.engine.trainer import epoch_line
+    from ppi_cli.engine.train_log import epoch_line
 
     row = {"epoch": 3, "ppi": 1, "lr": 0.002, "train_cls": 0.31234, "train_con": 0.5, "train_reg": 0.02,
            "train_ad": 0.4, "train_loss": 1.2, "train_coverage": 0.05, "train_p_con": float("nan"),
