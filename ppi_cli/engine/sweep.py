@@ -41,13 +41,13 @@ import numpy as np
 from ppi_cli.console import log, log_prefix
 from ppi_cli.engine.cue_effect import EFFECTS_FILE, cue_effects, cue_rows, effects_frame
 from ppi_cli.errors import ConfigError
+from ppi_cli.reports.sweep_reading import CROSS_SITE, against_ceiling, ceiling_reading, sweep_reading
 
 __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep", "seeded",
-           "summarise_sweep", "sweep_reading", "paired_interval", "summarise_effects", "BASELINE", "CEILING"]
+           "summarise_sweep", "paired_interval", "summarise_effects", "BASELINE", "CEILING"]
 
 BASELINE = "baseline"
 CEILING = "ceiling"  # the baseline trained on the twin (--twin: no cue, or one unrelated to the label)
-CROSS_SITE = "cross-site mean"
 
 
 @dataclass(frozen=True)
@@ -367,52 +367,6 @@ def summarise_sweep(runs: Any, train: str) -> Any:
     return pd.DataFrame(rows, columns=["variant", "site", "n", "mean", "delta", "low", "high", "pairs"])
 
 
-def sweep_reading(part: Any) -> str:
-    """What one variant's paired intervals say, in the words of `ppi cross-site`'s reading (a site "rose" or
-    "fell" only when its 95 % interval is clear of 0):
-
-    - `opposite moves`: one other site rose and another fell (a site-dependent cue read differently, e.g.
-      learnt in reverse);
-    - `helped`: the mean over the other sites rose and no site fell, in-site included;
-    - `trade-off`: the mean over the other sites rose and in-site fell;
-    - `cost`: the mean over the other sites fell, or a site did;
-    - `not shown`: no interval clear of 0 says either.
-
-    Args:
-        part: The variant's rows of `summarise_sweep`, with `site`, `delta`, `low`, `high`.
-    """
-    by_site = part.set_index("site")
-    others = [s for s in by_site.index if s not in ("in-site", CROSS_SITE)]
-    rose = [s for s in others if by_site.loc[s, "low"] > 0]
-    fell = [s for s in others if by_site.loc[s, "high"] < 0]
-    cross_up, cross_down = by_site.loc[CROSS_SITE, "low"] > 0, by_site.loc[CROSS_SITE, "high"] < 0
-    in_down = "in-site" in by_site.index and by_site.loc["in-site", "high"] < 0
-
-    def said(sites: Sequence[str]) -> str:
-        return ", ".join(f"{s} {by_site.loc[s, 'delta']:+.3f}" for s in sites)
-
-    if rose and fell:
-        return f"opposite moves: {said(rose)} rose while {said(fell)} fell"
-    if cross_up and not fell:
-        return (f"trade-off: the other sites rose ({said([CROSS_SITE])}) and in-site fell ({said(['in-site'])})"
-                if in_down else f"helped: {said([CROSS_SITE])}" + (f" ({said(rose)})" if rose else ""))
-    if cross_down or fell or in_down:
-        return "cost: " + said([s for s in (CROSS_SITE, *fell, "in-site") if s in by_site.index
-                                 and (by_site.loc[s, "high"] < 0)] or [CROSS_SITE])
-    return f"not shown: {said([CROSS_SITE])}, its interval across 0"
-
-
-def _ceiling_reading(part: Any) -> str:
-    """The ceiling row's line: not a method to judge, the yardstick of the others."""
-    by_site = part.set_index("site")
-    row = by_site.loc[CROSS_SITE]
-    return (f"the baseline trained on the twin, whose training site has no cue or one independent of the label, and "
-            f"tested on these sites: "
-            f"{row['delta']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] over the other sites, in-site "
-            f"{by_site.loc['in-site', 'delta']:+.3f}. What a model that never leant on the cue gains here; read "
-            "each variant's Δ against it")
-
-
 def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None) -> list[Path]:
     from ppi_cli.files import write_csv, write_text
 
@@ -440,9 +394,13 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None
                 for s in sites) + " |")
     if "delta" in summary and summary["delta"].notna().any():
         lines += ["", "Readings (a site rose or fell when its interval is clear of 0; docs/ppi.md):", ""]
-        lines += [f"- `{variant}`: {_ceiling_reading(part) if variant == CEILING else sweep_reading(part)}"
-                  for variant, part in summary.groupby("variant", sort=False)
-                  if variant != BASELINE and part["delta"].notna().all()]
+        ceiling = summary[summary["variant"] == CEILING]
+        for variant, part in summary.groupby("variant", sort=False):
+            if variant == BASELINE or not part["delta"].notna().all():
+                continue
+            said = ceiling_reading(part) if variant == CEILING else sweep_reading(part)
+            versus = against_ceiling(part, ceiling) if variant != CEILING and len(ceiling) else ""
+            lines.append(f"- `{variant}`: {said}" + (f"; {versus}" if versus else ""))
     lines += _rejected_lines(runs)
     if effects is not None and len(effects):
         lines += _effect_lines(summarise_effects(effects))

@@ -11,8 +11,9 @@ import pytest
 from helpers import lidc_nodule_cache
 from scipy import stats
 
-from ppi_cli.engine.sweep import BASELINE, CROSS_SITE, parse_seeds, parse_variant, summarise_sweep, sweep_reading
+from ppi_cli.engine.sweep import BASELINE, parse_seeds, parse_variant, summarise_sweep
 from ppi_cli.errors import ConfigError, DataError
+from ppi_cli.reports.sweep_reading import CROSS_SITE, against_ceiling, sweep_reading
 
 
 def test_variants_and_seeds_parse_and_bad_ones_are_refused():
@@ -82,6 +83,24 @@ def test_sweep_reading_says_what_the_intervals_clear_of_zero_say(intervals, expe
     assert sweep_reading(_part(**intervals)) == expected
 
 
+def test_against_the_ceiling_gives_each_move_as_a_share_of_the_ceilings():
+    # LIDC's ramp cohort (docs/ppi.md): the ceiling loses in-site what the cue was worth there
+    ppi = _part(in_site=(-0.132, -0.185, -0.079), rev=(0.285, 0.234, 0.336), cross=(0.162, 0.133, 0.191))
+    ceiling = _part(in_site=(-0.292, -0.341, -0.244), rev=(0.507, 0.478, 0.536), cross=(0.322, 0.303, 0.340))
+    assert against_ceiling(ppi, ceiling) == (
+        "against the ceiling: +0.162 of its +0.322 over the other sites (50 %), in-site -0.132 of its -0.292 "
+        "(45 %), less than a model that never leant on the cue loses there")
+    # a fall past the ceiling's is not called smaller; an in-site change of the ceiling's not clear of 0 is
+    # given beside the variant's, not as a share
+    worse = _part(in_site=(-0.35, -0.40, -0.30), cross=(0.10, 0.05, 0.15))
+    assert against_ceiling(worse, ceiling).endswith("in-site -0.350 of its -0.292 (120 %)")
+    flat = _part(in_site=(0.016, -0.01, 0.04), cross=(0.234, 0.192, 0.276))
+    assert against_ceiling(_part(in_site=(-0.002, -0.01, 0.006), cross=(0.145, 0.111, 0.180)), flat) == (
+        "against the ceiling: +0.145 of its +0.234 over the other sites (62 %), in-site -0.002 where it has +0.016")
+    # no headroom (the ceiling's gain not clear of 0): nothing to measure against
+    assert against_ceiling(ppi, _part(in_site=(0.0, -0.01, 0.01), cross=(0.01, -0.02, 0.04))) == ""
+
+
 def test_summary_md_carries_each_variants_reading(tmp_path):
     from ppi_cli.engine.sweep import SweepConfig, SweepVariant, _write_tables
 
@@ -135,6 +154,8 @@ def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeyp
     assert row["delta"] == pytest.approx(0.30) and row["pairs"] == 3
     text = (tmp_path / "sw" / "summary.md").read_text()
     assert f"- `{CEILING}`: the baseline trained on the twin" in text and "+0.300 [+0.300, +0.300]" in text
+    assert ("- `demo`: helped: cross-site mean +0.020 (A +0.020); against the ceiling: +0.020 of its +0.300 over "
+            "the other sites (7 %), in-site +0.020 where it has +0.300\n") in text
     assert f"`trained on={tmp_path / 'twin'}`" in text
     assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["twin"] == str(tmp_path / "twin")
     # the cue's effect: per seed the rows' weighted mean at A (0.6·1 + 1.2·2) / 3 + seed = 1.0 + seed for the
