@@ -350,7 +350,8 @@ def summarise_sweep(runs: Any, train: str) -> Any:
     frame = pd.concat([frame[["variant", *pair, "site", "auc"]], others.assign(site=CROSS_SITE)], ignore_index=True)
     table = frame.pivot_table(index=["variant", *pair], columns="site", values="auc")
     sites = [*(["in-site"] if "in-site" in table.columns else []),  # none when every hold-out held one class
-             *sorted(s for s in table.columns if s not in ("in-site", CROSS_SITE)), CROSS_SITE]
+             *sorted(s for s in table.columns if s not in ("in-site", CROSS_SITE)),
+             *([CROSS_SITE] if CROSS_SITE in table.columns else [])]  # none: cross-validated without --test
     rows = []
     variants = list(dict.fromkeys(runs["variant"]))
     for variant in variants:

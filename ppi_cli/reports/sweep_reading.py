@@ -28,10 +28,14 @@ def sweep_reading(part: Any) -> str:
     - `cost`: the mean over the other sites fell, or a site did;
     - `not shown`: no interval clear of 0 says either.
 
+    With no other site (cross-validated without `--test`) the in-site interval alone, in the same words.
+
     Args:
         part: The variant's rows of `summarise_sweep`, with `site`, `delta`, `low`, `high`.
     """
     by_site = part.set_index("site")
+    if CROSS_SITE not in by_site.index:  # cross-validated without --test: the test folds alone
+        return _in_site_reading(by_site)
     others = [s for s in by_site.index if s not in ("in-site", CROSS_SITE)]
     rose = [s for s in others if by_site.loc[s, "low"] > 0]
     fell = [s for s in others if by_site.loc[s, "high"] < 0]
@@ -52,9 +56,25 @@ def sweep_reading(part: Any) -> str:
     return f"not shown: {said([CROSS_SITE])}, its interval across 0"
 
 
+def _in_site_reading(by_site: Any) -> str:
+    """The reading of a sweep with no other site: the in-site interval alone."""
+    row = by_site.loc["in-site"]
+    said = f"in-site {row['delta']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+    if row["low"] > 0:
+        return f"helped: {said}"
+    if row["high"] < 0:
+        return f"cost: {said}"
+    return f"not shown: {said}, its interval across 0"
+
+
 def ceiling_reading(part: Any) -> str:
     """The ceiling row's line: not a method to judge, the yardstick of the others."""
     by_site = part.set_index("site")
+    if CROSS_SITE not in by_site.index:
+        row = by_site.loc["in-site"]
+        return (f"the baseline trained on the twin, whose training data carry no cue or one independent of the "
+                f"label, and tested on these test folds: in-site {row['delta']:+.3f} [{row['low']:+.3f}, "
+                f"{row['high']:+.3f}]. What the cue is worth here")
     row = by_site.loc[CROSS_SITE]
     return (f"the baseline trained on the twin, whose training site has no cue or one independent of the label, and "
             f"tested on these sites: "

@@ -101,6 +101,32 @@ def test_against_the_ceiling_gives_each_move_as_a_share_of_the_ceilings():
     assert against_ceiling(ppi, _part(in_site=(0.0, -0.01, 0.01), cross=(0.01, -0.02, 0.04))) == ""
 
 
+def test_a_crossval_sweep_without_test_caches_is_read_on_its_test_folds_alone(tmp_path):
+    """No --test: no other site, so no cross-site mean; the summary and its readings stand on the folds."""
+    from ppi_cli.engine.sweep import CEILING, SweepConfig, SweepVariant, _write_tables
+
+    in_site = {BASELINE: (0.60, 0.70, 0.65, 0.75), "lift": (0.66, 0.74, 0.70, 0.81), "flat": (0.62, 0.68, 0.66, 0.74),
+               CEILING: (0.50, 0.55, 0.52, 0.60)}
+    runs = pd.DataFrame([{"variant": v, "seed": k // 2, "fold": k % 2, "train_site": "cohort", "test_site": "cohort",
+                          "auc": auc} for v, values in in_site.items() for k, auc in enumerate(values)])
+    summary = summarise_sweep(runs, "cohort")
+    assert set(summary["site"]) == {"in-site"}
+    lift = summary[summary["variant"] == "lift"].iloc[0]
+    diffs = np.array(in_site["lift"]) - np.array(in_site[BASELINE])  # 0.06, 0.04, 0.05, 0.06
+    half = stats.t.ppf(0.975, 3) * diffs.std(ddof=1) / 2
+    assert (lift["delta"], lift["low"], lift["high"]) == pytest.approx((0.0525, 0.0525 - half, 0.0525 + half))
+    assert sweep_reading(summary[summary["variant"] == "lift"]) == (
+        f"helped: in-site +0.053 [{0.0525 - half:+.3f}, {0.0525 + half:+.3f}]")
+    assert sweep_reading(summary[summary["variant"] == "flat"]).startswith("not shown: in-site +0.000")
+    cfg = SweepConfig("demo", tmp_path, tmp_path, None, (SweepVariant("lift"), SweepVariant("flat")), seeds=(0, 1),
+                      twin=tmp_path / "twin")
+    _write_tables(cfg, runs, summary)
+    text = (tmp_path / "summary.md").read_text()
+    assert "| variant | in-site |" in text and "- `lift`: helped: in-site +0.053" in text
+    assert f"- `{CEILING}`: the baseline trained on the twin" in text
+    assert "on these test folds: in-site -0.132 [" in text  # 0.5425 - 0.675
+
+
 def test_summary_md_carries_each_variants_reading(tmp_path):
     from ppi_cli.engine.sweep import SweepConfig, SweepVariant, _write_tables
 
