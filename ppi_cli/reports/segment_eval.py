@@ -26,7 +26,7 @@ def localisation_summary(parts: dict[tuple[str, str], Any], *, methods: Sequence
     """The metric table (one column per model/method, method-major) and the long deletion table.
 
     Args:
-        parts: Per-sample scores of each (model label, method) pass.
+        parts: Per-sample scores of each (model label, method) pass, the models in the order of the columns.
         methods: The methods in the order of the columns.
         points: Top-k of the energy pointing game (None = all pixels).
         top_percent: The fixed-percentile Dice/IoU.
@@ -35,7 +35,9 @@ def localisation_summary(parts: dict[tuple[str, str], Any], *, methods: Sequence
     """
     columns, deletion = {}, []
     methods = list(methods)
-    for (label, method), frame in sorted(parts.items(), key=lambda kv: (methods.index(kv[0][1]), kv[0][0])):
+    models = list(dict.fromkeys(label for label, _ in parts))  # as passed: --model, then --compare
+    for (label, method), frame in sorted(parts.items(), key=lambda kv: (methods.index(kv[0][1]),
+                                                                        models.index(kv[0][0]))):
         col: dict[str, float] = {}
         for k in points:
             key = "all" if k is None else str(k)

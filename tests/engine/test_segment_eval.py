@@ -109,6 +109,13 @@ def test_compare_puts_two_models_side_by_side_and_resumes(cli, tmp_path, ga_cach
     pd.testing.assert_frame_equal(pd.read_csv(out / "localisation.csv"), table)
     other = cli(*args[:-1], "4")  # other settings into the same folder: refused, nothing mixed
     assert other.exit_code == 1 and "other settings" in other.stderr
+    # --model's column comes first whatever the labels' alphabetical order ("ppi" after "plain")
+    swapped = cli("segment-eval", "-m", models[1], "--compare", models[0], "--data", ga_cache, "-o", tmp_path / "swap",
+                  "--methods", "wbp", "--limit", "3")
+    assert swapped.exit_code == 0, swapped.stderr
+    flipped = pd.read_csv(tmp_path / "swap" / "localisation.csv")
+    assert list(flipped.columns) == ["metric", "wbp (ppi)", "wbp (plain)"]
+    assert flipped["wbp (ppi)"].tolist() == table["wbp (ppi)"].tolist()
 
 
 def test_refusals_are_one_line(cli, tmp_path, ga_cache, models):
