@@ -106,7 +106,7 @@ def against_ceiling(part: Any, ceiling: Any) -> str:
         d_in, c_in = mine.loc["in-site", "delta"], top.loc["in-site", "delta"]
         if top.loc["in-site", "high"] < 0:
             text += f", in-site {d_in:+.3f} of its {c_in:+.3f} ({100 * d_in / c_in:.0f} %)"
-            if c_in < d_in < 0:
+            if mine.loc["in-site", "high"] < 0 and c_in < d_in:  # a fall, clear of 0, short of the ceiling's
                 text += ", less than a model that never leant on the cue loses there"
         else:
             text += f", in-site {d_in:+.3f} where it has {c_in:+.3f}"

@@ -97,6 +97,9 @@ def test_against_the_ceiling_gives_each_move_as_a_share_of_the_ceilings():
     flat = _part(in_site=(0.016, -0.01, 0.04), cross=(0.234, 0.192, 0.276))
     assert against_ceiling(_part(in_site=(-0.002, -0.01, 0.006), cross=(0.145, 0.111, 0.180)), flat) == (
         "against the ceiling: +0.145 of its +0.234 over the other sites (62 %), in-site -0.002 where it has +0.016")
+    # an in-site change not clear of 0 is no fall (the LIDC study recipe's soft masks at 64 px)
+    soft = _part(in_site=(-0.002, -0.017, 0.013), cross=(0.010, -0.008, 0.029))
+    assert against_ceiling(soft, ceiling).endswith("in-site -0.002 of its -0.292 (1 %)")
     # no headroom (the ceiling's gain not clear of 0): nothing to measure against
     assert against_ceiling(ppi, _part(in_site=(0.0, -0.01, 0.01), cross=(0.01, -0.02, 0.04))) == ""
 
