@@ -67,11 +67,14 @@ def test_the_lidc_demo_recipe_carries_the_own_mask_zero_fill_its_docs_section_me
     magnitude, the row docs/ppi.md's "LIDC's ceiling" chose; the other LIDC recipes keep the soft masks."""
     ppi = load_recipe("demo-lidc-ppi-wbp").ppi
     assert (ppi.mask, ppi.coverage, ppi.map_smooth, ppi.map_sign, ppi.fill) == ("top-k", 0.4, 2.0, "magnitude", "zero")
-    assert (ppi.alpha, ppi.gamma, ppi.map_centre) == (1.0, 1.0, "none")
+    assert (ppi.alpha, ppi.gamma, ppi.map_centre, ppi.delta) == (1.0, 1.0, "none", 0.3)
     section = _docs_section("LIDC's ceiling")
     listed = ["`demo-lidc-ppi-wbp`", "`mask: top-k`", "`coverage: 0.40`", "`map_smooth: 2`", "`map_sign: magnitude`",
               "zero fill"]
     assert [field for field in listed if field not in section] == []
+    # L_out's weight: the value the table of its own section marks as the recipe's
+    section = _docs_section("LIDC: the evidence a map leaves outside its mask")
+    assert "**δ = 0.3 (`demo-lidc-ppi-wbp` now)**" in section and "`ppi.delta`" in section
 
 
 def _docs_section(heading: str) -> str:
