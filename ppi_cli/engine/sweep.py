@@ -254,10 +254,17 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
                           tuple(str(t) for t in cfg.tests), effects_twin, carrying)
             for v, s in jobs}
     if cfg.workers <= 1:
-        for key in args:
-            results[key] = _job(*args[key])
-            log(f"[sweep] {key[0]} seed {key[1]}: done ({len(results)}/{len(args)}, "
-                f"{time.monotonic() - started:.0f} s)")
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a worker's one thread: the same float rounding, so --workers changes no AUC
+        try:
+            for key in args:
+                results[key] = _job(*args[key])
+                log(f"[sweep] {key[0]} seed {key[1]}: done ({len(results)}/{len(args)}, "
+                    f"{time.monotonic() - started:.0f} s)")
+        finally:
+            torch.set_num_threads(threads)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed

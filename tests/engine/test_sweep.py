@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from helpers import lidc_nodule_cache
 from scipy import stats
 
@@ -164,6 +165,7 @@ def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeyp
             carrying=()):
         name = out.split("/")[-2]
         calls.append((name, seed, twin, overrides.get("ppi.enabled", True)))
+        threads.append(torch.get_num_threads())
         assert effects_twin == str(tmp_path / "twin")  # every variant's model is measured on the twin
         assert carrying == (0, 3)  # on the rows found once for the whole sweep
         return [{"train_site": train, "test_site": site, "auc": level[name] + 0.01 * seed + (0.05 if site == train
@@ -174,8 +176,16 @@ def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeyp
     monkeypatch.setattr(sweep, "_job", job)
     monkeypatch.setattr(sweep, "_check_twin_early", lambda cfg: calls.append(("check", None, cfg.twin, None)))
     monkeypatch.setattr(sweep, "_carrying_rows", lambda cfg: (0, 3))  # the rows carrying the cue, found once
-    outcome = run_sweep(SweepConfig("demo", tmp_path / "cache", tmp_path / "sw", "D", (SweepVariant("demo"),),
-                                    seeds=(0, 1, 2), twin=tmp_path / "twin"))
+    threads, before = [], torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        outcome = run_sweep(SweepConfig("demo", tmp_path / "cache", tmp_path / "sw", "D", (SweepVariant("demo"),),
+                                        seeds=(0, 1, 2), twin=tmp_path / "twin"))
+        # one worker trains in this process on one thread, as each of several workers does (the same AUCs
+        # whatever --workers), and gives the process its threads back
+        assert threads == [1] * 9 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
     assert calls[0] == ("check", None, tmp_path / "twin", None)  # the twin is checked before any study
     assert {(n, t, e) for n, _, t, e in calls[1:]} == {(BASELINE, None, False), ("demo", None, True),
                                                        (CEILING, str(tmp_path / "twin"), False)}
