@@ -181,13 +181,24 @@ def check_training(recipe: Recipe, rows: Sequence[Mapping[str, Any]], best_epoch
                              "to a number)")
                 break
     metric = f"val_{recipe.eval.metric}"
-    if ppi.enabled and ppi.start_epoch > 0 and 1 <= best_epoch <= len(rows):
-        top = _best_warmup_row(rows, metric)
-        kept = float(rows[best_epoch - 1].get(metric, math.nan))
-        if top is not None and math.isfinite(kept) and kept < float(top[metric]):
-            found.append(f"the kept epoch {best_epoch} (PPI) has {metric} {kept:.3f}, below warm-up epoch "
-                         f"{top['epoch']}'s {float(top[metric]):.3f}: PPI made validation worse")
+    against = _kept_against_warmup(recipe, rows, best_epoch) if ppi.start_epoch > 0 else None
+    if against is not None and against[0] < float(against[1][metric]):
+        kept, top = against
+        found.append(f"the kept epoch {best_epoch} (PPI) has {metric} {kept:.3f}, below warm-up epoch "
+                     f"{top['epoch']}'s {float(top[metric]):.3f}: PPI made validation worse")
     return found
+
+
+def _kept_against_warmup(recipe: Recipe, rows: Sequence[Mapping[str, Any]],
+                         best_epoch: int) -> tuple[float, Mapping[str, Any]] | None:
+    """A PPI run's kept epoch's validation metric and the best warm-up epoch's row, what "PPI made validation worse"
+    and `ppi.fallback_drop` compare; None without PPI, a kept epoch in the rows, a warm-up row or a finite metric."""
+    metric = f"val_{recipe.eval.metric}"
+    if not recipe.ppi.enabled or not 1 <= best_epoch <= len(rows):
+        return None
+    top = _best_warmup_row(rows, metric)
+    kept = float(rows[best_epoch - 1].get(metric, math.nan))
+    return (kept, top) if top is not None and math.isfinite(kept) else None
 
 
 def _best_warmup_row(rows: Sequence[Mapping[str, Any]], metric: str) -> Mapping[str, Any] | None:
@@ -207,12 +218,12 @@ def ppi_rejection(recipe: Recipe, rows: Sequence[Mapping[str, Any]], best_epoch:
     is more than the drop below the best warm-up epoch's (a collapse); "" when it stands. `fallback` names the
     folder the recipe then trains without PPI in."""
     drop, metric = recipe.ppi.fallback_drop, f"val_{recipe.eval.metric}"
-    if drop is None or not recipe.ppi.enabled or not 1 <= best_epoch <= len(rows):
+    if drop is None:
         return ""
-    warm = _best_warmup_row(rows, metric)
-    kept = float(rows[best_epoch - 1].get(metric, math.nan))
-    if warm is None or not math.isfinite(kept) or kept >= float(warm[metric]) - drop:
+    against = _kept_against_warmup(recipe, rows, best_epoch)
+    if against is None or against[0] >= float(against[1][metric]) - drop:
         return ""
+    kept, warm = against
     return (f"PPI rejected: the kept PPI epoch {best_epoch} has val {recipe.eval.metric} {kept:.3f}, more than "
             f"ppi.fallback_drop {drop:g} below warm-up epoch {warm['epoch']}'s {float(warm[metric]):.3f}; best.pt is "
             f"the same recipe trained without PPI ({fallback}/)")
