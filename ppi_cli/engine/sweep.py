@@ -41,7 +41,7 @@ import numpy as np
 from ppi_cli.console import log, log_prefix
 from ppi_cli.engine.cue_effect import EFFECTS_FILE, cue_effects, cue_rows, effects_frame
 from ppi_cli.errors import ConfigError
-from ppi_cli.reports.sweep_reading import CROSS_SITE, against_ceiling, ceiling_reading, sweep_reading
+from ppi_cli.reports.sweep_reading import CROSS_SITE, against_ceiling, ceiling_reading, interval_text, sweep_reading
 
 __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep", "seeded",
            "summarise_sweep", "paired_interval", "summarise_effects", "BASELINE", "CEILING"]
@@ -257,7 +257,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
         import torch
 
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a worker's one thread: the same float rounding, so --workers changes no AUC
+        _worker_init()  # a worker's one thread: the same float rounding, so --workers changes no AUC
         try:
             for key in args:
                 results[key] = _job(*args[key])
@@ -397,9 +397,7 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None
         by_site = part.set_index("site")
         lines.append(f"| {variant} | " + " | ".join(f"{by_site.loc[s, 'mean']:.3f}" for s in sites) + " |")
         if variant != BASELINE:
-            lines.append("| Δ vs baseline | " + " | ".join(
-                f"{by_site.loc[s, 'delta']:+.3f} [{by_site.loc[s, 'low']:+.3f}, {by_site.loc[s, 'high']:+.3f}]"
-                for s in sites) + " |")
+            lines.append("| Δ vs baseline | " + " | ".join(interval_text(by_site.loc[s]) for s in sites) + " |")
     if "delta" in summary and summary["delta"].notna().any():
         lines += ["", "Readings (a site rose or fell when its interval is clear of 0; docs/ppi.md):", ""]
         ceiling = summary[summary["variant"] == CEILING]

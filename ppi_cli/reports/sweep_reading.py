@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["CROSS_SITE", "sweep_reading", "ceiling_reading", "against_ceiling"]
+__all__ = ["CROSS_SITE", "sweep_reading", "ceiling_reading", "against_ceiling", "interval_text"]
 
 CROSS_SITE = "cross-site mean"  # the site label of the mean over the other sites
 
@@ -56,10 +56,15 @@ def sweep_reading(part: Any) -> str:
     return f"not shown: {said([CROSS_SITE])}, its interval across 0"
 
 
+def interval_text(row: Any) -> str:
+    """A paired difference and its 95 % interval, as the summary's tables print them."""
+    return f"{row['delta']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+
+
 def _in_site_reading(by_site: Any) -> str:
     """The reading of a sweep with no other site: the in-site interval alone."""
     row = by_site.loc["in-site"]
-    said = f"in-site {row['delta']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+    said = f"in-site {interval_text(row)}"
     if row["low"] > 0:
         return f"helped: {said}"
     if row["high"] < 0:
@@ -71,14 +76,11 @@ def ceiling_reading(part: Any) -> str:
     """The ceiling row's line: not a method to judge, the yardstick of the others."""
     by_site = part.set_index("site")
     if CROSS_SITE not in by_site.index:
-        row = by_site.loc["in-site"]
         return (f"the baseline trained on the twin, whose training data carry no cue or one independent of the "
-                f"label, and tested on these test folds: in-site {row['delta']:+.3f} [{row['low']:+.3f}, "
-                f"{row['high']:+.3f}]. What the cue is worth here")
-    row = by_site.loc[CROSS_SITE]
+                f"label, and tested on these test folds: in-site {interval_text(by_site.loc['in-site'])}. What the cue "
+                "is worth here")
     return (f"the baseline trained on the twin, whose training site has no cue or one independent of the label, and "
-            f"tested on these sites: "
-            f"{row['delta']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] over the other sites, in-site "
+            f"tested on these sites: {interval_text(by_site.loc[CROSS_SITE])} over the other sites, in-site "
             f"{by_site.loc['in-site', 'delta']:+.3f}. What a model that never leant on the cue gains here; read "
             "each variant's Δ against it")
 
