@@ -55,7 +55,8 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
             `ppi.lesion_drop`/`ppi.lesion_extra` without `ppi.mask: lesion` (they would do nothing), or
             `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`, or with L_ad (`ppi.gamma`),
             or `eval.select_on: looks` without a `ppi.swap_look` (baselines too), or `ppi.look_level: select`
-            without a swapped look, or `ppi.fallback_drop` without a warm-up (`ppi.start_epoch` 0).
+            without a swapped look, or `ppi.fallback_drop` without a warm-up (`ppi.start_epoch` 0), or a
+            `ppi.out_form` with L_out off (`ppi.delta` 0).
     """
     ppi = recipe.ppi
     where = provenance.get("", f"recipe '{recipe.name}'")
@@ -69,6 +70,9 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
     if degrading and ppi.mask != "lesion":
         raise ConfigError(f"{where}: ppi.{degrading[0]} changes lesion masks, and ppi.mask is '{ppi.mask}'",
                           hint="set ppi.mask: lesion (on a cache with lesion masks), or leave it at 0")
+    if getattr(ppi, "out_form", "evidence") != "evidence" and ppi.delta == 0:
+        raise ConfigError(f"{where}: ppi.out_form '{ppi.out_form}' chooses L_out's form, and ppi.delta is 0: L_out "
+                          "is off", hint="set ppi.delta (e.g. 1), or leave ppi.out_form at evidence")
     if getattr(ppi, "fallback_drop", None) is not None and ppi.start_epoch == 0:
         raise ConfigError(f"{where}: ppi.fallback_drop {ppi.fallback_drop:g} compares the kept PPI epoch with the "
                           "best warm-up epoch, and ppi.start_epoch is 0: there is no warm-up",

@@ -199,6 +199,10 @@ class PPIConfig:
         "keeps its own), or the whole image, no mask (ours).")
     delta: float = param(0.0, "Weight of L_out (ours, off by default): the squared evidence each map puts outside its "
                          "own mask, which a diffuse cue cannot avoid (docs/ppi.md).", min=0)
+    out_form: Literal["evidence", "magnitude", "positive"] = param(
+        "evidence", "What L_out penalises outside each map's own mask (ours): the squared net evidence, which "
+        "positive and negative evidence may cancel, or the share of the map's magnitude or of its positive part "
+        "(scale-free, no cancelling; docs/ppi.md).")
     auto_momentum: float = param(0.9, "Momentum of the running loss magnitudes that 'auto' weights use (ours).",
                                  min=0, max=0.999)
     auto_max: float = param(100.0, "Cap on an 'auto' weight (ours): a term the model drives towards zero, such as "

@@ -149,7 +149,8 @@ class TrainStep:
         l_con, l_ad, total = self._intervened_pass(iv, labels, alpha, gamma, sync_off)
         if l_reg.requires_grad:  # without create_graph the map is a constant: L_reg is reported, not trained
             total = total + beta * l_reg
-        l_out = outside_evidence(full_precision(iv.saliency), iv.mask) if self.cfg.delta > 0 else None
+        l_out = (outside_evidence(full_precision(iv.saliency), iv.mask, self.cfg.out_form) if self.cfg.delta > 0
+                 else None)
         if l_out is not None and l_out.requires_grad:
             total = total + delta * l_out
         if deferred is not None:  # L_cls's gradient, from the traversal of the clean graph this backward makes anyway

@@ -85,16 +85,33 @@ def saliency_regulariser(saliency: torch.Tensor) -> torch.Tensor:
     return saliency.abs().mean()
 
 
-def outside_evidence(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """L_out = mean over maps of (Σ (1 − T) ⊙ s)²: the evidence a map puts outside its own mask (ours).
+def outside_evidence(saliency: torch.Tensor, mask: torch.Tensor, form: str = "evidence") -> torch.Tensor:
+    """L_out: what a map puts outside its own mask (ours), in one of three forms.
 
     s is the true-class map (signed), T the mask (a constant here: the term moves the evidence, not
     the mask). A cue spread over the whole image (a site's brightness ramp, a texture) cannot fit
-    in a sparse mask, so whatever weight the model gives it, for or against the label, shows up
-    outside the mask and is penalised; evidence inside the mask, where the lesion should be, is not.
+    in a sparse mask, so whatever weight the model gives it shows up outside the mask and is
+    penalised; what lies inside the mask, where the lesion should be, is not.
+
+    - ``evidence``: mean over maps of (Σ (1 − T) ⊙ s)², the net evidence outside; positive and
+      negative evidence outside may cancel.
+    - ``magnitude``: mean over maps of Σ (1 − T) ⊙ |s| / Σ |s|, the share of the map's magnitude
+      outside; scale-free (a map cannot meet it by shrinking) and no sign cancels another.
+    - ``positive``: the same share of the map's positive part (the evidence for the true class),
+      the quantity the energy pointing game reads inside the expert's mask.
+
+    Example:
+        >>> s = torch.tensor([[[[2.0, -1.0], [1.0, 0.0]]]]); t = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+        >>> [round(float(outside_evidence(s, t, f)), 3) for f in ("evidence", "magnitude", "positive")]
+        [0.0, 0.5, 0.333]
     """
-    outside = ((1 - mask.detach().to(saliency.dtype)) * saliency).flatten(1).sum(dim=1)  # (N,)
-    return outside.pow(2).mean()
+    outside = 1 - mask.detach().to(saliency.dtype)
+    if form == "evidence":
+        return (outside * saliency).flatten(1).sum(dim=1).pow(2).mean()
+    part = saliency.abs() if form == "magnitude" else saliency.clamp(min=0)
+    total = part.flatten(1).sum(dim=1)
+    share = (outside * part).flatten(1).sum(dim=1) / total.clamp(min=torch.finfo(part.dtype).tiny)
+    return share[total > 0].mean() if bool((total > 0).any()) else saliency.sum() * 0  # no map with any part: 0
 
 
 def adversarial_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

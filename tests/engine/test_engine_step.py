@@ -21,6 +21,7 @@ from ppi_cli.ppi import (
     saliency_regulariser,
 )
 from ppi_cli.ppi.intervention import intervened_normalisation, recorded_batch_statistics
+from ppi_cli.ppi.losses import outside_evidence
 from ppi_cli.ppi.masks import blurred
 
 
@@ -44,6 +45,8 @@ def _naive_gradients(model, x, y, positions, cfg, seed):
             l_keep = classification_loss(run(x_keep, positions), y)
     total = (l_cls + cfg.alpha * l_con + cfg.beta * saliency_regulariser(iv.saliency) + cfg.gamma * l_ad
              + cfg.keep * l_keep)
+    if cfg.delta > 0:
+        total = total + cfg.delta * outside_evidence(iv.saliency, iv.mask, cfg.out_form)
     total.backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -103,6 +106,30 @@ def test_faded_step_trains_the_total_with_every_ppi_weight_scaled():
         assert torch.allclose(model.get_parameter(name).grad, grad, rtol=1e-8, atol=1e-12), name
     assert values["loss"] == pytest.approx(values["cls"] + 0.35 * values["con"] + 0.15 * values["reg"]
                                            + 0.65 * values["ad"] + 0.35 * values["keep"])
+
+
+@pytest.mark.parametrize("form", ["evidence", "magnitude", "positive"])
+def test_a_step_trains_l_out_in_the_form_the_recipe_names(form):
+    """ppi.delta with ppi.out_form: the step's gradient is the naive total's with δ·L_out of that form, and
+    the `out` it reports is that form's value (a share for `magnitude` and `positive`)."""
+    torch.manual_seed(3)
+    model = build_model(ModelConfig(name="tiny", input_size=16, dropout=0.0)).double().train()
+    reference = copy.deepcopy(model)
+    x, y = torch.rand(5, 1, 16, 16, dtype=torch.float64), torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    cfg = PPIConfig(saliency="wbp", mask="top-k", coverage=0.2, alpha=0.7, beta=0.3, gamma=1.3, delta=2.0,
+                    out_form=form, start_epoch=0, intervened_norm="clean")
+    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                     device=torch.device("cpu"))
+    model.zero_grad(set_to_none=True)
+    values = step(x, y, None, epoch=0, generator=torch.Generator().manual_seed(4))
+    expected = _naive_gradients(reference, x, y, None, cfg, seed=4)
+    for name, grad in expected.items():
+        assert torch.allclose(model.get_parameter(name).grad, grad, rtol=1e-8, atol=1e-12), name
+    other = _naive_gradients(copy.deepcopy(reference), x, y, None, dataclasses.replace(
+        cfg, out_form="evidence" if form != "evidence" else "positive"), seed=4)
+    assert any(not torch.allclose(other[n], g) for n, g in expected.items())  # the form reaches the gradient
+    if form != "evidence":
+        assert 0.0 < values["out"] < 1.0
 
 
 def test_clean_normalisation_classifies_with_the_clean_batchs_statistics_and_leaves_the_buffers():

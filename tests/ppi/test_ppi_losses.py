@@ -271,6 +271,29 @@ def test_outside_evidence_by_hand():
     assert torch.allclose(s.grad[1, 0], torch.full((2, 2), 0.75))
 
 
+def test_outside_shares_by_hand():
+    """`magnitude` and `positive` are shares of the map outside its mask: no cancelling, no scale."""
+    from ppi_cli.ppi.losses import outside_evidence
+
+    s = torch.tensor([[[[1.0, -2.0], [3.0, 0.5]]], [[[0.0, 1.0], [1.0, 2.0]]]], requires_grad=True)
+    t = torch.tensor([[[[0.0, 0.0], [1.0, 0.0]]], [[[1.0, 1.0], [0.0, 0.0]]]])
+    # magnitude: image 0 outside |1| + |−2| + |0.5| = 3.5 of 6.5; image 1 outside 1 + 2 = 3 of 4
+    assert float(outside_evidence(s, t, "magnitude")) == pytest.approx((3.5 / 6.5 + 3 / 4) / 2)
+    # positive part: image 0 outside 1 + 0.5 = 1.5 of 4.5 (the −2 counts for neither); image 1 as above
+    value = outside_evidence(s, t, "positive")
+    assert float(value) == pytest.approx((1.5 / 4.5 + 3 / 4) / 2)
+    assert float(outside_evidence(10 * s, t, "positive")) == pytest.approx(float(value))  # scale-free
+    value.backward()
+    # d/ds of out/total for image 0 (halved by the mean): outside (1/4.5 − 1.5/4.5²)/2, inside −1.5/4.5²/2, negative 0
+    outside, inside = (1 / 4.5 - 1.5 / 4.5**2) / 2, -1.5 / 4.5**2 / 2
+    assert torch.allclose(s.grad[0, 0], torch.tensor([[outside, 0.0], [inside, outside]]))
+    # a map with no positive part is left out of the mean; none at all gives 0 with a gradient path
+    none = -torch.ones(1, 1, 2, 2, requires_grad=True)
+    assert float(outside_evidence(none, t[:1], "positive")) == 0.0
+    mixed = torch.cat([none, s[:1]]).detach()
+    assert float(outside_evidence(mixed, torch.cat([t[:1], t[:1]]), "positive")) == pytest.approx(1.5 / 4.5)
+
+
 def test_the_cheaper_double_backward_under_autocast_saves_one_dtype_and_matches_autograds_own():
     """Under autocast the convolution's Function gets autocast's casts first: every tensor it saves for the
     backward is bfloat16 (CUDA refuses a convolution backward over bfloat16 gradients and float32 weights), and
@@ -324,3 +347,14 @@ def test_the_autocast_query_falls_back_to_the_per_device_calls_of_older_torch(mo
     assert other is None
     monkeypatch.delattr(torch, "get_autocast_dtype")
     assert _autocast_dtype("cpu") is None
+
+
+def test_an_out_form_with_l_out_off_is_refused_at_load():
+    from ppi_cli.config.recipe import load_recipe
+    from ppi_cli.errors import ConfigError
+
+    assert load_recipe("ga-ppi-wbp-cpu").ppi.delta == 0
+    with pytest.raises(ConfigError, match="ppi.out_form 'positive' chooses L_out's form, and ppi.delta is 0"):
+        load_recipe("ga-ppi-wbp-cpu", {"ppi.out_form": "positive"})
+    recipe = load_recipe("ga-ppi-wbp-cpu", {"ppi.out_form": "positive", "ppi.delta": 1})
+    assert (recipe.ppi.out_form, recipe.ppi.delta) == ("positive", 1)
