@@ -197,8 +197,8 @@ class PPIConfig:
     invariance_region: Literal["outside", "all"] = param(
         "outside", "With invariance, what L_inv changes the look of: the pixels outside the mask (the salient region "
         "keeps its own), or the whole image, no mask (ours).")
-    delta: float = param(0.0, "Weight of L_out (ours, off by default): the squared evidence each map puts outside its "
-                         "own mask, which a diffuse cue cannot avoid (docs/ppi.md).", min=0)
+    delta: float = param(0.0, "Weight of L_out (ours, off by default): what each map puts outside its own mask, in the "
+                         "form out_form names, which a diffuse cue cannot avoid (docs/ppi.md).", min=0)
     out_form: Literal["evidence", "magnitude", "positive"] = param(
         "evidence", "What L_out penalises outside each map's own mask (ours): the squared net evidence, which "
         "positive and negative evidence may cancel, or the share of the map's magnitude or of its positive part "
