@@ -111,7 +111,8 @@ def outside_evidence(saliency: torch.Tensor, mask: torch.Tensor, form: str = "ev
     part = saliency.abs() if form == "magnitude" else saliency.clamp(min=0)
     total = part.flatten(1).sum(dim=1)
     share = (outside * part).flatten(1).sum(dim=1) / total.clamp(min=torch.finfo(part.dtype).tiny)
-    return share[total > 0].mean() if bool((total > 0).any()) else saliency.sum() * 0  # no map with any part: 0
+    counted = (total > 0).to(share.dtype)  # a map with no such part is left out of the mean; none at all: 0
+    return (share * counted).sum() / counted.sum().clamp(min=1)  # no host sync on the training step's path
 
 
 def adversarial_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
