@@ -32,6 +32,11 @@ def synth_lidc_cmd(
     lesion_strength: Annotated[float, typer.Option("--lesion-strength", min=0.0, help="Nodule contrast against the "
                                                    "lung, 1 = default; smaller makes nodules harder to see than the "
                                                    "cue (readers and labels do not change).")] = 1.0,
+    reader_agreement: Annotated[float, typer.Option("--reader-agreement", min=0.0, max=1.0, help="How far the "
+                                                    "four readers agree: 0 = each draws its misses and its "
+                                                    "smallest outlined cross-section (default); 1 = ranked "
+                                                    "readers, so the label follows from the nodule's size and "
+                                                    "contrast on the slice.")] = 0.0,
 ) -> None:
     """Write CT series with nodules, four simulated readers' XML and answer_key.csv (NBIA layout)."""
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
@@ -41,7 +46,7 @@ def synth_lidc_cmd(
 
     config = SynthLidcConfig(out=out or Workspace.resolve(workspace).synth("lidc"), patients=patients, size=size,
                              slices=slices, seed=seed, shortcut=shortcut, diffuse=diffuse, correlation=correlation,
-                             lesion_strength=lesion_strength)
+                             lesion_strength=lesion_strength, reader_agreement=reader_agreement)
     result = synth_lidc(config)
     console.stdout.print(f"{result.patients} patients, {result.slices} CT slices, {result.samples} samples "
                          f"({result.positives} positive) in {result.root}")

