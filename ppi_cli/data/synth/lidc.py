@@ -21,7 +21,9 @@ slice, strong enough to show in the lung window of a prepared crop; `mark` paint
 square just above every outlined nodule of the slice, so it falls inside that nodule's crop.
 The cue has its own random stream, and `lesion_strength` (the nodule's contrast against the lung)
 changes no draw, so the readers, the labels and the rest of the pixels stay those of the same
-seed without a cue.
+seed without a cue. `reader_agreement` ranks the readers (1) instead of drawing them (0, the
+default), so the label reads from the slice; it keeps the nodules and changes the outlines, the
+labels and the noise drawn after them.
 """
 
 from __future__ import annotations
