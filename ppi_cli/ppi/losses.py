@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +86,8 @@ def saliency_regulariser(saliency: torch.Tensor) -> torch.Tensor:
     return saliency.abs().mean()
 
 
-def outside_evidence(saliency: torch.Tensor, mask: torch.Tensor, form: str = "evidence") -> torch.Tensor:
+def outside_evidence(saliency: torch.Tensor, mask: torch.Tensor,
+                     form: Literal["evidence", "magnitude", "positive"] = "evidence") -> torch.Tensor:
     """L_out: what a map puts outside its own mask (ours), in one of three forms.
 
     s is the true-class map (signed), T the mask (a constant here: the term moves the evidence, not
