@@ -56,7 +56,7 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
             `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`, or with L_ad (`ppi.gamma`),
             or `eval.select_on: looks` without a `ppi.swap_look` (baselines too), or `ppi.look_level: select`
             without a swapped look, or `ppi.fallback_drop` without a warm-up (`ppi.start_epoch` 0), or a
-            `ppi.out_form` with L_out off (`ppi.delta` 0).
+            `ppi.out_form` with L_out off (`ppi.delta` 0), or a `ppi.reg_form` with L_reg off (`ppi.beta` 0).
     """
     ppi = recipe.ppi
     where = provenance.get("", f"recipe '{recipe.name}'")
@@ -73,6 +73,9 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
     if getattr(ppi, "out_form", "evidence") != "evidence" and ppi.delta == 0:
         raise ConfigError(f"{where}: ppi.out_form '{ppi.out_form}' chooses L_out's form, and ppi.delta is 0: L_out "
                           "is off", hint="set ppi.delta (e.g. 1), or leave ppi.out_form at evidence")
+    if getattr(ppi, "reg_form", "l1") != "l1" and ppi.beta == 0:
+        raise ConfigError(f"{where}: ppi.reg_form '{ppi.reg_form}' chooses L_reg's form, and ppi.beta is 0: L_reg "
+                          "is off", hint="set ppi.beta (e.g. 1), or leave ppi.reg_form at l1")
     if getattr(ppi, "fallback_drop", None) is not None and ppi.start_epoch == 0:
         raise ConfigError(f"{where}: ppi.fallback_drop {ppi.fallback_drop:g} compares the kept PPI epoch with the "
                           "best warm-up epoch, and ppi.start_epoch is 0: there is no warm-up",

@@ -142,7 +142,7 @@ class TrainStep:
         l_cls, iv, deferred = self._clean_pass(x, labels, positions, generator, sync_off, lesion)
         alpha, beta, gamma, keep, invariance, delta = (
             self.weights.weight(t, epoch) for t in ("con", "reg", "ad", "keep", "invariance", "delta"))
-        l_reg = saliency_regulariser(full_precision(iv.saliency))
+        l_reg = saliency_regulariser(full_precision(iv.saliency), self.cfg.reg_form)
         self._seen = {"con": [], "ad": [], "keep": []}
         l_keep = self._kept_pass(iv, labels, positions, sync_off, keep) if self.cfg.keep > 0 else None
         l_inv = self._invariance_pass(iv, positions, sync_off, invariance) if self.cfg.invariance > 0 else None

@@ -81,9 +81,30 @@ def contrast_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (torch.logsumexp(logits, dim=1) - torch.logsumexp(others, dim=1)).mean()
 
 
-def saliency_regulariser(saliency: torch.Tensor) -> torch.Tensor:
-    """L_reg = mean |s| over every pixel of every map (the paper's ‖s‖₁, per pixel)."""
-    return saliency.abs().mean()
+def saliency_regulariser(saliency: torch.Tensor, form: Literal["l1", "spread"] = "l1") -> torch.Tensor:
+    """L_reg: how much of each map is non-zero, in one of two forms.
+
+    - ``l1``: mean |s| over every pixel of every map (the paper's ‖s‖₁, per pixel). It shrinks every
+      piece of evidence by its size, so a faint cue spread thinly is cheap and a bright lesion dear.
+    - ``spread``: mean over maps of ‖s‖₁ / (√N · ‖s‖₂), N the map's pixels (ours): 1 for a map of equal
+      magnitude everywhere, 1/√N for a single pixel. Scale-free (a map cannot meet it by shrinking),
+      it charges a map for being spread, not for being strong, so evidence spread over the whole
+      image (a diffuse cue) costs more than evidence in one place. A map of zeros is left out of the
+      mean.
+
+    Example:
+        >>> s = torch.tensor([[[[3.0, -4.0], [0.0, 0.0]]]])
+        >>> [round(float(saliency_regulariser(s, f)), 3) for f in ("l1", "spread")]
+        [1.75, 0.7]
+    """
+    if form == "l1":
+        return saliency.abs().mean()
+    flat = saliency.flatten(1)
+    squares = flat.pow(2).sum(dim=1)
+    counted = (squares > 0).to(flat.dtype)
+    l2 = squares.clamp(min=torch.finfo(flat.dtype).tiny).sqrt()  # clamped before the root: a map of zeros gets no NaN
+    ratio = flat.abs().sum(dim=1) / (l2 * math.sqrt(flat.shape[1]))
+    return (ratio * counted).sum() / counted.sum().clamp(min=1)  # no host sync on the training step's path
 
 
 def outside_evidence(saliency: torch.Tensor, mask: torch.Tensor,

@@ -43,7 +43,7 @@ def _naive_gradients(model, x, y, positions, cfg, seed):
             t = iv.mask.detach().view(*x.shape[:-3], 1, *x.shape[-2:])
             x_keep = t * x + (1 - t) * blurred(flat, cfg.fill_sigma).view_as(x)
             l_keep = classification_loss(run(x_keep, positions), y)
-    total = (l_cls + cfg.alpha * l_con + cfg.beta * saliency_regulariser(iv.saliency) + cfg.gamma * l_ad
+    total = (l_cls + cfg.alpha * l_con + cfg.beta * saliency_regulariser(iv.saliency, cfg.reg_form) + cfg.gamma * l_ad
              + cfg.keep * l_keep)
     if cfg.delta > 0:
         total = total + cfg.delta * outside_evidence(iv.saliency, iv.mask, cfg.out_form)
@@ -130,6 +130,27 @@ def test_a_step_trains_l_out_in_the_form_the_recipe_names(form):
     assert any(not torch.allclose(other[n], g) for n, g in expected.items())  # the form reaches the gradient
     if form != "evidence":
         assert 0.0 < values["out"] < 1.0
+
+
+def test_a_step_trains_l_reg_in_the_form_the_recipe_names():
+    """ppi.reg_form spread: the step's gradient is the naive total's with β·(the spread form), not the mean |s|,
+    and the `reg` it reports is the spread, between 1/√N and 1."""
+    torch.manual_seed(5)
+    model = build_model(ModelConfig(name="tiny", input_size=16, dropout=0.0)).double().train()
+    reference = copy.deepcopy(model)
+    x, y = torch.rand(5, 1, 16, 16, dtype=torch.float64), torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    cfg = PPIConfig(saliency="wbp", mask="top-k", coverage=0.2, alpha=0.7, beta=0.9, gamma=1.3,
+                    reg_form="spread", start_epoch=0, intervened_norm="clean")
+    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                     device=torch.device("cpu"))
+    model.zero_grad(set_to_none=True)
+    values = step(x, y, None, epoch=0, generator=torch.Generator().manual_seed(4))
+    expected = _naive_gradients(reference, x, y, None, cfg, seed=4)
+    for name, grad in expected.items():
+        assert torch.allclose(model.get_parameter(name).grad, grad, rtol=1e-8, atol=1e-12), name
+    other = _naive_gradients(copy.deepcopy(reference), x, y, None, dataclasses.replace(cfg, reg_form="l1"), seed=4)
+    assert any(not torch.allclose(other[n], g) for n, g in expected.items())  # the form reaches the gradient
+    assert 1 / 16 < values["reg"] < 1.0
 
 
 def test_clean_normalisation_classifies_with_the_clean_batchs_statistics_and_leaves_the_buffers():

@@ -60,6 +60,35 @@ def test_regulariser_is_mean_abs():
     assert saliency_regulariser(s).item() == pytest.approx(1.5)
 
 
+def test_spread_regulariser_against_a_per_map_loop():
+    """`spread`: ‖s‖₁ / (√N ‖s‖₂) per map, meaned over the maps that are not all zero; 1 for a map of equal
+    magnitude everywhere, 1/√N for one pixel, the same at any scale; its gradient is the loop's."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(4, 1, 5, 6, generator=g, dtype=torch.float64)
+    s[1] = 0.0  # a map of zeros: left out of the mean
+    s[2] = 0.0
+    s[2, 0, 3, 4] = -2.5  # one pixel
+    s[3] = torch.where(s[3] > 0, 0.7, -0.7)  # equal magnitude everywhere
+    s.requires_grad_(True)
+    value = saliency_regulariser(s, "spread")
+    loop = []
+    for m in s:
+        a = m.detach().flatten().numpy()
+        if not a.any():
+            continue
+        loop.append(abs(a).sum() / (math.sqrt(a.size) * math.sqrt((a**2).sum())))
+    assert float(value) == pytest.approx(sum(loop) / len(loop))
+    assert loop[1] == pytest.approx(1 / math.sqrt(30)) and loop[2] == pytest.approx(1.0)
+    assert float(saliency_regulariser(40 * s, "spread")) == pytest.approx(float(value))
+    value.backward()
+    reference = s.detach().clone().requires_grad_(True)
+    kept = [reference[i].flatten() for i in (0, 2, 3)]
+    (sum(k.abs().sum() / (math.sqrt(30) * k.pow(2).sum().sqrt()) for k in kept) / 3).backward()
+    assert torch.allclose(s.grad, reference.grad)
+    assert torch.equal(s.grad[1], torch.zeros_like(s.grad[1]))
+    assert float(saliency_regulariser(torch.zeros(2, 1, 3, 3), "spread")) == 0.0
+
+
 def test_derangement_has_no_fixed_point():
     g = torch.Generator().manual_seed(0)
     for n in (2, 3, 8):
@@ -358,3 +387,14 @@ def test_an_out_form_with_l_out_off_is_refused_at_load():
         load_recipe("ga-ppi-wbp-cpu", {"ppi.out_form": "positive"})
     recipe = load_recipe("ga-ppi-wbp-cpu", {"ppi.out_form": "positive", "ppi.delta": 1})
     assert (recipe.ppi.out_form, recipe.ppi.delta) == ("positive", 1)
+
+
+def test_a_reg_form_with_l_reg_off_is_refused_at_load():
+    from ppi_cli.config.recipe import load_recipe
+    from ppi_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ppi.reg_form 'spread' chooses L_reg's form, and ppi.beta is 0"):
+        load_recipe("ga-ppi-wbp-cpu", {"ppi.reg_form": "spread", "ppi.beta": 0})
+    recipe = load_recipe("ga-ppi-wbp-cpu", {"ppi.reg_form": "spread", "ppi.beta": 1})
+    assert (recipe.ppi.reg_form, recipe.ppi.beta) == ("spread", 1)
+    assert load_recipe("ga-ppi-wbp-cpu").ppi.reg_form == "l1"
