@@ -207,9 +207,10 @@ class PPIConfig:
                                  min=0, max=0.999)
     auto_max: float = param(100.0, "Cap on an 'auto' weight (ours): a term the model drives towards zero, such as "
                             "L_reg, would otherwise get an ever larger weight and take over training.", min=0)
-    reg_form: Literal["l1", "spread"] = param(
-        "l1", "The form of L_reg: the paper's mean |s|, or how evenly each map's magnitude is spread, "
-        "‖s‖₁ / (√N ‖s‖₂), which charges a map for being spread rather than for being strong (ours; docs/ppi.md).")
+    reg_form: Literal["l1", "spread", "positive-spread"] = param(
+        "l1", "The form of L_reg: the paper's mean |s|, or how evenly each map's magnitude (spread) or positive "
+        "part (positive-spread) is spread, ‖s‖₁ / (√N ‖s‖₂), which charges a map for being spread rather than "
+        "for being strong (ours; docs/ppi.md).")
     reg_boost: float = param(1.0, "Factor on β from reg_boost_epoch on (CUB: ×100 after epoch 20).", min=0)
     reg_boost_epoch: int = param(0, "Epoch from which reg_boost applies.", min=0)
     start_epoch: int = param(0, "Warm-up: PPI losses join from this epoch on.", min=0)

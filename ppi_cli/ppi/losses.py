@@ -81,7 +81,8 @@ def contrast_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (torch.logsumexp(logits, dim=1) - torch.logsumexp(others, dim=1)).mean()
 
 
-def saliency_regulariser(saliency: torch.Tensor, form: Literal["l1", "spread"] = "l1") -> torch.Tensor:
+def saliency_regulariser(saliency: torch.Tensor,
+                         form: Literal["l1", "spread", "positive-spread"] = "l1") -> torch.Tensor:
     """L_reg: how much of each map is non-zero, in one of two forms.
 
     - ``l1``: mean |s| over every pixel of every map (the paper's ‖s‖₁, per pixel). It shrinks every
@@ -91,15 +92,17 @@ def saliency_regulariser(saliency: torch.Tensor, form: Literal["l1", "spread"] =
       it charges a map for being spread, not for being strong, so evidence spread over the whole
       image (a diffuse cue) costs more than evidence in one place. A map of zeros is left out of the
       mean.
+    - ``positive-spread``: the same of the map's positive part (the evidence for the true class, what
+      the energy pointing game reads); a map without one is left out.
 
     Example:
         >>> s = torch.tensor([[[[3.0, -4.0], [0.0, 0.0]]]])
-        >>> [round(float(saliency_regulariser(s, f)), 3) for f in ("l1", "spread")]
-        [1.75, 0.7]
+        >>> [round(float(saliency_regulariser(s, f)), 3) for f in ("l1", "spread", "positive-spread")]
+        [1.75, 0.7, 0.5]
     """
     if form == "l1":
         return saliency.abs().mean()
-    flat = saliency.flatten(1)
+    flat = (saliency if form == "spread" else saliency.clamp(min=0)).flatten(1)
     squares = flat.pow(2).sum(dim=1)
     counted = (squares > 0).to(flat.dtype)
     l2 = squares.clamp(min=torch.finfo(flat.dtype).tiny).sqrt()  # clamped before the root: a map of zeros gets no NaN

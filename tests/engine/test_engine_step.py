@@ -132,15 +132,16 @@ def test_a_step_trains_l_out_in_the_form_the_recipe_names(form):
         assert 0.0 < values["out"] < 1.0
 
 
-def test_a_step_trains_l_reg_in_the_form_the_recipe_names():
-    """ppi.reg_form spread: the step's gradient is the naive total's with β·(the spread form), not the mean |s|,
-    and the `reg` it reports is the spread, between 1/√N and 1."""
+@pytest.mark.parametrize("form", ["spread", "positive-spread"])
+def test_a_step_trains_l_reg_in_the_form_the_recipe_names(form):
+    """ppi.reg_form: the step's gradient is the naive total's with β·(that form), not the mean |s|, and the
+    `reg` it reports is the spread, between 1/√N and 1."""
     torch.manual_seed(5)
     model = build_model(ModelConfig(name="tiny", input_size=16, dropout=0.0)).double().train()
     reference = copy.deepcopy(model)
     x, y = torch.rand(5, 1, 16, 16, dtype=torch.float64), torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0], dtype=torch.float64)
     cfg = PPIConfig(saliency="wbp", mask="top-k", coverage=0.2, alpha=0.7, beta=0.9, gamma=1.3,
-                    reg_form="spread", start_epoch=0, intervened_norm="clean")
+                    reg_form=form, start_epoch=0, intervened_norm="clean")
     step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
                      device=torch.device("cpu"))
     model.zero_grad(set_to_none=True)

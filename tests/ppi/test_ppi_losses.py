@@ -60,33 +60,39 @@ def test_regulariser_is_mean_abs():
     assert saliency_regulariser(s).item() == pytest.approx(1.5)
 
 
-def test_spread_regulariser_against_a_per_map_loop():
-    """`spread`: ‖s‖₁ / (√N ‖s‖₂) per map, meaned over the maps that are not all zero; 1 for a map of equal
-    magnitude everywhere, 1/√N for one pixel, the same at any scale; its gradient is the loop's."""
+@pytest.mark.parametrize("form", ["spread", "positive-spread"])
+def test_spread_regulariser_against_a_per_map_loop(form):
+    """`spread`: ‖s‖₁ / (√N ‖s‖₂) per map (`positive-spread`: of its positive part), meaned over the maps
+    whose part is not all zero; 1 for equal values everywhere, 1/√N for one pixel, the same at any scale;
+    its gradient is the loop's."""
     g = torch.Generator().manual_seed(0)
-    s = torch.randn(4, 1, 5, 6, generator=g, dtype=torch.float64)
+    s = torch.randn(5, 1, 5, 6, generator=g, dtype=torch.float64)
     s[1] = 0.0  # a map of zeros: left out of the mean
     s[2] = 0.0
-    s[2, 0, 3, 4] = -2.5  # one pixel
-    s[3] = torch.where(s[3] > 0, 0.7, -0.7)  # equal magnitude everywhere
+    s[2, 0, 3, 4] = 2.5  # one pixel
+    s[3] = 0.7 if form == "positive-spread" else torch.where(s[3] > 0, 0.7, -0.7)  # equal values everywhere
+    s[4] = -s[4].abs()  # no positive part: left out of positive-spread only
     s.requires_grad_(True)
-    value = saliency_regulariser(s, "spread")
-    loop = []
-    for m in s:
-        a = m.detach().flatten().numpy()
+    value = saliency_regulariser(s, form)
+    part = (lambda t: t.clamp(min=0)) if form == "positive-spread" else (lambda t: t)
+    loop, kept = [], []
+    for i, m in enumerate(s):
+        a = part(m.detach()).flatten().numpy()
         if not a.any():
             continue
+        kept.append(i)
         loop.append(abs(a).sum() / (math.sqrt(a.size) * math.sqrt((a**2).sum())))
+    assert kept == ([0, 2, 3] if form == "positive-spread" else [0, 2, 3, 4])
     assert float(value) == pytest.approx(sum(loop) / len(loop))
     assert loop[1] == pytest.approx(1 / math.sqrt(30)) and loop[2] == pytest.approx(1.0)
-    assert float(saliency_regulariser(40 * s, "spread")) == pytest.approx(float(value))
+    assert float(saliency_regulariser(40 * s, form)) == pytest.approx(float(value))
     value.backward()
     reference = s.detach().clone().requires_grad_(True)
-    kept = [reference[i].flatten() for i in (0, 2, 3)]
-    (sum(k.abs().sum() / (math.sqrt(30) * k.pow(2).sum().sqrt()) for k in kept) / 3).backward()
+    maps = [part(reference[i]).flatten() for i in kept]
+    (sum(k.abs().sum() / (math.sqrt(30) * k.pow(2).sum().sqrt()) for k in maps) / len(maps)).backward()
     assert torch.allclose(s.grad, reference.grad)
     assert torch.equal(s.grad[1], torch.zeros_like(s.grad[1]))
-    assert float(saliency_regulariser(torch.zeros(2, 1, 3, 3), "spread")) == 0.0
+    assert float(saliency_regulariser(torch.zeros(2, 1, 3, 3), form)) == 0.0
 
 
 def test_derangement_has_no_fixed_point():
