@@ -83,10 +83,10 @@ def contrast_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def saliency_regulariser(saliency: torch.Tensor,
                          form: Literal["l1", "spread", "positive-spread"] = "l1") -> torch.Tensor:
-    """L_reg: how much of each map is non-zero, in one of two forms.
+    """L_reg: how sparse each map is, in one of three forms.
 
-    - ``l1``: mean |s| over every pixel of every map (the paper's ‖s‖₁, per pixel). It shrinks every
-      piece of evidence by its size, so a faint cue spread thinly is cheap and a bright lesion dear.
+    - ``l1``: mean |s| over every pixel of every map (the paper's ‖s‖₁, per pixel): every piece of
+      evidence is charged by its size.
     - ``spread``: mean over maps of ‖s‖₁ / (√N · ‖s‖₂), N the map's pixels (ours): 1 for a map of equal
       magnitude everywhere, 1/√N for a single pixel. Scale-free (a map cannot meet it by shrinking),
       it charges a map for being spread, not for being strong, so evidence spread over the whole

@@ -108,16 +108,14 @@ def test_faded_step_trains_the_total_with_every_ppi_weight_scaled():
                                            + 0.65 * values["ad"] + 0.35 * values["keep"])
 
 
-@pytest.mark.parametrize("form", ["evidence", "magnitude", "positive"])
-def test_a_step_trains_l_out_in_the_form_the_recipe_names(form):
-    """ppi.delta with ppi.out_form: the step's gradient is the naive total's with δ·L_out of that form, and
-    the `out` it reports is that form's value (a share for `magnitude` and `positive`)."""
-    torch.manual_seed(3)
+def _step_trains_the_form(cfg, other, torch_seed):
+    """One step on a tiny model: its gradient is the naive total's under `cfg`, and the naive total's under
+    `other` (the same recipe with another form) differs, so the form reaches the gradient. Returns the
+    step's reported values."""
+    torch.manual_seed(torch_seed)
     model = build_model(ModelConfig(name="tiny", input_size=16, dropout=0.0)).double().train()
     reference = copy.deepcopy(model)
     x, y = torch.rand(5, 1, 16, 16, dtype=torch.float64), torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0], dtype=torch.float64)
-    cfg = PPIConfig(saliency="wbp", mask="top-k", coverage=0.2, alpha=0.7, beta=0.3, gamma=1.3, delta=2.0,
-                    out_form=form, start_epoch=0, intervened_norm="clean")
     step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
                      device=torch.device("cpu"))
     model.zero_grad(set_to_none=True)
@@ -125,9 +123,19 @@ def test_a_step_trains_l_out_in_the_form_the_recipe_names(form):
     expected = _naive_gradients(reference, x, y, None, cfg, seed=4)
     for name, grad in expected.items():
         assert torch.allclose(model.get_parameter(name).grad, grad, rtol=1e-8, atol=1e-12), name
-    other = _naive_gradients(copy.deepcopy(reference), x, y, None, dataclasses.replace(
-        cfg, out_form="evidence" if form != "evidence" else "positive"), seed=4)
-    assert any(not torch.allclose(other[n], g) for n, g in expected.items())  # the form reaches the gradient
+    different = _naive_gradients(copy.deepcopy(reference), x, y, None, other, seed=4)
+    assert any(not torch.allclose(different[n], g) for n, g in expected.items())
+    return values
+
+
+@pytest.mark.parametrize("form", ["evidence", "magnitude", "positive"])
+def test_a_step_trains_l_out_in_the_form_the_recipe_names(form):
+    """ppi.delta with ppi.out_form: the step's gradient is the naive total's with δ·L_out of that form, and
+    the `out` it reports is that form's value (a share for `magnitude` and `positive`)."""
+    cfg = PPIConfig(saliency="wbp", mask="top-k", coverage=0.2, alpha=0.7, beta=0.3, gamma=1.3, delta=2.0,
+                    out_form=form, start_epoch=0, intervened_norm="clean")
+    values = _step_trains_the_form(
+        cfg, dataclasses.replace(cfg, out_form="evidence" if form != "evidence" else "positive"), torch_seed=3)
     if form != "evidence":
         assert 0.0 < values["out"] < 1.0
 
@@ -136,21 +144,9 @@ def test_a_step_trains_l_out_in_the_form_the_recipe_names(form):
 def test_a_step_trains_l_reg_in_the_form_the_recipe_names(form):
     """ppi.reg_form: the step's gradient is the naive total's with β·(that form), not the mean |s|, and the
     `reg` it reports is the spread, between 1/√N and 1."""
-    torch.manual_seed(5)
-    model = build_model(ModelConfig(name="tiny", input_size=16, dropout=0.0)).double().train()
-    reference = copy.deepcopy(model)
-    x, y = torch.rand(5, 1, 16, 16, dtype=torch.float64), torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0], dtype=torch.float64)
     cfg = PPIConfig(saliency="wbp", mask="top-k", coverage=0.2, alpha=0.7, beta=0.9, gamma=1.3,
                     reg_form=form, start_epoch=0, intervened_norm="clean")
-    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=True,
-                     device=torch.device("cpu"))
-    model.zero_grad(set_to_none=True)
-    values = step(x, y, None, epoch=0, generator=torch.Generator().manual_seed(4))
-    expected = _naive_gradients(reference, x, y, None, cfg, seed=4)
-    for name, grad in expected.items():
-        assert torch.allclose(model.get_parameter(name).grad, grad, rtol=1e-8, atol=1e-12), name
-    other = _naive_gradients(copy.deepcopy(reference), x, y, None, dataclasses.replace(cfg, reg_form="l1"), seed=4)
-    assert any(not torch.allclose(other[n], g) for n, g in expected.items())  # the form reaches the gradient
+    values = _step_trains_the_form(cfg, dataclasses.replace(cfg, reg_form="l1"), torch_seed=5)
     assert 1 / 16 < values["reg"] < 1.0
 
 
