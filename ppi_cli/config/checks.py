@@ -70,12 +70,12 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
     if degrading and ppi.mask != "lesion":
         raise ConfigError(f"{where}: ppi.{degrading[0]} changes lesion masks, and ppi.mask is '{ppi.mask}'",
                           hint="set ppi.mask: lesion (on a cache with lesion masks), or leave it at 0")
-    if getattr(ppi, "out_form", "evidence") != "evidence" and ppi.delta == 0:
-        raise ConfigError(f"{where}: ppi.out_form '{ppi.out_form}' chooses L_out's form, and ppi.delta is 0: L_out "
-                          "is off", hint="set ppi.delta (e.g. 1), or leave ppi.out_form at evidence")
-    if getattr(ppi, "reg_form", "l1") != "l1" and ppi.beta == 0:
-        raise ConfigError(f"{where}: ppi.reg_form '{ppi.reg_form}' chooses L_reg's form, and ppi.beta is 0: L_reg "
-                          "is off", hint="set ppi.beta (e.g. 1), or leave ppi.reg_form at l1")
+    for form, default, weight, term in (("out_form", "evidence", "delta", "L_out"),
+                                        ("reg_form", "l1", "beta", "L_reg")):
+        chosen = getattr(ppi, form, default)  # a term's form means nothing while the term's weight is 0
+        if chosen != default and getattr(ppi, weight) == 0:
+            raise ConfigError(f"{where}: ppi.{form} '{chosen}' chooses {term}'s form, and ppi.{weight} is 0: {term} "
+                              "is off", hint=f"set ppi.{weight} (e.g. 1), or leave ppi.{form} at {default}")
     if getattr(ppi, "fallback_drop", None) is not None and ppi.start_epoch == 0:
         raise ConfigError(f"{where}: ppi.fallback_drop {ppi.fallback_drop:g} compares the kept PPI epoch with the "
                           "best warm-up epoch, and ppi.start_epoch is 0: there is no warm-up",

@@ -107,7 +107,7 @@ def saliency_regulariser(saliency: torch.Tensor,
     counted = (squares > 0).to(flat.dtype)
     l2 = squares.clamp(min=torch.finfo(flat.dtype).tiny).sqrt()  # clamped before the root: a map of zeros gets no NaN
     ratio = flat.abs().sum(dim=1) / (l2 * math.sqrt(flat.shape[1]))
-    return (ratio * counted).sum() / counted.sum().clamp(min=1)  # no host sync on the training step's path
+    return _mean_of_counted(ratio, counted)
 
 
 def outside_evidence(saliency: torch.Tensor, mask: torch.Tensor,
@@ -138,7 +138,15 @@ def outside_evidence(saliency: torch.Tensor, mask: torch.Tensor,
     total = part.flatten(1).sum(dim=1)
     share = (outside * part).flatten(1).sum(dim=1) / total.clamp(min=torch.finfo(part.dtype).tiny)
     counted = (total > 0).to(share.dtype)  # a map with no such part is left out of the mean; none at all: 0
-    return (share * counted).sum() / counted.sum().clamp(min=1)  # no host sync on the training step's path
+    return _mean_of_counted(share, counted)
+
+
+def _mean_of_counted(values: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+    """The mean of per-map `values` over the maps `counted` (1.0) marks; 0 when none is, still on the graph.
+
+    Computed without a host sync (no boolean indexing), so it stays off the training step's critical path.
+    """
+    return (values * counted).sum() / counted.sum().clamp(min=1)
 
 
 def adversarial_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
