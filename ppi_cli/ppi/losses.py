@@ -102,11 +102,11 @@ def saliency_regulariser(saliency: torch.Tensor,
     """
     if form == "l1":
         return saliency.abs().mean()
-    flat = (saliency if form == "spread" else saliency.clamp(min=0)).flatten(1)
+    flat = _map_part(saliency, positive=form == "positive-spread").flatten(1)
     squares = flat.pow(2).sum(dim=1)
     counted = (squares > 0).to(flat.dtype)
     l2 = squares.clamp(min=torch.finfo(flat.dtype).tiny).sqrt()  # clamped before the root: a map of zeros gets no NaN
-    ratio = flat.abs().sum(dim=1) / (l2 * math.sqrt(flat.shape[1]))
+    ratio = flat.sum(dim=1) / (l2 * math.sqrt(flat.shape[1]))
     return _mean_of_counted(ratio, counted)
 
 
@@ -134,11 +134,17 @@ def outside_evidence(saliency: torch.Tensor, mask: torch.Tensor,
     outside = 1 - mask.detach().to(saliency.dtype)
     if form == "evidence":
         return (outside * saliency).flatten(1).sum(dim=1).pow(2).mean()
-    part = saliency.abs() if form == "magnitude" else saliency.clamp(min=0)
+    part = _map_part(saliency, positive=form == "positive")
     total = part.flatten(1).sum(dim=1)
     share = (outside * part).flatten(1).sum(dim=1) / total.clamp(min=torch.finfo(part.dtype).tiny)
     counted = (total > 0).to(share.dtype)  # a map with no such part is left out of the mean; none at all: 0
     return _mean_of_counted(share, counted)
+
+
+def _map_part(saliency: torch.Tensor, *, positive: bool) -> torch.Tensor:
+    """The part of a signed map a scale-free form reads: its magnitude |s|, or its positive part max(s, 0)
+    (the evidence for the true class), both non-negative."""
+    return saliency.clamp(min=0) if positive else saliency.abs()
 
 
 def _mean_of_counted(values: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
