@@ -72,9 +72,12 @@ def show_cmd(
 
 
 def parse_set_options(items: list[str]) -> dict[str, object]:
-    """`["optim.lr=0.1", "ppi.enabled=false"]` to `{"optim.lr": 0.1, "ppi.enabled": False}`."""
+    """`["optim.lr=0.1", "ppi.enabled=false", "ppi.fallback_drop=null"]` to `{"optim.lr": 0.1, "ppi.enabled": False,
+    "ppi.fallback_drop": NULL}` (NULL sets the field to null)."""
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).
     import yaml
+
+    from ppi_cli.config import override_value
 
     out: dict[str, object] = {}
     for item in items:
@@ -82,7 +85,7 @@ def parse_set_options(items: list[str]) -> dict[str, object]:
         if not sep or not key.strip():
             raise typer.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--set")
         try:
-            out[key.strip()] = yaml.safe_load(raw)
+            out[key.strip()] = override_value(raw)
         except yaml.YAMLError:
             raise typer.BadParameter(f"'{raw}' is not a valid value", param_hint="--set") from None
     return out

@@ -55,8 +55,8 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
             `ppi.lesion_drop`/`ppi.lesion_extra` without `ppi.mask: lesion` (they would do nothing), or
             `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`, or with L_ad (`ppi.gamma`),
             or `eval.select_on: looks` without a `ppi.swap_look` (baselines too), or `ppi.look_level: select`
-            without a swapped look, or `ppi.fallback_drop` without a warm-up (`ppi.start_epoch` 0), or a
-            `ppi.out_form` with L_out off (`ppi.delta` 0), or a `ppi.reg_form` with L_reg off (`ppi.beta` 0).
+            without a swapped look, or `ppi.fallback_drop` against a warm-up that is not there (`ppi.start_epoch`
+            0), or a `ppi.out_form` with L_out off (`ppi.delta` 0), or a `ppi.reg_form` with L_reg off (`ppi.beta` 0).
     """
     ppi = recipe.ppi
     where = provenance.get("", f"recipe '{recipe.name}'")
@@ -76,7 +76,8 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
         if chosen != default and getattr(ppi, weight) == 0:
             raise ConfigError(f"{where}: ppi.{form} '{chosen}' chooses {term}'s form, and ppi.{weight} is 0: {term} "
                               "is off", hint=f"set ppi.{weight} (e.g. 1), or leave ppi.{form} at {default}")
-    if getattr(ppi, "fallback_drop", None) is not None and ppi.start_epoch == 0:
+    against = getattr(ppi, "fallback_against", "warmup")  # without a fallback_drop (the guard off) it does nothing
+    if getattr(ppi, "fallback_drop", None) is not None and ppi.start_epoch == 0 and against == "warmup":
         raise ConfigError(f"{where}: ppi.fallback_drop {ppi.fallback_drop:g} compares the kept PPI epoch with the "
                           "best warm-up epoch, and ppi.start_epoch is 0: there is no warm-up",
                           hint="set ppi.start_epoch to the warm-up's length (e.g. 5), or ppi.fallback_drop: null")

@@ -180,7 +180,7 @@ def _convert(tp: Any, value: Any, source: str | Mapping[str, str], path: str) ->
                 return _convert(option, value, source, path)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: expected {_describe(tp)}, got {_kind(value)} {value!r}")
+        raise ConfigError(f"{where}: expected {_describe(tp)}, got {_got(value)}")
     if origin is Literal:
         if value in args:
             return value
@@ -192,22 +192,22 @@ def _convert(tp: Any, value: Any, source: str | Mapping[str, str], path: str) ->
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {_kind(value)} {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {_got(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected an integer, got {_kind(value)} {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {_got(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{where}: expected a number, got {_kind(value)} {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {_got(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where}: expected a string, got {_kind(value)} {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {_got(value)}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {_kind(value)} {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_got(value)}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{where}: expected a list of {len(args)} values, got {len(value)}")
@@ -268,6 +268,11 @@ def _src(source: str | Mapping[str, str], path: str) -> str:
 
 def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
+
+
+def _got(value: Any) -> str:
+    """What a message says it got: the value's YAML kind and the value (`null` alone for null)."""
+    return "null" if value is None else f"{_kind(value)} {value!r}"
 
 
 def _kind(value: Any) -> str:

@@ -10,6 +10,7 @@ it; values the paper does not give are marked "our decision" (see docs/ppi.md an
 from __future__ import annotations
 
 import difflib
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,8 @@ from ppi_cli.errors import ConfigError
 
 __all__ = [
     "ModelConfig", "MultiviewConfig", "DataConfig", "PPIConfig", "OptimConfig", "ScheduleConfig", "EvalConfig",
-    "Recipe", "load_recipe", "resolve_recipe_path", "list_recipes", "apply_overrides", "SELECT_CHOICES",
+    "Recipe", "load_recipe", "resolve_recipe_path", "list_recipes", "apply_overrides", "SELECT_CHOICES", "NULL",
+    "override_value",
 ]
 
 Weight = float | Literal["auto"]
@@ -222,6 +224,12 @@ class PPIConfig:
         "below the best warm-up epoch's, the PPI model is rejected: the same recipe trains without PPI in "
         "<run>/baseline-fallback/, its best.pt becomes the run's, and the run says so (train.log, "
         "ppi-rejected.json, a flag on its cells and folds); null: off. Needs start_epoch > 0 (docs/ppi.md).", min=0)
+    fallback_against: Literal["warmup", "baseline"] = param(
+        "warmup", "What fallback_drop measures the kept PPI epoch against (ours): the best warm-up epoch of the "
+        "same run, or the recipe trained without PPI on the same split and seed, which then trains on every run "
+        "(in <run>/baseline-fallback/) and is kept when PPI validates more than fallback_drop below it: a PPI "
+        "model is only kept where it reads its own site's validation split as well as the baseline does "
+        "(docs/ppi.md).")
     create_graph: bool = param(True, "Differentiate through the saliency map (needed for L_reg to train θ).")
     map_from: Literal["auto", "separate"] = param(
         "auto", "Where the WBP map comes from (ours): auto takes it from L_cls's own backward where that is exact "
@@ -324,12 +332,34 @@ def resolve_recipe_path(ref: str | Path, relative_to: Path | None = None) -> Pat
                       hint=f"{guess}give a path to a YAML file, or one of `ppi recipe list`")
 
 
+class _Null(enum.Enum):
+    """An override that sets a field to null: YAML `null` given with `--set` or `--variant`. A plain None among the
+    overrides stands for an option left out (`--epochs` not given) and changes nothing."""
+
+    NULL = "null"
+
+    def __str__(self) -> str:
+        return "null"
+
+
+NULL = _Null.NULL
+
+
+def override_value(raw: str) -> Any:
+    """A `--set`/`--variant` value as YAML reads it, with `null` (or nothing) as NULL, which sets the field to null."""
+    import yaml
+
+    value = yaml.safe_load(raw)
+    return NULL if value is None else value
+
+
 def load_recipe(ref: str | Path, overrides: Mapping[str, Any] | None = None) -> Recipe:
     """Load a recipe, following `extends:`, then apply dotted-key CLI overrides.
 
     Args:
         ref: Path to a YAML file or the name of a bundled recipe (`ga-ppi-wbp-cpu`).
-        overrides: `{"optim.lr": 0.1, "ppi.enabled": False}`; values of None are ignored.
+        overrides: `{"optim.lr": 0.1, "ppi.enabled": False}`; values of None are ignored (an option left out),
+            NULL sets a field to null.
 
     Raises:
         ConfigError: Naming the file, the key path and the nearest valid key.
@@ -352,7 +382,7 @@ def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any], *,
     Fields are checked alone and then together (`check_recipe`); `provenance` (dotted key → file,
     from `load_recipe`) lets the cross-field message name the files that set the fields.
     """
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = {k: None if v is NULL else v for k, v in overrides.items() if v is not None}
     if not overrides:
         if provenance is not None:  # a freshly loaded recipe: its fields were never checked together
             check_recipe(recipe, provenance)

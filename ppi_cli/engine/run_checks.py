@@ -33,7 +33,7 @@ from ppi_cli.ppi.losses import LossWeights
 from ppi_cli.reports.metrics import MIN_CASES
 
 __all__ = ["MIN_CASES", "few_cases", "window_findings", "swap_finding", "check_study", "check_training",
-           "ppi_rejection"]
+           "ppi_rejection", "baseline_rejection"]
 
 _MIN_HIT_SHARE = 0.5  # refuse a training window that holds the lesion centre in fewer draws than this
 _CHANCE_TOLERANCE = 0.02  # a training loss this close to ln K for every epoch learned nothing
@@ -218,7 +218,7 @@ def ppi_rejection(recipe: Recipe, rows: Sequence[Mapping[str, Any]], best_epoch:
     is more than the drop below the best warm-up epoch's (a collapse); "" when it stands. `fallback` names the
     folder the recipe then trains without PPI in."""
     drop, metric = recipe.ppi.fallback_drop, f"val_{recipe.eval.metric}"
-    if drop is None:
+    if drop is None or recipe.ppi.fallback_against != "warmup":
         return ""
     against = _kept_against_warmup(recipe, rows, best_epoch)
     if against is None or against[0] >= float(against[1][metric]) - drop:
@@ -227,3 +227,17 @@ def ppi_rejection(recipe: Recipe, rows: Sequence[Mapping[str, Any]], best_epoch:
     return (f"PPI rejected: the kept PPI epoch {best_epoch} has val {recipe.eval.metric} {kept:.3f}, more than "
             f"ppi.fallback_drop {drop:g} below warm-up epoch {warm['epoch']}'s {float(warm[metric]):.3f}; best.pt is "
             f"the same recipe trained without PPI ({fallback}/)")
+
+
+def baseline_rejection(recipe: Recipe, kept: tuple[int, float], baseline: tuple[int, float], *, fallback: str) -> str:
+    """Under `ppi.fallback_against: baseline`, why a finished run's PPI model is rejected: its kept epoch's validation
+    metric is more than `ppi.fallback_drop` below that of the recipe trained without PPI on the same split (each
+    given as (kept epoch, metric)); "" when it stands, or when either metric is not finite (one class in the
+    validation split): nothing to compare. `fallback` names the folder the run without PPI trained in."""
+    drop, name = recipe.ppi.fallback_drop, recipe.eval.metric
+    (epoch, value), (base_epoch, base) = kept, baseline
+    if drop is None or not (math.isfinite(value) and math.isfinite(base)) or value >= base - drop:
+        return ""
+    return (f"PPI rejected: the kept PPI epoch {epoch} has val {name} {value:.3f}, more than ppi.fallback_drop "
+            f"{drop:g} below the recipe without PPI ({fallback}/, epoch {base_epoch}: {base:.3f}); best.pt is that "
+            "run's")

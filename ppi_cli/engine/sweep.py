@@ -96,7 +96,7 @@ def parse_variant(text: str) -> SweepVariant:
     Raises:
         ConfigError: No name, an item without `=`, or the reserved name `baseline`.
     """
-    import yaml
+    from ppi_cli.config import override_value
 
     name, sep, body = text.partition(":")
     name = name.strip()
@@ -108,7 +108,7 @@ def parse_variant(text: str) -> SweepVariant:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ConfigError(f"--variant '{text}': '{item}' is not key=value", hint="e.g. ppi.sigma=0.15")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = override_value(value)
     return SweepVariant(name, overrides)
 
 
@@ -243,7 +243,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
         {"recipe": cfg.recipe, "data": str(cfg.data), "train": cfg.train, "seeds": list(cfg.seeds),
          "variants": {v.name: dict(v.overrides) for v in variants}}
         | ({"twin": str(cfg.twin)} if cfg.twin is not None else {})
-        | ({"tests": [str(t) for t in cfg.tests]} if cfg.tests else {}), indent=2) + "\n")]
+        | ({"tests": [str(t) for t in cfg.tests]} if cfg.tests else {}), indent=2, default=str) + "\n")]
     jobs = [(v, s) for s in cfg.seeds for v in variants]
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
     started = time.monotonic()
@@ -434,8 +434,9 @@ def _rejected_lines(runs: Any) -> list[str]:
         lines.append(f"- `{variant}`: {len(which)} run(s), seed {listed}")
     if not lines:
         return []
-    return ["", "PPI rejected (`ppi.fallback_drop`: the kept PPI epoch validated too far below the warm-up); these "
-            "runs' rows hold the recipe trained without PPI, and the means above include them:", "", *lines]
+    return ["", "PPI rejected (`ppi.fallback_drop`: the kept PPI epoch validated too far below the warm-up, or below "
+            "the recipe without PPI under `ppi.fallback_against: baseline`); these runs' rows hold the recipe trained "
+            "without PPI, and the means above include them:", "", *lines]
 
 
 def _effect_lines(table: Any) -> list[str]:

@@ -53,7 +53,7 @@ from ppi_cli.engine.evaluate import (
     validation_metric,
 )
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
-from ppi_cli.engine.run_checks import check_training, ppi_rejection
+from ppi_cli.engine.run_checks import baseline_rejection, check_training, ppi_rejection
 from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache, write_run_record
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.engine.train_log import report_epoch, report_findings
@@ -140,24 +140,39 @@ def _fall_back(recipe: Recipe, result: TrainResult, *, cache_dir: Path | None, s
                resume: bool) -> TrainResult:
     """`ppi.fallback_drop`: a rejected PPI run trains its recipe without PPI in `<run>/baseline-fallback/`, whose
     best.pt becomes the run's, and `ppi-rejected.json` says why (reports flag the run's cells); a run that stands
-    keeps its own best.pt (and loses a marker an earlier run in its folder left)."""
-    out_dir = result.out_dir
-    if not result.rejected:
+    keeps its own best.pt (and loses a marker an earlier run in its folder left). Under `ppi.fallback_against:
+    baseline` the run without PPI trains first, whatever PPI did, and the decision compares the two kept epochs."""
+    out_dir, sub, ppi = result.out_dir, result.out_dir / FALLBACK, recipe.ppi
+    plain = dataclasses.replace(recipe, ppi=dataclasses.replace(ppi, enabled=False))
+
+    def without_ppi() -> TrainResult:
+        log(f"{out_dir.name}: training {recipe.name} without PPI in {sub}")
+        return fit(plain, cache_dir=cache_dir, split=split, out_dir=sub, device=device,
+                   resume=resume and has_last_checkpoint(sub))
+
+    kept, rejected = None, result.rejected
+    if ppi.enabled and ppi.fallback_drop is not None and ppi.fallback_against == "baseline":
+        kept = without_ppi()
+        rejected = baseline_rejection(recipe, (result.best_epoch, result.best_metric),
+                                      (kept.best_epoch, kept.best_metric), fallback=FALLBACK)
+        if result.is_main:
+            if rejected:
+                report_findings(out_dir, [rejected])
+            else:
+                log(f"{out_dir.name}: PPI kept: val {recipe.eval.metric} {result.best_metric:.3f} (epoch "
+                    f"{result.best_epoch}) against {kept.best_metric:.3f} without PPI (epoch {kept.best_epoch})")
+    if not rejected:
         if result.is_main:
             (out_dir / REJECTED).unlink(missing_ok=True)
         return result
-    sub = out_dir / FALLBACK
-    log(f"{out_dir.name}: training {recipe.name} without PPI in {sub}")
-    plain = dataclasses.replace(recipe, ppi=dataclasses.replace(recipe.ppi, enabled=False))
-    kept = fit(plain, cache_dir=cache_dir, split=split, out_dir=sub, device=device,
-               resume=resume and has_last_checkpoint(sub))
+    kept = kept if kept is not None else without_ppi()
     if kept.is_main:
         with atomic_path(out_dir / BEST) as staged:
             shutil.copyfile(kept.best_checkpoint, staged)
-        write_json(out_dir / REJECTED, {"reason": result.rejected, "ppi_best_epoch": result.best_epoch,
+        write_json(out_dir / REJECTED, {"reason": rejected, "ppi_best_epoch": result.best_epoch,
                                         "ppi_best_metric": result.best_metric, "fallback": FALLBACK,
                                         "fallback_best_epoch": kept.best_epoch})
-    return dataclasses.replace(kept, out_dir=out_dir, best_checkpoint=out_dir / BEST, rejected=result.rejected)
+    return dataclasses.replace(kept, out_dir=out_dir, best_checkpoint=out_dir / BEST, rejected=rejected)
 
 
 # a `select` of each field of SELECT_CHOICES trains each choice in `<prefix>-<choice>/` and records the pick in

@@ -205,8 +205,9 @@ def ppi_reading(matrices: Mapping[str, Any], rejected: Collection[str] = ()) -> 
         advice += (" Rows marked `opposite moves` may read a site-dependent cue in reverse rather than ignore it "
                    "(docs/ppi.md).")
     if counts.get("PPI rejected", 0):
-        advice += (" Rows marked `PPI rejected` validated worse with PPI than in its warm-up (ppi.fallback_drop): "
-                   "their PPI column holds the recipe trained without PPI.")
+        advice += (" Rows marked `PPI rejected` validated worse with PPI than their warm-up or than the recipe "
+                   "without PPI (ppi.fallback_drop, ppi.fallback_against): their PPI column holds the recipe trained "
+                   "without PPI.")
     parts = ", ".join(f"{k} {counts[k]}" for k in ("helped", "trade-off", "no clear change", "cost", "opposite moves",
                                                     "PPI rejected") if counts.get(k, 0))
     summary = (f"PPI − baseline, mean over the {n} training row(s) of the cross-site AUC change: {mean_cross:+.3f} "

@@ -12,6 +12,7 @@ import torch
 from helpers import lidc_nodule_cache
 from scipy import stats
 
+from ppi_cli.config import NULL, load_recipe
 from ppi_cli.engine.sweep import BASELINE, parse_seeds, parse_variant, summarise_sweep
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.reports.sweep_reading import CROSS_SITE, against_ceiling, sweep_reading
@@ -22,6 +23,8 @@ def test_variants_and_seeds_parse_and_bad_ones_are_refused():
     assert v.name == "big-mask" and v.overrides == {"ppi.mask": "top-k", "ppi.coverage": 0.1,
                                                     "ppi.create_graph": False}
     assert parse_seeds("0-4") == (0, 1, 2, 3, 4) and parse_seeds("3,1,3") == (3, 1)
+    off = parse_variant("off:ppi.fallback_drop=null").overrides  # null sets the field, not "left out"
+    assert off == {"ppi.fallback_drop": NULL} and load_recipe("ga-ppi-wbp-cpu", off).ppi.fallback_drop is None
     for bad in ("nocolon", "baseline:ppi.alpha=1", "x:ppi.alpha"):
         with pytest.raises(ConfigError, match="--variant"):
             parse_variant(bad)

@@ -285,6 +285,43 @@ def test_fallback_drop_without_a_warm_up_is_refused_at_load(tmp_path):
         load_recipe(path)
 
 
+@pytest.mark.parametrize(("kept_auc", "falls_back"), [(0.90, True), (0.92, False)])
+def test_fallback_against_the_baseline_keeps_ppi_only_where_it_validates_as_well(tmp_path, monkeypatch, one_thread,
+                                                                                 kept_auc, falls_back):
+    """`ppi.fallback_against: baseline`, `fallback_drop: 0.02`, `eval.select: loss`, no warm-up: the PPI run keeps
+    epoch 2 (the lower loss), the run without PPI (trained in baseline-fallback/ either way) keeps its epoch 2 at
+    0.93. PPI at 0.90 is 0.03 below it: rejected, and best.pt is the baseline's, byte for byte; at 0.92 (0.01 below)
+    PPI stands and best.pt stays its own."""
+    import ppi_cli.engine.trainer as trainer
+
+    scores = iter([(0.95, 0.5), (kept_auc, 0.3), (0.99, 0.4),  # the PPI run: its best AUC is not the kept epoch
+                   (0.9, 0.5), (0.93, 0.2), (0.95, 0.25)])  # the run without PPI
+    threshold = {"value": 0.5, "source": "test"}
+    monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (*next(scores), threshold))
+    guard = "eval:\n  select: loss\nppi:\n  start_epoch: 0\n  fallback_drop: 0.02\n  fallback_against: baseline\n"
+    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=3, extra=guard))
+    out, fallback = tmp_path / "run", tmp_path / "run" / "baseline-fallback"
+    result = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu")
+    assert pd.read_csv(fallback / "metrics.csv")["ppi"].tolist() == [0, 0, 0]  # trained whatever PPI did
+    assert pd.read_csv(out / "metrics.csv")["ppi"].tolist() == [1, 1, 1]
+    if falls_back:
+        assert result.rejected == ("PPI rejected: the kept PPI epoch 2 has val auc 0.900, more than ppi.fallback_drop "
+                                   "0.02 below the recipe without PPI (baseline-fallback/, epoch 2: 0.930); best.pt is "
+                                   "that run's")
+        assert f"warning: {result.rejected}" in (out / "train.log").read_text()
+        assert (out / "best.pt").read_bytes() == (fallback / "best.pt").read_bytes()
+        record = json.loads((out / "ppi-rejected.json").read_text())
+        assert (record["ppi_best_epoch"], record["fallback_best_epoch"]) == (2, 2)
+        again = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu", resume=True)
+        assert again.rejected == result.rejected  # finished: nothing trains again (the scores are spent)
+        assert (out / "best.pt").read_bytes() == (fallback / "best.pt").read_bytes()
+    else:
+        assert (result.best_epoch, result.best_metric, result.rejected) == (2, kept_auc, "")
+        assert load_checkpoint(out / "best.pt")["meta"]["epoch"] == 2
+        assert load_checkpoint(out / "best.pt")["meta"]["recipe"]["ppi"]["enabled"]
+        assert not (out / "ppi-rejected.json").exists()
+
+
 def test_only_ppi_epochs_read_the_answer_keys_regions(tmp_path, monkeypatch, one_thread):
     """Warm-up epochs (and a baseline's) build their training data without lesion masks; PPI epochs with them."""
     import ppi_cli.engine.trainer as trainer
