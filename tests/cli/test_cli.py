@@ -51,6 +51,16 @@ def test_recipe_show_applies_overrides(cli):
     assert result.exit_code == 0 and "lr: 0.25" in result.stdout
 
 
+def test_set_null_turns_a_field_off_rather_than_being_ignored(cli):
+    """`--set key=null` sets the field to null (here the collapse guard that ga-ppi-wbp-cpu carries), where a
+    value left out changes nothing; a field that cannot be null says so."""
+    assert "fallback_drop: 0.02," in cli("recipe", "show", "ga-ppi-wbp-cpu").stdout
+    result = cli("recipe", "show", "ga-ppi-wbp-cpu", "--set", "ppi.fallback_drop=null")
+    assert result.exit_code == 0 and "fallback_drop: null," in result.stdout
+    refused = cli("recipe", "show", "ga-ppi-wbp-cpu", "--set", "optim.lr=null")
+    assert refused.exit_code == 1 and "optim.lr" in refused.stderr
+
+
 def _ppi(args, debug):
     env = dict(os.environ, PPI_DEBUG="1" if debug else "0")
     return subprocess.run([sys.executable, "-m", "ppi_cli", *args], capture_output=True, text=True, env=env)

@@ -23,7 +23,7 @@ MEASURED = {"mask": "top-k", "coverage": 0.30, "map_centre": "batch", "map_smoot
 MEASURED_64 = {"mask": "top-k", "coverage": 0.15, "map_centre": "batch", "map_smooth": 4.0, "map_sign": "magnitude",
                "fill": "swap", "swap_look": "columns", "swap_region": "image", "look_level": "keep",
                "look_from": "outside", "intervened_norm": "clean", "alpha": 0.5, "keep": 0.5, "beta": 0.1,
-               "gamma": 0.0, "start_epoch": 5, "fade_in": 10, "fallback_drop": 0.2}
+               "gamma": 0.0, "start_epoch": 5, "fade_in": 10, "fallback_drop": 0.02, "fallback_against": "baseline"}
 
 
 @pytest.mark.parametrize("name", ["demo-ga-ppi-wbp", "demo-ga-site-ppi-wbp"])
@@ -120,18 +120,24 @@ def test_docs_list_every_field_the_cpu_study_recipe_sets_where_they_were_chosen(
     recipe = load_recipe("ga-ppi-wbp-cpu")
     listed = [f"`ppi.{key}: {getattr(recipe.ppi, key)}`" for key in MEASURED_64
               if key not in ("map_centre", "map_smooth", "map_sign", "look_from", "beta", "gamma", "mask",
-                             "fallback_drop")]  # the guard has its own section (below)
+                             "fallback_drop", "fallback_against")]  # the guard has its own sections (below)
     listed += [f"`data.blur: {recipe.data.blur:.1f}`", f"`schedule.epochs: {recipe.schedule.epochs}`"]
     assert [field for field in listed if field not in section] == []
     for twin in ("ga-ppi-grad-cpu", "ga-ppi-gradcam-cpu", "ga-ppi-lrp-cpu", "ga-ppi-wbp-box-cpu", "ga-baseline-cpu"):
         assert f"`{twin}`" in section
 
 
-def test_docs_give_the_collapse_guard_the_recipe_carries_and_the_table_that_chose_it():
-    section = _docs_section("PPI rejected")
+def test_docs_give_the_collapse_guard_the_recipe_carries_and_the_tables_that_chose_it():
+    section = _docs_section("PPI rejected")  # the guard against the warm-up, the recipe's until the next section
+    assert "`ppi.fallback_drop: 0.2`" in section
+    assert "| `fallback_drop` |" in section  # the table of values against the runs each one rejects
+    section = _docs_section("PPI measured against the recipe without PPI")
     recipe = load_recipe("ga-ppi-wbp-cpu")
     assert f"`ppi.fallback_drop: {recipe.ppi.fallback_drop:g}`" in section
-    assert "| `fallback_drop` |" in section  # the table of values against the runs each one rejects
+    assert f"`ppi.fallback_against: {recipe.ppi.fallback_against}`" in section
+    for rule in ("against the warm-up, 0.2", "against the recipe without PPI, 0.02",
+                 "against the recipe without PPI, 0.05"):  # the table of rules, each row per training site
+        assert rule in section
     for demo in ("demo-ga-ppi-wbp", "demo-ga-site-ppi-wbp"):  # the demo keeps its measured runs: no guard
         assert load_recipe(demo).ppi.fallback_drop is None
 
