@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from ppi_cli.config.checks import check_recipe
 from ppi_cli.config.loader import build, param, read_yaml, to_dict
 from ppi_cli.config.resources import bundled_dir
@@ -347,8 +349,6 @@ NULL = _Null.NULL
 
 def override_value(raw: str) -> Any:
     """A `--set`/`--variant` value as YAML reads it, with `null` (or nothing) as NULL, which sets the field to null."""
-    import yaml
-
     value = yaml.safe_load(raw)
     return NULL if value is None else value
 

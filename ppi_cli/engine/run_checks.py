@@ -217,16 +217,15 @@ def ppi_rejection(recipe: Recipe, rows: Sequence[Mapping[str, Any]], best_epoch:
     """Under `ppi.fallback_drop`, why a finished run's PPI model is rejected: its kept epoch's validation metric
     is more than the drop below the best warm-up epoch's (a collapse); "" when it stands. `fallback` names the
     folder the recipe then trains without PPI in."""
-    drop, metric = recipe.ppi.fallback_drop, f"val_{recipe.eval.metric}"
-    if drop is None or recipe.ppi.fallback_against != "warmup":
+    if recipe.ppi.fallback_against != "warmup":
         return ""
     against = _kept_against_warmup(recipe, rows, best_epoch)
-    if against is None or against[0] >= float(against[1][metric]) - drop:
+    if against is None:
         return ""
     kept, warm = against
-    return (f"PPI rejected: the kept PPI epoch {best_epoch} has val {recipe.eval.metric} {kept:.3f}, more than "
-            f"ppi.fallback_drop {drop:g} below warm-up epoch {warm['epoch']}'s {float(warm[metric]):.3f}; best.pt is "
-            f"the same recipe trained without PPI ({fallback}/)")
+    reference = float(warm[f"val_{recipe.eval.metric}"])
+    return _rejection(recipe, best_epoch, kept, reference, f"below warm-up epoch {warm['epoch']}'s {reference:.3f}; "
+                      f"best.pt is the same recipe trained without PPI ({fallback}/)")
 
 
 def baseline_rejection(recipe: Recipe, kept: tuple[int, float], baseline: tuple[int, float], *, fallback: str) -> str:
@@ -234,10 +233,17 @@ def baseline_rejection(recipe: Recipe, kept: tuple[int, float], baseline: tuple[
     metric is more than `ppi.fallback_drop` below that of the recipe trained without PPI on the same split (each
     given as (kept epoch, metric)); "" when it stands, or when either metric is not finite (one class in the
     validation split): nothing to compare. `fallback` names the folder the run without PPI trained in."""
-    drop, name = recipe.ppi.fallback_drop, recipe.eval.metric
     (epoch, value), (base_epoch, base) = kept, baseline
-    if drop is None or not (math.isfinite(value) and math.isfinite(base)) or value >= base - drop:
+    return _rejection(recipe, epoch, value, base, f"below the recipe without PPI ({fallback}/, epoch {base_epoch}: "
+                      f"{base:.3f}); best.pt is that run's")
+
+
+def _rejection(recipe: Recipe, epoch: int, value: float, reference: float, below: str) -> str:
+    """The collapse guard's one rule, whatever it measures against: the kept PPI epoch's validation metric `value`
+    is more than `ppi.fallback_drop` below `reference` (both finite); the message, ending with `below` (what the
+    reference was and which best.pt the run keeps), or "" when PPI stands or the guard is off."""
+    drop = recipe.ppi.fallback_drop
+    if drop is None or not (math.isfinite(value) and math.isfinite(reference)) or value >= reference - drop:
         return ""
-    return (f"PPI rejected: the kept PPI epoch {epoch} has val {name} {value:.3f}, more than ppi.fallback_drop "
-            f"{drop:g} below the recipe without PPI ({fallback}/, epoch {base_epoch}: {base:.3f}); best.pt is that "
-            "run's")
+    return (f"PPI rejected: the kept PPI epoch {epoch} has val {recipe.eval.metric} {value:.3f}, more than "
+            f"ppi.fallback_drop {drop:g} {below}")
