@@ -67,6 +67,9 @@ class CrossSiteConfig:
     device: str = "auto"
     bootstrap: int = 2000  # resamples for the paired comparison of the two variants
     train_data: StudyData | None = None  # where the models train if not on `data`: its twin (`ppi sweep --twin`)
+    # a study of the recipe without PPI on the same data, seed and hold-outs (a sweep's baseline arm), whose
+    # finished train-X runs the collapse guard reads instead of training them again (`--baseline` uses its own)
+    baseline_from: Path | None = None
 
 
 @dataclass
@@ -136,7 +139,9 @@ def run_cross_site(cfg: CrossSiteConfig) -> CrossSiteOutcome:
     variants = variants_of(cfg.recipe, cfg.baseline)
     clock = StudyClock(sum(any(not (cfg.out / v / f"train-{t}" / f"test-{s}" / PREDICTIONS_FILE).is_file()
                                for s in {t, *tests}) for v in variants for t in trains))
-    for variant, recipe in variants.items():
+    arms = cfg.out if "baseline" in variants else cfg.baseline_from
+    for variant in sorted(variants, key=lambda v: v != "baseline"):  # the arm first: a PPI run's guard reads it
+        recipe = variants[variant]
         written += write_study_record(cfg.out / variant, {"variant": variant, "seed": cfg.seed,
                                                           "data_hash": cfg.data.data_hash}, {variant: recipe})
         for train_site in trains:
@@ -151,7 +156,8 @@ def run_cross_site(cfg: CrossSiteConfig) -> CrossSiteOutcome:
                 continue
             log(f"{variant}: training on site {train_site} ({split.train.size} rows, {split.val.size} for validation, "
                 f"{split.test.size} held out)")
-            best = train_once(recipe, fit_data, split, train_dir, device=cfg.device)
+            arm = arms / "baseline" / f"train-{train_site}" if arms is not None and variant != "baseline" else None
+            best = train_once(recipe, fit_data, split, train_dir, device=cfg.device, without_ppi=arm)
             for test_site, rows in pending.items():
                 indices, _, scores = predict_rows(best, recipe, cfg.data, rows, device=cfg.device)
                 path = train_dir / f"test-{test_site}" / PREDICTIONS_FILE

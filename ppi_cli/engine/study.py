@@ -283,10 +283,13 @@ def _write_study_run(out: Path, record: Mapping[str, Any]) -> Path:
                                                    data_hash=record.get("data_hash")))
 
 
-def train_once(recipe: Recipe, data: StudyData, split: Any, run_dir: Path, *, device: str) -> Path:
+def train_once(recipe: Recipe, data: StudyData, split: Any, run_dir: Path, *, device: str,
+               without_ppi: Path | None = None) -> Path:
     """Train on `split` into `run_dir` and return the best checkpoint; a finished run is not trained again.
 
-    An interrupted run resumes from its last checkpoint (the trainer's `resume`).
+    An interrupted run resumes from its last checkpoint (the trainer's `resume`). `without_ppi`: the study's run
+    of the recipe without PPI on the same split (its baseline arm), which `ppi.fallback_drop` reads when finished
+    instead of training the same run again (`fit`).
     """
     marker = run_dir / TRAINED_FILE
     if marker.is_file():
@@ -297,7 +300,8 @@ def train_once(recipe: Recipe, data: StudyData, split: Any, run_dir: Path, *, de
             return best
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = has_last_checkpoint(run_dir)
-    result = fit(recipe, cache_dir=data.cache_dir, split=split, out_dir=run_dir, device=device, resume=resume)
+    result = fit(recipe, cache_dir=data.cache_dir, split=split, out_dir=run_dir, device=device, resume=resume,
+                 without_ppi=without_ppi)
     best = Path(result.best_checkpoint)
     write_json(marker, {"best_checkpoint": best.name if best.parent == run_dir else str(best),
                         "best_epoch": result.best_epoch, "best_metric": result.best_metric})

@@ -151,11 +151,13 @@ def seeded(overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
 
 def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dict[str, Any], seed: int,
          device: str, twin: str | None = None, tests: tuple[str, ...] = (),
-         effects_twin: str | None = None, carrying: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+         effects_twin: str | None = None, carrying: tuple[int, ...] = (),
+         arm: str | None = None) -> list[dict[str, Any]]:
     """One study of one variant and seed (module level, so a spawned worker can run it): a cross-site row, or
     without `train` a cross-validation; with `twin` the model trains on the twin's rows and is tested on
     `data`'s. With `effects_twin` (a cross-site row) the cells also hold the cue's effect on the kept model
-    over the `carrying` rows (`cue_effect.cue_effects`), each with an `effect` key instead of `auc`."""
+    over the `carrying` rows (`cue_effect.cue_effects`), each with an `effect` key instead of `auc`. `arm`: the
+    same seed's baseline study, whose finished runs the collapse guard reads instead of training them again."""
     from ppi_cli.engine.cross_site import CrossSiteConfig, rejected_sites, run_cross_site
     from ppi_cli.engine.study import resolve_study
 
@@ -166,9 +168,10 @@ def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dic
                                                             overrides=recipe_overrides)[1]
         if train is None:
             others = [resolve_study(recipe_ref, data=Path(t), overrides=recipe_overrides)[1] for t in tests]
-            return _crossval_cells(recipe, study_data, twin_data, others, Path(out), seed, device)
+            return _crossval_cells(recipe, study_data, twin_data, others, Path(out), seed, device, arm)
         outcome = run_cross_site(CrossSiteConfig(recipe, study_data, Path(out), train_sites=(train,), seed=seed,
-                                                 device=device, bootstrap=0, train_data=twin_data))
+                                                 device=device, bootstrap=0, train_data=twin_data,
+                                                 baseline_from=None if arm is None else Path(arm)))
         effects = []
         if effects_twin is not None:
             variant = "ppi" if recipe.ppi.enabled else "baseline"
@@ -184,7 +187,7 @@ def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dic
 
 
 def _crossval_cells(recipe: Any, data: Any, twin: Any, others: Sequence[Any], out: Path, seed: int,
-                    device: str) -> list[dict[str, Any]]:
+                    device: str, arm: str | None = None) -> list[dict[str, Any]]:
     """A cross-validation of `data` (trained on `twin`'s same rows when given), each fold's model scored on its
     test rows of `data` (`in-site`) and on every row of each of `others`."""
     from ppi_cli.engine.crossval import CrossvalConfig, fold_checkpoint, run_crossval
@@ -194,7 +197,7 @@ def _crossval_cells(recipe: Any, data: Any, twin: Any, others: Sequence[Any], ou
 
     folds = recipe.eval.folds
     run_crossval(CrossvalConfig(recipe, twin if twin is not None else data, out, folds=folds, seed=seed,
-                                device=device, bootstrap=0))
+                                device=device, bootstrap=0, baseline_from=None if arm is None else Path(arm)))
     cells = []
     for split in fold_splits(data, folds, seed, recipe.data.val_fraction):  # the twin's folds: the same rows
         best = fold_checkpoint(out, int(split.fold))
@@ -249,9 +252,11 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     started = time.monotonic()
     effects_twin = str(cfg.twin) if cfg.twin is not None and cfg.train is not None else None
     carrying = _carrying_rows(cfg) if effects_twin is not None else ()  # one data pair: the same rows for all
+    # a PPI variant's collapse guard reads its seed's baseline arm when that has finished (jobs run in this order)
     args = {(v.name, s): (cfg.recipe, str(cfg.data), str(cfg.out / v.name / f"seed-{s}"), cfg.train,
                           dict(v.overrides), s, cfg.device, str(cfg.twin) if v.name == CEILING else None,
-                          tuple(str(t) for t in cfg.tests), effects_twin, carrying)
+                          tuple(str(t) for t in cfg.tests), effects_twin, carrying,
+                          None if v.name in (BASELINE, CEILING) else str(cfg.out / BASELINE / f"seed-{s}"))
             for v, s in jobs}
     if cfg.workers <= 1:
         import torch

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from ppi_cli.config.loader import changed_settings, config_hash, dump_yaml
 from ppi_cli.config.recipe import SELECT_CHOICES, Recipe
 from ppi_cli.console import log, progress, warn
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
-from ppi_cli.data.splits import Split, save_split
+from ppi_cli.data.splits import Split, load_split, save_split
 from ppi_cli.device import keep_host_memory, seed_everything
 from ppi_cli.engine.distributed import (
     DistContext,
@@ -64,7 +65,8 @@ from ppi_cli.ppi.intervention import freeze_batch_norm, missing_lesion_masks
 from ppi_cli.ppi.losses import LossWeights
 from ppi_cli.saliency import check_wbp_supports
 
-__all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config", "has_last_checkpoint", "ppi_rejected"]
+__all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config", "has_last_checkpoint", "ppi_rejected",
+           "finished_run"]
 
 LAST, BEST, METRICS, RECIPE, SPLIT = "last.pt", "best.pt", "metrics.csv", "recipe.yaml", "split.json"
 FALLBACK, REJECTED = "baseline-fallback", "ppi-rejected.json"  # ppi.fallback_drop: the run without PPI, and why
@@ -109,7 +111,7 @@ def dataset_config(recipe: Recipe) -> Any:
 
 
 def fit(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, device: str = "auto",
-        resume: bool = False) -> TrainResult:
+        resume: bool = False, without_ppi: Path | None = None) -> TrainResult:
     """Train `recipe`'s model on `split.train`, select on `split.val`, write checkpoints and metrics.
 
     Args:
@@ -119,6 +121,9 @@ def fit(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, 
         out_dir: The run folder.
         device: auto, cpu, cuda or cuda:N (under torchrun each process takes its local GPU).
         resume: Continue from `out_dir/last.pt` (starts fresh, with a warning, when there is none).
+        without_ppi: A run folder that may already hold this recipe trained without PPI on the same split and data
+            (a study's baseline arm): where `ppi.fallback_drop` needs that run, it reads this one if it is
+            finished and the same training, instead of training its own in `<run>/baseline-fallback/`.
 
     Raises:
         ConfigError: `out_dir` already holds a run and `resume` is off, or it holds another recipe's run.
@@ -127,25 +132,31 @@ def fit(recipe: Recipe, *, cache_dir: Path | None, split: Split, out_dir: Path, 
     field = _selected_field(recipe)
     if field is not None:
         return _fit_each_choice(recipe, field, cache_dir=cache_dir, split=split, out_dir=Path(out_dir),
-                                device=device, resume=resume)
+                                device=device, resume=resume, without_ppi=without_ppi)
     ctx = init_distributed(device)
     try:
         result = _fit(recipe, Path(cache_dir) if cache_dir is not None else None, split, Path(out_dir), ctx, resume)
     finally:
         shutdown_distributed(ctx)
-    return _fall_back(recipe, result, cache_dir=cache_dir, split=split, device=device, resume=resume)
+    return _fall_back(recipe, result, cache_dir=cache_dir, split=split, device=device, resume=resume,
+                      arm=without_ppi)
 
 
 def _fall_back(recipe: Recipe, result: TrainResult, *, cache_dir: Path | None, split: Split, device: str,
-               resume: bool) -> TrainResult:
+               resume: bool, arm: Path | None) -> TrainResult:
     """`ppi.fallback_drop`: a rejected PPI run trains its recipe without PPI in `<run>/baseline-fallback/`, whose
     best.pt becomes the run's, and `ppi-rejected.json` says why (reports flag the run's cells); a run that stands
     keeps its own best.pt (and loses a marker an earlier run in its folder left). Under `ppi.fallback_against:
-    baseline` the run without PPI trains first, whatever PPI did, and the decision compares the two kept epochs."""
+    baseline` the run without PPI trains first, whatever PPI did, and the decision compares the two kept epochs.
+    Where `arm` already holds that run, finished (a study's baseline arm), it is read instead of trained again."""
     out_dir, sub, ppi = result.out_dir, result.out_dir / FALLBACK, recipe.ppi
     plain = dataclasses.replace(recipe, ppi=dataclasses.replace(ppi, enabled=False))
 
     def without_ppi() -> TrainResult:
+        done = None if arm is None else finished_run(Path(arm), plain, cache_dir, split, is_main=result.is_main)
+        if done is not None:
+            log(f"{out_dir.name}: the recipe without PPI is the finished run in {arm}; not trained again")
+            return done
         log(f"{out_dir.name}: training {recipe.name} without PPI in {sub}")
         return fit(plain, cache_dir=cache_dir, split=split, out_dir=sub, device=device,
                    resume=resume and has_last_checkpoint(sub))
@@ -154,7 +165,8 @@ def _fall_back(recipe: Recipe, result: TrainResult, *, cache_dir: Path | None, s
     if ppi.enabled and ppi.fallback_drop is not None and ppi.fallback_against == "baseline":
         kept = without_ppi()
         rejected = baseline_rejection(recipe, (result.best_epoch, result.best_metric),
-                                      (kept.best_epoch, kept.best_metric), fallback=FALLBACK)
+                                      (kept.best_epoch, kept.best_metric),
+                                      fallback=os.path.relpath(kept.out_dir, out_dir))
         if result.is_main:
             if rejected:
                 report_findings(out_dir, [rejected])
@@ -170,7 +182,8 @@ def _fall_back(recipe: Recipe, result: TrainResult, *, cache_dir: Path | None, s
         with atomic_path(out_dir / BEST) as staged:
             shutil.copyfile(kept.best_checkpoint, staged)
         write_json(out_dir / REJECTED, {"reason": rejected, "ppi_best_epoch": result.best_epoch,
-                                        "ppi_best_metric": result.best_metric, "fallback": FALLBACK,
+                                        "ppi_best_metric": result.best_metric,
+                                        "fallback": os.path.relpath(kept.out_dir, out_dir),
                                         "fallback_best_epoch": kept.best_epoch})
     return dataclasses.replace(kept, out_dir=out_dir, best_checkpoint=out_dir / BEST, rejected=rejected)
 
@@ -204,8 +217,34 @@ def has_last_checkpoint(out_dir: Path) -> bool:
     return (out_dir / LAST).is_file() or any(has_last_checkpoint(run) for run in runs if run.is_dir())
 
 
+def finished_run(run_dir: Path, recipe: Recipe, cache_dir: Path | None, split: Split, *,
+                 is_main: bool = True) -> TrainResult | None:
+    """The result of the run in `run_dir` when it is `recipe` (a recipe without PPI) trained to its last epoch on
+    `split` of the same data, read from its files; None when it is not, or not finished yet (a sweep's baseline arm
+    may still be training in another worker). Fields under `ppi.` may differ, `ppi.enabled` aside: a run without
+    PPI reads none of them, so every variant of a sweep shares its seed's baseline arm."""
+    last, best = run_dir / LAST, run_dir / BEST
+    if recipe.ppi.enabled or not (last.is_file() and best.is_file() and (run_dir / SPLIT).is_file()):
+        return None
+    payload = load_checkpoint(last)
+    meta, progress = payload["meta"], payload.get("progress") or {}
+    changed = [k for k in changed_settings(meta.get("recipe") or {}, recipe)
+               if k == "ppi.enabled" or not k.startswith("ppi.")]
+    if changed or progress.get("epoch") != recipe.schedule.epochs:
+        return None
+    if meta.get("data_hash") != describe_cache(recipe.data.dataset, cache_dir).get("hash"):
+        return None
+    recorded = load_split(run_dir / SPLIT)
+    if not all(np.array_equal(getattr(recorded, part), np.asarray(getattr(split, part), dtype=np.int64))
+               for part in ("train", "val", "test")):
+        return None
+    return TrainResult(out_dir=run_dir, best_checkpoint=best, last_checkpoint=last,
+                       best_epoch=int(progress["best_epoch"]), best_metric=float(progress["best_metric"]),
+                       metrics_csv=run_dir / METRICS, is_main=is_main, best_key=tuple(progress["best_key"]))
+
+
 def _fit_each_choice(recipe: Recipe, field: str, *, cache_dir: Path | None, split: Split, out_dir: Path,
-                     device: str, resume: bool) -> TrainResult:
+                     device: str, resume: bool, without_ppi: Path | None) -> TrainResult:
     """`ppi.<field>: select` (`ppi.intervened_norm`, `ppi.look_level`): train once per choice of SELECT_CHOICES,
     each in `<prefix>-<choice>/`, and keep the run whose kept epoch ranks higher on the validation split under
     `eval.select`.
@@ -224,7 +263,7 @@ def _fit_each_choice(recipe: Recipe, field: str, *, cache_dir: Path | None, spli
         variant = dataclasses.replace(recipe, ppi=dataclasses.replace(recipe.ppi, **settings))
         log(f"ppi.{field}: select: training with {choice}")
         results[choice] = fit(variant, cache_dir=cache_dir, split=split, out_dir=sub, device=device,
-                              resume=resume and has_last_checkpoint(sub))
+                              resume=resume and has_last_checkpoint(sub), without_ppi=without_ppi)
     chosen = max(choices, key=lambda c: (tuple(results[c].best_key), -choices.index(c)))
     won = results[chosen]
     if not won.is_main:

@@ -35,13 +35,23 @@ def make_data(n_subjects=40, sites=("A", "B", "C", "D"), seed=0):
     return StudyData("synthetic", None, labels, subjects, np.repeat(site_of, per), "hash0")
 
 
+class _Trained(list):
+    """(run folder, PPI on) per training run, in order; `arms`: the `without_ppi` folder each was offered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arms: list = []
+
+
 @pytest.fixture
 def fake_training(monkeypatch):
-    """Replace the trainer's `fit` and the prediction step; record every training run."""
-    trained = []
+    """Replace the trainer's `fit` and the prediction step; record every training run (and, in `arms`, the run
+    without PPI each was offered for its collapse guard)."""
+    trained = _Trained()
 
-    def fit(recipe, *, cache_dir, split, out_dir, device="auto", resume=False):
+    def fit(recipe, *, cache_dir, split, out_dir, device="auto", resume=False, without_ppi=None):
         trained.append((out_dir.relative_to(out_dir.parents[1]).as_posix(), recipe.ppi.enabled))
+        trained.arms.append(without_ppi)
         (out_dir / "split.json").write_text(json.dumps(split.to_dict()))  # as the real fit's save_split does
         (out_dir / "best.pt").write_text(json.dumps({"strength": 1.5 if recipe.ppi.enabled else 0.7}))
         return types.SimpleNamespace(best_checkpoint=out_dir / "best.pt", best_epoch=0, best_metric=0.5)
@@ -205,6 +215,27 @@ def test_cross_site_cells_alone_then_full_matrix_with_baseline(tmp_path, fake_tr
             for line in (tmp_path / "xs" / "cross_site.md").read_text().splitlines()
             if line.startswith("| ") and line.split("|")[1].strip() in "ABCD"}
     assert rows["C"] == "PPI rejected" and "PPI rejected" not in (rows["A"], rows["B"], rows["D"])
+
+
+def test_each_ppi_run_is_offered_the_run_without_ppi_trained_before_it(tmp_path, fake_training):
+    """The collapse guard's run without PPI is the study's baseline arm: with --baseline every arm trains first and
+    each PPI run is offered its site's; a sweep's cross-site row or crossval gets its seed's arm (`baseline_from`);
+    a study without either offers none."""
+    data = make_data(n_subjects=48)
+    xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "xs", ("A", "B"), ("C",), baseline=True,
+                                         bootstrap=0))
+    arm = tmp_path / "xs" / "baseline"
+    assert list(zip(fake_training, fake_training.arms, strict=True)) == [
+        (("baseline/train-A", False), None), (("baseline/train-B", False), None),
+        (("ppi/train-A", True), arm / "train-A"), (("ppi/train-B", True), arm / "train-B")]
+    del fake_training[:], fake_training.arms[:]
+    xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "row", ("D",), bootstrap=0,
+                                         baseline_from=tmp_path / "arm"))
+    xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "alone", ("D",), bootstrap=0))
+    cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "cv", folds=3, bootstrap=0,
+                                      baseline_from=tmp_path / "cv-arm"))
+    assert fake_training.arms == [tmp_path / "arm" / "baseline" / "train-D", None,
+                                  *(tmp_path / "cv-arm" / f"fold-{k}" for k in range(3))]
 
 
 def test_cross_site_errors(tmp_path, fake_training):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -58,10 +60,16 @@ def test_rerun_reuses_finished_folds(tmp_path, tiny_recipe):
 
 
 def test_cross_site_cli_on_the_synthetic_sites(tmp_path, tiny_recipe, cli):
-    # The synthetic task has two sites; its spurious cue predicts the label at A only.
-    result = cli("cross-site", "--recipe", tiny_recipe, "--train", "A", "--test", "B", "--baseline",
+    # The synthetic task has two sites; its spurious cue predicts the label at A only. The recipe's collapse guard
+    # compares with the run without PPI, which is the baseline arm: read, not trained again in baseline-fallback/.
+    guarded = tmp_path / "guarded.yaml"
+    guarded.write_text(Path(tiny_recipe).read_text().replace(
+        "  start_epoch: 0\n", "  start_epoch: 0\n  fallback_drop: 1.0\n  fallback_against: baseline\n"))
+    result = cli("cross-site", "--recipe", guarded, "--train", "A", "--test", "B", "--baseline",
                  "--out", tmp_path / "xs", "--device", "cpu", "--bootstrap", "20")
     assert result.exit_code == 0, result.stderr
+    assert not (tmp_path / "xs" / "ppi" / "train-A" / "baseline-fallback").exists()
+    assert f"the recipe without PPI is the finished run in {tmp_path / 'xs' / 'baseline' / 'train-A'}" in result.stderr
     cells = pd.read_csv(tmp_path / "xs" / "cells.csv")
     assert sorted(zip(cells["variant"], cells["test_site"], strict=True)) == [
         ("baseline", "A"), ("baseline", "B"), ("ppi", "A"), ("ppi", "B")]

@@ -161,13 +161,14 @@ def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeyp
     import ppi_cli.engine.sweep as sweep
     from ppi_cli.engine.sweep import CEILING, SweepConfig, SweepVariant, run_sweep
 
-    calls = []
+    calls, arms = [], []
     level = {BASELINE: 0.6, "demo": 0.62, CEILING: 0.9}
 
     def job(recipe_ref, data, out, train, overrides, seed, device, twin=None, tests=(), effects_twin=None,
-            carrying=()):
+            carrying=(), arm=None):
         name = out.split("/")[-2]
         calls.append((name, seed, twin, overrides.get("ppi.enabled", True)))
+        arms.append((name, seed, arm))
         threads.append(torch.get_num_threads())
         assert effects_twin == str(tmp_path / "twin")  # every variant's model is measured on the twin
         assert carrying == (0, 3)  # on the rows found once for the whole sweep
@@ -192,6 +193,9 @@ def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeyp
     assert calls[0] == ("check", None, tmp_path / "twin", None)  # the twin is checked before any study
     assert {(n, t, e) for n, _, t, e in calls[1:]} == {(BASELINE, None, False), ("demo", None, True),
                                                        (CEILING, str(tmp_path / "twin"), False)}
+    # each seed's baseline arm runs before its PPI variant, whose collapse guard may read it (the ceiling is no arm)
+    assert arms == [(name, s, str(tmp_path / "sw" / BASELINE / f"seed-{s}") if name == "demo" else None)
+                    for s in (0, 1, 2) for name in (BASELINE, "demo", CEILING)]
     row = outcome.summary[(outcome.summary["variant"] == CEILING) & (outcome.summary["site"] == "A")].iloc[0]
     assert row["delta"] == pytest.approx(0.30) and row["pairs"] == 3
     text = (tmp_path / "sw" / "summary.md").read_text()

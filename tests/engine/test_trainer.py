@@ -21,10 +21,11 @@ from helpers import ROOT
 from ppi_cli.checkpoint import load_checkpoint
 from ppi_cli.config.recipe import load_recipe
 from ppi_cli.data.datasets import build_dataset
+from ppi_cli.data.splits import Split
 from ppi_cli.engine.distributed import init_distributed, weights_digest
 from ppi_cli.engine.evaluate import predict
 from ppi_cli.engine.study import load_study_data, study_split
-from ppi_cli.engine.trainer import fit
+from ppi_cli.engine.trainer import finished_run, fit
 from ppi_cli.errors import ConfigError
 from ppi_cli.models import load_model
 from ppi_cli.reports.metrics import youden_point
@@ -320,6 +321,74 @@ def test_fallback_against_the_baseline_keeps_ppi_only_where_it_validates_as_well
         assert load_checkpoint(out / "best.pt")["meta"]["epoch"] == 2
         assert load_checkpoint(out / "best.pt")["meta"]["recipe"]["ppi"]["enabled"]
         assert not (out / "ppi-rejected.json").exists()
+
+
+@pytest.mark.parametrize("kept_auc", [0.90, 0.92])
+def test_the_guard_reads_a_finished_run_without_ppi_instead_of_training_it_again(tmp_path, monkeypatch, one_thread,
+                                                                                capsys, kept_auc):
+    """As above, with the run without PPI already finished in another folder (a study's baseline arm, its recipe
+    without the guard: a field of PPI): the PPI run trains only itself (three validations, not six) and compares
+    its kept epoch with the arm's; rejected, best.pt is the arm's, byte for byte, and the record names the arm."""
+    import ppi_cli.engine.trainer as trainer
+
+    scores = iter([(0.9, 0.5), (0.93, 0.2), (0.95, 0.25),  # the arm
+                   (0.95, 0.5), (kept_auc, 0.3), (0.99, 0.4)])  # the PPI run
+    threshold = {"value": 0.5, "source": "test"}
+    monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (*next(scores), threshold))
+    guard = "eval:\n  select: loss\nppi:\n  start_epoch: 0\n  fallback_drop: 0.02\n  fallback_against: baseline\n"
+    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=3, extra=guard))
+    arm, out = tmp_path / "arm", tmp_path / "run"
+    fit(recipe.replace(**{"ppi.enabled": False, "ppi.fallback_drop": None}), cache_dir=None, split=_split(recipe),
+        out_dir=arm, device="cpu")
+    result = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu", without_ppi=arm)
+    assert next(scores, None) is None and not (out / "baseline-fallback").exists()
+    assert f"run: the recipe without PPI is the finished run in {arm}; not trained again" in capsys.readouterr().err
+    if kept_auc == 0.90:
+        assert result.rejected.endswith("0.02 below the recipe without PPI (../arm/, epoch 2: 0.930); best.pt is that "
+                                        "run's")
+        assert (out / "best.pt").read_bytes() == (arm / "best.pt").read_bytes()
+        assert json.loads((out / "ppi-rejected.json").read_text())["fallback"] == os.path.join("..", "arm")
+    else:
+        assert (result.best_epoch, result.best_metric, result.rejected) == (2, kept_auc, "")
+        assert load_checkpoint(out / "best.pt")["meta"]["recipe"]["ppi"]["enabled"]
+
+
+def test_a_run_without_ppi_serves_the_guard_only_finished_and_the_same_training(tmp_path, monkeypatch, one_thread):
+    """`finished_run`: the arm serves where it is the recipe without PPI, trained to its last epoch on the same split
+    and data; fields under `ppi.` may differ, since a run without PPI reads none of them: trained with other ones
+    it learns the same weights."""
+    import ppi_cli.engine.trainer as trainer
+
+    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=2))
+    plain, split, arm = recipe.replace(**{"ppi.enabled": False}), _split(recipe), tmp_path / "arm"
+    fit(plain, cache_dir=None, split=split, out_dir=arm, device="cpu")
+    progress = load_checkpoint(arm / "last.pt")["progress"]
+    done = finished_run(arm, plain, None, split)
+    assert done is not None and (done.best_epoch, done.best_metric, done.best_checkpoint) == (
+        progress["best_epoch"], pytest.approx(progress["best_metric"], nan_ok=True), arm / "best.pt")
+    other_ppi = plain.replace(**{"ppi.beta": 7.0, "ppi.coverage": 0.5, "ppi.start_epoch": 0})
+    assert finished_run(arm, other_ppi, None, split) is not None
+    fit(other_ppi, cache_dir=None, split=split, out_dir=tmp_path / "other", device="cpu")
+    weights = [load_checkpoint(run / "best.pt")["state_dict"] for run in (arm, tmp_path / "other")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert finished_run(arm, recipe, None, split) is None  # with PPI
+    assert finished_run(arm, plain.replace(**{"optim.lr": 0.5}), None, split) is None  # another training
+    assert finished_run(arm, plain.replace(**{"schedule.epochs": 3}), None, split) is None
+    moved = Split(split.train[1:], np.r_[split.val, split.train[:1]], split.test)
+    assert finished_run(arm, plain, None, moved) is None  # another split
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "describe_cache", lambda kind, cache_dir: {"hash": "another cache"})
+        assert finished_run(arm, plain, None, split) is None  # other data
+    calls = iter([None])
+
+    def interrupted(*args, **kwargs):  # the second epoch's validation never comes: an arm still training
+        next(calls)
+        return 0.9, 0.5, {"value": 0.5, "source": "test"}
+
+    monkeypatch.setattr(trainer, "_validate", interrupted)
+    with pytest.raises(StopIteration):
+        fit(plain, cache_dir=None, split=split, out_dir=tmp_path / "busy", device="cpu")
+    assert (tmp_path / "busy" / "last.pt").is_file() and finished_run(tmp_path / "busy", plain, None, split) is None
 
 
 def test_only_ppi_epochs_read_the_answer_keys_regions(tmp_path, monkeypatch, one_thread):
