@@ -140,32 +140,31 @@ def run_cross_site(cfg: CrossSiteConfig) -> CrossSiteOutcome:
     clock = StudyClock(sum(any(not (cfg.out / v / f"train-{t}" / f"test-{s}" / PREDICTIONS_FILE).is_file()
                                for s in {t, *tests}) for v in variants for t in trains))
     arms = cfg.out if "baseline" in variants else cfg.baseline_from
-    for variant in sorted(variants, key=lambda v: v != "baseline"):  # the arm first: a PPI run's guard reads it
-        recipe = variants[variant]
+    for variant, recipe in variants.items():
         written += write_study_record(cfg.out / variant, {"variant": variant, "seed": cfg.seed,
                                                           "data_hash": cfg.data.data_hash}, {variant: recipe})
-        for train_site in trains:
-            split = site_split(cfg.data, train_site, holdout, recipe.data.val_fraction, cfg.seed)
-            train_dir = cfg.out / variant / f"train-{train_site}"
-            cells = {train_site: split.test} | {t: np.flatnonzero(cfg.data.sites == t) for t in tests
-                                                if t != train_site}
-            pending = {t: rows for t, rows in cells.items()
-                       if not (train_dir / f"test-{t}" / PREDICTIONS_FILE).is_file()}
-            if not pending:
-                log(f"{variant}: cells {train_site}>{','.join(cells)} finished earlier, skipped")
-                continue
-            log(f"{variant}: training on site {train_site} ({split.train.size} rows, {split.val.size} for validation, "
-                f"{split.test.size} held out)")
-            arm = arms / "baseline" / f"train-{train_site}" if arms is not None and variant != "baseline" else None
-            best = train_once(recipe, fit_data, split, train_dir, device=cfg.device, without_ppi=arm)
-            for test_site, rows in pending.items():
-                indices, _, scores = predict_rows(best, recipe, cfg.data, rows, device=cfg.device)
-                path = train_dir / f"test-{test_site}" / PREDICTIONS_FILE
-                written.append(write_predictions(path, f"{train_site}>{test_site}", indices,
-                                                 cfg.data.labels[indices], scores))
-                ran.append(f"{variant}:{train_site}>{test_site}")
-            if clock.total > 1:
-                log(clock.done())
+    order = sorted(variants, key=lambda v: v != "baseline")  # a site's arm before its PPI run, whose guard reads it
+    for train_site, variant in ((t, v) for t in trains for v in order):
+        recipe = variants[variant]
+        split = site_split(cfg.data, train_site, holdout, recipe.data.val_fraction, cfg.seed)
+        train_dir = cfg.out / variant / f"train-{train_site}"
+        cells = {train_site: split.test} | {t: np.flatnonzero(cfg.data.sites == t) for t in tests if t != train_site}
+        pending = {t: rows for t, rows in cells.items() if not (train_dir / f"test-{t}" / PREDICTIONS_FILE).is_file()}
+        if not pending:
+            log(f"{variant}: cells {train_site}>{','.join(cells)} finished earlier, skipped")
+            continue
+        log(f"{variant}: training on site {train_site} ({split.train.size} rows, {split.val.size} for validation, "
+            f"{split.test.size} held out)")
+        arm = arms / "baseline" / f"train-{train_site}" if arms is not None and variant != "baseline" else None
+        best = train_once(recipe, fit_data, split, train_dir, device=cfg.device, without_ppi=arm)
+        for test_site, rows in pending.items():
+            indices, _, scores = predict_rows(best, recipe, cfg.data, rows, device=cfg.device)
+            path = train_dir / f"test-{test_site}" / PREDICTIONS_FILE
+            written.append(write_predictions(path, f"{train_site}>{test_site}", indices,
+                                             cfg.data.labels[indices], scores))
+            ran.append(f"{variant}:{train_site}>{test_site}")
+        if clock.total > 1:
+            log(clock.done())
     outcome = collect_cross_site(cfg.out, bootstrap=cfg.bootstrap)
     outcome.ran, outcome.written = ran, written + outcome.written
     return outcome

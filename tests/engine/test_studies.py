@@ -218,16 +218,16 @@ def test_cross_site_cells_alone_then_full_matrix_with_baseline(tmp_path, fake_tr
 
 
 def test_each_ppi_run_is_offered_the_run_without_ppi_trained_before_it(tmp_path, fake_training):
-    """The collapse guard's run without PPI is the study's baseline arm: with --baseline every arm trains first and
-    each PPI run is offered its site's; a sweep's cross-site row or crossval gets its seed's arm (`baseline_from`);
-    a study without either offers none."""
+    """The collapse guard's run without PPI is the study's baseline arm: with --baseline each site's arm trains just
+    before its PPI run (so the study's ETA mixes both), which is offered it; a sweep's cross-site row or crossval
+    gets its seed's arm (`baseline_from`); a study without either offers none."""
     data = make_data(n_subjects=48)
     xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "xs", ("A", "B"), ("C",), baseline=True,
                                          bootstrap=0))
     arm = tmp_path / "xs" / "baseline"
     assert list(zip(fake_training, fake_training.arms, strict=True)) == [
-        (("baseline/train-A", False), None), (("baseline/train-B", False), None),
-        (("ppi/train-A", True), arm / "train-A"), (("ppi/train-B", True), arm / "train-B")]
+        (("baseline/train-A", False), None), (("ppi/train-A", True), arm / "train-A"),
+        (("baseline/train-B", False), None), (("ppi/train-B", True), arm / "train-B")]
     del fake_training[:], fake_training.arms[:]
     xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "row", ("D",), bootstrap=0,
                                          baseline_from=tmp_path / "arm"))
