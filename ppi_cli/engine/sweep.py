@@ -24,7 +24,10 @@ Layout of the sweep folder:
                                              (engine/cue_effect.py)
     summary.csv, summary.md                  per variant: mean AUC per site; paired Δ with its interval
 
-Finished studies are skipped, so an interrupted sweep resumes where it stopped.
+Finished studies are skipped, so an interrupted sweep resumes where it stopped, and more seeds join a
+finished sweep cheaply: runs.csv and the summary cover the seeds asked, so `--seeds 0-9` after
+`--seeds 0-4` trains seeds 5-9 and reads all ten (a sweep asked for fewer seeds than its folder holds
+says so).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ppi_cli.console import log, log_prefix
+from ppi_cli.console import log, log_prefix, warn
 from ppi_cli.engine.cue_effect import EFFECTS_FILE, cue_effects, cue_rows, effects_frame
 from ppi_cli.errors import ConfigError
 from ppi_cli.reports.sweep_reading import CROSS_SITE, against_ceiling, ceiling_reading, interval_text, sweep_reading
@@ -129,6 +132,25 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     if len(set(seeds)) < 2:
         raise ConfigError(f"--seeds '{text}': a paired interval needs two seeds or more", hint="--seeds 0-4")
     return tuple(dict.fromkeys(seeds))
+
+
+def format_seeds(seeds: Sequence[int]) -> str:
+    """Seeds as `--seeds` takes them: `0-4` for a run of consecutive seeds, else `0,2,5` (sorted)."""
+    ordered = sorted(set(seeds))
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]}-{ordered[-1]}"
+    return ",".join(map(str, ordered))
+
+
+def _warn_about_earlier_seeds(cfg: SweepConfig) -> None:
+    """A sweep into a folder that holds other seeds summarises only the seeds asked: say so, and how to read all."""
+    held = {int(d.name.removeprefix("seed-")) for d in (cfg.out / BASELINE).glob("seed-*")
+            if d.is_dir() and d.name.removeprefix("seed-").isdigit()}
+    earlier = held - set(cfg.seeds)
+    if earlier:
+        warn(f"{cfg.out} also holds seed(s) {format_seeds(sorted(earlier))} of an earlier sweep; runs.csv and the "
+             f"summary cover the seeds asked ({format_seeds(cfg.seeds)}): ask --seeds "
+             f"{format_seeds(sorted(held | set(cfg.seeds)))} to read them all (finished studies do not train again)")
 
 
 def paired_interval(differences: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -241,6 +263,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     if cfg.twin is not None:
         _check_twin_early(cfg)
     _check_tests_early(cfg)
+    _warn_about_earlier_seeds(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
     written = [write_text(cfg.out / "sweep.json", json.dumps(
         {"recipe": cfg.recipe, "data": str(cfg.data), "train": cfg.train, "seeds": list(cfg.seeds),
@@ -329,8 +352,10 @@ def _runs_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: 
 
     rows = [{"variant": name, "seed": seed, **cell} for name in names for seed in seeds
             for cell in results.get((name, seed), []) if "auc" in cell]
-    return pd.DataFrame(rows, columns=["variant", "seed", *(["fold"] if folds else []), "train_site", "test_site",
-                                       "auc", "rejected"]).fillna({"rejected": False})
+    frame = pd.DataFrame(rows, columns=["variant", "seed", *(["fold"] if folds else []), "train_site", "test_site",
+                                        "auc", "rejected"])
+    frame["rejected"] = frame["rejected"].astype("boolean").fillna(False).astype(bool)  # a job without the key: kept
+    return frame
 
 
 def summarise_effects(effects: Any) -> Any:

@@ -157,6 +157,34 @@ def test_summary_md_carries_each_variants_reading(tmp_path):
     assert "PPI rejected (`ppi.fallback_drop`" in text and "- `lift`: 1 run(s), seed 1\n" in text
 
 
+def test_more_seeds_join_a_finished_sweep_and_fewer_say_what_the_summary_leaves_out(tmp_path, monkeypatch, capsys):
+    """runs.csv covers the seeds asked; a sweep into a folder holding other seeds warns in one line naming them and
+    the --seeds that reads them all; asked for all of them, it reads every seed (the jobs skip finished studies)."""
+    import ppi_cli.engine.sweep as sweep
+    from ppi_cli.engine.sweep import SweepConfig, SweepVariant, format_seeds, run_sweep
+
+    def job(recipe_ref, data, out, train, overrides, seed, *args):
+        (tmp_path / "sw").joinpath(*out.split("/")[-2:]).mkdir(parents=True, exist_ok=True)
+        return [{"train_site": train, "test_site": site, "auc": 0.5 + 0.01 * seed} for site in ("A", "D")]
+
+    monkeypatch.setattr(sweep, "_job", job)
+
+    def seeds_of(*seeds):
+        run_sweep(SweepConfig("demo", tmp_path / "cache", tmp_path / "sw", "D", (SweepVariant("demo"),), seeds=seeds))
+        err = " ".join(capsys.readouterr().err.split())
+        return sorted(set(pd.read_csv(tmp_path / "sw" / "runs.csv")["seed"])), err
+
+    seeds, err = seeds_of(0, 1, 2, 3, 4)
+    assert seeds == [0, 1, 2, 3, 4] and "warning" not in err
+    seeds, err = seeds_of(5, 6)
+    assert seeds == [5, 6] and (f"warning: {tmp_path / 'sw'} also holds seed(s) 0-4 of an earlier sweep; runs.csv "
+                                "and the summary cover the seeds asked (5,6): ask --seeds 0-6 to read them all "
+                                "(finished studies do not train again)") in err
+    seeds, err = seeds_of(*range(7))
+    assert seeds == [0, 1, 2, 3, 4, 5, 6] and "warning" not in err
+    assert (format_seeds([4, 0, 2]), format_seeds([3, 2, 1]), format_seeds([1, 2])) == ("0,2,4", "1-3", "1,2")
+
+
 def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeypatch):
     import ppi_cli.engine.sweep as sweep
     from ppi_cli.engine.sweep import CEILING, SweepConfig, SweepVariant, run_sweep
