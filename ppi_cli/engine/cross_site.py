@@ -68,7 +68,8 @@ class CrossSiteConfig:
     bootstrap: int = 2000  # resamples for the paired comparison of the two variants
     train_data: StudyData | None = None  # where the models train if not on `data`: its twin (`ppi sweep --twin`)
     # a study of the recipe without PPI on the same data, seed and hold-outs (a sweep's baseline arm), whose
-    # finished train-X runs the collapse guard reads instead of training them again (`--baseline` uses its own)
+    # finished train-X runs the collapse guard reads instead of training them again; None: this study's own
+    # baseline arm (`--baseline`, or the baseline recipe run into the same --out before)
     baseline_from: Path | None = None
 
 
@@ -139,7 +140,7 @@ def run_cross_site(cfg: CrossSiteConfig) -> CrossSiteOutcome:
     variants = variants_of(cfg.recipe, cfg.baseline)
     clock = StudyClock(sum(any(not (cfg.out / v / f"train-{t}" / f"test-{s}" / PREDICTIONS_FILE).is_file()
                                for s in {t, *tests}) for v in variants for t in trains))
-    arms = cfg.out if "baseline" in variants else cfg.baseline_from
+    arms = cfg.baseline_from or cfg.out  # without one, this study's baseline arm (--baseline, or an earlier call)
     for variant, recipe in variants.items():
         written += write_study_record(cfg.out / variant, {"variant": variant, "seed": cfg.seed,
                                                           "data_hash": cfg.data.data_hash}, {variant: recipe})

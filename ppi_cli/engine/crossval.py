@@ -57,7 +57,7 @@ class CrossvalConfig:
     bootstrap: int = 2000  # resamples for the interval of the mean AUC
     compare: Path | None = None  # another run on the same folds to compare with, after collecting
     # a crossval of the recipe without PPI on the same folds (a sweep's baseline arm), whose finished fold-k runs
-    # the collapse guard reads instead of training them again
+    # the collapse guard reads instead of training them again; None: `compare`'s, where it is that run
     baseline_from: Path | None = None
 
 
@@ -86,7 +86,8 @@ def _run_fold(cfg: CrossvalConfig, split: Split) -> list[Path]:
     fold_dir = _fold_dir(cfg.out, k)
     log(f"fold {k}: training on {split.train.size} rows, validating on {split.val.size}, testing on "
         f"{split.test.size}")
-    arm = _fold_dir(cfg.baseline_from, k) if cfg.baseline_from is not None else None
+    arms = cfg.baseline_from or cfg.compare
+    arm = _fold_dir(arms, k) if arms is not None else None
     best = train_once(cfg.recipe, cfg.data, split, fold_dir, device=cfg.device, without_ppi=arm)
     indices, _, scores = predict_rows(best, cfg.recipe, cfg.data, split.test, device=cfg.device)
     path = write_predictions(fold_dir / PREDICTIONS_FILE, f"fold-{k}", indices, cfg.data.labels[indices], scores)

@@ -222,14 +222,15 @@ def finished_run(run_dir: Path, recipe: Recipe, cache_dir: Path | None, split: S
     """The result of the run in `run_dir` when it is `recipe` (a recipe without PPI) trained to its last epoch on
     `split` of the same data, read from its files; None when it is not, or not finished yet (a sweep's baseline arm
     may still be training in another worker). Fields under `ppi.` may differ, `ppi.enabled` aside: a run without
-    PPI reads none of them, so every variant of a sweep shares its seed's baseline arm."""
+    PPI reads none of them, so every variant of a sweep shares its seed's baseline arm; so may the recipe's name
+    and description (`ga-baseline-cpu` is `ga-ppi-wbp-cpu` without PPI)."""
     last, best = run_dir / LAST, run_dir / BEST
     if recipe.ppi.enabled or not (last.is_file() and best.is_file() and (run_dir / SPLIT).is_file()):
         return None
     payload = load_checkpoint(last)
     meta, progress = payload["meta"], payload.get("progress") or {}
     changed = [k for k in changed_settings(meta.get("recipe") or {}, recipe)
-               if k == "ppi.enabled" or not k.startswith("ppi.")]
+               if k == "ppi.enabled" or not (k.startswith("ppi.") or k in ("name", "description"))]
     if changed or progress.get("epoch") != recipe.schedule.epochs:
         return None
     if meta.get("data_hash") != describe_cache(recipe.data.dataset, cache_dir).get("hash"):

@@ -220,7 +220,8 @@ def test_cross_site_cells_alone_then_full_matrix_with_baseline(tmp_path, fake_tr
 def test_each_ppi_run_is_offered_the_run_without_ppi_trained_before_it(tmp_path, fake_training):
     """The collapse guard's run without PPI is the study's baseline arm: with --baseline each site's arm trains just
     before its PPI run (so the study's ETA mixes both), which is offered it; a sweep's cross-site row or crossval
-    gets its seed's arm (`baseline_from`); a study without either offers none."""
+    gets its seed's arm (`baseline_from`); a cross-site study without either its own folder's (the baseline recipe
+    may have run into it before); a crossval the run it is compared with (`--compare`), or none."""
     data = make_data(n_subjects=48)
     xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "xs", ("A", "B"), ("C",), baseline=True,
                                          bootstrap=0))
@@ -234,8 +235,14 @@ def test_each_ppi_run_is_offered_the_run_without_ppi_trained_before_it(tmp_path,
     xs.run_cross_site(xs.CrossSiteConfig(RECIPE, data, tmp_path / "alone", ("D",), bootstrap=0))
     cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "cv", folds=3, bootstrap=0,
                                       baseline_from=tmp_path / "cv-arm"))
-    assert fake_training.arms == [tmp_path / "arm" / "baseline" / "train-D", None,
-                                  *(tmp_path / "cv-arm" / f"fold-{k}" for k in range(3))]
+    plain = RECIPE.replace(**{"ppi.enabled": False})
+    cv.run_crossval(cv.CrossvalConfig(plain, data, tmp_path / "cv-plain", folds=3, bootstrap=0))
+    cv.run_crossval(cv.CrossvalConfig(RECIPE, data, tmp_path / "cv-ppi", folds=3, bootstrap=0,
+                                      compare=tmp_path / "cv-plain"))
+    assert fake_training.arms == [tmp_path / "arm" / "baseline" / "train-D",
+                                  tmp_path / "alone" / "baseline" / "train-D",
+                                  *(tmp_path / "cv-arm" / f"fold-{k}" for k in range(3)), None, None, None,
+                                  *(tmp_path / "cv-plain" / f"fold-{k}" for k in range(3))]
 
 
 def test_cross_site_errors(tmp_path, fake_training):

@@ -355,8 +355,8 @@ def test_the_guard_reads_a_finished_run_without_ppi_instead_of_training_it_again
 
 def test_a_run_without_ppi_serves_the_guard_only_finished_and_the_same_training(tmp_path, monkeypatch, one_thread):
     """`finished_run`: the arm serves where it is the recipe without PPI, trained to its last epoch on the same split
-    and data; fields under `ppi.` may differ, since a run without PPI reads none of them: trained with other ones
-    it learns the same weights."""
+    and data; fields under `ppi.` may differ, since a run without PPI reads none of them (trained with other ones
+    it learns the same weights), and so may the labels (name, description)."""
     import ppi_cli.engine.trainer as trainer
 
     recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=2))
@@ -371,6 +371,7 @@ def test_a_run_without_ppi_serves_the_guard_only_finished_and_the_same_training(
     fit(other_ppi, cache_dir=None, split=split, out_dir=tmp_path / "other", device="cpu")
     weights = [load_checkpoint(run / "best.pt")["state_dict"] for run in (arm, tmp_path / "other")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert finished_run(arm, plain.replace(**{"name": "another", "description": "labels"}), None, split) is not None
     assert finished_run(arm, recipe, None, split) is None  # with PPI
     assert finished_run(arm, plain.replace(**{"optim.lr": 0.5}), None, split) is None  # another training
     assert finished_run(arm, plain.replace(**{"schedule.epochs": 3}), None, split) is None
