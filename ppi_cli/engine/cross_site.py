@@ -156,7 +156,7 @@ def run_cross_site(cfg: CrossSiteConfig) -> CrossSiteOutcome:
             continue
         log(f"{variant}: training on site {train_site} ({split.train.size} rows, {split.val.size} for validation, "
             f"{split.test.size} held out)")
-        arm = arms / "baseline" / f"train-{train_site}" if arms is not None and variant != "baseline" else None
+        arm = arms / "baseline" / f"train-{train_site}" if variant != "baseline" else None
         best = train_once(recipe, fit_data, split, train_dir, device=cfg.device, without_ppi=arm)
         for test_site, rows in pending.items():
             indices, _, scores = predict_rows(best, recipe, cfg.data, rows, device=cfg.device)
