@@ -19,8 +19,9 @@ def sweep_cmd(
     data: Annotated[Path, typer.Option("--data", "-d", help="A prepared cache: multi-site with --train, any "
                                        "without.")],
     train: Annotated[str | None, typer.Option(
-        "--train", help="The training site (one cross-site row). Without it each study is a cross-validation of "
-        "--data (the recipe's eval.folds), paired by seed and fold.", show_default=False)] = None,
+        "--train", help="The training site (one cross-site row), or all: every site trains a row, and the summary "
+        "adds the whole matrix (per seed the mean over rows of their other-site means). Without it each study is a "
+        "cross-validation of --data (the recipe's eval.folds), paired by seed and fold.", show_default=False)] = None,
     test: Annotated[list[Path] | None, typer.Option(
         "--test", help="Without --train: another prepared cache every fold's model is scored on whole (e.g. a "
         "cohort whose cue goes the other way); repeat for more. They are the summary's other sites.",

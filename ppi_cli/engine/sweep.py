@@ -8,6 +8,9 @@ seed fixes the hold-out, the initialisation and the batches of both, and each se
 paired difference. The summary is the mean of those differences with a 95 % t-interval over the
 seeds, for the in-site hold-out, each other site and the mean over the other sites.
 
+With `--train all` each study trains every site's row; the summary holds each row's summary and the whole
+matrix: per seed the mean over the rows of their means over the other sites, paired like any site.
+
 Without a training site the study is a cross-validation of the whole cache (LIDC's cohorts): each
 (seed, fold) gives a pair, `in-site` is the fold's test rows and the "other sites" are the caches
 given as `tests` (e.g. a cohort whose cue is reversed), on which every fold's model is scored whole.
@@ -50,6 +53,8 @@ __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "pars
            "summarise_sweep", "paired_interval", "summarise_effects", "BASELINE", "CEILING"]
 
 BASELINE = "baseline"
+ALL = "all"  # `--train all`: every site trains a row, and the summary adds the whole matrix
+MATRIX = "whole matrix"  # the summary's site for the mean over training rows of their other-site means
 CEILING = "ceiling"  # the baseline trained on the twin (--twin: no cue, or one unrelated to the label)
 
 
@@ -68,7 +73,7 @@ class SweepConfig:
     recipe: str  # a bundled name or a path
     data: Path
     out: Path
-    train: str | None  # the training site (the cross-site row); None: a cross-validation of the whole cache
+    train: str | None  # the training site (the cross-site row), `all`; None: a cross-validation of the whole cache
     variants: tuple[SweepVariant, ...]  # the recipe as it is is always the first non-baseline variant
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     workers: int = 1  # studies side by side, each in its own process on one thread
@@ -191,7 +196,8 @@ def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dic
         if train is None:
             others = [resolve_study(recipe_ref, data=Path(t), overrides=recipe_overrides)[1] for t in tests]
             return _crossval_cells(recipe, study_data, twin_data, others, Path(out), seed, device, arm)
-        outcome = run_cross_site(CrossSiteConfig(recipe, study_data, Path(out), train_sites=(train,), seed=seed,
+        outcome = run_cross_site(CrossSiteConfig(recipe, study_data, Path(out),
+                                                 train_sites=None if train == ALL else (train,), seed=seed,
                                                  device=device, bootstrap=0, train_data=twin_data,
                                                  baseline_from=None if arm is None else Path(arm)))
         effects = []
@@ -202,10 +208,12 @@ def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dic
                 Path(out) / variant / f"train-{train}" / "best.pt", recipe, study_data, cue_twin, carrying,
                 device=device)]
     matrix = next(iter(outcome.matrices.values()))
-    rejected = train in rejected_sites(Path(out))  # ppi.fallback_drop: the row holds the recipe without PPI
-    return [{"train_site": train, "test_site": str(site), "auc": float(matrix.loc[train, site]), "rejected": rejected}
-            for site in matrix.columns if site not in ("Mean", "STD") and np.isfinite(matrix.loc[train, site])
-            ] + effects
+    rejected = rejected_sites(Path(out))  # ppi.fallback_drop: those rows hold the recipe without PPI
+    rows = [str(r) for r in matrix.index] if train == ALL else [train]
+    return [{"train_site": row, "test_site": str(site), "auc": float(matrix.loc[row, site]),
+             "rejected": row in rejected}
+            for row in rows for site in matrix.columns
+            if site not in ("Mean", "STD") and np.isfinite(matrix.loc[row, site])] + effects
 
 
 def _crossval_cells(recipe: Any, data: Any, twin: Any, others: Sequence[Any], out: Path, seed: int,
@@ -246,6 +254,9 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     """
     from ppi_cli.files import write_text
 
+    if cfg.train == ALL and cfg.twin is not None:
+        raise ConfigError("--twin: the ceiling is measured on one training row", hint="--train D --twin CACHE (the "
+                          "site whose cue the twin removes), or --train all without --twin")
     if cfg.tests and cfg.train is not None:
         raise ConfigError("--test: further test caches belong to a cross-validation sweep",
                           hint="drop --train to cross-validate --data, or drop --test (a cross-site row is "
@@ -306,7 +317,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
                 log(f"[sweep] {key[0]} seed {key[1]}: done ({len(results)}/{len(args)}, "
                     f"{time.monotonic() - started:.0f} s)")
     runs = _runs_frame(results, names, cfg.seeds, folds=cfg.train is None)
-    summary = summarise_sweep(runs, cfg.trained_on)
+    summary = summarise_sweep(runs, cfg.trained_on) if cfg.train != ALL else summarise_matrix(runs)
     effects = effects_frame(results, names, cfg.seeds) if effects_twin is not None else None
     written += _write_tables(cfg, runs, summary, effects)
     return SweepOutcome(cfg.out, runs, summary, written)
@@ -405,15 +416,42 @@ def summarise_sweep(runs: Any, train: str) -> Any:
     return pd.DataFrame(rows, columns=["variant", "site", "n", "mean", "delta", "low", "high", "pairs"])
 
 
+def summarise_matrix(runs: Any) -> Any:
+    """`--train all`: `summarise_sweep` of each training row (a `train_site` column says which), then per variant
+    the whole matrix (site `whole matrix`, train_site `all`): per seed the mean over training rows of each row's
+    mean over its other sites, what `ppi cross-site --train all --baseline` gives, paired with the baseline's."""
+    import pandas as pd
+
+    parts = [summarise_sweep(runs[runs["train_site"] == row], row).assign(train_site=row)
+             for row in sorted(dict.fromkeys(runs["train_site"]))]
+    others = runs[runs["test_site"] != runs["train_site"]]
+    per_row = others.groupby(["variant", "seed", "train_site"], sort=False)["auc"].mean()
+    per_seed = per_row.groupby(level=["variant", "seed"], sort=False).agg(["mean", "size"])
+    rows_of = per_row.groupby(level="train_site").size()
+    whole = per_seed[per_seed["size"] == len(rows_of)]["mean"]  # seeds with every row
+    matrix = []
+    for variant in dict.fromkeys(runs["variant"]):
+        values = whole.loc[variant] if variant in whole.index.get_level_values(0) else pd.Series(dtype=float)
+        row = {"variant": variant, "site": MATRIX, "n": int(values.size), "mean": float(values.mean()),
+               "train_site": ALL}
+        if variant != BASELINE and BASELINE in whole.index.get_level_values(0):
+            paired = (values - whole.loc[BASELINE]).dropna()
+            row["delta"], row["low"], row["high"] = paired_interval(paired.to_numpy())
+            row["pairs"] = int(paired.size)
+        matrix.append(row)
+    return pd.concat([*parts, pd.DataFrame(matrix)], ignore_index=True)
+
+
 def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None) -> list[Path]:
     from ppi_cli.files import write_csv, write_text
 
     written = [write_csv(cfg.out / "runs.csv", runs), write_csv(cfg.out / "summary.csv", summary)]
     if effects is not None:
         written.append(write_csv(cfg.out / EFFECTS_FILE, effects))
-    sites = list(dict.fromkeys(summary["site"]))
     seeds = ", ".join(map(str, cfg.seeds))
-    if cfg.train is not None:
+    if cfg.train == ALL:
+        title, pairs = f"trained on every site, seeds {seeds}", "seeds"
+    elif cfg.train is not None:
         title, pairs = f"trained on site {cfg.train}, seeds {seeds}", "seeds"
     else:
         title = (f"cross-validated on {cfg.data.name}, seeds {seeds}; in-site: each fold's test rows"
@@ -421,22 +459,15 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None
         pairs = "seeds and folds"
     lines = [f"# Sweep: {cfg.recipe} {title}", "",
              f"Mean AUC over {pairs}; below each variant's mean, its paired difference from the baseline "
-             f"(same {pairs}, same splits) with the 95 % t-interval over {pairs}.", "",
-             "| variant | " + " | ".join(sites) + " |", "|---|" + "---|" * len(sites)]
-    for variant, part in summary.groupby("variant", sort=False):
-        by_site = part.set_index("site")
-        lines.append(f"| {variant} | " + " | ".join(f"{by_site.loc[s, 'mean']:.3f}" for s in sites) + " |")
-        if variant != BASELINE:
-            lines.append("| Δ vs baseline | " + " | ".join(interval_text(by_site.loc[s]) for s in sites) + " |")
-    if "delta" in summary and summary["delta"].notna().any():
-        lines += ["", "Readings (a site rose or fell when its interval is clear of 0; docs/ppi.md):", ""]
-        ceiling = summary[summary["variant"] == CEILING]
-        for variant, part in summary.groupby("variant", sort=False):
-            if variant == BASELINE or not part["delta"].notna().all():
-                continue
-            said = ceiling_reading(part) if variant == CEILING else sweep_reading(part)
-            versus = against_ceiling(part, ceiling) if variant != CEILING and len(ceiling) else ""
-            lines.append(f"- `{variant}`: {said}" + (f"; {versus}" if versus else ""))
+             f"(same {pairs}, same splits) with the 95 % t-interval over {pairs}.", ""]
+    if cfg.train != ALL:
+        lines += _summary_lines(summary)
+    else:  # one table per training row, then the whole matrix
+        for row in dict.fromkeys(summary.loc[summary["site"] != MATRIX, "train_site"]):
+            lines += [f"## Trained on site {row}", "", *_summary_lines(summary[summary["train_site"] == row]), ""]
+        lines += ["## The whole matrix", "", "Per seed, the mean over the training rows of each row's mean over its "
+                  "other sites (what `ppi cross-site --train all --baseline` gives), over the seeds with every row:",
+                  "", *_summary_lines(summary[summary["site"] == MATRIX], readings=False)]
     lines += _rejected_lines(runs)
     if effects is not None and len(effects):
         lines += _effect_lines(summarise_effects(effects))
@@ -452,16 +483,41 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None
     return written
 
 
+def _summary_lines(summary: Any, *, readings: bool = True) -> list[str]:
+    """One summary's table (a row of means per variant, then its paired Δ) and, with `readings`, each variant's
+    reading (`sweep_reading`, or `ceiling_reading` and its share of the ceiling with a ceiling row)."""
+    sites = list(dict.fromkeys(summary["site"]))
+    lines = ["| variant | " + " | ".join(sites) + " |", "|---|" + "---|" * len(sites)]
+    for variant, part in summary.groupby("variant", sort=False):
+        by_site = part.set_index("site")
+        lines.append(f"| {variant} | " + " | ".join(f"{by_site.loc[s, 'mean']:.3f}" for s in sites) + " |")
+        if variant != BASELINE:
+            lines.append("| Δ vs baseline | " + " | ".join(interval_text(by_site.loc[s]) for s in sites) + " |")
+    if readings and "delta" in summary and summary["delta"].notna().any():
+        lines += ["", "Readings (a site rose or fell when its interval is clear of 0; docs/ppi.md):", ""]
+        ceiling = summary[summary["variant"] == CEILING]
+        for variant, part in summary.groupby("variant", sort=False):
+            if variant == BASELINE or not part["delta"].notna().all():
+                continue
+            said = ceiling_reading(part) if variant == CEILING else sweep_reading(part)
+            versus = against_ceiling(part, ceiling) if variant != CEILING and len(ceiling) else ""
+            lines.append(f"- `{variant}`: {said}" + (f"; {versus}" if versus else ""))
+    return lines
+
+
 def _rejected_lines(runs: Any) -> list[str]:
     """Which runs `ppi.fallback_drop` rejected, per variant: their rows hold the recipe trained without PPI."""
     if "rejected" not in runs.columns:
         return []
     keys = ["seed", *(["fold"] if "fold" in runs.columns else [])]
+    rows = runs["train_site"].nunique() > 1  # --train all: say which training row
     lines = []
     for variant, part in runs[runs["rejected"].astype(bool)].groupby("variant", sort=False):
-        which = sorted({tuple(int(v) for v in row) for row in part[keys].itertuples(index=False)})
-        listed = ", ".join(" fold ".join(map(str, key)) for key in which)
-        lines.append(f"- `{variant}`: {len(which)} run(s), seed {listed}")
+        which = sorted({(str(r.train_site) if rows else "", *(int(getattr(r, k)) for k in keys))
+                        for r in part.itertuples(index=False)})
+        listed = (", ".join(f"{w[0]} seed " + " fold ".join(map(str, w[1:])) for w in which) if rows
+                  else "seed " + ", ".join(" fold ".join(map(str, w[1:])) for w in which))
+        lines.append(f"- `{variant}`: {len(which)} run(s), {listed}")
     if not lines:
         return []
     return ["", "PPI rejected (`ppi.fallback_drop`: the kept PPI epoch validated too far below the warm-up, or below "

@@ -185,6 +185,42 @@ def test_more_seeds_join_a_finished_sweep_and_fewer_say_what_the_summary_leaves_
     assert (format_seeds([4, 0, 2]), format_seeds([3, 2, 1]), format_seeds([1, 2])) == ("0,2,4", "1-3", "1,2")
 
 
+def test_train_all_summarises_each_row_and_the_whole_matrix_against_a_hand_computation(tmp_path, monkeypatch):
+    """--train all: each job trains every row; the summary holds each row's own summary and the whole matrix, per
+    seed the mean over rows of their other-site means. Baseline: row A reads D at 0.6 + 0.01·s, row D reads A at
+    0.5 + 0.02·s; the variant adds 0.1 on row A and 0.2 + 0.01·s on row D, so the matrix gains 0.15 + 0.005·s:
+    +0.155 over seeds 0-2, ± t(0.975, 2) · 0.005 / √3. A rejected run names its row."""
+    import ppi_cli.engine.sweep as sweep
+    from ppi_cli.engine.sweep import ALL, MATRIX, SweepConfig, SweepVariant, run_sweep
+
+    def job(recipe_ref, data, out, train, overrides, seed, *args):
+        assert train == ALL
+        lift = 0.0 if overrides.get("ppi.enabled") is False else 1.0
+        auc = {("A", "A"): 0.9, ("A", "D"): 0.6 + 0.01 * seed + 0.1 * lift, ("D", "D"): 0.95,
+               ("D", "A"): 0.5 + 0.02 * seed + (0.2 + 0.01 * seed) * lift}
+        return [{"train_site": row, "test_site": test, "auc": value,
+                 "rejected": bool(lift) and seed == 1 and row == "D"} for (row, test), value in auc.items()]
+
+    monkeypatch.setattr(sweep, "_job", job)
+    outcome = run_sweep(SweepConfig("demo", tmp_path / "cache", tmp_path / "sw", ALL, (SweepVariant("demo"),),
+                                    seeds=(0, 1, 2)))
+    summary = outcome.summary
+    whole = summary[(summary["variant"] == "demo") & (summary["site"] == MATRIX)].iloc[0]
+    half = stats.t.ppf(0.975, 2) * 0.005 / np.sqrt(3)
+    assert (whole["train_site"], whole["pairs"]) == (ALL, 3)
+    assert (whole["delta"], whole["low"], whole["high"]) == pytest.approx((0.155, 0.155 - half, 0.155 + half))
+    base = summary[(summary["variant"] == BASELINE) & (summary["site"] == MATRIX)].iloc[0]
+    assert base["mean"] == pytest.approx(np.mean([(0.6 + 0.01 * s + 0.5 + 0.02 * s) / 2 for s in range(3)]))
+    row_d = summary[(summary["train_site"] == "D") & (summary["variant"] == "demo")].set_index("site")
+    assert row_d.loc["in-site", "delta"] == pytest.approx(0.0) and row_d.loc["A", "delta"] == pytest.approx(0.21)
+    text = (tmp_path / "sw" / "summary.md").read_text()
+    assert "## Trained on site A" in text and "## Trained on site D" in text and "## The whole matrix" in text
+    assert "- `demo`: 1 run(s), D seed 1\n" in text
+    with pytest.raises(ConfigError, match="--twin: the ceiling is measured on one training row"):
+        run_sweep(SweepConfig("demo", tmp_path / "cache", tmp_path / "sw2", ALL, (SweepVariant("demo"),),
+                              twin=tmp_path / "twin"))
+
+
 def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeypatch):
     import ppi_cli.engine.sweep as sweep
     from ppi_cli.engine.sweep import CEILING, SweepConfig, SweepVariant, run_sweep
