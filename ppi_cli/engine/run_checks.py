@@ -213,10 +213,10 @@ def _best_warmup_row(rows: Sequence[Mapping[str, Any]], metric: str) -> Mapping[
     return max(warm, key=rank) if warm else None
 
 
-def ppi_rejection(recipe: Recipe, rows: Sequence[Mapping[str, Any]], best_epoch: int, *, fallback: str) -> str:
+def ppi_rejection(recipe: Recipe, rows: Sequence[Mapping[str, Any]], best_epoch: int) -> str:
     """Under `ppi.fallback_drop`, why a finished run's PPI model is rejected: its kept epoch's validation metric
-    is more than the drop below the best warm-up epoch's (a collapse); "" when it stands. `fallback` names the
-    folder the recipe then trains without PPI in."""
+    is more than the drop below the best warm-up epoch's (a collapse); "" when it stands. The caller, which
+    finds the run without PPI that replaces it, says which one."""
     if recipe.ppi.fallback_against != "warmup":
         return ""
     against = _kept_against_warmup(recipe, rows, best_epoch)
@@ -224,8 +224,7 @@ def ppi_rejection(recipe: Recipe, rows: Sequence[Mapping[str, Any]], best_epoch:
         return ""
     kept, warm = against
     reference = float(warm[f"val_{recipe.eval.metric}"])
-    return _rejection(recipe, best_epoch, kept, reference, f"below warm-up epoch {warm['epoch']}'s {reference:.3f}; "
-                      f"best.pt is the same recipe trained without PPI ({fallback}/)")
+    return _rejection(recipe, best_epoch, kept, reference, f"below warm-up epoch {warm['epoch']}'s {reference:.3f}")
 
 
 def baseline_rejection(recipe: Recipe, kept: tuple[int, float], baseline: tuple[int, float], *, fallback: str) -> str:

@@ -167,17 +167,18 @@ def _fall_back(recipe: Recipe, result: TrainResult, *, cache_dir: Path | None, s
         rejected = baseline_rejection(recipe, (result.best_epoch, result.best_metric),
                                       (kept.best_epoch, kept.best_metric),
                                       fallback=os.path.relpath(kept.out_dir, out_dir))
-        if result.is_main:
-            if rejected:
-                report_findings(out_dir, [rejected])
-            else:
-                log(f"{out_dir.name}: PPI kept: val {recipe.eval.metric} {result.best_metric:.3f} (epoch "
-                    f"{result.best_epoch}) against {kept.best_metric:.3f} without PPI (epoch {kept.best_epoch})")
-    if not rejected:
+        if result.is_main and not rejected:
+            log(f"{out_dir.name}: PPI kept: val {recipe.eval.metric} {result.best_metric:.3f} (epoch "
+                f"{result.best_epoch}) against {kept.best_metric:.3f} without PPI (epoch {kept.best_epoch})")
+    elif rejected:  # against the warm-up: the message names the run that replaces it, once it is found
+        kept = without_ppi()
+        rejected += f"; best.pt is the same recipe trained without PPI ({os.path.relpath(kept.out_dir, out_dir)}/)"
+    if kept is None or not rejected:  # PPI stands (a rejection has always found its run without PPI)
         if result.is_main:
             (out_dir / REJECTED).unlink(missing_ok=True)
         return result
-    kept = kept if kept is not None else without_ppi()
+    if result.is_main:
+        report_findings(out_dir, [rejected])
     if kept.is_main:
         with atomic_path(out_dir / BEST) as staged:
             shutil.copyfile(kept.best_checkpoint, staged)
@@ -386,14 +387,13 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
                         scaler, ranks, threshold)
             last_plot = report_epoch(out_dir, recipe, state["rows"], last_plot)
         ctx.barrier()
-    rejected = ppi_rejection(recipe, state["rows"], state["best_epoch"], fallback=FALLBACK)
+    rejected = ppi_rejection(recipe, state["rows"], state["best_epoch"])  # reported once `_fall_back` has its run
     if ctx.is_main:
         best = state["best_metric"]
         rule = {"metric": "", "loss": " (lowest val loss)", "last": " (the last epoch)"}[recipe.eval.select]
         log(f"best epoch {state['best_epoch']}{rule}: val {recipe.eval.metric} {best:.4f}" if math.isfinite(best) else
             f"kept epoch {state['best_epoch']}: no validation metric (no validation rows, or one class in them)")
-        report_findings(out_dir, ([rejected] if rejected else [])
-                         + check_training(recipe, state["rows"], state["best_epoch"]))
+        report_findings(out_dir, check_training(recipe, state["rows"], state["best_epoch"]))
     return TrainResult(out_dir=out_dir, best_checkpoint=out_dir / BEST, last_checkpoint=out_dir / LAST,
                        best_epoch=state["best_epoch"], best_metric=float(state["best_metric"]),
                        metrics_csv=out_dir / METRICS, is_main=ctx.is_main, best_key=tuple(state["best_key"]),

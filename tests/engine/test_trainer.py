@@ -262,6 +262,7 @@ def test_fallback_drop_rejects_a_ppi_run_that_validates_past_it_below_its_warm_u
         fallback = out / "baseline-fallback"
         assert result.rejected.startswith("PPI rejected: the kept PPI epoch 4 has val auc 0.740, more than "
                                           "ppi.fallback_drop 0.2 below warm-up epoch 1's 0.950")
+        assert result.rejected.endswith("; best.pt is the same recipe trained without PPI (baseline-fallback/)")
         assert f"warning: {result.rejected}" in log
         assert not load_recipe(fallback / "recipe.yaml").ppi.enabled
         assert pd.read_csv(fallback / "metrics.csv")["ppi"].tolist() == [0, 0, 0, 0]
