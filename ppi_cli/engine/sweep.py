@@ -47,15 +47,21 @@ import numpy as np
 from ppi_cli.console import log, log_prefix, warn
 from ppi_cli.engine.cue_effect import EFFECTS_FILE, cue_effects, cue_rows, effects_frame
 from ppi_cli.errors import ConfigError
-from ppi_cli.reports.sweep_reading import CROSS_SITE, against_ceiling, ceiling_reading, interval_text, sweep_reading
+from ppi_cli.reports.sweep_reading import against_ceiling, ceiling_reading, interval_text, sweep_reading
+from ppi_cli.reports.sweep_summary import (
+    ALL,
+    BASELINE,
+    CEILING,
+    MATRIX,
+    paired_interval,
+    summarise_effects,
+    summarise_matrix,
+    summarise_sweep,
+)
 
 __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep", "seeded",
            "summarise_sweep", "paired_interval", "summarise_effects", "BASELINE", "CEILING"]
 
-BASELINE = "baseline"
-ALL = "all"  # `--train all`: every site trains a row, and the summary adds the whole matrix
-MATRIX = "whole matrix"  # the summary's site for the mean over training rows of their other-site means
-CEILING = "ceiling"  # the baseline trained on the twin (--twin: no cue, or one unrelated to the label)
 
 
 @dataclass(frozen=True)
@@ -156,18 +162,6 @@ def _warn_about_earlier_seeds(cfg: SweepConfig) -> None:
         warn(f"{cfg.out} also holds seed(s) {format_seeds(sorted(earlier))} of an earlier sweep; runs.csv and the "
              f"summary cover the seeds asked ({format_seeds(cfg.seeds)}): ask --seeds "
              f"{format_seeds(sorted(held | set(cfg.seeds)))} to read them all (finished studies do not train again)")
-
-
-def paired_interval(differences: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of paired differences and its two-sided t-interval (NaN bounds with fewer than two pairs)."""
-    from scipy import stats
-
-    d = np.asarray(differences, dtype=float)
-    mean = float(d.mean()) if d.size else float("nan")
-    if d.size < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
-    return mean, mean - half, mean + half
 
 
 def seeded(overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
@@ -367,79 +361,6 @@ def _runs_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: 
                                         "auc", "rejected"])
     frame["rejected"] = frame["rejected"].astype("boolean").fillna(False).astype(bool)  # a job without the key: kept
     return frame
-
-
-def summarise_effects(effects: Any) -> Any:
-    """Per variant and site: the cue's mean effect over the site's carrying images (both labels, each seed's
-    mean weighted by its rows), its mean over seeds and the 95 % t-interval over seeds."""
-    import pandas as pd
-
-    frame = effects.assign(total=effects["effect"] * effects["n"])
-    per_seed = frame.groupby(["variant", "seed", "test_site"], sort=False)[["total", "n"]].sum()
-    per_seed = (per_seed["total"] / per_seed["n"]).rename("effect").reset_index()
-    rows = []
-    for (variant, site), part in per_seed.groupby(["variant", "test_site"], sort=False):
-        mean, low, high = paired_interval(part["effect"].to_numpy())
-        rows.append({"variant": variant, "site": site, "n": int(part.shape[0]), "effect": mean, "low": low,
-                     "high": high})
-    return pd.DataFrame(rows, columns=["variant", "site", "n", "effect", "low", "high"])
-
-
-def summarise_sweep(runs: Any, train: str) -> Any:
-    """Per variant and site (each test site, `in-site`, and the mean over the other sites): the mean AUC
-    over seeds and, against the baseline, the mean paired difference with its 95 % t-interval. Runs with a
-    `fold` column (a cross-validation sweep) pair by seed and fold."""
-    import pandas as pd
-
-    pair = ["seed", *(["fold"] if "fold" in runs.columns else [])]
-    frame = runs.copy()
-    frame["site"] = np.where(frame["test_site"] == train, "in-site", frame["test_site"])
-    others = frame[frame["test_site"] != train].groupby(["variant", *pair], as_index=False)["auc"].mean()
-    frame = pd.concat([frame[["variant", *pair, "site", "auc"]], others.assign(site=CROSS_SITE)], ignore_index=True)
-    table = frame.pivot_table(index=["variant", *pair], columns="site", values="auc")
-    sites = [*(["in-site"] if "in-site" in table.columns else []),  # none when every hold-out held one class
-             *sorted(s for s in table.columns if s not in ("in-site", CROSS_SITE)),
-             *([CROSS_SITE] if CROSS_SITE in table.columns else [])]  # none: cross-validated without --test
-    rows = []
-    variants = list(dict.fromkeys(runs["variant"]))
-    for variant in variants:
-        mine = table.loc[variant]
-        for site in sites:
-            values = mine[site].dropna()
-            row = {"variant": variant, "site": site, "n": int(values.size), "mean": float(values.mean())}
-            if variant != BASELINE and BASELINE in table.index.get_level_values(0):
-                base = table.loc[BASELINE][site]
-                paired = (values - base).dropna()
-                row["delta"], row["low"], row["high"] = paired_interval(paired.to_numpy())
-                row["pairs"] = int(paired.size)
-            rows.append(row)
-    return pd.DataFrame(rows, columns=["variant", "site", "n", "mean", "delta", "low", "high", "pairs"])
-
-
-def summarise_matrix(runs: Any) -> Any:
-    """`--train all`: `summarise_sweep` of each training row (a `train_site` column says which), then per variant
-    the whole matrix (site `whole matrix`, train_site `all`): per seed the mean over training rows of each row's
-    mean over its other sites, what `ppi cross-site --train all --baseline` gives, paired with the baseline's."""
-    import pandas as pd
-
-    parts = [summarise_sweep(runs[runs["train_site"] == row], row).assign(train_site=row)
-             for row in sorted(dict.fromkeys(runs["train_site"]))]
-    others = runs[runs["test_site"] != runs["train_site"]]
-    per_row = others.groupby(["variant", "seed", "train_site"], sort=False)["auc"].mean()
-    per_seed = per_row.groupby(level=["variant", "seed"], sort=False).agg(["mean", "size"])
-    rows_of = per_row.groupby(level="train_site").size()
-    whole = per_seed[per_seed["size"] == len(rows_of)]["mean"]  # seeds with every row
-    matrix = []
-    for variant in dict.fromkeys(runs["variant"]):
-        values = whole.loc[variant] if variant in whole.index.get_level_values(0) else pd.Series(dtype=float)
-        row = {"variant": variant, "site": MATRIX, "n": int(values.size), "mean": float(values.mean()),
-               "train_site": ALL}
-        if variant != BASELINE and BASELINE in whole.index.get_level_values(0):
-            paired = (values - whole.loc[BASELINE]).dropna()
-            row["delta"], row["low"], row["high"] = paired_interval(paired.to_numpy())
-            row["pairs"] = int(paired.size)
-        matrix.append(row)
-    return pd.concat([*parts, pd.DataFrame(matrix)], ignore_index=True)
 
 
 def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None) -> list[Path]:

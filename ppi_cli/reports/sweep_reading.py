@@ -2,7 +2,7 @@
 """What a `ppi sweep` summary says in words: each variant's paired intervals read as `ppi cross-site` reads a
 row, the ceiling's line, and how far a variant went in the ceiling's direction.
 
-The rows are `engine.sweep.summarise_sweep`'s: per variant and site (`in-site`, each other site and
+The rows are `sweep_summary.summarise_sweep`'s: per variant and site (`in-site`, each other site and
 `CROSS_SITE`, the mean over the other sites) the paired difference from the baseline, `delta`, with its
 95 % interval, `low` to `high`.
 """

@@ -1,0 +1,110 @@
+# SPDX-License-Identifier: MIT
+"""The numbers of a `ppi sweep` summary, from its runs (one row per variant, seed, [fold,] training and test site:
+the AUC): per variant and site the mean over seeds and the paired difference from the baseline with its 95 %
+t-interval; with `--train all` each training row's and the whole matrix's; and the cue's effect per site.
+`sweep_reading` puts these rows in words; `engine.sweep` runs the studies and writes the tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ppi_cli.reports.sweep_reading import CROSS_SITE
+
+__all__ = ["BASELINE", "CEILING", "ALL", "MATRIX", "paired_interval", "summarise_sweep", "summarise_matrix",
+           "summarise_effects"]
+
+BASELINE = "baseline"
+CEILING = "ceiling"  # the baseline trained on the twin (--twin: no cue, or one unrelated to the label)
+ALL = "all"  # `--train all`: every site trains a row, and the summary adds the whole matrix
+MATRIX = "whole matrix"  # the summary's site for the mean over training rows of their other-site means
+
+
+def paired_interval(differences: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of paired differences and its two-sided t-interval (NaN bounds with fewer than two pairs)."""
+    from scipy import stats
+
+    d = np.asarray(differences, dtype=float)
+    mean = float(d.mean()) if d.size else float("nan")
+    if d.size < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
+    return mean, mean - half, mean + half
+
+
+def summarise_effects(effects: Any) -> Any:
+    """Per variant and site: the cue's mean effect over the site's carrying images (both labels, each seed's
+    mean weighted by its rows), its mean over seeds and the 95 % t-interval over seeds."""
+    import pandas as pd
+
+    frame = effects.assign(total=effects["effect"] * effects["n"])
+    per_seed = frame.groupby(["variant", "seed", "test_site"], sort=False)[["total", "n"]].sum()
+    per_seed = (per_seed["total"] / per_seed["n"]).rename("effect").reset_index()
+    rows = []
+    for (variant, site), part in per_seed.groupby(["variant", "test_site"], sort=False):
+        mean, low, high = paired_interval(part["effect"].to_numpy())
+        rows.append({"variant": variant, "site": site, "n": int(part.shape[0]), "effect": mean, "low": low,
+                     "high": high})
+    return pd.DataFrame(rows, columns=["variant", "site", "n", "effect", "low", "high"])
+
+
+def summarise_sweep(runs: Any, train: str) -> Any:
+    """Per variant and site (each test site, `in-site`, and the mean over the other sites): the mean AUC
+    over seeds and, against the baseline, the mean paired difference with its 95 % t-interval. Runs with a
+    `fold` column (a cross-validation sweep) pair by seed and fold."""
+    import pandas as pd
+
+    pair = ["seed", *(["fold"] if "fold" in runs.columns else [])]
+    frame = runs.copy()
+    frame["site"] = np.where(frame["test_site"] == train, "in-site", frame["test_site"])
+    others = frame[frame["test_site"] != train].groupby(["variant", *pair], as_index=False)["auc"].mean()
+    frame = pd.concat([frame[["variant", *pair, "site", "auc"]], others.assign(site=CROSS_SITE)], ignore_index=True)
+    table = frame.pivot_table(index=["variant", *pair], columns="site", values="auc")
+    sites = [*(["in-site"] if "in-site" in table.columns else []),  # none when every hold-out held one class
+             *sorted(s for s in table.columns if s not in ("in-site", CROSS_SITE)),
+             *([CROSS_SITE] if CROSS_SITE in table.columns else [])]  # none: cross-validated without --test
+    rows = []
+    variants = list(dict.fromkeys(runs["variant"]))
+    for variant in variants:
+        mine = table.loc[variant]
+        for site in sites:
+            values = mine[site].dropna()
+            row = {"variant": variant, "site": site, "n": int(values.size), "mean": float(values.mean())}
+            if variant != BASELINE and BASELINE in table.index.get_level_values(0):
+                row |= _paired(values, table.loc[BASELINE][site])
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["variant", "site", "n", "mean", "delta", "low", "high", "pairs"])
+
+
+def summarise_matrix(runs: Any) -> Any:
+    """`--train all`: `summarise_sweep` of each training row (a `train_site` column says which), then per variant
+    the whole matrix (site `whole matrix`, train_site `all`): per seed the mean over training rows of each row's
+    mean over its other sites, what `ppi cross-site --train all --baseline` gives, paired with the baseline's."""
+    import pandas as pd
+
+    parts = [summarise_sweep(runs[runs["train_site"] == row], row).assign(train_site=row)
+             for row in sorted(dict.fromkeys(runs["train_site"]))]
+    others = runs[runs["test_site"] != runs["train_site"]]
+    per_row = others.groupby(["variant", "seed", "train_site"], sort=False)["auc"].mean()
+    per_seed = per_row.groupby(level=["variant", "seed"], sort=False).agg(["mean", "size"])
+    whole = per_seed[per_seed["size"] == runs["train_site"].nunique()]["mean"]  # seeds with every row
+    matrix = []
+    for variant in dict.fromkeys(runs["variant"]):
+        values = whole.loc[variant] if variant in whole.index.get_level_values(0) else pd.Series(dtype=float)
+        row = {"variant": variant, "site": MATRIX, "n": int(values.size), "mean": float(values.mean()),
+               "train_site": ALL}
+        if variant != BASELINE and BASELINE in whole.index.get_level_values(0):
+            row |= _paired(values, whole.loc[BASELINE])
+        matrix.append(row)
+    return pd.concat([*parts, pd.DataFrame(matrix)], ignore_index=True)
+
+
+def _paired(values: Any, base: Any) -> dict[str, Any]:
+    """A variant's values against the baseline's on the same seeds (and folds): the mean paired difference, its
+    95 % t-interval and the number of pairs."""
+    paired = (values - base).dropna()
+    delta, low, high = paired_interval(paired.to_numpy())
+    return {"delta": delta, "low": low, "high": high, "pairs": int(paired.size)}
