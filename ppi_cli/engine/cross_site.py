@@ -29,6 +29,7 @@ from ppi_cli.config import Recipe
 from ppi_cli.console import log, warn
 from ppi_cli.data.splits import Split, holdout_split
 from ppi_cli.engine.run_checks import check_study
+from ppi_cli.engine.run_state import ppi_rejected
 from ppi_cli.engine.study import (
     StudyClock,
     StudyData,
@@ -38,7 +39,6 @@ from ppi_cli.engine.study import (
     train_once,
     write_study_record,
 )
-from ppi_cli.engine.trainer import ppi_rejected
 from ppi_cli.errors import ConfigError, DataError
 from ppi_cli.files import write_csv
 from ppi_cli.reports.cross_site import cross_site_matrix, ppi_reading, site_gaps, write_cross_site_tables

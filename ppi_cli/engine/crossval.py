@@ -22,6 +22,7 @@ from ppi_cli.console import log, warn
 from ppi_cli.data.splits import Split
 from ppi_cli.engine.evaluate import stored_threshold
 from ppi_cli.engine.run_checks import check_study
+from ppi_cli.engine.run_state import BEST, ppi_rejected
 from ppi_cli.engine.study import (
     StudyClock,
     StudyData,
@@ -32,7 +33,6 @@ from ppi_cli.engine.study import (
     train_once,
     write_study_record,
 )
-from ppi_cli.engine.trainer import BEST, ppi_rejected
 from ppi_cli.errors import ConfigError, DataError, ModelError
 from ppi_cli.files import write_csv, write_json
 from ppi_cli.reports.crossval_report import write_crossval_report

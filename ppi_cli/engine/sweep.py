@@ -215,8 +215,8 @@ def _crossval_cells(recipe: Any, data: Any, twin: Any, others: Sequence[Any], ou
     """A cross-validation of `data` (trained on `twin`'s same rows when given), each fold's model scored on its
     test rows of `data` (`in-site`) and on every row of each of `others`."""
     from ppi_cli.engine.crossval import CrossvalConfig, fold_checkpoint, run_crossval
+    from ppi_cli.engine.run_state import ppi_rejected
     from ppi_cli.engine.study import fold_splits, predict_rows
-    from ppi_cli.engine.trainer import ppi_rejected
     from ppi_cli.reports.metrics import binary_metrics
 
     folds = recipe.eval.folds

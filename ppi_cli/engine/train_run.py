@@ -17,8 +17,9 @@ from ppi_cli.config.recipe import Recipe, resolve_recipe_path
 from ppi_cli.data.splits import Split
 from ppi_cli.engine.distributed import init_distributed, shutdown_distributed
 from ppi_cli.engine.run_checks import check_study
+from ppi_cli.engine.run_state import TrainResult
 from ppi_cli.engine.study import predict_rows, resolve_study, study_split, test_summary
-from ppi_cli.engine.trainer import TrainResult, fit
+from ppi_cli.engine.trainer import fit
 from ppi_cli.errors import ConfigError
 from ppi_cli.workspace import Workspace
 

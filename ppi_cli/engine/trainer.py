@@ -22,19 +22,17 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ppi_cli.checkpoint import load_checkpoint, save_checkpoint
-from ppi_cli.config.loader import changed_settings, config_hash, dump_yaml
+from ppi_cli.config.loader import config_hash, dump_yaml
 from ppi_cli.config.recipe import SELECT_CHOICES, Recipe
-from ppi_cli.console import log, progress, warn
+from ppi_cli.console import log, progress
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
-from ppi_cli.data.splits import Split, load_split, save_split
+from ppi_cli.data.splits import Split, save_split
 from ppi_cli.device import keep_host_memory, seed_everything
 from ppi_cli.engine.distributed import (
     DistContext,
@@ -55,37 +53,31 @@ from ppi_cli.engine.evaluate import (
 )
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
 from ppi_cli.engine.run_checks import baseline_rejection, check_training, ppi_rejection
-from ppi_cli.engine.run_meta import checkpoint_meta, describe_cache, write_run_record
+from ppi_cli.engine.run_meta import describe_cache, write_run_record
+from ppi_cli.engine.run_state import (
+    BEST,
+    FALLBACK,
+    LAST,
+    METRICS,
+    RECIPE,
+    REJECTED,
+    SPLIT,
+    TrainResult,
+    finished_run,
+    fresh_state,
+    resume_state,
+    save_epoch,
+)
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.engine.train_log import report_epoch, report_findings
 from ppi_cli.errors import ConfigError, ModelError
-from ppi_cli.files import atomic_path, write_csv, write_json, write_text
+from ppi_cli.files import atomic_path, write_json, write_text
 from ppi_cli.models import build_model, is_volume_model, load_model
 from ppi_cli.ppi.intervention import freeze_batch_norm, missing_lesion_masks
 from ppi_cli.ppi.losses import LossWeights
 from ppi_cli.saliency import check_wbp_supports
 
-__all__ = ["TrainResult", "fit", "epoch_seed", "dataset_config", "has_last_checkpoint", "ppi_rejected",
-           "finished_run"]
-
-LAST, BEST, METRICS, RECIPE, SPLIT = "last.pt", "best.pt", "metrics.csv", "recipe.yaml", "split.json"
-FALLBACK, REJECTED = "baseline-fallback", "ppi-rejected.json"  # ppi.fallback_drop: the run without PPI, and why
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Where a finished training run put its outputs, and how good its best epoch was."""
-
-    out_dir: Path
-    best_checkpoint: Path
-    last_checkpoint: Path
-    best_epoch: int
-    best_metric: float
-    metrics_csv: Path
-    is_main: bool = True  # False on torchrun ranks other than 0, which write nothing
-    best_key: tuple[float, ...] = ()  # the kept epoch's `selection_key` (how runs of one recipe are compared)
-    rejected: str = ""  # ppi.fallback_drop: why the PPI model was rejected (best.pt was then trained without PPI)
-
+__all__ = ["fit", "epoch_seed", "dataset_config", "has_last_checkpoint"]
 
 def selection_key(select: str, metric: float, val_loss: float, epoch: int) -> tuple[float, float]:
     """An epoch's rank for model selection under `eval.select`: the larger key wins, a tie keeps the earlier."""
@@ -206,43 +198,10 @@ def _choice_dir(out_dir: Path, field: str, choice: str) -> Path:
     return out_dir / f"{_CHOICE_PREFIX[field]}-{choice}"
 
 
-def ppi_rejected(run_dir: Path) -> bool:
-    """Whether `ppi.fallback_drop` rejected the PPI model of the run in `run_dir`, whose best.pt is then the recipe
-    trained without PPI."""
-    return (Path(run_dir) / REJECTED).is_file()
-
-
 def has_last_checkpoint(out_dir: Path) -> bool:
     """Whether `out_dir` holds a training run to resume: its `last.pt`, or one of a `select`'s runs."""
     runs = [_choice_dir(out_dir, name, choice) for name, choices in SELECT_CHOICES.items() for choice in choices]
     return (out_dir / LAST).is_file() or any(has_last_checkpoint(run) for run in runs if run.is_dir())
-
-
-def finished_run(run_dir: Path, recipe: Recipe, cache_dir: Path | None, split: Split, *,
-                 is_main: bool = True) -> TrainResult | None:
-    """The result of the run in `run_dir` when it is `recipe` (a recipe without PPI) trained to its last epoch on
-    `split` of the same data, read from its files; None when it is not, or not finished yet (a sweep's baseline arm
-    may still be training in another worker). Fields under `ppi.` may differ, `ppi.enabled` aside: a run without
-    PPI reads none of them, so every variant of a sweep shares its seed's baseline arm; so may the recipe's name
-    and description (`ga-baseline-cpu` is `ga-ppi-wbp-cpu` without PPI)."""
-    last, best = run_dir / LAST, run_dir / BEST
-    if recipe.ppi.enabled or not (last.is_file() and best.is_file() and (run_dir / SPLIT).is_file()):
-        return None
-    payload = load_checkpoint(last)
-    meta, progress = payload["meta"], payload.get("progress") or {}
-    changed = [k for k in changed_settings(meta.get("recipe") or {}, recipe)
-               if k == "ppi.enabled" or not (k.startswith("ppi.") or k in ("name", "description"))]
-    if changed or progress.get("epoch") != recipe.schedule.epochs:
-        return None
-    if meta.get("data_hash") != describe_cache(recipe.data.dataset, cache_dir).get("hash"):
-        return None
-    recorded = load_split(run_dir / SPLIT)
-    if not all(np.array_equal(getattr(recorded, part), np.asarray(getattr(split, part), dtype=np.int64))
-               for part in ("train", "val", "test")):
-        return None
-    return TrainResult(out_dir=run_dir, best_checkpoint=best, last_checkpoint=last,
-                       best_epoch=int(progress["best_epoch"]), best_metric=float(progress["best_metric"]),
-                       metrics_csv=run_dir / METRICS, is_main=is_main, best_key=tuple(progress["best_key"]))
 
 
 def _fit_each_choice(recipe: Recipe, field: str, *, cache_dir: Path | None, split: Split, out_dir: Path,
@@ -316,7 +275,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
     weights = LossWeights(recipe.ppi)
     amp = cuda and recipe.schedule.amp
     scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
-    state = _resume(out_dir, recipe, model, optimizer, scheduler, weights, scaler) if resume else _fresh()
+    state = resume_state(out_dir, recipe, model, optimizer, scheduler, weights, scaler) if resume else fresh_state()
     net: torch.nn.Module = model
     if ctx.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
@@ -383,7 +342,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         state["rows"].append(row)
         state["epoch"] = epoch + 1
         if ctx.is_main:
-            _save_epoch(out_dir, recipe, model, cache, split, state, row, improved, optimizer, scheduler, weights,
+            save_epoch(out_dir, recipe, model, cache, split, state, row, improved, optimizer, scheduler, weights,
                         scaler, ranks, threshold)
             last_plot = report_epoch(out_dir, recipe, state["rows"], last_plot)
         ctx.barrier()
@@ -400,10 +359,6 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
                        rejected=rejected)
 
 
-def _fresh() -> dict[str, Any]:
-    return {"epoch": 0, "best_epoch": 0, "best_key": [-math.inf, -math.inf], "best_metric": math.nan, "rows": []}
-
-
 def _start_run_folder(out_dir: Path, recipe: Recipe, cache_dir: Path | None, split: Split, resume: bool,
                       ctx: DistContext) -> None:
     if not resume and (out_dir / LAST).exists():
@@ -415,28 +370,6 @@ def _start_run_folder(out_dir: Path, recipe: Recipe, cache_dir: Path | None, spl
         subjects = dataset_manifest(recipe.data.dataset, cache_dir, dataset_config(recipe))["subject_id"]
         save_split(out_dir / SPLIT, split, subjects.astype(str).to_numpy())  # refuses a subject on two sides
     ctx.barrier()
-
-
-def _resume(out_dir: Path, recipe: Recipe, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-            weights: LossWeights, scaler: Any) -> dict[str, Any]:
-    path = out_dir / LAST
-    if not path.exists():
-        warn(f"--resume: {out_dir} holds no {LAST} (no epoch finished there yet); starting from epoch 1")
-        return _fresh()
-    payload = load_checkpoint(path)
-    if changed_settings(payload["meta"].get("recipe") or {}, recipe):
-        raise ConfigError(f"{path}: was trained with another recipe (or overrides) than this one",
-                          hint=f"resume with the same recipe as {out_dir / RECIPE}, or choose another --out")
-    model.load_state_dict(payload["state_dict"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    weights.load_state_dict(payload["loss_weights"])
-    if scaler is not None and payload.get("scaler"):
-        scaler.load_state_dict(payload["scaler"])
-    state = dict(payload["progress"])
-    state["rows"] = [dict(r) for r in payload["progress"]["rows"]]
-    log(f"resuming {out_dir} after epoch {state['epoch']}")
-    return state
 
 
 def _mask_model(recipe: Recipe, model: torch.nn.Module, device: torch.device) -> torch.nn.Module | None:
@@ -515,23 +448,3 @@ def _log_loss(pred: Predictions) -> float:
         return float(-np.mean(pred.labels * np.log(p) + (1 - pred.labels) * np.log(1 - p)))
     rows = np.arange(pred.labels.size)
     return float(-np.mean(np.log(np.clip(pred.scores[rows, pred.labels.astype(int)], eps, 1.0))))
-
-
-def _save_epoch(out_dir: Path, recipe: Recipe, model: torch.nn.Module, cache: Any, split: Split,
-                state: dict[str, Any], row: dict[str, Any], improved: bool, optimizer: Any, scheduler: Any,
-                weights: LossWeights, scaler: Any, ranks: dict[str, Any] | None, threshold: dict[str, Any]) -> None:
-    import pandas as pd
-
-    metrics = {k: float(v) for k, v in row.items() if k.startswith(("val_", "train_"))}
-    meta = checkpoint_meta(recipe, model, cache, epoch=state["epoch"], metrics=metrics, fold=split.fold,
-                           threshold=threshold)
-    if ranks is not None:
-        meta["distributed"] = ranks
-    weights_now = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if improved:
-        save_checkpoint(out_dir / BEST, weights_now, meta)
-    progress_state = {k: state[k] for k in ("epoch", "best_epoch", "best_key", "best_metric", "rows")}
-    save_checkpoint(out_dir / LAST, weights_now, meta, optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(), loss_weights=weights.state_dict(),
-                    scaler=scaler.state_dict() if scaler is not None else {}, progress=progress_state)
-    write_csv(out_dir / METRICS, pd.DataFrame(state["rows"]))

@@ -24,8 +24,9 @@ from ppi_cli.data.datasets import build_dataset
 from ppi_cli.data.splits import Split
 from ppi_cli.engine.distributed import init_distributed, weights_digest
 from ppi_cli.engine.evaluate import predict
+from ppi_cli.engine.run_state import finished_run
 from ppi_cli.engine.study import load_study_data, study_split
-from ppi_cli.engine.trainer import finished_run, fit
+from ppi_cli.engine.trainer import fit
 from ppi_cli.errors import ConfigError
 from ppi_cli.models import load_model
 from ppi_cli.reports.metrics import youden_point
@@ -358,6 +359,7 @@ def test_a_run_without_ppi_serves_the_guard_only_finished_and_the_same_training(
     """`finished_run`: the arm serves where it is the recipe without PPI, trained to its last epoch on the same split
     and data; fields under `ppi.` may differ, since a run without PPI reads none of them (trained with other ones
     it learns the same weights), and so may the labels (name, description)."""
+    import ppi_cli.engine.run_state as run_state
     import ppi_cli.engine.trainer as trainer
 
     recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=2))
@@ -379,7 +381,7 @@ def test_a_run_without_ppi_serves_the_guard_only_finished_and_the_same_training(
     moved = Split(split.train[1:], np.r_[split.val, split.train[:1]], split.test)
     assert finished_run(arm, plain, None, moved) is None  # another split
     with monkeypatch.context() as patch:
-        patch.setattr(trainer, "describe_cache", lambda kind, cache_dir: {"hash": "another cache"})
+        patch.setattr(run_state, "describe_cache", lambda kind, cache_dir: {"hash": "another cache"})
         assert finished_run(arm, plain, None, split) is None  # other data
     calls = iter([None])
 
