@@ -44,8 +44,9 @@ def sweep_cmd(
         "--twin", help="A twin of --data: the same rows prepared from data without the cue at the training site "
         "(ppi synth ga or lidc with the same options and seed, and --shortcut none or --correlation D=0). Adds "
         "the 'ceiling' row: the baseline trained on the twin and tested on --data, what a model that never leant "
-        "on the cue gets; with --train also cue_effect.csv, what the cue does to each kept model's logit per site "
-        "(the images that differ between the two caches).", show_default=False)] = None,
+        "on the cue gets; with --train SITE also cue_effect.csv, what the cue does to each kept model's logit per "
+        "site (the images that differ between the two caches). With --train all every row's ceiling trains on the "
+        "twin's site, so give a twin without the cue at any site (--shortcut none).", show_default=False)] = None,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
 ) -> None:

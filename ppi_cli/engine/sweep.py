@@ -9,7 +9,10 @@ paired difference. The summary is the mean of those differences with a 95 % t-in
 seeds, for the in-site hold-out, each other site and the mean over the other sites.
 
 With `--train all` each study trains every site's row; the summary holds each row's summary and the whole
-matrix: per seed the mean over the rows of their means over the other sites, paired like any site.
+matrix: per seed the mean over the rows of their means over the other sites, paired like any site. With a
+twin that lacks the cue at every site (`ppi synth ... --shortcut none`) the ceiling trains every row on the
+twin, so the whole matrix says how much a model that never leant on the cue gains there, and each variant's
+gain is read as a share of it.
 
 Without a training site the study is a cross-validation of the whole cache (LIDC's cohorts): each
 (seed, fold) gives a pair, `in-site` is the fold's test rows and the "other sites" are the caches
@@ -21,8 +24,9 @@ Layout of the sweep folder:
     <variant>/seed-<s>/                      one `ppi cross-site` study (train-X/, test-Y/ …), or one
                                              `ppi crossval` study (fold-k/ …) without a training site
     ceiling/seed-<s>/                        with --twin: the baseline trained on the twin, tested on the data
+                                             (with --train all every row trains on the twin's site)
     runs.csv                                 one row per variant, seed (and fold) and test site: the AUC
-    cue_effect.csv                           with --twin and a training site: per variant, seed, site and label,
+    cue_effect.csv                           with --twin and one training site: per variant, seed, site and label,
                                              the cue's effect on the kept model's logit
                                              (engine/cue_effect.py)
     summary.csv, summary.md                  per variant: mean AUC per site; paired Δ with its interval
@@ -248,9 +252,6 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     """
     from ppi_cli.files import write_text
 
-    if cfg.train == ALL and cfg.twin is not None:
-        raise ConfigError("--twin: the ceiling is measured on one training row", hint="--train D --twin CACHE (the "
-                          "site whose cue the twin removes), or --train all without --twin")
     if cfg.tests and cfg.train is not None:
         raise ConfigError("--test: further test caches belong to a cross-validation sweep",
                           hint="drop --train to cross-validate --data, or drop --test (a cross-site row is "
@@ -278,7 +279,8 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     jobs = [(v, s) for s in cfg.seeds for v in variants]
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
     started = time.monotonic()
-    effects_twin = str(cfg.twin) if cfg.twin is not None and cfg.train is not None else None
+    # the cue's effect on each kept model is measured on one training row's models; --train all has four
+    effects_twin = str(cfg.twin) if cfg.twin is not None and cfg.train not in (None, ALL) else None
     carrying = _carrying_rows(cfg) if effects_twin is not None else ()  # one data pair: the same rows for all
     # a PPI variant's collapse guard reads its seed's baseline arm when that has finished (jobs run in this order)
     args = {(v.name, s): (cfg.recipe, str(cfg.data), str(cfg.out / v.name / f"seed-{s}"), cfg.train,
@@ -388,7 +390,8 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None
             lines += [f"## Trained on site {row}", "", *_summary_lines(summary[summary["train_site"] == row]), ""]
         lines += ["## The whole matrix", "", "Per seed, the mean over the training rows of each row's mean over its "
                   "other sites (what `ppi cross-site --train all --baseline` gives), over the seeds with every row:",
-                  "", *_summary_lines(summary[summary["site"] == MATRIX], readings=False)]
+                  "", *_summary_lines(summary[summary["site"] == MATRIX], readings=False),
+                  *_matrix_ceiling_lines(summary[summary["site"] == MATRIX])]
     lines += _rejected_lines(runs)
     if effects is not None and len(effects):
         lines += _effect_lines(summarise_effects(effects))
@@ -423,6 +426,23 @@ def _summary_lines(summary: Any, *, readings: bool = True) -> list[str]:
             said = ceiling_reading(part) if variant == CEILING else sweep_reading(part)
             versus = against_ceiling(part, ceiling) if variant != CEILING and len(ceiling) else ""
             lines.append(f"- `{variant}`: {said}" + (f"; {versus}" if versus else ""))
+    return lines
+
+
+def _matrix_ceiling_lines(matrix: Any) -> list[str]:
+    """With a ceiling (`--train all --twin`): its whole-matrix gain, and each variant's as a share of it."""
+    ceiling = matrix[matrix["variant"] == CEILING]
+    if ceiling.empty or not ceiling["delta"].notna().all():
+        return []
+    lines = ["", f"- `{CEILING}`: the baseline trained on the twin at every site, "
+             f"{interval_text(ceiling.iloc[0])} over the whole matrix: what a model that never leant on the cue "
+             "gains here; read each variant's Δ against it"]
+    for variant, part in matrix.groupby("variant", sort=False):
+        if variant in (BASELINE, CEILING) or not part["delta"].notna().all():
+            continue
+        versus = against_ceiling(part, ceiling, MATRIX, "over the whole matrix")
+        lines.append(f"- `{variant}`: {interval_text(part.iloc[0])}" + (f"; {versus}" if versus else
+                                                                         "; the ceiling shows no headroom"))
     return lines
 
 

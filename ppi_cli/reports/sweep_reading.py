@@ -85,7 +85,7 @@ def ceiling_reading(part: Any) -> str:
             "each variant's Δ against it")
 
 
-def against_ceiling(part: Any, ceiling: Any) -> str:
+def against_ceiling(part: Any, ceiling: Any, site: str = CROSS_SITE, where: str = "over the other sites") -> str:
     """How far one variant went in the ceiling's direction, or "" where the ceiling shows no headroom.
 
     The ceiling (the baseline trained on the twin, `ppi sweep --twin`) is what a model that never leant on
@@ -97,13 +97,14 @@ def against_ceiling(part: Any, ceiling: Any) -> str:
     Args:
         part: The variant's rows of `summarise_sweep`.
         ceiling: The ceiling's rows.
+        site: The row read as the gain: the mean over the other sites, or a sweep's whole matrix.
+        where: That row in words.
     """
     mine, top = part.set_index("site"), ceiling.set_index("site")
-    if CROSS_SITE not in mine.index or CROSS_SITE not in top.index or not top.loc[CROSS_SITE, "low"] > 0:
+    if site not in mine.index or site not in top.index or not top.loc[site, "low"] > 0:
         return ""
-    gain, headroom = mine.loc[CROSS_SITE, "delta"], top.loc[CROSS_SITE, "delta"]
-    text = (f"against the ceiling: {gain:+.3f} of its {headroom:+.3f} over the other sites "
-            f"({100 * gain / headroom:.0f} %)")
+    gain, headroom = mine.loc[site, "delta"], top.loc[site, "delta"]
+    text = f"against the ceiling: {gain:+.3f} of its {headroom:+.3f} {where} ({100 * gain / headroom:.0f} %)"
     if "in-site" in mine.index and "in-site" in top.index:
         d_in, c_in = mine.loc["in-site", "delta"], top.loc["in-site", "delta"]
         if top.loc["in-site", "high"] < 0:

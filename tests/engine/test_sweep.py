@@ -216,9 +216,43 @@ def test_train_all_summarises_each_row_and_the_whole_matrix_against_a_hand_compu
     text = (tmp_path / "sw" / "summary.md").read_text()
     assert "## Trained on site A" in text and "## Trained on site D" in text and "## The whole matrix" in text
     assert "- `demo`: 1 run(s), D seed 1\n" in text
-    with pytest.raises(ConfigError, match="--twin: the ceiling is measured on one training row"):
-        run_sweep(SweepConfig("demo", tmp_path / "cache", tmp_path / "sw2", ALL, (SweepVariant("demo"),),
-                              twin=tmp_path / "twin"))
+    assert "over the whole matrix" not in text  # no twin, no ceiling line
+
+
+def test_train_all_with_a_twin_trains_every_rows_ceiling_on_it_and_reads_the_matrix_against_it(tmp_path,
+                                                                                            monkeypatch):
+    """--train all --twin: the ceiling's job trains every row on the twin (no cue effects: four rows' models); its
+    whole matrix is paired with the baseline's like a variant's, and each variant's gain is given as a share of
+    it. Baseline: every other-site cell 0.6 + 0.01·s; the variant +0.05, the ceiling +0.2 + 0.02·s, so the
+    matrix's ceiling gains +0.22 ± t(0.975, 2)·0.02/√3 and the variant's +0.05 is 23 % of it."""
+    import ppi_cli.engine.sweep as sweep
+    from ppi_cli.engine.sweep import ALL, CEILING, MATRIX, SweepConfig, SweepVariant, run_sweep
+
+    calls = []
+
+    def job(recipe_ref, data, out, train, overrides, seed, device, twin=None, tests=(), effects_twin=None,
+            carrying=(), arm=None):
+        name = out.split("/")[-2]
+        calls.append((name, train, twin, effects_twin))
+        lift = {BASELINE: 0.0, "demo": 0.05, CEILING: 0.2 + 0.02 * seed}[name]
+        return [{"train_site": row, "test_site": test, "auc": 0.95 if row == test else 0.6 + 0.01 * seed + lift}
+                for row in "AD" for test in "AD"]
+
+    monkeypatch.setattr(sweep, "_job", job)
+    monkeypatch.setattr(sweep, "_check_twin_early", lambda cfg: None)
+    outcome = run_sweep(SweepConfig("demo", tmp_path / "cache", tmp_path / "sw", ALL, (SweepVariant("demo"),),
+                                    seeds=(0, 1, 2), twin=tmp_path / "twin"))
+    assert {(n, t, w, e) for n, t, w, e in calls} == {(BASELINE, ALL, None, None), ("demo", ALL, None, None),
+                                                      (CEILING, ALL, str(tmp_path / "twin"), None)}
+    whole = outcome.summary[outcome.summary["site"] == MATRIX].set_index("variant")
+    half = stats.t.ppf(0.975, 2) * 0.02 / np.sqrt(3)
+    assert (whole.loc[CEILING, "delta"], whole.loc[CEILING, "low"]) == pytest.approx((0.22, 0.22 - half))
+    assert whole.loc["demo", "delta"] == pytest.approx(0.05)
+    text = (tmp_path / "sw" / "summary.md").read_text().split("## The whole matrix")[1]
+    assert f"- `{CEILING}`: the baseline trained on the twin at every site, +0.220 [" in text
+    assert "- `demo`: +0.050 [+0.050, +0.050]; against the ceiling: +0.050 of its +0.220 over the whole matrix " \
+           "(23 %)" in text
+    assert not (tmp_path / "sw" / "cue_effect.csv").exists()
 
 
 def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeypatch):
