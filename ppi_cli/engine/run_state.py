@@ -90,7 +90,7 @@ def fresh_state() -> dict[str, Any]:
 
 
 def resume_state(out_dir: Path, recipe: Recipe, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-                      weights: LossWeights, scaler: Any) -> dict[str, Any]:
+                 weights: LossWeights, scaler: Any) -> dict[str, Any]:
     """Load `out_dir/last.pt` into the model, optimiser, schedule, loss weights and scaler, and return its progress
     (fresh without one); refuse a run of another recipe."""
     path = out_dir / LAST

@@ -79,6 +79,7 @@ from ppi_cli.saliency import check_wbp_supports
 
 __all__ = ["fit", "epoch_seed", "dataset_config", "has_last_checkpoint"]
 
+
 def selection_key(select: str, metric: float, val_loss: float, epoch: int) -> tuple[float, float]:
     """An epoch's rank for model selection under `eval.select`: the larger key wins, a tie keeps the earlier."""
 
@@ -153,30 +154,32 @@ def _fall_back(recipe: Recipe, result: TrainResult, *, cache_dir: Path | None, s
         return fit(plain, cache_dir=cache_dir, split=split, out_dir=sub, device=device,
                    resume=resume and has_last_checkpoint(sub))
 
-    kept, rejected = None, result.rejected
-    if ppi.enabled and ppi.fallback_drop is not None and ppi.fallback_against == "baseline":
-        kept = without_ppi()
-        rejected = baseline_rejection(recipe, (result.best_epoch, result.best_metric),
-                                      (kept.best_epoch, kept.best_metric),
-                                      fallback=os.path.relpath(kept.out_dir, out_dir))
-        if result.is_main and not rejected:
-            log(f"{out_dir.name}: PPI kept: val {recipe.eval.metric} {result.best_metric:.3f} (epoch "
-                f"{result.best_epoch}) against {kept.best_metric:.3f} without PPI (epoch {kept.best_epoch})")
-    elif rejected:  # against the warm-up: the message names the run that replaces it, once it is found
-        kept = without_ppi()
-        rejected += f"; best.pt is the same recipe trained without PPI ({os.path.relpath(kept.out_dir, out_dir)}/)"
-    if kept is None or not rejected:  # PPI stands (a rejection has always found its run without PPI)
+    against_baseline = ppi.enabled and ppi.fallback_drop is not None and ppi.fallback_against == "baseline"
+    rejected = result.rejected  # against the warm-up, decided in `_fit`
+    if not (against_baseline or rejected):  # PPI stands
         if result.is_main:
             (out_dir / REJECTED).unlink(missing_ok=True)
         return result
+    kept = without_ppi()
+    where = os.path.relpath(kept.out_dir, out_dir)  # the messages and the record name the run that replaces PPI
+    if against_baseline:
+        rejected = baseline_rejection(recipe, (result.best_epoch, result.best_metric),
+                                      (kept.best_epoch, kept.best_metric), fallback=where)
+        if not rejected:  # PPI stands
+            if result.is_main:
+                log(f"{out_dir.name}: PPI kept: val {recipe.eval.metric} {result.best_metric:.3f} (epoch "
+                    f"{result.best_epoch}) against {kept.best_metric:.3f} without PPI (epoch {kept.best_epoch})")
+                (out_dir / REJECTED).unlink(missing_ok=True)
+            return result
+    else:
+        rejected += f"; best.pt is the same recipe trained without PPI ({where}/)"
     if result.is_main:
         report_findings(out_dir, [rejected])
     if kept.is_main:
         with atomic_path(out_dir / BEST) as staged:
             shutil.copyfile(kept.best_checkpoint, staged)
         write_json(out_dir / REJECTED, {"reason": rejected, "ppi_best_epoch": result.best_epoch,
-                                        "ppi_best_metric": result.best_metric,
-                                        "fallback": os.path.relpath(kept.out_dir, out_dir),
+                                        "ppi_best_metric": result.best_metric, "fallback": where,
                                         "fallback_best_epoch": kept.best_epoch})
     return dataclasses.replace(kept, out_dir=out_dir, best_checkpoint=out_dir / BEST, rejected=rejected)
 
@@ -343,7 +346,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
         state["epoch"] = epoch + 1
         if ctx.is_main:
             save_epoch(out_dir, recipe, model, cache, split, state, row, improved, optimizer, scheduler, weights,
-                        scaler, ranks, threshold)
+                       scaler, ranks, threshold)
             last_plot = report_epoch(out_dir, recipe, state["rows"], last_plot)
         ctx.barrier()
     rejected = ppi_rejection(recipe, state["rows"], state["best_epoch"])  # reported once `_fall_back` has its run
