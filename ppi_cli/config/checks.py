@@ -56,7 +56,7 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
             `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`, or with L_ad (`ppi.gamma`),
             or `eval.select_on: looks` without a `ppi.swap_look` (baselines too), or `ppi.look_level: select`
             without a swapped look, or `ppi.fallback_drop` against a warm-up that is not there (`ppi.start_epoch`
-            0), or a `ppi.out_form` with L_out off (`ppi.delta` 0), or a `ppi.reg_form` with L_reg off (`ppi.beta` 0).
+            0), or a `ppi.out_form` or `ppi.out_coverage` with L_out off (`ppi.delta` 0), or a `ppi.reg_form` with L_reg off (`ppi.beta` 0).
     """
     ppi = recipe.ppi
     where = provenance.get("", f"recipe '{recipe.name}'")
@@ -70,12 +70,13 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
     if degrading and ppi.mask != "lesion":
         raise ConfigError(f"{where}: ppi.{degrading[0]} changes lesion masks, and ppi.mask is '{ppi.mask}'",
                           hint="set ppi.mask: lesion (on a cache with lesion masks), or leave it at 0")
-    for form, default, weight, term in (("out_form", "evidence", "delta", "L_out"),
-                                        ("reg_form", "l1", "beta", "L_reg")):
-        chosen = getattr(ppi, form, default)  # a term's form means nothing while the term's weight is 0
+    for field, default, weight, term, what in (("out_form", "evidence", "delta", "L_out", "form"),
+                                               ("out_coverage", 0.0, "delta", "L_out", "mask"),
+                                               ("reg_form", "l1", "beta", "L_reg", "form")):
+        chosen = getattr(ppi, field, default)  # a term's form or mask means nothing while the term's weight is 0
         if chosen != default and getattr(ppi, weight) == 0:
-            raise ConfigError(f"{where}: ppi.{form} '{chosen}' chooses {term}'s form, and ppi.{weight} is 0: {term} "
-                              "is off", hint=f"set ppi.{weight} (e.g. 1), or leave ppi.{form} at {default}")
+            raise ConfigError(f"{where}: ppi.{field} '{chosen}' chooses {term}'s {what}, and ppi.{weight} is 0: "
+                              f"{term} is off", hint=f"set ppi.{weight} (e.g. 1), or leave ppi.{field} at {default}")
     against = getattr(ppi, "fallback_against", "warmup")  # without a fallback_drop (the guard off) it does nothing
     if getattr(ppi, "fallback_drop", None) is not None and ppi.start_epoch == 0 and against == "warmup":
         raise ConfigError(f"{where}: ppi.fallback_drop {ppi.fallback_drop:g} compares the kept PPI epoch with the "

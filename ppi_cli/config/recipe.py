@@ -207,6 +207,10 @@ class PPIConfig:
         "evidence", "What L_out penalises outside each map's own mask (ours): the squared net evidence, which "
         "positive and negative evidence may cancel, or the share of the map's magnitude or of its positive part "
         "(scale-free, no cancelling; docs/ppi.md).")
+    out_coverage: float = param(
+        0.0, "L_out's own mask (ours; 0: the intervention's mask): each map's top share of pixels by its positive "
+        "part (the evidence for the true class), blurred by map_smooth, so a lesion-sized region holds the map "
+        "while the intervention keeps its own mask (docs/ppi.md).", min=0, max=1)
     auto_momentum: float = param(0.9, "Momentum of the running loss magnitudes that 'auto' weights use (ours).",
                                  min=0, max=0.999)
     auto_max: float = param(100.0, "Cap on an 'auto' weight (ours): a term the model drives towards zero, such as "

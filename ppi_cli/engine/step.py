@@ -61,7 +61,7 @@ from ppi_cli.ppi.losses import (
     saliency_regulariser,
     true_label_probability,
 )
-from ppi_cli.ppi.masks import blurred
+from ppi_cli.ppi.masks import blurred, evidence_mask
 
 __all__ = ["TrainStep", "forward"]
 
@@ -149,8 +149,8 @@ class TrainStep:
         l_con, l_ad, total = self._intervened_pass(iv, labels, alpha, gamma, sync_off)
         if l_reg.requires_grad:  # without create_graph the map is a constant: L_reg is reported, not trained
             total = total + beta * l_reg
-        l_out = (outside_evidence(full_precision(iv.saliency), iv.mask, self.cfg.out_form) if self.cfg.delta > 0
-                 else None)
+        l_out = (outside_evidence(full_precision(iv.saliency), self._out_mask(iv), self.cfg.out_form)
+                 if self.cfg.delta > 0 else None)
         if l_out is not None and l_out.requires_grad:
             total = total + delta * l_out
         if deferred is not None:  # L_cls's gradient, from the traversal of the clean graph this backward makes anyway
@@ -172,6 +172,13 @@ class TrainStep:
             values["inv"] = l_inv
             values["loss"] += invariance * l_inv
         return values | self._diagnostics(iv, lesion, cue)
+
+    def _out_mask(self, iv: Intervention) -> torch.Tensor:
+        """The mask L_out holds each map to: the intervention's, or with `ppi.out_coverage` the map's own top share
+        of evidence for its class (smoothed by `ppi.map_smooth`), a lesion-sized region apart from the swap's mask."""
+        if self.cfg.out_coverage <= 0:
+            return iv.mask
+        return evidence_mask(iv.saliency, self.cfg.out_coverage, self.cfg.map_smooth)
 
     def _kept_pass(self, iv: Intervention, labels: torch.Tensor, positions: torch.Tensor | None,
                    sync_off: Any, weight: float) -> float:

@@ -31,8 +31,8 @@ from ppi_cli.data.bscans import blurred
 from ppi_cli.errors import ConfigError
 
 __all__ = ["normalise_saliency", "keep_top_k", "soft_mask", "adaptive_soft_mask", "hard_mask", "box_mask",
-           "intervention_mask", "intervene", "blurred", "broadcast_per_sample", "top_k_mask", "budget", "dilate",
-           "MASKS"]
+           "intervention_mask", "evidence_mask", "intervene", "blurred", "broadcast_per_sample", "top_k_mask",
+           "budget", "dilate", "MASKS"]
 
 MASKS = ("soft", "soft-adaptive", "hard", "box", "top-k", "lesion")
 _EPS = 1e-12
@@ -75,6 +75,24 @@ def top_k_mask(s: torch.Tensor, k: int) -> torch.Tensor:
     mask = torch.zeros_like(flat)
     mask.scatter_(1, flat.topk(k, dim=1).indices, 1.0)
     return mask.view_as(s)
+
+
+def evidence_mask(s: torch.Tensor, coverage: float, smooth: float = 0.0) -> torch.Tensor:
+    """1 on each map's top `coverage` share of pixels by its positive part, else 0: L_out's own mask.
+
+    The positive part is the evidence for the map's class (a true-class map: for its label), blurred
+    with a Gaussian of std `smooth` pixels first when `smooth` > 0 so that the mask is a compact
+    region (`ppi.out_coverage`, `ppi.map_smooth`). A constant: no gradient reaches the map through it.
+
+    Example:
+        >>> s = torch.tensor([[[[3.0, -5.0], [1.0, 2.0]]]])
+        >>> evidence_mask(s, 0.5).flatten().tolist()
+        [1.0, 0.0, 0.0, 1.0]
+    """
+    part = s.detach().clamp(min=0)
+    if smooth > 0:
+        part = blurred(part, smooth)
+    return top_k_mask(part, budget(part, 0, coverage))
 
 
 def soft_mask(s: torch.Tensor, sigma: float, omega: float, coverage: float = 0.0) -> torch.Tensor:

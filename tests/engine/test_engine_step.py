@@ -46,9 +46,24 @@ def _naive_gradients(model, x, y, positions, cfg, seed):
     total = (l_cls + cfg.alpha * l_con + cfg.beta * saliency_regulariser(iv.saliency, cfg.reg_form) + cfg.gamma * l_ad
              + cfg.keep * l_keep)
     if cfg.delta > 0:
-        total = total + cfg.delta * outside_evidence(iv.saliency, iv.mask, cfg.out_form)
+        held = iv.mask if cfg.out_coverage == 0 else _top_evidence(iv.saliency, cfg.out_coverage, cfg.map_smooth)
+        total = total + cfg.delta * outside_evidence(iv.saliency, held, cfg.out_form)
     total.backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _top_evidence(s, coverage, smooth):
+    """L_out's own mask written out: per map, 1 on the `coverage` share of pixels whose blurred positive part
+    ranks highest (a full sort), else 0."""
+    part = s.detach().clamp(min=0)
+    part = blurred(part, smooth) if smooth > 0 else part
+    k = max(1, round(coverage * part[0].numel()))
+    out = torch.zeros_like(part)
+    for i, one in enumerate(part):
+        chosen = torch.zeros(one.numel(), dtype=part.dtype)
+        chosen[torch.argsort(one.flatten(), descending=True)[:k]] = 1.0
+        out[i] = chosen.view_as(one)
+    return out
 
 
 @pytest.mark.parametrize(("volume", "mask", "create_graph", "keep", "norm"),
@@ -138,6 +153,18 @@ def test_a_step_trains_l_out_in_the_form_the_recipe_names(form):
         cfg, dataclasses.replace(cfg, out_form="evidence" if form != "evidence" else "positive"), torch_seed=3)
     if form != "evidence":
         assert 0.0 < values["out"] < 1.0
+
+
+@pytest.mark.parametrize("smooth", [0.0, 1.5])
+def test_l_out_holds_each_map_to_its_own_top_evidence_with_out_coverage(smooth):
+    """ppi.out_coverage: L_out reads each map against the top share of its blurred positive part, not against
+    the intervention's mask: the step's gradient is the naive total's with that mask written out (a full sort),
+    and differs from the one L_out has on the intervention's mask."""
+    cfg = PPIConfig(saliency="wbp", mask="top-k", coverage=0.3, alpha=0.7, beta=0.3, gamma=1.3, delta=2.0,
+                    out_form="positive", out_coverage=0.05, map_smooth=smooth, start_epoch=0,
+                    intervened_norm="clean")
+    values = _step_trains_the_form(cfg, dataclasses.replace(cfg, out_coverage=0.0), torch_seed=3)
+    assert 0.0 < values["out"] < 1.0
 
 
 @pytest.mark.parametrize("form", ["spread", "positive-spread"])

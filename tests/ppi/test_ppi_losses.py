@@ -395,6 +395,36 @@ def test_an_out_form_with_l_out_off_is_refused_at_load():
     assert (recipe.ppi.out_form, recipe.ppi.delta) == ("positive", 1)
 
 
+def test_an_out_coverage_with_l_out_off_is_refused_at_load():
+    from ppi_cli.config.recipe import load_recipe
+    from ppi_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ppi.out_coverage '0.03' chooses L_out's mask, and ppi.delta is 0"):
+        load_recipe("ga-ppi-wbp-cpu", {"ppi.out_coverage": 0.03})
+    recipe = load_recipe("ga-ppi-wbp-cpu", {"ppi.out_coverage": 0.03, "ppi.delta": 2})
+    assert (recipe.ppi.out_coverage, recipe.ppi.delta) == (0.03, 2)
+
+
+def test_evidence_masks_take_the_top_share_of_the_positive_part_after_smoothing():
+    """L_out's own mask: negative evidence, however large, is never chosen; the budget is the share of pixels;
+    smoothing picks the pixels around a cluster of evidence over a lone peak of the raw map."""
+    from ppi_cli.ppi.masks import evidence_mask
+
+    s = torch.zeros(2, 1, 9, 9)
+    s[0, 0, 0, 0] = -9.0
+    s[0, 0, 4, 4] = 1.0
+    s[1, 0, 0, 8] = 3.0  # a lone peak
+    s[1, 0, 5:8, 1:4] = 1.0  # a cluster of lesser evidence
+    raw = evidence_mask(s, 1 / 81)
+    assert raw.shape == s.shape and raw.sum(dim=(1, 2, 3)).tolist() == [1.0, 1.0]
+    assert raw[0, 0, 4, 4] == 1 and raw[0, 0, 0, 0] == 0
+    assert raw[1, 0, 0, 8] == 1
+    smooth = evidence_mask(s, 9 / 81, smooth=1.0)
+    assert smooth.sum(dim=(1, 2, 3)).tolist() == [9.0, 9.0]
+    assert smooth[1, 0, 6, 2] == 1 and smooth[1, 0, 0, 8] == 0
+    assert torch.equal(evidence_mask(s, 9 / 81, smooth=1.0), smooth)
+
+
 def test_a_reg_form_with_l_reg_off_is_refused_at_load():
     from ppi_cli.config.recipe import load_recipe
     from ppi_cli.errors import ConfigError
