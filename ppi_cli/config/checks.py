@@ -56,7 +56,8 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
             `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`, or with L_ad (`ppi.gamma`),
             or `eval.select_on: looks` without a `ppi.swap_look` (baselines too), or `ppi.look_level: select`
             without a swapped look, or `ppi.fallback_drop` against a warm-up that is not there (`ppi.start_epoch`
-            0), or a `ppi.out_form` or `ppi.out_coverage` with L_out off (`ppi.delta` 0), or a `ppi.reg_form` with L_reg off (`ppi.beta` 0).
+            0), or a `ppi.out_form` or `ppi.out_coverage` with L_out off (`ppi.delta` 0), or a `ppi.reg_form`
+            with L_reg off (`ppi.beta` 0).
     """
     ppi = recipe.ppi
     where = provenance.get("", f"recipe '{recipe.name}'")
