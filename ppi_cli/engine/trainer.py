@@ -156,23 +156,21 @@ def _fall_back(recipe: Recipe, result: TrainResult, *, cache_dir: Path | None, s
 
     against_baseline = ppi.enabled and ppi.fallback_drop is not None and ppi.fallback_against == "baseline"
     rejected = result.rejected  # against the warm-up, decided in `_fit`
-    if not (against_baseline or rejected):  # PPI stands
+    kept = without_ppi() if against_baseline or rejected else None
+    if kept is not None:
+        where = os.path.relpath(kept.out_dir, out_dir)  # the messages and the record name the run replacing PPI
+        if against_baseline:
+            rejected = baseline_rejection(recipe, (result.best_epoch, result.best_metric),
+                                          (kept.best_epoch, kept.best_metric), fallback=where)
+            if not rejected and result.is_main:
+                log(f"{out_dir.name}: PPI kept: val {recipe.eval.metric} {result.best_metric:.3f} (epoch "
+                    f"{result.best_epoch}) against {kept.best_metric:.3f} without PPI (epoch {kept.best_epoch})")
+        else:
+            rejected += f"; best.pt is the same recipe trained without PPI ({where}/)"
+    if kept is None or not rejected:  # PPI stands
         if result.is_main:
             (out_dir / REJECTED).unlink(missing_ok=True)
         return result
-    kept = without_ppi()
-    where = os.path.relpath(kept.out_dir, out_dir)  # the messages and the record name the run that replaces PPI
-    if against_baseline:
-        rejected = baseline_rejection(recipe, (result.best_epoch, result.best_metric),
-                                      (kept.best_epoch, kept.best_metric), fallback=where)
-        if not rejected:  # PPI stands
-            if result.is_main:
-                log(f"{out_dir.name}: PPI kept: val {recipe.eval.metric} {result.best_metric:.3f} (epoch "
-                    f"{result.best_epoch}) against {kept.best_metric:.3f} without PPI (epoch {kept.best_epoch})")
-                (out_dir / REJECTED).unlink(missing_ok=True)
-            return result
-    else:
-        rejected += f"; best.pt is the same recipe trained without PPI ({where}/)"
     if result.is_main:
         report_findings(out_dir, [rejected])
     if kept.is_main:
