@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 from torch.optim import SGD, Adam, AdamW, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from ppi_cli.config.recipe import MultiviewConfig, OptimConfig, ScheduleConfig
 
-__all__ = ["build_optimizer", "build_scheduler", "attention_bias", "parameter_groups"]
+__all__ = ["build_optimizer", "build_scheduler", "attention_bias", "parameter_groups", "grad_norm"]
 
 
 def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
@@ -39,6 +40,19 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> Optimizer:
     if cfg.name == "adamw":
         return AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def grad_norm(optimizer: Optimizer, scaler: torch.amp.GradScaler | None = None) -> float:
+    """The total L2 norm of the gradients the optimiser is about to apply (metrics.csv's `train_grad_norm`).
+
+    Under mixed precision the gradients are unscaled first (the scaler's step then skips its own unscaling), so
+    the norm is in the loss's units; an overflowed float16 step, which the scaler skips, reads inf or NaN.
+    """
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    norms = [torch.linalg.vector_norm(p.grad.detach()) for group in optimizer.param_groups for p in group["params"]
+             if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def build_scheduler(optimizer: Optimizer, cfg: ScheduleConfig) -> LambdaLR:

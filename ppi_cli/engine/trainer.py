@@ -51,7 +51,7 @@ from ppi_cli.engine.evaluate import (
     predict_in_other_looks,
     validation_metric,
 )
-from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
+from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler, grad_norm
 from ppi_cli.engine.run_checks import baseline_rejection, check_training, ppi_rejection
 from ppi_cli.engine.run_meta import describe_cache, write_run_record
 from ppi_cli.engine.run_state import (
@@ -315,6 +315,7 @@ def _fit(recipe: Recipe, cache_dir: Path | None, split: Split, out_dir: Path, ct
             if not math.isfinite(values["loss"]):
                 raise ModelError(f"training diverged at epoch {epoch + 1}: loss {values['loss']}",
                                  hint="lower optim.lr, or set ppi.alpha/beta/gamma lower")
+            values["grad_norm"] = grad_norm(optimizer, scaler)
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()

@@ -14,7 +14,7 @@ from ppi_cli.data.bscans import sample_bscans
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
 from ppi_cli.data.synth.dataset import CUE_SHIFT, generate
 from ppi_cli.engine.evaluate import Predictions, predict, validation_metric
-from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler
+from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler, grad_norm
 from ppi_cli.models import build_model
 
 
@@ -34,6 +34,27 @@ def test_backbone_and_head_groups_decay_on_their_own_steps():
     assert lrs == [(1e-4, 1e-3), (1e-4, 1e-3), (5e-5, 1e-3), (5e-5, 5e-4)]
     sgd = build_optimizer(model, OptimConfig(name="sgd", lr=0.01))
     assert len(sgd.param_groups) == 1 and sgd.defaults["momentum"] == 0.9
+
+
+def test_grad_norm_is_the_norm_of_every_gradient_and_reads_through_the_loss_scale():
+    model = build_model(ModelConfig(name="multiview", backbone="tiny", input_size=16))
+    opt = build_optimizer(model, OptimConfig(name="adam", lr=1e-3, backbone_lr=1e-4))  # two groups
+    model.eval()  # no dropout: the two backward passes below see the same function
+    x, positions = torch.rand(2, 3, 1, 16, 16), torch.tensor([[0, 4, 9], [2, 5, 7]])
+    model(x, positions).square().sum().backward()
+    by_hand = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in model.parameters() if p.grad is not None))
+    assert grad_norm(opt) == pytest.approx(by_hand, rel=1e-5)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    kept = [g.clone() for g in grads]
+    grad_norm(opt)
+    assert all(torch.equal(a, b) for a, b in zip(kept, grads, strict=True))  # measured only
+    # a float16 loss scale: the gradients come 2^10 times larger, the norm is read in the loss's units
+    opt.zero_grad()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(model(x, positions).square().sum()).backward()
+    assert grad_norm(opt, scaler) == pytest.approx(by_hand, rel=1e-4)
+    opt.zero_grad(set_to_none=True)
+    assert grad_norm(opt) == 0.0  # no gradient yet: nothing to apply
 
 
 def test_attention_bias_ramps_down_then_stays():

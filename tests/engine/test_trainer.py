@@ -85,6 +85,7 @@ def test_fit_writes_a_self_describing_run(tmp_path, one_thread):
     ppi_row = metrics.loc[1]
     assert 0 < ppi_row["train_coverage"] < 1 and 0 <= ppi_row["train_lesion_removed"] <= 1
     assert 0 <= ppi_row["train_p_ad"] <= 1  # alpha 0 in this recipe: no x*, so no p_con
+    assert (metrics["train_grad_norm"] > 0).all()  # every epoch's steps applied gradients, warm-up and PPI
     log = (tmp_path / "run" / "train.log").read_text().splitlines()
     assert [line.split(" |")[0] for line in log] == ["epoch 1/2", "epoch 2/2 PPI"]
     assert "cov " in log[1] and "lesion " in log[1] and "val auc" in log[1] and "lr " in log[1]
