@@ -18,12 +18,13 @@ MEASURED = {"mask": "top-k", "coverage": 0.30, "map_centre": "batch", "map_smoot
 
 
 # ga-ppi-wbp-cpu: whole images swapped in each other's column look, the look's shape without its brightness, own
-# 15 % masks, the counterfactuals faded in over ten epochs from epoch 5, a random training blur, 60 epochs
-# (docs/ppi.md, "Counterfactuals faded in": the `fade` row, ten seeds on each diffuse form).
+# 15 % masks, the counterfactuals faded in over ten epochs from epoch 1, a random training blur, 60 epochs
+# (docs/ppi.md, "Counterfactuals faded in": the `fade` row, ten seeds on each diffuse form; "PPI from the first
+# epoch": the start, ten seeds on every training site of both forms).
 MEASURED_64 = {"mask": "top-k", "coverage": 0.15, "map_centre": "batch", "map_smooth": 4.0, "map_sign": "magnitude",
                "fill": "swap", "swap_look": "columns", "swap_region": "image", "look_level": "keep",
                "look_from": "outside", "intervened_norm": "clean", "alpha": 0.5, "keep": 0.5, "beta": 0.1,
-               "gamma": 0.0, "start_epoch": 5, "fade_in": 10, "fallback_drop": 0.02, "fallback_against": "baseline"}
+               "gamma": 0.0, "start_epoch": 1, "fade_in": 10, "fallback_drop": 0.02, "fallback_against": "baseline"}
 
 
 @pytest.mark.parametrize("name", ["demo-ga-ppi-wbp", "demo-ga-site-ppi-wbp"])
@@ -120,11 +121,20 @@ def test_docs_list_every_field_the_cpu_study_recipe_sets_where_they_were_chosen(
     recipe = load_recipe("ga-ppi-wbp-cpu")
     listed = [f"`ppi.{key}: {getattr(recipe.ppi, key)}`" for key in MEASURED_64
               if key not in ("map_centre", "map_smooth", "map_sign", "look_from", "beta", "gamma", "mask",
-                             "fallback_drop", "fallback_against")]  # the guard has its own sections (below)
+                             "fallback_drop", "fallback_against",  # the guard has its own sections (below)
+                             "start_epoch")]  # chosen later, "PPI from the first epoch" (below)
     listed += [f"`data.blur: {recipe.data.blur:.1f}`", f"`schedule.epochs: {recipe.schedule.epochs}`"]
     assert [field for field in listed if field not in section] == []
     for twin in ("ga-ppi-grad-cpu", "ga-ppi-gradcam-cpu", "ga-ppi-lrp-cpu", "ga-ppi-wbp-box-cpu", "ga-baseline-cpu"):
         assert f"`{twin}`" in section
+
+
+def test_docs_give_the_start_the_cpu_study_recipe_carries_and_the_ten_seed_table_that_chose_it():
+    section = _docs_section("PPI from the first epoch")
+    recipe = load_recipe("ga-ppi-wbp-cpu")
+    assert f"`ppi.start_epoch: {recipe.ppi.start_epoch}`" in section
+    assert "`ga-ppi-wbp-cpu` carries `ppi.start_epoch: 1`" in section
+    assert "seeds 0-9" in section  # the table that chose it covers ten seeds on every row
 
 
 def test_docs_give_the_collapse_guard_the_recipe_carries_and_the_tables_that_chose_it():
