@@ -54,10 +54,11 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
         ConfigError: `ppi.saliency` is an LRP method while `ppi.create_graph` is true (PPI on), or
             `ppi.lesion_drop`/`ppi.lesion_extra` without `ppi.mask: lesion` (they would do nothing), or
             `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`, or with L_ad (`ppi.gamma`),
-            or `eval.select_on: looks` without a `ppi.swap_look` (baselines too), or `ppi.look_level: select`
-            without a swapped look, or `ppi.fallback_drop` against a warm-up that is not there (`ppi.start_epoch`
-            0), or a `ppi.out_form` or `ppi.out_coverage` with L_out off (`ppi.delta` 0), or a `ppi.reg_form`
-            with L_reg off (`ppi.beta` 0).
+            or `ppi.counterfactual_loss: hinge` without it, or `eval.select_on: looks` without a
+            `ppi.swap_look` (baselines too), or `ppi.look_level: select` without a swapped look, or
+            `ppi.fallback_drop` against a warm-up that is not there (`ppi.start_epoch` 0), or a `ppi.out_form`
+            or `ppi.out_coverage` with L_out off (`ppi.delta` 0), or a `ppi.reg_form` with L_reg off (`ppi.beta`
+            0).
     """
     ppi = recipe.ppi
     where = provenance.get("", f"recipe '{recipe.name}'")
@@ -98,6 +99,10 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
             raise ConfigError(f"{where}: ppi.swap_region: image with ppi.gamma {ppi.gamma}: with whole images "
                               "swapped, x' is the donor itself in x's look, x*'s very image, and L_ad would give it "
                               "x's label", hint="set ppi.gamma: 0 (L_keep, ppi.keep, gives x^k the label instead)")
+    elif getattr(ppi, "counterfactual_loss", "ce") == "hinge":
+        raise ConfigError(f"{where}: ppi.counterfactual_loss: hinge holds each counterfactual to the score of the "
+                          "clean image it was made from, and ppi.swap_region is 'mask': a masked x* has no such "
+                          "image", hint="set ppi.swap_region: image, or ppi.counterfactual_loss: ce")
     if ppi.create_graph and keeps_no_graph(ppi.saliency):
         graph_from = provenance.get("ppi.create_graph", unset)
         raise ConfigError(

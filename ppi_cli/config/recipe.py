@@ -176,6 +176,11 @@ class PPIConfig:
         "the donor in x's look and x^k is x in the donor's look, so the content goes with its label and the look "
         "with the other class; the mask then only says where the looks are not measured (look_from: outside), so a "
         "lesion does not enter them (docs/ppi.md).")
+    counterfactual_loss: Literal["ce", "hinge"] = param(
+        "ce", "With swap_region: image, what x* and x^k are trained with: ce, cross-entropy towards their labels "
+        "(x* no GA, x^k GA), which keeps pushing after the look has stopped moving the score and can teach the look "
+        "in reverse; or hinge (ours): each is held to the score of its content as it is, the clean image's log-odds "
+        "of the same label, and costs nothing where the look does not lower it (docs/ppi.md).")
     fill_sigma: float = param(4.0, "Std in pixels of the blur fill (ours).", min=0.1)
     box_spread: float = param(2.0, "Box mask half-size in stds of the kept points' coordinates (paper: not "
                               "recovered; ours: ≥ 50% of the points inside by the union bound).", min=0)

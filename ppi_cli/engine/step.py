@@ -56,6 +56,7 @@ from ppi_cli.ppi.losses import (
     classification_loss,
     consistency_loss,
     contrast_loss,
+    counterfactual_hinge,
     full_precision,
     outside_evidence,
     saliency_regulariser,
@@ -98,6 +99,7 @@ class TrainStep:
     mask_model: nn.Module | None = None
     _seen: dict[str, list[torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
     _clean_stats: BatchStatistics | None = field(default=None, init=False, repr=False)
+    _reference: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in SELECT_CHOICES:
@@ -144,6 +146,7 @@ class TrainStep:
             self.weights.weight(t, epoch) for t in ("con", "reg", "ad", "keep", "invariance", "delta"))
         l_reg = saliency_regulariser(full_precision(iv.saliency), self.cfg.reg_form)
         self._seen = {"con": [], "ad": [], "keep": []}
+        self._reference = self._hinge_reference(iv, positions)
         l_keep = self._kept_pass(iv, labels, positions, sync_off, keep) if self.cfg.keep > 0 else None
         l_inv = self._invariance_pass(iv, positions, sync_off, invariance) if self.cfg.invariance > 0 else None
         l_con, l_ad, total = self._intervened_pass(iv, labels, alpha, gamma, sync_off)
@@ -173,6 +176,21 @@ class TrainStep:
             values["loss"] += invariance * l_inv
         return values | self._diagnostics(iv, lesion, cue)
 
+    def _hinge_reference(self, iv: Intervention, positions: torch.Tensor | None) -> torch.Tensor | None:
+        """With `ppi.counterfactual_loss: hinge`, the clean batch's logits under the batch-norm treatment the
+        counterfactuals get, no gradient: what each counterfactual's content scores as it is. Else None."""
+        if self.cfg.counterfactual_loss != "hinge":
+            return None
+        with torch.no_grad():
+            return full_precision(self._intervened(iv.x, positions, "x forward (the hinge's reference)"))
+
+    def _contrast_term(self, out: torch.Tensor, iv: Intervention, labels: torch.Tensor) -> torch.Tensor:
+        """L_con on x* of `iv.rows`: the flipped label (eq. 3), or held to its content's own score (hinge)."""
+        if self._reference is None or iv.fill_from is None:
+            return contrast_loss(out, labels[iv.rows])
+        content = iv.fill_from[iv.rows]  # x* is the donor in x's look: the donor's label and its clean score
+        return counterfactual_hinge(out, labels[content], self._reference[content])
+
     def _out_mask(self, iv: Intervention) -> torch.Tensor:
         """The mask L_out holds each map to: the intervention's, or with `ppi.out_coverage` the map's own top share
         of evidence for its class (smoothed by `ppi.map_smooth`), a lesion-sized region apart from the swap's mask."""
@@ -200,7 +218,11 @@ class TrainStep:
             kept_positions = positions[rows] if rows is not None and positions is not None else positions
             out = self._intervened(iv.kept_images(fill, rows), kept_positions, "x^k forward")
             self._record("keep", out, kept_labels)
-            l_keep = classification_loss(out, kept_labels)
+            if self._reference is None:
+                l_keep = classification_loss(out, kept_labels)
+            else:  # x^k is x in the donor's look: held to x's own score
+                reference = self._reference if rows is None else self._reference[rows]
+                l_keep = counterfactual_hinge(out, kept_labels, reference)
             with phase("x^k backward"):
                 self._backward(weight * l_keep)
         return float(l_keep.detach())
@@ -297,7 +319,7 @@ class TrainStep:
                 images, pos = iv.contrast_images(stand_in)
                 out = self._intervened(images, pos, "x* forward")
                 self._record("con", out, labels[iv.rows])
-                l_con = contrast_loss(out, labels[iv.rows])
+                l_con = self._contrast_term(out, iv, labels)
                 with phase("x* backward"):
                     self._backward(alpha * l_con)
             n_ad = int(iv.ad_rows.numel())
@@ -327,7 +349,7 @@ class TrainStep:
         self._record("con", out[:n_con], labels[iv.rows])
         self._record("ad", out[n_con:], labels[iv.ad_rows])
         if n_con:
-            l_con = contrast_loss(out[:n_con], labels[iv.rows])
+            l_con = self._contrast_term(out[:n_con], iv, labels)
         l_ad = adversarial_loss(out[n_con:], labels[iv.ad_rows])
         return l_con, l_ad, alpha * l_con + gamma * l_ad
 

@@ -70,6 +70,7 @@ class Intervention:
         relooked: Each image in the look of an image of the other class (`ppi.invariance`), or None.
         whole: x*, x' and x^k are made from the whole image, not the masked pixels (`ppi.swap_region: image`):
             x* and x' are `fill` throughout, x^k is `kept`; `mask` still says where the looks were not measured.
+        fill_from: int64 `(B,)` the batch row each row's `fill` (`ppi.fill: swap`) was taken from, or None.
     """
 
     x: torch.Tensor
@@ -85,6 +86,7 @@ class Intervention:
     base: torch.Tensor | None = None
     relooked: torch.Tensor | None = None
     whole: bool = False
+    fill_from: torch.Tensor | None = None
 
     def _swapped(self, mask: torch.Tensor) -> torch.Tensor:
         """The region x*, x' and x^k take from elsewhere: the mask, or every pixel (`whole`)."""
@@ -327,12 +329,13 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
     ad_rows, donors = mask_donors(b, pool, generator, receivers=receivers)
     if ad_rows.numel() == 0:  # the pool had no image but the receivers' own: every image lends its mask
         ad_rows, donors = mask_donors(b, every, generator, receivers=receivers)
-    fill = keep_fill = kept = base = None
+    fill = keep_fill = kept = base = fill_from = None
     if cfg.fill == "blur":
         images = x.flatten(0, 1) if positions is not None else x  # (N, C, H, W)
         fill = blurred(images.detach(), cfg.fill_sigma).view_as(x)
     elif cfg.fill == "swap":
-        fill = x.detach()[other_class_donors(labels, generator).to(x.device)]
+        fill_from = other_class_donors(labels, generator).to(x.device)
+        fill = x.detach()[fill_from]
         if cfg.swap_look != "none":
             outside = 1 - mask.detach() if cfg.look_from == "outside" else None
             if cfg.look_to == "random":  # every intervened image of a row in the look of one drawn image
@@ -357,7 +360,7 @@ def intervention_from_saliency(x: torch.Tensor, labels: torch.Tensor, saliency: 
     return Intervention(x=x, positions=positions, saliency=saliency, mask=mask, rows=rows,
                         ad_rows=ad_rows.to(x.device), donors=donors.to(x.device), fill=fill, keep_fill=keep_fill,
                         kept=kept, base=base, relooked=other_look,
-                        whole=cfg.fill == "swap" and cfg.swap_region == "image")
+                        whole=cfg.fill == "swap" and cfg.swap_region == "image", fill_from=fill_from)
 
 
 def class_centred(saliency: torch.Tensor, labels: torch.Tensor, per_image: int = 1) -> torch.Tensor:

@@ -26,7 +26,7 @@ from ppi_cli.config.recipe import PPIConfig
 
 __all__ = ["classification_loss", "consistency_loss", "contrast_loss", "saliency_regulariser", "adversarial_loss",
            "derangement", "mask_donors", "full_precision", "true_label_probability", "outside_evidence",
-           "LossWeights", "TERMS"]
+           "LossWeights", "TERMS", "log_odds", "counterfactual_hinge"]
 
 TERMS = ("cls", "con", "reg", "ad")
 
@@ -63,6 +63,29 @@ def true_label_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.
             positive = labels.to(z.dtype) > 0.5
             return torch.where(positive, torch.sigmoid(z[:, 0]), torch.sigmoid(-z[:, 0]))
         return z.softmax(dim=1).gather(1, labels.long()[:, None])[:, 0]
+
+
+def log_odds(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(y | x) − log(1 − p(y | x)) per row: (2y − 1)·z for `(B, 1)` logits, z_y − logsumexp(z without z_y)
+    for `(B, K)`, finite however sure the model is."""
+    if logits.shape[1] == 1:
+        return (2 * labels.to(logits.dtype) - 1) * logits[:, 0]
+    index = labels.long()[:, None]
+    return logits.gather(1, index)[:, 0] - torch.logsumexp(logits.scatter(1, index, float("-inf")), dim=1)
+
+
+def counterfactual_hinge(logits: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """A counterfactual held to its content's own score (ours, `ppi.counterfactual_loss: hinge`).
+
+    Mean over rows of max(0, m(reference) − m(logits)), m the log-odds of `labels`: a counterfactual (an image
+    in another image's look) costs only where the look makes the model less sure of the content's label than it
+    is on the content as it is (`reference`, the clean image's logits, no gradient). Where the look moves nothing
+    the term is 0, so unlike cross-entropy it never pushes the model to read the look against the label (the
+    shortcut learnt in reverse). An empty batch gives 0 (still attached to the graph).
+    """
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    return F.relu(log_odds(reference.detach(), labels) - log_odds(logits, labels)).mean()
 
 
 def contrast_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
