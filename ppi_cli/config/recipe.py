@@ -181,6 +181,10 @@ class PPIConfig:
         "(x* no GA, x^k GA), which keeps pushing after the look has stopped moving the score and can teach the look "
         "in reverse; or hinge (ours): each is held to the score of its content as it is, the clean image's log-odds "
         "of the same label, and costs nothing where the look does not lower it (docs/ppi.md).")
+    counterfactual_gate: float = param(
+        0.0, "The counterfactuals made from an image (x* and x^k) count only while the model gives that image its "
+        "own label with at least this probability (the clean image, no gradient), so they test a reading the model "
+        "has and do not pull against one it is still learning; 0: off (ours; docs/ppi.md).", min=0, max=1)
     fill_sigma: float = param(4.0, "Std in pixels of the blur fill (ours).", min=0.1)
     box_spread: float = param(2.0, "Box mask half-size in stds of the kept points' coordinates (paper: not "
                               "recovered; ours: ≥ 50% of the points inside by the union bound).", min=0)

@@ -146,7 +146,7 @@ class TrainStep:
             self.weights.weight(t, epoch) for t in ("con", "reg", "ad", "keep", "invariance", "delta"))
         l_reg = saliency_regulariser(full_precision(iv.saliency), self.cfg.reg_form)
         self._seen = {"con": [], "ad": [], "keep": []}
-        self._reference = self._hinge_reference(iv, positions)
+        self._reference = self._clean_reference(iv, positions)
         l_keep = self._kept_pass(iv, labels, positions, sync_off, keep) if self.cfg.keep > 0 else None
         l_inv = self._invariance_pass(iv, positions, sync_off, invariance) if self.cfg.invariance > 0 else None
         l_con, l_ad, total = self._intervened_pass(iv, labels, alpha, gamma, sync_off)
@@ -176,20 +176,40 @@ class TrainStep:
             values["loss"] += invariance * l_inv
         return values | self._diagnostics(iv, lesion, cue)
 
-    def _hinge_reference(self, iv: Intervention, positions: torch.Tensor | None) -> torch.Tensor | None:
-        """With `ppi.counterfactual_loss: hinge`, the clean batch's logits under the batch-norm treatment the
-        counterfactuals get, no gradient: what each counterfactual's content scores as it is. Else None."""
-        if self.cfg.counterfactual_loss != "hinge":
+    def _clean_reference(self, iv: Intervention, positions: torch.Tensor | None) -> torch.Tensor | None:
+        """The clean batch's logits under the batch-norm treatment the counterfactuals get, no gradient: what each
+        image scores as it is, for `ppi.counterfactual_loss: hinge` and `ppi.counterfactual_gate`. Else None."""
+        if self.cfg.counterfactual_loss != "hinge" and self.cfg.counterfactual_gate <= 0:
             return None
         with torch.no_grad():
-            return full_precision(self._intervened(iv.x, positions, "x forward (the hinge's reference)"))
+            return full_precision(self._intervened(iv.x, positions, "x forward (the counterfactuals' reference)"))
+
+    def _counterfactual_term(self, out: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
+                             content: torch.Tensor, flipped: bool) -> torch.Tensor:
+        """L_con (`flipped`: x* of `rows`, the flipped label, eq. 3) or L_keep (x^k, the true label) as a mean over
+        `rows`, each counterfactual made from batch row `rows[i]` with the content of batch row `content[i]`.
+
+        With the hinge each is held to its content's clean log-odds instead; with the gate a row counts (0 for
+        the others, still in the mean) only while the model gives its own image's label at least that
+        probability on the clean image.
+        """
+        share = None
+        if self.cfg.counterfactual_gate > 0 and self._reference is not None and rows.numel():
+            passing = true_label_probability(self._reference[rows], labels[rows]) >= self.cfg.counterfactual_gate
+            passing = passing.to(out.device)
+            share = passing.float().mean()
+            out, rows, content = out[passing], rows[passing], content[passing]
+        if self.cfg.counterfactual_loss == "hinge" and self._reference is not None:
+            loss = counterfactual_hinge(out, labels[content], self._reference[content])
+        else:
+            term = contrast_loss if flipped else classification_loss
+            loss = term(out, labels[rows]) if out.shape[0] else out.sum() * 0.0  # every row gated off: 0
+        return loss if share is None else loss * share
 
     def _contrast_term(self, out: torch.Tensor, iv: Intervention, labels: torch.Tensor) -> torch.Tensor:
         """L_con on x* of `iv.rows`: the flipped label (eq. 3), or held to its content's own score (hinge)."""
-        if self._reference is None or iv.fill_from is None:
-            return contrast_loss(out, labels[iv.rows])
-        content = iv.fill_from[iv.rows]  # x* is the donor in x's look: the donor's label and its clean score
-        return counterfactual_hinge(out, labels[content], self._reference[content])
+        content = iv.fill_from[iv.rows] if iv.fill_from is not None else iv.rows  # x*: the donor in x's look
+        return self._counterfactual_term(out, labels, iv.rows, content, flipped=True)
 
     def _out_mask(self, iv: Intervention) -> torch.Tensor:
         """The mask L_out holds each map to: the intervention's, or with `ppi.out_coverage` the map's own top share
@@ -218,11 +238,8 @@ class TrainStep:
             kept_positions = positions[rows] if rows is not None and positions is not None else positions
             out = self._intervened(iv.kept_images(fill, rows), kept_positions, "x^k forward")
             self._record("keep", out, kept_labels)
-            if self._reference is None:
-                l_keep = classification_loss(out, kept_labels)
-            else:  # x^k is x in the donor's look: held to x's own score
-                reference = self._reference if rows is None else self._reference[rows]
-                l_keep = counterfactual_hinge(out, kept_labels, reference)
+            every = rows if rows is not None else torch.arange(labels.shape[0], device=labels.device)
+            l_keep = self._counterfactual_term(out, labels, every, every, flipped=False)  # x^k: x's own content
             with phase("x^k backward"):
                 self._backward(weight * l_keep)
         return float(l_keep.detach())

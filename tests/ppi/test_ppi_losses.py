@@ -434,3 +434,29 @@ def test_a_reg_form_with_l_reg_off_is_refused_at_load():
     recipe = load_recipe("ga-ppi-wbp-cpu", {"ppi.reg_form": "spread", "ppi.beta": 1})
     assert (recipe.ppi.reg_form, recipe.ppi.beta) == ("spread", 1)
     assert load_recipe("ga-ppi-wbp-cpu").ppi.reg_form == "l1"
+
+
+def test_the_counterfactual_hinge_is_the_drop_in_log_odds_below_the_clean_score_and_nothing_above():
+    from ppi_cli.ppi.losses import counterfactual_hinge, log_odds
+
+    z = torch.tensor([[2.0], [-1.0], [0.5], [3.0]], requires_grad=True)
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    ref = torch.tensor([[3.0], [-0.5], [0.0], [-2.0]])
+    # log p(y)/(1 − p(y)): z for a positive, −z for a negative
+    assert log_odds(z, y).tolist() == pytest.approx([2.0, 1.0, 0.5, -3.0])
+    p = torch.sigmoid(z[:, 0].detach())
+    p_y = torch.where(y > 0, p, 1 - p)
+    assert log_odds(z, y).detach() == pytest.approx(torch.log(p_y / (1 - p_y)))
+    # by hand: row 0 drops 3 → 2 (1), row 1 rises 0.5 → 1 (0), row 2 rises 0 → 0.5 (0), row 3 drops 2 → −3 (5)
+    loss = counterfactual_hinge(z, y, ref)
+    assert float(loss.detach()) == pytest.approx((1 + 0 + 0 + 5) / 4)
+    loss.backward()
+    assert z.grad[:, 0].tolist() == pytest.approx([-0.25, 0.0, 0.0, 0.25])  # rows above their score get no push
+    many = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 4.0]])
+    labels = torch.tensor([1, 0])
+    expect = [2 - math.log(math.exp(1) + 1), 0 - math.log(1 + math.exp(4))]
+    assert log_odds(many, labels).tolist() == pytest.approx(expect)
+    surer = many.clone()
+    surer[0, 1] += 1.0  # row 0's clean image one logit surer of its class; row 1's the same as its counterfactual
+    assert float(counterfactual_hinge(many, labels, surer)) == pytest.approx((3 - math.log(math.e + 1) - expect[0]) / 2)
+    assert float(counterfactual_hinge(z[:0], y[:0], ref[:0]).detach()) == 0.0

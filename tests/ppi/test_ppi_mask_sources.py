@@ -374,6 +374,44 @@ def test_a_ppi_step_with_whole_images_swapped_reports_the_masks_own_coverage_and
     assert values["lesion_removed"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("seed", [1, 5])  # seeds where the look lowers a content's score (on others it raises all)
+def test_the_hinge_holds_x_star_and_x_k_to_their_contents_clean_log_odds_in_a_ppi_step(seed):
+    from ppi_cli.ppi.losses import contrast_loss, log_odds
+
+    x, y, _, lesion = _lesion_batch()
+    x, y, lesion = torch.cat([x, x.flip(-1)]), torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.cat([lesion, lesion])
+    x, lesion = x[:, :, :8, :8].contiguous(), lesion[:, :, :8, :8].contiguous()
+    model = _tiny(seed).eval()  # running statistics throughout: the hand computation's forwards are the step's
+    cfg = PPIConfig(mask="lesion", fill="swap", keep=0.5, alpha=0.5, gamma=0.0, swap_look="columns",
+                    look_from="outside", swap_region="image", create_graph=False, intervened_norm="running")
+    found = {}
+    for loss in ("ce", "hinge"):
+        hinged = dataclasses.replace(cfg, counterfactual_loss=loss)
+        step = TrainStep(model=model, net=model, cfg=hinged, weights=LossWeights(hinged), binary=True,
+                         device=torch.device("cpu"))
+        found[loss] = step(x, y, epoch=0, generator=torch.Generator().manual_seed(1), lesion=lesion)
+    iv = pseudo_intervention(model, x, y, cfg, binary=True, generator=torch.Generator().manual_seed(1), lesion=lesion)
+    with torch.no_grad():
+        clean, star, kept = model(x), model(iv.contrast_images()[0]), model(iv.kept_images(iv.keep_fill, iv.rows))
+    content = iv.fill_from[iv.rows]  # x* is the donor (the other class) in x's look
+    assert bool((y[content] != y[iv.rows]).all())
+    con = torch.relu(log_odds(clean[content], y[content]) - log_odds(star, y[content])).mean()
+    keep = torch.relu(log_odds(clean[iv.rows], y[iv.rows]) - log_odds(kept, y[iv.rows])).mean()
+    assert found["hinge"]["con"] == pytest.approx(float(con), abs=1e-5)
+    assert found["hinge"]["keep"] == pytest.approx(float(keep), abs=1e-5)
+    assert found["ce"]["con"] == pytest.approx(float(contrast_loss(star, y[iv.rows])), abs=1e-5)
+    assert float(con + keep) > 0  # the look moved a score here: the hinge is not trivially zero
+    assert found["hinge"]["con"] < found["ce"]["con"]
+
+
+def test_the_hinge_without_whole_images_swapped_is_refused_at_load():
+    from ppi_cli.config.recipe import load_recipe
+
+    assert load_recipe("ga-ppi-wbp-cpu", {"ppi.counterfactual_loss": "hinge"}).ppi.counterfactual_loss == "hinge"
+    with pytest.raises(ConfigError, match="ppi.counterfactual_loss: hinge holds each counterfactual"):
+        load_recipe("ga-ppi-wbp-cpu", {"ppi.counterfactual_loss": "hinge", "ppi.swap_region": "mask"})
+
+
 @pytest.mark.parametrize("fields", [{"ppi.fill": "zero"}, {"ppi.swap_look": "none"}])
 def test_swap_region_image_without_a_swapped_look_is_refused_at_load(fields):
     from ppi_cli.config.recipe import load_recipe
