@@ -404,6 +404,36 @@ def test_the_hinge_holds_x_star_and_x_k_to_their_contents_clean_log_odds_in_a_pp
     assert found["hinge"]["con"] < found["ce"]["con"]
 
 
+def test_the_gate_counts_the_counterfactuals_of_the_images_the_model_reads_and_zero_for_the_others():
+    from ppi_cli.ppi.losses import classification_loss, contrast_loss, true_label_probability
+
+    x, y, _, lesion = _lesion_batch()
+    x, y, lesion = torch.cat([x, x.flip(-1)]), torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.cat([lesion, lesion])
+    x, lesion = x[:, :, :8, :8].contiguous(), lesion[:, :, :8, :8].contiguous()
+    model = _tiny(1).eval()
+    cfg = PPIConfig(mask="lesion", fill="swap", keep=0.5, alpha=0.5, gamma=0.0, swap_look="columns",
+                    look_from="outside", swap_region="image", create_graph=False, intervened_norm="running")
+    iv = pseudo_intervention(model, x, y, cfg, binary=True, generator=torch.Generator().manual_seed(1), lesion=lesion)
+    with torch.no_grad():
+        clean, star, kept = model(x), model(iv.contrast_images()[0]), model(iv.kept_images(iv.keep_fill, iv.rows))
+    p = true_label_probability(clean[iv.rows], y[iv.rows])  # the positives' own p(GA), one per x* and x^k
+    assert p.numel() == 2 and float(p[0]) != float(p[1])
+    found = {}
+    for gate in (0.0, float(p.mean()), 0.999):  # none gated, the surer one kept, every one gated
+        gated = dataclasses.replace(cfg, counterfactual_gate=gate)
+        step = TrainStep(model=model, net=model, cfg=gated, weights=LossWeights(gated), binary=True,
+                         device=torch.device("cpu"))
+        found[gate] = step(x, y, epoch=0, generator=torch.Generator().manual_seed(1), lesion=lesion)
+    sure = p >= p.mean()
+    assert found[0.0]["con"] == pytest.approx(float(contrast_loss(star, y[iv.rows])), abs=1e-5)
+    assert found[float(p.mean())]["con"] == pytest.approx(float(contrast_loss(star[sure], y[iv.rows][sure])) / 2,
+                                                          abs=1e-5)
+    assert found[float(p.mean())]["keep"] == pytest.approx(
+        float(classification_loss(kept[sure], y[iv.rows][sure])) / 2, abs=1e-5)
+    assert found[0.999]["con"] == 0.0 and found[0.999]["keep"] == 0.0
+    assert found[0.999]["cls"] == pytest.approx(found[0.0]["cls"])  # the clean term is untouched
+
+
 def test_the_hinge_without_whole_images_swapped_is_refused_at_load():
     from ppi_cli.config.recipe import load_recipe
 
