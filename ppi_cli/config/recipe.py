@@ -178,9 +178,9 @@ class PPIConfig:
         "lesion does not enter them (docs/ppi.md).")
     counterfactual_loss: Literal["ce", "hinge"] = param(
         "ce", "With swap_region: image, what x* and x^k are trained with: ce, cross-entropy towards their labels "
-        "(x* no GA, x^k GA), which keeps pushing after the look has stopped moving the score and can teach the look "
-        "in reverse; or hinge (ours): each is held to the score of its content as it is, the clean image's log-odds "
-        "of the same label, and costs nothing where the look does not lower it (docs/ppi.md).")
+        "(x* no GA, x^k GA), which keeps pushing however sure the model already is; or hinge (ours): each is held "
+        "to the score of its content as it is, the clean image's log-odds of the same label, and costs nothing "
+        "where the look does not lower it (docs/ppi.md).")
     counterfactual_gate: float = param(
         0.0, "The counterfactuals made from an image (x* and x^k) count only while the model gives that image its "
         "own label with at least this probability (the clean image, no gradient), so they test a reading the model "

@@ -207,7 +207,8 @@ class TrainStep:
         return loss if share is None else loss * share
 
     def _contrast_term(self, out: torch.Tensor, iv: Intervention, labels: torch.Tensor) -> torch.Tensor:
-        """L_con on x* of `iv.rows`: the flipped label (eq. 3), or held to its content's own score (hinge)."""
+        """L_con on x* of `iv.rows`: the flipped label (eq. 3), or held to its content's own score (hinge); gated
+        by `ppi.counterfactual_gate` when it is on."""
         content = iv.fill_from[iv.rows] if iv.fill_from is not None else iv.rows  # x*: the donor in x's look
         return self._counterfactual_term(out, labels, iv.rows, content, flipped=True)
 

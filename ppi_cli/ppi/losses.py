@@ -10,6 +10,9 @@ so α, β and γ mean the same at any batch size).
   one-vs-others −log(1 − p_y(x*)) (eq. 3, paper-math ambiguity 3);
 - L_reg: mean |s| over pixels and samples, keeping saliency sparse;
 - L_ad: the true label on x' = (1 − T(s_j)) ⊙ x, the mask of another image j ≠ i (eqs. 4-5).
+
+With whole images swapped (`ppi.swap_region: image`), `counterfactual_hinge` may replace the cross-entropy
+of x* and x^k (`ppi.counterfactual_loss: hinge`, ours).
 """
 
 from __future__ import annotations
