@@ -94,17 +94,15 @@ def counterfactual_hinge(logits: torch.Tensor, labels: torch.Tensor, reference: 
 def contrast_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """L_con: the label flipped on intervened images (eq. 3), mean over the given rows.
 
-    Binary: BCE(f(x*), 1 − y). Multi-class: −log(1 − softmax(f(x*))_y), computed as
-    logsumexp(z) − logsumexp(z without z_y) so it stays finite when p_y → 1.
+    Binary: BCE(f(x*), 1 − y). Multi-class: −log(1 − softmax(f(x*))_y), computed as softplus of the
+    log-odds of y (`log_odds`) so it stays finite when p_y → 1.
     An empty batch gives 0 (still attached to the graph).
     """
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
     if logits.shape[1] == 1:
         return F.binary_cross_entropy_with_logits(logits.squeeze(1), 1 - labels.to(logits.dtype))
-    index = labels.long()[:, None]  # (B, 1)
-    others = logits.scatter(1, index, float("-inf"))  # (B, K): z_y removed
-    return (torch.logsumexp(logits, dim=1) - torch.logsumexp(others, dim=1)).mean()
+    return F.softplus(log_odds(logits, labels)).mean()
 
 
 def saliency_regulariser(saliency: torch.Tensor,
