@@ -177,12 +177,14 @@ class TrainStep:
         return values | self._diagnostics(iv, lesion, cue)
 
     def _clean_reference(self, iv: Intervention, positions: torch.Tensor | None) -> torch.Tensor | None:
-        """The clean batch's logits under the batch-norm treatment the counterfactuals get, no gradient: what each
-        image scores as it is, for `ppi.counterfactual_loss: hinge` and `ppi.counterfactual_gate`. Else None."""
-        if self.cfg.counterfactual_loss != "hinge" and self.cfg.counterfactual_gate <= 0:
+        """The clean batch's logits under the batch-norm treatment the intervened images get, no gradient: what
+        each image scores as it is, for `ppi.counterfactual_loss: hinge`, `ppi.counterfactual_gate` and L_inv's
+        target (one forward for all three). Else None."""
+        cfg = self.cfg
+        if cfg.counterfactual_loss != "hinge" and cfg.counterfactual_gate <= 0 and cfg.invariance <= 0:
             return None
         with torch.no_grad():
-            return full_precision(self._intervened(iv.x, positions, "x forward (the counterfactuals' reference)"))
+            return self._intervened(iv.x, positions, "x forward (the clean reference)")
 
     def _counterfactual_term(self, out: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
                              content: torch.Tensor, flipped: bool) -> torch.Tensor:
@@ -250,11 +252,10 @@ class TrainStep:
         """L_inv on every row, back-propagated at once: the prediction on x with the pixels outside its mask (or
         all) in another class's look, against the prediction on x itself, taken without a gradient and under the
         same batch-norm treatment, so the two differ only by the look."""
+        assert self._reference is not None  # _clean_reference computes it whenever L_inv is on
         with sync_off():
-            with torch.no_grad():
-                target = self._intervened(iv.x, positions, "x forward (L_inv's target)")
             out = self._intervened(iv.invariant_images(self.cfg.invariance_region), positions, "x^inv forward")
-            l_inv = consistency_loss(out, target)
+            l_inv = consistency_loss(out, self._reference)
             with phase("x^inv backward"):
                 self._backward(weight * l_inv)
         return float(l_inv.detach())
