@@ -128,6 +128,15 @@ def _lesion_batch():
     return x, y, s, lesion
 
 
+def _two_of_each(size: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`_lesion_batch`'s two images and their mirror images, two of each class (GA, none, none, GA), and their
+    lesion masks, cropped to the top-left `size` × `size` pixels."""
+    x, _, _, lesion = _lesion_batch()
+    x, lesion = torch.cat([x, x.flip(-1)]), torch.cat([lesion, lesion])
+    crop = (slice(None), slice(None), slice(0, size), slice(0, size))
+    return x[crop].contiguous(), torch.tensor([1.0, 0.0, 0.0, 1.0]), lesion[crop].contiguous()
+
+
 def test_degraded_lesion_masks_drop_lesion_pixels_or_add_the_maps_largest():
     x, y, s, lesion = _lesion_batch()
     cfg = PPIConfig(mask="lesion", dilate=1, lesion_drop=0.3, create_graph=False)
@@ -202,8 +211,7 @@ def test_swap_look_fills_x_star_in_the_positives_look_and_pastes_onto_the_donor_
 def test_a_ppi_step_with_the_looked_swap_pastes_onto_the_donor_as_it_is(monkeypatch, look_to):
     from ppi_cli.ppi.intervention import Intervention
 
-    x, y, s, lesion = _lesion_batch()
-    x, y, lesion = torch.cat([x, x.flip(-1)]), torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.cat([lesion, lesion])
+    x, y, lesion = _two_of_each()
     model = _tiny(0)
     cfg = PPIConfig(mask="lesion", fill="swap", keep=1.0, swap_look="blur", look_sigma=3.0, look_to=look_to,
                     create_graph=False)
@@ -360,9 +368,7 @@ def test_swap_region_image_swaps_whole_images_with_looks_taken_outside_the_mask(
 
 
 def test_a_ppi_step_with_whole_images_swapped_reports_the_masks_own_coverage_and_lesion_share():
-    x, y, s, lesion = _lesion_batch()
-    x, y, lesion = torch.cat([x, x.flip(-1)]), torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.cat([lesion, lesion])
-    x, lesion = x[:, :, :8, :8].contiguous(), lesion[:, :, :8, :8].contiguous()
+    x, y, lesion = _two_of_each(8)
     model = _tiny(0)
     cfg = PPIConfig(mask="lesion", fill="swap", keep=0.5, alpha=0.5, gamma=0.0, swap_look="columns",
                     look_from="outside", swap_region="image", create_graph=False)
@@ -378,9 +384,7 @@ def test_a_ppi_step_with_whole_images_swapped_reports_the_masks_own_coverage_and
 def test_the_hinge_holds_x_star_and_x_k_to_their_contents_clean_log_odds_in_a_ppi_step(seed):
     from ppi_cli.ppi.losses import contrast_loss, log_odds
 
-    x, y, _, lesion = _lesion_batch()
-    x, y, lesion = torch.cat([x, x.flip(-1)]), torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.cat([lesion, lesion])
-    x, lesion = x[:, :, :8, :8].contiguous(), lesion[:, :, :8, :8].contiguous()
+    x, y, lesion = _two_of_each(8)
     model = _tiny(seed).eval()  # running statistics throughout: the hand computation's forwards are the step's
     cfg = PPIConfig(mask="lesion", fill="swap", keep=0.5, alpha=0.5, gamma=0.0, swap_look="columns",
                     look_from="outside", swap_region="image", create_graph=False, intervened_norm="running")
@@ -407,9 +411,7 @@ def test_the_hinge_holds_x_star_and_x_k_to_their_contents_clean_log_odds_in_a_pp
 def test_the_gate_counts_the_counterfactuals_of_the_images_the_model_reads_and_zero_for_the_others():
     from ppi_cli.ppi.losses import classification_loss, contrast_loss, true_label_probability
 
-    x, y, _, lesion = _lesion_batch()
-    x, y, lesion = torch.cat([x, x.flip(-1)]), torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.cat([lesion, lesion])
-    x, lesion = x[:, :, :8, :8].contiguous(), lesion[:, :, :8, :8].contiguous()
+    x, y, lesion = _two_of_each(8)
     model = _tiny(1).eval()
     cfg = PPIConfig(mask="lesion", fill="swap", keep=0.5, alpha=0.5, gamma=0.0, swap_look="columns",
                     look_from="outside", swap_region="image", create_graph=False, intervened_norm="running")
