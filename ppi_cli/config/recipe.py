@@ -156,10 +156,13 @@ class PPIConfig:
         "(columns, the mean over rows of each column, an OCT A-scan's gain: a ramp or column stripes; docs/ppi.md).")
     look_sigma: float = param(8.0, "Std in pixels of the blur that is an image's look (ppi.swap_look: blur; ours).",
                               min=0.1)
-    look_level: Literal["swap", "keep", "select"] = param(
+    look_level: Literal["swap", "keep", "top", "select"] = param(
         "swap", "With swap_look, whether a look carries its image's overall brightness: swap, the look as it is, so "
         "an image put in another's look takes its brightness too; keep, the look divided by its mean, so only its "
-        "shape moves (a ramp's slope, stripes) and each image keeps its own brightness; or select: train with swap "
+        "shape moves (a ramp's slope, stripes) and each image keeps its own brightness; top, keep's look with each "
+        "image then scaled so its 99.5th percentile stays where it was, as prepare's percentile normalisation leaves "
+        "every image (a look that brightens columns beyond the data's range reads as GA's hypertransmission, "
+        "docs/ppi.md); or select: train with swap "
         "and with keep and keep the run the validation split ranks higher under eval.select (twice the training; "
         "ours; docs/ppi.md).")
     look_from: Literal["image", "outside"] = param(

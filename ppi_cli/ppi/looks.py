@@ -13,7 +13,9 @@ import torch
 
 from ppi_cli.ppi.masks import blurred
 
-__all__ = ["image_look", "swapped_looks", "relooked"]
+__all__ = ["image_look", "swapped_looks", "relooked", "TOP_QUANTILE"]
+
+TOP_QUANTILE = 0.995  # the quantile `ppi.look_level: top` holds: prepare maps each image's 99.5th percentile to the top
 
 
 def image_look(images: torch.Tensor, kind: str, sigma: float, weight: torch.Tensor | None = None,
@@ -26,6 +28,7 @@ def image_look(images: torch.Tensor, kind: str, sigma: float, weight: torch.Tens
     With `weight` `(N, 1, H, W)` in [0, 1] (`ppi.look_from: outside`: 1 outside the mask) the look is the
     weighted mean instead (a normalised convolution for `blur`), so weight-0 pixels do not enter it; where
     almost no weight is near (under 5 % of the blur's mass, or of a column's rows) the plain look stands.
+    `level` `top` gives the look `keep` gives: what differs is how `swapped_looks` and `relooked` scale the result.
     """
     plain = blurred(images, sigma) if kind == "blur" else images.mean(dim=-2, keepdim=True)
     if weight is not None:
@@ -36,7 +39,7 @@ def image_look(images: torch.Tensor, kind: str, sigma: float, weight: torch.Tens
             mass, total = w.mean(dim=-2, keepdim=True), (images * w).mean(dim=-2, keepdim=True)
         plain = torch.where(mass > 0.05, total / mass.clamp_min(0.05), plain)
     look = plain.expand_as(images).clamp_min(0.02)
-    return look / look.mean(dim=(-2, -1), keepdim=True) if level == "keep" else look
+    return look / look.mean(dim=(-2, -1), keepdim=True) if level in ("keep", "top") else look
 
 
 def swapped_looks(x: torch.Tensor, donor: torch.Tensor, kind: str = "blur", sigma: float = 8.0,
@@ -49,12 +52,15 @@ def swapped_looks(x: torch.Tensor, donor: torch.Tensor, kind: str = "blur", sigm
     fill x* carry x's site effect, the region x^k pastes onto the donor carries the donor's, and the
     site effect stays with the image it belongs to. Images `(B, C, H, W)` or `(B, S, C, H, W)`; `outside`
     `(N, 1, H, W)`, N = B or B·S (`ppi.look_from: outside`): both looks are taken from the pixels where it is 1,
-    outside x's mask. `level`: as in `image_look`.
+    outside x's mask. `level`: as in `image_look`; with `top` each image put in another's look is then scaled so
+    its `TOP_QUANTILE` intensity is what it was, as prepare's percentile normalisation leaves every image: a look
+    that brightens an image's columns beyond the data's range would otherwise brighten the choroid under the RPE,
+    which is how GA's hypertransmission looks (docs/ppi.md).
     """
     flat_x, flat_d = (t.flatten(0, -4) for t in (x, donor))  # (N, C, H, W)
     ratio = _look_ratio(*(image_look(t, kind, sigma, outside, level) for t in (flat_x, flat_d)))
-    into_x = (flat_d * ratio).clamp(0.0, 1.0).view_as(donor)
-    into_d = (flat_x / ratio).clamp(0.0, 1.0).view_as(x)
+    into_x = _in_range(flat_d * ratio, flat_d, level).view_as(donor)
+    into_d = _in_range(flat_x / ratio, flat_x, level).view_as(x)
     return into_x, into_d
 
 
@@ -65,7 +71,16 @@ def relooked(images: torch.Tensor, look: torch.Tensor, kind: str = "blur", sigma
     `image_look` with the same `level`)."""
     flat = images.flatten(0, -4)
     ratio = _look_ratio(look, image_look(flat, kind, sigma, outside, level))
-    return (flat * ratio).clamp(0.0, 1.0).view_as(images)
+    return _in_range(flat * ratio, flat, level).view_as(images)
+
+
+def _in_range(moved: torch.Tensor, before: torch.Tensor, level: str) -> torch.Tensor:
+    """Images `(N, C, H, W)` given another look, clipped to [0, 1]; with `level` `top` first scaled so that each
+    one's `TOP_QUANTILE` intensity is that of the image it was made from."""
+    if level == "top":
+        was, now = (torch.quantile(t.flatten(1).float(), TOP_QUANTILE, dim=1) for t in (before, moved))
+        moved = moved * (was / now.clamp_min(1e-6)).view(-1, 1, 1, 1).to(moved.dtype)
+    return moved.clamp(0.0, 1.0)
 
 
 def _look_ratio(to: torch.Tensor, of: torch.Tensor) -> torch.Tensor:
