@@ -253,12 +253,15 @@ class PPIConfig:
         "auto", "Where the WBP map comes from (ours): auto takes it from L_cls's own backward where that is exact "
         "(binary head, no batch-statistics norm; the map then includes the step's dropout masks), else a separate "
         "saliency pass with dropout off; separate always runs that pass (docs/ppi.md).")
-    intervened_norm: Literal["running", "batch", "frozen", "clean", "select"] = param(
+    intervened_norm: Literal["running", "batch", "frozen", "clean", "clean-grad", "select"] = param(
         "running", "Batch norm on the intervened images x*, x': the running statistics of clean images (as at test "
         "time), the intervened batch's own, or frozen: from start_epoch on the whole PPI step, clean images "
         "included, uses the running statistics and leaves them as they are, so L_cls, L_con and L_ad train the "
         "function the model has at test time, or clean: the statistics of the clean batch L_cls is normalised "
-        "with, so L_cls and the intervened terms train one function, not one each, or select: train with running "
+        "with, so L_cls and the intervened terms train one function, not one each, or clean-grad: the same "
+        "statistics with the intervened terms' gradient passing through them as L_cls's passes through its "
+        "batch's (as constants they let those terms grow the weights, which slows learning; docs/ppi.md), or "
+        "select: train with running "
         "and with clean and keep the run the validation split ranks higher under eval.select (twice the "
         "training; ours; docs/ppi.md).")
 

@@ -108,9 +108,10 @@ class TrainStep:
                 raise ValueError(f"ppi.{name}: select reached a training step: give it one of its choices")
 
     def _recording(self) -> contextlib.AbstractContextManager[BatchStatistics | None]:
-        """Record the clean batch's batch-norm statistics when `ppi.intervened_norm: clean` needs them."""
-        if self.cfg.intervened_norm == "clean":
-            return recorded_batch_statistics(self.model)
+        """Record the clean batch's batch-norm statistics when `ppi.intervened_norm: clean` or `clean-grad` needs
+        them (`clean-grad`: in the clean forward's graph)."""
+        if self.cfg.intervened_norm in ("clean", "clean-grad"):
+            return recorded_batch_statistics(self.model, live=self.cfg.intervened_norm == "clean-grad")
         return contextlib.nullcontext()
 
     def uses_ppi(self, epoch: int, batch_size: int) -> bool:
@@ -125,8 +126,11 @@ class TrainStep:
             return self._ppi(x, labels, positions, epoch, generator, lesion, cue)
         return self._plain(x, labels, positions)
 
-    def _backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+    def _backward(self, loss: torch.Tensor, last: bool = True) -> None:
+        # `clean-grad`: every intervened term's backward passes through the clean forward's statistics, so a PPI
+        # step keeps that graph alive until its last backward
+        keep = not last and self.cfg.intervened_norm == "clean-grad"
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward(retain_graph=keep)
 
     def _plain(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None) -> dict[str, float]:
         with phase("forward"), autocast(self.device, self.amp):
@@ -244,7 +248,7 @@ class TrainStep:
             every = rows if rows is not None else torch.arange(labels.shape[0], device=labels.device)
             l_keep = self._counterfactual_term(out, labels, every, every, flipped=False)  # x^k: x's own content
             with phase("x^k backward"):
-                self._backward(weight * l_keep)
+                self._backward(weight * l_keep, last=False)
         return float(l_keep.detach())
 
     def _invariance_pass(self, iv: Intervention, positions: torch.Tensor | None, sync_off: Any,
@@ -257,7 +261,7 @@ class TrainStep:
             out = self._intervened(iv.invariant_images(self.cfg.invariance_region), positions, "x^inv forward")
             l_inv = consistency_loss(out, self._reference)
             with phase("x^inv backward"):
-                self._backward(weight * l_inv)
+                self._backward(weight * l_inv, last=False)
         return float(l_inv.detach())
 
     def _diagnostics(self, iv: Intervention, lesion: torch.Tensor | None = None,
@@ -295,7 +299,8 @@ class TrainStep:
         forward alive anyway (`ClassificationWithMap.deferred`).
         """
         cfg = self.cfg
-        if cfg.saliency_space == "input" and shares_clean_pass(
+        # `clean-grad` keeps the clean forward's graph for the intervened terms: the map takes its own forward
+        if cfg.saliency_space == "input" and cfg.intervened_norm != "clean-grad" and shares_clean_pass(
                 self.model, map_from=cfg.map_from, saliency=cfg.saliency, binary=self.binary,
                 volume=positions is not None, scaled=self.scaler is not None):
             with sync_off(), autocast(self.device, self.amp), self._recording() as self._clean_stats:
@@ -315,7 +320,7 @@ class TrainStep:
                     logits = forward(self.net, x, positions)
                 l_cls = classification_loss(full_precision(logits), labels)
                 with phase("L_cls backward"):
-                    self._backward(l_cls)
+                    self._backward(l_cls, last=False)
             del logits
         with phase("saliency and masks"), autocast(self.device, self.amp):
             iv = pseudo_intervention(self.model, x, labels, self.cfg, binary=self.binary, positions=positions,
@@ -332,7 +337,8 @@ class TrainStep:
         # with the last part (one pass through the saliency graph, one DDP reduction). Without a graph
         # x* and x' share one forward and one backward (one gradient accumulation fewer).
         l_con = torch.zeros((), device=iv.x.device)
-        if self.cfg.intervened_norm in ("running", "clean") and iv.rows.numel() > 0 and iv.mask.requires_grad:
+        if self.cfg.intervened_norm in ("running", "clean", "clean-grad") and iv.rows.numel() > 0 \
+                and iv.mask.requires_grad:
             stand_in = iv.mask.detach().requires_grad_(True)
             with sync_off():
                 images, pos = iv.contrast_images(stand_in)
@@ -340,7 +346,7 @@ class TrainStep:
                 self._record("con", out, labels[iv.rows])
                 l_con = self._contrast_term(out, iv, labels)
                 with phase("x* backward"):
-                    self._backward(alpha * l_con)
+                    self._backward(alpha * l_con, last=False)
             n_ad = int(iv.ad_rows.numel())
             cut = n_ad // 2
             l_ad = torch.zeros((), device=iv.x.device)
@@ -351,7 +357,7 @@ class TrainStep:
                     self._record("ad", out, labels[iv.ad_rows[:cut]])
                     l_ad = adversarial_loss(out, labels[iv.ad_rows[:cut]]) * (cut / n_ad)
                     with phase("x' backward"):
-                        self._backward(gamma * l_ad)
+                        self._backward(gamma * l_ad, last=False)
             images, pos = iv.adversarial_images(part=slice(cut, n_ad))
             out = self._intervened(images, pos, "x' forward")
             self._record("ad", out, labels[iv.ad_rows[cut:]])

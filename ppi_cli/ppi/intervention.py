@@ -28,7 +28,7 @@ back-propagation; see autograd/double_backward.py).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -158,14 +158,16 @@ BatchStatistics = dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]
 
 
 @contextmanager
-def recorded_batch_statistics(model: nn.Module) -> Iterator[BatchStatistics]:
+def recorded_batch_statistics(model: nn.Module, live: bool = False) -> Iterator[BatchStatistics]:
     """Record, for each train-mode batch-norm layer, the batch mean and (biased) variance its first call in
-    the block normalises with: the clean batch's statistics, for `intervened_normalisation(..., "clean")`."""
+    the block normalises with: the clean batch's statistics, for `intervened_normalisation(..., "clean")`.
+    With `live` (`ppi.intervened_norm: clean-grad`) they stay in the clean forward's graph, functions of the
+    weights as the clean batch's own normalisation is, instead of constants."""
     stats: BatchStatistics = {}
 
     def record(layer: nn.Module, args: tuple) -> None:
         if layer not in stats:
-            x = args[0].detach()
+            x = args[0] if live else args[0].detach()
             x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # autocast: statistics in float32
             var, mean = torch.var_mean(x, dim=[d for d in range(x.ndim) if d != 1], correction=0)
             stats[layer] = (mean, var)
@@ -179,6 +181,21 @@ def recorded_batch_statistics(model: nn.Module) -> Iterator[BatchStatistics]:
             handle.remove()
 
 
+def _normalised_with(mean: torch.Tensor, var: torch.Tensor) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor]:
+    """A forward hook that replaces a batch-norm layer's output with its input normalised by `mean` and `var`
+    (tensors in a graph, which the layer's own kernel does not differentiate through), then its affine map."""
+
+    def hook(layer: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = args[0]
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        y = (x.float() - mean.view(shape)) * torch.rsqrt(var.view(shape) + layer.eps)  # type: ignore[operator]
+        if layer.affine:
+            y = y * layer.weight.view(shape) + layer.bias.view(shape)  # type: ignore[union-attr]
+        return y.to(output.dtype)
+
+    return hook
+
+
 @contextmanager
 def intervened_normalisation(model: nn.Module, mode: str = "running",
                              clean: BatchStatistics | None = None) -> Iterator[None]:
@@ -188,17 +205,23 @@ def intervened_normalisation(model: nn.Module, mode: str = "running",
     model would classify them at test time; `batch` uses the statistics of the intervened batch
     itself (without updating the running ones); `clean` the statistics of the clean batch that L_cls
     was normalised with (`clean`, from `recorded_batch_statistics`; a layer without them uses the
-    running ones), so L_cls and the intervened terms train one function of the image. See docs/ppi.md.
+    running ones), so L_cls and the intervened terms train one function of the image; `clean-grad` the
+    same statistics recorded `live`, so the intervened terms' gradient also passes through them, as L_cls's
+    passes through its batch's (as constants, the statistics let those terms push on the weights' scale,
+    which the clean batch's normalisation then removes: the weights grow and learning slows). See docs/ppi.md.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
              for m in norms]
     swapped: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []  # layers and their own running buffers
+    hooks = []
     for m in norms:
         m.momentum = 0.0  # running = (1 − 0)·running + 0·batch
-        if mode in ("running", "clean"):
+        if mode in ("running", "clean", "clean-grad"):
             m.eval()
-        if mode == "clean" and clean is not None and m in clean and m.running_mean is not None \
+        if mode == "clean-grad" and clean is not None and m in clean:
+            hooks.append(m.register_forward_hook(_normalised_with(*clean[m])))
+        elif mode == "clean" and clean is not None and m in clean and m.running_mean is not None \
                 and m.running_var is not None:
             # new tensors in the buffers' place, not copies into them: the backward of the intervened
             # forward holds the statistics it normalised with, and the layer's own buffers stay untouched
@@ -208,6 +231,8 @@ def intervened_normalisation(model: nn.Module, mode: str = "running",
     try:
         yield
     finally:
+        for handle in hooks:
+            handle.remove()
         for layer, running_mean, running_var in swapped:
             layer.running_mean, layer.running_var = running_mean, running_var
         for m, (momentum, tracked) in zip(norms, saved, strict=True):

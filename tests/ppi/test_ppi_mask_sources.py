@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from helpers import checkpoint_2d
@@ -286,6 +287,39 @@ def test_a_look_kept_at_its_level_moves_the_shape_and_leaves_each_images_brightn
     assert abs(slope(into_d) - 1) < 0.05
     # images whose looks differ only in level are left as they are
     assert torch.allclose(swapped_looks(x, 0.5 * x, "columns", level="keep")[0], 0.5 * x, atol=1e-6)
+
+
+def test_a_look_kept_at_the_top_scales_each_moved_image_back_to_its_own_99_5th_percentile():
+    from ppi_cli.ppi.looks import TOP_QUANTILE, image_look, relooked, swapped_looks
+
+    g = torch.Generator().manual_seed(3)
+    h, w = 16, 40
+    ramp = torch.linspace(0.55, 1.45, w)  # the benchmark's ramp: gain 1 ± 0.45, mean 1
+    x = (0.2 + 0.6 * torch.rand(3, 1, h, w, generator=g)) * ramp  # x: the ramp, peaks near 1.1 before clipping
+    x = x.clamp(0, 1)
+    donor = 0.2 + 0.6 * torch.rand(3, 1, h, w, generator=g)  # the donor: flat
+    assert torch.equal(image_look(x, "columns", 8.0, level="top"), image_look(x, "columns", 8.0, level="keep"))
+    kept_x, kept_d = swapped_looks(x, donor, "columns", level="keep")
+    into_x, into_d = swapped_looks(x, donor, "columns", level="top")
+
+    def by_hand(moved_unclipped, own):  # numpy's percentile of each image, then the clip
+        out = []
+        for m, o in zip(moved_unclipped.numpy(), own.numpy(), strict=True):
+            out.append(np.clip(m * np.quantile(o, TOP_QUANTILE) / np.quantile(m, TOP_QUANTILE), 0, 1))
+        return torch.from_numpy(np.stack(out)).float()
+
+    looks = (image_look(t, "columns", 8.0, level="keep") for t in (x, donor))
+    ratio = (next(looks) / next(looks)).clamp(0.25, 4)
+    assert torch.allclose(into_x, by_hand(donor * ratio, donor), atol=1e-5)
+    assert torch.allclose(into_d, by_hand(x / ratio, x), atol=1e-5)
+    assert torch.allclose(relooked(donor, image_look(x, "columns", 8.0, level="top"), "columns", level="top"), into_x,
+                          atol=1e-6)
+    top = lambda t: torch.quantile(t.flatten(1), TOP_QUANTILE, dim=1)  # noqa: E731
+    assert torch.allclose(top(into_x), top(donor), atol=1e-5)  # the flat donor keeps its top intensity
+    assert bool((top(kept_x) > top(donor) + 0.1).all())  # where `keep` pushes the bright side past it
+    # the ramp's shape still moves: the right third over the left third as in x
+    slope = lambda t: float(t.mean(dim=(0, 1, 2))[-w // 3:].mean() / t.mean(dim=(0, 1, 2))[: w // 3].mean())  # noqa: E731
+    assert slope(x) > 1.6 and abs(slope(into_x) / slope(kept_x) - 1) < 0.05
 
 
 def test_a_column_look_taken_outside_the_mask_leaves_the_lesions_columns_behind():
