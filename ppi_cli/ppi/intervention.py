@@ -31,6 +31,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -186,11 +187,13 @@ def _normalised_with(mean: torch.Tensor, var: torch.Tensor) -> Callable[[nn.Modu
     (tensors in a graph, which the layer's own kernel does not differentiate through), then its affine map."""
 
     def hook(layer: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        norm = cast(nn.modules.batchnorm._BatchNorm, layer)
         x = args[0]
+        x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # autocast: normalised in float32
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        y = (x.float() - mean.view(shape)) * torch.rsqrt(var.view(shape) + layer.eps)  # type: ignore[operator]
-        if layer.affine:
-            y = y * layer.weight.view(shape) + layer.bias.view(shape)  # type: ignore[union-attr]
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + norm.eps)
+        if norm.weight is not None and norm.bias is not None:
+            y = y * norm.weight.view(shape) + norm.bias.view(shape)
         return y.to(output.dtype)
 
     return hook

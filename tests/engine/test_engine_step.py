@@ -29,7 +29,7 @@ def _naive_gradients(model, x, y, positions, cfg, seed):
     """L = L_cls + α·L_con + β·L_reg + γ·L_ad in one expression, one backward (no staging, no stand-in)."""
     model.zero_grad(set_to_none=True)
     run = (lambda v, p: model(v)) if positions is None else (lambda v, p: model(v, p))
-    with recorded_batch_statistics(model) as clean:
+    with recorded_batch_statistics(model, live=cfg.intervened_norm == "clean-grad") as clean:
         l_cls = classification_loss(run(x, positions), y)
     iv = pseudo_intervention(model, x, y, cfg, binary=True, positions=positions,
                              generator=torch.Generator().manual_seed(seed))
@@ -70,7 +70,8 @@ def _top_evidence(s, coverage, smooth):
                          [(False, "soft", True, 0.0, "running"), (True, "box", True, 0.0, "running"),
                           (False, "soft", False, 0.0, "running"), (True, "soft", False, 0.0, "running"),
                           (False, "soft", True, 0.7, "running"), (True, "top-k", True, 0.7, "running"),
-                          (False, "soft", True, 0.7, "clean"), (True, "top-k", False, 0.7, "clean")])
+                          (False, "soft", True, 0.7, "clean"), (True, "top-k", False, 0.7, "clean"),
+                          (False, "soft", True, 0.7, "clean-grad"), (True, "top-k", True, 0.7, "clean-grad")])
 def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask, create_graph, keep, norm):
     torch.manual_seed(0)
     if volume:
@@ -207,6 +208,58 @@ def test_clean_normalisation_classifies_with_the_clean_batchs_statistics_and_lea
         r.running_mean.copy_(clean[m][0])
         r.running_var.copy_(clean[m][1])
     assert torch.allclose(shifted, reference(other))  # eval mode on the clean batch's statistics
+
+
+@pytest.mark.parametrize("volume", [True, False])
+def test_clean_grad_steps_along_the_gradient_of_the_loss_the_step_reports(volume):
+    """`ppi.intervened_norm: clean-grad`: the step's gradient is the derivative of its reported loss, the
+    clean batch's statistics recomputed at every weight (central differences along a random direction);
+    `clean`, which holds them constant, is not: the check can fail."""
+    torch.manual_seed(3)
+    if volume:
+        cfg_model = ModelConfig(name="multiview", backbone="tiny", input_size=16, dropout=0.0,
+                                multiview=MultiviewConfig(num_positions=4))
+        x, positions = torch.rand(4, 4, 1, 16, 16, dtype=torch.float64), torch.arange(4).repeat(4, 1)
+    else:
+        cfg_model = ModelConfig(name="tiny", input_size=16, dropout=0.0)
+        x, positions = torch.rand(6, 1, 16, 16, dtype=torch.float64), None
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0][: x.shape[0]], dtype=torch.float64)
+    model = build_model(cfg_model).double().train()
+    # whole images swapped in each other's column look (taken from the whole image, so the masks, which move
+    # with the weights, do not enter x* and x^k); L_reg and L_ad off so the reported loss is what is trained
+    base = PPIConfig(saliency="wbp", mask="top-k", coverage=0.2, fill="swap", swap_look="columns",
+                     swap_region="image", look_level="keep", alpha=0.7, keep=0.6, beta=0.0, gamma=0.0,
+                     create_graph=False, start_epoch=0)
+    direction = [torch.randn_like(p) for p in model.parameters()]
+    length = sum(float((d * d).sum()) for d in direction) ** 0.5
+    direction = [d / length for d in direction]  # a unit step, so a small one stays clear of ReLU kinks
+
+    def run(net, cfg):
+        step = TrainStep(model=net, net=net, cfg=cfg, weights=LossWeights(cfg), binary=True,
+                         device=torch.device("cpu"))
+        net.zero_grad(set_to_none=True)
+        return step(x, y, positions, epoch=0, generator=torch.Generator().manual_seed(4))["loss"]
+
+    def moved(by):
+        net = copy.deepcopy(model)
+        with torch.no_grad():
+            for p, d in zip(net.parameters(), direction, strict=True):
+                p.add_(by * d)
+        return net
+
+    eps, slopes = 1e-6, {}
+    for norm in ("clean-grad", "clean"):
+        cfg = dataclasses.replace(base, intervened_norm=norm)
+        net = copy.deepcopy(model)
+        run(net, cfg)
+        along = sum(float((p.grad * d).sum()) for p, d in zip(net.parameters(), direction, strict=True))
+        numeric = (run(moved(eps), cfg) - run(moved(-eps), cfg)) / (2 * eps)
+        slopes[norm] = (along, numeric)
+    along, numeric = slopes["clean-grad"]
+    assert along == pytest.approx(numeric, rel=1e-4)
+    along, numeric = slopes["clean"]
+    assert abs(along - numeric) > 0.01 * abs(numeric)  # constant statistics: not the loss's derivative
+    assert slopes["clean"][1] == pytest.approx(slopes["clean-grad"][1], rel=1e-9)  # one loss, two gradients
 
 
 def test_a_step_refuses_select_which_chooses_between_whole_runs():
