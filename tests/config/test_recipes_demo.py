@@ -20,10 +20,11 @@ MEASURED = {"mask": "top-k", "coverage": 0.30, "map_centre": "batch", "map_smoot
 # ga-ppi-wbp-cpu: whole images swapped in each other's column look, the look's shape without its brightness, own
 # 15 % masks, the counterfactuals faded in over ten epochs from epoch 1, a random training blur, 60 epochs
 # (docs/ppi.md, "Counterfactuals faded in": the `fade` row, ten seeds on each diffuse form; "PPI from the first
-# epoch": the start, ten seeds on every training site of both forms).
+# epoch": the start, ten seeds on every training site of both forms), batch norm on the clean batch's statistics
+# with their gradient ("Why PPI runs were timid": five seeds on every training site of both forms).
 MEASURED_64 = {"mask": "top-k", "coverage": 0.15, "map_centre": "batch", "map_smooth": 4.0, "map_sign": "magnitude",
                "fill": "swap", "swap_look": "columns", "swap_region": "image", "look_level": "keep",
-               "look_from": "outside", "intervened_norm": "clean", "alpha": 0.5, "keep": 0.5, "beta": 0.1,
+               "look_from": "outside", "intervened_norm": "clean-grad", "alpha": 0.5, "keep": 0.5, "beta": 0.1,
                "gamma": 0.0, "start_epoch": 1, "fade_in": 10, "fallback_drop": 0.02, "fallback_against": "baseline"}
 
 
@@ -122,7 +123,8 @@ def test_docs_list_every_field_the_cpu_study_recipe_sets_where_they_were_chosen(
     listed = [f"`ppi.{key}: {getattr(recipe.ppi, key)}`" for key in MEASURED_64
               if key not in ("map_centre", "map_smooth", "map_sign", "look_from", "beta", "gamma", "mask",
                              "fallback_drop", "fallback_against",  # the guard has its own sections (below)
-                             "start_epoch")]  # chosen later, "PPI from the first epoch" (below)
+                             "start_epoch",  # chosen later, "PPI from the first epoch" (below)
+                             "intervened_norm")]  # chosen later, "Why PPI runs were timid" (below)
     listed += [f"`data.blur: {recipe.data.blur:.1f}`", f"`schedule.epochs: {recipe.schedule.epochs}`"]
     assert [field for field in listed if field not in section] == []
     for twin in ("ga-ppi-grad-cpu", "ga-ppi-gradcam-cpu", "ga-ppi-lrp-cpu", "ga-ppi-wbp-box-cpu", "ga-baseline-cpu"):
@@ -134,6 +136,14 @@ def test_docs_give_the_start_the_cpu_study_recipe_carries_and_the_ten_seed_table
     recipe = load_recipe("ga-ppi-wbp-cpu")
     assert f"`ga-ppi-wbp-cpu` carries `ppi.start_epoch: {recipe.ppi.start_epoch}`" in section
     assert "seeds 0-9" in section  # the table that chose it covers ten seeds on every row
+
+
+def test_docs_give_the_batch_norm_the_cpu_study_recipe_carries_and_the_table_that_chose_it():
+    section = _docs_section("Why PPI runs were timid")
+    recipe = load_recipe("ga-ppi-wbp-cpu")
+    assert f"`ga-ppi-wbp-cpu` carries `ppi.intervened_norm: {recipe.ppi.intervened_norm}`" in section
+    for form in ("ramp", "texture"):  # the table covers every training site of both forms
+        assert all(f"| {form} | {site} " in section for site in "ABCD"), form
 
 
 def test_docs_give_the_collapse_guard_the_recipe_carries_and_the_tables_that_chose_it():
