@@ -66,6 +66,19 @@ def _top_evidence(s, coverage, smooth):
     return out
 
 
+def _tiny_batch(volume: bool, n: int):
+    """A float64 tiny network in train mode and a batch of `n` random inputs for it: volumes of four 16 px B-scans
+    for the multi-view model, or 16 px images; positions for the volumes, else None."""
+    if volume:
+        cfg_model = ModelConfig(name="multiview", backbone="tiny", input_size=16, dropout=0.0,
+                                multiview=MultiviewConfig(num_positions=4))
+        x, positions = torch.rand(n, 4, 1, 16, 16, dtype=torch.float64), torch.arange(4).repeat(n, 1)
+    else:
+        cfg_model = ModelConfig(name="tiny", input_size=16, dropout=0.0)
+        x, positions = torch.rand(n + 2, 1, 16, 16, dtype=torch.float64), None
+    return build_model(cfg_model).double().train(), x, positions
+
+
 @pytest.mark.parametrize(("volume", "mask", "create_graph", "keep", "norm"),
                          [(False, "soft", True, 0.0, "running"), (True, "box", True, 0.0, "running"),
                           (False, "soft", False, 0.0, "running"), (True, "soft", False, 0.0, "running"),
@@ -74,14 +87,7 @@ def _top_evidence(s, coverage, smooth):
                           (False, "soft", True, 0.7, "clean-grad"), (True, "top-k", True, 0.7, "clean-grad")])
 def test_staged_ppi_step_equals_one_backward_of_the_total(volume, mask, create_graph, keep, norm):
     torch.manual_seed(0)
-    if volume:
-        cfg_model = ModelConfig(name="multiview", backbone="tiny", input_size=16, dropout=0.0,
-                                multiview=MultiviewConfig(num_positions=4))
-        x, positions = torch.rand(3, 4, 1, 16, 16, dtype=torch.float64), torch.arange(4).repeat(3, 1)
-    else:
-        cfg_model = ModelConfig(name="tiny", input_size=16, dropout=0.0)
-        x, positions = torch.rand(5, 1, 16, 16, dtype=torch.float64), None
-    model = build_model(cfg_model).double().train()
+    model, x, positions = _tiny_batch(volume, 3)
     reference = copy.deepcopy(model)
     y = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0][: x.shape[0]], dtype=torch.float64)
     cfg = PPIConfig(saliency="wbp", mask=mask, alpha=0.7, beta=0.3, gamma=1.3, create_graph=create_graph,
@@ -216,15 +222,8 @@ def test_clean_grad_steps_along_the_gradient_of_the_loss_the_step_reports(volume
     clean batch's statistics recomputed at every weight (central differences along a random direction);
     `clean`, which holds them constant, is not: the check can fail."""
     torch.manual_seed(3)
-    if volume:
-        cfg_model = ModelConfig(name="multiview", backbone="tiny", input_size=16, dropout=0.0,
-                                multiview=MultiviewConfig(num_positions=4))
-        x, positions = torch.rand(4, 4, 1, 16, 16, dtype=torch.float64), torch.arange(4).repeat(4, 1)
-    else:
-        cfg_model = ModelConfig(name="tiny", input_size=16, dropout=0.0)
-        x, positions = torch.rand(6, 1, 16, 16, dtype=torch.float64), None
+    model, x, positions = _tiny_batch(volume, 4)
     y = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0][: x.shape[0]], dtype=torch.float64)
-    model = build_model(cfg_model).double().train()
     # whole images swapped in each other's column look (taken from the whole image, so the masks, which move
     # with the weights, do not enter x* and x^k); L_reg and L_ad off so the reported loss is what is trained
     base = PPIConfig(saliency="wbp", mask="top-k", coverage=0.2, fill="swap", swap_look="columns",
