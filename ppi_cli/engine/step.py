@@ -41,13 +41,10 @@ from ppi_cli.autograd.shared_map import classification_with_map, shares_clean_pa
 from ppi_cli.config.recipe import SELECT_CHOICES, PPIConfig
 from ppi_cli.engine.evaluate import autocast
 from ppi_cli.ppi.intervention import (
-    BatchStatistics,
     Intervention,
-    intervened_normalisation,
     intervention_from_saliency,
     mask_model_saliency,
     pseudo_intervention,
-    recorded_batch_statistics,
     true_class_map,
 )
 from ppi_cli.ppi.losses import (
@@ -63,6 +60,7 @@ from ppi_cli.ppi.losses import (
     true_label_probability,
 )
 from ppi_cli.ppi.masks import blurred, evidence_mask
+from ppi_cli.ppi.train_modes import BatchStatistics, intervened_normalisation, recorded_batch_statistics
 
 __all__ = ["TrainStep", "forward"]
 

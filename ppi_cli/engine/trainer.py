@@ -73,8 +73,9 @@ from ppi_cli.engine.train_log import report_epoch, report_findings
 from ppi_cli.errors import ConfigError, ModelError
 from ppi_cli.files import atomic_path, write_json, write_text
 from ppi_cli.models import build_model, is_volume_model, load_model
-from ppi_cli.ppi.intervention import freeze_batch_norm, missing_lesion_masks
+from ppi_cli.ppi.intervention import missing_lesion_masks
 from ppi_cli.ppi.losses import LossWeights
+from ppi_cli.ppi.train_modes import freeze_batch_norm
 from ppi_cli.saliency import check_wbp_supports
 
 __all__ = ["fit", "epoch_seed", "dataset_config", "has_last_checkpoint"]

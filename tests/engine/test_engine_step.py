@@ -20,9 +20,9 @@ from ppi_cli.ppi import (
     pseudo_intervention,
     saliency_regulariser,
 )
-from ppi_cli.ppi.intervention import intervened_normalisation, recorded_batch_statistics
 from ppi_cli.ppi.losses import outside_evidence
 from ppi_cli.ppi.masks import blurred
+from ppi_cli.ppi.train_modes import intervened_normalisation, recorded_batch_statistics
 
 
 def _naive_gradients(model, x, y, positions, cfg, seed):

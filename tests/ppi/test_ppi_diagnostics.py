@@ -12,8 +12,8 @@ from ppi_cli.config.recipe import ModelConfig, PPIConfig
 from ppi_cli.engine.step import TrainStep
 from ppi_cli.models import build_model
 from ppi_cli.ppi import LossWeights, pseudo_intervention
-from ppi_cli.ppi.intervention import freeze_batch_norm, intervened_normalisation
 from ppi_cli.ppi.losses import true_label_probability
+from ppi_cli.ppi.train_modes import freeze_batch_norm, intervened_normalisation
 
 
 def test_true_label_probability_by_hand():

@@ -22,7 +22,7 @@ from ppi_cli.ppi import (
     pseudo_intervention,
     saliency_regulariser,
 )
-from ppi_cli.ppi.intervention import dropout_off, intervened_normalisation
+from ppi_cli.ppi.train_modes import dropout_off, intervened_normalisation
 from ppi_cli.saliency import saliency_map
 
 
