@@ -17,6 +17,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from ppi_cli.autograd.tensors import full_precision
+
 __all__ = ["dropout_off", "BatchStatistics", "recorded_batch_statistics", "intervened_normalisation",
            "freeze_batch_norm"]
 
@@ -47,8 +49,7 @@ def recorded_batch_statistics(model: nn.Module, live: bool = False) -> Iterator[
 
     def record(layer: nn.Module, args: tuple) -> None:
         if layer not in stats:
-            x = args[0] if live else args[0].detach()
-            x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # autocast: statistics in float32
+            x = full_precision(args[0] if live else args[0].detach())  # autocast: statistics in float32
             var, mean = torch.var_mean(x, dim=[d for d in range(x.ndim) if d != 1], correction=0)
             stats[layer] = (mean, var)
 
@@ -67,8 +68,7 @@ def _normalised_with(mean: torch.Tensor, var: torch.Tensor) -> Callable[[nn.Modu
 
     def hook(layer: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         norm = cast(nn.modules.batchnorm._BatchNorm, layer)
-        x = args[0]
-        x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # autocast: normalised in float32
+        x = full_precision(args[0])  # autocast: normalised in float32
         shape = (1, -1) + (1,) * (x.ndim - 2)
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + norm.eps)
         if norm.weight is not None and norm.bias is not None:
