@@ -21,10 +21,11 @@ MEASURED = {"mask": "top-k", "coverage": 0.30, "map_centre": "batch", "map_smoot
 # 15 % masks, the counterfactuals faded in over ten epochs from epoch 1, a random training blur, 60 epochs
 # (docs/ppi.md, "Counterfactuals faded in": the `fade` row, ten seeds on each diffuse form; "PPI from the first
 # epoch": the start, ten seeds on every training site of both forms), batch norm on the clean batch's statistics
-# with their gradient ("Why PPI runs were timid": five seeds on every training site of both forms).
+# with their gradient ("Why PPI runs were timid": five seeds on every training site of both forms), L_reg at
+# β = 30 ("Sparser maps once batch norm is differentiated": five seeds on every training site of both forms).
 MEASURED_64 = {"mask": "top-k", "coverage": 0.15, "map_centre": "batch", "map_smooth": 4.0, "map_sign": "magnitude",
                "fill": "swap", "swap_look": "columns", "swap_region": "image", "look_level": "keep",
-               "look_from": "outside", "intervened_norm": "clean-grad", "alpha": 0.5, "keep": 0.5, "beta": 0.1,
+               "look_from": "outside", "intervened_norm": "clean-grad", "alpha": 0.5, "keep": 0.5, "beta": 30.0,
                "gamma": 0.0, "start_epoch": 1, "fade_in": 10, "fallback_drop": 0.02, "fallback_against": "baseline"}
 
 
@@ -40,6 +41,8 @@ def test_demo_ga_recipes_carry_the_measured_setting(name):
 def test_the_ga_cpu_study_recipes_carry_the_setting_measured_at_64_px(name):
     recipe = load_recipe(name)
     expected = MEASURED_64 | ({"mask": "box"} if name.endswith("box-cpu") else {})
+    if recipe.ppi.saliency != "wbp":  # β was measured on WBP maps; the saliency twins keep the weight they had
+        expected |= {"beta": 0.1}
     assert {key: getattr(recipe.ppi, key) for key in expected} == expected
     assert (recipe.model.backbone, recipe.model.tiny_blocks, recipe.model.input_size) == ("tiny", 4, 64)
     assert (recipe.schedule.epochs, recipe.model.multiview.bias_epochs, recipe.data.blur) == (60, 2, 1.0)
@@ -160,3 +163,16 @@ def test_docs_give_the_collapse_guard_the_recipe_carries_and_the_tables_that_cho
     for demo in ("demo-ga-ppi-wbp", "demo-ga-site-ppi-wbp"):  # the demo keeps its measured runs: no guard
         assert load_recipe(demo).ppi.fallback_drop is None
 
+
+
+def test_docs_give_the_l_reg_weight_the_cpu_study_recipe_carries_and_the_rows_that_chose_it():
+    section = _docs_section("Sparser maps once batch norm is differentiated")
+    recipe = load_recipe("ga-ppi-wbp-cpu")
+    assert f"**`ga-ppi-wbp-cpu` carries `ppi.beta: {recipe.ppi.beta:g}`" in section
+    # chosen on every training site of both forms, the recipe's value beside it
+    rows = [f"| {form} | {row} | **β = {recipe.ppi.beta:g}** |" for form in ("ramp", "texture") for row in "ABC"]
+    assert [row for row in rows if row not in section] == []
+    assert all(f"| **β = {recipe.ppi.beta:g}** | {form} |" in section for form in ("ramp", "texture"))  # trained on D
+    # the saliency twins keep the weight they had, and the section says so
+    for twin in ("ga-ppi-grad-cpu", "ga-ppi-gradcam-cpu", "ga-ppi-lrp-cpu"):
+        assert f"`{twin}`" in section and f"`ppi.beta: {load_recipe(twin).ppi.beta:g}`" in section
