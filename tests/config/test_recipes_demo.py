@@ -80,6 +80,11 @@ def test_the_lidc_demo_recipe_carries_the_own_mask_zero_fill_its_docs_section_me
     # L_out's weight: the value the table of its own section marks as the recipe's
     section = _docs_section("LIDC: the evidence a map leaves outside its mask")
     assert "**δ = 0.3 (`demo-lidc-ppi-wbp` now)**" in section and "`ppi.delta`" in section
+    # batch norm on the intervened images: the mode its own section's tables chose, on both kinds of readers
+    assert ppi.intervened_norm == "clean-grad"
+    section = _docs_section("LIDC with batch norm differentiated")
+    assert "`demo-lidc-ppi-wbp` carries `ppi.intervened_norm: clean-grad`" in section
+    assert "twelve seeds" in section and "default readers" in section
 
 
 def _docs_section(heading: str) -> str:
