@@ -169,12 +169,11 @@ def test_docs_give_the_collapse_guard_the_recipe_carries_and_the_tables_that_cho
         assert load_recipe(demo).ppi.fallback_drop is None
 
 
-
 def test_docs_give_the_l_reg_weight_the_cpu_study_recipe_carries_and_the_rows_that_chose_it():
     section = _docs_section("Sparser maps once batch norm is differentiated")
     recipe = load_recipe("ga-ppi-wbp-cpu")
     assert f"**`ga-ppi-wbp-cpu` carries `ppi.beta: {recipe.ppi.beta:g}`" in section
-    # chosen on every training site of both forms, the recipe's value beside it
+    # chosen on every training site of both forms: rows A-C of each form, and trained on D
     rows = [f"| {form} | {row} | **β = {recipe.ppi.beta:g}** |" for form in ("ramp", "texture") for row in "ABC"]
     assert [row for row in rows if row not in section] == []
     assert all(f"| **β = {recipe.ppi.beta:g}** | {form} |" in section for form in ("ramp", "texture"))  # trained on D
