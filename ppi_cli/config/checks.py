@@ -56,7 +56,8 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
             `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`, or with L_ad (`ppi.gamma`),
             or `ppi.counterfactual_loss: hinge` without it, or `eval.select_on: looks` without a
             `ppi.swap_look` (baselines too), or `ppi.look_level: select` without a swapped look, or
-            `ppi.fallback_drop` against a warm-up that is not there (`ppi.start_epoch` 0), or a `ppi.out_form`
+            `ppi.fallback_drop` against a warm-up that is not there (`ppi.start_epoch` 0), or `ppi.fallback_fit`
+            without `ppi.fallback_against: baseline` (no run without PPI to compare with), or a `ppi.out_form`
             or `ppi.out_coverage` with L_out off (`ppi.delta` 0), or a `ppi.reg_form` with L_reg off (`ppi.beta`
             0).
     """
@@ -84,6 +85,10 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
         raise ConfigError(f"{where}: ppi.fallback_drop {ppi.fallback_drop:g} compares the kept PPI epoch with the "
                           "best warm-up epoch, and ppi.start_epoch is 0: there is no warm-up",
                           hint="set ppi.start_epoch to the warm-up's length (e.g. 5), or ppi.fallback_drop: null")
+    if getattr(ppi, "fallback_fit", None) is not None and against != "baseline":
+        raise ConfigError(f"{where}: ppi.fallback_fit {ppi.fallback_fit:g} compares PPI's training loss with the "
+                          f"recipe trained without PPI, and ppi.fallback_against is '{against}': that run is not "
+                          "trained", hint="set ppi.fallback_against: baseline, or ppi.fallback_fit: null")
     swaps_a_look = ppi.fill == "swap" and ppi.swap_look != "none"  # what look_level and swap_region: image need
     if getattr(ppi, "look_level", "swap") == "select" and not swaps_a_look:
         raise ConfigError(f"{where}: ppi.look_level: select trains twice to choose how a swapped look is carried, "

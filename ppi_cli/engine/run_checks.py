@@ -15,6 +15,7 @@ the recipe is held against the cache's fingerprint (`data.fingerprint`) and the 
 After training (`check_training`, from the rows of `metrics.csv`): the classification loss at chance
 (ln K) for the whole run, an `auto` loss weight at its cap (`ppi.auto_max`), and a kept PPI epoch whose
 validation metric is below a warm-up epoch's. Each finding is one line; the caller prints and logs it.
+The collapse guards' rules (`ppi_rejection`, `baseline_rejection`, `fit_rejection`) read the same rows.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from ppi_cli.ppi.losses import LossWeights
 from ppi_cli.reports.metrics import MIN_CASES
 
 __all__ = ["MIN_CASES", "few_cases", "window_findings", "swap_finding", "check_study", "check_training",
-           "ppi_rejection", "baseline_rejection"]
+           "ppi_rejection", "baseline_rejection", "fit_rejection", "FIT_EPOCHS"]
 
 _MIN_HIT_SHARE = 0.5  # refuse a training window that holds the lesion centre in fewer draws than this
 _CHANCE_TOLERANCE = 0.02  # a training loss this close to ln K for every epoch learned nothing
 _WEIGHT_COLUMNS = {"con": "alpha", "reg": "beta", "ad": "gamma"}  # metrics.csv columns of the loss weights
+FIT_EPOCHS = 10  # ppi.fallback_fit: the training loss averaged over a run's last ten epochs
 
 
 def few_cases(name: str, labels: np.ndarray, *, minimum: int = MIN_CASES) -> str | None:
@@ -235,6 +237,29 @@ def baseline_rejection(recipe: Recipe, kept: tuple[int, float], baseline: tuple[
     (epoch, value), (base_epoch, base) = kept, baseline
     return _rejection(recipe, epoch, value, base, f"below the recipe without PPI ({fallback}/, epoch {base_epoch}: "
                       f"{base:.3f}); best.pt is that run's")
+
+
+def fit_rejection(recipe: Recipe, ppi_rows: Sequence[Mapping[str, Any]], plain_rows: Sequence[Mapping[str, Any]], *,
+                  fallback: str) -> str:
+    """Under `ppi.fallback_fit`, why a finished run's PPI model is rejected: its classification loss on the training
+    images (`train_cls`), averaged over its last FIT_EPOCHS epoch rows, is more than `ppi.fallback_fit` above the
+    same average of the recipe trained without PPI on the same split (`plain_rows`, trained in `fallback`); "" when
+    it is not, the guard is off, or either average is not finite."""
+    limit = recipe.ppi.fallback_fit
+    if limit is None:
+        return ""
+    ppi_fit, plain_fit = _late_fit(ppi_rows), _late_fit(plain_rows)
+    if not (math.isfinite(ppi_fit) and math.isfinite(plain_fit)) or ppi_fit <= plain_fit + limit:
+        return ""
+    return (f"PPI rejected: its training loss (train_cls) over the last {min(FIT_EPOCHS, len(ppi_rows))} epochs is "
+            f"{ppi_fit:.3f}, more than ppi.fallback_fit {limit:g} above the recipe without PPI's {plain_fit:.3f} "
+            f"({fallback}/): PPI kept the classifier from fitting its training images; best.pt is that run's")
+
+
+def _late_fit(rows: Sequence[Mapping[str, Any]]) -> float:
+    """The mean `train_cls` of the last FIT_EPOCHS epoch rows (NaN without one that has it)."""
+    values = [float(r.get("train_cls", math.nan)) for r in rows[-FIT_EPOCHS:]]
+    return math.fsum(values) / len(values) if values else math.nan
 
 
 def _rejection(recipe: Recipe, epoch: int, value: float, reference: float, below: str) -> str:

@@ -462,8 +462,9 @@ def _rejected_lines(runs: Any) -> list[str]:
     if not lines:
         return []
     return ["", "PPI rejected (`ppi.fallback_drop`: the kept PPI epoch validated too far below the warm-up, or below "
-            "the recipe without PPI under `ppi.fallback_against: baseline`); these runs' rows hold the recipe trained "
-            "without PPI, and the means above include them:", "", *lines]
+            "the recipe without PPI under `ppi.fallback_against: baseline`; `ppi.fallback_fit`: PPI fitted its "
+            "training images too far worse than that recipe); these runs' rows hold the recipe trained without PPI, "
+            "and the means above include them:", "", *lines]
 
 
 def _effect_lines(table: Any) -> list[str]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ppi_cli.config.loader import config_hash, dump_yaml
@@ -52,7 +53,7 @@ from ppi_cli.engine.evaluate import (
     validation_metric,
 )
 from ppi_cli.engine.optim import attention_bias, build_optimizer, build_scheduler, grad_norm
-from ppi_cli.engine.run_checks import baseline_rejection, check_training, ppi_rejection
+from ppi_cli.engine.run_checks import baseline_rejection, check_training, fit_rejection, ppi_rejection
 from ppi_cli.engine.run_meta import describe_cache, write_run_record
 from ppi_cli.engine.run_state import (
     BEST,
@@ -141,7 +142,8 @@ def _fall_back(recipe: Recipe, result: TrainResult, *, cache_dir: Path | None, s
     """`ppi.fallback_drop`: a rejected PPI run trains its recipe without PPI in `<run>/baseline-fallback/`, whose
     best.pt becomes the run's, and `ppi-rejected.json` says why (reports flag the run's cells); a run that stands
     keeps its own best.pt (and loses a marker an earlier run in its folder left). Under `ppi.fallback_against:
-    baseline` the run without PPI trains first, whatever PPI did, and the decision compares the two kept epochs.
+    baseline` the run without PPI trains first, whatever PPI did, and the decision compares the two kept epochs
+    (`ppi.fallback_drop`) and the two runs' fit to their training images (`ppi.fallback_fit`).
     Where `arm` already holds that run, finished (a study's baseline arm), it is read instead of trained again."""
     out_dir, sub, ppi = result.out_dir, result.out_dir / FALLBACK, recipe.ppi
     plain = dataclasses.replace(recipe, ppi=dataclasses.replace(ppi, enabled=False))
@@ -155,14 +157,16 @@ def _fall_back(recipe: Recipe, result: TrainResult, *, cache_dir: Path | None, s
         return fit(plain, cache_dir=cache_dir, split=split, out_dir=sub, device=device,
                    resume=resume and has_last_checkpoint(sub))
 
-    against_baseline = ppi.enabled and ppi.fallback_drop is not None and ppi.fallback_against == "baseline"
+    guarded = ppi.fallback_drop is not None or ppi.fallback_fit is not None
+    against_baseline = ppi.enabled and guarded and ppi.fallback_against == "baseline"
     rejected = result.rejected  # against the warm-up, decided in `_fit`
     kept = without_ppi() if against_baseline or rejected else None
     if kept is not None:
         where = os.path.relpath(kept.out_dir, out_dir)  # the messages and the record name the run replacing PPI
         if against_baseline:
-            rejected = baseline_rejection(recipe, (result.best_epoch, result.best_metric),
-                                          (kept.best_epoch, kept.best_metric), fallback=where)
+            rejected = (baseline_rejection(recipe, (result.best_epoch, result.best_metric),
+                                           (kept.best_epoch, kept.best_metric), fallback=where)
+                        or fit_rejection(recipe, _epoch_rows(result), _epoch_rows(kept), fallback=where))
             if not rejected and result.is_main:
                 log(f"{out_dir.name}: PPI kept: val {recipe.eval.metric} {result.best_metric:.3f} (epoch "
                     f"{result.best_epoch}) against {kept.best_metric:.3f} without PPI (epoch {kept.best_epoch})")
@@ -181,6 +185,11 @@ def _fall_back(recipe: Recipe, result: TrainResult, *, cache_dir: Path | None, s
                                         "ppi_best_metric": result.best_metric, "fallback": where,
                                         "fallback_best_epoch": kept.best_epoch})
     return dataclasses.replace(kept, out_dir=out_dir, best_checkpoint=out_dir / BEST, rejected=rejected)
+
+
+def _epoch_rows(result: TrainResult) -> list[dict[str, Any]]:
+    """A finished run's metrics.csv, one mapping per epoch (what `fit_rejection` reads)."""
+    return pd.read_csv(result.metrics_csv).to_dict("records")
 
 
 # a `select` of each field of SELECT_CHOICES trains each choice in `<prefix>-<choice>/` and records the pick in

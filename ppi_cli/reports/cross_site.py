@@ -206,8 +206,8 @@ def ppi_reading(matrices: Mapping[str, Any], rejected: Collection[str] = ()) -> 
                    "(docs/ppi.md).")
     if counts.get("PPI rejected", 0):
         advice += (" Rows marked `PPI rejected` validated worse with PPI than their warm-up or than the recipe "
-                   "without PPI (ppi.fallback_drop, ppi.fallback_against): their PPI column holds the recipe trained "
-                   "without PPI.")
+                   "without PPI, or fitted their training images worse than it (ppi.fallback_drop, "
+                   "ppi.fallback_fit): their PPI column holds the recipe trained without PPI.")
     parts = ", ".join(f"{k} {counts[k]}" for k in ("helped", "trade-off", "no clear change", "cost", "opposite moves",
                                                     "PPI rejected") if counts.get(k, 0))
     summary = (f"PPI − baseline, mean over the {n} training row(s) of the cross-site AUC change: {mean_cross:+.3f} "

@@ -26,7 +26,8 @@ MEASURED = {"mask": "top-k", "coverage": 0.30, "map_centre": "batch", "map_smoot
 MEASURED_64 = {"mask": "top-k", "coverage": 0.15, "map_centre": "batch", "map_smooth": 4.0, "map_sign": "magnitude",
                "fill": "swap", "swap_look": "columns", "swap_region": "image", "look_level": "keep",
                "look_from": "outside", "intervened_norm": "clean-grad", "alpha": 0.5, "keep": 0.5, "beta": 30.0,
-               "gamma": 0.0, "start_epoch": 1, "fade_in": 10, "fallback_drop": 0.02, "fallback_against": "baseline"}
+               "gamma": 0.0, "start_epoch": 1, "fade_in": 10, "fallback_drop": 0.02, "fallback_against": "baseline",
+               "fallback_fit": 0.2}
 
 
 @pytest.mark.parametrize("name", ["demo-ga-ppi-wbp", "demo-ga-site-ppi-wbp"])
@@ -130,7 +131,7 @@ def test_docs_list_every_field_the_cpu_study_recipe_sets_where_they_were_chosen(
     recipe = load_recipe("ga-ppi-wbp-cpu")
     listed = [f"`ppi.{key}: {getattr(recipe.ppi, key)}`" for key in MEASURED_64
               if key not in ("map_centre", "map_smooth", "map_sign", "look_from", "beta", "gamma", "mask",
-                             "fallback_drop", "fallback_against",  # the guard has its own sections (below)
+                             "fallback_drop", "fallback_against", "fallback_fit",  # the guards' own sections
                              "start_epoch",  # chosen later, "PPI from the first epoch" (below)
                              "intervened_norm")]  # chosen later, "Why PPI runs were timid" (below)
     listed += [f"`data.blur: {recipe.data.blur:.1f}`", f"`schedule.epochs: {recipe.schedule.epochs}`"]
@@ -166,7 +167,7 @@ def test_docs_give_the_collapse_guard_the_recipe_carries_and_the_tables_that_cho
                  "against the recipe without PPI, 0.05"):  # the table of rules, each row per training site
         assert rule in section
     for demo in ("demo-ga-ppi-wbp", "demo-ga-site-ppi-wbp"):  # the demo keeps its measured runs: no guard
-        assert load_recipe(demo).ppi.fallback_drop is None
+        assert load_recipe(demo).ppi.fallback_drop is None and load_recipe(demo).ppi.fallback_fit is None
 
 
 def test_docs_give_the_l_reg_weight_the_cpu_study_recipe_carries_and_the_rows_that_chose_it():

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from helpers import lidc_nodule_cache
 
-from ppi_cli.config import load_recipe
+from ppi_cli.config import NULL, load_recipe
 from ppi_cli.data.fingerprint import FINGERPRINT_FILE, compute_fingerprint, read_fingerprint
-from ppi_cli.engine.run_checks import check_study, check_training, few_cases
+from ppi_cli.engine.run_checks import check_study, check_training, few_cases, fit_rejection
 from ppi_cli.engine.study import resolve_study
 from ppi_cli.errors import ConfigError
 from ppi_cli.reports.crossval_report import write_crossval_report
@@ -114,6 +114,34 @@ def test_a_kept_ppi_epoch_below_a_warm_up_epoch_warns():
                      "worse"]
     rows[2]["val_auc"] = 0.6
     assert check_training(recipe, rows, 3) == []
+
+
+def test_the_training_fit_guard_compares_the_last_ten_epochs_mean_training_loss():
+    """`ppi.fallback_fit`: PPI is rejected when its train_cls averaged over its last ten epochs is more than the limit
+    above the same average of the run without PPI. Twelve epochs each: the first two (1.0 for PPI, which would
+    change the decision) lie outside the window. PPI's last ten average (0.45·5 + 0.55·5)/10 = 0.50, the baseline's
+    (0.15·10)/10 = 0.15: 0.35 above, rejected at 0.2 and 0.3, kept at 0.35 (not more than) and 0.4."""
+    recipe = load_recipe("ga-ppi-wbp-cpu", {"ppi.fallback_fit": 0.2})
+    ppi = _rows([1.0, 1.0] + [0.45] * 5 + [0.55] * 5)
+    plain = _rows([0.7, 0.3] + [0.15] * 10)
+    found = fit_rejection(recipe, ppi, plain, fallback="baseline-fallback")
+    assert found == ("PPI rejected: its training loss (train_cls) over the last 10 epochs is 0.500, more than "
+                     "ppi.fallback_fit 0.2 above the recipe without PPI's 0.150 (baseline-fallback/): PPI kept the "
+                     "classifier from fitting its training images; best.pt is that run's")
+    for limit, rejected in ((0.3, True), (0.35, False), (0.4, False)):
+        assert bool(fit_rejection(recipe.replace(**{"ppi.fallback_fit": limit}), ppi, plain, fallback="b")) is rejected
+    assert fit_rejection(recipe.replace(**{"ppi.fallback_fit": NULL}), ppi, plain, fallback="b") == ""  # the guard off
+    # runs shorter than ten epochs average what they have: PPI (0.9 + 0.5)/2 = 0.7 against 0.1, over 2 epochs
+    assert "over the last 2 epochs is 0.700" in fit_rejection(recipe, _rows([0.9, 0.5]), _rows([0.1, 0.1]), fallback="b")
+    nan = _rows([0.5] * 12)
+    nan[-1]["train_cls"] = float("nan")
+    assert fit_rejection(recipe, nan, plain, fallback="b") == ""  # nothing finite to compare
+
+
+def test_the_training_fit_guard_needs_the_run_without_ppi(tmp_path):
+    with pytest.raises(ConfigError, match=r"ppi.fallback_fit 0.2 compares PPI's training loss with the recipe trained "
+                                          r"without PPI, and ppi.fallback_against is 'warmup'"):
+        load_recipe("ga-ppi-wbp-cpu", {"ppi.fallback_fit": 0.2, "ppi.fallback_against": "warmup"})
 
 
 def test_a_report_cell_at_or_below_half_is_flagged(tmp_path):

@@ -503,3 +503,44 @@ def test_look_level_select_without_a_swapped_look_exits_1_in_one_line(tmp_path):
     path = _recipe_file(tmp_path, size=32, epochs=1, extra="ppi:\n  look_level: select\n")
     with pytest.raises(ConfigError, match="look_level: select trains twice .* no look is swapped"):
         load_recipe(path)
+
+
+@pytest.mark.parametrize(("worse", "limit"), [(1.0, 0.5), (0.0, 5.0)])
+def test_the_training_fit_guard_rejects_ppi_that_fits_its_training_images_worse(tmp_path, monkeypatch, one_thread,
+                                                                                worse, limit):
+    """`ppi.fallback_fit` beside `fallback_drop`: both runs validate alike (the drop guard passes), and the decision
+    is the training fit's, read from the two runs' metrics.csv (the PPI run's train_cls read `worse` higher than it
+    was, so the case does not rest on how three epochs of this task happen to train): PPI's mean over its three
+    epochs more than `limit` above the run without PPI's is rejected, best.pt the baseline's, byte for byte, and the
+    record says why; at 5 (no loss is that far above) PPI stands."""
+    import ppi_cli.engine.trainer as trainer
+
+    scores = iter([(0.9, 0.5), (0.93, 0.2), (0.95, 0.25)] * 2)  # the PPI run, then the run without PPI: alike
+    threshold = {"value": 0.5, "source": "test"}
+    monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (*next(scores), threshold))
+    read = trainer._epoch_rows
+    out, fallback = tmp_path / "run", tmp_path / "run" / "baseline-fallback"
+
+    def shifted(result):
+        rows = read(result)
+        return [{**r, "train_cls": r["train_cls"] + worse} for r in rows] if result.out_dir == out else rows
+
+    monkeypatch.setattr(trainer, "_epoch_rows", shifted)
+    guard = (f"eval:\n  select: loss\nppi:\n  start_epoch: 0\n  fallback_drop: 0.02\n  fallback_against: baseline\n"
+             f"  fallback_fit: {limit}\n")
+    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=3, extra=guard))
+    result = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu")
+    ppi_fit, plain_fit = (pd.read_csv(run / "metrics.csv")["train_cls"].mean() for run in (out, fallback))
+    if ppi_fit + worse > plain_fit + limit:
+        assert worse == 1.0  # the case that must reject does; the other must not come here
+        assert result.rejected == (f"PPI rejected: its training loss (train_cls) over the last 3 epochs is "
+                                   f"{ppi_fit + worse:.3f}, more than ppi.fallback_fit {limit:g} above the recipe "
+                                   f"without PPI's {plain_fit:.3f} (baseline-fallback/): PPI kept the classifier from "
+                                   "fitting its training images; best.pt is that run's")
+        assert (out / "best.pt").read_bytes() == (fallback / "best.pt").read_bytes()
+        assert json.loads((out / "ppi-rejected.json").read_text())["reason"] == result.rejected
+    else:
+        assert worse == 0.0
+        assert (result.best_epoch, result.rejected) == (2, "")
+        assert load_checkpoint(out / "best.pt")["meta"]["recipe"]["ppi"]["enabled"]
+        assert not (out / "ppi-rejected.json").exists()
