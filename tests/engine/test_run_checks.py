@@ -132,7 +132,8 @@ def test_the_training_fit_guard_compares_the_last_ten_epochs_mean_training_loss(
         assert bool(fit_rejection(recipe.replace(**{"ppi.fallback_fit": limit}), ppi, plain, fallback="b")) is rejected
     assert fit_rejection(recipe.replace(**{"ppi.fallback_fit": NULL}), ppi, plain, fallback="b") == ""  # the guard off
     # runs shorter than ten epochs average what they have: PPI (0.9 + 0.5)/2 = 0.7 against 0.1, over 2 epochs
-    assert "over the last 2 epochs is 0.700" in fit_rejection(recipe, _rows([0.9, 0.5]), _rows([0.1, 0.1]), fallback="b")
+    short = fit_rejection(recipe, _rows([0.9, 0.5]), _rows([0.1, 0.1]), fallback="b")
+    assert "over the last 2 epochs is 0.700" in short
     nan = _rows([0.5] * 12)
     nan[-1]["train_cls"] = float("nan")
     assert fit_rejection(recipe, nan, plain, fallback="b") == ""  # nothing finite to compare
