@@ -57,9 +57,9 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
             or `ppi.counterfactual_loss: hinge` without it, or `eval.select_on: looks` without a
             `ppi.swap_look` (baselines too), or `ppi.look_level: select` without a swapped look, or
             `ppi.fallback_drop` against a warm-up that is not there (`ppi.start_epoch` 0), or `ppi.fallback_fit`
-            without `ppi.fallback_against: baseline` (no run without PPI to compare with), or a `ppi.out_form`
-            or `ppi.out_coverage` with L_out off (`ppi.delta` 0), or a `ppi.reg_form` with L_reg off (`ppi.beta`
-            0).
+            in a guard without `ppi.fallback_against: baseline` (no run without PPI to compare with), or a
+            `ppi.out_form` or `ppi.out_coverage` with L_out off (`ppi.delta` 0), or a `ppi.reg_form` with L_reg off
+            (`ppi.beta` 0).
     """
     ppi = recipe.ppi
     where = provenance.get("", f"recipe '{recipe.name}'")
@@ -81,11 +81,12 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
             raise ConfigError(f"{where}: ppi.{field} '{chosen}' chooses {term}'s {what}, and ppi.{weight} is 0: "
                               f"{term} is off", hint=f"set ppi.{weight} (e.g. 1), or leave ppi.{field} at {default}")
     against = getattr(ppi, "fallback_against", "warmup")  # without a fallback_drop (the guard off) it does nothing
-    if getattr(ppi, "fallback_drop", None) is not None and ppi.start_epoch == 0 and against == "warmup":
+    guard = getattr(ppi, "fallback_drop", None) is not None  # and nor does fallback_fit, a rule of the same guard
+    if guard and ppi.start_epoch == 0 and against == "warmup":
         raise ConfigError(f"{where}: ppi.fallback_drop {ppi.fallback_drop:g} compares the kept PPI epoch with the "
                           "best warm-up epoch, and ppi.start_epoch is 0: there is no warm-up",
                           hint="set ppi.start_epoch to the warm-up's length (e.g. 5), or ppi.fallback_drop: null")
-    if getattr(ppi, "fallback_fit", None) is not None and against != "baseline":
+    if guard and getattr(ppi, "fallback_fit", None) is not None and against != "baseline":
         raise ConfigError(f"{where}: ppi.fallback_fit {ppi.fallback_fit:g} compares PPI's training loss with the "
                           f"recipe trained without PPI, and ppi.fallback_against is '{against}': that run is not "
                           "trained", hint="set ppi.fallback_against: baseline, or ppi.fallback_fit: null")

@@ -249,11 +249,12 @@ class PPIConfig:
         "model is only kept where it reads its own site's validation split as well as the baseline does "
         "(docs/ppi.md).")
     fallback_fit: float | None = param(
-        None, "Training-fit guard (ours), under fallback_against: baseline: the PPI model is also rejected when its "
-        "classification loss on the training images (metrics.csv's train_cls), averaged over the last ten epochs, "
-        "is more than this above that of the recipe trained without PPI on the same split and seed, which then "
-        "takes its place as under fallback_drop: PPI's terms kept the classifier from fitting its own site, which a "
-        "small validation split can miss; null: off (docs/ppi.md).", min=0)
+        None, "The collapse guard's second rule (ours), with fallback_drop set and fallback_against: baseline: the "
+        "PPI model is also rejected when its classification loss on the training images (metrics.csv's train_cls), "
+        "averaged over the last ten epochs, is more than this above that of the recipe trained without PPI on the "
+        "same split and seed, which then takes its place: PPI's terms kept the classifier from fitting its own "
+        "site, which a small validation split can miss; null: off, as is the whole guard with fallback_drop null "
+        "(docs/ppi.md).", min=0)
     create_graph: bool = param(True, "Differentiate through the saliency map (needed for L_reg to train θ).")
     map_from: Literal["auto", "separate"] = param(
         "auto", "Where the WBP map comes from (ours): auto takes it from L_cls's own backward where that is exact "

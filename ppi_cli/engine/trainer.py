@@ -143,7 +143,8 @@ def _fall_back(recipe: Recipe, result: TrainResult, *, cache_dir: Path | None, s
     best.pt becomes the run's, and `ppi-rejected.json` says why (reports flag the run's cells); a run that stands
     keeps its own best.pt (and loses a marker an earlier run in its folder left). Under `ppi.fallback_against:
     baseline` the run without PPI trains first, whatever PPI did, and the decision compares the two kept epochs
-    (`ppi.fallback_drop`) and the two runs' fit to their training images (`ppi.fallback_fit`).
+    (`ppi.fallback_drop`) and the two runs' fit to their training images (`ppi.fallback_fit`, a rule of the same
+    guard: off with it).
     Where `arm` already holds that run, finished (a study's baseline arm), it is read instead of trained again."""
     out_dir, sub, ppi = result.out_dir, result.out_dir / FALLBACK, recipe.ppi
     plain = dataclasses.replace(recipe, ppi=dataclasses.replace(ppi, enabled=False))
@@ -157,8 +158,7 @@ def _fall_back(recipe: Recipe, result: TrainResult, *, cache_dir: Path | None, s
         return fit(plain, cache_dir=cache_dir, split=split, out_dir=sub, device=device,
                    resume=resume and has_last_checkpoint(sub))
 
-    guarded = ppi.fallback_drop is not None or ppi.fallback_fit is not None
-    against_baseline = ppi.enabled and guarded and ppi.fallback_against == "baseline"
+    against_baseline = ppi.enabled and ppi.fallback_drop is not None and ppi.fallback_against == "baseline"
     rejected = result.rejected  # against the warm-up, decided in `_fit`
     kept = without_ppi() if against_baseline or rejected else None
     if kept is not None:

@@ -143,6 +143,8 @@ def test_the_training_fit_guard_needs_the_run_without_ppi(tmp_path):
     with pytest.raises(ConfigError, match=r"ppi.fallback_fit 0.2 compares PPI's training loss with the recipe trained "
                                           r"without PPI, and ppi.fallback_against is 'warmup'"):
         load_recipe("ga-ppi-wbp-cpu", {"ppi.fallback_fit": 0.2, "ppi.fallback_against": "warmup"})
+    # with the guard off (fallback_drop null, as the sweeps that apply it after the fact run) the rule is off too
+    assert load_recipe("ga-ppi-wbp-cpu", {"ppi.fallback_against": "warmup", "ppi.fallback_drop": NULL}).ppi.fallback_fit
 
 
 def test_a_report_cell_at_or_below_half_is_flagged(tmp_path):

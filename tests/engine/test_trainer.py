@@ -505,14 +505,15 @@ def test_look_level_select_without_a_swapped_look_exits_1_in_one_line(tmp_path):
         load_recipe(path)
 
 
-@pytest.mark.parametrize(("worse", "limit"), [(1.0, 0.5), (0.0, 5.0)])
+@pytest.mark.parametrize(("worse", "limit", "drop"), [(1.0, 0.5, "0.02"), (0.0, 5.0, "0.02"), (1.0, 0.5, "null")])
 def test_the_training_fit_guard_rejects_ppi_that_fits_its_training_images_worse(tmp_path, monkeypatch, one_thread,
-                                                                                worse, limit):
+                                                                                worse, limit, drop):
     """`ppi.fallback_fit` beside `fallback_drop`: both runs validate alike (the drop guard passes), and the decision
     is the training fit's, read from the two runs' metrics.csv (the PPI run's train_cls read `worse` higher than it
     was, so the case does not rest on how three epochs of this task happen to train): PPI's mean over its three
     epochs more than `limit` above the run without PPI's is rejected, best.pt the baseline's, byte for byte, and the
-    record says why; at 5 (no loss is that far above) PPI stands."""
+    record says why; at 5 (no loss is that far above) PPI stands. With `fallback_drop: null` the whole guard is off,
+    this rule too: nothing trains without PPI and PPI stands."""
     import ppi_cli.engine.trainer as trainer
 
     scores = iter([(0.9, 0.5), (0.93, 0.2), (0.95, 0.25)] * 2)  # the PPI run, then the run without PPI: alike
@@ -526,10 +527,14 @@ def test_the_training_fit_guard_rejects_ppi_that_fits_its_training_images_worse(
         return [{**r, "train_cls": r["train_cls"] + worse} for r in rows] if result.out_dir == out else rows
 
     monkeypatch.setattr(trainer, "_epoch_rows", shifted)
-    guard = (f"eval:\n  select: loss\nppi:\n  start_epoch: 0\n  fallback_drop: 0.02\n  fallback_against: baseline\n"
+    guard = (f"eval:\n  select: loss\nppi:\n  start_epoch: 0\n  fallback_drop: {drop}\n  fallback_against: baseline\n"
              f"  fallback_fit: {limit}\n")
     recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=3, extra=guard))
     result = fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu")
+    if drop == "null":
+        assert (result.best_epoch, result.rejected) == (2, "") and not fallback.exists()
+        assert next(scores) == (0.9, 0.5)  # the run without PPI never validated
+        return
     ppi_fit, plain_fit = (pd.read_csv(run / "metrics.csv")["train_cls"].mean() for run in (out, fallback))
     if ppi_fit + worse > plain_fit + limit:
         assert worse == 1.0  # the case that must reject does; the other must not come here
