@@ -181,3 +181,13 @@ def test_docs_give_the_l_reg_weight_the_cpu_study_recipe_carries_and_the_rows_th
     # the saliency twins keep the weight they had, and the section says so
     for twin in ("ga-ppi-grad-cpu", "ga-ppi-gradcam-cpu", "ga-ppi-lrp-cpu"):
         assert f"`{twin}`" in section and f"`ppi.beta: {load_recipe(twin).ppi.beta:g}`" in section
+
+
+def test_docs_give_the_training_fit_guard_the_cpu_study_recipe_carries_and_the_runs_that_chose_it():
+    section = _docs_section("PPI runs that stop fitting")
+    recipe = load_recipe("ga-ppi-wbp-cpu")
+    assert f"`ga-ppi-wbp-cpu` carries `ppi.fallback_fit: {recipe.ppi.fallback_fit:g}`" in section
+    assert "| the recipe's rows | > 0.2" in section and "| held out | > 0.2" in section  # the gap against the costs
+    for form in ("ramp", "texture"):  # every row under both rules, and the whole matrix
+        assert f"| {form} | **the whole matrix** | **and fit** |" in section, form
+    assert "ppi sweep --recipe ga-ppi-wbp-cpu --data cache-F --train B --seeds 10-14" in section  # the fresh seeds
