@@ -143,6 +143,9 @@ def test_the_training_fit_guard_needs_the_run_without_ppi(tmp_path):
     with pytest.raises(ConfigError, match=r"ppi.fallback_fit 0.2 compares PPI's training loss with the recipe trained "
                                           r"without PPI, and ppi.fallback_against is 'warmup'"):
         load_recipe("ga-ppi-wbp-cpu", {"ppi.fallback_fit": 0.2, "ppi.fallback_against": "warmup"})
+    # the earlier docs sections' guard against the warm-up, regenerated on ga-ppi-wbp-cpu as docs/ppi.md says
+    assert load_recipe("ga-ppi-wbp-cpu", {"ppi.fallback_against": "warmup", "ppi.fallback_drop": 0.2,
+                                          "ppi.fallback_fit": NULL}).ppi.fallback_fit is None
     # with the guard off (fallback_drop null, as the sweeps that apply it after the fact run) the rule is off too
     assert load_recipe("ga-ppi-wbp-cpu", {"ppi.fallback_against": "warmup", "ppi.fallback_drop": NULL}).ppi.fallback_fit
 
