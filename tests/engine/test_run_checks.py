@@ -139,7 +139,7 @@ def test_the_training_fit_guard_compares_the_last_ten_epochs_mean_training_loss(
     assert fit_rejection(recipe, nan, plain, fallback="b") == ""  # nothing finite to compare
 
 
-def test_the_training_fit_guard_needs_the_run_without_ppi(tmp_path):
+def test_the_training_fit_guard_needs_the_run_without_ppi():
     with pytest.raises(ConfigError, match=r"ppi.fallback_fit 0.2 compares PPI's training loss with the recipe trained "
                                           r"without PPI, and ppi.fallback_against is 'warmup'"):
         load_recipe("ga-ppi-wbp-cpu", {"ppi.fallback_fit": 0.2, "ppi.fallback_against": "warmup"})
