@@ -47,12 +47,18 @@ def sweep_cmd(
         "on the cue gets; with --train SITE also cue_effect.csv, what the cue does to each kept model's logit per "
         "site (the images that differ between the two caches). With --train all every row's ceiling trains on the "
         "twin's site, so give a twin without the cue at any site (--shortcut none).", show_default=False)] = None,
+    energy: Annotated[str | None, typer.Option(
+        "--energy", help="A saliency method (wbp, gradient, gradcam): also measure each kept model's energy inside "
+        "the lesion, the share of its map's positive part inside the expert masks of --data's masked samples (ppi "
+        "segment-eval's energy pointing game, all points), paired with the baseline like the AUCs: energy.csv, "
+        "energy_summary.csv and a table in summary.md. --data must hold masks.", show_default=False)] = None,
     device: DeviceOpt = "auto",
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Train the recipe, its variants and its baseline over seeds, on one site or cross-validated: paired ΔAUC.
 
-    Writes runs.csv, summary.csv and summary.md; docs/ppi.md's shortcut tables came from it.
+    Writes runs.csv, summary.csv and summary.md (with --energy also energy.csv and energy_summary.csv);
+    docs/ppi.md's shortcut tables came from it.
     """
     from ppi_cli.console import log, paths, stdout
     from ppi_cli.engine.sweep import SweepConfig, SweepVariant, parse_seeds, parse_variant, run_sweep
@@ -65,7 +71,7 @@ def sweep_cmd(
     folder = out or Workspace.resolve(workspace).new_run("sweep", "ga" if train else data.name, Path(recipe_ref).stem)
     common = parse_variant("set:" + ",".join(set_ or [])).overrides
     outcome = run_sweep(SweepConfig(recipe_ref, data, folder, train, variants, parse_seeds(seeds), workers, device,
-                                    common, twin, tuple(test or ())))
+                                    common, twin, tuple(test or ()), energy=energy))
     from rich.markdown import Markdown
 
     stdout.print(Markdown((outcome.out / "summary.md").read_text(encoding="utf-8")))

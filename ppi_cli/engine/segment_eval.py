@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ppi_cli import console
 from ppi_cli.device import select_device
@@ -27,13 +30,13 @@ from ppi_cli.errors import CacheError, ConfigError
 from ppi_cli.files import shareable_path, write_json
 from ppi_cli.models import is_volume_model, load_model
 from ppi_cli.reports.deletion import FRACTIONS, deletion_scores
-from ppi_cli.reports.localisation import POINTS, THRESHOLDS, TOP_PERCENT, sample_scores
+from ppi_cli.reports.localisation import POINTS, THRESHOLDS, TOP_PERCENT, energy_pointing_game, sample_scores
 from ppi_cli.reports.plots import gallery_figure
 from ppi_cli.reports.segment_eval import format_cell, localisation_summary, write_localisation_report
 from ppi_cli.saliency import saliency_map, saliency_method
 from ppi_cli.workspace import Workspace
 
-__all__ = ["SegmentEvalConfig", "SegmentEvalResult", "segment_eval", "METHODS"]
+__all__ = ["SegmentEvalConfig", "SegmentEvalResult", "segment_eval", "lesion_energy", "METHODS"]
 
 METHODS = ("wbp", "gradient", "gradcam")
 
@@ -185,14 +188,8 @@ def _score_pass(model, method: str, samples, cfg: SegmentEvalConfig, device, tit
         logits = net(batch).float()
         return torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, 1)[:, -1]
 
-    rows, target = [], None
-    n_batches = math.ceil(len(samples) / cfg.batch_size)
-    for batch in console.progress(samples.batches(cfg.batch_size), title, total=n_batches):
-        x = batch.images.to(device)
-        if target is None:  # a binary head's one logit, else the last class (the lesion / positive class)
-            with torch.no_grad():
-                target = net(x[:1]).shape[1] - 1
-        maps = saliency_map(net, x, target, method=method)[:, 0].float().cpu().numpy()  # (B, H, W)
+    rows = []
+    for batch, x, maps in _maps(net, method, samples, cfg.batch_size, device, title):
         curves = deletion_scores(score, x, maps, cfg.fractions)  # (B, F)
         for i, sample in enumerate(batch.ids):
             row, dice_curve, iou_curve = sample_scores(maps[i], batch.masks[i], points=cfg.points,
@@ -203,6 +200,48 @@ def _score_pass(model, method: str, samples, cfg: SegmentEvalConfig, device, tit
                          **{f"iou_t{t:g}": v for t, v in zip(THRESHOLDS, iou_curve, strict=True)},
                          **{f"score_f{f:g}": v for f, v in zip(cfg.fractions, curve, strict=True)}})
     return pd.DataFrame(rows)
+
+
+def _maps(net: Any, method: str, samples: MaskedSamples, batch_size: int, device: Any,
+          title: str | None) -> Iterator[tuple[Any, Any, np.ndarray]]:
+    """Each batch of the masked samples with its images on `device` and the maps `(B, H, W)` of the explained
+    class (a binary head's one logit, else the last class: the lesion / positive class); `title`: a progress
+    bar's."""
+    import torch
+
+    target = None
+    batches = samples.batches(batch_size)
+    if title is not None:
+        batches = console.progress(batches, title, total=math.ceil(len(samples) / batch_size))
+    for batch in batches:
+        x = batch.images.to(device)
+        if target is None:
+            with torch.no_grad():
+                target = net(x[:1]).shape[1] - 1
+        yield batch, x, saliency_map(net, x, target, method=method)[:, 0].float().cpu().numpy()
+
+
+def lesion_energy(checkpoint: Path, data: Path, method: str = "wbp", *, device: str = "cpu",
+                  batch_size: int = 16) -> tuple[float, int]:
+    """The energy inside the expert masks: over `data`'s masked samples, the mean share of the map's positive part
+    that lies inside the mask (segment-eval's "energy pointing game, all points"), and the number of samples.
+
+    Raises:
+        ConfigError, CacheError: As `segment_eval`: data without masks, or of another geometry.
+
+    Example:
+        >>> lesion_energy(Path("runs/sweep/baseline/seed-0/baseline/train-D/best.pt"), Path("cache/ga"))
+        (0.257, 583)
+    """
+    saliency_method(method)
+    torch_device = select_device(device)
+    model, meta = load_model(checkpoint, torch_device)
+    samples = MaskedSamples(data, InputSpec.from_meta(meta, checkpoint), None, (meta.get("recipe") or {}).get("data"))
+    net = model.slice_classifier if is_volume_model(model) else model
+    shares = np.array([energy_pointing_game(maps[i], batch.masks[i], (None,))["all"]
+                       for batch, _, maps in _maps(net, method, samples, batch_size, torch_device, None)
+                       for i in range(len(maps))])  # NaN: a map without positive energy, left out as segment-eval does
+    return (float(np.nanmean(shares)) if np.isfinite(shares).any() else math.nan), int(shares.size)
 
 
 def _check(cfg: SegmentEvalConfig) -> None:

@@ -29,6 +29,9 @@ Layout of the sweep folder:
     cue_effect.csv                           with --twin and one training site: per variant, seed, site and label,
                                              the cue's effect on the kept model's logit
                                              (engine/cue_effect.py)
+    energy.csv, energy_summary.csv           with --energy METHOD: per variant, seed (and fold) and training row,
+                                             the share of each kept model's map inside the expert masks of the
+                                             data; its paired summary (also in summary.md)
     summary.csv, summary.md                  per variant: mean AUC per site; paired Δ with its interval
 
 Finished studies are skipped, so an interrupted sweep resumes where it stopped, and more seeds join a
@@ -59,12 +62,14 @@ from ppi_cli.reports.sweep_summary import (
     MATRIX,
     paired_interval,
     summarise_effects,
+    summarise_energy,
     summarise_matrix,
     summarise_sweep,
 )
 
 __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep", "seeded",
-           "summarise_sweep", "paired_interval", "summarise_effects", "BASELINE", "CEILING"]
+           "summarise_sweep", "paired_interval", "summarise_effects", "summarise_energy", "kept_energy", "BASELINE",
+           "CEILING"]
 
 
 
@@ -91,6 +96,7 @@ class SweepConfig:
     common: Mapping[str, Any] = field(default_factory=dict)  # overrides of every variant, the baseline's too
     twin: Path | None = None  # `--twin`: the ceiling row, the baseline trained on this twin of `data`
     tests: tuple[Path, ...] = ()  # cross-validation only: further caches every fold's model is scored on
+    energy: str | None = None  # a saliency method: the share of each kept model's map inside the data's masks
 
     @property
     def trained_on(self) -> str:
@@ -177,30 +183,32 @@ def seeded(overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
 def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dict[str, Any], seed: int,
          device: str, twin: str | None = None, tests: tuple[str, ...] = (),
          effects_twin: str | None = None, carrying: tuple[int, ...] = (),
-         arm: str | None = None) -> list[dict[str, Any]]:
+         arm: str | None = None, energy: str | None = None) -> list[dict[str, Any]]:
     """One study of one variant and seed (module level, so a spawned worker can run it): a cross-site row, or
     without `train` a cross-validation; with `twin` the model trains on the twin's rows and is tested on
     `data`'s. With `effects_twin` (a cross-site row) the cells also hold the cue's effect on the kept model
     over the `carrying` rows (`cue_effect.cue_effects`), each with an `effect` key instead of `auc`. `arm`: the
-    same seed's baseline study, whose finished runs the collapse guard reads instead of training them again."""
+    same seed's baseline study, whose finished runs the collapse guard reads instead of training them again.
+    `energy`: a saliency method; the cells also hold each kept model's energy inside `data`'s expert masks
+    (`kept_energy`), each with an `energy` key instead of `auc`."""
     from ppi_cli.engine.cross_site import CrossSiteConfig, rejected_sites, run_cross_site
     from ppi_cli.engine.study import resolve_study
 
     with log_prefix(f"{Path(out).parent.name} seed {seed}"):  # which study a worker's lines belong to
         recipe_overrides = {**seeded(overrides, seed), "seed": seed}
         recipe, study_data = resolve_study(recipe_ref, data=Path(data), overrides=recipe_overrides)
+        variant = "ppi" if recipe.ppi.enabled else "baseline"  # the study's run folders
         twin_data = None if twin is None else resolve_study(recipe_ref, data=Path(twin),
                                                             overrides=recipe_overrides)[1]
         if train is None:
             others = [resolve_study(recipe_ref, data=Path(t), overrides=recipe_overrides)[1] for t in tests]
-            return _crossval_cells(recipe, study_data, twin_data, others, Path(out), seed, device, arm)
+            return _crossval_cells(recipe, study_data, twin_data, others, Path(out), seed, device, arm, energy)
         outcome = run_cross_site(CrossSiteConfig(recipe, study_data, Path(out),
                                                  train_sites=None if train == ALL else (train,), seed=seed,
                                                  device=device, bootstrap=0, train_data=twin_data,
                                                  baseline_from=None if arm is None else Path(arm)))
         effects = []
         if effects_twin is not None:
-            variant = "ppi" if recipe.ppi.enabled else "baseline"
             cue_twin = resolve_study(recipe_ref, data=Path(effects_twin), overrides=recipe_overrides)[1]
             effects = [{"train_site": train, **cell} for cell in cue_effects(
                 Path(out) / variant / f"train-{train}" / "best.pt", recipe, study_data, cue_twin, carrying,
@@ -208,16 +216,20 @@ def _job(recipe_ref: str, data: str, out: str, train: str | None, overrides: dic
     matrix = next(iter(outcome.matrices.values()))
     rejected = rejected_sites(Path(out))  # ppi.fallback_drop: those rows hold the recipe without PPI
     rows = [str(r) for r in matrix.index] if train == ALL else [train]
+    energies = [] if energy is None else [
+        {"train_site": row, "energy": kept_energy(Path(out) / variant / f"train-{row}" / "best.pt", study_data, energy,
+                                                  device)} for row in rows]
     return [{"train_site": row, "test_site": str(site), "auc": float(matrix.loc[row, site]),
              "rejected": row in rejected}
             for row in rows for site in matrix.columns
-            if site not in ("Mean", "STD") and np.isfinite(matrix.loc[row, site])] + effects
+            if site not in ("Mean", "STD") and np.isfinite(matrix.loc[row, site])] + effects + energies
 
 
 def _crossval_cells(recipe: Any, data: Any, twin: Any, others: Sequence[Any], out: Path, seed: int,
-                    device: str, arm: str | None = None) -> list[dict[str, Any]]:
+                    device: str, arm: str | None = None, energy: str | None = None) -> list[dict[str, Any]]:
     """A cross-validation of `data` (trained on `twin`'s same rows when given), each fold's model scored on its
-    test rows of `data` (`in-site`) and on every row of each of `others`."""
+    test rows of `data` (`in-site`) and on every row of each of `others`; with `energy` also each fold model's
+    energy inside `data`'s expert masks."""
     from ppi_cli.engine.crossval import CrossvalConfig, fold_checkpoint, run_crossval
     from ppi_cli.engine.run_state import ppi_rejected
     from ppi_cli.engine.study import fold_splits, predict_rows
@@ -234,7 +246,32 @@ def _crossval_cells(recipe: Any, data: Any, twin: Any, others: Sequence[Any], ou
             _, labels, scores = predict_rows(best, recipe, test, rows, device=device)
             cells.append({"fold": int(split.fold), "train_site": data.name, "test_site": test.name,
                           "auc": float(binary_metrics(labels.tolist(), scores.tolist()).auc), "rejected": rejected})
+        if energy is not None:
+            cells.append({"fold": int(split.fold), "train_site": data.name,
+                          "energy": kept_energy(best, data, energy, device)})
     return cells
+
+
+ENERGY_FILE = "energy-{method}.json"  # beside a kept best.pt: its energy inside the data's masks, read on resume
+
+
+def kept_energy(best: Path, data: Any, method: str, device: str) -> float:
+    """The share of `method`'s map of the model at `best` inside the expert masks of the study's data (a
+    `StudyData`), over its masked samples (`segment_eval.lesion_energy`), kept beside `best` with the data's hash
+    so that a resumed sweep reads it. A run the collapse guard rejected holds the recipe without PPI's best.pt,
+    so it measures that model."""
+    from ppi_cli.engine.segment_eval import lesion_energy
+    from ppi_cli.files import write_json
+
+    path = best.parent / ENERGY_FILE.format(method=method)
+    key = {"method": method, "data": data.name, "data_hash": data.data_hash}
+    if path.is_file():
+        held = json.loads(path.read_text())
+        if {k: held.get(k) for k in key} == key:
+            return float(held["energy"])
+    value, samples = lesion_energy(best, data.cache_dir or Path(data.kind), method, device=device)
+    write_json(path, {**key, "energy": value, "samples": samples})
+    return value
 
 
 def _worker_init() -> None:
@@ -269,6 +306,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     if cfg.twin is not None:
         _check_twin_early(cfg)
     _check_tests_early(cfg)
+    _check_energy_early(cfg)
     _warn_about_earlier_seeds(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
     written = [write_text(cfg.out / "sweep.json", json.dumps(
@@ -286,7 +324,8 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     args = {(v.name, s): (cfg.recipe, str(cfg.data), str(cfg.out / v.name / f"seed-{s}"), cfg.train,
                           dict(v.overrides), s, cfg.device, str(cfg.twin) if v.name == CEILING else None,
                           tuple(str(t) for t in cfg.tests), effects_twin, carrying,
-                          None if v.name in (BASELINE, CEILING) else str(cfg.out / BASELINE / f"seed-{s}"))
+                          None if v.name in (BASELINE, CEILING) else str(cfg.out / BASELINE / f"seed-{s}"),
+                          cfg.energy)
             for v, s in jobs}
     if cfg.workers <= 1:
         import torch
@@ -315,7 +354,8 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     runs = _runs_frame(results, names, cfg.seeds, folds=cfg.train is None)
     summary = summarise_sweep(runs, cfg.trained_on) if cfg.train != ALL else summarise_matrix(runs)
     effects = effects_frame(results, names, cfg.seeds) if effects_twin is not None else None
-    written += _write_tables(cfg, runs, summary, effects)
+    energies = _energy_frame(results, names, cfg.seeds, folds=cfg.train is None) if cfg.energy else None
+    written += _write_tables(cfg, runs, summary, effects, energies)
     return SweepOutcome(cfg.out, runs, summary, written)
 
 
@@ -339,6 +379,22 @@ def _check_twin_early(cfg: SweepConfig) -> None:
         check_twin(data, twin)
     except (CacheError, DataError) as error:
         raise DataError(f"--twin {error.message}", hint=TWIN_HINT) from None
+
+
+def _check_energy_early(cfg: SweepConfig) -> None:
+    """Refuse `--energy` with an unknown method or on data without expert masks before any study trains."""
+    from ppi_cli.errors import CacheError
+    from ppi_cli.saliency import saliency_method
+
+    if cfg.energy is None:
+        return
+    try:
+        saliency_method(cfg.energy)
+    except ConfigError as error:
+        raise ConfigError(f"--energy: {error.message}", hint=error.hint) from None
+    if not (cfg.data / "masks.npy").is_file():
+        raise CacheError(f"--energy: {cfg.data} holds no expert masks (masks.npy), so there is no lesion to measure "
+                         "a map's energy inside", hint="prepare the cache with its masks, or leave out --energy")
 
 
 def _check_tests_early(cfg: SweepConfig) -> None:
@@ -365,12 +421,27 @@ def _runs_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: 
     return frame
 
 
-def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None) -> list[Path]:
+def _energy_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: Sequence[str],
+                  seeds: Sequence[int], *, folds: bool = False) -> Any:
+    import pandas as pd
+
+    rows = [{"variant": name, "seed": seed, **cell} for name in names for seed in seeds
+            for cell in results.get((name, seed), []) if "energy" in cell]
+    return pd.DataFrame(rows, columns=["variant", "seed", *(["fold"] if folds else []), "train_site", "energy"])
+
+
+def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None,
+                  energies: Any = None) -> list[Path]:
     from ppi_cli.files import write_csv, write_text
 
     written = [write_csv(cfg.out / "runs.csv", runs), write_csv(cfg.out / "summary.csv", summary)]
     if effects is not None:
         written.append(write_csv(cfg.out / EFFECTS_FILE, effects))
+    energy_summary = None
+    if energies is not None:
+        energy_summary = summarise_energy(energies)
+        written += [write_csv(cfg.out / "energy.csv", energies),
+                    write_csv(cfg.out / "energy_summary.csv", energy_summary)]
     seeds = ", ".join(map(str, cfg.seeds))
     if cfg.train == ALL:
         title, pairs = f"trained on every site, seeds {seeds}", "seeds"
@@ -392,6 +463,8 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None
                   "other sites (what `ppi cross-site --train all --baseline` gives), over the seeds with every row:",
                   "", *_summary_lines(summary[summary["site"] == MATRIX], readings=False),
                   *_matrix_ceiling_lines(summary[summary["site"] == MATRIX])]
+    if energy_summary is not None:
+        lines += _energy_lines(energy_summary, cfg.energy, pairs)
     lines += _rejected_lines(runs)
     if effects is not None and len(effects):
         lines += _effect_lines(summarise_effects(effects))
@@ -443,6 +516,25 @@ def _matrix_ceiling_lines(matrix: Any) -> list[str]:
         versus = against_ceiling(part, ceiling, MATRIX, "over the whole matrix")
         lines.append(f"- `{variant}`: {interval_text(part.iloc[0])}" + (f"; {versus}" if versus else
                                                                          "; the ceiling shows no headroom"))
+    return lines
+
+
+def _energy_lines(summary: Any, method: str, pairs: str) -> list[str]:
+    """`--energy`: per training row (and the whole matrix), each variant's mean energy inside the masks and below it
+    its paired Δ from the baseline."""
+    rows = list(dict.fromkeys(summary["train_site"]))
+    lines = ["", f"## Energy inside the lesion ({method})", "",
+             f"The share of each kept model's {method} map (its positive part) inside the expert masks, over the "
+             f"data's masked samples (`ppi segment-eval`'s energy pointing game, all points), mean over {pairs}; "
+             "below each variant, its paired difference from the baseline with the 95 % t-interval. A rejected run "
+             "holds the recipe trained without PPI, so its model is the one measured.", "",
+             "| variant | " + " | ".join(r if r == MATRIX else f"trained on {r}" for r in rows) + " |",
+             "|---|" + "---|" * len(rows)]
+    for variant, part in summary.groupby("variant", sort=False):
+        by_row = part.set_index("train_site")
+        lines.append(f"| {variant} | " + " | ".join(f"{by_row.loc[r, 'mean']:.3f}" for r in rows) + " |")
+        if variant != BASELINE:
+            lines.append("| Δ vs baseline | " + " | ".join(interval_text(by_row.loc[r]) for r in rows) + " |")
     return lines
 
 

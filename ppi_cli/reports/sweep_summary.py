@@ -15,7 +15,7 @@ import numpy as np
 from ppi_cli.reports.sweep_reading import CROSS_SITE
 
 __all__ = ["BASELINE", "CEILING", "ALL", "MATRIX", "paired_interval", "summarise_sweep", "summarise_matrix",
-           "summarise_effects"]
+           "summarise_effects", "summarise_energy"]
 
 BASELINE = "baseline"
 CEILING = "ceiling"  # the baseline trained on the twin (--twin: no cue, or one unrelated to the label)
@@ -100,6 +100,31 @@ def summarise_matrix(runs: Any) -> Any:
             row |= _paired(values, whole.loc[BASELINE])
         matrix.append(row)
     return pd.concat([*parts, pd.DataFrame(matrix)], ignore_index=True)
+
+
+def summarise_energy(energies: Any) -> Any:
+    """`--energy`: per variant and training row (a cross-validation's: its cache), the mean over seeds (and folds)
+    of each kept model's energy inside the data's expert masks and, against the baseline, the mean paired
+    difference with its 95 % t-interval. With several rows also the whole matrix (train_site `whole matrix`): per
+    seed the mean over the rows, over the seeds with every row, as `summarise_matrix` takes the AUCs."""
+    import pandas as pd
+
+    pair = ["seed", *(["fold"] if "fold" in energies.columns else [])]
+    table = energies.pivot_table(index=["variant", *pair], columns="train_site", values="energy")
+    rows = sorted(table.columns)
+    if len(rows) > 1:
+        table[MATRIX] = table[rows].dropna().mean(axis=1)  # NaN where a seed misses a row
+        rows.append(MATRIX)
+    variants = table.index.get_level_values(0)
+    out = []
+    for variant in dict.fromkeys(energies["variant"]):
+        for row in rows:
+            values = table.loc[variant][row].dropna()
+            cell = {"variant": variant, "train_site": row, "n": int(values.size), "mean": float(values.mean())}
+            if variant != BASELINE and BASELINE in variants:
+                cell |= _paired(values, table.loc[BASELINE][row])
+            out.append(cell)
+    return pd.DataFrame(out, columns=["variant", "train_site", "n", "mean", "delta", "low", "high", "pairs"])
 
 
 def _paired(values: Any, base: Any) -> dict[str, Any]:

@@ -231,7 +231,7 @@ def test_train_all_with_a_twin_trains_every_rows_ceiling_on_it_and_reads_the_mat
     calls = []
 
     def job(recipe_ref, data, out, train, overrides, seed, device, twin=None, tests=(), effects_twin=None,
-            carrying=(), arm=None):
+            carrying=(), arm=None, energy=None):
         name = out.split("/")[-2]
         calls.append((name, train, twin, effects_twin))
         lift = {BASELINE: 0.0, "demo": 0.05, CEILING: 0.2 + 0.02 * seed}[name]
@@ -263,7 +263,7 @@ def test_a_twin_adds_the_ceiling_row_trained_on_the_twin_alone(tmp_path, monkeyp
     level = {BASELINE: 0.6, "demo": 0.62, CEILING: 0.9}
 
     def job(recipe_ref, data, out, train, overrides, seed, device, twin=None, tests=(), effects_twin=None,
-            carrying=(), arm=None):
+            carrying=(), arm=None, energy=None):
         name = out.split("/")[-2]
         calls.append((name, seed, twin, overrides.get("ppi.enabled", True)))
         arms.append((name, seed, arm))
@@ -334,7 +334,7 @@ def test_a_crossval_sweep_pairs_by_seed_and_fold_and_scores_every_fold_model_on_
                                                                                                 one_thread):
     """Without a training site each study is a cross-validation: in-site cells are the folds' own test AUCs, the
     test caches are scored whole by every fold's model, and the ceiling trains on the twin and is scored on the
-    data's test rows of each fold."""
+    data's test rows of each fold; --energy measures every fold model on the cross-validated cohort."""
     from ppi_cli.engine.crossval import fold_checkpoint
     from ppi_cli.engine.study import predict_rows, resolve_study
     from ppi_cli.engine.sweep import CEILING, SweepConfig, SweepVariant, run_sweep
@@ -345,9 +345,13 @@ def test_a_crossval_sweep_pairs_by_seed_and_fold_and_scores_every_fold_model_on_
     twin = lidc_nodule_cache(tmp_path / "twin", side=48, patients=6, seed=5)  # the same rows, other pixels
     common = {"schedule.epochs": 2, "eval.folds": 2, "ppi.start_epoch": 1}
     cfg = SweepConfig("demo-lidc-ppi-wbp", data, tmp_path / "sw", None, (SweepVariant("demo-lidc-ppi-wbp"),),
-                      seeds=(0, 1), common=common, twin=twin, tests=(other,))
+                      seeds=(0, 1), common=common, twin=twin, tests=(other,), energy="wbp")
     outcome = run_sweep(cfg)
     runs = outcome.runs
+    energies = pd.read_csv(tmp_path / "sw" / "energy.csv")  # each fold model's, on the cross-validated cohort
+    assert list(energies.columns) == ["variant", "seed", "fold", "train_site", "energy"] and len(energies) == 12
+    assert set(energies["train_site"]) == {"cohort"} and energies["energy"].between(0, 1).all()
+    assert "| variant | trained on cohort |" in (tmp_path / "sw" / "summary.md").read_text()
     assert list(runs.columns) == ["variant", "seed", "fold", "train_site", "test_site", "auc", "rejected"]
     assert not runs["rejected"].any()  # no run here has ppi.fallback_drop
     assert len(runs) == 3 * 2 * 2 * 2  # (baseline, recipe, ceiling) × seeds × folds × (cohort, reversed)
@@ -438,3 +442,75 @@ def test_the_whole_matrix_reads_no_share_where_the_ceilings_interval_reaches_zer
     lines = _matrix_ceiling_lines(matrix)
     assert lines[-1] == "- `demo`: +0.020 [+0.010, +0.030]; the ceiling shows no headroom"
     assert _matrix_ceiling_lines(matrix[matrix["variant"] != CEILING]) == []  # no twin, no lines
+
+
+def test_the_energy_summary_pairs_each_seed_and_reads_the_whole_matrix_against_a_hand_computation():
+    """--energy: per row the mean energy and the paired Δ with its t-interval; the whole matrix is per seed the mean
+    over the rows, over the seeds that have every row. Baseline: row A 0.2 + 0.01·s, row D 0.3; the variant adds
+    0.1 on A and 0.02·s on D, so the matrix gains 0.05 + 0.01·s. Seed 3 has no row D: it joins row A alone."""
+    from ppi_cli.engine.sweep import MATRIX, summarise_energy
+
+    cells = []
+    for seed in range(4):
+        for variant, lift in ((BASELINE, 0.0), ("demo", 1.0)):
+            cells.append({"variant": variant, "seed": seed, "train_site": "A",
+                          "energy": 0.2 + 0.01 * seed + 0.1 * lift})
+            if seed < 3:
+                cells.append({"variant": variant, "seed": seed, "train_site": "D",
+                              "energy": 0.3 + 0.02 * seed * lift})
+    table = summarise_energy(pd.DataFrame(cells)).set_index(["variant", "train_site"])
+    assert list(table.index.get_level_values(1).unique()) == ["A", "D", MATRIX]
+    assert (table.loc[("demo", "A"), "delta"], table.loc[("demo", "A"), "pairs"]) == pytest.approx((0.1, 4))
+    half = stats.t.ppf(0.975, 2) * 0.02 / np.sqrt(3)  # row D: 0, 0.02, 0.04
+    assert table.loc[("demo", "D"), ["delta", "low", "high"]].tolist() == pytest.approx([0.02, 0.02 - half,
+                                                                                        0.02 + half])
+    whole = table.loc[("demo", MATRIX)]
+    half = stats.t.ppf(0.975, 2) * 0.01 / np.sqrt(3)
+    assert (whole["pairs"], whole["delta"], whole["low"]) == pytest.approx((3, 0.06, 0.06 - half))
+    assert table.loc[(BASELINE, MATRIX), "mean"] == pytest.approx(np.mean([(0.2 + 0.01 * s + 0.3) / 2
+                                                                           for s in range(3)]))
+    assert np.isnan(table.loc[(BASELINE, "A"), "delta"])
+
+
+def test_energy_is_segment_evals_share_inside_the_masks_for_each_kept_model_and_is_read_back(tmp_path, one_thread):
+    """A sweep with --energy on a generated GA cohort: each kept model's energy is what `ppi segment-eval` reports
+    for that checkpoint (energy pointing game, all points), it is kept beside best.pt with the data's hash and read
+    back by a rerun, and summary.md carries the table; data without masks or an unknown method are refused in one
+    line before anything is written."""
+    from ppi_cli.data.ga.prepare import GaPrepareConfig, prepare_ga
+    from ppi_cli.data.synth.ga import SynthGaConfig, synth_ga
+    from ppi_cli.engine.segment_eval import SegmentEvalConfig, segment_eval
+    from ppi_cli.engine.sweep import SweepConfig, SweepVariant, run_sweep
+    from ppi_cli.errors import CacheError
+
+    raw = synth_ga(SynthGaConfig(out=tmp_path / "raw", sites=("A", "D"), per_site=4, n_bscans=2, size=(16, 16),
+                                 shortcut="diffuse"))
+    cache = prepare_ga(GaPrepareConfig(manifest=raw.manifest, out=tmp_path / "cache", bscan_size=(16, 16),
+                                       n_bscans=2)).out
+    recipe = "demo-ga-site-ppi-wbp"
+    cfg = SweepConfig(recipe, cache, tmp_path / "sw", "D", (SweepVariant(recipe),), seeds=(0, 1),
+                      common={"schedule.epochs": 2, "ppi.start_epoch": 1}, energy="wbp")
+    run_sweep(cfg)
+    energies = pd.read_csv(tmp_path / "sw" / "energy.csv")
+    assert len(energies) == 4 and set(energies["train_site"]) == {"D"}
+    for variant, sub in ((BASELINE, "baseline"), (recipe, "ppi")):
+        best = tmp_path / "sw" / variant / "seed-1" / sub / "train-D" / "best.pt"
+        shown = segment_eval(SegmentEvalConfig(best, data=cache, methods=("wbp",), out=tmp_path / f"se-{sub}",
+                                               gallery=0)).summary.loc["energy pointing game, all points", "wbp"]
+        mine = energies[(energies["variant"] == variant) & (energies["seed"] == 1)]["energy"].item()
+        assert 0 < shown < 1 and mine == pytest.approx(shown, abs=1e-9)
+    kept = tmp_path / "sw" / recipe / "seed-1" / "ppi" / "train-D" / "energy-wbp.json"
+    held = json.loads(kept.read_text())
+    assert (held["method"], held["data"]) == ("wbp", "cache") and held["samples"] > 0
+    kept.write_text(json.dumps({**held, "energy": 0.125}))  # a rerun reads it instead of measuring again
+    run_sweep(cfg)
+    energies = pd.read_csv(tmp_path / "sw" / "energy.csv")
+    assert energies[(energies["variant"] == recipe) & (energies["seed"] == 1)]["energy"].item() == 0.125
+    text = (tmp_path / "sw" / "summary.md").read_text()
+    assert "## Energy inside the lesion (wbp)" in text and "| variant | trained on D |" in text
+    with pytest.raises(ConfigError, match="^--energy: saliency method 'nope' is unknown"):
+        run_sweep(SweepConfig(recipe, cache, tmp_path / "sw2", "D", (), energy="nope"))
+    (cache / "masks.npy").rename(cache / "masks.off")
+    with pytest.raises(CacheError, match=f"^--energy: {cache} holds no expert masks"):
+        run_sweep(SweepConfig(recipe, cache, tmp_path / "sw3", "D", (), energy="wbp"))
+    assert not (tmp_path / "sw2").exists() and not (tmp_path / "sw3").exists()
