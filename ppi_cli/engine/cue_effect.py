@@ -84,8 +84,6 @@ def cue_effects(checkpoint: Path, recipe: Any, data: Any, twin: Any, rows: Seque
 def effects_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: Sequence[str],
                   seeds: Sequence[int]) -> Any:
     """The effect cells of a sweep's studies (those with an `effect` key) as one table."""
-    import pandas as pd
+    from ppi_cli.reports.sweep_summary import cells_frame
 
-    rows = [{"variant": name, "seed": seed, **cell} for name in names for seed in seeds
-            for cell in results.get((name, seed), []) if "effect" in cell]
-    return pd.DataFrame(rows, columns=["variant", "seed", "train_site", "test_site", "label", "n", "effect"])
+    return cells_frame(results, names, seeds, "effect", ["train_site", "test_site", "label", "n", "effect"])

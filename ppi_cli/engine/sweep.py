@@ -53,13 +53,14 @@ import numpy as np
 
 from ppi_cli.console import log, log_prefix, warn
 from ppi_cli.engine.cue_effect import EFFECTS_FILE, cue_effects, cue_rows, effects_frame
+from ppi_cli.engine.sweep_energy import check_energy, kept_energy
 from ppi_cli.errors import ConfigError
-from ppi_cli.reports.sweep_reading import against_ceiling, ceiling_reading, interval_text, sweep_reading
 from ppi_cli.reports.sweep_summary import (
     ALL,
     BASELINE,
     CEILING,
     MATRIX,
+    cells_frame,
     paired_interval,
     summarise_effects,
     summarise_energy,
@@ -68,8 +69,8 @@ from ppi_cli.reports.sweep_summary import (
 )
 
 __all__ = ["SweepVariant", "SweepConfig", "SweepOutcome", "parse_variant", "parse_seeds", "run_sweep", "seeded",
-           "summarise_sweep", "paired_interval", "summarise_effects", "summarise_energy", "kept_energy", "BASELINE",
-           "CEILING"]
+           "summarise_sweep", "paired_interval", "summarise_effects", "summarise_energy", "BASELINE", "CEILING",
+           "MATRIX", "ALL"]
 
 
 
@@ -252,28 +253,6 @@ def _crossval_cells(recipe: Any, data: Any, twin: Any, others: Sequence[Any], ou
     return cells
 
 
-ENERGY_FILE = "energy-{method}.json"  # beside a kept best.pt: its energy inside the data's masks, read on resume
-
-
-def kept_energy(best: Path, data: Any, method: str, device: str) -> float:
-    """The share of `method`'s map of the model at `best` inside the expert masks of the study's data (a
-    `StudyData`), over its masked samples (`segment_eval.lesion_energy`), kept beside `best` with the data's hash
-    so that a resumed sweep reads it. A run the collapse guard rejected holds the recipe without PPI's best.pt,
-    so it measures that model."""
-    from ppi_cli.engine.segment_eval import lesion_energy
-    from ppi_cli.files import write_json
-
-    path = best.parent / ENERGY_FILE.format(method=method)
-    key = {"method": method, "data": data.name, "data_hash": data.data_hash}
-    if path.is_file():
-        held = json.loads(path.read_text())
-        if {k: held.get(k) for k in key} == key:
-            return float(held["energy"])
-    value, samples = lesion_energy(best, data.cache_dir or Path(data.kind), method, device=device)
-    write_json(path, {**key, "energy": value, "samples": samples})
-    return value
-
-
 def _worker_init() -> None:
     import torch
 
@@ -306,7 +285,8 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     if cfg.twin is not None:
         _check_twin_early(cfg)
     _check_tests_early(cfg)
-    _check_energy_early(cfg)
+    if cfg.energy is not None:
+        check_energy(cfg.data, cfg.energy)
     _warn_about_earlier_seeds(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
     written = [write_text(cfg.out / "sweep.json", json.dumps(
@@ -354,7 +334,8 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     runs = _runs_frame(results, names, cfg.seeds, folds=cfg.train is None)
     summary = summarise_sweep(runs, cfg.trained_on) if cfg.train != ALL else summarise_matrix(runs)
     effects = effects_frame(results, names, cfg.seeds) if effects_twin is not None else None
-    energies = _energy_frame(results, names, cfg.seeds, folds=cfg.train is None) if cfg.energy else None
+    energies = None if cfg.energy is None else cells_frame(
+        results, names, cfg.seeds, "energy", [*(["fold"] if cfg.train is None else []), "train_site", "energy"])
     written += _write_tables(cfg, runs, summary, effects, energies)
     return SweepOutcome(cfg.out, runs, summary, written)
 
@@ -381,22 +362,6 @@ def _check_twin_early(cfg: SweepConfig) -> None:
         raise DataError(f"--twin {error.message}", hint=TWIN_HINT) from None
 
 
-def _check_energy_early(cfg: SweepConfig) -> None:
-    """Refuse `--energy` with an unknown method or on data without expert masks before any study trains."""
-    from ppi_cli.errors import CacheError
-    from ppi_cli.saliency import saliency_method
-
-    if cfg.energy is None:
-        return
-    try:
-        saliency_method(cfg.energy)
-    except ConfigError as error:
-        raise ConfigError(f"--energy: {error.message}", hint=error.hint) from None
-    if not (cfg.data / "masks.npy").is_file():
-        raise CacheError(f"--energy: {cfg.data} holds no expert masks (masks.npy), so there is no lesion to measure "
-                         "a map's energy inside", hint="prepare the cache with its masks, or leave out --energy")
-
-
 def _check_tests_early(cfg: SweepConfig) -> None:
     """Refuse a `--test` cache the recipe cannot read before any study trains, naming --test."""
     from ppi_cli.engine.study import resolve_study
@@ -411,28 +376,16 @@ def _check_tests_early(cfg: SweepConfig) -> None:
 
 def _runs_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: Sequence[str],
                 seeds: Sequence[int], *, folds: bool = False) -> Any:
-    import pandas as pd
-
-    rows = [{"variant": name, "seed": seed, **cell} for name in names for seed in seeds
-            for cell in results.get((name, seed), []) if "auc" in cell]
-    frame = pd.DataFrame(rows, columns=["variant", "seed", *(["fold"] if folds else []), "train_site", "test_site",
-                                        "auc", "rejected"])
+    frame = cells_frame(results, names, seeds, "auc",
+                        [*(["fold"] if folds else []), "train_site", "test_site", "auc", "rejected"])
     frame["rejected"] = frame["rejected"].astype("boolean").fillna(False).astype(bool)  # a job without the key: kept
     return frame
-
-
-def _energy_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: Sequence[str],
-                  seeds: Sequence[int], *, folds: bool = False) -> Any:
-    import pandas as pd
-
-    rows = [{"variant": name, "seed": seed, **cell} for name in names for seed in seeds
-            for cell in results.get((name, seed), []) if "energy" in cell]
-    return pd.DataFrame(rows, columns=["variant", "seed", *(["fold"] if folds else []), "train_site", "energy"])
 
 
 def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None,
                   energies: Any = None) -> list[Path]:
     from ppi_cli.files import write_csv, write_text
+    from ppi_cli.reports.sweep_tables import sweep_markdown
 
     written = [write_csv(cfg.out / "runs.csv", runs), write_csv(cfg.out / "summary.csv", summary)]
     if effects is not None:
@@ -451,123 +404,11 @@ def _write_tables(cfg: SweepConfig, runs: Any, summary: Any, effects: Any = None
         title = (f"cross-validated on {cfg.data.name}, seeds {seeds}; in-site: each fold's test rows"
                  + (f"; other sites: {', '.join(t.name for t in cfg.tests)}, scored whole" if cfg.tests else ""))
         pairs = "seeds and folds"
-    lines = [f"# Sweep: {cfg.recipe} {title}", "",
-             f"Mean AUC over {pairs}; below each variant's mean, its paired difference from the baseline "
-             f"(same {pairs}, same splits) with the 95 % t-interval over {pairs}.", ""]
-    if cfg.train != ALL:
-        lines += _summary_lines(summary)
-    else:  # one table per training row, then the whole matrix
-        for row in dict.fromkeys(summary.loc[summary["site"] != MATRIX, "train_site"]):
-            lines += [f"## Trained on site {row}", "", *_summary_lines(summary[summary["train_site"] == row]), ""]
-        lines += ["## The whole matrix", "", "Per seed, the mean over the training rows of each row's mean over its "
-                  "other sites (what `ppi cross-site --train all --baseline` gives), over the seeds with every row:",
-                  "", *_summary_lines(summary[summary["site"] == MATRIX], readings=False),
-                  *_matrix_ceiling_lines(summary[summary["site"] == MATRIX])]
-    if energy_summary is not None:
-        lines += _energy_lines(energy_summary, cfg.energy, pairs)
-    lines += _rejected_lines(runs)
-    if effects is not None and len(effects):
-        lines += _effect_lines(summarise_effects(effects))
     overrides = {v.name: dict(v.overrides) for v in cfg.variants}
     if cfg.twin is not None:
         overrides[CEILING] = {"ppi.enabled": False, "trained on": str(cfg.twin)}
-    lines += ["", "Variants (recipe overrides):", ""]
-    if cfg.common:
-        lines += ["Every variant and the baseline: " + ", ".join(f"`{k}={v}`" for k, v in cfg.common.items()), ""]
-    lines += [f"- `{name}`: " + (", ".join(f"`{k}={v}`" for k, v in o.items()) or "the recipe as it is")
-              for name, o in overrides.items()]
-    written.append(write_text(cfg.out / "summary.md", "\n".join(lines) + "\n"))
+    text = sweep_markdown(f"{cfg.recipe} {title}", pairs, summary, runs, matrix=cfg.train == ALL,
+                          overrides=overrides, common=cfg.common, effects=effects, energy=energy_summary,
+                          energy_method=cfg.energy)
+    written.append(write_text(cfg.out / "summary.md", text))
     return written
-
-
-def _summary_lines(summary: Any, *, readings: bool = True) -> list[str]:
-    """One summary's table (a row of means per variant, then its paired Δ) and, with `readings`, each variant's
-    reading (`sweep_reading`, or `ceiling_reading` and its share of the ceiling with a ceiling row)."""
-    sites = list(dict.fromkeys(summary["site"]))
-    lines = ["| variant | " + " | ".join(sites) + " |", "|---|" + "---|" * len(sites)]
-    for variant, part in summary.groupby("variant", sort=False):
-        by_site = part.set_index("site")
-        lines.append(f"| {variant} | " + " | ".join(f"{by_site.loc[s, 'mean']:.3f}" for s in sites) + " |")
-        if variant != BASELINE:
-            lines.append("| Δ vs baseline | " + " | ".join(interval_text(by_site.loc[s]) for s in sites) + " |")
-    if readings and "delta" in summary and summary["delta"].notna().any():
-        lines += ["", "Readings (a site rose or fell when its interval is clear of 0; docs/ppi.md):", ""]
-        ceiling = summary[summary["variant"] == CEILING]
-        for variant, part in summary.groupby("variant", sort=False):
-            if variant == BASELINE or not part["delta"].notna().all():
-                continue
-            said = ceiling_reading(part) if variant == CEILING else sweep_reading(part)
-            versus = against_ceiling(part, ceiling) if variant != CEILING and len(ceiling) else ""
-            lines.append(f"- `{variant}`: {said}" + (f"; {versus}" if versus else ""))
-    return lines
-
-
-def _matrix_ceiling_lines(matrix: Any) -> list[str]:
-    """With a ceiling (`--train all --twin`): its whole-matrix gain, and each variant's as a share of it."""
-    ceiling = matrix[matrix["variant"] == CEILING]
-    if ceiling.empty or not ceiling["delta"].notna().all():
-        return []
-    lines = ["", f"- `{CEILING}`: the baseline trained on the twin at every site, "
-             f"{interval_text(ceiling.iloc[0])} over the whole matrix: what a model that never leant on the cue "
-             "gains here; read each variant's Δ against it"]
-    for variant, part in matrix.groupby("variant", sort=False):
-        if variant in (BASELINE, CEILING) or not part["delta"].notna().all():
-            continue
-        versus = against_ceiling(part, ceiling, MATRIX, "over the whole matrix")
-        lines.append(f"- `{variant}`: {interval_text(part.iloc[0])}" + (f"; {versus}" if versus else
-                                                                         "; the ceiling shows no headroom"))
-    return lines
-
-
-def _energy_lines(summary: Any, method: str, pairs: str) -> list[str]:
-    """`--energy`: per training row (and the whole matrix), each variant's mean energy inside the masks and below it
-    its paired Δ from the baseline."""
-    rows = list(dict.fromkeys(summary["train_site"]))
-    lines = ["", f"## Energy inside the lesion ({method})", "",
-             f"The share of each kept model's {method} map (its positive part) inside the expert masks, over the "
-             f"data's masked samples (`ppi segment-eval`'s energy pointing game, all points), mean over {pairs}; "
-             "below each variant, its paired difference from the baseline with the 95 % t-interval. A rejected run "
-             "holds the recipe trained without PPI, so its model is the one measured.", "",
-             "| variant | " + " | ".join(r if r == MATRIX else f"trained on {r}" for r in rows) + " |",
-             "|---|" + "---|" * len(rows)]
-    for variant, part in summary.groupby("variant", sort=False):
-        by_row = part.set_index("train_site")
-        lines.append(f"| {variant} | " + " | ".join(f"{by_row.loc[r, 'mean']:.3f}" for r in rows) + " |")
-        if variant != BASELINE:
-            lines.append("| Δ vs baseline | " + " | ".join(interval_text(by_row.loc[r]) for r in rows) + " |")
-    return lines
-
-
-def _rejected_lines(runs: Any) -> list[str]:
-    """Which runs `ppi.fallback_drop` rejected, per variant: their rows hold the recipe trained without PPI."""
-    if "rejected" not in runs.columns:
-        return []
-    keys = ["seed", *(["fold"] if "fold" in runs.columns else [])]
-    rows = runs["train_site"].nunique() > 1  # --train all: say which training row
-    lines = []
-    for variant, part in runs[runs["rejected"].astype(bool)].groupby("variant", sort=False):
-        which = sorted({(str(r.train_site) if rows else "", *(int(getattr(r, k)) for k in keys))
-                        for r in part.itertuples(index=False)})
-        listed = (", ".join(f"{w[0]} seed " + " fold ".join(map(str, w[1:])) for w in which) if rows
-                  else "seed " + ", ".join(" fold ".join(map(str, w[1:])) for w in which))
-        lines.append(f"- `{variant}`: {len(which)} run(s), {listed}")
-    if not lines:
-        return []
-    return ["", "PPI rejected (`ppi.fallback_drop`: the kept PPI epoch validated too far below the warm-up, or below "
-            "the recipe without PPI under `ppi.fallback_against: baseline`; `ppi.fallback_fit`: PPI fitted its "
-            "training images too far worse than that recipe); these runs' rows hold the recipe trained without PPI, "
-            "and the means above include them:", "", *lines]
-
-
-def _effect_lines(table: Any) -> list[str]:
-    sites = sorted(dict.fromkeys(table["site"]))
-    lines = ["", "The cue's effect on the kept model's logit, per site: the mean over the images that carry it of "
-             "logit(p) on the image minus logit(p) on the same image in the twin (0: the cue is ignored; > 0: read "
-             "as the positive class; < 0: as the negative one), mean over seeds with the 95 % t-interval:", "",
-             "| variant | " + " | ".join(sites) + " |", "|---|" + "---|" * len(sites)]
-    for variant, part in table.groupby("variant", sort=False):
-        by_site = part.set_index("site")
-        lines.append(f"| {variant} | " + " | ".join(
-            f"{by_site.loc[s, 'effect']:+.2f} [{by_site.loc[s, 'low']:+.2f}, {by_site.loc[s, 'high']:+.2f}]"
-            if s in by_site.index else "" for s in sites) + " |")
-    return lines

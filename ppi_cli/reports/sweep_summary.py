@@ -1,13 +1,14 @@
 # SPDX-License-Identifier: MIT
 """The numbers of a `ppi sweep` summary, from its runs (one row per variant, seed, [fold,] training and test site:
 the AUC): per variant and site the mean over seeds and the paired difference from the baseline with its 95 %
-t-interval; with `--train all` each training row's and the whole matrix's; and the cue's effect per site.
-`sweep_reading` puts these rows in words; `engine.sweep` runs the studies and writes the tables.
+t-interval; with `--train all` each training row's and the whole matrix's; the cue's effect per site; and the
+energy inside the lesion. `sweep_reading` puts these rows in words, `sweep_tables` lays them out in summary.md;
+`engine.sweep` runs the studies and writes the files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,12 +16,23 @@ import numpy as np
 from ppi_cli.reports.sweep_reading import CROSS_SITE
 
 __all__ = ["BASELINE", "CEILING", "ALL", "MATRIX", "paired_interval", "summarise_sweep", "summarise_matrix",
-           "summarise_effects", "summarise_energy"]
+           "summarise_effects", "summarise_energy", "cells_frame"]
 
 BASELINE = "baseline"
 CEILING = "ceiling"  # the baseline trained on the twin (--twin: no cue, or one unrelated to the label)
 ALL = "all"  # `--train all`: every site trains a row, and the summary adds the whole matrix
 MATRIX = "whole matrix"  # the summary's site for the mean over training rows of their other-site means
+
+
+def cells_frame(results: Mapping[tuple[str, int], list[dict[str, Any]]], names: Sequence[str], seeds: Sequence[int],
+                key: str, columns: Sequence[str]) -> Any:
+    """The cells of a sweep's studies (`results[(variant, seed)]`, a list of dicts) that carry `key` (`auc`,
+    `effect`, `energy`) as one table: variant, seed and `columns`, in the order of `names` and `seeds`."""
+    import pandas as pd
+
+    rows = [{"variant": name, "seed": seed, **cell} for name in names for seed in seeds
+            for cell in results.get((name, seed), []) if key in cell]
+    return pd.DataFrame(rows, columns=["variant", "seed", *columns])
 
 
 def paired_interval(differences: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:

@@ -434,14 +434,15 @@ def test_the_cue_effect_is_each_kept_models_logit_shift_on_the_images_that_carry
 
 def test_the_whole_matrix_reads_no_share_where_the_ceilings_interval_reaches_zero():
     """A ceiling whose whole-matrix interval is not clear of 0 shows no headroom to take a share of."""
-    from ppi_cli.engine.sweep import CEILING, MATRIX, _matrix_ceiling_lines
+    from ppi_cli.engine.sweep import CEILING, MATRIX
+    from ppi_cli.reports.sweep_tables import matrix_ceiling_lines
 
     matrix = pd.DataFrame([{"variant": BASELINE, "site": MATRIX, "delta": np.nan, "low": np.nan, "high": np.nan},
                            {"variant": "demo", "site": MATRIX, "delta": 0.02, "low": 0.01, "high": 0.03},
                            {"variant": CEILING, "site": MATRIX, "delta": 0.05, "low": -0.01, "high": 0.11}])
-    lines = _matrix_ceiling_lines(matrix)
+    lines = matrix_ceiling_lines(matrix)
     assert lines[-1] == "- `demo`: +0.020 [+0.010, +0.030]; the ceiling shows no headroom"
-    assert _matrix_ceiling_lines(matrix[matrix["variant"] != CEILING]) == []  # no twin, no lines
+    assert matrix_ceiling_lines(matrix[matrix["variant"] != CEILING]) == []  # no twin, no lines
 
 
 def test_the_energy_summary_pairs_each_seed_and_reads_the_whole_matrix_against_a_hand_computation():
