@@ -93,24 +93,30 @@ def summarise_sweep(runs: Any, train: str) -> Any:
 
 def summarise_matrix(runs: Any) -> Any:
     """`--train all`: `summarise_sweep` of each training row (a `train_site` column says which), then per variant
-    the whole matrix (site `whole matrix`, train_site `all`): per seed the mean over training rows of each row's
-    mean over its other sites, what `ppi cross-site --train all --baseline` gives, paired with the baseline's."""
+    the whole matrix (train_site `all`): per seed the mean over training rows of each row's mean over its other
+    sites (site `whole matrix`, what `ppi cross-site --train all --baseline` gives), and each test site's column
+    over the rows trained elsewhere (site: that test site; a reversed site's column says what every other row's
+    model makes of it), over the seeds with every row, each paired with the baseline's."""
     import pandas as pd
 
     parts = [summarise_sweep(runs[runs["train_site"] == row], row).assign(train_site=row)
              for row in sorted(dict.fromkeys(runs["train_site"]))]
     others = runs[runs["test_site"] != runs["train_site"]]
+    rows = others.groupby(["variant", "seed"])["train_site"].transform("nunique")
+    others = others[rows == runs["train_site"].nunique()]  # the seeds with every row
     per_row = others.groupby(["variant", "seed", "train_site"], sort=False)["auc"].mean()
-    per_seed = per_row.groupby(level=["variant", "seed"], sort=False).agg(["mean", "size"])
-    whole = per_seed[per_seed["size"] == runs["train_site"].nunique()]["mean"]  # seeds with every row
+    per_seed = {site: part.groupby(["variant", "seed"], sort=False)["auc"].mean()
+                for site, part in sorted(others.groupby("test_site"), key=lambda item: str(item[0]))}
+    per_seed[MATRIX] = per_row.groupby(level=["variant", "seed"], sort=False).mean()
     matrix = []
     for variant in dict.fromkeys(runs["variant"]):
-        values = whole.loc[variant] if variant in whole.index.get_level_values(0) else pd.Series(dtype=float)
-        row = {"variant": variant, "site": MATRIX, "n": int(values.size), "mean": float(values.mean()),
-               "train_site": ALL}
-        if variant != BASELINE and BASELINE in whole.index.get_level_values(0):
-            row |= _paired(values, whole.loc[BASELINE])
-        matrix.append(row)
+        for site, whole in per_seed.items():
+            values = whole.loc[variant] if variant in whole.index.get_level_values(0) else pd.Series(dtype=float)
+            row = {"variant": variant, "site": site, "n": int(values.size), "mean": float(values.mean()),
+                   "train_site": ALL}
+            if variant != BASELINE and BASELINE in whole.index.get_level_values(0):
+                row |= _paired(values, whole.loc[BASELINE])
+            matrix.append(row)
     return pd.concat([*parts, pd.DataFrame(matrix)], ignore_index=True)
 
 

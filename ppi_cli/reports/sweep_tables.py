@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ppi_cli.reports.sweep_reading import against_ceiling, ceiling_reading, interval_text, sweep_reading
-from ppi_cli.reports.sweep_summary import BASELINE, CEILING, MATRIX, summarise_effects
+from ppi_cli.reports.sweep_summary import ALL, BASELINE, CEILING, MATRIX, summarise_effects
 
 __all__ = ["sweep_markdown", "matrix_ceiling_lines"]
 
@@ -27,11 +27,13 @@ def sweep_markdown(heading: str, pairs: str, summary: Any, runs: Any, *, matrix:
     if not matrix:
         lines += _summary_lines(summary)
     else:  # one table per training row, then the whole matrix
-        for row in dict.fromkeys(summary.loc[summary["site"] != MATRIX, "train_site"]):
+        for row in dict.fromkeys(summary.loc[summary["train_site"] != ALL, "train_site"]):
             lines += [f"## Trained on site {row}", "", *_summary_lines(summary[summary["train_site"] == row]), ""]
         lines += ["## The whole matrix", "", "Per seed, the mean over the training rows of each row's mean over its "
-                  "other sites (what `ppi cross-site --train all --baseline` gives), over the seeds with every row:",
-                  "", *_summary_lines(summary[summary["site"] == MATRIX], readings=False),
+                  "other sites (what `ppi cross-site --train all --baseline` gives), and each site's column: the mean "
+                  "of its AUCs over the rows trained elsewhere; over the seeds with every row:", "",
+                  *_table_lines(summary[summary["train_site"] == ALL], "site",
+                                lambda site: site if site == MATRIX else f"at {site}"),
                   *matrix_ceiling_lines(summary[summary["site"] == MATRIX])]
     if energy is not None:
         lines += _energy_lines(energy, str(energy_method), pairs)
@@ -46,11 +48,11 @@ def sweep_markdown(heading: str, pairs: str, summary: Any, runs: Any, *, matrix:
     return "\n".join(lines) + "\n"
 
 
-def _summary_lines(summary: Any, *, readings: bool = True) -> list[str]:
-    """One summary's table (a row of means per variant, then its paired Δ) and, with `readings`, each variant's
-    reading (`sweep_reading`, or `ceiling_reading` and its share of the ceiling with a ceiling row)."""
+def _summary_lines(summary: Any) -> list[str]:
+    """One summary's table (a row of means per variant, then its paired Δ) and each variant's reading
+    (`sweep_reading`, or `ceiling_reading` and its share of the ceiling with a ceiling row)."""
     lines = _table_lines(summary, "site")
-    if readings and "delta" in summary and summary["delta"].notna().any():
+    if "delta" in summary and summary["delta"].notna().any():
         lines += ["", "Readings (a site rose or fell when its interval is clear of 0; docs/ppi.md):", ""]
         ceiling = summary[summary["variant"] == CEILING]
         for variant, part in summary.groupby("variant", sort=False):

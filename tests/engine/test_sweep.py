@@ -432,6 +432,47 @@ def test_the_cue_effect_is_each_kept_models_logit_shift_on_the_images_that_carry
     assert "The cue's effect on the kept model's logit" in (tmp_path / "sw" / "summary.md").read_text()
 
 
+def test_the_whole_matrix_gives_each_sites_column_over_the_rows_trained_elsewhere_against_a_hand_computation():
+    """--train all: each test site's column is, per seed, the mean of its AUCs over the rows trained elsewhere,
+    paired with the baseline's over the seeds with every row. Three sites; the variant lifts cell (R, T) by
+    0.01·rank(R) + 0.1·[T = C] + 0.01·s (ranks A 0, B 1, C 2), so column C (rows A and B) gains
+    0.105 + 0.01·s and column A (rows B and C) 0.015 + 0.01·s. Seed 2 has no row B: it joins no column."""
+    from ppi_cli.engine.sweep import ALL, MATRIX
+    from ppi_cli.reports.sweep_summary import summarise_matrix
+    from ppi_cli.reports.sweep_tables import sweep_markdown
+
+    rank = {"A": 0, "B": 1, "C": 2}
+    cells = []
+    for seed in range(3):
+        for variant, lift in ((BASELINE, 0.0), ("demo", 1.0)):
+            for row in "ABC":
+                if seed == 2 and row == "B":
+                    continue
+                for test in "ABC":
+                    gain = 0.01 * rank[row] + 0.1 * (test == "C") + 0.01 * seed
+                    cells.append({"variant": variant, "seed": seed, "train_site": row, "test_site": test,
+                                  "auc": 0.6 + 0.05 * rank[test] + lift * gain, "rejected": False})
+    runs = pd.DataFrame(cells)
+    table = summarise_matrix(runs)
+    columns = table[table["train_site"] == ALL].set_index(["variant", "site"])
+    assert [s for s in columns.loc["demo"].index] == ["A", "B", "C", MATRIX]
+    half = stats.t.ppf(0.975, 1) * np.std([0.0, 0.01], ddof=1) / np.sqrt(2)
+    for site, others in (("A", "BC"), ("C", "AB")):
+        expect = np.mean([0.01 * rank[r] + 0.1 * (site == "C") for r in others]) + 0.005  # seeds 0, 1
+        cell = columns.loc[("demo", site)]
+        assert (cell["pairs"], cell["delta"], cell["low"], cell["high"]) == pytest.approx(
+            (2, expect, expect - half, expect + half))
+        assert columns.loc[(BASELINE, site), "mean"] == pytest.approx(0.6 + 0.05 * rank[site])
+    # the whole matrix as before: per seed the mean over rows of each row's mean over its other sites
+    whole = np.mean([np.mean([0.01 * rank[r] + 0.1 * (t == "C") for t in "ABC" if t != r]) for r in "ABC"]) + 0.005
+    assert columns.loc[("demo", MATRIX), "delta"] == pytest.approx(whole)
+    text = sweep_markdown("demo", "seeds", table, runs, matrix=True, overrides={"demo": {}}, common={})
+    matrix = text.split("## The whole matrix")[1]
+    assert "| variant | at A | at B | at C | whole matrix |" in matrix
+    assert f"| Δ vs baseline | +{columns.loc[('demo', 'A'), 'delta']:.3f} [" in matrix
+    assert "## Trained on site all" not in text
+
+
 def test_the_whole_matrix_reads_no_share_where_the_ceilings_interval_reaches_zero():
     """A ceiling whose whole-matrix interval is not clear of 0 shows no headroom to take a share of."""
     from ppi_cli.engine.sweep import CEILING, MATRIX
