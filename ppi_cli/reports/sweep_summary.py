@@ -8,7 +8,7 @@ energy inside the lesion. `sweep_reading` puts these rows in words, `sweep_table
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,17 +78,8 @@ def summarise_sweep(runs: Any, train: str) -> Any:
     sites = [*(["in-site"] if "in-site" in table.columns else []),  # none when every hold-out held one class
              *sorted(s for s in table.columns if s not in ("in-site", CROSS_SITE)),
              *([CROSS_SITE] if CROSS_SITE in table.columns else [])]  # none: cross-validated without --test
-    rows = []
-    variants = list(dict.fromkeys(runs["variant"]))
-    for variant in variants:
-        mine = table.loc[variant]
-        for site in sites:
-            values = mine[site].dropna()
-            row = {"variant": variant, "site": site, "n": int(values.size), "mean": float(values.mean())}
-            if variant != BASELINE and BASELINE in table.index.get_level_values(0):
-                row |= _paired(values, table.loc[BASELINE][site])
-            rows.append(row)
-    return pd.DataFrame(rows, columns=["variant", "site", "n", "mean", "delta", "low", "high", "pairs"])
+    return pd.DataFrame(_paired_columns(table, dict.fromkeys(runs["variant"]), sites, "site"),
+                        columns=["variant", "site", "n", "mean", "delta", "low", "high", "pairs"])
 
 
 def summarise_matrix(runs: Any) -> Any:
@@ -108,16 +99,8 @@ def summarise_matrix(runs: Any) -> Any:
     per_seed = {site: part.groupby(["variant", "seed"], sort=False)["auc"].mean()
                 for site, part in sorted(others.groupby("test_site"), key=lambda item: str(item[0]))}
     per_seed[MATRIX] = per_row.groupby(level=["variant", "seed"], sort=False).mean()
-    matrix = []
-    for variant in dict.fromkeys(runs["variant"]):
-        for site, whole in per_seed.items():
-            values = whole.loc[variant] if variant in whole.index.get_level_values(0) else pd.Series(dtype=float)
-            row = {"variant": variant, "site": site, "n": int(values.size), "mean": float(values.mean()),
-                   "train_site": ALL}
-            if variant != BASELINE and BASELINE in whole.index.get_level_values(0):
-                row |= _paired(values, whole.loc[BASELINE])
-            matrix.append(row)
-    return pd.concat([*parts, pd.DataFrame(matrix)], ignore_index=True)
+    matrix = _paired_columns(pd.DataFrame(per_seed), dict.fromkeys(runs["variant"]), list(per_seed), "site")
+    return pd.concat([*parts, pd.DataFrame(matrix).assign(train_site=ALL)], ignore_index=True)
 
 
 def summarise_energy(energies: Any) -> Any:
@@ -133,16 +116,26 @@ def summarise_energy(energies: Any) -> Any:
     if len(rows) > 1:
         table[MATRIX] = table[rows].dropna().mean(axis=1)  # NaN where a seed misses a row
         rows.append(MATRIX)
-    variants = table.index.get_level_values(0)
-    out = []
-    for variant in dict.fromkeys(energies["variant"]):
-        for row in rows:
-            values = table.loc[variant][row].dropna()
-            cell = {"variant": variant, "train_site": row, "n": int(values.size), "mean": float(values.mean())}
-            if variant != BASELINE and BASELINE in variants:
-                cell |= _paired(values, table.loc[BASELINE][row])
-            out.append(cell)
-    return pd.DataFrame(out, columns=["variant", "train_site", "n", "mean", "delta", "low", "high", "pairs"])
+    return pd.DataFrame(_paired_columns(table, dict.fromkeys(energies["variant"]), rows, "train_site"),
+                        columns=["variant", "train_site", "n", "mean", "delta", "low", "high", "pairs"])
+
+
+def _paired_columns(table: Any, variants: Iterable[str], columns: Sequence[str], key: str) -> list[dict[str, Any]]:
+    """Per variant and column of `table` (a frame indexed by variant and the pairing keys, seed and fold): the
+    number of values, their mean and, for each variant but the baseline, `_paired` against the baseline's; each
+    row names its column under `key`. A variant missing from `table` gets empty cells."""
+    import pandas as pd
+
+    present = table.index.get_level_values(0)
+    rows = []
+    for variant in variants:
+        for column in columns:
+            values = table.loc[variant][column].dropna() if variant in present else pd.Series(dtype=float)
+            row = {"variant": variant, key: column, "n": int(values.size), "mean": float(values.mean())}
+            if variant != BASELINE and BASELINE in present:
+                row |= _paired(values, table.loc[BASELINE][column])
+            rows.append(row)
+    return rows
 
 
 def _paired(values: Any, base: Any) -> dict[str, Any]:
