@@ -167,9 +167,8 @@ def _gallery(models: list[tuple[Any, str]], samples: MaskedSamples, cfg: Segment
     method = cfg.methods[0]
     maps = {}
     for model, label in models:
-        net = model.slice_classifier if is_volume_model(model) else model
-        target = net(x[:1]).shape[1] - 1
-        maps[label] = saliency_map(net, x, target, method=method)[:, 0].float().detach().cpu().numpy()
+        net = _explained_net(model)
+        maps[label] = saliency_map(net, x, _explained_class(net, x), method=method)[:, 0].float().detach().cpu().numpy()
     images = batch.images.float().mean(dim=1).cpu().numpy()
     cases = [{"name": sample, "image": images[i], "mask": batch.masks[i],
               "maps": {f"{label} ({method})": maps[label][i] for _, label in models}}
@@ -182,7 +181,7 @@ def _score_pass(model, method: str, samples, cfg: SegmentEvalConfig, device, tit
     import pandas as pd
     import torch
 
-    net = model.slice_classifier if is_volume_model(model) else model  # GA: per B-scan, the slice logit
+    net = _explained_net(model)
 
     def score(batch: torch.Tensor) -> torch.Tensor:  # (F, C, H, W) -> (F,) probability of the explained class
         logits = net(batch).float()
@@ -205,10 +204,7 @@ def _score_pass(model, method: str, samples, cfg: SegmentEvalConfig, device, tit
 def _maps(net: Any, method: str, samples: MaskedSamples, batch_size: int, device: Any,
           title: str | None) -> Iterator[tuple[Any, Any, np.ndarray]]:
     """Each batch of the masked samples with its images on `device` and the maps `(B, H, W)` of the explained
-    class (a binary head's one logit, else the last class: the lesion / positive class); `title`: a progress
-    bar's."""
-    import torch
-
+    class (`_explained_class`); `title`: a progress bar's."""
     target = None
     batches = samples.batches(batch_size)
     if title is not None:
@@ -216,9 +212,22 @@ def _maps(net: Any, method: str, samples: MaskedSamples, batch_size: int, device
     for batch in batches:
         x = batch.images.to(device)
         if target is None:
-            with torch.no_grad():
-                target = net(x[:1]).shape[1] - 1
+            target = _explained_class(net, x)
         yield batch, x, saliency_map(net, x, target, method=method)[:, 0].float().cpu().numpy()
+
+
+def _explained_net(model: Any) -> Any:
+    """The network whose maps are scored: a volume model's slice classifier (GA: per B-scan, the slice logit),
+    else the model itself."""
+    return model.slice_classifier if is_volume_model(model) else model
+
+
+def _explained_class(net: Any, x: Any) -> int:
+    """The class a map explains: a binary head's one logit, else the last class (the lesion / positive class)."""
+    import torch
+
+    with torch.no_grad():
+        return int(net(x[:1]).shape[1] - 1)
 
 
 def lesion_energy(checkpoint: Path, data: Path, method: str = "wbp", *, device: str = "cpu",
@@ -237,7 +246,7 @@ def lesion_energy(checkpoint: Path, data: Path, method: str = "wbp", *, device: 
     torch_device = select_device(device)
     model, meta = load_model(checkpoint, torch_device)
     samples = MaskedSamples(data, InputSpec.from_meta(meta, checkpoint), None, (meta.get("recipe") or {}).get("data"))
-    net = model.slice_classifier if is_volume_model(model) else model
+    net = _explained_net(model)
     shares = np.array([energy_pointing_game(maps[i], batch.masks[i], (None,))["all"]
                        for batch, _, maps in _maps(net, method, samples, batch_size, torch_device, None)
                        for i in range(len(maps))])  # NaN: a map without positive energy, left out as segment-eval does
