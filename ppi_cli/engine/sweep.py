@@ -32,7 +32,8 @@ Layout of the sweep folder:
     energy.csv, energy_summary.csv           with --energy METHOD: per variant, seed (and fold) and training row,
                                              the share of each kept model's map inside the expert masks of the
                                              data; its paired summary (also in summary.md)
-    summary.csv, summary.md                  per variant: mean AUC per site; paired Δ with its interval
+    summary.csv, summary.md                  per variant: mean AUC per site; paired Δ with its interval; the
+                                             room (1 − the baseline's AUC), the most any model could gain
 
 Finished studies are skipped, so an interrupted sweep resumes where it stopped, and more seeds join a
 finished sweep cheaply: runs.csv and the summary cover the seeds asked, so `--seeds 0-9` after

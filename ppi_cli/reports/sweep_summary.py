@@ -78,8 +78,8 @@ def summarise_sweep(runs: Any, train: str) -> Any:
     sites = [*(["in-site"] if "in-site" in table.columns else []),  # none when every hold-out held one class
              *sorted(s for s in table.columns if s not in ("in-site", CROSS_SITE)),
              *([CROSS_SITE] if CROSS_SITE in table.columns else [])]  # none: cross-validated without --test
-    return pd.DataFrame(_paired_columns(table, dict.fromkeys(runs["variant"]), sites, "site"),
-                        columns=["variant", "site", "n", "mean", "delta", "low", "high", "pairs"])
+    return pd.DataFrame(_paired_columns(table, dict.fromkeys(runs["variant"]), sites, "site", room=True),
+                        columns=["variant", "site", "n", "mean", "delta", "low", "high", "pairs", "room"])
 
 
 def summarise_matrix(runs: Any) -> Any:
@@ -99,7 +99,7 @@ def summarise_matrix(runs: Any) -> Any:
     per_seed = {site: part.groupby(["variant", "seed"], sort=False)["auc"].mean()
                 for site, part in sorted(others.groupby("test_site"), key=lambda item: str(item[0]))}
     per_seed[MATRIX] = per_row.groupby(level=["variant", "seed"], sort=False).mean()
-    matrix = _paired_columns(pd.DataFrame(per_seed), dict.fromkeys(runs["variant"]), list(per_seed), "site")
+    matrix = _paired_columns(pd.DataFrame(per_seed), dict.fromkeys(runs["variant"]), list(per_seed), "site", room=True)
     return pd.concat([*parts, pd.DataFrame(matrix).assign(train_site=ALL)], ignore_index=True)
 
 
@@ -120,10 +120,13 @@ def summarise_energy(energies: Any) -> Any:
                         columns=["variant", "train_site", "n", "mean", "delta", "low", "high", "pairs"])
 
 
-def _paired_columns(table: Any, variants: Iterable[str], columns: Sequence[str], key: str) -> list[dict[str, Any]]:
+def _paired_columns(table: Any, variants: Iterable[str], columns: Sequence[str], key: str, *,
+                    room: bool = False) -> list[dict[str, Any]]:
     """Per variant and column of `table` (a frame indexed by variant and the pairing keys, seed and fold): the
     number of values, their mean and, for each variant but the baseline, `_paired` against the baseline's; each
-    row names its column under `key`. A variant missing from `table` gets empty cells."""
+    row names its column under `key`. A variant missing from `table` gets empty cells. `room` (AUCs): also the
+    room, 1 − the baseline's mean over the same seeds (the baseline's own row: over its own), the most any
+    model could gain there: a bound above it cannot be met on these seeds."""
     import pandas as pd
 
     present = table.index.get_level_values(0)
@@ -132,8 +135,12 @@ def _paired_columns(table: Any, variants: Iterable[str], columns: Sequence[str],
         for column in columns:
             values = table.loc[variant][column].dropna() if variant in present else pd.Series(dtype=float)
             row = {"variant": variant, key: column, "n": int(values.size), "mean": float(values.mean())}
-            if variant != BASELINE and BASELINE in present:
-                row |= _paired(values, table.loc[BASELINE][column])
+            base = table.loc[BASELINE][column] if BASELINE in present else None
+            if variant != BASELINE and base is not None:
+                row |= _paired(values, base)
+            if room:
+                on = values.index.intersection(base.dropna().index) if base is not None else values.index[:0]
+                row["room"] = float(1.0 - base.loc[on].mean()) if on.size else float("nan")
             rows.append(row)
     return rows
 

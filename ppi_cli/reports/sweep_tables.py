@@ -23,7 +23,8 @@ def sweep_markdown(heading: str, pairs: str, summary: Any, runs: Any, *, matrix:
     effect per site, and every variant's `overrides` (`common`: those of every variant and the baseline)."""
     lines = [f"# Sweep: {heading}", "",
              f"Mean AUC over {pairs}; below each variant's mean, its paired difference from the baseline "
-             f"(same {pairs}, same splits) with the 95 % t-interval over {pairs}.", ""]
+             f"(same {pairs}, same splits) with the 95 % t-interval over {pairs}; below the baseline's, the room it "
+             "leaves (1 − its mean AUC), the most any model could gain there.", ""]
     if not matrix:
         lines += _summary_lines(summary)
     else:  # one table per training row, then the whole matrix
@@ -94,12 +95,15 @@ def _energy_lines(summary: Any, method: str, pairs: str) -> list[str]:
 
 def _table_lines(summary: Any, column: str, header: Callable[[str], str] = str) -> list[str]:
     """A markdown table with one column per value of `column` (named by `header`): a row of means per variant and,
-    below each but the baseline's, its paired Δ with the interval."""
+    below each but the baseline's, its paired Δ with the interval; with a `room` column (AUCs), below the
+    baseline's the room it leaves (1 − its mean), the most any Δ could be."""
     keys = list(dict.fromkeys(summary[column]))
     lines = ["| variant | " + " | ".join(header(k) for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for variant, part in summary.groupby("variant", sort=False):
         by_key = part.set_index(column)
         lines.append(f"| {variant} | " + " | ".join(f"{by_key.loc[k, 'mean']:.3f}" for k in keys) + " |")
+        if variant == BASELINE and "room" in by_key.columns:
+            lines.append("| room (1 − baseline) | " + " | ".join(f"{by_key.loc[k, 'room']:+.3f}" for k in keys) + " |")
         if variant != BASELINE:
             lines.append("| Δ vs baseline | " + " | ".join(interval_text(by_key.loc[k]) for k in keys) + " |")
     return lines

@@ -58,6 +58,30 @@ def test_summary_pairs_each_seed_with_the_baseline_and_gives_a_t_interval():
     assert other.loc[("ppi", CROSS_SITE), "delta"] == pytest.approx(diffs.mean())
 
 
+def test_the_room_is_one_minus_the_baselines_auc_on_the_seeds_a_variant_is_paired_on():
+    """`room`: 1 − the baseline's mean AUC over the seeds each row is paired on (the baseline's row: its own), the
+    most any variant could gain there; summary.md gives the baseline's under its row. The variant misses seed 2."""
+    from ppi_cli.reports.sweep_tables import sweep_markdown
+
+    base = {0: (0.95, 0.60), 1: (1.00, 0.70), 2: (0.90, 0.20)}  # seed -> (D hold-out, C)
+    cells = [{"variant": BASELINE, "seed": s, "train_site": "D", "test_site": t, "auc": v}
+             for s, values in base.items() for t, v in zip("DC", values, strict=True)]
+    cells += [{"variant": "ppi", "seed": s, "train_site": "D", "test_site": t, "auc": 1.0}
+              for s in (0, 1) for t in "DC"]
+    runs = pd.DataFrame(cells)
+    summary = summarise_sweep(runs, "D").set_index(["variant", "site"])
+    assert summary.loc[(BASELINE, "C"), "room"] == pytest.approx(1 - (0.60 + 0.70 + 0.20) / 3)
+    assert summary.loc[("ppi", "C"), "room"] == pytest.approx(1 - (0.60 + 0.70) / 2)  # seeds 0 and 1
+    assert summary.loc[("ppi", "C"), "delta"] == pytest.approx(summary.loc[("ppi", "C"), "room"])  # all of it
+    assert summary.loc[("ppi", "in-site"), "room"] == pytest.approx(0.025)
+    text = sweep_markdown("demo", "seeds", summary.reset_index(), runs, matrix=False, overrides={"ppi": {}},
+                          common={})
+    lines = text.splitlines()
+    at = lines.index("| baseline | 0.950 | 0.500 | 0.500 |")
+    assert lines[at + 1] == "| room (1 − baseline) | +0.050 | +0.500 | +0.500 |"
+    assert sum(line.startswith("| room") for line in lines) == 1  # under the baseline only
+
+
 def _part(**intervals):
     """A variant's summary rows: site -> (delta, low, high); `cross` is the mean over the other sites."""
     names = {"cross": CROSS_SITE, "in_site": "in-site"}
@@ -469,6 +493,8 @@ def test_the_whole_matrix_gives_each_sites_column_over_the_rows_trained_elsewher
     text = sweep_markdown("demo", "seeds", table, runs, matrix=True, overrides={"demo": {}}, common={})
     matrix = text.split("## The whole matrix")[1]
     assert "| variant | at A | at B | at C | whole matrix |" in matrix
+    assert columns.loc[("demo", "C"), "room"] == pytest.approx(1 - (0.6 + 0.05 * rank["C"]))
+    assert "| room (1 − baseline) | +0.400 | +0.350 | +0.300 | +0.350 |" in matrix
     assert f"| Δ vs baseline | +{columns.loc[('demo', 'A'), 'delta']:.3f} [" in matrix
     assert "## Trained on site all" not in text
 
