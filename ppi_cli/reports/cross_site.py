@@ -141,7 +141,8 @@ OPPOSITE = 0.10  # one site up and another down by this much: a site-dependent c
 def ppi_reading(matrices: Mapping[str, Any], rejected: Collection[str] = ()) -> tuple[Any, str] | None:
     """Whether PPI helped, row by row, when a study ran both variants: the table and a one-line summary.
 
-    Per training row with both variants: Δ in-site, Δ cross-site (the mean over the other sites), the
+    Per training row with both variants: Δ in-site, Δ cross-site (the mean over the other sites), the room
+    the baseline leaves there (1 − its mean AUC over those sites: the most any model could gain), the
     largest fall and rise of one other site, and the reading:
     - `opposite moves` when one other site rose by `OPPOSITE` or more and another fell by as much: PPI changed
       how the model reads something that differs between sites (a cue learnt in reverse can look like this);
@@ -170,6 +171,7 @@ def ppi_reading(matrices: Mapping[str, Any], rejected: Collection[str] = ()) -> 
             continue
         d_in = float(delta[train]) if train in delta.index else np.nan
         d_cross = float(others.mean())
+        room = 1.0 - float(base.loc[train, list(others.index)].astype(float).mean())
         low, high = float(others.min()), float(others.max())
         if train in rejected:
             reading = "PPI rejected"
@@ -183,7 +185,7 @@ def ppi_reading(matrices: Mapping[str, Any], rejected: Collection[str] = ()) -> 
             reading = "cost"
         else:
             reading = "no clear change"
-        rows.append({"train_site": train, "delta_in_site": d_in, "delta_cross_site": d_cross,
+        rows.append({"train_site": train, "delta_in_site": d_in, "delta_cross_site": d_cross, "room_cross_site": room,
                      "worst_site": f"{others.idxmin()} {low:+.3f}", "best_site": f"{others.idxmax()} {high:+.3f}",
                      "reading": reading})
     if not rows:
@@ -192,6 +194,7 @@ def ppi_reading(matrices: Mapping[str, Any], rejected: Collection[str] = ()) -> 
     counts = table["reading"].value_counts()
     n = len(table)
     mean_cross = float(table["delta_cross_site"].mean())
+    mean_room = float(table["room_cross_site"].mean())
     if counts.get("helped", 0) == n:
         advice = ("PPI helped on every training row here; one seed, so confirm it with `ppi sweep` (paired seeds, "
                   "intervals) before relying on it.")
@@ -211,14 +214,15 @@ def ppi_reading(matrices: Mapping[str, Any], rejected: Collection[str] = ()) -> 
     parts = ", ".join(f"{k} {counts[k]}" for k in ("helped", "trade-off", "no clear change", "cost", "opposite moves",
                                                     "PPI rejected") if counts.get(k, 0))
     summary = (f"PPI − baseline, mean over the {n} training row(s) of the cross-site AUC change: {mean_cross:+.3f} "
-               f"({parts}). {advice}")
+               f"of the {mean_room:+.3f} the baseline leaves ({parts}). {advice}")
     return table, summary
 
 
 def reading_for_display(table: Any) -> Any:
     """`ppi_reading`'s table for people: the headers in words (the changes are PPI − baseline)."""
     return table.rename(columns={"train_site": "train", "delta_in_site": "Δ in-site",
-                                 "delta_cross_site": "Δ other sites", "worst_site": "fell most",
+                                 "delta_cross_site": "Δ other sites", "room_cross_site": "room (1 − baseline)",
+                                 "worst_site": "fell most",
                                  "best_site": "rose most"})
 
 

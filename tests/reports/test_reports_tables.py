@@ -72,9 +72,11 @@ def test_write_cross_site_tables_side_by_side(tmp_path):
     text = (tmp_path / "cross_site.md").read_text()
     assert "## ppi" in text and "## baseline" in text and "| D | 0.748 | 0.792 | 0.836 | 0.961 |" in text
     # Table 3, PPI − baseline: rows A and C lift every other site (A: +0.052 +0.045 +0.038); B's cross-site
-    # mean moves +0.019, under the 0.02 of `helped`; D lifts every other site (+0.049) but loses 0.057 in-site.
-    assert "## Did PPI help here?" in text and "| D | -0.057 | 0.049 | C +0.017 | A +0.076 | trade-off |" in text
-    assert "| train | Δ in-site | Δ other sites | fell most | rose most | reading |" in text
+    # mean moves +0.019, under the 0.02 of `helped`; D lifts every other site (+0.049) but loses 0.057 in-site,
+    # where the baseline leaves 1 − mean(0.748, 0.792, 0.836) = 0.208 of room over the other sites.
+    assert "## Did PPI help here?" in text
+    assert "| D | -0.057 | 0.049 | 0.208 | C +0.017 | A +0.076 | trade-off |" in text
+    assert "| train | Δ in-site | Δ other sites | room (1 − baseline) | fell most | rose most | reading |" in text
     assert "helped 2, trade-off 1, no clear change 1" in text
 
 
@@ -98,8 +100,11 @@ def test_ppi_reading_row_by_row_against_hand_computed_changes():
     assert table.loc["D", "delta_cross_site"] == pytest.approx(np.mean([0.10, -0.15, 0.30]))
     assert table.loc["D", "delta_in_site"] == pytest.approx(-0.01)
     assert table.loc["D", "worst_site"] == "B -0.150" and table.loc["D", "best_site"] == "C +0.300"
+    assert table["room_cross_site"].tolist() == pytest.approx([0.30, 0.30, 0.30, 1 - (0.60 + 0.80 + 0.20) / 3])
     mean = np.mean([0.04, -0.03, 0.01 / 3, 0.25 / 3])
-    assert f"{mean:+.3f}" in summary and "helped 1, no clear change 1, cost 1, opposite moves 1" in summary
+    room = np.mean([0.30, 0.30, 0.30, 1 - (0.60 + 0.80 + 0.20) / 3])
+    assert f"{mean:+.3f} of the {room:+.3f} the baseline leaves" in summary
+    assert "helped 1, no clear change 1, cost 1, opposite moves 1" in summary
     assert "some training rows" in summary and "in reverse" in summary
     # a training site whose PPI model ppi.fallback_drop rejected reads so, whatever its changes
     table, summary = ppi_reading({"ppi": _matrix(ppi), "baseline": _matrix(base)}, rejected={"A"})
