@@ -138,9 +138,8 @@ def _paired_columns(table: Any, variants: Iterable[str], columns: Sequence[str],
             base = table.loc[BASELINE][column] if BASELINE in present else None
             if variant != BASELINE and base is not None:
                 row |= _paired(values, base)
-            if room:
-                on = values.index.intersection(base.dropna().index) if base is not None else values.index[:0]
-                row["room"] = float(1.0 - base.loc[on].mean()) if on.size else float("nan")
+            if room:  # the baseline over this variant's seeds (NaN-skipping mean; NaN without any)
+                row["room"] = 1.0 - float(base.reindex(values.index).mean()) if base is not None else float("nan")
             rows.append(row)
     return rows
 
