@@ -4,13 +4,14 @@
 Training samples K B-scans per volume (`model.multiview.slices_per_volume`), kept in B-scan order
 with their position ids, and applies the paper's augmentation: a horizontal flip of the whole
 volume and additive Gaussian noise (`data.flips`, `data.noise_std`; paper appendix E.2), and, ours, a
-Gaussian blur of random width (`data.blur`) before the noise.
+Gaussian blur of random width (`data.blur`) and a random overall gain (`data.gain`) before the noise.
 Evaluation returns every B-scan, unflipped, so the volume score sums over all slices. Rotation
 (`data.rotation`) is a CT augmentation and is not applied to OCT.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ class GaDataset(Dataset):
         self.flips = bool(getattr(data_cfg, "flips", False))
         self.noise_std = float(getattr(data_cfg, "noise_std", 0.0))
         self.blur = float(getattr(data_cfg, "blur", 0.0))
+        self.gain = float(getattr(data_cfg, "gain", 0.0))
         self.train = train
         self.seed = seed
         self.info = open_cache(self.cache_dir, self.kind, rebuild_hint(self.kind, self.cache_dir))
@@ -123,6 +125,9 @@ class GaDataset(Dataset):
             sigma = float(torch.rand((), generator=generator)) * self.blur
             if sigma > 0.05:  # narrower than a twentieth of a pixel: the kernel is a single tap
                 image = blurred(image, sigma)
+        if self.gain > 0:  # drawn only when on, as the blur: log-uniform, so dimmer and brighter are as likely
+            spread = math.log1p(self.gain)
+            image = (image * math.exp((2 * float(torch.rand((), generator=generator)) - 1) * spread)).clamp_(0.0, 1.0)
         if self.noise_std > 0:
             noise = torch.randn(image.shape, generator=generator) * self.noise_std
             image = (image + noise).clamp_(0.0, 1.0)

@@ -156,3 +156,22 @@ def test_blur_is_a_gaussian_of_random_width_equal_to_scipys_and_off_by_default(c
         np.testing.assert_allclose(image, expected, atol=2e-6)
         assert np.allclose(plain[1]["image"][:, 0].numpy(), clean)  # off: the volume as it is, every read
     assert len({round(s, 6) for s in sigmas}) == 6 and max(sigmas) > 0.5  # a new width each read, not all tiny
+
+
+def test_gain_multiplies_each_read_by_a_log_uniform_factor_and_is_off_by_default(cache):
+    """`data.gain`: each training volume multiplied by exp(u · ln(1 + gain)), u drawn uniformly from [−1, 1] after
+    the B-scans, then clipped to [0, 1]; dimmer and brighter reads both occur, and with gain 0 nothing is drawn."""
+    folder, volumes = cache
+    bright = GaDataset(folder, None, recipe(k=10).replace(**{"data.gain": 0.2}), train=True, seed=5)
+    plain = GaDataset(folder, None, recipe(k=10), train=True, seed=5)
+    reference = torch.Generator().manual_seed(5)
+    clean = volumes[2].astype(np.float32) / 255
+    factors = []
+    for _ in range(8):
+        image = bright[2]["image"][:, 0].numpy()
+        torch.randperm(10, generator=reference)  # the B-scans drawn first (all ten, in order)
+        factor = float(np.exp((2 * float(torch.rand((), generator=reference)) - 1) * np.log(1.2)))
+        factors.append(factor)
+        np.testing.assert_allclose(image, np.clip(clean * factor, 0.0, 1.0), atol=2e-6)
+        assert np.allclose(plain[2]["image"][:, 0].numpy(), clean)  # off: the volume as it is, every read
+    assert min(factors) < 1 < max(factors) and all(1 / 1.2 - 1e-6 <= f <= 1.2 + 1e-6 for f in factors)
