@@ -7,9 +7,12 @@ Fixtures live in conftest.py; everything a test imports by name lives here (`fro
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -24,6 +27,17 @@ from ppi_cli.engine.run_meta import CacheDescription, checkpoint_meta
 from ppi_cli.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout
+
+
+def load_script(name: str) -> ModuleType:
+    """A script of `scripts/` imported as a module named `name` (registered in sys.modules, where dataclasses
+    look their module up while it loads)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None, name
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 # Patient identity planted in test scans: none of these strings may reach an output but the SC's patient module.
 PHI = {"PatientName": "Doe^Jane", "PatientID": "PID-424242", "PatientBirthDate": "19500101"}

@@ -8,17 +8,12 @@ each one is reported, so the contract cannot pass by checking nothing.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, load_script
 
-_spec = importlib.util.spec_from_file_location("check_layers", ROOT / "scripts" / "check_layers.py")
-check_layers = importlib.util.module_from_spec(_spec)
-sys.modules["check_layers"] = check_layers  # dataclasses look their module up while the script loads
-_spec.loader.exec_module(check_layers)
+check_layers = load_script("check_layers")
 
 
 @pytest.fixture

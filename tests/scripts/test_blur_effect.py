@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import ROOT, checkpoint_volume
+from helpers import checkpoint_volume, load_script
 
 from ppi_cli.data.bscans import blurred
 from ppi_cli.data.cache import write_cache_info
@@ -20,10 +19,7 @@ from ppi_cli.models.registry import load_model
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("blur_effect", ROOT / "scripts" / "blur_effect.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("blur_effect")
 
 
 def test_the_blur_down_and_across_is_scipys_gaussian_filter_with_those_widths(rng):

@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import ROOT, checkpoint_volume
+from helpers import checkpoint_volume, load_script
 
 from ppi_cli.data.cache import write_cache_info
 from ppi_cli.files import save_npy, write_csv
@@ -18,10 +16,7 @@ from ppi_cli.models.registry import load_model
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("cue_channels", ROOT / "scripts" / "cue_channels.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("cue_channels")
 
 
 def _cache(folder, volumes, sites):

@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from helpers import ROOT
+from helpers import load_script
 
 
 @pytest.mark.slow
 def test_gpu_check_dry_run_on_the_cpu(tmp_path, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("gpu_check")
     monkeypatch.setenv("OUT", str(tmp_path))
     code = script.main(["--device", "cpu", "--model", "tiny", "--batches", "2", "--rounds", "1",
                         "--check-models", "tiny"])

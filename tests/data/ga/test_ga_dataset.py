@@ -134,44 +134,36 @@ def test_pickles_without_the_array_and_missing_cache_names_the_command(cache, tm
     assert "ppi prepare ga --manifest" in err.value.one_line()
 
 
-def test_blur_is_a_gaussian_of_random_width_equal_to_scipys_and_off_by_default(cache):
-    """`data.blur`: each training volume's B-scans blurred in-plane with σ drawn from [0, blur] (one σ per read),
-    equal to scipy's Gaussian filter (mirror edges, 3σ radius) at the σ the dataset's generator draws after the
-    B-scans; with blur 0 nothing is drawn, so the volumes a recipe without it reads are unchanged."""
+def _blurred(clean: np.ndarray, u: float) -> np.ndarray:
+    """`data.blur: 2.0` at the draw `u`: scipy's Gaussian filter in-plane (mirror edges, 3σ radius) at σ = 2u."""
     from scipy.ndimage import gaussian_filter
 
+    sigma = 2.0 * u
+    return gaussian_filter(clean, sigma=(0, sigma, sigma), mode="mirror", truncate=3.0) if sigma > 0.05 else clean
+
+
+def _gained(clean: np.ndarray, u: float) -> np.ndarray:
+    """`data.gain: 0.2` at the draw `u`: the volume times exp((2u − 1) · ln 1.2), clipped to [0, 1]."""
+    return np.clip(clean * np.exp((2 * u - 1) * np.log(1.2)), 0.0, 1.0)
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [("data.blur", 2.0, _blurred), ("data.gain", 0.2, _gained)])
+def test_blur_and_gain_draw_once_per_read_after_the_bscans_and_are_off_by_default(cache, field, value, expected):
+    """`data.blur`: each training volume's B-scans blurred in-plane with σ drawn from [0, blur], equal to scipy's
+    Gaussian filter; `data.gain`: the volume multiplied by a gain drawn log-uniformly from [1/(1 + gain), 1 + gain].
+    One draw per read, from the dataset's generator after the B-scans; new each read and spread over the range
+    (dimmer and brighter both occur). Off (0), nothing is drawn, so a recipe without them reads its volumes as
+    they are."""
     folder, volumes = cache
-    blurry = GaDataset(folder, None, recipe(k=10).replace(**{"data.blur": 2.0}), train=True, seed=3)
+    augmented = GaDataset(folder, None, recipe(k=10).replace(**{field: value}), train=True, seed=3)
     plain = GaDataset(folder, None, recipe(k=10), train=True, seed=3)
     reference = torch.Generator().manual_seed(3)
     clean = volumes[1].astype(np.float32) / 255
-    sigmas = []
-    for _ in range(6):
-        image = blurry[1]["image"][:, 0].numpy()
-        torch.randperm(10, generator=reference)  # the B-scans drawn first (all ten, in order)
-        sigma = float(torch.rand((), generator=reference)) * 2.0
-        sigmas.append(sigma)
-        expected = gaussian_filter(clean, sigma=(0, sigma, sigma), mode="mirror", truncate=3.0) if sigma > 0.05 \
-            else clean
-        np.testing.assert_allclose(image, expected, atol=2e-6)
-        assert np.allclose(plain[1]["image"][:, 0].numpy(), clean)  # off: the volume as it is, every read
-    assert len({round(s, 6) for s in sigmas}) == 6 and max(sigmas) > 0.5  # a new width each read, not all tiny
-
-
-def test_gain_multiplies_each_read_by_a_log_uniform_factor_and_is_off_by_default(cache):
-    """`data.gain`: each training volume multiplied by exp(u · ln(1 + gain)), u drawn uniformly from [−1, 1] after
-    the B-scans, then clipped to [0, 1]; dimmer and brighter reads both occur, and with gain 0 nothing is drawn."""
-    folder, volumes = cache
-    bright = GaDataset(folder, None, recipe(k=10).replace(**{"data.gain": 0.2}), train=True, seed=5)
-    plain = GaDataset(folder, None, recipe(k=10), train=True, seed=5)
-    reference = torch.Generator().manual_seed(5)
-    clean = volumes[2].astype(np.float32) / 255
-    factors = []
+    draws = []
     for _ in range(8):
-        image = bright[2]["image"][:, 0].numpy()
+        image = augmented[1]["image"][:, 0].numpy()
         torch.randperm(10, generator=reference)  # the B-scans drawn first (all ten, in order)
-        factor = float(np.exp((2 * float(torch.rand((), generator=reference)) - 1) * np.log(1.2)))
-        factors.append(factor)
-        np.testing.assert_allclose(image, np.clip(clean * factor, 0.0, 1.0), atol=2e-6)
-        assert np.allclose(plain[2]["image"][:, 0].numpy(), clean)  # off: the volume as it is, every read
-    assert min(factors) < 1 < max(factors) and all(1 / 1.2 - 1e-6 <= f <= 1.2 + 1e-6 for f in factors)
+        draws.append(float(torch.rand((), generator=reference)))
+        np.testing.assert_allclose(image, expected(clean, draws[-1]), atol=2e-6)
+        assert np.allclose(plain[1]["image"][:, 0].numpy(), clean)  # off: the volume as it is, every read
+    assert len({round(u, 6) for u in draws}) == 8 and min(draws) < 0.4 and max(draws) > 0.6
