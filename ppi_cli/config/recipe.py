@@ -87,8 +87,8 @@ class DataConfig:
                         "blur does not read as a lesion (docs/ppi.md).", min=0)
     gain: float = param(0.0, "GA volumes: multiply each training volume by a gain drawn log-uniformly from "
                         "[1/(1 + gain), 1 + gain] (ours; 0: off), a scanner's overall brightness, so a cue that "
-                        "shifts it (a ramp under prepare's percentile normalisation) is not read as GA "
-                        "(docs/ppi.md).", min=0)
+                        "shifts it (a ramp that raises a volume's top percentile, which prepare maps to 1) is "
+                        "not read as GA (docs/ppi.md).", min=0)
     val_fraction: float = param(0.2, "Share of the training subjects held out for validation / model selection.",
                                 min=0, max=0.9)
     synthetic_size: int = param(256, "Samples in the generated in-memory dataset (dataset: synthetic).", min=8)
