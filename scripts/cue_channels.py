@@ -26,40 +26,42 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ppi_cli.config.recipe import Recipe  # noqa: E402
-from ppi_cli.data.ga.dataset import GaDataset  # noqa: E402
+from ppi_cli.data.datasets import build_dataset  # noqa: E402
+from ppi_cli.engine.cue_effect import cue_rows  # noqa: E402
+from ppi_cli.engine.study import resolve_study  # noqa: E402
+from ppi_cli.engine.trainer import dataset_config  # noqa: E402
 from ppi_cli.models.registry import load_model  # noqa: E402
 from ppi_cli.ppi.looks import swapped_looks  # noqa: E402
 
 CHANNELS = ("cue", "shape", "brightness")
-LOOK_SIGMA = 16.0  # unused by a column look; the recipes' ppi.look_sigma, passed for completeness
+RECIPE = "ga-ppi-wbp-cpu"  # whose preprocessing evaluation reads the volumes with
 
 
-def carrying_volumes(data: Path, twin: Path) -> tuple[np.ndarray, list[str], list[dict[str, torch.Tensor]]]:
-    """The manifest rows whose volumes differ between `data` and `twin`, their sites, and per row the images
-    `{"x0", "cue", "shape", "brightness"}` `(S, 1, H, W)` with the row's B-scan `positions`."""
-    recipe = Recipe().replace(**{"data.dataset": "ga"})
-    with_cue, without = (GaDataset(cache, None, recipe, train=False) for cache in (data, twin))
-    if len(with_cue) != len(without):
-        raise SystemExit(f"{twin}: {len(without)} volumes where {data} has {len(with_cue)}; give the twin of --data")
-    rows, sites, images = [], [], []
-    for item in range(len(with_cue)):
-        a, b = with_cue[item], without[item]
-        if a["image"].shape == b["image"].shape and torch.equal(a["image"], b["image"]):
-            continue
+def carrying_volumes(data: Path, twin: Path) -> tuple[list[str], list[dict[str, torch.Tensor]]]:
+    """The sites of the volumes that differ between `data` and `twin` (`cue_rows`) and per such volume the images
+    `{"x0", "cue", "shape", "brightness"}` `(S, 1, H, W)` with its B-scan `positions`."""
+    recipe, with_cue = resolve_study(RECIPE, data=data)
+    without = resolve_study(RECIPE, data=twin)[1]
+    if len(without.labels) != len(with_cue.labels):
+        raise SystemExit(f"{twin}: {len(without.labels)} volumes where {data} has {len(with_cue.labels)}; "
+                         "give the twin of --data")
+    rows = cue_rows(recipe, with_cue, without)
+    config = dataset_config(recipe)
+    pair = [build_dataset(d.kind, d.cache_dir, rows, config, train=False, seed=recipe.seed)
+            for d in (with_cue, without)]
+    images = []
+    for item in range(len(rows)):
+        a, b = pair[0][item], pair[1][item]
         x, x0 = a["image"].float(), b["image"].float()
-        shape, _ = swapped_looks(x, x0, kind="columns", sigma=LOOK_SIGMA, level="keep")
+        shape, _ = swapped_looks(x, x0, kind="columns", sigma=recipe.ppi.look_sigma, level="keep")
         brightness = (x0 * (x.mean() / x0.mean().clamp_min(1e-6))).clamp(0.0, 1.0)
-        rows.append(int(a["index"]))
-        sites.append(str(with_cue.manifest["site"].iloc[item]))
         images.append({"x0": x0, "cue": x, "shape": shape, "brightness": brightness, "positions": a["positions"]})
-    return np.asarray(rows, dtype=np.int64), sites, images
+    return [str(s) for s in with_cue.sites[rows]], images
 
 
 def channel_effects(run: Path, sites: list[str], images: list[dict[str, torch.Tensor]]) -> pd.DataFrame:
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--twin", type=Path, required=True, help="the same volumes prepared without the cue")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    _, sites, images = carrying_volumes(args.data, args.twin)
+    sites, images = carrying_volumes(args.data, args.twin)
     if not images:
         raise SystemExit(f"{args.twin}: every volume equals --data's; give a twin without the cue")
     for run in args.runs:
