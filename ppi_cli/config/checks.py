@@ -56,6 +56,7 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
             `ppi.swap_region: image` without `ppi.fill: swap` and a `ppi.swap_look`, or with L_ad (`ppi.gamma`),
             or `ppi.counterfactual_loss: hinge` without it, or `eval.select_on: looks` without a
             `ppi.swap_look` (baselines too), or `ppi.look_level: select` without a swapped look, or
+            `ppi.look_choices` without `ppi.look_level: select`, or
             `ppi.fallback_drop` against a warm-up that is not there (`ppi.start_epoch` 0), or `ppi.fallback_fit`
             in a guard without `ppi.fallback_against: baseline` (no run without PPI to compare with), or a
             `ppi.out_form` or `ppi.out_coverage` with L_out off (`ppi.delta` 0), or a `ppi.reg_form` with L_reg off
@@ -95,6 +96,10 @@ def check_recipe(recipe: _Recipe, provenance: Mapping[str, str], *, unset: str =
         raise ConfigError(f"{where}: ppi.look_level: select trains twice to choose how a swapped look is carried, "
                           f"and no look is swapped (fill '{ppi.fill}', swap_look '{ppi.swap_look}')",
                           hint="set ppi.fill: swap and ppi.swap_look: blur or columns, or ppi.look_level: swap")
+    if getattr(ppi, "look_choices", "swap-keep") != "swap-keep" and getattr(ppi, "look_level", "swap") != "select":
+        raise ConfigError(f"{where}: ppi.look_choices '{ppi.look_choices}' says what ppi.look_level: select chooses "
+                          f"between, and ppi.look_level is '{ppi.look_level}'",
+                          hint="set ppi.look_level: select, or leave ppi.look_choices at swap-keep")
     if getattr(ppi, "swap_region", "mask") == "image":
         if not swaps_a_look:
             raise ConfigError(f"{where}: ppi.swap_region: image swaps whole images between the classes, and needs "

@@ -26,7 +26,7 @@ from ppi_cli.errors import ConfigError
 __all__ = [
     "ModelConfig", "MultiviewConfig", "DataConfig", "PPIConfig", "OptimConfig", "ScheduleConfig", "EvalConfig",
     "Recipe", "load_recipe", "resolve_recipe_path", "list_recipes", "apply_overrides", "SELECT_CHOICES", "NULL",
-    "override_value",
+    "override_value", "select_choices",
 ]
 
 Weight = float | Literal["auto"]
@@ -97,8 +97,10 @@ class DataConfig:
 
 
 # the PPI fields a recipe may set to `select`, a choice between whole runs (engine.trainer.fit trains each, in this
-# order; a tie keeps the first), and what each trains
+# order; a tie keeps the first), and what each trains by default (`select_choices`: what a recipe's select trains)
 SELECT_CHOICES: dict[str, tuple[str, ...]] = {"intervened_norm": ("running", "clean"), "look_level": ("swap", "keep")}
+# the pairs of levels `ppi.look_level: select` may choose between (`ppi.look_choices`)
+LOOK_CHOICES: dict[str, tuple[str, ...]] = {"swap-keep": ("swap", "keep"), "keep-top": ("keep", "top")}
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,11 @@ class PPIConfig:
         "docs/ppi.md); or select: train with swap "
         "and with keep and keep the run the validation split ranks higher under eval.select (twice the training; "
         "ours; docs/ppi.md).")
+    look_choices: Literal["swap-keep", "keep-top"] = param(
+        "swap-keep", "With look_level: select, the two levels it trains and chooses between: swap-keep, or keep-top "
+        "(ours), the look's shape with or without each image scaled back to its 99.5th percentile, so a run at a "
+        "site whose cue shifts the prepared volume's brightness can take top while runs elsewhere keep keep "
+        "(docs/ppi.md).")
     look_from: Literal["image", "outside"] = param(
         "image", "With swap_look, the pixels an image's look is taken from: the whole image, or outside the mask "
         "being swapped (ours), so the lesion the mask holds does not enter the look: a GA lesion brightens whole "
@@ -275,6 +282,12 @@ class PPIConfig:
         "select: train with running "
         "and with clean and keep the run the validation split ranks higher under eval.select (twice the "
         "training; ours; docs/ppi.md).")
+
+
+def select_choices(ppi: PPIConfig, field: str) -> tuple[str, ...]:
+    """The choices `ppi.<field>: select` trains, in order (a tie keeps the first): `ppi.look_choices` for the look
+    level, SELECT_CHOICES for the rest."""
+    return LOOK_CHOICES[ppi.look_choices] if field == "look_level" else SELECT_CHOICES[field]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from ppi_cli.config.loader import config_hash, dump_yaml
-from ppi_cli.config.recipe import SELECT_CHOICES, Recipe
+from ppi_cli.config.recipe import LOOK_CHOICES, SELECT_CHOICES, Recipe, select_choices
 from ppi_cli.console import log, progress
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
 from ppi_cli.data.splits import Split, save_split
@@ -211,20 +211,21 @@ def _choice_dir(out_dir: Path, field: str, choice: str) -> Path:
 
 def has_last_checkpoint(out_dir: Path) -> bool:
     """Whether `out_dir` holds a training run to resume: its `last.pt`, or one of a `select`'s runs."""
-    runs = [_choice_dir(out_dir, name, choice) for name, choices in SELECT_CHOICES.items() for choice in choices]
+    every = {**SELECT_CHOICES, "look_level": tuple(dict.fromkeys(c for pair in LOOK_CHOICES.values() for c in pair))}
+    runs = [_choice_dir(out_dir, name, choice) for name, choices in every.items() for choice in choices]
     return (out_dir / LAST).is_file() or any(has_last_checkpoint(run) for run in runs if run.is_dir())
 
 
 def _fit_each_choice(recipe: Recipe, field: str, *, cache_dir: Path | None, split: Split, out_dir: Path,
                      device: str, resume: bool, without_ppi: Path | None) -> TrainResult:
-    """`ppi.<field>: select` (`ppi.intervened_norm`, `ppi.look_level`): train once per choice of SELECT_CHOICES,
-    each in `<prefix>-<choice>/`, and keep the run whose kept epoch ranks higher on the validation split under
-    `eval.select`.
+    """`ppi.<field>: select` (`ppi.intervened_norm`, `ppi.look_level`): train once per choice (`select_choices`:
+    SELECT_CHOICES, or `ppi.look_choices` for the look level), each in `<prefix>-<choice>/`, and keep the run whose
+    kept epoch ranks higher on the validation split under `eval.select`.
 
     The winner's `best.pt` is copied to `out_dir/best.pt`; `<prefix>-select.json` records every key. Each
     run resumes from its own `last.pt` with `resume`, so an interrupted choice continues where it stopped.
     """
-    choices, prefix = SELECT_CHOICES[field], _CHOICE_PREFIX[field]
+    choices, prefix = select_choices(recipe.ppi, field), _CHOICE_PREFIX[field]
     if len(split.val) == 0:
         raise ConfigError(f"ppi.{field}: select chooses on the validation split, and this run has none",
                           hint=f"set data.val_fraction above 0, or choose {' or '.join(choices)}")
@@ -232,6 +233,8 @@ def _fit_each_choice(recipe: Recipe, field: str, *, cache_dir: Path | None, spli
     for choice in choices:
         sub = _choice_dir(out_dir, field, choice)
         settings: dict[str, Any] = {field: choice}
+        if field == "look_level":  # each run trains one level: the pair it came from is the parent's record
+            settings["look_choices"] = "swap-keep"
         variant = dataclasses.replace(recipe, ppi=dataclasses.replace(recipe.ppi, **settings))
         log(f"ppi.{field}: select: training with {choice}")
         results[choice] = fit(variant, cache_dir=cache_dir, split=split, out_dir=sub, device=device,

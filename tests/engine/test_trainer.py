@@ -499,6 +499,36 @@ def test_look_level_select_under_norm_select_chooses_a_level_in_each_norm_run(tm
     assert trainer.has_last_checkpoint(out)  # the nested runs are found to resume
 
 
+@pytest.mark.parametrize(("top_loss", "kept"), [(0.2, "top"), (0.3, "keep")])
+def test_look_choices_keep_top_trains_keep_and_top_and_keeps_the_lower_validation_loss(tmp_path, monkeypatch,
+                                                                                       one_thread, top_loss, kept):
+    """`ppi.look_choices: keep-top`: `look_level: select` trains `keep` then `top`, each in its own folder with its
+    own recipe, and keeps the lower validation loss (keep's 0.3; a tie keeps `keep`); no `swap` run is trained."""
+    import ppi_cli.engine.trainer as trainer
+
+    losses = iter([0.3, top_loss])  # one epoch each, in training order
+    threshold = {"value": 0.5, "source": "test"}
+    monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (0.9, next(losses), threshold))
+    look = "eval:\n  select: loss\nppi:\n  look_level: select\n  look_choices: keep-top\n  fill: swap\n" \
+           "  swap_look: columns\n  start_epoch: 0\n"
+    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=1, extra=look))
+    out = tmp_path / "run"
+    fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu")
+    record = json.loads((out / "level-select.json").read_text())
+    assert record["chosen"] == kept and (record["keys"]["keep"][0], record["keys"]["top"][0]) == (-0.3, -top_loss)
+    for level in ("keep", "top"):
+        assert load_recipe(out / f"level-{level}" / "recipe.yaml").ppi.look_level == level
+    assert not (out / "level-swap").exists()
+    assert (out / "best.pt").read_bytes() == (out / f"level-{kept}" / "best.pt").read_bytes()
+    assert trainer.has_last_checkpoint(out) and not (out / "last.pt").exists()  # top's run is found to resume
+
+
+def test_look_choices_without_look_level_select_exits_1_in_one_line(tmp_path):
+    extra = "ppi:\n  look_choices: keep-top\n  fill: swap\n  swap_look: columns\n  look_level: keep\n"
+    with pytest.raises(ConfigError, match="look_choices 'keep-top' says what ppi.look_level: select chooses between"):
+        load_recipe(_recipe_file(tmp_path, size=32, epochs=1, extra=extra))
+
+
 def test_look_level_select_without_a_swapped_look_exits_1_in_one_line(tmp_path):
     path = _recipe_file(tmp_path, size=32, epochs=1, extra="ppi:\n  look_level: select\n")
     with pytest.raises(ConfigError, match="look_level: select trains twice .* no look is swapped"):
