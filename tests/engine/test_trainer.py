@@ -470,6 +470,22 @@ def test_intervened_norm_select_trains_both_modes_and_keeps_the_better_validated
     assert not (tmp_path / "bare").exists()
 
 
+def _fit_one_epoch_runs(tmp_path, monkeypatch, losses: list[float], ppi_extra: str) -> Path:
+    """Train a one-epoch recipe with `ppi.look_level: select` (columns swapped, PPI from the start) and the PPI
+    fields `ppi_extra`, each run's validation loss the next of `losses` in training order; its folder."""
+    import ppi_cli.engine.trainer as trainer
+
+    served = iter(losses)
+    threshold = {"value": 0.5, "source": "test"}
+    monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (0.9, next(served), threshold))
+    look = "eval:\n  select: loss\nppi:\n  look_level: select\n  fill: swap\n  swap_look: columns\n" \
+           "  start_epoch: 0\n" + ppi_extra
+    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=1, extra=look))
+    out = tmp_path / "run"
+    fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu")
+    return out
+
+
 def test_look_level_select_under_norm_select_chooses_a_level_in_each_norm_run(tmp_path, monkeypatch, one_thread):
     """`ppi.look_level: select` with `ppi.intervened_norm: select`: each batch-norm run trains both look levels in its
     own folder and keeps the level of the lower validation loss; the norm choice is then made between the two
@@ -477,14 +493,7 @@ def test_look_level_select_under_norm_select_chooses_a_level_in_each_norm_run(tm
     clean/keep 0.5, so running keeps `keep`, clean keeps `swap`, and clean/swap (0.25) wins."""
     import ppi_cli.engine.trainer as trainer
 
-    losses = iter([0.4, 0.3, 0.25, 0.5])  # one epoch each, in training order
-    threshold = {"value": 0.5, "source": "test"}
-    monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (0.9, next(losses), threshold))
-    look = "eval:\n  select: loss\nppi:\n  intervened_norm: select\n  look_level: select\n  fill: swap\n" \
-           "  swap_look: columns\n  start_epoch: 0\n"
-    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=1, extra=look))
-    out = tmp_path / "run"
-    fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu")
+    out = _fit_one_epoch_runs(tmp_path, monkeypatch, [0.4, 0.3, 0.25, 0.5], "  intervened_norm: select\n")
     for norm, kept, keys in (("running", "keep", (-0.4, -0.3)), ("clean", "swap", (-0.25, -0.5))):
         record = json.loads((out / f"norm-{norm}" / "level-select.json").read_text())
         assert record["chosen"] == kept and (record["keys"]["swap"][0], record["keys"]["keep"][0]) == keys
@@ -506,14 +515,7 @@ def test_look_choices_keep_top_trains_keep_and_top_and_keeps_the_lower_validatio
     own recipe, and keeps the lower validation loss (keep's 0.3; a tie keeps `keep`); no `swap` run is trained."""
     import ppi_cli.engine.trainer as trainer
 
-    losses = iter([0.3, top_loss])  # one epoch each, in training order
-    threshold = {"value": 0.5, "source": "test"}
-    monkeypatch.setattr(trainer, "_validate", lambda *args, **kwargs: (0.9, next(losses), threshold))
-    look = "eval:\n  select: loss\nppi:\n  look_level: select\n  look_choices: keep-top\n  fill: swap\n" \
-           "  swap_look: columns\n  start_epoch: 0\n"
-    recipe = load_recipe(_recipe_file(tmp_path, size=32, epochs=1, extra=look))
-    out = tmp_path / "run"
-    fit(recipe, cache_dir=None, split=_split(recipe), out_dir=out, device="cpu")
+    out = _fit_one_epoch_runs(tmp_path, monkeypatch, [0.3, top_loss], "  look_choices: keep-top\n")
     record = json.loads((out / "level-select.json").read_text())
     assert record["chosen"] == kept and (record["keys"]["keep"][0], record["keys"]["top"][0]) == (-0.3, -top_loss)
     for level in ("keep", "top"):
