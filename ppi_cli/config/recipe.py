@@ -168,8 +168,8 @@ class PPIConfig:
         "shape moves (a ramp's slope, stripes) and each image keeps its own brightness; top, keep's look with each "
         "image then scaled so its 99.5th percentile stays where it was, as prepare's percentile normalisation leaves "
         "every image (a look that brightens columns beyond the data's range reads as GA's hypertransmission, "
-        "docs/ppi.md); or select: train with swap "
-        "and with keep and keep the run the validation split ranks higher under eval.select (twice the training; "
+        "docs/ppi.md); or select: train with each of the two levels of look_choices (swap and keep unless it says "
+        "otherwise) and keep the run the validation split ranks higher under eval.select (twice the training; "
         "ours; docs/ppi.md).")
     look_choices: Literal["swap-keep", "keep-top"] = param(
         "swap-keep", "With look_level: select, the two levels it trains and chooses between: swap-keep, or keep-top "
