@@ -96,11 +96,14 @@ class DataConfig:
                                   "(for the multiview model).", min=0)
 
 
-# the PPI fields a recipe may set to `select`, a choice between whole runs (engine.trainer.fit trains each, in this
-# order; a tie keeps the first), and what each trains by default (`select_choices`: what a recipe's select trains)
-SELECT_CHOICES: dict[str, tuple[str, ...]] = {"intervened_norm": ("running", "clean"), "look_level": ("swap", "keep")}
 # the pairs of levels `ppi.look_level: select` may choose between (`ppi.look_choices`)
 LOOK_CHOICES: dict[str, tuple[str, ...]] = {"swap-keep": ("swap", "keep"), "keep-top": ("keep", "top")}
+# the PPI fields a recipe may set to `select`, a choice between whole runs, and every choice a select of each may
+# train (`select_choices`: what one recipe's select trains, in order; a tie keeps the first)
+SELECT_CHOICES: dict[str, tuple[str, ...]] = {
+    "intervened_norm": ("running", "clean"),
+    "look_level": tuple(dict.fromkeys(level for pair in LOOK_CHOICES.values() for level in pair)),
+}
 
 
 @dataclass(frozen=True)
@@ -285,8 +288,8 @@ class PPIConfig:
 
 
 def select_choices(ppi: PPIConfig, field: str) -> tuple[str, ...]:
-    """The choices `ppi.<field>: select` trains, in order (a tie keeps the first): `ppi.look_choices` for the look
-    level, SELECT_CHOICES for the rest."""
+    """The choices `ppi.<field>: select` trains, in order (a tie keeps the first): the pair `ppi.look_choices` names
+    for the look level, all of SELECT_CHOICES for the rest."""
     return LOOK_CHOICES[ppi.look_choices] if field == "look_level" else SELECT_CHOICES[field]
 
 

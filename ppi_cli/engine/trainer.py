@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from ppi_cli.config.loader import config_hash, dump_yaml
-from ppi_cli.config.recipe import LOOK_CHOICES, SELECT_CHOICES, Recipe, select_choices
+from ppi_cli.config.recipe import SELECT_CHOICES, Recipe, select_choices
 from ppi_cli.console import log, progress
 from ppi_cli.data.datasets import build_dataset, dataset_manifest
 from ppi_cli.data.splits import Split, save_split
@@ -211,16 +211,15 @@ def _choice_dir(out_dir: Path, field: str, choice: str) -> Path:
 
 def has_last_checkpoint(out_dir: Path) -> bool:
     """Whether `out_dir` holds a training run to resume: its `last.pt`, or one of a `select`'s runs."""
-    every = {**SELECT_CHOICES, "look_level": tuple(dict.fromkeys(c for pair in LOOK_CHOICES.values() for c in pair))}
-    runs = [_choice_dir(out_dir, name, choice) for name, choices in every.items() for choice in choices]
+    runs = [_choice_dir(out_dir, name, choice) for name, choices in SELECT_CHOICES.items() for choice in choices]
     return (out_dir / LAST).is_file() or any(has_last_checkpoint(run) for run in runs if run.is_dir())
 
 
 def _fit_each_choice(recipe: Recipe, field: str, *, cache_dir: Path | None, split: Split, out_dir: Path,
                      device: str, resume: bool, without_ppi: Path | None) -> TrainResult:
-    """`ppi.<field>: select` (`ppi.intervened_norm`, `ppi.look_level`): train once per choice (`select_choices`:
-    SELECT_CHOICES, or `ppi.look_choices` for the look level), each in `<prefix>-<choice>/`, and keep the run whose
-    kept epoch ranks higher on the validation split under `eval.select`.
+    """`ppi.<field>: select` (`ppi.intervened_norm`, `ppi.look_level`): train once per choice of `select_choices`
+    (`ppi.look_choices` names the look level's pair), each in `<prefix>-<choice>/`, and keep the run whose kept
+    epoch ranks higher on the validation split under `eval.select`.
 
     The winner's `best.pt` is copied to `out_dir/best.pt`; `<prefix>-select.json` records every key. Each
     run resumes from its own `last.pt` with `resume`, so an interrupted choice continues where it stopped.
