@@ -32,11 +32,13 @@ def synth_lidc_cmd(
     lesion_strength: Annotated[float, typer.Option("--lesion-strength", min=0.0, help="Nodule contrast against the "
                                                    "lung, 1 = default; smaller makes nodules harder to see than the "
                                                    "cue (readers and labels do not change).")] = 1.0,
-    reader_agreement: Annotated[float, typer.Option("--reader-agreement", min=0.0, max=1.0, help="How far the "
-                                                    "four readers agree: 0 = each draws its misses and its "
-                                                    "smallest outlined cross-section (default); 1 = ranked "
-                                                    "readers, so the label follows from the nodule's size and "
-                                                    "contrast on the slice.")] = 0.0,
+    reader_agreement: Annotated[float | None, typer.Option("--reader-agreement", min=0.0, max=1.0, help="How far "
+                                                           "the four readers agree: 0 = each draws its misses and "
+                                                           "its smallest outlined cross-section; 1 = ranked "
+                                                           "readers, so the label follows from the nodule's size "
+                                                           "and contrast on the slice. Default: 1 with --shortcut "
+                                                           "mark or diffuse, 0 without.",
+                                                           show_default=False)] = None,
 ) -> None:
     """Write CT series with nodules, four simulated readers' XML and answer_key.csv (NBIA layout)."""
     # Imported here, not at the top: `ppi --help` imports every verb module (cli/main.py).

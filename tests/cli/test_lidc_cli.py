@@ -88,3 +88,21 @@ def test_agreeing_readers_outline_in_rank_order(cli, tmp_path):
     assert (key["readers"] == key["n_readers"].map(lambda n: ";".join(map(str, range(n))))).all()
     assert key["label"].nunique() == 2
     assert cli("synth", "lidc", "--reader-agreement", 2, "--out", tmp_path / "bad").exit_code == 2
+
+
+def test_a_planted_cue_ranks_the_readers_unless_told_otherwise(cli, tmp_path):
+    """The shortcut benchmark's label reads from the slice by default (`--reader-agreement` 1 with a cue); without a
+    cue, or with `--reader-agreement 0`, each reader draws its own misses, as before."""
+    def answers(name, *options):
+        made = cli("synth", "lidc", "--patients", 4, "--size", 64, "--slices", 10, "--seed", 4, *options,
+                   "--out", tmp_path / name)
+        assert made.exit_code == 0, made.stderr
+        key = pd.read_csv(tmp_path / name / "answer_key.csv", dtype={"readers": str, "series_uid": str})
+        return key[["series_uid", "z", "nodule", "readers", "label"]]
+
+    cued = answers("cued", "--shortcut", "diffuse")
+    pd.testing.assert_frame_equal(cued, answers("ranked", "--shortcut", "diffuse", "--reader-agreement", 1))
+    drawn = answers("drawn", "--shortcut", "diffuse", "--reader-agreement", 0)
+    pd.testing.assert_frame_equal(drawn, answers("plain"))  # no cue: drawn readers, the cue changes no draw
+    ranked = cued["readers"] == cued["readers"].str.count(";").add(1).map(lambda n: ";".join(map(str, range(n))))
+    assert ranked[cued["readers"].notna()].all() and not cued["readers"].equals(drawn["readers"])

@@ -21,9 +21,12 @@ slice, strong enough to show in the lung window of a prepared crop; `mark` paint
 square just above every outlined nodule of the slice, so it falls inside that nodule's crop.
 The cue has its own random stream, and `lesion_strength` (the nodule's contrast against the lung)
 changes no draw, so the readers, the labels and the rest of the pixels stay those of the same
-seed without a cue. `reader_agreement` ranks the readers (1) instead of drawing them (0, the
-default), so the label reads from the slice; it keeps the nodules and changes the outlines, the
-labels and the noise drawn after them.
+seed without a cue. `reader_agreement` ranks the readers (1) instead of drawing them (0), so the
+label reads from the slice; it keeps the nodules and changes the outlines, the labels and the noise
+drawn after them. Left unset it is 1 with a planted cue and 0 without: where the readers draw
+independently a network reads the label from the slice at about 0.67 AUC, so a cue is most of the
+in-cohort signal and no model that stops reading it can keep the in-cohort AUC (docs/ppi.md, "The
+LIDC benchmark's label reads from the slice").
 """
 
 from __future__ import annotations
@@ -82,11 +85,18 @@ class SynthLidcConfig:
     diffuse: str = "ramp"  # the form of a diffuse cue: ramp | texture
     correlation: float | None = None  # the cue-label r; None: DEFAULT_CORRELATION
     lesion_strength: float = 1.0  # the nodules' contrast against the lung, 1 = the default
-    reader_agreement: float = 0.0  # 0: independent readers (default); 1: ranked, the label read from the slice
+    # 0: independent readers; 1: ranked, the label read from the slice; None: 1 with a cue, 0 without
+    reader_agreement: float | None = None
 
     def cue_form(self) -> str:
         """What the planted cue is: `none`, `mark`, `ramp` or `texture`."""
         return cue_form(self.shortcut, self.diffuse)
+
+    def agreement(self) -> float:
+        """The readers' agreement drawn with: `reader_agreement`, or 1 with a planted cue and 0 without."""
+        if self.reader_agreement is not None:
+            return self.reader_agreement
+        return 0.0 if self.shortcut == "none" else 1.0
 
     def check(self) -> None:
         """Refuse sizes the phantom cannot be drawn at, and unknown cues."""
@@ -102,7 +112,7 @@ class SynthLidcConfig:
         if not self.lesion_strength >= 0:
             raise ConfigError(f"--lesion-strength: {self.lesion_strength} is negative",
                               hint="e.g. --lesion-strength 0.5")
-        if not 0.0 <= self.reader_agreement <= 1.0:
+        if self.reader_agreement is not None and not 0.0 <= self.reader_agreement <= 1.0:
             raise ConfigError(f"--reader-agreement: {self.reader_agreement} is outside [0, 1]",
                               hint="e.g. --reader-agreement 1")
 
@@ -321,7 +331,7 @@ def _draw_series(config: SynthLidcConfig, root: Path, p: int) -> _Series:
     annotations: list[Annotation] = []
     answers = []
     for index, nodule in enumerate(nodules):
-        outlines, slices = _readers_outlines(rng, nodule, index, spacing, z, sops, config.reader_agreement)
+        outlines, slices = _readers_outlines(rng, nodule, index, spacing, z, sops, config.agreement())
         annotations.extend(outlines)
         mark = _mark_box(nodule, spacing, config.size)
         for k, readers, radius in slices:

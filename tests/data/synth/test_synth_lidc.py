@@ -35,7 +35,7 @@ def _pixel_hash(root) -> str:
 @pytest.mark.parametrize("r", [0.9, -0.9])
 def test_cue_follows_the_slice_label_at_the_requested_correlation(tmp_path, r):
     result = synth_lidc(SynthLidcConfig(out=tmp_path, patients=60, size=32, slices=8, seed=5, shortcut="diffuse",
-                                        correlation=r))
+                                        correlation=r, reader_agreement=0.0))  # drawn readers: both labels plenty
     key = pd.read_csv(result.answer_key, dtype={"series_uid": str})
     assert (key["cue_form"] == "ramp").all() and key["cue_box"].isna().all()
     slices = _slices(key)
@@ -59,15 +59,17 @@ def test_cue_follows_the_slice_label_at_the_requested_correlation(tmp_path, r):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    """The same synthetic patients without a cue, with the ramp and with the mark, each prepared, via the CLI."""
+    """The same synthetic patients without a cue, with the ramp and with the mark, each prepared, via the CLI (the
+    cued cohorts with their default ranked readers, the cue-free one told to rank them too)."""
     from ppi_cli.cli.main import run
 
     base = tmp_path_factory.mktemp("lidc-cues")
     data = {}
     for shortcut in ("none", "diffuse", "mark"):
         synth, cache = base / shortcut, base / f"cache-{shortcut}"
+        agreement = ["--reader-agreement", "1"] if shortcut == "none" else []
         assert run(["synth", "lidc", "--out", str(synth), "--patients", "6", "--size", "128", "--slices", "12",
-                    "--seed", "2", "--shortcut", shortcut, "--diffuse", "ramp"]) == 0
+                    "--seed", "2", "--shortcut", shortcut, "--diffuse", "ramp", *agreement]) == 0
         (root,) = synth.glob("manifest-*")
         assert run(["prepare", "lidc", "--root", str(root), "--out", str(cache), "--spacing", str(SPACING),
                     "--crop", str(CROP)]) == 0
