@@ -1,13 +1,17 @@
 # SPDX-License-Identifier: MIT
 """Shared test helpers: the checkout's root, tiny checkpoints in the layout `ppi train` writes, PHI scans,
-small synthetic LIDC downloads in the three TCIA folder layouts, and a prepared cache read back whole.
+small synthetic LIDC downloads in the three TCIA folder layouts, a prepared cache read back whole, and one PPI
+training step of a recipe's model.
 
 Fixtures live in conftest.py; everything a test imports by name lives here (`from helpers import ...`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import itertools
+import math
 import os
 import shutil
 import sys
@@ -21,10 +25,20 @@ import torch
 from pydicom.data import get_testdata_file
 
 from ppi_cli.checkpoint import save_checkpoint
-from ppi_cli.config.recipe import DataConfig, ModelConfig, MultiviewConfig, Recipe
+from ppi_cli.config.recipe import (
+    SELECT_CHOICES,
+    DataConfig,
+    ModelConfig,
+    MultiviewConfig,
+    PPIConfig,
+    Recipe,
+    select_choices,
+)
 from ppi_cli.data.synth.lidc import SynthLidcConfig, synth_lidc
 from ppi_cli.engine.run_meta import CacheDescription, checkpoint_meta
+from ppi_cli.engine.step import TrainStep
 from ppi_cli.models import build_model
+from ppi_cli.ppi import LossWeights
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout
 
@@ -202,3 +216,38 @@ def lidc_nodule_cache(folder: Path, *, side: int, patients: int = 12, per_patien
     write_cache_info(folder, "lidc", {"crop": side, "spacing": 0.5, "min_readers": 3, "annotations": "auto"}, n,
                      ["manifest.csv", "images.npy"] + (["masks.npy"] if with_masks else []))
     return folder
+
+
+def step_configs(recipe: Recipe) -> list[PPIConfig]:
+    """The PPI sections the recipe's training steps run with: each `select` field trains each of its choices."""
+    fields = list(SELECT_CHOICES)
+    options = [select_choices(recipe.ppi, name) if getattr(recipe.ppi, name) == "select"
+               else (getattr(recipe.ppi, name),) for name in fields]
+    return [dataclasses.replace(recipe.ppi, **dict(zip(fields, values, strict=True)))
+            for values in itertools.product(*options)]
+
+
+def one_ppi_step(recipe: Recipe, ppi: PPIConfig, size: int = 16) -> None:
+    """One training step of `recipe`'s model, shrunk to `size` px and a batch of four, with the PPI section `ppi`
+    from the first step: its losses and gradients are finite and some gradient is non-zero."""
+    model_cfg = dataclasses.replace(recipe.model, input_size=size,
+                                    multiview=dataclasses.replace(recipe.model.multiview, num_positions=4))
+    cfg = dataclasses.replace(ppi, start_epoch=0)  # one of the PPI sections its runs train with, from the first step
+    torch.manual_seed(0)
+    model = build_model(model_cfg).train()
+    batch, channels = 4, model_cfg.in_channels
+    if model_cfg.name == "multiview":
+        x, positions = torch.rand(batch, 3, channels, size, size), torch.arange(3).repeat(batch, 1)
+    else:
+        x, positions = torch.rand(batch, channels, size, size), None
+    binary = model_cfg.num_classes == 1
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0]) if binary else torch.arange(batch) % model_cfg.num_classes
+    step = TrainStep(model=model, net=model, cfg=cfg, weights=LossWeights(cfg), binary=binary,
+                     device=torch.device("cpu"))
+    assert step.uses_ppi(epoch=0, batch_size=batch)
+    values = step(x, y, positions, epoch=0, generator=torch.Generator().manual_seed(0))
+    assert {"cls", "con", "reg", "ad", "loss"} <= set(values)
+    assert all(math.isfinite(float(values[k])) for k in ("cls", "con", "reg", "ad", "loss")), values
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(float(g.abs().sum()) > 0 for g in grads)

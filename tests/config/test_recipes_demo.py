@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import one_ppi_step, step_configs
 
 from ppi_cli.config import load_recipe
 
@@ -22,12 +23,13 @@ MEASURED = {"mask": "top-k", "coverage": 0.30, "map_centre": "batch", "map_smoot
 # (docs/ppi.md, "Counterfactuals faded in": the `fade` row, ten seeds on each diffuse form; "PPI from the first
 # epoch": the start, ten seeds on every training site of both forms), batch norm on the clean batch's statistics
 # with their gradient ("Why PPI runs were timid": five seeds on every training site of both forms), L_reg at
-# β = 30 ("Sparser maps once batch norm is differentiated": five seeds on every training site of both forms).
+# β = 30 ("Sparser maps once batch norm is differentiated": five seeds on every training site of both forms), the
+# look's level chosen per run between keep and top ("The look level chosen per run": ten seeds on every row).
 MEASURED_64 = {"mask": "top-k", "coverage": 0.15, "map_centre": "batch", "map_smooth": 4.0, "map_sign": "magnitude",
-               "fill": "swap", "swap_look": "columns", "swap_region": "image", "look_level": "keep",
-               "look_from": "outside", "intervened_norm": "clean-grad", "alpha": 0.5, "keep": 0.5, "beta": 30.0,
-               "gamma": 0.0, "start_epoch": 1, "fade_in": 10, "fallback_drop": 0.02, "fallback_against": "baseline",
-               "fallback_fit": 0.2}
+               "fill": "swap", "swap_look": "columns", "swap_region": "image", "look_level": "select",
+               "look_choices": "keep-top", "look_from": "outside", "intervened_norm": "clean-grad", "alpha": 0.5,
+               "keep": 0.5, "beta": 30.0, "gamma": 0.0, "start_epoch": 1, "fade_in": 10, "fallback_drop": 0.02,
+               "fallback_against": "baseline", "fallback_fit": 0.2}
 
 
 @pytest.mark.parametrize("name", ["demo-ga-ppi-wbp", "demo-ga-site-ppi-wbp"])
@@ -62,7 +64,36 @@ def test_the_site_recipe_is_the_sweeps_schedule_and_its_baseline_differs_only_by
     assert not baseline.ppi.enabled and baseline.schedule == site.schedule and baseline.model == site.model
 
 
-@pytest.mark.parametrize("name", ["ga-ppi-wbp", "lidc-ppi-wbp-cpu"])
+@pytest.mark.parametrize("name", ["ga-ppi-grad", "ga-ppi-gradcam", "ga-ppi-lrp", "ga-ppi-wbp", "ga-ppi-wbp-box"])
+def test_the_ga_gpu_recipes_carry_the_setting_measured_at_64_px_its_lengths_scaled_to_their_input(name):
+    """The GPU recipes carry ga-ppi-wbp-cpu's PPI setting (unmeasured on Inception), every length in pixels scaled
+    by their input size over the 64 px it was measured at."""
+    recipe, cpu = load_recipe(name), load_recipe(f"{name}-cpu")
+    scale = recipe.model.input_size / cpu.model.input_size
+    assert (recipe.model.backbone, recipe.model.input_size, cpu.model.input_size) == ("inception_v3", 299, 64)
+    lengths = {"ppi.map_smooth": (recipe.ppi.map_smooth, cpu.ppi.map_smooth),
+               "ppi.look_sigma": (recipe.ppi.look_sigma, cpu.ppi.look_sigma),
+               "data.blur": (recipe.data.blur, cpu.data.blur)}
+    assert {key: gpu for key, (gpu, _) in lengths.items()} == pytest.approx(
+        {key: measured * scale for key, (_, measured) in lengths.items()}, abs=0.05)
+    same = [key for key in MEASURED_64 if key not in ("map_smooth", "beta")]
+    assert {key: getattr(recipe.ppi, key) for key in same} == {key: getattr(cpu.ppi, key) for key in same}
+    assert recipe.ppi.beta == 0.1  # L_reg charges a map's scale, and Inception's WBP maps have another
+    assert recipe.eval.select == cpu.eval.select == "loss"
+
+
+def test_the_ga_gpu_recipe_trains_a_ppi_step_at_both_look_levels_on_inception(one_thread):
+    """ga-ppi-wbp's setting runs on Inception (from random weights, shrunk to 80 px, its smallest input is 75): one
+    PPI step at each look level its select trains, finite losses and gradients."""
+    recipe = load_recipe("ga-ppi-wbp")
+    recipe = recipe.replace(**{"model.weights": "none"})
+    configs = step_configs(recipe)
+    assert sorted(cfg.look_level for cfg in configs) == ["keep", "top"]
+    for cfg in configs:
+        one_ppi_step(recipe, cfg, size=80)
+
+
+@pytest.mark.parametrize("name", ["lidc-ppi-wbp", "lidc-ppi-wbp-cpu"])
 def test_recipes_where_the_setting_does_not_transfer_keep_the_papers_soft_masks(name):
     ppi = load_recipe(name).ppi
     assert (ppi.mask, ppi.fill, ppi.alpha, ppi.gamma) == ("soft", "zero", 1.0, 1.0)
@@ -133,7 +164,8 @@ def test_docs_list_every_field_the_cpu_study_recipe_sets_where_they_were_chosen(
               if key not in ("map_centre", "map_smooth", "map_sign", "look_from", "beta", "gamma", "mask",
                              "fallback_drop", "fallback_against", "fallback_fit",  # the guards' own sections
                              "start_epoch",  # chosen later, "PPI from the first epoch" (below)
-                             "intervened_norm")]  # chosen later, "Why PPI runs were timid" (below)
+                             "intervened_norm",  # chosen later, "Why PPI runs were timid" (below)
+                             "look_level", "look_choices")]  # chosen later, "The look level chosen per run"
     listed += [f"`data.blur: {recipe.data.blur:.1f}`", f"`schedule.epochs: {recipe.schedule.epochs}`"]
     assert [field for field in listed if field not in section] == []
     for twin in ("ga-ppi-grad-cpu", "ga-ppi-gradcam-cpu", "ga-ppi-lrp-cpu", "ga-ppi-wbp-box-cpu", "ga-baseline-cpu"):
@@ -145,6 +177,15 @@ def test_docs_give_the_start_the_cpu_study_recipe_carries_and_the_ten_seed_table
     recipe = load_recipe("ga-ppi-wbp-cpu")
     assert f"`ga-ppi-wbp-cpu` carries `ppi.start_epoch: {recipe.ppi.start_epoch}`" in section
     assert "seeds 0-9" in section  # the table that chose it covers ten seeds on every row
+
+
+def test_docs_give_the_look_level_the_cpu_study_recipe_carries_and_the_tables_that_chose_it():
+    section = _docs_section("The recipe chooses its look level per run")
+    ppi = load_recipe("ga-ppi-wbp-cpu").ppi
+    assert f"`ga-ppi-wbp-cpu` carries `ppi.look_level: {ppi.look_level}`" in section
+    assert f"`ppi.look_choices: {ppi.look_choices}`" in section
+    assert "seeds 0-9" in section and "seeds 0-4" in section  # the ramp's ten seeds, the texture's five
+    assert "`demo-ga-ppi-wbp`" in section  # the demo keeps one level, and the section says so
 
 
 def test_docs_give_the_batch_norm_the_cpu_study_recipe_carries_and_the_table_that_chose_it():

@@ -482,8 +482,9 @@ def test_the_hinge_without_whole_images_swapped_is_refused_at_load():
 def test_swap_region_image_without_a_swapped_look_is_refused_at_load(fields):
     from ppi_cli.config.recipe import load_recipe
 
+    one_level = {"ppi.look_level": "swap", "ppi.look_choices": "swap-keep"}  # the recipe's select needs a look too
     with pytest.raises(ConfigError, match="ppi.swap_region: image swaps whole images"):
-        load_recipe("ga-ppi-wbp-cpu", {"ppi.swap_region": "image", **fields})
+        load_recipe("ga-ppi-wbp-cpu", {"ppi.swap_region": "image", **one_level, **fields})
     assert load_recipe("ga-ppi-wbp-cpu", {"ppi.swap_region": "image"}).ppi.swap_region == "image"
     with pytest.raises(ConfigError, match="ppi.swap_region: image with ppi.gamma 1"):
         load_recipe("ga-ppi-wbp-cpu", {"ppi.swap_region": "image", "ppi.gamma": 1})
