@@ -85,8 +85,7 @@ def test_the_ga_gpu_recipes_carry_the_setting_measured_at_64_px_its_lengths_scal
 def test_the_ga_gpu_recipe_trains_a_ppi_step_at_both_look_levels_on_inception(one_thread):
     """ga-ppi-wbp's setting runs on Inception (from random weights, shrunk to 80 px, its smallest input is 75): one
     PPI step at each look level its select trains, finite losses and gradients."""
-    recipe = load_recipe("ga-ppi-wbp")
-    recipe = recipe.replace(**{"model.weights": "none"})
+    recipe = load_recipe("ga-ppi-wbp", {"model.weights": "none"})
     configs = step_configs(recipe)
     assert sorted(cfg.look_level for cfg in configs) == ["keep", "top"]
     for cfg in configs:
